@@ -1,0 +1,212 @@
+/**
+ * Apply: render → plan → stage every file of a changed unit in a private directory next to its
+ * targets → check the staged set with the daemon's own checker → only when every check passed, rename
+ * the changed files into place (included files before the files that include them) → reload only the
+ * daemons whose files changed. A refused check leaves every live file as it was. Renames are atomic,
+ * and Ctrl-C during them is held until they are done, so no daemon ever reads a half-written file.
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ServerContext } from '../server/context.js';
+import { renderAll, ALL_UNITS } from '../render/render.js';
+import type { RenderedFile, Unit } from '../render/types.js';
+import { getMeta, setMeta } from '../state/db.js';
+import { listSubdomains } from '../state/subdomains.js';
+import { now } from '../state/types.js';
+import { ensureDir, fsyncDir, readIfExists, writeFresh } from '../util/fsx.js';
+import { withLock } from '../util/lock.js';
+import { checkAuthorizedKeys, checkSshdConfig, reloadSshd } from '../daemons/sshd.js';
+import { checkNginx, reloadNginx } from '../daemons/nginx.js';
+import { checkBind, reloadBind } from '../daemons/bind.js';
+import { checkNsd, reloadNsd } from '../daemons/nsd.js';
+import type { ReloadOutcome } from '../daemons/process.js';
+import { plan, type FileChange, type LiveFile, type Plan, type Reload } from './plan.js';
+import { ensureServerCertificates } from './certificates.js';
+
+export interface ApplyOptions {
+  units?: readonly Unit[];
+  dryRun?: boolean;
+  progress?: (message: string) => void;
+}
+
+export interface ReloadReport extends Reload {
+  status: ReloadOutcome['status'];
+  detail: string;
+}
+
+export interface ApplyReport {
+  plan: Plan;
+  dryRun: boolean;
+  reloads: ReloadReport[];
+  serial: number | null;
+  durationMs: number;
+}
+
+const SERIAL_KEY = 'zone_serial';
+const STAGE_PREFIX = '.p2m-stage-';
+
+function readLive(files: readonly RenderedFile[]): Map<string, LiveFile | undefined> {
+  const live = new Map<string, LiveFile | undefined>();
+  for (const f of files) {
+    const content = readIfExists(f.path);
+    live.set(f.path, content === undefined ? undefined : { content, mode: fs.statSync(f.path).mode });
+  }
+  return live;
+}
+
+function isAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Staging directories of applies that were killed (their pid is gone) are removed. */
+function sweepStaleStages(dirs: Iterable<string>): void {
+  for (const dir of dirs) {
+    let entries: string[];
+    try {
+      entries = fs.readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const e of entries) {
+      if (!e.startsWith(STAGE_PREFIX)) continue;
+      const pid = Number(e.slice(STAGE_PREFIX.length).split('-')[0]);
+      if (!isAlive(pid)) fs.rmSync(path.join(dir, e), { recursive: true, force: true });
+    }
+  }
+}
+
+interface Staged {
+  unit: Unit;
+  dir: string;
+  /** final path → staged path */
+  paths: Map<string, string>;
+}
+
+function stageUnit(unit: Unit, changes: readonly FileChange[]): Staged {
+  const dirs = [...new Set(changes.map((c) => path.dirname(c.file.path)))];
+  if (dirs.length !== 1) throw new Error(`internal: unit ${unit} spans ${dirs.join(', ')}`);
+  const dir = path.join(dirs[0]!, `${STAGE_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`);
+  fs.mkdirSync(dir, { mode: 0o700 });
+  const paths = new Map<string, string>();
+  for (const c of changes) {
+    const staged = path.join(dir, path.basename(c.file.path));
+    writeFresh(staged, c.content, { mode: c.file.mode });
+    paths.set(c.file.path, staged);
+  }
+  return { unit, dir, paths };
+}
+
+async function checkUnit(ctx: ServerContext, s: Staged): Promise<void> {
+  const L = ctx.layout;
+  const staged = (p: string) => s.paths.get(p);
+  switch (s.unit) {
+    case 'sshd':
+      return checkSshdConfig(staged(L.sshd.config)!, staged(L.sshd.sessionScript));
+    case 'keys':
+      return checkAuthorizedKeys(staged(L.sshd.authorizedKeys)!);
+    case 'nginx':
+      return checkNginx(L, staged(L.nginx.config)!);
+    case 'dns':
+      return ctx.config.dns.daemon === 'bind'
+        ? checkBind(ctx.config, staged(L.bind.config), staged(L.bind.zone))
+        : checkNsd(ctx.config, staged(L.nsd.config), staged(L.nsd.zone));
+  }
+}
+
+/** Runs `fn` with SIGINT/SIGTERM held back; they are delivered again once it is done. */
+function withSignalsHeld(fn: () => void): void {
+  const held: NodeJS.Signals[] = [];
+  const hold = (sig: NodeJS.Signals) => held.push(sig);
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const s of signals) process.on(s, hold);
+  try {
+    fn();
+  } finally {
+    for (const s of signals) process.off(s, hold);
+    for (const s of new Set(held)) process.kill(process.pid, s);
+  }
+}
+
+async function reload(ctx: ServerContext, r: Reload): Promise<ReloadOutcome> {
+  switch (r.action) {
+    case 'sshd-reload':
+      return reloadSshd(ctx.layout);
+    case 'nginx-reload':
+      return reloadNginx(ctx.layout);
+    case 'dns-reconfig':
+    case 'dns-reload-zone': {
+      const reconfig = r.action === 'dns-reconfig';
+      return ctx.config.dns.daemon === 'bind' ? reloadBind(ctx.config, ctx.layout, reconfig) : reloadNsd(ctx.config, ctx.layout, reconfig);
+    }
+  }
+}
+
+export function lockFile(ctx: ServerContext): string {
+  return path.join(ctx.layout.lockDir, 'apply.lock');
+}
+
+/** Plans without touching anything (no lock, no certificates, no staging): `pipe2me-ctl plan`. */
+export function planOnly(ctx: ServerContext, units: readonly Unit[] = ALL_UNITS): Plan {
+  const rendered = renderAll(ctx.config, listSubdomains(ctx.db), units);
+  const stored = getMeta(ctx.db, SERIAL_KEY);
+  return plan(rendered, readLive(rendered), { storedSerial: stored ? Number(stored) : null, now: now() });
+}
+
+export async function apply(ctx: ServerContext, opts: ApplyOptions = {}): Promise<ApplyReport> {
+  const started = performance.now();
+  const units = opts.units ?? ALL_UNITS;
+  const progress = opts.progress ?? (() => {});
+  return withLock(lockFile(ctx), 'apply', async () => {
+    if (!opts.dryRun && units.includes('nginx')) await ensureServerCertificates(ctx, progress);
+    const p = planOnly(ctx, units);
+    const report: ApplyReport = { plan: p, dryRun: Boolean(opts.dryRun), reloads: [], serial: p.serial, durationMs: 0 };
+    if (opts.dryRun || p.changedUnits.length === 0) {
+      report.durationMs = performance.now() - started;
+      return report;
+    }
+    const L = ctx.layout;
+    for (const d of [L.sshd.dir, L.nginx.dir, L.bind.dir]) ensureDir(d, 0o755);
+    sweepStaleStages([L.sshd.dir, L.nginx.dir, L.bind.dir]);
+
+    const stagedUnits: Staged[] = [];
+    try {
+      for (const unit of p.changedUnits) stagedUnits.push(stageUnit(unit, p.changes.filter((c) => c.file.unit === unit)));
+      progress(`checking ${p.changedUnits.join(', ')}`);
+      // Checkers run side by side; the first refusal is reported, and then nothing is renamed.
+      const results = await Promise.allSettled(stagedUnits.map((s) => checkUnit(ctx, s)));
+      const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (refused) throw refused.reason;
+
+      withSignalsHeld(() => {
+        const changed = p.changes
+          .filter((c) => c.change !== 'unchanged' || c.modeChanged)
+          .sort((a, b) => a.file.order - b.file.order);
+        const dirs = new Set<string>();
+        for (const c of changed) {
+          const staged = stagedUnits.find((s) => s.unit === c.file.unit)!.paths.get(c.file.path)!;
+          fs.renameSync(staged, c.file.path);
+          dirs.add(path.dirname(c.file.path));
+        }
+        for (const d of dirs) fsyncDir(d);
+      });
+    } finally {
+      for (const s of stagedUnits) fs.rmSync(s.dir, { recursive: true, force: true });
+    }
+    if (p.serial !== null) setMeta(ctx.db, SERIAL_KEY, String(p.serial));
+
+    for (const r of p.reloads) {
+      progress(`reloading: ${r.action} (${r.why})`);
+      const outcome = await reload(ctx, r);
+      report.reloads.push({ ...r, ...outcome });
+    }
+    report.durationMs = performance.now() - started;
+    return report;
+  });
+}

@@ -1,0 +1,47 @@
+/** Human-readable renderings of results, shared by the commands. */
+import type { ApplyReport } from '../apply/apply.js';
+import type { SubdomainView } from '../server/subdomains.js';
+import { table } from './output.js';
+
+export function applySummary(r: ApplyReport): string {
+  const changed = r.plan.changes.filter((c) => c.change !== 'unchanged' || c.modeChanged);
+  if (changed.length === 0) return `${r.dryRun ? 'dry run: ' : ''}nothing to change; every rendered file is up to date (${r.durationMs.toFixed(0)} ms).`;
+  const lines = [`${r.dryRun ? 'dry run: would change' : 'changed'} ${changed.length} file(s) in ${r.plan.changedUnits.join(', ')} (${r.durationMs.toFixed(0)} ms)`];
+  for (const c of changed) lines.push(`  ${c.change === 'unchanged' ? 'mode' : c.change.padEnd(6)} ${c.file.path}`);
+  if (r.serial !== null && r.plan.changedUnits.includes('dns')) lines.push(`  zone serial ${r.serial}`);
+  for (const rl of r.reloads) lines.push(`  ${rl.status === 'reloaded' ? 'reloaded' : 'not running'}: ${rl.detail}`);
+  if (r.dryRun) for (const rl of r.plan.reloads) lines.push(`  would reload: ${rl.action} (${rl.why})`);
+  return lines.join('\n');
+}
+
+export function applyJson(r: ApplyReport) {
+  return {
+    dry_run: r.dryRun,
+    changed_units: r.plan.changedUnits,
+    files: r.plan.changes.map((c) => ({ path: c.file.path, unit: c.file.unit, change: c.change, mode_changed: c.modeChanged })),
+    reloads: r.dryRun ? r.plan.reloads.map((x) => ({ ...x, status: 'planned' })) : r.reloads,
+    zone_serial: r.serial,
+    duration_ms: Math.round(r.durationMs),
+  };
+}
+
+export function subdomainDetails(v: SubdomainView): string {
+  const lines = [v.fqdn];
+  for (const p of v.ports) lines.push(`  ${p.protocol.padEnd(5)} ${p.url}`);
+  if (v.entry.http) lines.push(`  entry ${v.entry.http} -> first ${v.ports.some((p) => p.protocol === 'http') ? 'http' : 'https'} service`);
+  if (v.entry.https) lines.push(`  entry ${v.entry.https} -> first https service${v.passthrough ? ' (TLS passes through to the pod)' : ''}`);
+  lines.push(`  status ${v.status}, created ${v.created}, expires ${v.expires ?? 'never'}`);
+  lines.push(`  route: ${v.route === 'direct' ? `direct to the pod's router ${v.direct_ipv4}` : 'through this server (tunnel)'}${v.route_reason ? ` — ${v.route_reason}` : ''}`);
+  lines.push(`  pod key: ${v.key ? `${v.key.algorithm} ${v.key.fingerprint}` : 'none registered yet'}`);
+  lines.push(`  online: ${v.online ? `since ${v.online.since} from ${v.online.from}` : 'no'}`);
+  if (v.claim_pending) lines.push('  claim: pending (the pod has not claimed it yet)');
+  return lines.join('\n');
+}
+
+export function subdomainTable(views: SubdomainView[]): string {
+  if (views.length === 0) return 'No subdomains yet. Add one: pipe2me-ctl add-subdomain --ports http,https';
+  return table(
+    views.map((v) => [v.name, v.ports.map((p) => `${p.protocol}:${p.port}`).join(','), v.status, v.route, v.online ? 'yes' : 'no', v.expires ?? 'never']),
+    ['NAME', 'PORTS', 'STATUS', 'ROUTE', 'ONLINE', 'EXPIRES'],
+  );
+}

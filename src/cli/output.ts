@@ -1,0 +1,87 @@
+/**
+ * Output for both CLIs: a result is printed for people or, with --json, as one JSON document on stdout;
+ * progress goes to stderr (never into the JSON); errors are handled in one place, `runMain`, which maps
+ * typed errors to their exit codes.
+ */
+import { ExitCode, isPipe2meError } from '../util/errors.js';
+
+export interface GlobalOptions {
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export class Output {
+  constructor(readonly opts: GlobalOptions) {}
+
+  get json(): boolean {
+    return Boolean(this.opts.json);
+  }
+
+  /** Prints the result: `human()` for people, `data` as JSON with --json. */
+  result(data: unknown, human: () => string): void {
+    if (this.json) process.stdout.write(JSON.stringify(data, null, 2) + '\n');
+    else {
+      const text = human();
+      if (text) process.stdout.write(text.endsWith('\n') ? text : text + '\n');
+    }
+  }
+
+  /** A progress line on stderr, for anything that takes more than a moment. */
+  progress(message: string): void {
+    if (this.opts.quiet) return;
+    process.stderr.write(`… ${message}\n`);
+  }
+
+  note(message: string): void {
+    if (this.opts.quiet || this.json) return;
+    process.stderr.write(`${message}\n`);
+  }
+}
+
+export function table(rows: string[][], header?: string[]): string {
+  const all = header ? [header, ...rows] : rows;
+  if (all.length === 0) return '';
+  const widths = all[0]!.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
+  return all.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
+}
+
+export function isoTime(seconds: number | null | undefined): string {
+  return seconds ? new Date(seconds * 1000).toISOString().replace('.000Z', 'Z') : '-';
+}
+
+/** The single top-level error handler of a CLI. */
+export async function runMain(main: () => Promise<void>, wantsJson: () => boolean): Promise<never> {
+  try {
+    await main();
+    process.exit(process.exitCode ?? ExitCode.ok);
+  } catch (e) {
+    if (isPipe2meError(e)) {
+      if (wantsJson()) process.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
+      process.stderr.write(`error: ${e.message}\n` + (e.hint ? `hint: ${e.hint}\n` : ''));
+      process.exit(e.exitCode);
+    }
+    const err = e as { code?: string; exitCode?: number; message?: string };
+    if (err && err.code && String(err.code).startsWith('commander.')) {
+      // commander has printed its own message (unknown option, missing argument, --help, --version).
+      process.exit(err.exitCode === 0 ? 0 : ExitCode.usage);
+    }
+    if (wantsJson()) process.stdout.write(JSON.stringify({ error: { code: 'internal', message: String(err?.message ?? e) } }, null, 2) + '\n');
+    process.stderr.write(`internal error: ${(e as Error)?.stack ?? String(e)}\nThis is a bug in pipe2me; please report it with the command you ran.\n`);
+    process.exit(ExitCode.internal);
+  }
+}
+
+export const EXIT_CODES_HELP = `
+Exit codes:
+  0  success
+  1  internal error (a bug: please report it)
+  2  bad usage or invalid input (a name, a flag, a value)
+  3  configuration invalid or missing (pipe2me.yml, state store)
+  4  not found (no such subdomain, token, certificate)
+  5  conflict (name taken, port range exhausted, already set up)
+  6  a daemon's checker refused a rendered file; nothing live was changed
+  7  a required program is missing (the message names the Debian package)
+  8  a daemon or command failed at run time (reload, signal, timeout)
+  9  denied (bad, revoked or used token; wrong secret)
+ 10  quota exceeded
+ 11  a server could not be reached`;

@@ -1,0 +1,240 @@
+/**
+ * Reading pipe2me.yml: YAML → JSON Schema validation (ajv, unknown keys are errors, defaults filled in)
+ * → derived values → a fully-set Config. Every problem names the key, says what is wrong and how to fix it.
+ */
+import { Ajv, type ErrorObject } from 'ajv';
+import yaml from 'js-yaml';
+import * as fs from 'node:fs';
+import { isIPv4, isIPv6 } from 'node:net';
+import * as path from 'node:path';
+import { CONFIG_ASSETS_DIR } from '../package-root.js';
+import { ConfigError } from '../util/errors.js';
+import { HOSTNAME_RE, LABEL_RE } from '../names/names.js';
+import { parseDuration } from './duration.js';
+import type { Config } from './types.js';
+
+export const DEFAULT_CONFIG_FILE = '/etc/pipe2me/pipe2me.yml';
+
+type Schema = Record<string, unknown>;
+let cachedSchema: Schema | undefined;
+export function loadSchema(): Schema {
+  cachedSchema ??= JSON.parse(fs.readFileSync(path.join(CONFIG_ASSETS_DIR, 'pipe2me.schema.json'), 'utf8')) as Schema;
+  return cachedSchema;
+}
+
+function makeValidator() {
+  const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true });
+  ajv.addKeyword('x-hint');
+  ajv.addFormat('ipv4', { validate: (s: string) => isIPv4(s) });
+  ajv.addFormat('p2m-ipv6-or-null', { validate: (s: string) => isIPv6(s) });
+  ajv.addFormat('p2m-label', { validate: (s: string) => LABEL_RE.test(s) });
+  ajv.addFormat('p2m-hostname', { validate: (s: string) => HOSTNAME_RE.test(s.replace(/\.$/, '')) });
+  ajv.addFormat('p2m-domain', { validate: (s: string) => HOSTNAME_RE.test(s) && s.includes('.') });
+  ajv.addFormat('p2m-abspath', { validate: (s: string) => path.isAbsolute(s) && !/[\s"'`$;{}#\\]/.test(s) && path.normalize(s) === s.replace(/\/$/, '') });
+  return ajv.compile(loadSchema());
+}
+let validator: ReturnType<typeof makeValidator> | undefined;
+
+/** "/dns/ttl" → "dns.ttl"; "/dns/secondaries/0/ipv4" → "dns.secondaries[0].ipv4". */
+export function keyPath(instancePath: string, extra?: string): string {
+  const parts = instancePath.split('/').filter(Boolean);
+  if (extra) parts.push(extra);
+  let out = '';
+  for (const p of parts) out += /^\d+$/.test(p) ? `[${p}]` : out ? `.${p}` : p;
+  return out || '(top level)';
+}
+
+function schemaAt(schemaPath: string): Schema | undefined {
+  // "#/properties/dns/properties/ttl/maximum" → the node that owns the failing keyword
+  let node: unknown = loadSchema();
+  const parts = schemaPath.replace(/^#\//, '').split('/');
+  parts.pop();
+  for (const p of parts) {
+    if (node && typeof node === 'object') node = (node as Record<string, unknown>)[p];
+  }
+  return node && typeof node === 'object' ? (node as Schema) : undefined;
+}
+
+function levenshtein(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++)
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+  return d[a.length]![b.length]!;
+}
+
+function showValue(v: unknown): string {
+  const s = JSON.stringify(v);
+  return s === undefined ? String(v) : s.length > 60 ? s.slice(0, 57) + '…' : s;
+}
+
+function valueAt(doc: unknown, instancePath: string): unknown {
+  let node = doc;
+  for (const p of instancePath.split('/').filter(Boolean)) node = node && typeof node === 'object' ? (node as Record<string, unknown>)[p] : undefined;
+  return node;
+}
+
+export function describeSchemaErrors(errors: ErrorObject[], doc: unknown): string[] {
+  const lines: string[] = [];
+  const seen = new Set<string>();
+  for (const e of errors) {
+    let line: string;
+    if (e.keyword === 'additionalProperties') {
+      const key = String((e.params as { additionalProperty: string }).additionalProperty);
+      const owner = schemaAt(e.schemaPath + '/x');
+      const known = Object.keys((owner?.properties as Record<string, unknown>) ?? {});
+      const close = known.filter((k) => levenshtein(k, key) <= 2);
+      line = `unknown key "${keyPath(e.instancePath, key)}"` +
+        (close.length ? ` — did you mean "${keyPath(e.instancePath, close[0])}"?` : known.length ? ` — allowed here: ${known.join(', ')}` : '');
+    } else if (e.keyword === 'required') {
+      const key = String((e.params as { missingProperty: string }).missingProperty);
+      const sub = (schemaAt(e.schemaPath + '/x')?.properties as Record<string, Schema> | undefined)?.[key];
+      line = `missing key "${keyPath(e.instancePath, key)}"` + (sub?.['x-hint'] ? `. ${String(sub['x-hint'])}` : '');
+    } else {
+      const node = schemaAt(e.schemaPath);
+      const hint = node?.['x-hint'] ? ` ${String(node['x-hint'])}` : '';
+      let what = e.message ?? 'is invalid';
+      if (e.keyword === 'enum') what = `must be one of ${((e.params as { allowedValues: unknown[] }).allowedValues).map((v) => JSON.stringify(v)).join(', ')}`;
+      if (e.keyword === 'format') what = 'is not valid';
+      line = `"${keyPath(e.instancePath)}" ${what} (got ${showValue(valueAt(doc, e.instancePath))}).${hint}`;
+    }
+    if (!seen.has(line)) {
+      seen.add(line);
+      lines.push(line);
+    }
+  }
+  return lines;
+}
+
+interface RawConfig {
+  domain: string;
+  server: { name: string; ipv4: string; ipv6: string | null };
+  ssh: { port: number; tunnel_user: string; client_alive_interval: number; client_alive_count_max: number; ciphers: string[] };
+  ports: { first: number; last: number; max_per_subdomain: number };
+  http: { redirect_status: 301 | 302 | 307 | 308; api_port: number; stream_module: string | null; worker_processes: number | string };
+  dns: {
+    daemon: 'bind' | 'nsd';
+    ttl: number;
+    primary: { name?: string; ipv4?: string };
+    secondaries: { name: string; ipv4: string }[];
+    hostmaster?: string;
+    control_port: number;
+  };
+  ca: { validity_days: number; renew_before_days: number; allowed_curves: string[]; min_rsa_bits: number };
+  subdomains: { reserved_names: string[]; default_lifespan: string | null };
+  probe: { timeout_ms: number; concurrency: number; recover_after: number; flap_window: string };
+  api: { rate_per_minute: number; max_body_bytes: number };
+  paths: Config['paths'];
+}
+
+/** Validates a parsed document; pure apart from reading the schema. */
+export function configFromDocument(doc: unknown, file: string): Config {
+  if (doc === null || doc === undefined) throw new ConfigError(`${file} is empty.`, { hint: 'Start from config/pipe2me.example.yml, or run `pipe2me-ctl init --domain ... --ipv4 ...`.' });
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(`${file} must be a YAML mapping of keys (domain:, server:, ...), not ${Array.isArray(doc) ? 'a list' : typeof doc}.`);
+  validator ??= makeValidator();
+  const copy = structuredClone(doc);
+  if (!validator(copy)) {
+    const lines = describeSchemaErrors(validator.errors ?? [], doc);
+    throw new ConfigError(`${file} is not valid:\n${lines.map((l) => '  - ' + l).join('\n')}`, {
+      hint: 'Fix the keys above; the full schema with every key is config/pipe2me.schema.json (example: config/pipe2me.example.yml).',
+      data: { file, problems: lines },
+    });
+  }
+  const raw = copy as unknown as RawConfig;
+  const problems: string[] = [];
+  if (raw.ports.last < raw.ports.first) problems.push(`"ports.last" (${raw.ports.last}) is below "ports.first" (${raw.ports.first}). Make last >= first.`);
+  if (raw.ssh.port >= raw.ports.first && raw.ssh.port <= raw.ports.last) problems.push(`"ssh.port" ${raw.ssh.port} lies inside the public port range ${raw.ports.first}-${raw.ports.last}. Move one of them.`);
+  if (raw.http.api_port >= raw.ports.first && raw.http.api_port <= raw.ports.last) problems.push(`"http.api_port" ${raw.http.api_port} lies inside the public port range. Move one of them.`);
+  if (typeof raw.http.worker_processes === 'string' && raw.http.worker_processes !== 'auto') problems.push(`"http.worker_processes" must be a number or "auto" (got ${showValue(raw.http.worker_processes)}).`);
+  let defaultLifespanSeconds: number | null = null;
+  let flapWindowSeconds = 900;
+  try {
+    if (raw.subdomains.default_lifespan) defaultLifespanSeconds = parseDuration(raw.subdomains.default_lifespan);
+    flapWindowSeconds = parseDuration(raw.probe.flap_window);
+  } catch (e) {
+    problems.push((e as Error).message);
+  }
+  const domain = raw.domain.toLowerCase();
+  const strip = (s: string) => s.toLowerCase().replace(/\.$/, '');
+  const secondaries = raw.dns.secondaries.map((s) => ({ name: strip(s.name), ipv4: s.ipv4 }));
+  const names = new Set<string>();
+  for (const s of secondaries) {
+    if (names.has(s.name)) problems.push(`"dns.secondaries" lists ${s.name} twice.`);
+    names.add(s.name);
+  }
+  if (problems.length) {
+    throw new ConfigError(`${file} is not valid:\n${problems.map((l) => '  - ' + l).join('\n')}`, { data: { file, problems } });
+  }
+  return {
+    file,
+    domain,
+    server: { name: raw.server.name, fqdn: `${raw.server.name}.${domain}`, ipv4: raw.server.ipv4, ipv6: raw.server.ipv6 ?? null },
+    ssh: {
+      port: raw.ssh.port,
+      tunnelUser: raw.ssh.tunnel_user,
+      clientAliveInterval: raw.ssh.client_alive_interval,
+      clientAliveCountMax: raw.ssh.client_alive_count_max,
+      ciphers: raw.ssh.ciphers,
+    },
+    ports: { first: raw.ports.first, last: raw.ports.last, maxPerSubdomain: raw.ports.max_per_subdomain },
+    http: {
+      redirectStatus: raw.http.redirect_status,
+      apiPort: raw.http.api_port,
+      streamModule: raw.http.stream_module,
+      workerProcesses: raw.http.worker_processes === 'auto' ? 'auto' : Number(raw.http.worker_processes),
+    },
+    dns: {
+      daemon: raw.dns.daemon,
+      ttl: raw.dns.ttl,
+      primary: { name: strip(raw.dns.primary.name ?? `ns1.${domain}`), ipv4: raw.dns.primary.ipv4 ?? raw.server.ipv4 },
+      secondaries,
+      hostmaster: strip(raw.dns.hostmaster ?? `hostmaster.${domain}`),
+      controlPort: raw.dns.control_port,
+    },
+    ca: {
+      validityDays: raw.ca.validity_days,
+      renewBeforeDays: raw.ca.renew_before_days,
+      allowedCurves: raw.ca.allowed_curves,
+      minRsaBits: raw.ca.min_rsa_bits,
+    },
+    subdomains: { reservedNames: raw.subdomains.reserved_names, defaultLifespanSeconds },
+    probe: { timeoutMs: raw.probe.timeout_ms, concurrency: raw.probe.concurrency, recoverAfter: raw.probe.recover_after, flapWindowSeconds },
+    api: { ratePerMinute: raw.api.rate_per_minute, maxBodyBytes: raw.api.max_body_bytes },
+    paths: raw.paths,
+  };
+}
+
+export function parseConfigText(text: string, file: string): Config {
+  let doc: unknown;
+  try {
+    doc = yaml.load(text, { filename: file, schema: yaml.CORE_SCHEMA });
+  } catch (e) {
+    const err = e as { reason?: string; mark?: { line: number; column: number } };
+    const where = err.mark ? ` at line ${err.mark.line + 1}, column ${err.mark.column + 1}` : '';
+    throw new ConfigError(`${file} is not valid YAML${where}: ${err.reason ?? (e as Error).message}`, {
+      hint: 'Check indentation (spaces, not tabs) and quoting near that line.',
+    });
+  }
+  return configFromDocument(doc, file);
+}
+
+export function configFileFrom(option?: string): string {
+  return option ?? process.env.PIPE2ME_CONFIG ?? DEFAULT_CONFIG_FILE;
+}
+
+export function loadConfig(file: string): Config {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      throw new ConfigError(`No configuration at ${file}.`, {
+        hint: 'Create one with `pipe2me-ctl init --domain pipe.example.com --ipv4 198.51.100.10`, or pass --config FILE (or set PIPE2ME_CONFIG).',
+      });
+    }
+    throw new ConfigError(`Cannot read ${file}: ${(e as Error).message}`);
+  }
+  return parseConfigText(text, file);
+}

@@ -1,0 +1,37 @@
+/** The operator configuration after validation, defaults and derived values: every field is set. */
+export type DnsDaemon = 'bind' | 'nsd';
+
+export interface NameServer {
+  /** Fully qualified, without trailing dot. */
+  name: string;
+  ipv4: string;
+}
+
+export interface Config {
+  /** The file it was read from (for messages). */
+  file: string;
+  domain: string;
+  server: { name: string; fqdn: string; ipv4: string; ipv6: string | null };
+  ssh: {
+    port: number;
+    tunnelUser: string;
+    clientAliveInterval: number;
+    clientAliveCountMax: number;
+    ciphers: string[];
+  };
+  ports: { first: number; last: number; maxPerSubdomain: number };
+  http: { redirectStatus: 301 | 302 | 307 | 308; apiPort: number; streamModule: string | null; workerProcesses: number | 'auto' };
+  dns: {
+    daemon: DnsDaemon;
+    ttl: number;
+    primary: NameServer;
+    secondaries: NameServer[];
+    hostmaster: string;
+    controlPort: number;
+  };
+  ca: { validityDays: number; renewBeforeDays: number; allowedCurves: string[]; minRsaBits: number };
+  subdomains: { reservedNames: string[]; defaultLifespanSeconds: number | null };
+  probe: { timeoutMs: number; concurrency: number; recoverAfter: number; flapWindowSeconds: number };
+  api: { ratePerMinute: number; maxBodyBytes: number };
+  paths: { state: string; ca: string; sshd: string; nginx: string; dns: string; run: string; log: string };
+}

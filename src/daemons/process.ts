@@ -1,0 +1,36 @@
+/** Finding a running daemon by its pid file, and signalling it. */
+import * as fs from 'node:fs';
+import { readIfExists } from '../util/fsx.js';
+
+export function readPid(pidFile: string): number | undefined {
+  const text = readIfExists(pidFile)?.trim();
+  if (!text || !/^\d+$/.test(text)) return undefined;
+  return Number(text);
+}
+
+export function processComm(pid: number): string | undefined {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** The pid from `pidFile` if that process is alive and is the program we expect (pids get reused). */
+export function runningPid(pidFile: string, expectComm: string): number | undefined {
+  const pid = readPid(pidFile);
+  if (pid === undefined) return undefined;
+  const comm = processComm(pid);
+  if (comm === undefined) {
+    // No /proc (macOS): fall back to signal 0.
+    try {
+      process.kill(pid, 0);
+      return pid;
+    } catch {
+      return undefined;
+    }
+  }
+  return comm.startsWith(expectComm) ? pid : undefined;
+}
+
+export type ReloadOutcome = { status: 'reloaded'; detail: string } | { status: 'not-running'; detail: string };

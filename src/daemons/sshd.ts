@@ -1,0 +1,45 @@
+/** The tunnel sshd instance: checking staged files and reloading. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CheckFailedError } from '../util/errors.js';
+import { run } from '../util/exec.js';
+import type { Layout } from '../render/layout.js';
+import { runningPid, type ReloadOutcome } from './process.js';
+
+export const SSHD = '/usr/sbin/sshd';
+
+/** sshd refuses to run, even for -t, without its privilege separation directory. */
+export function ensurePrivsepDir(): void {
+  fs.mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
+}
+
+export async function checkSshdConfig(stagedConfig: string, stagedScript: string | undefined): Promise<void> {
+  ensurePrivsepDir();
+  const r = await run(SSHD, ['-t', '-f', stagedConfig], { allowFailure: true, timeout: 20_000 });
+  if (r.exitCode !== 0) throw new CheckFailedError('sshd (sshd -t)', stagedConfig, r.output);
+  if (stagedScript) {
+    const s = await run('/bin/sh', ['-n', stagedScript], { allowFailure: true, timeout: 10_000 });
+    if (s.exitCode !== 0) throw new CheckFailedError('sh -n (session command)', stagedScript, s.output);
+  }
+}
+
+/** Every key line must parse as a public key (ssh-keygen understands authorized_keys options). */
+export async function checkAuthorizedKeys(staged: string): Promise<void> {
+  const content = fs.readFileSync(staged, 'utf8');
+  if (!content.split('\n').some((l) => l.trim() && !l.startsWith('#'))) return;
+  const r = await run('ssh-keygen', ['-l', '-f', staged], { allowFailure: true, timeout: 60_000 });
+  if (r.exitCode !== 0) throw new CheckFailedError('ssh-keygen -l (authorized_keys)', staged, r.output);
+}
+
+export function reloadSshd(L: Layout): ReloadOutcome {
+  const pid = runningPid(L.sshd.pidFile, 'sshd');
+  if (pid === undefined) return { status: 'not-running', detail: `no sshd at ${L.sshd.pidFile}; the new config is used when it starts` };
+  // SIGHUP makes sshd re-exec itself with its original argv and re-read sshd_config; sessions stay up.
+  process.kill(pid, 'SIGHUP');
+  return { status: 'reloaded', detail: `SIGHUP to sshd ${pid}` };
+}
+
+export function sshdArgv(L: Layout): string[] {
+  // An absolute -f path: SIGHUP re-execs with the same argv, and a relative one would kill it.
+  return [SSHD, '-D', '-e', '-f', path.resolve(L.sshd.config)];
+}

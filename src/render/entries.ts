@@ -1,0 +1,44 @@
+/** Pure rules: where the entry redirects go and which address a pod's name points at. */
+import type { Config } from '../config/types.js';
+import type { SubdomainRecord } from '../state/types.js';
+
+/** http://NAME/ goes to the first http service, else the first https service. */
+export function httpEntryTarget(s: Pick<SubdomainRecord, 'fqdn' | 'ports'>): string | null {
+  const http = s.ports.find((p) => p.protocol === 'http');
+  if (http) return `http://${s.fqdn}:${http.port}`;
+  const https = s.ports.find((p) => p.protocol === 'https');
+  return https ? `https://${s.fqdn}:${https.port}` : null;
+}
+
+/** https://NAME/ goes to the first https service only: never from https down to http. */
+export function httpsEntryTarget(s: Pick<SubdomainRecord, 'fqdn' | 'ports'>): string | null {
+  const https = s.ports.find((p) => p.protocol === 'https');
+  return https ? `https://${s.fqdn}:${https.port}` : null;
+}
+
+/** The pod's https tunnel port that SNI passthrough on :443 leads to, if the pod asked for passthrough. */
+export function passthroughPort(s: Pick<SubdomainRecord, 'passthrough' | 'ports'>): number | null {
+  if (!s.passthrough) return null;
+  return s.ports.find((p) => p.protocol === 'https')?.port ?? null;
+}
+
+export interface AddressRecord {
+  owner: string;
+  type: 'A' | 'AAAA';
+  value: string;
+}
+
+/**
+ * A pod's records: its router's verified address when the probe found the direct route working,
+ * otherwise the server's addresses (the tunnel is always there as the fallback).
+ */
+export function podRecords(s: Pick<SubdomainRecord, 'fqdn' | 'route' | 'directIpv4'>, c: Config): AddressRecord[] {
+  if (s.route === 'direct' && s.directIpv4) return [{ owner: s.fqdn, type: 'A', value: s.directIpv4 }];
+  const out: AddressRecord[] = [{ owner: s.fqdn, type: 'A', value: c.server.ipv4 }];
+  if (c.server.ipv6) out.push({ owner: s.fqdn, type: 'AAAA', value: c.server.ipv6 });
+  return out;
+}
+
+export function isPublished(s: Pick<SubdomainRecord, 'status' | 'ports'>): boolean {
+  return s.status === 'active' && s.ports.length > 0;
+}

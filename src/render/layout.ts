@@ -1,0 +1,83 @@
+/** Where every file lives, derived from the configuration's paths. One place, so nothing guesses. */
+import * as path from 'node:path';
+import type { Config } from '../config/types.js';
+
+export interface Layout {
+  stateDir: string;
+  stateDb: string;
+  lockDir: string;
+  publicDir: string;
+  crlFile: string;
+  caCertFile: string;
+  certsDir: string;
+  wildcardCert: string;
+  wildcardKey: string;
+  serverCert: string;
+  serverKey: string;
+  sshd: { dir: string; config: string; hostKey: string; authorizedKeys: string; sessionScript: string; pidFile: string };
+  sessionsDir: string;
+  nginx: {
+    dir: string; config: string; httpEntryMap: string; httpsEntryMap: string; sniRouteMap: string; sniPortMap: string;
+    prefix: string; pidFile: string; errorLog: string; accessLog: string; tmpDir: string; httpsSocket: string; passthroughSocket: string;
+  };
+  bind: { dir: string; config: string; zone: string; rndcKey: string; workDir: string; pidFile: string };
+  nsd: { dir: string; config: string; zone: string; pidFile: string; controlSocket: string; workDir: string };
+}
+
+export function layout(c: Config): Layout {
+  const p = c.paths;
+  const run = p.run;
+  return {
+    stateDir: p.state,
+    stateDb: path.join(p.state, 'state.db'),
+    lockDir: path.join(p.state, 'locks'),
+    publicDir: path.join(p.state, 'public'),
+    crlFile: path.join(p.state, 'public', 'crl.pem'),
+    caCertFile: path.join(p.state, 'public', 'ca.pem'),
+    certsDir: path.join(p.state, 'certs'),
+    wildcardCert: path.join(p.state, 'certs', 'wildcard.fullchain.pem'),
+    wildcardKey: path.join(p.state, 'certs', 'wildcard.key'),
+    serverCert: path.join(p.state, 'certs', 'server.fullchain.pem'),
+    serverKey: path.join(p.state, 'certs', 'server.key'),
+    sshd: {
+      dir: p.sshd,
+      config: path.join(p.sshd, 'sshd_config'),
+      hostKey: path.join(p.sshd, 'ssh_host_ed25519_key'),
+      authorizedKeys: path.join(p.sshd, 'authorized_keys'),
+      sessionScript: path.join(p.sshd, 'pipe2me-session'),
+      pidFile: path.join(run, 'sshd.pid'),
+    },
+    sessionsDir: path.join(run, 'sessions'),
+    nginx: {
+      dir: p.nginx,
+      config: path.join(p.nginx, 'nginx.conf'),
+      httpEntryMap: path.join(p.nginx, 'http-entry.map'),
+      httpsEntryMap: path.join(p.nginx, 'https-entry.map'),
+      sniRouteMap: path.join(p.nginx, 'sni-route.map'),
+      sniPortMap: path.join(p.nginx, 'sni-port.map'),
+      prefix: path.join(run, 'nginx'),
+      pidFile: path.join(run, 'nginx.pid'),
+      errorLog: path.join(p.log, 'nginx-error.log'),
+      accessLog: path.join(p.log, 'nginx-access.log'),
+      tmpDir: path.join(run, 'nginx', 'tmp'),
+      httpsSocket: path.join(run, 'https-entry.sock'),
+      passthroughSocket: path.join(run, 'sni-passthrough.sock'),
+    },
+    bind: {
+      dir: p.dns,
+      config: path.join(p.dns, 'named.conf'),
+      zone: path.join(p.dns, `${c.domain}.zone`),
+      rndcKey: path.join(p.dns, 'rndc.key'),
+      workDir: path.join(p.state, 'bind'),
+      pidFile: path.join(run, 'named.pid'),
+    },
+    nsd: {
+      dir: p.dns,
+      config: path.join(p.dns, 'nsd.conf'),
+      zone: path.join(p.dns, `${c.domain}.zone`),
+      pidFile: path.join(run, 'nsd.pid'),
+      controlSocket: path.join(run, 'nsd.ctl'),
+      workDir: path.join(p.state, 'nsd'),
+    },
+  };
+}

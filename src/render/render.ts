@@ -1,0 +1,172 @@
+/**
+ * Pure rendering: configuration + state → every file the daemons read, in memory. No I/O here apart from
+ * reading the templates; apply/ decides what changes on disk.
+ */
+import type { Config } from '../config/types.js';
+import type { SubdomainRecord } from '../state/types.js';
+import { Pipe2meError, ExitCode } from '../util/errors.js';
+import { httpEntryTarget, httpsEntryTarget, isPublished, passthroughPort, podRecords, type AddressRecord } from './entries.js';
+import { layout, type Layout } from './layout.js';
+import { renderTemplate } from './templates.js';
+import { SERIAL_PLACEHOLDER, type RenderedFile, type Unit } from './types.js';
+
+export const ALL_UNITS: readonly Unit[] = ['sshd', 'keys', 'nginx', 'dns'];
+
+function listenAddresses(c: Config) {
+  return { listen: [c.server.ipv4], listen6: c.server.ipv6 ? [c.server.ipv6] : [] };
+}
+
+export function renderSshd(c: Config, L: Layout): RenderedFile[] {
+  const data = {
+    ...listenAddresses(c),
+    port: c.ssh.port,
+    hostKey: L.sshd.hostKey,
+    pidFile: L.sshd.pidFile,
+    tunnelUser: c.ssh.tunnelUser,
+    authorizedKeys: L.sshd.authorizedKeys,
+    clientAliveInterval: c.ssh.clientAliveInterval,
+    clientAliveCountMax: c.ssh.clientAliveCountMax,
+    aliveWindow: c.ssh.clientAliveInterval * c.ssh.clientAliveCountMax,
+    ciphers: c.ssh.ciphers,
+  };
+  return [
+    { unit: 'sshd', path: L.sshd.sessionScript, content: renderTemplate('sshd/pipe2me-session.hbs', { sessionsDir: L.sessionsDir }), mode: 0o755, order: 0 },
+    { unit: 'sshd', path: L.sshd.config, content: renderTemplate('sshd/sshd_config.hbs', data), mode: 0o644, order: 1 },
+  ];
+}
+
+/**
+ * authorized_keys: one line per pod key, each with restrict, its own permitlisten options and the forced
+ * session command. A key of a subdomain without ports gets no line at all, and the result is checked
+ * line by line: a line that could open more than its pod's ports must never reach the file.
+ */
+export function renderAuthorizedKeys(subdomains: readonly SubdomainRecord[], L: Layout): RenderedFile {
+  const keys = subdomains
+    .filter((s) => isPublished(s) && s.key)
+    .map((s) => ({ name: s.name, publicKey: s.key!.publicKey, ports: s.ports.map((p) => p.port) }));
+  const content = renderTemplate('sshd/authorized_keys.hbs', { keys, sessionScript: L.sshd.sessionScript });
+  assertKeyLinesRestricted(content, keys);
+  return { unit: 'keys', path: L.sshd.authorizedKeys, content, mode: 0o644, order: 0 };
+}
+
+export function assertKeyLinesRestricted(content: string, keys: { name: string; ports: number[] }[]): void {
+  const lines = content.split('\n').filter((l) => l.trim() && !l.startsWith('#'));
+  const fail = (why: string) => {
+    throw new Pipe2meError('render_refused', `Refused to render authorized_keys: ${why}. Nothing was written.`, ExitCode.internal, 500);
+  };
+  if (lines.length !== keys.length) fail(`expected ${keys.length} key lines, got ${lines.length}`);
+  lines.forEach((line, i) => {
+    const k = keys[i]!;
+    const listens = [...line.matchAll(/permitlisten="(\d+)"/g)].map((m) => Number(m[1]));
+    if (!line.startsWith('restrict,port-forwarding,')) fail(`the line for ${k.name} does not start with restrict,port-forwarding`);
+    if (listens.length === 0 || listens.join(',') !== k.ports.join(',')) fail(`the line for ${k.name} does not list exactly its ports`);
+    if (!/,command="exec \/[^"]+ [a-z0-9-]+" ssh-/.test(line)) fail(`the line for ${k.name} has no forced command`);
+  });
+}
+
+export function renderNginx(c: Config, L: Layout, subdomains: readonly SubdomainRecord[]): RenderedFile[] {
+  const live = subdomains.filter(isPublished);
+  const http = live.flatMap((s) => {
+    const target = httpEntryTarget(s);
+    return target ? [{ fqdn: s.fqdn, target }] : [];
+  });
+  const https = live.flatMap((s) => {
+    const target = httpsEntryTarget(s);
+    return target ? [{ fqdn: s.fqdn, target }] : [];
+  });
+  const passthrough = live.flatMap((s) => {
+    const port = passthroughPort(s);
+    return port ? [{ fqdn: s.fqdn, port }] : [];
+  });
+  const N = L.nginx;
+  const conf = renderTemplate('nginx/nginx.conf.hbs', {
+    ...listenAddresses(c),
+    domain: c.domain,
+    serverFqdn: c.server.fqdn,
+    streamModule: c.http.streamModule,
+    workerProcesses: String(c.http.workerProcesses),
+    pidFile: N.pidFile,
+    errorLog: N.errorLog,
+    accessLog: N.accessLog,
+    tmpDir: N.tmpDir,
+    redirectStatus: c.http.redirectStatus,
+    crlFile: L.crlFile,
+    caCertFile: L.caCertFile,
+    httpsSocket: N.httpsSocket,
+    passthroughSocket: N.passthroughSocket,
+    wildcardCert: L.wildcardCert,
+    wildcardKey: L.wildcardKey,
+    serverCert: L.serverCert,
+    serverKey: L.serverKey,
+    apiPort: c.http.apiPort,
+    maxBodyBytes: c.api.maxBodyBytes,
+  });
+  return [
+    { unit: 'nginx', path: N.httpEntryMap, content: renderTemplate('nginx/http-entry.map.hbs', { entries: http }), mode: 0o644, order: 0 },
+    { unit: 'nginx', path: N.httpsEntryMap, content: renderTemplate('nginx/https-entry.map.hbs', { entries: https }), mode: 0o644, order: 0 },
+    { unit: 'nginx', path: N.sniRouteMap, content: renderTemplate('nginx/sni-route.map.hbs', { entries: passthrough, passthroughSocket: N.passthroughSocket }), mode: 0o644, order: 0 },
+    { unit: 'nginx', path: N.sniPortMap, content: renderTemplate('nginx/sni-port.map.hbs', { entries: passthrough }), mode: 0o644, order: 0 },
+    { unit: 'nginx', path: N.config, content: conf, mode: 0o644, order: 1 },
+  ];
+}
+
+/** The zone's records apart from SOA and NS: nameserver glue, the server's own name, the apex, every pod. */
+export function zoneRecords(c: Config, subdomains: readonly SubdomainRecord[]): AddressRecord[] {
+  const records: AddressRecord[] = [];
+  const inZone = (name: string) => name === c.domain || name.endsWith('.' + c.domain);
+  const glue = new Map<string, string>();
+  for (const ns of [c.dns.primary, ...c.dns.secondaries]) if (inZone(ns.name)) glue.set(ns.name, ns.ipv4);
+  for (const [owner, value] of glue) records.push({ owner, type: 'A', value });
+  for (const owner of [c.domain, c.server.fqdn]) {
+    if (glue.has(owner)) continue;
+    records.push({ owner, type: 'A', value: c.server.ipv4 });
+    if (c.server.ipv6) records.push({ owner, type: 'AAAA', value: c.server.ipv6 });
+  }
+  for (const s of subdomains) if (isPublished(s)) records.push(...podRecords(s, c));
+  return records;
+}
+
+export function renderZone(c: Config, L: Layout, subdomains: readonly SubdomainRecord[]): RenderedFile {
+  const path = c.dns.daemon === 'bind' ? L.bind.zone : L.nsd.zone;
+  const content = renderTemplate('zone/zone.hbs', {
+    domain: c.domain,
+    ttl: c.dns.ttl,
+    primary: c.dns.primary.name,
+    hostmaster: c.dns.hostmaster,
+    serial: SERIAL_PLACEHOLDER,
+    nameservers: [c.dns.primary.name, ...c.dns.secondaries.map((s) => s.name)],
+    records: zoneRecords(c, subdomains),
+  });
+  return { unit: 'dns', path, content, mode: 0o644, order: 0 };
+}
+
+export function renderDnsConfig(c: Config, L: Layout): RenderedFile {
+  const secondaries = c.dns.secondaries.map((s) => s.ipv4);
+  if (c.dns.daemon === 'bind') {
+    return {
+      unit: 'dns', path: L.bind.config, mode: 0o644, order: 1,
+      content: renderTemplate('bind/named.conf.hbs', {
+        ...listenAddresses(c), domain: c.domain, rndcKey: L.bind.rndcKey, workDir: L.bind.workDir, pidFile: L.bind.pidFile,
+        controlPort: c.dns.controlPort, zoneFile: L.bind.zone, secondaries,
+      }),
+    };
+  }
+  return {
+    unit: 'dns', path: L.nsd.config, mode: 0o644, order: 1,
+    content: renderTemplate('nsd/nsd.conf.hbs', {
+      ...listenAddresses(c), domain: c.domain, pidFile: L.nsd.pidFile, workDir: L.nsd.workDir,
+      controlSocket: L.nsd.controlSocket, zoneFile: L.nsd.zone, secondaries,
+    }),
+  };
+}
+
+/** Every file of the given units. */
+export function renderAll(c: Config, subdomains: readonly SubdomainRecord[], units: readonly Unit[] = ALL_UNITS): RenderedFile[] {
+  const L = layout(c);
+  const out: RenderedFile[] = [];
+  if (units.includes('sshd')) out.push(...renderSshd(c, L));
+  if (units.includes('keys')) out.push(renderAuthorizedKeys(subdomains, L));
+  if (units.includes('nginx')) out.push(...renderNginx(c, L, subdomains));
+  if (units.includes('dns')) out.push(renderZone(c, L, subdomains), renderDnsConfig(c, L));
+  return out;
+}

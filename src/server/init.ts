@@ -1,0 +1,151 @@
+/**
+ * `pipe2me-ctl init`: everything a server needs before its first apply — the configuration (written
+ * only if missing), directories with their modes, the tunnel user, the sshd host key, BIND's rndc key,
+ * the state store. Idempotent: a second run keeps what exists and says so.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { loadConfig, parseConfigText } from '../config/load.js';
+import type { Config } from '../config/types.js';
+import { layout } from '../render/layout.js';
+import { renderTemplate } from '../render/templates.js';
+import { openDb } from '../state/db.js';
+import { ConfigError, ConflictError } from '../util/errors.js';
+import { run } from '../util/exec.js';
+import { atomicWrite, ensureDir } from '../util/fsx.js';
+import { generateRndcKey } from '../daemons/bind.js';
+import { ensurePrivsepDir } from '../daemons/sshd.js';
+import { ensureNginxDirs } from '../daemons/nginx.js';
+import { userUid } from '../daemons/sessions.js';
+
+export interface InitOptions {
+  configFile: string;
+  /** Values for a new configuration file (ignored when the file exists). */
+  domain?: string;
+  ipv4?: string;
+  ipv6?: string;
+  dnsDaemon?: 'bind' | 'nsd';
+  sshPort?: number;
+  portsFirst?: number;
+  portsLast?: number;
+  apiPort?: number;
+  ttl?: number;
+  secondaries?: { name: string; ipv4: string }[];
+  /** Put every path under this directory (tests, demos, unprivileged trials). */
+  root?: string;
+  progress?: (m: string) => void;
+}
+
+export interface InitStep {
+  what: string;
+  status: 'created' | 'kept' | 'updated';
+  path?: string;
+}
+
+export interface InitReport {
+  config: string;
+  steps: InitStep[];
+}
+
+function writeConfigSkeleton(o: InitOptions): void {
+  if (!o.domain || !o.ipv4) {
+    throw new ConfigError(`No configuration at ${o.configFile}, and not enough to write one.`, {
+      hint: 'Pass --domain and --ipv4 (e.g. pipe2me-ctl init --domain pipe.example.com --ipv4 198.51.100.10), or write the file from config/pipe2me.example.yml.',
+    });
+  }
+  const text = renderTemplate('config/pipe2me.yml.hbs', {
+    domain: o.domain.toLowerCase(),
+    serverName: 'server',
+    ipv4: o.ipv4,
+    ipv6: o.ipv6 ?? null,
+    sshPort: o.sshPort ?? 4444,
+    tunnelUser: 'pipe2me-tunnel',
+    portsFirst: o.portsFirst ?? 20000,
+    portsLast: o.portsLast ?? 29999,
+    apiPort: o.apiPort ?? 8470,
+    dnsDaemon: o.dnsDaemon ?? 'bind',
+    ttl: o.ttl ?? 60,
+    secondaries: o.secondaries ?? [],
+    root: o.root ? path.resolve(o.root) : null,
+  });
+  ensureDir(path.dirname(o.configFile), 0o755);
+  // Validate before writing: a skeleton that would not load is never left behind.
+  parseConfigText(text, o.configFile);
+  atomicWrite(o.configFile, text, { mode: 0o644 });
+}
+
+async function ensureTunnelUser(c: Config, steps: InitStep[]): Promise<{ uid: number; gid: number }> {
+  const user = c.ssh.tunnelUser;
+  let uid = await userUid(user);
+  if (uid === undefined) {
+    // A system user with a real shell: sshd runs forced commands through the login shell, and nologin
+    // would refuse them. The key's forced command is the only thing it ever runs.
+    await run('useradd', ['--system', '--no-create-home', '--home-dir', '/', '--shell', '/bin/sh', '--user-group', user], { timeout: 30_000 });
+    steps.push({ what: `tunnel user ${user}`, status: 'created' });
+    uid = await userUid(user);
+  } else {
+    steps.push({ what: `tunnel user ${user}`, status: 'kept' });
+  }
+  if (uid === undefined) throw new ConflictError('user_missing', `The tunnel user ${user} could not be created.`);
+  // useradd leaves the password field '!' (locked); with UsePAM no, sshd then refuses even key logins.
+  await run('usermod', ['-p', '*', user], { timeout: 30_000 });
+  const r = await run('getent', ['passwd', user], { timeout: 10_000 });
+  const f = r.stdout.trim().split(':');
+  if (f[6] !== '/bin/sh') await run('usermod', ['--shell', '/bin/sh', user], { timeout: 30_000 });
+  return { uid, gid: Number(f[3]) };
+}
+
+export async function initServer(o: InitOptions): Promise<InitReport> {
+  const steps: InitStep[] = [];
+  const progress = o.progress ?? (() => {});
+  if (!fs.existsSync(o.configFile)) {
+    writeConfigSkeleton(o);
+    steps.push({ what: 'configuration', status: 'created', path: o.configFile });
+  } else {
+    steps.push({ what: 'configuration', status: 'kept', path: o.configFile });
+  }
+  const c = loadConfig(o.configFile);
+  const L = layout(c);
+
+  const dirs: [string, number][] = [
+    // 0711: nginx's workers must reach public/ (CRL, CA certificate); nobody may list the rest.
+    [L.stateDir, 0o711], [L.lockDir, 0o700], [L.certsDir, 0o700], [L.publicDir, 0o755], [c.paths.ca, 0o700],
+    [L.sshd.dir, 0o755], [L.nginx.dir, 0o755], [L.bind.dir, 0o755], [c.paths.run, 0o755], [c.paths.log, 0o755],
+    [L.bind.workDir, 0o755], [L.nsd.workDir, 0o755],
+  ];
+  for (const [d, mode] of dirs) {
+    const existed = fs.existsSync(d);
+    ensureDir(d, mode);
+    if (!existed) steps.push({ what: 'directory', status: 'created', path: d });
+  }
+  ensureNginxDirs(L);
+  ensurePrivsepDir();
+
+  progress('tunnel user');
+  const owner = await ensureTunnelUser(c, steps);
+  // The session holder runs as the tunnel user and records live sessions here; nothing else is theirs.
+  ensureDir(L.sessionsDir, 0o755, owner);
+
+  if (!fs.existsSync(L.sshd.hostKey)) {
+    progress('sshd host key');
+    await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `pipe2me ${c.server.fqdn}`, '-f', L.sshd.hostKey], { timeout: 30_000 });
+    fs.chmodSync(L.sshd.hostKey, 0o600);
+    steps.push({ what: 'sshd host key', status: 'created', path: L.sshd.hostKey });
+  } else {
+    steps.push({ what: 'sshd host key', status: 'kept', path: L.sshd.hostKey });
+  }
+
+  if (c.dns.daemon === 'bind') {
+    if (!fs.existsSync(L.bind.rndcKey)) {
+      atomicWrite(L.bind.rndcKey, await generateRndcKey(), { mode: 0o600 });
+      steps.push({ what: 'rndc key', status: 'created', path: L.bind.rndcKey });
+    } else {
+      steps.push({ what: 'rndc key', status: 'kept', path: L.bind.rndcKey });
+    }
+  }
+
+  const existed = fs.existsSync(L.stateDb);
+  openDb(L.stateDir, { create: true }).close();
+  steps.push({ what: 'state store', status: existed ? 'kept' : 'created', path: L.stateDb });
+  return { config: o.configFile, steps };
+}

@@ -1,0 +1,142 @@
+/**
+ * Subdomain use cases shared by the CLI and the API: create, describe, remove, expire. Removal and
+ * expiry take a pod's key out of authorized_keys at once, then cut its live sessions, so the pod can
+ * neither keep nor re-open its tunnel.
+ */
+import type { ServerContext } from './context.js';
+import { apply, type ApplyReport } from '../apply/apply.js';
+import { httpEntryTarget, httpsEntryTarget } from '../render/entries.js';
+import { createSubdomain, deleteSubdomain, expireDue, requireSubdomain, type CreatedSubdomain } from '../state/subdomains.js';
+import { now, type SubdomainRecord } from '../state/types.js';
+import { cutSessions, readSessions } from '../daemons/sessions.js';
+
+export interface SubdomainView {
+  name: string;
+  fqdn: string;
+  status: SubdomainRecord['status'];
+  created: string;
+  expires: string | null;
+  passthrough: boolean;
+  ports: { port: number; protocol: string; url: string }[];
+  entry: { http: string | null; https: string | null };
+  route: SubdomainRecord['route'];
+  route_reason: string | null;
+  direct_ipv4: string | null;
+  key: { algorithm: string; fingerprint: string } | null;
+  online: { since: string; from: string } | null;
+  claim_pending: boolean;
+}
+
+export function serviceUrl(fqdn: string, protocol: string, port: number): string {
+  return protocol === 'tcp' ? `${fqdn}:${port}` : `${protocol}://${fqdn}:${port}/`;
+}
+
+const iso = (s: number) => new Date(s * 1000).toISOString().replace('.000Z', 'Z');
+
+export function viewSubdomain(ctx: ServerContext, s: SubdomainRecord, sessions = readSessions(ctx.layout.sessionsDir)): SubdomainView {
+  const session = sessions.get(s.name);
+  return {
+    name: s.name,
+    fqdn: s.fqdn,
+    status: s.status,
+    created: iso(s.createdAt),
+    expires: s.expiresAt ? iso(s.expiresAt) : null,
+    passthrough: s.passthrough,
+    ports: s.ports.map((p) => ({ port: p.port, protocol: p.protocol, url: serviceUrl(s.fqdn, p.protocol, p.port) })),
+    entry: {
+      http: httpEntryTarget(s) ? `http://${s.fqdn}/` : null,
+      https: httpsEntryTarget(s) ? `https://${s.fqdn}/` : null,
+    },
+    route: s.route,
+    route_reason: s.routeReason,
+    direct_ipv4: s.directIpv4,
+    key: s.key ? { algorithm: s.key.algorithm, fingerprint: s.key.fingerprint } : null,
+    online: session?.alive ? { since: iso(session.since), from: session.clientIp } : null,
+    claim_pending: s.claimPending,
+  };
+}
+
+export interface AddInput {
+  name?: string | undefined;
+  protocols: readonly string[];
+  /** Seconds from now; null: never expires. */
+  lifespanSeconds: number | null;
+  passthrough?: boolean;
+  tokenId?: string | null;
+  withClaim?: boolean;
+  withSecret?: boolean;
+}
+
+export function addSubdomainRecord(ctx: ServerContext, input: AddInput, maxPorts = ctx.config.ports.maxPerSubdomain): CreatedSubdomain {
+  const c = ctx.config;
+  return createSubdomain(ctx.db, {
+    name: input.name,
+    protocols: input.protocols,
+    expiresAt: input.lifespanSeconds === null ? null : now() + input.lifespanSeconds,
+    passthrough: input.passthrough ?? false,
+    tokenId: input.tokenId ?? null,
+    withClaim: input.withClaim ?? false,
+    withSecret: input.withSecret ?? false,
+  }, {
+    domain: c.domain,
+    range: { first: c.ports.first, last: c.ports.last },
+    maxPorts,
+    reserved: [...c.subdomains.reservedNames, c.server.name, ...nameserverLabels(ctx)],
+  });
+}
+
+/** Labels of nameservers inside our domain (ns1, ns2 ...): never a pod's name. */
+function nameserverLabels(ctx: ServerContext): string[] {
+  const suffix = '.' + ctx.config.domain;
+  return [ctx.config.dns.primary, ...ctx.config.dns.secondaries]
+    .filter((n) => n.name.endsWith(suffix))
+    .map((n) => n.name.slice(0, -suffix.length))
+    .filter((l) => !l.includes('.'));
+}
+
+export interface RemoveResult {
+  removed: SubdomainView;
+  cutSessions: number[];
+  applied: ApplyReport | null;
+}
+
+export type Revoker = (ctx: ServerContext, s: SubdomainRecord, reason: string) => Promise<string[]>;
+let revoker: Revoker = async () => [];
+/** The CA registers how a removed or expired subdomain's certificates get revoked. */
+export function setRevoker(r: Revoker): void {
+  revoker = r;
+}
+
+/** Takes pods off the tunnel sshd: keys out of authorized_keys first (no new login), then live sessions cut, then certificates revoked. */
+async function retire(ctx: ServerContext, subs: readonly SubdomainRecord[], reason: string, progress: (m: string) => void): Promise<{ cut: number[]; revoked: string[] }> {
+  await apply(ctx, { units: ['keys'], progress });
+  const cut: number[] = [];
+  const revoked: string[] = [];
+  for (const s of subs) {
+    const r = await cutSessions({ sessionsDir: ctx.layout.sessionsDir, tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((p) => p.port) });
+    cut.push(...r.killed);
+    revoked.push(...(await revoker(ctx, s, reason)));
+  }
+  return { cut, revoked };
+}
+
+export async function removeSubdomain(ctx: ServerContext, nameOrFqdn: string, opts: { apply: boolean; progress?: (m: string) => void }): Promise<RemoveResult & { revoked: string[] }> {
+  const progress = opts.progress ?? (() => {});
+  const s = requireSubdomain(ctx.db, nameOrFqdn);
+  const view = viewSubdomain(ctx, s);
+  deleteSubdomain(ctx.db, s.id);
+  const { cut, revoked } = await retire(ctx, [s], 'cessationOfOperation', progress);
+  const applied = opts.apply ? await apply(ctx, { progress }) : null;
+  return { removed: view, cutSessions: cut, applied, revoked };
+}
+
+/** Expires every subdomain whose time is up: frees its ports, cuts its sessions, revokes its certificate. */
+export async function expireSweep(ctx: ServerContext, opts: { apply: boolean; progress?: (m: string) => void } = { apply: true }): Promise<SubdomainRecord[]> {
+  const progress = opts.progress ?? (() => {});
+  const expired = expireDue(ctx.db);
+  if (expired.length === 0) return expired;
+  for (const s of expired) progress(`expired: ${s.fqdn}`);
+  await retire(ctx, expired, 'cessationOfOperation', progress);
+  if (opts.apply) await apply(ctx, { progress });
+  return expired;
+}

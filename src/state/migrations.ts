@@ -1,0 +1,110 @@
+/**
+ * Versioned schema migrations. PRAGMA user_version holds the version; each migration runs in one
+ * transaction. Never edit a released migration: add the next one.
+ */
+export interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    description: 'subdomains, ports, pod ssh keys, certificates, mappings, probe results, tokens',
+    sql: `
+CREATE TABLE meta (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE tokens (
+  id               TEXT PRIMARY KEY,
+  secret_hash      TEXT NOT NULL UNIQUE,
+  label            TEXT NOT NULL DEFAULT '',
+  max_ports        INTEGER NOT NULL CHECK (max_ports > 0),
+  lifespan_seconds INTEGER CHECK (lifespan_seconds IS NULL OR lifespan_seconds > 0),
+  extendable       INTEGER NOT NULL DEFAULT 0,
+  single_use       INTEGER NOT NULL DEFAULT 0,
+  uses             INTEGER NOT NULL DEFAULT 0,
+  created_at       INTEGER NOT NULL,
+  revoked_at       INTEGER
+) STRICT;
+
+CREATE TABLE subdomains (
+  id               TEXT PRIMARY KEY,
+  name             TEXT NOT NULL UNIQUE,
+  fqdn             TEXT NOT NULL UNIQUE,
+  status           TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'expired')),
+  created_at       INTEGER NOT NULL,
+  expires_at       INTEGER,
+  passthrough      INTEGER NOT NULL DEFAULT 0,
+  token_id         TEXT REFERENCES tokens(id) ON DELETE SET NULL,
+  secret_hash      TEXT UNIQUE,
+  claim_hash       TEXT UNIQUE,
+  route            TEXT NOT NULL DEFAULT 'server' CHECK (route IN ('server', 'direct')),
+  route_changed_at INTEGER,
+  route_reason     TEXT,
+  direct_ipv4      TEXT,
+  probe_streak     INTEGER NOT NULL DEFAULT 0,
+  last_fallback_at INTEGER,
+  observed_ipv4    TEXT,
+  observed_at      INTEGER
+) STRICT;
+
+CREATE TABLE ports (
+  port         INTEGER PRIMARY KEY,
+  subdomain_id TEXT NOT NULL REFERENCES subdomains(id) ON DELETE CASCADE,
+  protocol     TEXT NOT NULL CHECK (protocol IN ('http', 'https', 'tcp')),
+  position     INTEGER NOT NULL,
+  UNIQUE (subdomain_id, position)
+) STRICT;
+CREATE INDEX ports_by_subdomain ON ports(subdomain_id);
+
+CREATE TABLE ssh_keys (
+  subdomain_id TEXT PRIMARY KEY REFERENCES subdomains(id) ON DELETE CASCADE,
+  algorithm    TEXT NOT NULL,
+  public_key   TEXT NOT NULL,
+  fingerprint  TEXT NOT NULL UNIQUE,
+  bits         INTEGER,
+  added_at     INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE certificates (
+  serial        TEXT PRIMARY KEY,
+  subdomain_id  TEXT REFERENCES subdomains(id) ON DELETE SET NULL,
+  fqdn          TEXT NOT NULL,
+  kind          TEXT NOT NULL CHECK (kind IN ('pod', 'server')),
+  not_before    INTEGER NOT NULL,
+  not_after     INTEGER NOT NULL,
+  sha256        TEXT NOT NULL,
+  issued_at     INTEGER NOT NULL,
+  revoked_at    INTEGER,
+  revoke_reason TEXT
+) STRICT;
+CREATE INDEX certificates_by_subdomain ON certificates(subdomain_id);
+
+CREATE TABLE mappings (
+  subdomain_id  TEXT NOT NULL REFERENCES subdomains(id) ON DELETE CASCADE,
+  external_port INTEGER NOT NULL,
+  internal_port INTEGER NOT NULL,
+  external_ip   TEXT,
+  reported_at   INTEGER NOT NULL,
+  PRIMARY KEY (subdomain_id, external_port)
+) STRICT;
+
+CREATE TABLE probe_results (
+  id           INTEGER PRIMARY KEY AUTOINCREMENT,
+  subdomain_id TEXT NOT NULL REFERENCES subdomains(id) ON DELETE CASCADE,
+  at           INTEGER NOT NULL,
+  address      TEXT,
+  ok           INTEGER NOT NULL,
+  route        TEXT NOT NULL,
+  detail       TEXT NOT NULL
+) STRICT;
+CREATE INDEX probe_results_by_subdomain ON probe_results(subdomain_id, at);
+`,
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -1,0 +1,255 @@
+/** Subdomains and their ports: allocation of names and ports, lookups, removal, expiry. */
+import { ConflictError, InputError, NotFoundError, QuotaError } from '../util/errors.js';
+import { generateName, validateName } from '../names/names.js';
+import { hashSecret, newId, newSecret } from '../util/secrets.js';
+import { writeTx, type Db } from './db.js';
+import { now, PROTOCOLS, type PortRecord, type Protocol, type SshKeyRecord, type SubdomainRecord } from './types.js';
+
+interface SubdomainRow {
+  id: string;
+  name: string;
+  fqdn: string;
+  status: 'active' | 'expired';
+  created_at: number;
+  expires_at: number | null;
+  passthrough: number;
+  token_id: string | null;
+  secret_hash: string | null;
+  claim_hash: string | null;
+  route: 'server' | 'direct';
+  route_changed_at: number | null;
+  route_reason: string | null;
+  direct_ipv4: string | null;
+  probe_streak: number;
+  last_fallback_at: number | null;
+  observed_ipv4: string | null;
+  observed_at: number | null;
+}
+
+interface PortRow { port: number; subdomain_id: string; protocol: Protocol; position: number }
+interface KeyRow { subdomain_id: string; algorithm: string; public_key: string; fingerprint: string; bits: number | null; added_at: number }
+
+function toRecord(r: SubdomainRow, ports: PortRecord[], key: KeyRow | undefined): SubdomainRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    fqdn: r.fqdn,
+    status: r.status,
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
+    passthrough: r.passthrough === 1,
+    tokenId: r.token_id,
+    route: r.route,
+    routeChangedAt: r.route_changed_at,
+    routeReason: r.route_reason,
+    directIpv4: r.direct_ipv4,
+    probeStreak: r.probe_streak,
+    lastFallbackAt: r.last_fallback_at,
+    observedIpv4: r.observed_ipv4,
+    observedAt: r.observed_at,
+    claimPending: r.claim_hash !== null,
+    claimed: r.secret_hash !== null,
+    ports: [...ports].sort((a, b) => a.position - b.position),
+    key: key ? { algorithm: key.algorithm, publicKey: key.public_key, fingerprint: key.fingerprint, bits: key.bits, addedAt: key.added_at } : null,
+  };
+}
+
+export interface PortRange { first: number; last: number }
+
+export interface CreateSubdomainInput {
+  /** Requested name (validated); otherwise a readable random one. */
+  name?: string | undefined;
+  protocols: readonly string[];
+  expiresAt: number | null;
+  passthrough?: boolean;
+  tokenId?: string | null;
+  /** Issue a single-use claim token (operator-made subdomains). */
+  withClaim?: boolean;
+  /** Issue the per-subdomain secret now (subdomains a pod creates with a token). */
+  withSecret?: boolean;
+}
+
+export interface CreateSubdomainContext {
+  domain: string;
+  range: PortRange;
+  maxPorts: number;
+  reserved: readonly string[];
+}
+
+export interface CreatedSubdomain {
+  record: SubdomainRecord;
+  claimToken?: string;
+  secret?: string;
+}
+
+export function parseProtocols(list: readonly string[], maxPorts: number): Protocol[] {
+  if (list.length === 0) {
+    throw new InputError('no_ports', 'No services were asked for.', { hint: 'Name at least one, e.g. --ports http,https (allowed: http, https, tcp).' });
+  }
+  const out: Protocol[] = [];
+  for (const raw of list) {
+    const p = String(raw).trim().toLowerCase();
+    if (!(PROTOCOLS as readonly string[]).includes(p)) {
+      throw new InputError('bad_protocol', `${JSON.stringify(String(raw).slice(0, 20))} is not a service type pipe2me publishes.`, { hint: 'Use http, https or tcp, comma-separated, e.g. --ports http,https,tcp.' });
+    }
+    out.push(p as Protocol);
+  }
+  if (out.length > maxPorts) {
+    throw new QuotaError('too_many_ports', `${out.length} services were asked for; at most ${maxPorts} are allowed per subdomain.`, { hint: 'Ask for fewer services.' });
+  }
+  return out;
+}
+
+/** The lowest free ports of the range. O(ports in use), fine for tens of thousands. */
+function allocatePorts(db: Db, range: PortRange, count: number): number[] {
+  const used = db.prepare('SELECT port FROM ports WHERE port BETWEEN ? AND ? ORDER BY port').pluck().all(range.first, range.last) as number[];
+  const out: number[] = [];
+  let i = 0;
+  for (let p = range.first; p <= range.last && out.length < count; p++) {
+    while (i < used.length && used[i]! < p) i++;
+    if (used[i] === p) continue;
+    out.push(p);
+  }
+  if (out.length < count) {
+    throw new ConflictError('ports_exhausted', `The public port range ${range.first}-${range.last} has only ${out.length} free port(s); ${count} needed.`, {
+      hint: 'Widen ports.first/ports.last in pipe2me.yml, or remove unused subdomains.',
+    });
+  }
+  return out;
+}
+
+export function createSubdomain(db: Db, input: CreateSubdomainInput, ctx: CreateSubdomainContext): CreatedSubdomain {
+  const protocols = parseProtocols(input.protocols, ctx.maxPorts);
+  const requested = input.name === undefined ? undefined : validateName(input.name, ctx.reserved);
+  const reserved = new Set(ctx.reserved);
+  return writeTx(db, () => {
+    const taken = db.prepare('SELECT 1 FROM subdomains WHERE name = ?').pluck();
+    let name: string;
+    if (requested !== undefined) {
+      if (taken.get(requested)) throw new ConflictError('name_taken', `The name ${requested} is already in use.`, { hint: 'Choose another name, or leave --name out to get a generated one.' });
+      name = requested;
+    } else {
+      let attempt = 0;
+      do {
+        if (++attempt > 100) throw new ConflictError('names_exhausted', 'Could not find a free generated name after 100 tries.', { hint: 'Give a name with --name.' });
+        name = generateName();
+      } while (taken.get(name) || reserved.has(name));
+    }
+    const id = newId();
+    const createdAt = now();
+    const claimToken = input.withClaim ? newSecret('p2mc') : undefined;
+    const secret = input.withSecret ? newSecret('p2ms') : undefined;
+    db.prepare(`INSERT INTO subdomains (id, name, fqdn, status, created_at, expires_at, passthrough, token_id, secret_hash, claim_hash)
+                VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)`)
+      .run(id, name, `${name}.${ctx.domain}`, createdAt, input.expiresAt, input.passthrough ? 1 : 0, input.tokenId ?? null,
+        secret ? hashSecret(secret) : null, claimToken ? hashSecret(claimToken) : null);
+    const ports = allocatePorts(db, ctx.range, protocols.length);
+    const insertPort = db.prepare('INSERT INTO ports (port, subdomain_id, protocol, position) VALUES (?, ?, ?, ?)');
+    protocols.forEach((protocol, i) => insertPort.run(ports[i], id, protocol, i));
+    const record = getSubdomainById(db, id)!;
+    return { record, ...(claimToken ? { claimToken } : {}), ...(secret ? { secret } : {}) };
+  });
+}
+
+function load(db: Db, rows: SubdomainRow[]): SubdomainRecord[] {
+  if (rows.length === 0) return [];
+  const byId = new Map<string, PortRecord[]>();
+  const keys = new Map<string, KeyRow>();
+  const single = rows.length === 1 ? rows[0]!.id : undefined;
+  const portRows = (single
+    ? db.prepare('SELECT * FROM ports WHERE subdomain_id = ?').all(single)
+    : db.prepare('SELECT * FROM ports').all()) as PortRow[];
+  for (const p of portRows) {
+    const list = byId.get(p.subdomain_id) ?? [];
+    list.push({ port: p.port, protocol: p.protocol, position: p.position });
+    byId.set(p.subdomain_id, list);
+  }
+  const keyRows = (single ? db.prepare('SELECT * FROM ssh_keys WHERE subdomain_id = ?').all(single) : db.prepare('SELECT * FROM ssh_keys').all()) as KeyRow[];
+  for (const k of keyRows) keys.set(k.subdomain_id, k);
+  return rows.map((r) => toRecord(r, byId.get(r.id) ?? [], keys.get(r.id)));
+}
+
+export function listSubdomains(db: Db): SubdomainRecord[] {
+  return load(db, db.prepare('SELECT * FROM subdomains ORDER BY name').all() as SubdomainRow[]);
+}
+
+export function getSubdomainById(db: Db, id: string): SubdomainRecord | undefined {
+  const row = db.prepare('SELECT * FROM subdomains WHERE id = ?').get(id) as SubdomainRow | undefined;
+  return row ? load(db, [row])[0] : undefined;
+}
+
+export function findSubdomain(db: Db, nameOrFqdn: string): SubdomainRecord | undefined {
+  const key = nameOrFqdn.toLowerCase().replace(/\.$/, '');
+  const row = db.prepare('SELECT * FROM subdomains WHERE name = ? OR fqdn = ?').get(key, key) as SubdomainRow | undefined;
+  return row ? load(db, [row])[0] : undefined;
+}
+
+export function requireSubdomain(db: Db, nameOrFqdn: string): SubdomainRecord {
+  const s = findSubdomain(db, nameOrFqdn);
+  if (!s) throw new NotFoundError('no_such_subdomain', `No subdomain named ${JSON.stringify(nameOrFqdn.slice(0, 80))}.`, { hint: 'See the names with `pipe2me-ctl list`.' });
+  return s;
+}
+
+/** Deletes a subdomain; its ports, key, mappings and probe history go with it (ON DELETE CASCADE). */
+export function deleteSubdomain(db: Db, id: string): void {
+  db.prepare('DELETE FROM subdomains WHERE id = ?').run(id);
+}
+
+/** Marks every active subdomain whose time is up as expired and frees its ports. Returns them. */
+export function expireDue(db: Db, at = now()): SubdomainRecord[] {
+  return writeTx(db, () => {
+    const rows = db.prepare("SELECT * FROM subdomains WHERE status = 'active' AND expires_at IS NOT NULL AND expires_at <= ?").all(at) as SubdomainRow[];
+    const records = load(db, rows);
+    for (const r of rows) {
+      db.prepare("UPDATE subdomains SET status = 'expired', route = 'server', direct_ipv4 = NULL WHERE id = ?").run(r.id);
+      db.prepare('DELETE FROM ports WHERE subdomain_id = ?').run(r.id);
+      db.prepare('DELETE FROM mappings WHERE subdomain_id = ?').run(r.id);
+    }
+    return records;
+  });
+}
+
+export function setExpiry(db: Db, id: string, expiresAt: number | null): void {
+  db.prepare('UPDATE subdomains SET expires_at = ? WHERE id = ?').run(expiresAt, id);
+}
+
+export function setSshKey(db: Db, id: string, key: Omit<SshKeyRecord, 'addedAt'>): void {
+  writeTx(db, () => {
+    const other = db.prepare('SELECT subdomain_id FROM ssh_keys WHERE fingerprint = ? AND subdomain_id <> ?').pluck().get(key.fingerprint, id);
+    if (other) {
+      // sshd uses the first authorized_keys line that matches a key: one key serving two pods would get the first pod's ports.
+      throw new ConflictError('key_in_use', 'This ssh key is already registered for another subdomain.', { hint: 'Every pod needs its own key pair: create a new one (pipe2me setup does).' });
+    }
+    db.prepare(`INSERT INTO ssh_keys (subdomain_id, algorithm, public_key, fingerprint, bits, added_at) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT(subdomain_id) DO UPDATE SET algorithm = excluded.algorithm, public_key = excluded.public_key,
+                fingerprint = excluded.fingerprint, bits = excluded.bits, added_at = excluded.added_at`)
+      .run(id, key.algorithm, key.publicKey, key.fingerprint, key.bits, now());
+  });
+}
+
+/** Turns a pending claim into the per-subdomain secret. Returns the new secret, or undefined if the claim token is unknown/used. */
+export function claimSubdomain(db: Db, claimToken: string): { record: SubdomainRecord; secret: string } | undefined {
+  return writeTx(db, () => {
+    const row = db.prepare("SELECT id FROM subdomains WHERE claim_hash = ? AND status = 'active'").get(hashSecret(claimToken)) as { id: string } | undefined;
+    if (!row) return undefined;
+    const secret = newSecret('p2ms');
+    db.prepare('UPDATE subdomains SET claim_hash = NULL, secret_hash = ? WHERE id = ?').run(hashSecret(secret), row.id);
+    return { record: getSubdomainById(db, row.id)!, secret };
+  });
+}
+
+/** The subdomain a per-subdomain secret belongs to, if it matches this id. */
+export function authenticateSubdomain(db: Db, id: string, secret: string): SubdomainRecord | undefined {
+  const row = db.prepare('SELECT * FROM subdomains WHERE id = ? AND secret_hash = ?').get(id, hashSecret(secret)) as SubdomainRow | undefined;
+  return row ? load(db, [row])[0] : undefined;
+}
+
+export function setObserved(db: Db, id: string, ipv4: string, at: number): void {
+  db.prepare('UPDATE subdomains SET observed_ipv4 = ?, observed_at = ? WHERE id = ?').run(ipv4, at, id);
+}
+
+export function setRoute(db: Db, id: string, fields: { route: 'server' | 'direct'; directIpv4: string | null; reason: string; streak: number; changedAt?: number; fallbackAt?: number }): void {
+  db.prepare(`UPDATE subdomains SET route = ?, direct_ipv4 = ?, route_reason = ?, probe_streak = ?,
+              route_changed_at = COALESCE(?, route_changed_at), last_fallback_at = COALESCE(?, last_fallback_at) WHERE id = ?`)
+    .run(fields.route, fields.directIpv4, fields.reason, fields.streak, fields.changedAt ?? null, fields.fallbackAt ?? null, id);
+}
