@@ -82,14 +82,14 @@ export function describeSchemaErrors(errors: ErrorObject[], doc: unknown): strin
     let line: string;
     if (e.keyword === 'additionalProperties') {
       const key = String((e.params as { additionalProperty: string }).additionalProperty);
-      const owner = schemaAt(e.schemaPath + '/x');
+      const owner = schemaAt(e.schemaPath);
       const known = Object.keys((owner?.properties as Record<string, unknown>) ?? {});
       const close = known.filter((k) => levenshtein(k, key) <= 2);
       line = `unknown key "${keyPath(e.instancePath, key)}"` +
         (close.length ? ` — did you mean "${keyPath(e.instancePath, close[0])}"?` : known.length ? ` — allowed here: ${known.join(', ')}` : '');
     } else if (e.keyword === 'required') {
       const key = String((e.params as { missingProperty: string }).missingProperty);
-      const sub = (schemaAt(e.schemaPath + '/x')?.properties as Record<string, Schema> | undefined)?.[key];
+      const sub = (schemaAt(e.schemaPath)?.properties as Record<string, Schema> | undefined)?.[key];
       line = `missing key "${keyPath(e.instancePath, key)}"` + (sub?.['x-hint'] ? `. ${String(sub['x-hint'])}` : '');
     } else {
       const node = schemaAt(e.schemaPath);

@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { loadConfig, parseConfigText } from '../../src/config/load.js';
+import { ConfigError } from '../../src/util/errors.js';
+
+function errorOf(text: string): ConfigError {
+  try {
+    parseConfigText(text, 'pipe2me.yml');
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return e as ConfigError;
+  }
+  throw new Error('expected the configuration to be refused');
+}
+
+const base = 'domain: pipe.example.com\nserver:\n  ipv4: 198.51.100.10\n';
+
+describe('configuration', () => {
+  it('fills defaults and derived values', () => {
+    const c = parseConfigText(base, 'pipe2me.yml');
+    expect(c.server.fqdn).toBe('server.pipe.example.com');
+    expect(c.dns.ttl).toBe(60);
+    expect(c.dns.primary).toEqual({ name: 'ns1.pipe.example.com', ipv4: '198.51.100.10' });
+    expect(c.ssh.ciphers[0]).toBe('aes128-gcm@openssh.com');
+    expect(c.paths.state).toBe('/var/lib/pipe2me');
+  });
+
+  it('the example configuration in config/ is valid', () => {
+    const c = loadConfig(path.join(import.meta.dirname, '..', '..', 'config', 'pipe2me.example.yml'));
+    expect(c.domain).toBe('pipe.example.com');
+    expect(c.dns.secondaries.length).toBeGreaterThan(0);
+  });
+
+  it('an unknown key is an error that suggests the right one', () => {
+    const e = errorOf(base + 'dns:\n  tll: 30\n');
+    expect(e.message).toContain('unknown key "dns.tll" — did you mean "dns.ttl"?');
+  });
+
+  it('a wrong value names the key, what was given and how to fix it', () => {
+    const e = errorOf(base + 'dns:\n  ttl: 3600\n');
+    expect(e.message).toContain('"dns.ttl" must be <= 300 (got 3600)');
+    expect(e.message).toMatch(/TTL in seconds/);
+    expect(errorOf(base + 'dns:\n  daemon: unbound\n').message).toContain('"dns.daemon" must be one of "bind", "nsd" (got "unbound")');
+    expect(errorOf('domain: pipe.example.com\nserver:\n  ipv4: 300.1.1.1\n').message).toContain('"server.ipv4" is not valid (got "300.1.1.1")');
+    expect(errorOf(base + 'dns:\n  secondaries:\n    - name: ns2.example.net\n').message).toContain('missing key "dns.secondaries[0].ipv4"');
+  });
+
+  it('reports every problem at once, and cross-field ones too', () => {
+    const e = errorOf(base + 'ports:\n  first: 30000\n  last: 20000\n');
+    expect(e.message).toContain('"ports.last" (20000) is below "ports.first" (30000)');
+    const many = errorOf('domain: "bad domain"\nserver:\n  ipv4: x\nfoo: 1\n');
+    expect(many.message).toContain('"domain" is not valid');
+    expect(many.message).toContain('"server.ipv4" is not valid');
+    expect(many.message).toContain('unknown key "foo"');
+  });
+
+  it('a YAML syntax error gives the line', () => {
+    expect(errorOf('domain: [\n').message).toMatch(/not valid YAML at line \d+/);
+    expect(errorOf('').message).toMatch(/is empty/);
+    expect(errorOf('- a\n- b\n').message).toMatch(/not a list/);
+  });
+
+  it('a missing file says how to create one', () => {
+    expect(() => loadConfig('/nonexistent/pipe2me.yml')).toThrow(/No configuration at/);
+    try {
+      loadConfig('/nonexistent/pipe2me.yml');
+    } catch (e) {
+      expect((e as ConfigError).hint).toMatch(/pipe2me-ctl init/);
+    }
+  });
+
+  it('paths with spaces or quotes are refused before any renderer sees them', () => {
+    expect(errorOf(base + 'paths:\n  sshd: "/etc/pipe 2me"\n').message).toContain('"paths.sshd" is not valid');
+    expect(fs.existsSync('/etc/pipe 2me')).toBe(false);
+  });
+});
