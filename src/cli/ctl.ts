@@ -16,8 +16,14 @@ import { parsePublicKey } from '../ssh/pubkey.js';
 import * as fs from 'node:fs';
 import { readSessions } from '../daemons/sessions.js';
 import { layout } from '../render/layout.js';
-import { InputError, isPipe2meError } from '../util/errors.js';
-import { EXIT_CODES_HELP, Output, runMain, type GlobalOptions } from './output.js';
+import { ConflictError, InputError, isPipe2meError } from '../util/errors.js';
+import { createToken, listTokens, revokeToken } from '../state/tokens.js';
+import type { TokenRecord } from '../state/types.js';
+import { createApi } from '../api/server.js';
+import { readIfExists } from '../util/fsx.js';
+import { X509Certificate } from 'node:crypto';
+import { formatDuration } from '../config/duration.js';
+import { EXIT_CODES_HELP, Output, isoTime, runMain, table, type GlobalOptions } from './output.js';
 import { applyJson, applySummary, subdomainDetails, subdomainTable } from './format.js';
 
 interface Globals extends GlobalOptions {
@@ -290,7 +296,103 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
 
     });
 
+  const token = program.command('token').description('Tokens: quota classes that let pods create their own subdomains through the API.');
+  token
+    .command('create')
+    .description('Create a token. The secret is shown once; the state keeps only its hash.')
+    .option('--label <text>', 'what it is for (shown in `token list`)', '')
+    .option('--max-ports <n>', 'how many services a subdomain made with it may have', parseIntOption('--max-ports'), 4)
+    .option('--lifespan <duration>', 'how long those subdomains live, e.g. 30d (default: forever)')
+    .option('--extendable', 'pods may extend their subdomain by another lifespan')
+    .option('--single-use', 'the token works for one subdomain only')
+    .action(async (o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        if (o.maxPorts < 1) throw new InputError('bad_option', '--max-ports must be at least 1.');
+        if (/[\u0000-\u001f]/.test(o.label) || o.label.length > 200) throw new InputError('bad_option', '--label must be one line of at most 200 characters.');
+        const { record, secret } = createToken(ctx.db, {
+          label: o.label, maxPorts: Math.min(o.maxPorts, ctx.config.ports.maxPerSubdomain),
+          lifespanSeconds: o.lifespan ? parseDuration(o.lifespan, '--lifespan') : null,
+          extendable: Boolean(o.extendable), singleUse: Boolean(o.singleUse),
+        });
+        const pin = caPin(ctx);
+        const setup = `pipe2me setup --server https://${ctx.config.server.fqdn} --token ${secret}${pin ? ` --ca-pin ${pin}` : ''} --protocols http,https`;
+        out.result({ ...tokenJson(record), token: secret, setup_command: setup }, () =>
+          [`token ${record.id} created${record.label ? ` (${record.label})` : ''}: up to ${record.maxPorts} ports, ` +
+            `${record.lifespanSeconds ? `lifespan ${formatDuration(record.lifespanSeconds)}${record.extendable ? ', extendable' : ''}` : 'no expiry'}` +
+            `${record.singleUse ? ', single use' : ''}`,
+          `  secret (shown once): ${secret}`,
+          `  on a pod: ${setup}`].join('\n'));
+      }));
+  token
+    .command('list')
+    .description('List tokens (never their secrets).')
+    .action(async (_o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const list = listTokens(ctx.db);
+        out.result(list.map(tokenJson), () => list.length === 0 ? 'No tokens. Create one: pipe2me-ctl token create --max-ports 4 --lifespan 30d' : table(
+          list.map((t) => [t.id, t.label || '-', String(t.maxPorts), t.lifespanSeconds ? formatDuration(t.lifespanSeconds) : 'forever', t.extendable ? 'yes' : 'no',
+            t.singleUse ? 'yes' : 'no', String(t.uses), t.revokedAt ? `revoked ${isoTime(t.revokedAt)}` : 'active']),
+          ['ID', 'LABEL', 'PORTS', 'LIFESPAN', 'EXTEND', 'ONCE', 'USES', 'STATE']));
+      }));
+  token
+    .command('revoke')
+    .description('Revoke a token: it creates nothing more. Subdomains already made with it stay.')
+    .argument('<id>', 'the token id from `token list`')
+    .action(async (id: string, _o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const t = revokeToken(ctx.db, id);
+        out.result(tokenJson(t), () => `token ${t.id} revoked`);
+      }));
+
+  program
+    .command('serve')
+    .description("Run the API pods talk to (setup, keys, certificates, mappings, status), on loopback behind nginx's TLS.")
+    .option('--listen <host:port>', 'where to listen (default 127.0.0.1:<http.api_port>)')
+    .action(async (o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        let host: string | undefined;
+        let port: number | undefined;
+        if (o.listen) {
+          const m = /^(.+):(\d+)$/.exec(o.listen);
+          if (!m) throw new InputError('bad_option', `--listen must look like 127.0.0.1:8470 (got ${JSON.stringify(o.listen)}).`);
+          host = m[1];
+          port = Number(m[2]);
+        }
+        const api = createApi(ctx, { host, port });
+        let addr;
+        try {
+          addr = await api.listen();
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+            throw new ConflictError('port_in_use', `${host ?? '127.0.0.1'}:${port ?? ctx.config.http.apiPort} is already in use.`, {
+              hint: 'Another `pipe2me-ctl serve` may be running; stop it, or choose another http.api_port.',
+            });
+          }
+          throw e;
+        }
+        out.note(`pipe2me API listening on http://${addr.host}:${addr.port}/ (behind nginx at https://${ctx.config.server.fqdn}/); Ctrl-C to stop`);
+        await new Promise<void>((resolve) => {
+          process.once('SIGINT', resolve);
+          process.once('SIGTERM', resolve);
+        });
+        await api.close();
+      }));
+
   return program;
+}
+
+function tokenJson(t: TokenRecord) {
+  return {
+    id: t.id, label: t.label, max_ports: t.maxPorts, lifespan_seconds: t.lifespanSeconds, extendable: t.extendable,
+    single_use: t.singleUse, uses: t.uses, created: isoTime(t.createdAt), revoked: t.revokedAt ? isoTime(t.revokedAt) : null,
+  };
+}
+
+/** sha256:<hex> of the CA certificate, for pods to pin on first contact. */
+function caPin(ctx: ServerContext): string | null {
+  const pem = readIfExists(ctx.layout.caCertFile);
+  if (!pem) return null;
+  return 'sha256:' + new X509Certificate(pem).fingerprint256.replace(/:/g, '').toLowerCase();
 }
 
 export async function main(argv = process.argv): Promise<void> {

@@ -1,0 +1,150 @@
+/**
+ * The API's HTTP plumbing on node:http: a tiny router, JSON bodies read with a size limit and
+ * validated by ajv, rate limits, and errors that are always a JSON body with a stable code. A client
+ * mistake is a 4xx; only our own failure is a 5xx, and it never carries internals.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Ajv, type ValidateFunction } from 'ajv';
+import { Pipe2meError, ExitCode, isPipe2meError } from '../util/errors.js';
+
+export class HttpError extends Pipe2meError {
+  constructor(status: number, code: string, message: string, extra: { hint?: string; data?: Record<string, unknown> } = {}) {
+    super(code, message, ExitCode.usage, status, extra);
+  }
+}
+
+const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
+const compiled = new WeakMap<object, ValidateFunction>();
+
+export function validateBody<T>(schema: object, body: unknown): T {
+  let v = compiled.get(schema);
+  if (!v) {
+    v = ajv.compile(schema);
+    compiled.set(schema, v);
+  }
+  if (!v(body)) {
+    const problems = (v.errors ?? []).map((e) => {
+      const where = e.instancePath ? e.instancePath.slice(1).replace(/\//g, '.') : 'body';
+      if (e.keyword === 'additionalProperties') return `unknown field "${(e.params as { additionalProperty: string }).additionalProperty}"${e.instancePath ? ` in ${where}` : ''}`;
+      if (e.keyword === 'required') return `missing field "${(e.params as { missingProperty: string }).missingProperty}"`;
+      if (e.keyword === 'enum') return `${where} must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`;
+      return `${where} ${e.message}`;
+    });
+    throw new HttpError(400, 'invalid_request', `The request body is not valid: ${problems.join('; ')}.`, { data: { problems } });
+  }
+  return body as T;
+}
+
+export async function readJson(req: IncomingMessage, maxBytes: number): Promise<unknown> {
+  const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/json') {
+    throw new HttpError(415, 'unsupported_media_type', 'Send the body as JSON with Content-Type: application/json.');
+  }
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (Number.isFinite(declared) && declared > maxBytes) throw new HttpError(413, 'body_too_large', `The body is larger than ${maxBytes} bytes.`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > maxBytes) throw new HttpError(413, 'body_too_large', `The body is larger than ${maxBytes} bytes.`);
+    chunks.push(chunk as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') throw new HttpError(400, 'bad_json', 'The request body is empty; send a JSON object.');
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new HttpError(400, 'bad_json', `The request body is not valid JSON: ${(e as Error).message.slice(0, 120)}`);
+  }
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+    ...headers,
+  });
+  res.end(text);
+}
+
+export function sendError(res: ServerResponse, e: unknown, log: (m: string) => void): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  if (isPipe2meError(e)) {
+    // Our own daemon failures are 5xx but carry a useful message; everything else caused by the client is 4xx.
+    const headers: Record<string, string> = {};
+    if (e instanceof HttpError && e.data?.retry_after) headers['retry-after'] = String(e.data.retry_after);
+    sendJson(res, e.httpStatus, { error: e.toJSON() }, headers);
+    if (e.httpStatus >= 500) log(`error ${e.code}: ${e.message}`);
+    return;
+  }
+  log(`internal error: ${(e as Error)?.stack ?? String(e)}`);
+  sendJson(res, 500, { error: { code: 'internal', message: 'The server failed to handle this request; the operator can find the details in its log.' } });
+}
+
+/** Fixed-window counters per key: cheap, and enough to stop a runaway client. */
+export class RateLimiter {
+  private windows = new Map<string, { start: number; count: number }>();
+  constructor(private readonly perMinute: number) {}
+
+  check(key: string, now = Date.now()): void {
+    const w = this.windows.get(key);
+    if (!w || now - w.start >= 60_000) {
+      this.windows.set(key, { start: now, count: 1 });
+      if (this.windows.size > 100_000) this.prune(now);
+      return;
+    }
+    if (++w.count > this.perMinute) {
+      const retry = Math.ceil((60_000 - (now - w.start)) / 1000);
+      throw new HttpError(429, 'rate_limited', `Too many requests; try again in ${retry} s.`, { data: { retry_after: retry } });
+    }
+  }
+
+  private prune(now: number): void {
+    for (const [k, w] of this.windows) if (now - w.start >= 60_000) this.windows.delete(k);
+  }
+}
+
+export type Params = Record<string, string>;
+export type Handler = (req: IncomingMessage, res: ServerResponse, params: Params) => Promise<void>;
+
+interface Route {
+  method: string;
+  pattern: RegExp;
+  keys: string[];
+  handler: Handler;
+}
+
+export class Router {
+  private routes: Route[] = [];
+
+  add(method: string, path: string, handler: Handler): this {
+    const keys: string[] = [];
+    const pattern = new RegExp('^' + path.replace(/:([a-z_]+)/g, (_, k: string) => {
+      keys.push(k);
+      return '([A-Za-z0-9_-]{1,128})';
+    }) + '$');
+    this.routes.push({ method, pattern, keys, handler });
+    return this;
+  }
+
+  match(method: string, path: string): { handler: Handler; params: Params } {
+    let pathMatched = false;
+    for (const r of this.routes) {
+      const m = r.pattern.exec(path);
+      if (!m) continue;
+      pathMatched = true;
+      if (r.method !== method) continue;
+      const params: Params = {};
+      r.keys.forEach((k, i) => (params[k] = m[i + 1]!));
+      return { handler: r.handler, params };
+    }
+    if (pathMatched) throw new HttpError(405, 'method_not_allowed', `${method} is not allowed here.`);
+    throw new HttpError(404, 'not_found', 'No such API endpoint.', { hint: 'The endpoints are listed in the README (API).' });
+  }
+}

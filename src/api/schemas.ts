@@ -1,0 +1,71 @@
+/** Request bodies of the API. Unknown fields are refused: a typo must not be silently ignored. */
+export const PROTOCOL_LIST = {
+  type: 'array',
+  minItems: 1,
+  maxItems: 64,
+  items: { type: 'string', enum: ['http', 'https', 'tcp'] },
+} as const;
+
+export const createSubdomainBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['token', 'protocols'],
+  properties: {
+    token: { type: 'string', minLength: 1, maxLength: 200 },
+    protocols: PROTOCOL_LIST,
+    name: { type: 'string', minLength: 1, maxLength: 63 },
+    passthrough: { type: 'boolean' },
+  },
+} as const;
+
+export const claimBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['claim_token'],
+  properties: { claim_token: { type: 'string', minLength: 1, maxLength: 200 } },
+} as const;
+
+export const sshKeyBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['public_key'],
+  properties: { public_key: { type: 'string', minLength: 1, maxLength: 16384 } },
+} as const;
+
+export const csrBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['csr'],
+  properties: { csr: { type: 'string', minLength: 1, maxLength: 16384 } },
+} as const;
+
+export const mappingsBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['mappings'],
+  properties: {
+    mappings: {
+      type: 'array',
+      maxItems: 70,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['external_port', 'internal_port'],
+        properties: {
+          external_port: { type: 'integer', minimum: 1, maximum: 65535 },
+          internal_port: { type: 'integer', minimum: 1, maximum: 65535 },
+          external_ip: { type: ['string', 'null'], maxLength: 45 },
+          lease_seconds: { type: ['integer', 'null'], minimum: 0, maximum: 31536000 },
+        },
+      },
+    },
+    // Why the pod has no (or fewer) mappings: shown in status and `pipe2me-ctl show`.
+    note: { type: 'string', maxLength: 500 },
+  },
+} as const;
+
+export const extendBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {},
+} as const;

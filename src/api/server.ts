@@ -1,0 +1,229 @@
+/**
+ * `pipe2me-ctl serve`: the JSON API pods talk to, on loopback behind nginx (which terminates TLS for the
+ * server's own name and passes the client's address in X-Real-IP).
+ *
+ *   GET    /v1                          server info (public)
+ *   GET    /v1/ca                       the CA certificate (public)
+ *   POST   /v1/subdomains               {token, protocols, name?, passthrough?} -> 201 setup info + secret
+ *   POST   /v1/claim                    {claim_token} -> setup info + secret (operator-made subdomains)
+ *   GET    /v1/subdomains/:id           status                       (Authorization: Bearer <secret>)
+ *   PUT    /v1/subdomains/:id/ssh-key   {public_key}
+ *   POST   /v1/subdomains/:id/certificate {csr} -> certificate and chain
+ *   PUT    /v1/subdomains/:id/mappings  {mappings: [{external_port, internal_port, external_ip?}], note?}
+ *   POST   /v1/subdomains/:id/extend    {}
+ *   DELETE /v1/subdomains/:id
+ */
+import * as http from 'node:http';
+import { isIPv4 } from 'node:net';
+import type { ServerContext } from '../server/context.js';
+import { ApplyQueue } from '../server/apply-queue.js';
+import { addSubdomainRecord, expireSweep, removeSubdomain } from '../server/subdomains.js';
+import { issuePodCertificate } from '../server/pod-certificates.js';
+import { authenticateSubdomain, claimSubdomain, getSubdomainById, setExpiry, setRoute, setSshKey } from '../state/subdomains.js';
+import { withToken, getToken } from '../state/tokens.js';
+import { replaceMappings } from '../state/mappings.js';
+import { now, type SubdomainRecord } from '../state/types.js';
+import { parsePublicKey } from '../ssh/pubkey.js';
+import { looksLikeSecret, hashSecret } from '../util/secrets.js';
+import { DeniedError } from '../util/errors.js';
+import { readIfExists } from '../util/fsx.js';
+import { HttpError, RateLimiter, readJson, Router, sendError, sendJson, validateBody } from './http.js';
+import * as S from './schemas.js';
+import { setupInfo, statusView } from './views.js';
+
+export interface ApiOptions {
+  host?: string;
+  port?: number;
+  log?: (m: string) => void;
+  /** How often to expire subdomains whose time is up (ms); 0 disables. */
+  expiryIntervalMs?: number;
+}
+
+const VERSION = '1';
+
+function clientAddress(req: http.IncomingMessage): string {
+  const peer = req.socket.remoteAddress ?? '';
+  const forwarded = req.headers['x-real-ip'];
+  // Trust X-Real-IP only from nginx on loopback; anyone else could forge it to dodge rate limits.
+  if ((peer === '127.0.0.1' || peer === '::1' || peer === '::ffff:127.0.0.1') && typeof forwarded === 'string' && forwarded.length < 64) return forwarded;
+  return peer;
+}
+
+export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
+  const log = opts.log ?? ((m: string) => process.stderr.write(`${new Date().toISOString()} api: ${m}\n`));
+  const queue = new ApplyQueue(ctx, log);
+  const perAddress = new RateLimiter(ctx.config.api.ratePerMinute);
+  const perCredential = new RateLimiter(ctx.config.api.ratePerMinute);
+  const maxBody = ctx.config.api.maxBodyBytes;
+  const router = new Router();
+
+  const body = async <T>(req: http.IncomingMessage, schema: object): Promise<T> => validateBody<T>(schema, await readJson(req, maxBody));
+
+  const unauthorized = () => new DeniedError('unauthorized', 'Missing or wrong credentials for this subdomain.', {
+    httpStatus: 401,
+    hint: 'Send the secret you received at setup: Authorization: Bearer p2ms_...',
+  });
+
+  function authenticate(req: http.IncomingMessage, id: string): SubdomainRecord {
+    const auth = req.headers.authorization ?? '';
+    const m = /^Bearer (\S+)$/.exec(auth);
+    if (!m || !looksLikeSecret(m[1], 'p2ms')) throw unauthorized();
+    perCredential.check('s:' + hashSecret(m[1]!));
+    const s = authenticateSubdomain(ctx.db, id, m[1]!);
+    if (!s) throw unauthorized();
+    if (s.status !== 'active') {
+      throw new DeniedError('subdomain_expired', `${s.fqdn} has expired.`, { httpStatus: 410, hint: 'Set up again with a new token.' });
+    }
+    return s;
+  }
+
+  router.add('GET', '/v1', async (_req, res) => {
+    sendJson(res, 200, { name: 'pipe2me', api: VERSION, domain: ctx.config.domain, server: ctx.config.server.fqdn });
+  });
+
+  router.add('GET', '/v1/ca', async (_req, res) => {
+    const pem = readIfExists(ctx.layout.caCertFile);
+    if (!pem) throw new HttpError(404, 'ca_missing', 'This server has no CA yet.');
+    res.writeHead(200, { 'content-type': 'application/x-pem-file' });
+    res.end(pem);
+  });
+
+  router.add('POST', '/v1/subdomains', async (req, res) => {
+    const b = await body<{ token: string; protocols: string[]; name?: string; passthrough?: boolean }>(req, S.createSubdomainBody);
+    if (!looksLikeSecret(b.token, 'p2mt')) {
+      throw new DeniedError('token_invalid', 'The token is not valid: it is unknown, revoked or already used.', { httpStatus: 401 });
+    }
+    perCredential.check('t:' + hashSecret(b.token));
+    // The quota is checked and the token used in the same transaction as the allocation.
+    const created = withToken(ctx.db, b.token, (t) =>
+      addSubdomainRecord(ctx, { name: b.name, protocols: b.protocols, lifespanSeconds: t.lifespanSeconds, passthrough: b.passthrough ?? false, tokenId: t.id, withSecret: true },
+        Math.min(t.maxPorts, ctx.config.ports.maxPerSubdomain)));
+    await queue.request(['keys', 'nginx', 'dns']);
+    log(`created ${created.record.fqdn} (${created.record.ports.map((p) => `${p.protocol}:${p.port}`).join(',')}) for ${clientAddress(req)}`);
+    sendJson(res, 201, setupInfo(ctx, created.record, created.secret!));
+  });
+
+  router.add('POST', '/v1/claim', async (req, res) => {
+    const b = await body<{ claim_token: string }>(req, S.claimBody);
+    const denied = () => new DeniedError('claim_invalid', 'The claim token is not valid: it is unknown or already used.', {
+      httpStatus: 401, hint: 'Ask the operator for a new one (pipe2me-ctl add-subdomain prints it).',
+    });
+    if (!looksLikeSecret(b.claim_token, 'p2mc')) throw denied();
+    perCredential.check('c:' + hashSecret(b.claim_token));
+    const claimed = claimSubdomain(ctx.db, b.claim_token);
+    if (!claimed) throw denied();
+    log(`claimed ${claimed.record.fqdn} from ${clientAddress(req)}`);
+    sendJson(res, 200, setupInfo(ctx, claimed.record, claimed.secret));
+  });
+
+  router.add('GET', '/v1/subdomains/:id', async (req, res, p) => {
+    sendJson(res, 200, statusView(ctx, authenticate(req, p.id!)));
+  });
+
+  router.add('PUT', '/v1/subdomains/:id/ssh-key', async (req, res, p) => {
+    const s = authenticate(req, p.id!);
+    const b = await body<{ public_key: string }>(req, S.sshKeyBody);
+    const key = parsePublicKey(b.public_key);
+    setSshKey(ctx.db, s.id, key);
+    // authorized_keys is rewritten atomically; sshd reads it at the next login, no reload.
+    await queue.request(['keys']);
+    sendJson(res, 200, { fingerprint: key.fingerprint, algorithm: key.algorithm, bits: key.bits, ports: s.ports.map((x) => x.port) });
+  });
+
+  router.add('POST', '/v1/subdomains/:id/certificate', async (req, res, p) => {
+    const s = authenticate(req, p.id!);
+    const b = await body<{ csr: string }>(req, S.csrBody);
+    const issued = await issuePodCertificate(ctx, s, b.csr);
+    sendJson(res, 200, { serial: issued.serial, certificate: issued.certificate, chain: issued.chain, fullchain: issued.fullchain, not_after: issued.notAfter, sha256: issued.sha256 });
+  });
+
+  router.add('PUT', '/v1/subdomains/:id/mappings', async (req, res, p) => {
+    const s = authenticate(req, p.id!);
+    const b = await body<{ mappings: { external_port: number; internal_port: number; external_ip?: string | null }[]; note?: string }>(req, S.mappingsBody);
+    const allowed = new Set([...s.ports.map((x) => x.port), 80, 443]);
+    for (const m of b.mappings) {
+      if (!allowed.has(m.external_port)) {
+        throw new HttpError(400, 'mapping_not_yours', `Port ${m.external_port} is not one of this subdomain's public ports (or 80/443).`);
+      }
+      if (m.external_ip && !isIPv4(m.external_ip)) throw new HttpError(400, 'invalid_request', 'external_ip must be an IPv4 address.');
+    }
+    replaceMappings(ctx.db, s.id, b.mappings.map((m) => ({ externalPort: m.external_port, internalPort: m.internal_port, externalIp: m.external_ip ?? null })));
+    const publicPorts = new Set(b.mappings.map((m) => m.external_port));
+    if (s.route === 'direct' && !s.ports.every((x) => publicPorts.has(x.port))) {
+      // A mapping the pod gave up must not keep clients on a dead route until the next probe.
+      setRoute(ctx.db, s.id, { route: 'server', directIpv4: null, reason: 'the pod reported its router mappings gone', streak: 0, changedAt: now(), fallbackAt: now() });
+      await queue.request(['dns']);
+    }
+    sendJson(res, 200, statusView(ctx, getSubdomainById(ctx.db, s.id)!));
+  });
+
+  router.add('POST', '/v1/subdomains/:id/extend', async (req, res, p) => {
+    const s = authenticate(req, p.id!);
+    await body(req, S.extendBody);
+    const t = s.tokenId ? getToken(ctx.db, s.tokenId) : undefined;
+    if (!t || !t.extendable || t.lifespanSeconds === null || t.revokedAt !== null) {
+      throw new DeniedError('not_extendable', `${s.fqdn} cannot be extended.`, { hint: 'Its token does not allow extending; ask the operator.' });
+    }
+    const expires = now() + t.lifespanSeconds;
+    setExpiry(ctx.db, s.id, expires);
+    sendJson(res, 200, statusView(ctx, getSubdomainById(ctx.db, s.id)!));
+  });
+
+  router.add('DELETE', '/v1/subdomains/:id', async (req, res, p) => {
+    const s = authenticate(req, p.id!);
+    const r = await removeSubdomain(ctx, s.name, { apply: false });
+    await queue.request(['nginx', 'dns']);
+    log(`destroyed ${s.fqdn} at the pod's request`);
+    sendJson(res, 200, { removed: r.removed.fqdn, cut_sessions: r.cutSessions.length, revoked: r.revoked });
+  });
+
+  const server = http.createServer(async (req, res) => {
+    try {
+      perAddress.check('a:' + clientAddress(req));
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      const { handler, params } = router.match(req.method ?? 'GET', url.pathname);
+      await handler(req, res, params);
+    } catch (e) {
+      sendError(res, e, log);
+    }
+  });
+  server.requestTimeout = 30_000;
+  server.headersTimeout = 10_000;
+  server.keepAliveTimeout = 5_000;
+  server.maxHeadersCount = 50;
+
+  let expiryTimer: NodeJS.Timeout | undefined;
+  return {
+    server,
+    async listen(): Promise<{ host: string; port: number }> {
+      const host = opts.host ?? '127.0.0.1';
+      const port = opts.port ?? ctx.config.http.apiPort;
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => resolve());
+      });
+      const interval = opts.expiryIntervalMs ?? 5000;
+      if (interval > 0) {
+        let busy = false;
+        expiryTimer = setInterval(async () => {
+          if (busy) return;
+          busy = true;
+          try {
+            const expired = await expireSweep(ctx, { apply: true, progress: log });
+            if (expired.length) log(`expired ${expired.map((s) => s.fqdn).join(', ')}`);
+          } catch (e) {
+            log(`expiry sweep failed: ${(e as Error).message}`);
+          } finally {
+            busy = false;
+          }
+        }, interval);
+      }
+      const addr = server.address() as { port: number };
+      return { host, port: addr.port };
+    },
+    async close(): Promise<void> {
+      clearInterval(expiryTimer);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

@@ -1,0 +1,219 @@
+/**
+ * pipe2me: the pod's tool. `setup` once, then `start` (usually as a service). Every reporting command
+ * takes --json; errors go through one handler and leave with a documented exit code.
+ */
+import { Command } from 'commander';
+import * as fs from 'node:fs';
+import { ExitCode, UnreachableError } from '../util/errors.js';
+import { defaultPodDir, PodFiles } from '../pod/files.js';
+import { setup, requestCertificate } from '../pod/setup.js';
+import { apiClientFor, certificateNotAfter, readStatus, start, stop } from '../pod/run.js';
+import { installService, renderService } from '../pod/service.js';
+import { EXIT_CODES_HELP, Output, runMain, type GlobalOptions } from './output.js';
+import { serviceUrl } from '../server/subdomains.js';
+
+interface Globals extends GlobalOptions {
+  dir?: string;
+}
+
+function g(cmd: Command): Globals & { dir: string } {
+  const o = cmd.optsWithGlobals() as Globals;
+  return { ...o, dir: o.dir ?? defaultPodDir() };
+}
+
+const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
+
+function urls(fqdn: string, services: { protocol: string; port: number }[]): string[] {
+  return services.map((s) => serviceUrl(fqdn, s.protocol, s.port));
+}
+
+export function buildProgram(): Command {
+  const program = new Command('pipe2me');
+  program
+    .description('Publish services running on this machine, behind NAT, under a name of their own, with their own TLS certificate.')
+    .option('-d, --dir <dir>', 'the tunnel set\'s directory (default: $PIPE2ME_DIR, /var/lib/pipe2me-pod/default as root, else ~/.pipe2me/default)')
+    .option('--json', 'print results as JSON on stdout')
+    .option('-q, --quiet', 'no progress lines on stderr')
+    .exitOverride()
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText('after', `
+Getting started (the operator gives you the server and a token):
+  pipe2me setup --server https://server.pipe.example.com --token p2mt_... --ca-pin sha256:... \\
+                --protocols http,https --ports 8080,8443
+  pipe2me start                     # foreground; or: pipe2me install-service
+  pipe2me status                    # tunnel up? which route do clients take? certificate expiry
+${EXIT_CODES_HELP}`);
+
+  program
+    .command('setup')
+    .description('Create (or claim) a subdomain, make this pod\'s ssh and TLS keys (they never leave it), register them, pin the server.')
+    .requiredOption('--server <url>', 'the pipe2me server, e.g. https://server.pipe.example.com')
+    .option('--token <token>', 'a token from the operator: creates a new subdomain')
+    .option('--claim <token>', 'a claim token from the operator for a subdomain they made')
+    .option('--protocols <list>', 'services to publish, in order: http, https, tcp (with --token)', list)
+    .option('--ports <list>', 'local ports (or host:port) of those services, same order (default: http 80, https 443)', list)
+    .option('--name <name>', 'ask for this name instead of a generated one (with --token)')
+    .option('--passthrough', 'TLS to https://NAME/ passes through the server untouched to your first https service')
+    .option('--ca-pin <sha256:hex>', 'the server CA\'s fingerprint, checked on first contact (the operator prints it)')
+    .option('--ca-file <pem>', 'the server\'s CA certificate, if you have it as a file')
+    .option('--force', 'replace an existing setup in this directory')
+    .addHelpText('after', `
+Examples:
+  pipe2me setup --server https://server.pipe.example.com --token p2mt_... --ca-pin sha256:... --protocols http,https --ports 8080,8443
+  pipe2me setup --server https://server.pipe.example.com --claim p2mc_... --ca-pin sha256:... --ports 3000
+  pipe2me setup ... --protocols http,tcp --ports 8080,192.168.1.20:22     # publish another LAN host's ssh`)
+    .action(async (o, cmd: Command) => {
+      const gl = g(cmd);
+      const out = new Output(gl);
+      const r = await setup({
+        dir: gl.dir, server: o.server, token: o.token, claim: o.claim, protocols: o.protocols, ports: o.ports, name: o.name,
+        passthrough: o.passthrough, caPin: o.caPin, caFile: o.caFile, force: o.force, progress: (m) => out.progress(m),
+      });
+      const f = new PodFiles(gl.dir);
+      out.result({
+        dir: gl.dir, name: r.state.name, fqdn: r.state.fqdn, expires: r.state.expires,
+        services: r.state.services.map((s) => ({ ...s, url: serviceUrl(r.state.fqdn, s.protocol, s.port) })),
+        entry: r.answer.entry, certificate: { file: f.cert, key: f.tlsKey, fullchain: f.fullchain, not_after: certificateNotAfter(f)?.toISOString() ?? null },
+      }, () => [
+        `${r.state.fqdn} is set up in ${gl.dir}`,
+        ...r.state.services.map((s) => `  ${s.protocol.padEnd(5)} ${serviceUrl(r.state.fqdn, s.protocol, s.port)}  ->  ${s.localHost}:${s.localPort} here`),
+        ...(r.answer.entry.http ? [`  entry ${r.answer.entry.http}`] : []),
+        ...(r.answer.entry.https ? [`  entry ${r.answer.entry.https}`] : []),
+        `  expires: ${r.state.expires ?? 'never'}`,
+        `  TLS certificate for your https services: ${f.fullchain} with key ${f.tlsKey} (valid until ${certificateNotAfter(f)?.toISOString()})`,
+        '',
+        'Next: pipe2me start    (or pipe2me install-service to run it at boot)',
+      ].join('\n'));
+    });
+
+  program
+    .command('start')
+    .description('Run the tunnel in the foreground (for systemd/launchd): reconnects on its own, logs each state change, renews the certificate.')
+    .action(async (_o, cmd: Command) => {
+      const gl = g(cmd);
+      const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
+      const code = await start({ dir: gl.dir, log });
+      process.exitCode = code;
+    });
+
+  program
+    .command('stop')
+    .description('Stop a running `pipe2me start` for this tunnel set and wait until it has cleaned up.')
+    .action(async (_o, cmd: Command) => {
+      const gl = g(cmd);
+      const out = new Output(gl);
+      const r = await stop(gl.dir);
+      out.result({ was_running: r.wasRunning, pid: r.pid }, () => (r.wasRunning ? `stopped (pid ${r.pid})` : 'it was not running'));
+    });
+
+  program
+    .command('status')
+    .description('Is the tunnel up, which way do clients reach this pod (direct or through the server) and why, when does the certificate expire.')
+    .action(async (_o, cmd: Command) => {
+      const gl = g(cmd);
+      const out = new Output(gl);
+      const f = new PodFiles(gl.dir);
+      const s = f.read();
+      const { status, running } = readStatus(f);
+      const notAfter = certificateNotAfter(f);
+      const data = {
+        fqdn: s.fqdn, dir: gl.dir, running,
+        tunnel: running ? status?.tunnel ?? null : { state: 'stopped' },
+        route: running ? status?.route ?? null : null,
+        certificate: { not_after: notAfter?.toISOString() ?? null, days_left: notAfter ? Math.floor((notAfter.getTime() - Date.now()) / 86400_000) : null },
+        services: s.services.map((x) => ({ ...x, url: serviceUrl(s.fqdn, x.protocol, x.port) })),
+        mappings: running ? status?.mappings ?? [] : [],
+        upnp: running ? status?.extra?.upnp ?? null : null,
+        expires: s.expires,
+      };
+      out.result(data, () => {
+        const lines = [`${s.fqdn} (${gl.dir})`];
+        if (!running) lines.push('  tunnel: not running (pipe2me start)');
+        else lines.push(`  tunnel: ${status?.tunnel.state ?? 'unknown'} since ${status?.tunnel.since ?? '?'}${status?.tunnel.detail ? ` — ${status.tunnel.detail}` : ''}`);
+        if (running && status?.route) {
+          const r = status.route;
+          lines.push(`  route: ${r.route === 'direct' ? `clients go straight to your router ${r.direct_ipv4}` : 'clients go through the server (tunnel)'}${r.reason ? ` — ${r.reason}` : ''}`);
+        }
+        lines.push(...urls(s.fqdn, s.services).map((u) => `  ${u}`));
+        lines.push(`  certificate: ${notAfter ? `valid until ${notAfter.toISOString()} (${data.certificate.days_left} days)` : 'none yet (pipe2me renew)'}`);
+        lines.push(`  subdomain expires: ${s.expires ?? 'never'}`);
+        return lines.join('\n');
+      });
+    });
+
+  program
+    .command('verify')
+    .description('Ask the server whether it sees this pod online, and from which address. Exit 0 if online, 11 if not.')
+    .action(async (_o, cmd: Command) => {
+      const gl = g(cmd);
+      const out = new Output(gl);
+      const f = new PodFiles(gl.dir);
+      const s = f.read();
+      const v = await apiClientFor(f, s).call<{ online: { since: string; from: string } | null; route: string; route_reason: string | null; direct_ipv4: string | null }>('GET', `/v1/subdomains/${s.id}`);
+      out.result({ fqdn: s.fqdn, online: v.online, route: v.route, route_reason: v.route_reason, direct_ipv4: v.direct_ipv4 }, () =>
+        v.online ? `${s.fqdn}: the server sees this pod online since ${v.online.since}, connecting from ${v.online.from}; route ${v.route}` : `${s.fqdn}: the server does not see this pod online`);
+      if (!v.online) process.exitCode = ExitCode.unreachable;
+    });
+
+  program
+    .command('renew')
+    .description('Make a new TLS key and CSR and get a new certificate now (start does this by itself before expiry).')
+    .action(async (_o, cmd: Command) => {
+      const gl = g(cmd);
+      const out = new Output(gl);
+      const f = new PodFiles(gl.dir);
+      const s = f.read();
+      await requestCertificate(apiClientFor(f, s), f, s);
+      const na = certificateNotAfter(f);
+      out.result({ fqdn: s.fqdn, not_after: na?.toISOString() ?? null, certificate: f.cert, fullchain: f.fullchain, key: f.tlsKey },
+        () => `${s.fqdn}: new certificate valid until ${na?.toISOString()} (${f.fullchain}, key ${f.tlsKey}); reload the services that use it`);
+    });
+
+  program
+    .command('destroy')
+    .description('Give the subdomain up: stop the tunnel, remove it on the server (its name and ports are freed, its certificate revoked), delete this directory.')
+    .option('--keep-files', 'keep the tunnel set\'s directory')
+    .action(async (o, cmd: Command) => {
+      const gl = g(cmd);
+      const out = new Output(gl);
+      const f = new PodFiles(gl.dir);
+      const s = f.read();
+      await stop(gl.dir);
+      let server: unknown = null;
+      try {
+        server = await apiClientFor(f, s).call('DELETE', `/v1/subdomains/${s.id}`);
+      } catch (e) {
+        if (e instanceof UnreachableError) throw e;
+        // Already gone on the server (removed, expired): still clean up here.
+        out.note(`the server says: ${(e as Error).message}`);
+      }
+      if (!o.keepFiles) fs.rmSync(gl.dir, { recursive: true, force: true });
+      out.result({ destroyed: s.fqdn, server, files_removed: !o.keepFiles }, () => `${s.fqdn} destroyed${o.keepFiles ? '' : `; ${gl.dir} removed`}`);
+    });
+
+  program
+    .command('install-service')
+    .description('Install a systemd unit (Linux) or launchd job (macOS) that runs `pipe2me start` for this tunnel set at boot.')
+    .option('--print', 'only print the unit/plist')
+    .option('--no-enable', 'install but do not enable/start it')
+    .action(async (o, cmd: Command) => {
+      const gl = g(cmd);
+      const out = new Output(gl);
+      if (o.print) {
+        const svc = renderService(gl.dir);
+        out.result(svc, () => svc.content);
+        return;
+      }
+      const r = await installService(gl.dir, { enable: Boolean(o.enable), log: (m) => out.note(m) });
+      out.result(r, () => `${r.kind} ${r.name} installed at ${r.path}${r.enabled ? ' and started' : ''}`);
+    });
+
+  return program;
+}
+
+export async function main(argv = process.argv): Promise<void> {
+  const program = buildProgram();
+  await runMain(async () => {
+    await program.parseAsync(argv);
+  }, () => argv.includes('--json'));
+}

@@ -1,0 +1,96 @@
+/**
+ * A tunnel set's directory on the pod: everything one published subdomain needs, private keys 0600.
+ * One directory per tunnel set; `--dir` chooses it.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ConfigError, ConflictError } from '../util/errors.js';
+import { atomicWrite, ensureDir, readIfExists } from '../util/fsx.js';
+
+export interface PodService {
+  protocol: 'http' | 'https' | 'tcp';
+  /** Public port on the server (and on the router, for the direct route). */
+  port: number;
+  /** Where the service listens on the pod's side. */
+  localHost: string;
+  localPort: number;
+}
+
+export interface PodState {
+  version: 1;
+  server: string;
+  id: string;
+  name: string;
+  fqdn: string;
+  domain: string;
+  services: PodService[];
+  passthrough: boolean;
+  expires: string | null;
+  ssh: { host: string; port: number; user: string; hostKeyAlias: string };
+  createdAt: string;
+}
+
+export class PodFiles {
+  constructor(readonly dir: string) {}
+
+  get state() { return path.join(this.dir, 'pod.json'); }
+  get secret() { return path.join(this.dir, 'secret'); }
+  get sshKey() { return path.join(this.dir, 'id_ed25519'); }
+  get sshPub() { return path.join(this.dir, 'id_ed25519.pub'); }
+  get knownHosts() { return path.join(this.dir, 'known_hosts'); }
+  get ca() { return path.join(this.dir, 'ca.pem'); }
+  get tlsKey() { return path.join(this.dir, 'tls.key'); }
+  get csr() { return path.join(this.dir, 'tls.csr'); }
+  get cert() { return path.join(this.dir, 'tls.crt'); }
+  get chain() { return path.join(this.dir, 'chain.pem'); }
+  get fullchain() { return path.join(this.dir, 'fullchain.pem'); }
+  get status() { return path.join(this.dir, 'status.json'); }
+  get pidFile() { return path.join(this.dir, 'start.pid'); }
+  get log() { return path.join(this.dir, 'tunnel.log'); }
+
+  exists(): boolean {
+    return fs.existsSync(this.state);
+  }
+
+  ensure(): void {
+    ensureDir(this.dir, 0o700);
+  }
+
+  read(): PodState {
+    const text = readIfExists(this.state);
+    if (text === undefined) {
+      throw new ConfigError(`No pipe2me setup in ${this.dir}.`, { hint: 'Run `pipe2me setup --server URL --token TOKEN` first, or pass --dir to the directory of your setup.' });
+    }
+    try {
+      return JSON.parse(text) as PodState;
+    } catch {
+      throw new ConfigError(`${this.state} is damaged (not JSON).`, { hint: 'Set up again with `pipe2me setup --force`.' });
+    }
+  }
+
+  write(state: PodState): void {
+    atomicWrite(this.state, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
+  }
+
+  readSecret(): string {
+    const s = readIfExists(this.secret)?.trim();
+    if (!s) throw new ConfigError(`The secret for this setup is missing (${this.secret}).`, { hint: 'Set up again with `pipe2me setup --force`.' });
+    return s;
+  }
+
+  refuseOverwrite(force: boolean): void {
+    if (this.exists() && !force) {
+      const s = this.read();
+      throw new ConflictError('already_set_up', `${this.dir} already holds the setup of ${s.fqdn}.`, {
+        hint: 'Use another --dir for a second tunnel set, or --force to replace this one (run `pipe2me destroy` first to free the old name).',
+      });
+    }
+  }
+}
+
+export function defaultPodDir(): string {
+  if (process.env.PIPE2ME_DIR) return process.env.PIPE2ME_DIR;
+  if (process.getuid?.() === 0) return '/var/lib/pipe2me-pod/default';
+  return path.join(os.homedir(), '.pipe2me', 'default');
+}

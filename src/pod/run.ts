@@ -1,0 +1,230 @@
+/**
+ * `pipe2me start`: the pod's long-running process (foreground, for systemd and launchd). It runs the
+ * tunnel, logs every state change, keeps status.json current for `pipe2me status`, asks the server now
+ * and then how clients reach the pod, renews the certificate before it expires, and on SIGTERM stops
+ * the tunnel and cleans up after itself.
+ */
+import * as fs from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { ConflictError, DeniedError, isPipe2meError } from '../util/errors.js';
+import { atomicWrite, readIfExists } from '../util/fsx.js';
+import { requirePrograms } from '../util/which.js';
+import { ApiClient } from './api-client.js';
+import { PodFiles, type PodState } from './files.js';
+import { requestCertificate } from './setup.js';
+import { TunnelSupervisor, tunnelArgv, type TunnelEvent } from './tunnel.js';
+
+export interface RouteInfo {
+  route: 'server' | 'direct';
+  reason: string | null;
+  direct_ipv4: string | null;
+  online: { since: string; from: string } | null;
+}
+
+export interface PodStatus {
+  pid: number;
+  fqdn: string;
+  updated: string;
+  tunnel: { state: string; since: string; detail: string; last_error: string | null; connects: number };
+  route: RouteInfo | null;
+  certificate: { not_after: string | null };
+  mappings: unknown[];
+  extra?: Record<string, unknown>;
+}
+
+export function certificateNotAfter(f: PodFiles): Date | null {
+  const pem = readIfExists(f.cert);
+  if (!pem) return null;
+  try {
+    return new Date(new X509Certificate(pem).validTo);
+  } catch {
+    return null;
+  }
+}
+
+/** Renew when less than a third of the certificate's life is left. */
+export function needsRenewal(f: PodFiles, now = Date.now()): boolean {
+  const pem = readIfExists(f.cert);
+  if (!pem) return true;
+  const c = new X509Certificate(pem);
+  const from = new Date(c.validFrom).getTime();
+  const to = new Date(c.validTo).getTime();
+  return now > to - (to - from) / 3;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** One `start` per tunnel set: the pid file is created exclusively; a stale one (dead pid) is replaced. */
+function claimPidFile(f: PodFiles): void {
+  for (let i = 0; i < 2; i++) {
+    try {
+      fs.writeFileSync(f.pidFile, `${process.pid}\n`, { flag: 'wx', mode: 0o644 });
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number(readIfExists(f.pidFile)?.trim());
+      if (pid && pidAlive(pid)) {
+        throw new ConflictError('already_running', `pipe2me start is already running for this tunnel set (pid ${pid}).`, { hint: 'Stop it with `pipe2me stop`, or use another --dir.' });
+      }
+      fs.rmSync(f.pidFile, { force: true });
+    }
+  }
+}
+
+export interface StartOptions {
+  dir: string;
+  log: (m: string) => void;
+  /** How often to ask the server for the route (ms). */
+  statusIntervalMs?: number;
+  /** Extra work that runs with the tunnel (UPnP mappings): started after the tunnel, stopped before it. */
+  companions?: ((ctx: StartContext) => Companion)[];
+}
+
+export interface Companion {
+  stop(): Promise<void>;
+  status(): Record<string, unknown>;
+}
+
+export interface StartContext {
+  state: PodState;
+  files: PodFiles;
+  client: ApiClient;
+  log: (m: string) => void;
+  refreshStatus: () => void;
+}
+
+export function apiClientFor(f: PodFiles, s: PodState): ApiClient {
+  const ca = readIfExists(f.ca);
+  return new ApiClient({ server: s.server, secret: f.readSecret(), ...(ca ? { ca } : {}) });
+}
+
+export async function start(o: StartOptions): Promise<number> {
+  const f = new PodFiles(o.dir);
+  const s = f.read();
+  requirePrograms(['autossh', 'ssh']);
+  claimPidFile(f);
+  const client = apiClientFor(f, s);
+  const log = o.log;
+  let route: RouteInfo | null = null;
+  let mappings: unknown[] = [];
+  const companions: Companion[] = [];
+
+  const writeStatus = () => {
+    const status: PodStatus = {
+      pid: process.pid,
+      fqdn: s.fqdn,
+      updated: new Date().toISOString(),
+      tunnel: { state: sup.state, since: new Date(sup.since).toISOString(), detail: lastDetail, last_error: sup.lastError, connects: sup.connects },
+      route,
+      certificate: { not_after: certificateNotAfter(f)?.toISOString() ?? null },
+      mappings,
+      extra: Object.assign({}, ...companions.map((c) => c.status())),
+    };
+    try {
+      atomicWrite(f.status, JSON.stringify(status, null, 2) + '\n', { mode: 0o644 });
+    } catch (e) {
+      log(`could not write ${f.status}: ${(e as Error).message}`);
+    }
+  };
+
+  let lastDetail = '';
+  let exitCode = 0;
+  let stopRequested: (() => void) | undefined;
+  const stopped = new Promise<void>((r) => (stopRequested = r));
+
+  const refreshRoute = async () => {
+    try {
+      const v = await client.call<RouteInfo & { route_reason?: string | null; mappings: unknown[] }>('GET', `/v1/subdomains/${s.id}`);
+      const changed = !route || route.route !== v.route || route.direct_ipv4 !== v.direct_ipv4;
+      route = { route: v.route, reason: v.route_reason ?? null, direct_ipv4: v.direct_ipv4 ?? null, online: v.online ?? null } as RouteInfo;
+      mappings = v.mappings ?? [];
+      if (changed) log(`route: clients reach ${s.fqdn} ${route.route === 'direct' ? `directly at the router ${route.direct_ipv4}` : 'through the server (tunnel)'}${route.reason ? ` — ${route.reason}` : ''}`);
+    } catch (e) {
+      if (isPipe2meError(e) && e instanceof DeniedError) {
+        log(`the server refuses this pod: ${e.message}${e.hint ? ` (${e.hint})` : ''}; stopping`);
+        exitCode = e.exitCode;
+        stopRequested?.();
+      } else {
+        log(`could not ask the server for the route: ${(e as Error).message}`);
+      }
+    }
+    writeStatus();
+  };
+
+  const onEvent = (e: TunnelEvent) => {
+    lastDetail = e.detail;
+    log(`tunnel ${e.state}: ${e.detail}`);
+    writeStatus();
+    if (e.state === 'up') void refreshRoute();
+    // A refused key usually means the subdomain was removed or expired: ask, and stop if so.
+    if (e.state === 'down' && /Permission denied/.test(e.detail)) void refreshRoute();
+  };
+  const sup = new TunnelSupervisor(tunnelArgv(s, f), onEvent);
+
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
+  const onSignal = (sig: NodeJS.Signals) => {
+    log(`${sig}: stopping`);
+    stopRequested?.();
+  };
+  for (const sig of signals) process.on(sig, onSignal);
+
+  log(`starting ${s.fqdn}: ${s.services.map((x) => `${x.protocol} ${x.port} -> ${x.localHost}:${x.localPort}`).join(', ')}`);
+  sup.start();
+  const ctx: StartContext = { state: s, files: f, client, log, refreshStatus: () => void refreshRoute() };
+  for (const make of o.companions ?? []) companions.push(make(ctx));
+
+  const statusTimer = setInterval(() => void refreshRoute(), o.statusIntervalMs ?? 60_000);
+  const renewTimer = setInterval(async () => {
+    if (!needsRenewal(f)) return;
+    try {
+      await requestCertificate(client, f, s);
+      log(`certificate renewed; valid until ${certificateNotAfter(f)?.toISOString()}`);
+      writeStatus();
+    } catch (e) {
+      log(`certificate renewal failed (will retry): ${(e as Error).message}`);
+    }
+  }, 6 * 3600_000);
+
+  await stopped;
+  clearInterval(statusTimer);
+  clearInterval(renewTimer);
+  for (const c of companions) await c.stop().catch((e) => log(`stopping: ${(e as Error).message}`));
+  await sup.stop();
+  for (const sig of signals) process.off(sig, onSignal);
+  writeStatus();
+  fs.rmSync(f.pidFile, { force: true });
+  log('stopped');
+  return exitCode;
+}
+
+/** `pipe2me stop`: SIGTERM to the running start, then wait for it to finish cleaning up. */
+export async function stop(dir: string, timeoutMs = 15_000): Promise<{ wasRunning: boolean; pid: number | null }> {
+  const f = new PodFiles(dir);
+  f.read();
+  const pid = Number(readIfExists(f.pidFile)?.trim());
+  if (!pid || !pidAlive(pid)) return { wasRunning: false, pid: null };
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + timeoutMs;
+  while (pidAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  if (pidAlive(pid)) throw new ConflictError('stop_timeout', `pipe2me start (pid ${pid}) did not stop within ${timeoutMs / 1000} s.`, { hint: `kill -9 ${pid} if it hangs` });
+  return { wasRunning: true, pid };
+}
+
+export function readStatus(f: PodFiles): { status: PodStatus | null; running: boolean } {
+  const text = readIfExists(f.status);
+  const pid = Number(readIfExists(f.pidFile)?.trim());
+  const running = Boolean(pid && pidAlive(pid));
+  if (!text) return { status: null, running };
+  try {
+    return { status: JSON.parse(text) as PodStatus, running };
+  } catch {
+    return { status: null, running };
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * The tunnel: one autossh for all of a pod's ports. `tunnelArgv` is pure; `TunnelSupervisor` runs it,
+ * keeps its stdin open (the server's session holder waits for EOF), watches what it prints to tell
+ * "up" from "down", restarts it when it ends, and reports every state change.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as readline from 'node:readline';
+import type { PodFiles, PodState } from './files.js';
+
+export const TUNNEL_CIPHERS = 'aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com';
+
+export interface TunnelTiming {
+  serverAliveInterval: number;
+  serverAliveCountMax: number;
+  connectTimeout: number;
+}
+
+export const DEFAULT_TIMING: TunnelTiming = { serverAliveInterval: 5, serverAliveCountMax: 3, connectTimeout: 10 };
+
+export function knownHostsLine(alias: string, hostKey: string): string {
+  return `${alias} ${hostKey}\n`;
+}
+
+/**
+ * autossh -M 0 (no monitor port: ssh's own ServerAlive checks detect a dead link) running ssh WITH a
+ * session (no -N): OpenSSH sets TCP_NODELAY only when a session is set up, and without it every new
+ * client connection through the tunnel stalls ~44 ms. The server's forced command holds the session.
+ */
+export function tunnelArgv(s: PodState, f: PodFiles, t: TunnelTiming = DEFAULT_TIMING): string[] {
+  const o = (k: string, v: string | number) => ['-o', `${k}=${v}`];
+  return [
+    'autossh', '-M', '0',
+    '-F', '/dev/null',
+    '-T',
+    '-i', f.sshKey,
+    ...o('IdentitiesOnly', 'yes'),
+    ...o('IdentityAgent', 'none'),
+    ...o('ForwardAgent', 'no'),
+    ...o('ForwardX11', 'no'),
+    ...o('BatchMode', 'yes'),
+    ...o('ExitOnForwardFailure', 'yes'),
+    ...o('ServerAliveInterval', t.serverAliveInterval),
+    ...o('ServerAliveCountMax', t.serverAliveCountMax),
+    ...o('ConnectTimeout', t.connectTimeout),
+    ...o('UserKnownHostsFile', f.knownHosts),
+    ...o('GlobalKnownHostsFile', '/dev/null'),
+    ...o('StrictHostKeyChecking', 'yes'),
+    ...o('HostKeyAlias', s.ssh.hostKeyAlias),
+    ...o('CheckHostIP', 'no'),
+    ...o('UpdateHostKeys', 'no'),
+    ...o('Ciphers', TUNNEL_CIPHERS),
+    ...o('Compression', 'no'),
+    ...o('LogLevel', 'ERROR'),
+    '-p', String(s.ssh.port),
+    ...s.services.flatMap((svc) => ['-R', `${svc.port}:${svc.localHost.includes(':') ? `[${svc.localHost}]` : svc.localHost}:${svc.localPort}`]),
+    `${s.ssh.user}@${s.ssh.host}`,
+  ];
+}
+
+export function tunnelEnv(): Record<string, string> {
+  return {
+    // Retry even when the very first connection fails (server down at boot), and keep autossh's backoff
+    // short so that the tunnel is back within seconds of the link returning.
+    AUTOSSH_GATETIME: '0',
+    AUTOSSH_POLL: '5',
+    AUTOSSH_FIRST_POLL: '5',
+    // autossh logs its restarts here (our stderr pipe) instead of syslog.
+    AUTOSSH_LOGFILE: '/dev/stderr',
+  };
+}
+
+export type TunnelState = 'starting' | 'connecting' | 'up' | 'down' | 'stopped';
+
+export interface TunnelEvent {
+  state: TunnelState;
+  detail: string;
+  at: number;
+}
+
+export class TunnelSupervisor {
+  private child: ChildProcess | undefined;
+  private stopping = false;
+  private restartTimer: NodeJS.Timeout | undefined;
+  state: TunnelState = 'starting';
+  lastError: string | null = null;
+  since = Date.now();
+  connects = 0;
+
+  constructor(
+    private readonly argv: string[],
+    private readonly onEvent: (e: TunnelEvent) => void,
+    private readonly env: Record<string, string> = tunnelEnv(),
+    private readonly restartDelayMs = 1000,
+  ) {}
+
+  private set(state: TunnelState, detail: string): void {
+    if (state === this.state && detail === '') return;
+    this.state = state;
+    this.since = Date.now();
+    if (state === 'down') this.lastError = detail;
+    this.onEvent({ state, detail, at: this.since });
+  }
+
+  start(): void {
+    this.stopping = false;
+    this.set('connecting', `autossh to ${this.argv[this.argv.length - 1]}`);
+    const [file, ...args] = this.argv;
+    // stdin stays an open pipe we never write to: the server's session holder ends on EOF.
+    const child = spawn(file!, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...this.env } });
+    this.child = child;
+    child.on('error', (e) => this.set('down', `could not start autossh: ${e.message}`));
+    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+      const m = /^pipe2me-session: online (\S+) from (\S+)/.exec(line);
+      if (m) {
+        this.connects++;
+        this.set('up', `session open; the server sees this pod at ${m[2]}`);
+      }
+    });
+    readline.createInterface({ input: child.stderr! }).on('line', (line) => {
+      const text = line.replace(/^\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d /, '').trim();
+      if (!text) return;
+      if (/restarting ssh|ssh exited|Connection (refused|timed out|closed)|Timeout, server|port forwarding failed|Permission denied|Host key verification failed|closed by remote host|Broken pipe|No route to host|Network is unreachable/i.test(text)) {
+        this.set('down', text);
+      } else if (/starting ssh/.test(text)) {
+        this.set('connecting', text);
+      }
+    });
+    child.on('exit', (code, signal) => {
+      this.child = undefined;
+      if (this.stopping) {
+        this.set('stopped', 'stopped');
+        return;
+      }
+      this.set('down', `autossh ended (${signal ?? `exit ${code}`}); starting it again`);
+      this.restartTimer = setTimeout(() => this.start(), this.restartDelayMs);
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.restartTimer);
+    const child = this.child;
+    if (!child) {
+      this.set('stopped', 'stopped');
+      return;
+    }
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    // autossh passes SIGTERM on to its ssh and exits.
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * Coalesces applies inside one long-running process (the API, the watcher): a caller waits for the
+ * first apply that starts after its change was committed. Twenty pods registering at once cause a
+ * couple of applies, not twenty. Across processes, apply's own lock serializes.
+ */
+import { apply, type ApplyReport } from '../apply/apply.js';
+import type { Unit } from '../render/types.js';
+import type { ServerContext } from './context.js';
+
+interface Waiter {
+  resolve: (r: ApplyReport) => void;
+  reject: (e: unknown) => void;
+}
+
+export class ApplyQueue {
+  private running = false;
+  private pendingUnits = new Set<Unit>();
+  private waiters: Waiter[] = [];
+
+  constructor(private readonly ctx: ServerContext, private readonly log: (m: string) => void = () => {}) {}
+
+  request(units: readonly Unit[]): Promise<ApplyReport> {
+    for (const u of units) this.pendingUnits.add(u);
+    const p = new Promise<ApplyReport>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    if (!this.running) void this.drain();
+    return p;
+  }
+
+  private async drain(): Promise<void> {
+    this.running = true;
+    while (this.waiters.length) {
+      const waiters = this.waiters;
+      const units = [...this.pendingUnits];
+      this.waiters = [];
+      this.pendingUnits = new Set();
+      try {
+        const r = await apply(this.ctx, { units });
+        if (r.plan.changedUnits.length) this.log(`applied ${r.plan.changedUnits.join(', ')} in ${r.durationMs.toFixed(0)} ms`);
+        for (const w of waiters) w.resolve(r);
+      } catch (e) {
+        this.log(`apply failed: ${(e as Error).message}`);
+        for (const w of waiters) w.reject(e);
+      }
+    }
+    this.running = false;
+  }
+}
