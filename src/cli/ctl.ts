@@ -20,6 +20,7 @@ import { ConflictError, InputError, isPipe2meError } from '../util/errors.js';
 import { createToken, listTokens, revokeToken } from '../state/tokens.js';
 import type { TokenRecord } from '../state/types.js';
 import { createApi } from '../api/server.js';
+import { probeAll } from '../probe/run.js';
 import { readIfExists } from '../util/fsx.js';
 import { X509Certificate } from 'node:crypto';
 import { formatDuration } from '../config/duration.js';
@@ -295,6 +296,23 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
       closeServer(ctx);
 
     });
+
+  program
+    .command('probe')
+    .description('Test every pod\'s direct route (its router mappings) and point its DNS name at the router when every port answers as that pod, at the server otherwise. Run every minute by a systemd timer or cron.')
+    .option('--name <name...>', 'probe only these subdomains')
+    .option('--no-apply', 'decide and record, but do not rewrite the zone')
+    .action(async (o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const r = await probeAll(ctx, { names: o.name, progress: (m) => out.progress(m), applyDns: Boolean(o.apply) });
+        out.result(r, () => {
+          if (r.probed === 0) return 'Nothing to probe: no active subdomains.';
+          const lines = [`probed ${r.probed} subdomain(s) in ${r.durationMs} ms: ${r.direct} direct, ${r.probed - r.direct} through the server${r.changed.length ? `; changed: ${r.changed.join(', ')}` : ''}`];
+          for (const x of r.results) lines.push(`  ${x.name.padEnd(24)} ${x.route.padEnd(6)} ${x.changed ? '(changed) ' : ''}${x.reason}`);
+          if (r.applied) lines.push(`  zone rewritten once (serial ${r.applied.zone_serial})`);
+          return lines.join('\n');
+        });
+      }));
 
   const token = program.command('token').description('Tokens: quota classes that let pods create their own subdomains through the API.');
   token

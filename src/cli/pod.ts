@@ -4,7 +4,9 @@
  */
 import { Command } from 'commander';
 import * as fs from 'node:fs';
-import { ExitCode, UnreachableError } from '../util/errors.js';
+import { ExitCode, InputError, UnreachableError } from '../util/errors.js';
+import { upnpCompanion } from '../pod/upnp.js';
+import { requirePrograms } from '../util/which.js';
 import { defaultPodDir, PodFiles } from '../pod/files.js';
 import { setup, requestCertificate } from '../pod/setup.js';
 import { apiClientFor, certificateNotAfter, readStatus, start, stop } from '../pod/run.js';
@@ -88,11 +90,19 @@ Examples:
 
   program
     .command('start')
-    .description('Run the tunnel in the foreground (for systemd/launchd): reconnects on its own, logs each state change, renews the certificate.')
-    .action(async (_o, cmd: Command) => {
+    .description('Run the tunnel in the foreground (for systemd/launchd): reconnects on its own, logs each state change, renews the certificate, and maps the router\'s ports by UPnP for the direct route.')
+    .option('--no-upnp', 'do not ask the router for port mappings (clients then always go through the server)')
+    .option('--igd <url>', 'the router\'s UPnP description URL (skips discovery), e.g. http://192.168.1.1:5000/rootDesc.xml')
+    .option('--upnp-lease <seconds>', 'lease of each router mapping; renewed at half of it', (v) => Number(v), 3600)
+    .option('--status-interval <seconds>', 'how often to ask the server which route clients take', (v) => Number(v), 60)
+    .action(async (o, cmd: Command) => {
       const gl = g(cmd);
       const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
-      const code = await start({ dir: gl.dir, log });
+      if (!Number.isInteger(o.upnpLease) || o.upnpLease < 0) throw new InputError('bad_option', '--upnp-lease must be a whole number of seconds (0: permanent).');
+      if (!Number.isInteger(o.statusInterval) || o.statusInterval < 1) throw new InputError('bad_option', '--status-interval must be a whole number of seconds.');
+      const companions = o.upnp ? [upnpCompanion({ leaseSeconds: o.upnpLease, ...(o.igd ? { igdUrl: o.igd } : {}) })] : [];
+      if (o.upnp) requirePrograms(['upnpc']);
+      const code = await start({ dir: gl.dir, log, companions, statusIntervalMs: o.statusInterval * 1000 });
       process.exitCode = code;
     });
 

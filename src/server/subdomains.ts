@@ -9,6 +9,7 @@ import { httpEntryTarget, httpsEntryTarget } from '../render/entries.js';
 import { createSubdomain, deleteSubdomain, expireDue, requireSubdomain, type CreatedSubdomain } from '../state/subdomains.js';
 import { now, type SubdomainRecord } from '../state/types.js';
 import { cutSessions, readSessions } from '../daemons/sessions.js';
+import { getMappings } from '../state/mappings.js';
 
 export interface SubdomainView {
   name: string;
@@ -25,6 +26,8 @@ export interface SubdomainView {
   key: { algorithm: string; fingerprint: string } | null;
   online: { since: string; from: string } | null;
   claim_pending: boolean;
+  mappings: { external_port: number; internal_port: number; external_ip: string | null; reported: string }[];
+  probes: { at: string; address: string | null; ok: boolean; route: string; reason: string }[];
 }
 
 export function serviceUrl(fqdn: string, protocol: string, port: number): string {
@@ -53,7 +56,14 @@ export function viewSubdomain(ctx: ServerContext, s: SubdomainRecord, sessions =
     key: s.key ? { algorithm: s.key.algorithm, fingerprint: s.key.fingerprint } : null,
     online: session?.alive ? { since: iso(session.since), from: session.clientIp } : null,
     claim_pending: s.claimPending,
+    mappings: getMappings(ctx.db, s.id).map((m) => ({ external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, reported: iso(m.reportedAt) })),
+    probes: recentProbes(ctx, s.id),
   };
+}
+
+function recentProbes(ctx: ServerContext, id: string) {
+  const rows = ctx.db.prepare('SELECT at, address, ok, route, detail FROM probe_results WHERE subdomain_id = ? ORDER BY id DESC LIMIT 5').all(id) as { at: number; address: string | null; ok: number; route: string; detail: string }[];
+  return rows.map((r) => ({ at: iso(r.at), address: r.address, ok: r.ok === 1, route: r.route, reason: (JSON.parse(r.detail) as { reason: string }).reason }));
 }
 
 export interface AddInput {

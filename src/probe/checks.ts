@@ -1,0 +1,146 @@
+/**
+ * The probe's network checks, each bounded by a timeout. They answer one question per port: does this
+ * address answer *as this pod*? TLS ports must present a certificate the server issued to the pod; the
+ * http entry must redirect exactly where the pod's entry redirects; http and raw tcp ports must answer
+ * the same as the same service does through the pod's tunnel.
+ */
+import { createHash } from 'node:crypto';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+
+export interface CheckResult {
+  ok: boolean;
+  detail: string;
+}
+
+export async function tlsLeafSha256(host: string, port: number, servername: string, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = tls.connect({ host, port, servername, rejectUnauthorized: false, timeout: timeoutMs, ALPNProtocols: ['http/1.1'] });
+    const timer = setTimeout(() => sock.destroy(new Error(`no TLS answer within ${timeoutMs} ms`)), timeoutMs);
+    sock.once('secureConnect', () => {
+      const cert = sock.getPeerCertificate();
+      clearTimeout(timer);
+      sock.destroy();
+      if (!cert?.raw) return reject(new Error('no certificate presented'));
+      resolve(createHash('sha256').update(cert.raw).digest('hex'));
+    });
+    sock.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
+export interface HttpAnswer {
+  status: number;
+  location: string | null;
+  server: string | null;
+  contentType: string | null;
+}
+
+export async function httpHead(host: string, port: number, hostHeader: string, timeoutMs: number): Promise<HttpAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host, port, method: 'GET', path: '/', headers: { host: hostHeader, 'user-agent': 'pipe2me-probe', connection: 'close' }, agent: false, timeout: timeoutMs }, (res) => {
+      res.resume();
+      resolve({
+        status: res.statusCode ?? 0,
+        location: (res.headers.location as string | undefined) ?? null,
+        server: (res.headers.server as string | undefined) ?? null,
+        contentType: (res.headers['content-type'] as string | undefined)?.split(';')[0] ?? null,
+      });
+      req.destroy();
+    });
+    req.on('timeout', () => req.destroy(new Error(`no http answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Connects and collects what the service says first (up to 256 bytes in `waitMs`); empty for silent services. */
+export async function tcpBanner(host: string, port: number, timeoutMs: number, waitMs = 400): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host, port });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let timer = setTimeout(() => sock.destroy(new Error(`no connection within ${timeoutMs} ms`)), timeoutMs);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        sock.destroy();
+        resolve(Buffer.concat(chunks));
+      }, waitMs);
+    });
+    sock.on('data', (d: Buffer) => {
+      chunks.push(d);
+      size += d.length;
+      if (size >= 256) {
+        clearTimeout(timer);
+        sock.destroy();
+        resolve(Buffer.concat(chunks).subarray(0, 256));
+      }
+    });
+    sock.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
+export const short = (e: unknown) => {
+  const err = e as NodeJS.ErrnoException;
+  return err?.code ?? err?.message ?? String(e);
+};
+
+export async function checkTls(address: string, port: number, fqdn: string, valid: Set<string>, timeoutMs: number): Promise<CheckResult> {
+  try {
+    const fp = await tlsLeafSha256(address, port, fqdn, timeoutMs);
+    return valid.has(fp) ? { ok: true, detail: 'presents the certificate issued to this pod' } : { ok: false, detail: 'answers with a certificate that is not this pod\'s' };
+  } catch (e) {
+    return { ok: false, detail: `no TLS answer (${short(e)})` };
+  }
+}
+
+export async function checkEntryHttp(address: string, port: number, fqdn: string, expectedLocation: string, timeoutMs: number): Promise<CheckResult> {
+  try {
+    const a = await httpHead(address, port, fqdn, timeoutMs);
+    if (a.status >= 300 && a.status < 400 && a.location === expectedLocation) return { ok: true, detail: `redirects to ${expectedLocation}` };
+    return { ok: false, detail: `answers ${a.status}${a.location ? ` to ${a.location}` : ''}, not the pod's redirect` };
+  } catch (e) {
+    return { ok: false, detail: `no http answer (${short(e)})` };
+  }
+}
+
+/** An http service: the direct answer must look like the answer through the tunnel (status, Server, Content-Type). */
+export async function checkHttpLikeTunnel(address: string, port: number, fqdn: string, tunnelPort: number, timeoutMs: number): Promise<CheckResult> {
+  let via: HttpAnswer;
+  try {
+    via = await httpHead('127.0.0.1', tunnelPort, fqdn, timeoutMs);
+  } catch (e) {
+    return { ok: false, detail: `cannot compare: the service does not answer through the tunnel (${short(e)})` };
+  }
+  try {
+    const d = await httpHead(address, port, fqdn, timeoutMs);
+    const same = d.status === via.status && d.server === via.server && d.contentType === via.contentType;
+    return same ? { ok: true, detail: `answers like the pod's service (${d.status})` } : { ok: false, detail: `answers ${d.status} ${d.server ?? ''}, unlike the pod's service through the tunnel (${via.status} ${via.server ?? ''})` };
+  } catch (e) {
+    return { ok: false, detail: `no http answer (${short(e)})` };
+  }
+}
+
+/** A raw tcp service: what it says first must equal what it says through the tunnel. */
+export async function checkTcpLikeTunnel(address: string, port: number, tunnelPort: number, timeoutMs: number): Promise<CheckResult> {
+  let via: Buffer;
+  try {
+    via = await tcpBanner('127.0.0.1', tunnelPort, timeoutMs);
+  } catch (e) {
+    return { ok: false, detail: `cannot compare: the service does not answer through the tunnel (${short(e)})` };
+  }
+  try {
+    const d = await tcpBanner(address, port, timeoutMs);
+    if (d.equals(via)) return { ok: true, detail: via.length ? 'greets like the pod\'s service' : 'accepts connections (the service says nothing first)' };
+    return { ok: false, detail: 'greets unlike the pod\'s service through the tunnel' };
+  } catch (e) {
+    return { ok: false, detail: `no connection (${short(e)})` };
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * `pipe2me-ctl probe`: one run over every subdomain whose pod reported router mappings. It connects to
+ * the address the server saw the pod connect from (CGNAT lies to routers about their external address),
+ * on every port the direct route needs, concurrently with a bound. Then it decides each route and, however
+ * many changed, rewrites the zone once.
+ */
+import type { ServerContext } from '../server/context.js';
+import { apply, type ApplyReport } from '../apply/apply.js';
+import { httpEntryTarget } from '../render/entries.js';
+import { readSessions } from '../daemons/sessions.js';
+import { allMappings } from '../state/mappings.js';
+import { listSubdomains, setObserved, setRoute } from '../state/subdomains.js';
+import { validFingerprints } from '../state/certificates.js';
+import { writeTx } from '../state/db.js';
+import { now, type MappingRecord, type SubdomainRecord } from '../state/types.js';
+import { checkEntryHttp, checkHttpLikeTunnel, checkTcpLikeTunnel, checkTls, type CheckResult } from './checks.js';
+import { decide, type Decision } from './decide.js';
+
+export const ENTRY_HTTP_PORT = 80;
+export const ENTRY_HTTPS_PORT = 443;
+
+export interface PortCheck {
+  port: number;
+  what: string;
+  run: () => Promise<CheckResult>;
+}
+
+export interface SubdomainProbe {
+  name: string;
+  fqdn: string;
+  address: string | null;
+  ok: boolean;
+  reason: string;
+  ports: { port: number; what: string; ok: boolean; detail: string }[];
+  route: 'server' | 'direct';
+  changed: boolean;
+}
+
+export interface ProbeReport {
+  started: string;
+  durationMs: number;
+  probed: number;
+  direct: number;
+  changed: string[];
+  results: SubdomainProbe[];
+  applied: { changed_units: string[]; zone_serial: number | null } | null;
+}
+
+/** Which ports the direct route needs, pure: every service port, and the entries when there is a web service. */
+export function requiredPorts(s: Pick<SubdomainRecord, 'ports'>): { port: number; role: 'service' | 'entry-http' | 'entry-https'; protocol?: string }[] {
+  const out: { port: number; role: 'service' | 'entry-http' | 'entry-https'; protocol?: string }[] = s.ports.map((p) => ({ port: p.port, role: 'service' as const, protocol: p.protocol }));
+  if (s.ports.some((p) => p.protocol === 'http' || p.protocol === 'https')) {
+    out.push({ port: ENTRY_HTTP_PORT, role: 'entry-http' }, { port: ENTRY_HTTPS_PORT, role: 'entry-https' });
+  }
+  return out;
+}
+
+async function pool<T>(items: T[], limit: number, fn: (t: T) => Promise<void>, onDone?: () => void): Promise<void> {
+  let i = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (i < items.length) {
+      const item = items[i++]!;
+      await fn(item);
+      onDone?.();
+    }
+  });
+  await Promise.all(workers);
+}
+
+export async function probeAll(ctx: ServerContext, opts: { names?: string[]; progress?: (m: string) => void; applyDns?: boolean } = {}): Promise<ProbeReport> {
+  const started = Date.now();
+  const t = now();
+  const c = ctx.config;
+  const timeout = c.probe.timeoutMs;
+  const sessions = readSessions(ctx.layout.sessionsDir);
+  const mappings = allMappings(ctx.db);
+  const fingerprints = validFingerprints(ctx.db, t);
+  const subs = listSubdomains(ctx.db).filter((s) => s.status === 'active' && s.ports.length > 0 && (!opts.names || opts.names.includes(s.name)));
+
+  // Remember where each live pod connects from: the probe's address, and history for `show`.
+  writeTx(ctx.db, () => {
+    for (const s of subs) {
+      const live = sessions.get(s.name);
+      if (live?.alive && live.clientIp && live.clientIp !== s.observedIpv4) setObserved(ctx.db, s.id, live.clientIp, live.since || t);
+    }
+  });
+
+  interface Pending { s: SubdomainRecord; address: string | null; pre: string | null; checks: PortCheck[]; results: Map<number, CheckResult> }
+  const pending: Pending[] = [];
+  for (const s of subs) {
+    const mapped = new Map<number, MappingRecord>((mappings.get(s.id) ?? []).map((m) => [m.externalPort, m]));
+    const live = sessions.get(s.name);
+    const address = live?.alive ? live.clientIp : s.observedIpv4;
+    const need = requiredPorts(s);
+    let pre: string | null = null;
+    if (mapped.size === 0) pre = 'the pod reported no router mappings';
+    else if (!address) pre = 'the server has not seen the pod connect, so it has no address to test';
+    else {
+      const missing = need.filter((n) => !mapped.has(n.port)).map((n) => n.port);
+      if (missing.length) pre = `not every port is mapped on the router (missing ${missing.join(', ')})`;
+    }
+    const valid = fingerprints.get(s.id) ?? new Set<string>();
+    const checks: PortCheck[] = pre ? [] : need.map((n) => {
+      const a = address!;
+      if (n.role === 'entry-http') {
+        const target = httpEntryTarget(s);
+        return { port: n.port, what: 'http entry', run: () => checkEntryHttp(a, n.port, s.fqdn, `${target}/`, timeout) };
+      }
+      if (n.role === 'entry-https') return { port: n.port, what: 'https entry', run: () => checkTls(a, n.port, s.fqdn, valid, timeout) };
+      if (n.protocol === 'https') return { port: n.port, what: 'https', run: () => checkTls(a, n.port, s.fqdn, valid, timeout) };
+      if (n.protocol === 'http') return { port: n.port, what: 'http', run: () => checkHttpLikeTunnel(a, n.port, s.fqdn, n.port, timeout) };
+      return { port: n.port, what: 'tcp', run: () => checkTcpLikeTunnel(a, n.port, n.port, timeout) };
+    });
+    pending.push({ s, address, pre, checks, results: new Map() });
+  }
+
+  const all = pending.flatMap((p) => p.checks.map((ch) => ({ p, ch })));
+  let done = 0;
+  let lastProgress = Date.now();
+  await pool(all, c.probe.concurrency, async ({ p, ch }) => {
+    p.results.set(ch.port, await ch.run());
+  }, () => {
+    done++;
+    if (opts.progress && Date.now() - lastProgress > 2000) {
+      lastProgress = Date.now();
+      opts.progress(`probed ${done}/${all.length} ports`);
+    }
+  });
+
+  const results: SubdomainProbe[] = [];
+  const decisions: { s: SubdomainRecord; d: Decision; address: string | null; ok: boolean; detail: unknown }[] = [];
+  for (const p of pending) {
+    const ports = p.checks.map((ch) => ({ port: ch.port, what: ch.what, ...p.results.get(ch.port)! }));
+    const bad = ports.filter((x) => !x.ok);
+    const ok = !p.pre && bad.length === 0;
+    const reason = p.pre ?? (ok ? `every port answers as this pod at ${p.address}` : bad.map((b) => `${b.what} ${b.port}: ${b.detail}`).join('; '));
+    const d = decide({ route: p.s.route, directIpv4: p.s.directIpv4, streak: p.s.probeStreak, lastFallbackAt: p.s.lastFallbackAt },
+      { ok, address: p.address, reason }, { recoverAfter: c.probe.recoverAfter, flapWindowSeconds: c.probe.flapWindowSeconds }, t);
+    decisions.push({ s: p.s, d, address: p.address, ok, detail: { reason, ports } });
+    results.push({ name: p.s.name, fqdn: p.s.fqdn, address: p.address, ok, reason: d.reason, ports, route: d.route, changed: d.changed });
+  }
+
+  writeTx(ctx.db, () => {
+    const ins = ctx.db.prepare('INSERT INTO probe_results (subdomain_id, at, address, ok, route, detail) VALUES (?, ?, ?, ?, ?, ?)');
+    for (const { s, d, address, ok, detail } of decisions) {
+      setRoute(ctx.db, s.id, { route: d.route, directIpv4: d.directIpv4, reason: d.reason, streak: d.streak, ...(d.changedAt ? { changedAt: d.changedAt } : {}), ...(d.fallbackAt ? { fallbackAt: d.fallbackAt } : {}) });
+      ins.run(s.id, t, address, ok ? 1 : 0, d.route, JSON.stringify(detail));
+    }
+    // Keep a week of history.
+    ctx.db.prepare('DELETE FROM probe_results WHERE at < ?').run(t - 7 * 86400);
+  });
+
+  const changed = results.filter((r) => r.changed).map((r) => r.name);
+  let applied: ApplyReport | null = null;
+  if (changed.length && opts.applyDns !== false) {
+    opts.progress?.(`${changed.length} route(s) changed; rewriting the zone once`);
+    applied = await apply(ctx, { units: ['dns'], progress: opts.progress ?? (() => {}) });
+  }
+  return {
+    started: new Date(started).toISOString(),
+    durationMs: Date.now() - started,
+    probed: pending.length,
+    direct: results.filter((r) => r.route === 'direct').length,
+    changed,
+    results,
+    applied: applied ? { changed_units: applied.plan.changedUnits, zone_serial: applied.serial } : null,
+  };
+}
