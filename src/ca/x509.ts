@@ -161,3 +161,39 @@ export function renewalDecision(pem: string | undefined, opts: { beforeDays?: nu
   if (info.notAfter.getTime() - now < (opts.beforeDays ?? 30) * DAY_MS) return { renew: true, reason: 'expires_soon', ...base };
   return { renew: false, reason: 'valid', ...base };
 }
+
+export interface CrlInfo {
+  thisUpdate: Date;
+  nextUpdate: Date | undefined;
+  /** Serials listed as revoked, normalised like index.txt. */
+  revokedSerials: string[];
+}
+
+/** Read the dates and revoked serials of a CRL (PEM or DER). Throws Asn1Error on anything unreadable. */
+export function parseCrl(input: string | Buffer): CrlInfo {
+  let der: Buffer;
+  if (typeof input === 'string') {
+    const block = pemBlocks(input).find((b) => b.label === 'X509 CRL');
+    if (!block) throw new Asn1Error('no X509 CRL block');
+    der = block.der;
+  } else {
+    der = input;
+  }
+  const tbs = childrenOf(childrenOf(parseDer(der), 'the CRL')[0], 'tbsCertList');
+  const isTime = (n: forge.asn1.Asn1) =>
+    n.tagClass === forge.asn1.Class.UNIVERSAL && (n.type === forge.asn1.Type.UTCTIME || n.type === forge.asn1.Type.GENERALIZEDTIME);
+  const toDate = (n: forge.asn1.Asn1) =>
+    n.type === forge.asn1.Type.UTCTIME ? forge.asn1.utcTimeToDate(n.value as string) : forge.asn1.generalizedTimeToDate(n.value as string);
+  const timeIdx = tbs.findIndex(isTime);
+  if (timeIdx < 0) throw new Asn1Error('the CRL has no thisUpdate');
+  const next = tbs[timeIdx + 1];
+  const hasNext = next !== undefined && isTime(next);
+  const list = tbs[timeIdx + (hasNext ? 2 : 1)];
+  const revokedSerials: string[] = [];
+  if (list && list.tagClass === forge.asn1.Class.UNIVERSAL && list.type === forge.asn1.Type.SEQUENCE) {
+    for (const entry of childrenOf(list, 'revokedCertificates')) {
+      revokedSerials.push(normalizeSerial(bytesOf(childrenOf(entry, 'a revoked entry')[0]!).toString('hex')));
+    }
+  }
+  return { thisUpdate: toDate(tbs[timeIdx]!), nextUpdate: hasNext ? toDate(next) : undefined, revokedSerials };
+}
