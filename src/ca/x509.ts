@@ -22,10 +22,13 @@ export interface CertInfo {
   dnsNames: string[];
   /** Every subjectAltName entry as Node prints it ("DNS:a", "IP Address:1.2.3.4"). */
   subjectAltNames: string[];
+  /** basicConstraints cA as written in the certificate. */
   isCa: boolean;
   pathLen: number | undefined;
   keyUsage: string[];
   keyUsageCritical: boolean;
+  /** OIDs of every extension, in certificate order. */
+  extensionOids: string[];
   selfIssued: boolean;
   key: KeyDescription;
   x509: X509Certificate;
@@ -80,11 +83,20 @@ function keyUsageOf(ext: Extension | undefined): string[] {
   return out;
 }
 
-function pathLenOf(ext: Extension | undefined): number | undefined {
-  if (!ext) return undefined;
-  const parts = childrenOf(parseDer(ext.value), 'basicConstraints');
-  const int = parts.find((p) => p.type === forge.asn1.Type.INTEGER && p.tagClass === forge.asn1.Class.UNIVERSAL);
-  return int ? parseInt(bytesOf(int).toString('hex') || '0', 16) : undefined;
+/**
+ * basicConstraints as written. Node's X509Certificate.ca is OpenSSL's X509_check_ca, which also
+ * looks at keyUsage; we want to tell the two problems apart in messages.
+ */
+function basicConstraintsOf(ext: Extension | undefined): { ca: boolean; pathLen: number | undefined } {
+  if (!ext) return { ca: false, pathLen: undefined };
+  const parts = childrenOf(expectUniversal(parseDer(ext.value), forge.asn1.Type.SEQUENCE, 'basicConstraints'), 'basicConstraints');
+  const universal = (type: number) => parts.find((p) => p.type === type && p.tagClass === forge.asn1.Class.UNIVERSAL);
+  const bool = universal(forge.asn1.Type.BOOLEAN);
+  const int = universal(forge.asn1.Type.INTEGER);
+  return {
+    ca: bool !== undefined && bytesOf(bool).toString('hex') !== '00',
+    pathLen: int ? parseInt(bytesOf(int).toString('hex') || '0', 16) : undefined,
+  };
 }
 
 /** Parse one certificate (PEM or DER). Throws Asn1Error (or Node's error) on anything unreadable. */
@@ -101,6 +113,7 @@ export function parseCertificate(input: string | Buffer): CertInfo {
   const exts = extensionsOf(der);
   const subjectAltNames = x509.subjectAltName ? x509.subjectAltName.split(/,\s*/) : [];
   const cn = /(?:^|\n)CN=([^\n]*)/.exec(x509.subject)?.[1];
+  const bc = basicConstraintsOf(exts.get(OID.basicConstraints));
   return {
     pem: toPem('CERTIFICATE', der),
     serial: normalizeSerial(x509.serialNumber),
@@ -112,10 +125,11 @@ export function parseCertificate(input: string | Buffer): CertInfo {
     sha256Fingerprint: x509.fingerprint256,
     dnsNames: subjectAltNames.filter((s) => s.startsWith('DNS:')).map((s) => s.slice(4)),
     subjectAltNames,
-    isCa: x509.ca,
-    pathLen: pathLenOf(exts.get(OID.basicConstraints)),
+    isCa: bc.ca,
+    pathLen: bc.pathLen,
     keyUsage: keyUsageOf(exts.get(OID.keyUsage)),
     keyUsageCritical: exts.get(OID.keyUsage)?.critical ?? false,
+    extensionOids: [...exts.keys()],
     selfIssued: x509.checkIssued(x509),
     key: describePublicKey(x509.publicKey),
     x509,
