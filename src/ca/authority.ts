@@ -140,11 +140,17 @@ export interface ShownCertificate extends IndexEntry {
   key: string;
 }
 
-/** Files openssl ca rewrites on a signing or revocation; snapshotted so a failure can put them back. */
-const DB_FILES = ['index.txt', 'index.txt.attr', 'serial'] as const;
+/**
+ * Files openssl ca rewrites on a signing or revocation, snapshotted so a failure can put them back.
+ * openssl writes X.new, then renames X to X.old and X.new to X; a failure half-way leaves .new files.
+ */
+const DB_FILES = ['index.txt', 'index.txt.attr', 'serial'].flatMap((f) => [f, `${f}.new`, `${f}.old`]);
+const CRL_FILES = ['crlnumber', 'crlnumber.new', 'crlnumber.old'];
 /** Pods' clocks are often a little behind; a certificate valid from an hour ago is not refused by them. */
 const BACKDATE_MS = 3_600_000;
 const SETTINGS_VERSION = 1;
+/** Tail of the queue of operations waiting for each CA lock in this process. */
+const inProcessQueue = new Map<string, Promise<void>>();
 
 interface StoredSettings {
   version: number;
@@ -339,7 +345,7 @@ export class CertificateAuthority {
       if (!fs.existsSync(certFile)) {
         throw new DaemonError(CaErrorCode.stateCorrupt, `The CA's copy of certificate ${s} (${certFile}) is missing, so openssl cannot revoke it.`);
       }
-      await this.withRestore([...DB_FILES], () =>
+      await this.withRestore(DB_FILES, () =>
         this.openssl(['ca', '-config', this.p('openssl.cnf'), '-revoke', certFile, '-crl_reason', reason], `revoking ${s}`),
       );
       return { serial: s, crl: await this.generateCrlLocked() };
@@ -440,9 +446,9 @@ export class CertificateAuthority {
         const certFile = path.join(tmp, 'inter.crt');
         const rootFile = path.join(tmp, 'root.crt');
         const untrusted = path.join(tmp, 'untrusted.pem');
-        writeFresh(certFile, cert.pem, { mode: 0o600 });
-        writeFresh(rootFile, root.pem, { mode: 0o600 });
-        writeFresh(untrusted, between.join(''), { mode: 0o600 });
+        writeTemp(certFile, cert.pem);
+        writeTemp(rootFile, root.pem);
+        writeTemp(untrusted, between.join(''));
         const args = ['verify', '-CAfile', rootFile, ...(between.length ? ['-untrusted', untrusted] : []), certFile];
         const v = await this.openssl(args, 'checking the intermediate', { allowFailure: true });
         if (v.exitCode !== 0) {
@@ -482,6 +488,24 @@ export class CertificateAuthority {
 
   /** Every writing operation runs here: one at a time across processes, with openssl.cnf up to date. */
   private async locked<T>(fn: () => Promise<T>): Promise<T> {
+    // Callers in this process queue here first, so they wait for each other without polling the
+    // cross-process lock (which polls every 25 ms); other processes are kept out by withLock.
+    const key = this.p('ca.lock');
+    const previous = inProcessQueue.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const tail = previous.then(() => mine);
+    inProcessQueue.set(key, tail);
+    await previous;
+    try {
+      return await this.lockedAcrossProcesses(fn);
+    } finally {
+      release();
+      if (inProcessQueue.get(key) === tail) inProcessQueue.delete(key);
+    }
+  }
+
+  private async lockedAcrossProcesses<T>(fn: () => Promise<T>): Promise<T> {
     return withLock(
       this.p('ca.lock'),
       'CA',
@@ -507,10 +531,10 @@ export class CertificateAuthority {
       const csrFile = path.join(tmp, 'request.csr');
       const extFile = path.join(tmp, 'leaf.ext');
       const outFile = path.join(tmp, 'leaf.crt');
-      writeFresh(csrFile, csrPem, { mode: 0o600 });
-      writeFresh(extFile, renderLeafExtensions(settings, { names, rsa }), { mode: 0o600 });
+      writeTemp(csrFile, csrPem);
+      writeTemp(extFile, renderLeafExtensions(settings, { names, rsa }));
       const newcert = this.p('newcerts', `${serialBefore}.pem`);
-      await this.withRestore([...DB_FILES], () =>
+      await this.withRestore(DB_FILES, () =>
         this.openssl(
           ['ca', '-batch', '-notext', '-config', this.p('openssl.cnf'), '-extfile', extFile, '-extensions', 'pipe2me_leaf', '-subj', `/CN=${names[0]}`, ...dateArgs, '-in', csrFile, '-out', outFile],
           `signing a certificate for ${names.join(', ')}`,
@@ -549,7 +573,7 @@ export class CertificateAuthority {
   private async generateCrlLocked(outFile?: string): Promise<CrlResult> {
     return this.inTmp(async (tmp) => {
       const out = path.join(tmp, 'crl.pem');
-      await this.withRestore(['crlnumber'], () => this.openssl(['ca', '-gencrl', '-config', this.p('openssl.cnf'), '-out', out], 'generating the CRL'));
+      await this.withRestore(CRL_FILES, () => this.openssl(['ca', '-gencrl', '-config', this.p('openssl.cnf'), '-out', out], 'generating the CRL'));
       const pem = fs.readFileSync(out, 'utf8');
       const der = pemBlocks(pem).find((b) => b.label === 'X509 CRL')?.der;
       if (!der) throw new DaemonError(CaErrorCode.opensslFailed, 'openssl ca -gencrl wrote no CRL.');
@@ -570,14 +594,18 @@ export class CertificateAuthority {
    * they were and remove `created` files that did not exist before, then rethrow.
    */
   private async withRestore<T>(files: string[], fn: () => Promise<T>, created: string[] = []): Promise<T> {
-    const before = new Map(files.map((f) => [f, readIfExists(this.p(f))]));
+    const before = new Map(files.map((f) => [f, fileState(this.p(f))]));
     const existed = new Map(created.map((f) => [f, fs.existsSync(f)]));
     try {
       return await fn();
     } catch (e) {
-      for (const [f, content] of before) {
-        if (content === undefined) fs.rmSync(this.p(f), { force: true });
-        else if (readIfExists(this.p(f)) !== content) atomicWrite(this.p(f), content, { mode: 0o600 });
+      for (const [f, state] of before) {
+        const now = fileState(this.p(f));
+        if (state === undefined) {
+          if (now !== undefined) fs.rmSync(this.p(f), { force: true });
+        } else if (now === undefined || !now.content.equals(state.content) || now.mode !== state.mode) {
+          atomicWrite(this.p(f), state.content, { mode: state.mode });
+        }
       }
       for (const [f, was] of existed) if (!was) fs.rmSync(f, { force: true });
       if (e instanceof Pipe2meError && e.code === CaErrorCode.opensslFailed) {
@@ -731,6 +759,20 @@ function loadPrivateKeyFile(file: string): KeyObject {
 function writeIfChanged(file: string, content: string, mode: number): void {
   if (readIfExists(file) !== content) atomicWrite(file, content, { mode });
   else fs.chmodSync(file, mode);
+}
+
+/** A file that lives for one operation inside tmp/: private, never there before, no fsync needed. */
+function writeTemp(file: string, content: string): void {
+  fs.writeFileSync(file, content, { mode: 0o600, flag: 'wx' });
+}
+
+function fileState(file: string): { content: Buffer; mode: number } | undefined {
+  try {
+    return { content: fs.readFileSync(file), mode: fs.statSync(file).mode & 0o7777 };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
 }
 
 function createIfMissing(file: string, content: string): void {
