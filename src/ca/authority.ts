@@ -280,6 +280,7 @@ export class CertificateAuthority {
       const key = loadPrivateKeyFile(keyFile);
       const problem = keyPolicyProblem(describePublicKey(key), DEFAULT_KEY_POLICY);
       if (problem) throw new InputError(CaErrorCode.keyFileInvalid, `The key in ${keyFile} cannot be used: ${problem.message}.`, { hint: 'Pass rotateKey to make a new one.' });
+      fs.chmodSync(keyFile, 0o600); // whatever put it there, it is private from now on
     }
     try {
       const rsa = describePublicKey(loadPrivateKeyFile(keyForCsr)).type === 'rsa';

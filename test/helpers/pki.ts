@@ -2,7 +2,7 @@
  * Test helpers that make keys, requests and small CAs with the real openssl binary, so the library is
  * tested against what pods and real CAs actually produce, not against hand-made structures.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { run } from '../../src/util/exec.js';
@@ -117,7 +117,6 @@ authorityKeyIdentifier = keyid:always
 }
 
 export async function makeExternalRoot(dir: string, cn = 'Example Real Root'): Promise<ExternalCa> {
-  const { writeFileSync, mkdirSync } = await import('node:fs');
   mkdirSync(path.join(dir, 'newcerts'), { recursive: true });
   writeFileSync(path.join(dir, 'index.txt'), '');
   writeFileSync(path.join(dir, 'serial'), '5000\n');
