@@ -116,5 +116,7 @@ export interface LeafExtensionInput {
 /** The per-signing extension file: the pipe2me_leaf section with this certificate's SAN. */
 export function renderLeafExtensions(settings: CaSettings, leaf: LeafExtensionInput): string {
   const s = validateSettings(settings);
+  // Checked here, not only in the helper: the template's {{#if names}} would quietly drop an empty SAN.
+  if (!Array.isArray(leaf.names) || leaf.names.length === 0) configValueError('subjectAltName', '', 'a certificate needs at least one name');
   return templates().leaf({ crlUrl: s.crlUrl, names: leaf.names, rsa: leaf.rsa });
 }
