@@ -143,6 +143,18 @@ describe('init', () => {
     expect(mode(other)).toBe('755');
   });
 
+  it('refuses a directory that belongs to another user, or is a symbolic link', async () => {
+    // Another user could swap files under the CA (as root here, we can hand a directory to nobody).
+    const foreign = path.join(tmp.dir, 'foreign');
+    fs.mkdirSync(foreign, { mode: 0o700 });
+    fs.chownSync(foreign, 65534, 65534);
+    expect(await codeOf(new CertificateAuthority(foreign).init({ commonName: 'x CA' }))).toBe(CaErrorCode.dirUnsafe);
+    expect(fs.readdirSync(foreign)).toEqual([]);
+    const link = path.join(tmp.dir, 'link-to-ca');
+    fs.symlinkSync(caDir, link);
+    expect(await codeOf(new CertificateAuthority(link).signCsr('x', fqdn('a')))).toBe(CaErrorCode.dirUnsafe);
+  });
+
   it('refuses to work on a directory without a CA', async () => {
     const none = new CertificateAuthority(path.join(tmp.dir, 'nothing-here'));
     expect(await codeOf(none.signCsr('x', fqdn('a')))).toBe(CaErrorCode.notInitialized);
