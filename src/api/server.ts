@@ -18,7 +18,7 @@ import { isIPv4 } from 'node:net';
 import type { ServerContext } from '../server/context.js';
 import { ApplyQueue } from '../server/apply-queue.js';
 import { addSubdomainRecord, expireSweep, removeSubdomain } from '../server/subdomains.js';
-import { issuePodCertificate } from '../server/pod-certificates.js';
+import { issuePodCertificate } from '../server/ca.js';
 import { authenticateSubdomain, claimSubdomain, getSubdomainById, setExpiry, setRoute, setSshKey } from '../state/subdomains.js';
 import { withToken, getToken } from '../state/tokens.js';
 import { replaceMappings } from '../state/mappings.js';

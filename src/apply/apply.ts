@@ -22,7 +22,7 @@ import { checkBind, reloadBind } from '../daemons/bind.js';
 import { checkNsd, reloadNsd } from '../daemons/nsd.js';
 import type { ReloadOutcome } from '../daemons/process.js';
 import { plan, type FileChange, type LiveFile, type Plan, type Reload } from './plan.js';
-import { ensureServerCertificates } from './certificates.js';
+import { ensureServerCertificates } from '../server/ca.js';
 
 export interface ApplyOptions {
   units?: readonly Unit[];

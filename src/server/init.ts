@@ -17,6 +17,7 @@ import { generateRndcKey } from '../daemons/bind.js';
 import { ensurePrivsepDir } from '../daemons/sshd.js';
 import { ensureNginxDirs } from '../daemons/nginx.js';
 import { userUid } from '../daemons/sessions.js';
+import { initCa } from './ca.js';
 
 export interface InitOptions {
   configFile: string;
@@ -145,7 +146,14 @@ export async function initServer(o: InitOptions): Promise<InitReport> {
   }
 
   const existed = fs.existsSync(L.stateDb);
-  openDb(L.stateDir, { create: true }).close();
+  const db = openDb(L.stateDir, { create: true });
   steps.push({ what: 'state store', status: existed ? 'kept' : 'created', path: L.stateDb });
+  try {
+    progress('certificate authority');
+    const ca = await initCa({ config: c, layout: L, db });
+    steps.push({ what: `certificate authority (root sha256:${ca.sha256.slice(0, 16)}…)`, status: ca.created ? 'created' : 'kept', path: c.paths.ca });
+  } finally {
+    db.close();
+  }
   return { config: o.configFile, steps };
 }

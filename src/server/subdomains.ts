@@ -10,6 +10,7 @@ import { createSubdomain, deleteSubdomain, expireDue, requireSubdomain, type Cre
 import { now, type SubdomainRecord } from '../state/types.js';
 import { cutSessions, readSessions } from '../daemons/sessions.js';
 import { getMappings } from '../state/mappings.js';
+import { revokeSubdomainCertificates } from './ca.js';
 
 export interface SubdomainView {
   name: string;
@@ -110,22 +111,15 @@ export interface RemoveResult {
   applied: ApplyReport | null;
 }
 
-export type Revoker = (ctx: ServerContext, s: SubdomainRecord, reason: string) => Promise<string[]>;
-let revoker: Revoker = async () => [];
-/** The CA registers how a removed or expired subdomain's certificates get revoked. */
-export function setRevoker(r: Revoker): void {
-  revoker = r;
-}
-
 /** Takes pods off the tunnel sshd: keys out of authorized_keys first (no new login), then live sessions cut, then certificates revoked. */
-async function retire(ctx: ServerContext, subs: readonly SubdomainRecord[], reason: string, progress: (m: string) => void): Promise<{ cut: number[]; revoked: string[] }> {
+async function retire(ctx: ServerContext, subs: readonly SubdomainRecord[], reason: 'cessationOfOperation' | 'superseded', progress: (m: string) => void): Promise<{ cut: number[]; revoked: string[] }> {
   await apply(ctx, { units: ['keys'], progress });
   const cut: number[] = [];
   const revoked: string[] = [];
   for (const s of subs) {
     const r = await cutSessions({ sessionsDir: ctx.layout.sessionsDir, tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((p) => p.port) });
     cut.push(...r.killed);
-    revoked.push(...(await revoker(ctx, s, reason)));
+    revoked.push(...(await revokeSubdomainCertificates(ctx, s, reason)));
   }
   return { cut, revoked };
 }

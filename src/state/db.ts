@@ -7,7 +7,6 @@ import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ConfigError, Pipe2meError, ExitCode } from '../util/errors.js';
-import { ensureDir } from '../util/fsx.js';
 import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js';
 
 export type Db = Database.Database;
@@ -35,7 +34,8 @@ export function openDb(stateDir: string, opts: OpenOptions = {}): Db {
   if (!opts.create && !fs.existsSync(file)) {
     throw new ConfigError(`No state store at ${file}.`, { hint: 'Run `pipe2me-ctl init` first (with the same --config).' });
   }
-  if (opts.create) ensureDir(stateDir, 0o700);
+  // Only created here if missing (tests, tools); init sets the directory's real mode (0711).
+  if (opts.create) fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const db = new Database(file);
   // WAL lets readers (list, the probe, the API) run while one writer commits.
   db.pragma('journal_mode = WAL');
