@@ -23,6 +23,7 @@ import { createApi } from '../api/server.js';
 import { probeAll } from '../probe/run.js';
 import { authority, hexFingerprint, initCa, publishTrust } from '../server/ca.js';
 import { markRevoked } from '../state/certificates.js';
+import { renderTemplate } from '../render/templates.js';
 import { readIfExists } from '../util/fsx.js';
 import { X509Certificate } from 'node:crypto';
 import { formatDuration } from '../config/duration.js';
@@ -316,6 +317,22 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
         });
       }));
 
+  program
+    .command('secondary-config')
+    .description('Print the configuration of a secondary nameserver (NSD or BIND) that follows this server\'s zone by NOTIFY and AXFR. Add the secondary to dns.secondaries first, so that the primary notifies it and allows its transfers.')
+    .addOption(new Option('--daemon <daemon>', 'the secondary\'s DNS server').choices(['nsd', 'bind']).default('nsd'))
+    .option('--dir <dir>', 'its working directory (zone copy, pid file)', '/var/lib/pipe2me-secondary')
+    .option('--listen <ipv4>', 'its address (default: the first of dns.secondaries)')
+    .action(async (o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const listen = o.listen ?? ctx.config.dns.secondaries[0]?.ipv4;
+        if (!listen) throw new InputError('bad_option', 'No secondary configured.', { hint: 'Add one to dns.secondaries in pipe2me.yml (and apply), or pass --listen.' });
+        const text = renderTemplate(o.daemon === 'nsd' ? 'secondary/nsd.conf.hbs' : 'secondary/named.conf.hbs', {
+          domain: ctx.config.domain, primary: ctx.config.dns.primary.ipv4, listen, dir: o.dir,
+        });
+        out.result({ daemon: o.daemon, config: text }, () => text);
+      }));
+
   const caCmd = program.command('ca').description('The certificate authority that signs pods\' certificates and the server\'s own.');
   caCmd
     .command('init')
@@ -404,7 +421,7 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
         });
         const pin = caPin(ctx);
         const setup = `pipe2me setup --server https://${ctx.config.server.fqdn} --token ${secret}${pin ? ` --ca-pin ${pin}` : ''} --protocols http,https`;
-        out.result({ ...tokenJson(record), token: secret, setup_command: setup }, () =>
+        out.result({ ...tokenJson(record), token: secret, ca_pin: pin, setup_command: setup }, () =>
           [`token ${record.id} created${record.label ? ` (${record.label})` : ''}: up to ${record.maxPorts} ports, ` +
             `${record.lifespanSeconds ? `lifespan ${formatDuration(record.lifespanSeconds)}${record.extendable ? ', extendable' : ''}` : 'no expiry'}` +
             `${record.singleUse ? ', single use' : ''}`,

@@ -1,0 +1,159 @@
+/**
+ * The API as a pod and as an attacker see it, through nginx's TLS on the server's own name: quotas,
+ * tokens, claims, hostile bodies, wrong secrets, expiry. Every error is a JSON body with a stable code
+ * and a 4xx; nothing changes the state.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import { ADDR, curl, waitFor } from '../world/index.js';
+import { Stack, DOMAIN } from '../stack/stack.js';
+
+let stack: Stack | undefined;
+const API = `https://server.${DOMAIN}`;
+
+async function api(method: string, path: string, body?: unknown, opts: { auth?: string; raw?: string; contentType?: string } = {}) {
+  const data = opts.raw ?? (body === undefined ? undefined : JSON.stringify(body));
+  const r = await curl(stack!.world, `${API}${path}`, {
+    method, resolve: [`server.${DOMAIN}:443:${ADDR.server}`], cacert: stack!.caFile(),
+    headers: { ...(data !== undefined ? { 'content-type': opts.contentType ?? 'application/json' } : {}), ...(opts.auth ? { authorization: `Bearer ${opts.auth}` } : {}) },
+    ...(data !== undefined ? { data } : {}), timeoutMs: 15_000,
+  });
+  let json: any;
+  try {
+    json = JSON.parse(r.body);
+  } catch {
+    json = undefined;
+  }
+  return { status: r.status, json, body: r.body };
+}
+
+async function stateSnapshot() {
+  const list = (await stack!.ctl<unknown[]>(['list'])).json;
+  const tokens = (await stack!.ctl<unknown[]>(['token', 'list'])).json;
+  return JSON.stringify({ list, tokens });
+}
+
+beforeAll(async () => {
+  stack = await Stack.create({ upnp: false });
+  await stack.startServer();
+}, 180_000);
+afterAll(async () => {
+  await stack?.destroy();
+});
+afterEach((ctx: TestContext) => {
+  if (ctx.task.result?.state === 'fail') console.log(stack?.world.dumpLogs(30));
+});
+
+describe('tokens are enforced quota classes', () => {
+  it('a subdomain gets at most the token\'s ports; single-use tokens work once; revoked tokens never', async () => {
+    const t = (await stack!.ctl<{ token: string; id: string }>(['token', 'create', '--max-ports', '2', '--single-use'])).json;
+    const before = await stateSnapshot();
+    const tooMany = await api('POST', '/v1/subdomains', { token: t.token, protocols: ['http', 'https', 'tcp'] });
+    expect(tooMany.status).toBe(403);
+    expect(tooMany.json.error.code).toBe('too_many_ports');
+    expect(await stateSnapshot()).toBe(before); // the refused request used neither the token nor a port
+    const ok = await api('POST', '/v1/subdomains', { token: t.token, protocols: ['http', 'https'] });
+    expect(ok.status).toBe(201);
+    expect(ok.json.ports).toHaveLength(2);
+    expect(ok.json.secret).toMatch(/^p2ms_/);
+    expect(ok.json.ssh.host_key).toMatch(/^ssh-ed25519 /);
+    expect(ok.json.ca).toContain('BEGIN CERTIFICATE');
+    const again = await api('POST', '/v1/subdomains', { token: t.token, protocols: ['http'] });
+    expect(again.status).toBe(401);
+    expect(again.json.error.code).toBe('token_invalid');
+
+    const r = (await stack!.ctl<{ token: string; id: string }>(['token', 'create', '--max-ports', '4'])).json;
+    await stack!.ctl(['token', 'revoke', r.id]);
+    expect((await api('POST', '/v1/subdomains', { token: r.token, protocols: ['http'] })).status).toBe(401);
+  });
+
+  it('the pod CLI says so: quota exceeded (10), bad token (9), server unreachable (11)', async () => {
+    const t = (await stack!.ctl<{ token: string; ca_pin: string }>(['token', 'create', '--max-ports', '1'])).json;
+    const base = ['setup', '--server', API, '--ca-pin', t.ca_pin];
+    const quota = await stack!.pod([...base, '--token', t.token, '--protocols', 'http,https', '--ports', '1,2'], { allowFailure: true, dir: stack!.world.path('pods', 'q1') });
+    expect(quota.exitCode).toBe(10);
+    expect(quota.stderr).toMatch(/at most 1/);
+    const bad = await stack!.pod([...base, '--token', 'p2mt_' + 'A'.repeat(43), '--protocols', 'http'], { allowFailure: true, dir: stack!.world.path('pods', 'q2') });
+    expect(bad.exitCode).toBe(9);
+    expect(bad.stderr).toMatch(/token is not valid/);
+    const away = await stack!.pod(['setup', '--server', 'https://203.0.113.99', '--ca-pin', t.ca_pin, '--token', t.token, '--protocols', 'http'], { allowFailure: true, dir: stack!.world.path('pods', 'q3'), timeout: 60_000 });
+    expect(away.exitCode).toBe(11);
+  });
+});
+
+describe('claims', () => {
+  it('an operator-made subdomain is claimed once with its claim token', async () => {
+    const made = (await stack!.ctl<{ claim_token: string; fqdn: string }>(['add-subdomain', '--ports', 'http'])).json;
+    const c1 = await api('POST', '/v1/claim', { claim_token: made.claim_token });
+    expect(c1.status).toBe(200);
+    expect(c1.json.fqdn).toBe(made.fqdn);
+    const c2 = await api('POST', '/v1/claim', { claim_token: made.claim_token });
+    expect(c2.status).toBe(401);
+    expect(c2.json.error.code).toBe('claim_invalid');
+  });
+});
+
+describe('hostile requests get a 4xx with a clear message, never a 5xx, and change nothing', () => {
+  let id: string;
+  let secret: string;
+  beforeAll(async () => {
+    const t = (await stack!.ctl<{ token: string }>(['token', 'create', '--max-ports', '4'])).json;
+    const r = await api('POST', '/v1/subdomains', { token: t.token, protocols: ['http'] });
+    id = r.json.id;
+    secret = r.json.secret;
+  });
+
+  const cases: [string, () => Promise<{ status: number; json: any }>, number, string][] = [
+    ['malformed JSON', () => api('POST', '/v1/subdomains', undefined, { raw: '{"token": "x", ' }), 400, 'bad_json'],
+    ['empty body', () => api('POST', '/v1/subdomains', undefined, { raw: '' }), 400, 'bad_json'],
+    ['wrong content type', () => api('POST', '/v1/subdomains', undefined, { raw: 'token=x', contentType: 'application/x-www-form-urlencoded' }), 415, 'unsupported_media_type'],
+    ['wrong types', () => api('POST', '/v1/subdomains', { token: 42, protocols: 'http' }), 400, 'invalid_request'],
+    ['unknown protocol', () => api('POST', '/v1/subdomains', { token: 'p2mt_x', protocols: ['gopher'] }), 400, 'invalid_request'],
+    ['unknown fields', () => api('POST', '/v1/subdomains', { token: 'p2mt_x', protocols: ['http'], admin: true }), 400, 'invalid_request'],
+    ['a huge body', () => api('POST', '/v1/subdomains', undefined, { raw: JSON.stringify({ token: 'x'.repeat(200_000), protocols: ['http'] }) }), 413, ''],
+    ['a bad name', () => api('POST', '/v1/subdomains', { token: 'p2mt_' + 'B'.repeat(43), protocols: ['http'], name: 'a\nb' }), 401, 'token_invalid'],
+    ['no secret', () => api('GET', `/v1/subdomains/${id}`), 401, 'unauthorized'],
+    ['a wrong secret', () => api('GET', `/v1/subdomains/${id}`, undefined, { auth: 'p2ms_' + 'C'.repeat(43) }), 401, 'unauthorized'],
+    ['a malformed secret', () => api('GET', `/v1/subdomains/${id}`, undefined, { auth: 'hello' }), 401, 'unauthorized'],
+    ['the id alone, on another subdomain\'s secret', () => api('DELETE', `/v1/subdomains/${'0'.repeat(32)}`, undefined, { auth: secret }), 401, 'unauthorized'],
+    ['a bad ssh key', () => api('PUT', `/v1/subdomains/${id}/ssh-key`, { public_key: 'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7' }, { auth: secret }), 400, 'bad_ssh_key'],
+    ['a garbage CSR', () => api('POST', `/v1/subdomains/${id}/certificate`, { csr: 'hello' }, { auth: secret }), 400, 'csr_not_pem'],
+    ['someone else\'s port in mappings', () => api('PUT', `/v1/subdomains/${id}/mappings`, { mappings: [{ external_port: 22, internal_port: 22 }] }, { auth: secret }), 400, 'mapping_not_yours'],
+    ['an unknown endpoint', () => api('GET', '/v1/admin'), 404, 'not_found'],
+    ['a wrong method', () => api('PATCH', `/v1/subdomains/${id}`, {}, { auth: secret }), 405, 'method_not_allowed'],
+  ];
+  for (const [what, call, status, code] of cases) {
+    it(what, async () => {
+      const before = await stateSnapshot();
+      const r = await call();
+      expect(r.status).toBe(status);
+      if (code) expect(r.json?.error?.code).toBe(code);
+      if (r.json) expect(typeof r.json.error.message).toBe('string');
+      expect(await stateSnapshot()).toBe(before);
+    });
+  }
+});
+
+describe('expiry', () => {
+  it("an expired subdomain's live tunnel is cut within seconds and its ports are freed", async () => {
+    const s = stack!;
+    const t = (await s.ctl<{ token: string; ca_pin: string }>(['token', 'create', '--max-ports', '1', '--lifespan', '25s'])).json;
+    const dir = s.world.path('pods', 'shortlived');
+    const setup = (await s.pod<{ services: { port: number }[]; fqdn: string }>(['setup', '--server', API, '--token', t.token, '--ca-pin', t.ca_pin, '--protocols', 'tcp', '--ports', '7', '--dir', dir], { dir })).json;
+    const port = setup.services[0]!.port;
+    await s.world.start({ name: 'shortlived', host: 'pod', argv: [process.execPath, (await import('../stack/stack.js')).POD, '--dir', dir, 'start', '--no-upnp'], ready: (d, p) => p.waitLog(d.name, 'tunnel up').then(() => undefined) });
+    await s.world.waitTcp('cli', ADDR.server, port);
+    const expires = new Date(((await s.ctl<{ expires: string }>(['show', setup.fqdn])).json).expires).getTime();
+    await waitFor('port closed after expiry', async () => {
+      const r = await s.world.inNs('srv', ['ss', '-Htln', `sport = :${port}`], { allowFailure: true });
+      return r.stdout.trim() === '';
+    }, { timeoutMs: 60_000, intervalMs: 250 });
+    const late = (Date.now() - expires) / 1000;
+    console.log(`expiry: the tunnel of ${setup.fqdn} was cut ${late.toFixed(1)} s after it expired`);
+    expect(late).toBeLessThan(15);
+    const shown = (await s.ctl<{ status: string; ports: unknown[] }>(['show', setup.fqdn])).json;
+    expect(shown.status).toBe('expired');
+    expect(shown.ports).toEqual([]);
+    // The pod's start learns it is refused for good and stops (exit 9), instead of retrying forever.
+    await waitFor('pod start gives up', async () => s.world.procs.log('shortlived').includes('the server refuses this pod'), { timeoutMs: 30_000 });
+  }, 120_000);
+});

@@ -1,0 +1,248 @@
+/**
+ * The server controller against real daemons (issue: state, rendering, safe apply): pipe2me-ctl renders,
+ * the real sshd / nginx / BIND / NSD run from those files in the test world, and real clients check what
+ * they do. No pod software here: the pod side is plain ssh with a key registered by `set-key`.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import { ADDR, curl, dig, helperArgv, waitFor } from '../world/index.js';
+import { Stack, DOMAIN } from '../stack/stack.js';
+import { SshClient } from '../stack/ssh.js';
+import { run } from '../../src/util/exec.js';
+
+interface SubdomainJson {
+  name: string;
+  fqdn: string;
+  ports: { port: number; protocol: string; url: string }[];
+}
+
+function dumpOnFailure(stack: () => Stack | undefined) {
+  return (ctx: TestContext) => {
+    if (ctx.task.result?.state === 'fail') console.log(stack()?.world.dumpLogs(30));
+  };
+}
+
+async function newKey(stack: Stack, name: string): Promise<string> {
+  const dir = stack.world.mkdir(`keys/${name}`, 0o700);
+  const key = path.join(dir, 'id_ed25519');
+  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key], { timeout: 30_000 });
+  return key;
+}
+
+function liveFiles(stack: Stack): Record<string, string> {
+  const L = stack.layout;
+  const out: Record<string, string> = {};
+  for (const f of [L.sshd.config, L.sshd.authorizedKeys, L.nginx.config, L.nginx.httpEntryMap, L.bind.config, L.bind.zone, L.nsd.config]) {
+    if (fs.existsSync(f)) out[f] = fs.readFileSync(f, 'utf8');
+  }
+  return out;
+}
+
+describe.each(['bind', 'nsd'] as const)('server with %s', (dns) => {
+  let stack: Stack | undefined;
+  let a: SubdomainJson;
+  let b: SubdomainJson;
+  let keyA: string;
+
+  beforeAll(async () => {
+    stack = await Stack.create({ dns, upnp: false });
+    await stack.startServer();
+    a = (await stack.ctl<SubdomainJson>(['add-subdomain', '--ports', 'http,https,tcp', '--name', 'alpha'])).json;
+    b = (await stack.ctl<SubdomainJson>(['add-subdomain', '--ports', 'https'])).json;
+    keyA = await newKey(stack, 'alpha');
+    await stack.ctl(['set-key', 'alpha', keyA + '.pub']);
+  }, 180_000);
+  afterAll(async () => {
+    await stack?.destroy();
+  });
+  afterEach(dumpOnFailure(() => stack));
+
+  it('names are readable and unique, ports come from the range in service order', () => {
+    expect(a.fqdn).toBe(`alpha.${DOMAIN}`);
+    expect(b.name).toMatch(/^[a-z]+-[a-z]+-[a-z]+$/);
+    expect(a.ports.map((p) => p.protocol)).toEqual(['http', 'https', 'tcp']);
+    const all = [...a.ports, ...b.ports].map((p) => p.port);
+    expect(new Set(all).size).toBe(4);
+    for (const p of all) expect(p).toBeGreaterThanOrEqual(20000);
+  });
+
+  it(`dig answers the pod's name with the configured TTL from ${dns}, authoritatively`, async () => {
+    const r = await dig(stack!.world, { server: ADDR.server, name: a.fqdn, type: 'A' });
+    expect(r.status).toBe('NOERROR');
+    expect(r.flags).toContain('aa');
+    expect(r.answers).toEqual([expect.objectContaining({ name: `${a.fqdn}.`, ttl: 30, type: 'A', data: ADDR.server })]);
+  });
+
+  it('nginx redirects http://NAME/x?y to the first http service, keeping path and query', async () => {
+    const r = await curl(stack!.world, `http://${a.fqdn}/x/y?z=1&w=2`, { resolve: [`${a.fqdn}:80:${ADDR.server}`] });
+    expect(r.status).toBe(302);
+    expect(r.location).toBe(`http://${a.fqdn}:${a.ports[0]!.port}/x/y?z=1&w=2`);
+  });
+
+  it('https://NAME/ goes to the first https service, and never from https to http', async () => {
+    const r = await curl(stack!.world, `https://${a.fqdn}/p?q`, { resolve: [`${a.fqdn}:443:${ADDR.server}`], cacert: stack!.caFile() });
+    expect(r.sslVerifyResult).toBe(0);
+    expect(r.status).toBe(302);
+    expect(r.location).toBe(`https://${a.fqdn}:${a.ports[1]!.port}/p?q`);
+    // An https-only pod: http://NAME/ goes to its https service; its https entry never points at http.
+    const h = await curl(stack!.world, `http://${b.fqdn}/`, { resolve: [`${b.fqdn}:80:${ADDR.server}`] });
+    expect(h.location).toBe(`https://${b.fqdn}:${b.ports[0]!.port}/`);
+  });
+
+  it('an unknown name gets a clear 404', async () => {
+    const r = await curl(stack!.world, `http://nobody.${DOMAIN}/`, { resolve: [`nobody.${DOMAIN}:80:${ADDR.server}`] });
+    expect(r.status).toBe(404);
+    expect(r.body).toContain('no service is published under this name');
+  });
+
+  it("a pod key opens its own -R port and nothing else: no other port, command, pty, -L, -D, -W", async () => {
+    const s = stack!;
+    const ssh = new SshClient(s, keyA);
+    const own = a.ports[2]!.port;
+    // Own port: the forward works and a client on the internet reaches the pod's listener through it.
+    await s.world.start({ name: 'alpha-echo', host: 'pod', argv: helperArgv('serve.mjs', ['whoami', '127.0.0.1', 9000]), ready: (d, p) => p.waitLog(d.name, 'listening').then(() => undefined) });
+    await s.world.start({ name: 'alpha-ssh', host: 'pod', argv: ssh.argv(['-N', '-R', `${own}:127.0.0.1:9000`]) });
+    await s.world.waitTcp('cli', ADDR.server, own);
+    const r = await curl(s.world, `telnet://${ADDR.server}:${own}`, { timeoutMs: 2000, extraArgs: ['--max-time', '1'] });
+    expect(r.body).toMatch(/^peer 127\.0\.0\.1 /);
+    await s.world.stop('alpha-ssh');
+
+    const other = await ssh.attempt(['-N', '-R', `${b.ports[0]!.port}:127.0.0.1:9000`]);
+    expect(other.exitCode).toBe(255);
+    expect(other.output).toContain('remote port forwarding failed');
+    const privileged = await ssh.attempt(['-N', '-R', '443:127.0.0.1:9000']);
+    expect(privileged.output).toContain('remote port forwarding failed');
+
+    const cmd = await ssh.attempt([], ['echo', 'PWNED-$((6*7))']);
+    expect(cmd.output).not.toContain('PWNED-42');
+    expect(cmd.output).toContain('pipe2me-session: online alpha');
+
+    const pty = await ssh.attempt(['-tt']);
+    expect(pty.output).toMatch(/PTY allocation request failed/);
+
+    const w = await ssh.attempt(['-W', '127.0.0.1:22']);
+    expect(w.exitCode).toBe(255);
+    expect(w.output).toMatch(/administratively prohibited|stdio forwarding failed/);
+
+    for (const flag of [['-L', '9100:127.0.0.1:22'], ['-D', '9101']]) {
+      // ssh -N -L/-D only fails when a connection uses the forward: hold it, connect through it, look.
+      const name = `alpha-${flag[0]!.slice(1)}`;
+      await s.world.start({ name, host: 'pod', argv: ssh.argv(['-N', '-v', ...flag]) });
+      const port = Number(flag[1]!.split(':')[0]);
+      await s.world.waitTcp('pod', '127.0.0.1', port);
+      await s.world.inNs('pod', ['curl', '-s', '-m', '2', ...(flag[0] === '-D' ? ['--socks5', `127.0.0.1:${port}`, `http://${ADDR.server}:80/`] : [`telnet://127.0.0.1:${port}`])], { allowFailure: true, timeout: 10_000 });
+      await waitFor(`${flag[0]} refused`, async () => s.world.procs.log(name).includes('administratively prohibited'), { timeoutMs: 5000 });
+      await s.world.stop(name);
+    }
+  });
+
+  it('hostile names never reach a file: a clear message, exit 2, the state and live files unchanged', async () => {
+    const s = stack!;
+    const before = liveFiles(s);
+    const count = (await s.ctl<unknown[]>(['list'])).json.length;
+    for (const bad of ['evil\nname', 'a"b', 'a{b}', 'a;b', 'a b', 'café', 'x'.repeat(64), '-x']) {
+      const r = await s.ctl(['add-subdomain', '--ports', 'http', '--name', bad], { allowFailure: true });
+      expect(r.exitCode, bad).toBe(2);
+      expect((r.json as { error: { code: string; message: string } }).error.code).toBe('bad_name');
+    }
+    const r = await s.ctl(['add-subdomain', '--ports', 'http,gopher'], { allowFailure: true });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('"gopher" is not a service type');
+    expect((await s.ctl<unknown[]>(['list'])).json.length).toBe(count);
+    expect(liveFiles(s)).toEqual(before);
+    const plan = await s.ctl<{ changed_units: string[] }>(['plan']);
+    expect(plan.json.changed_units).toEqual([]);
+  });
+
+  it('nginx refusing the rendered nginx.conf leaves every live file as it was, and says which daemon and file', async () => {
+    const s = stack!;
+    const before = liveFiles(s);
+    const config = fs.readFileSync(s.configFile, 'utf8');
+    // A stream module path that does not exist: the rendered nginx.conf's load_module fails nginx -t.
+    fs.writeFileSync(s.configFile, config.replace(/^http:\n/m, 'http:\n  stream_module: /nonexistent/ngx_stream_module.so\n'));
+    try {
+      await s.ctl(['add-subdomain', '--ports', 'http', '--name', 'refused-one', '--no-apply']);
+      const r = await s.ctl<{ error: { code: string; daemon: string; file: string; checker_output: string } }>(['apply'], { allowFailure: true });
+      expect(r.exitCode).toBe(6);
+      expect(r.json.error.code).toBe('check_failed');
+      expect(r.json.error.daemon).toMatch(/nginx/);
+      expect(r.json.error.file).toMatch(/\.p2m-stage-\d+-[0-9a-f]+\/nginx\.conf$/);
+      expect(r.json.error.checker_output).toContain('/nonexistent/ngx_stream_module.so');
+      expect(r.stderr).toContain('nothing live was changed');
+      // The other units checked fine, but nothing at all was renamed into place.
+      expect(liveFiles(s)).toEqual(before);
+      expect(fs.readdirSync(s.layout.nginx.dir).filter((f) => f.startsWith('.p2m-stage'))).toEqual([]);
+    } finally {
+      fs.writeFileSync(s.configFile, config);
+      await s.ctl(['remove', 'refused-one']);
+    }
+    expect((await s.ctl(['apply'])).exitCode).toBe(0);
+  });
+
+  if (dns === 'bind') {
+    it('named-checkconf refusing named.conf (its rndc key is gone) changes nothing live', async () => {
+      const s = stack!;
+      const before = liveFiles(s);
+      const saved = fs.readFileSync(s.layout.bind.rndcKey);
+      fs.rmSync(s.layout.bind.rndcKey);
+      try {
+        await s.ctl(['add-subdomain', '--ports', 'http', '--name', 'refused-two', '--no-apply']);
+        const r = await s.ctl<{ error: { code: string; daemon: string } }>(['apply'], { allowFailure: true });
+        expect(r.exitCode).toBe(6);
+        expect(r.json.error.daemon).toMatch(/BIND/);
+        expect(liveFiles(s)).toEqual(before);
+      } finally {
+        fs.writeFileSync(s.layout.bind.rndcKey, saved, { mode: 0o600 });
+        await s.ctl(['remove', 'refused-two']);
+      }
+    });
+  }
+
+  it('after remove, sshd, nginx and DNS have all forgotten the name, and its ports are free', async () => {
+    const s = stack!;
+    const ssh = new SshClient(s, keyA);
+    await s.world.start({ name: 'alpha-hold', host: 'pod', argv: ssh.argv(['-N', '-R', `${a.ports[2]!.port}:127.0.0.1:9000`]) });
+    await s.world.waitTcp('cli', ADDR.server, a.ports[2]!.port);
+    const r = await s.ctl<{ cut_sessions: number }>(['remove', 'alpha']);
+    expect(r.json.cut_sessions).toBeGreaterThanOrEqual(1);
+    // The live session was cut: the port is closed at once.
+    const closed = await curl(s.world, `telnet://${ADDR.server}:${a.ports[2]!.port}`, { timeoutMs: 2000 });
+    expect(closed.error).toMatch(/refused|Failed to connect/i);
+    const again = await ssh.attempt(['-N', '-R', `${a.ports[2]!.port}:127.0.0.1:9000`]);
+    expect(again.output).toContain('Permission denied');
+    expect((await curl(s.world, `http://${a.fqdn}/`, { resolve: [`${a.fqdn}:80:${ADDR.server}`] })).status).toBe(404);
+    await waitFor('zone without alpha', async () => (await dig(s.world, { server: ADDR.server, name: a.fqdn })).status === 'NXDOMAIN', { timeoutMs: 5000 });
+    const c = await s.ctl<SubdomainJson>(['add-subdomain', '--ports', 'http,https,tcp']);
+    expect(c.json.ports.map((p) => p.port).sort()).toEqual(a.ports.map((p) => p.port).sort());
+  });
+});
+
+describe('many at once', () => {
+  let stack: Stack | undefined;
+  beforeAll(async () => {
+    stack = await Stack.create({ upnp: false });
+    await stack.startServer();
+  }, 180_000);
+  afterAll(async () => {
+    await stack?.destroy();
+  });
+  afterEach(dumpOnFailure(() => stack));
+
+  it('20 add-subdomain processes at once get 20 distinct names and port sets, and one apply renders them all', async () => {
+    const s = stack!;
+    const results = await Promise.all(Array.from({ length: 20 }, () => s.ctl<SubdomainJson>(['add-subdomain', '--ports', 'http,https', '--no-apply'], { timeout: 120_000 })));
+    const names = results.map((r) => r.json.name);
+    const ports = results.flatMap((r) => r.json.ports.map((p) => p.port));
+    expect(new Set(names).size).toBe(20);
+    expect(new Set(ports).size).toBe(40);
+    const applied = await s.ctl<{ changed_units: string[] }>(['apply']);
+    expect(applied.json.changed_units).toEqual(expect.arrayContaining(['nginx', 'dns']));
+    const map = fs.readFileSync(s.layout.nginx.httpEntryMap, 'utf8');
+    for (const r of results) expect(map).toContain(`${r.json.fqdn} http://${r.json.fqdn}:${r.json.ports[0]!.port};`);
+    for (const n of names.slice(0, 3)) {
+      const d = await dig(s.world, { server: ADDR.server, name: `${n}.${DOMAIN}` });
+      expect(d.answers[0]?.data).toBe(ADDR.server);
+    }
+  });
+});

@@ -1,0 +1,181 @@
+/**
+ * pipe2me on top of the test world: a server configured with `pipe2me-ctl` and its daemons started
+ * from the files pipe2me rendered, pods set up with `pipe2me`. Everything is driven through the project's
+ * own CLIs, run inside the world's namespaces; the world itself only builds the network and runs
+ * processes. Used by the end-to-end tests and by the demo.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ADDR, World, type HostName, type WorldOptions } from '../world/index.js';
+import { layout, type Layout } from '../../src/render/layout.js';
+import { loadConfig } from '../../src/config/load.js';
+import type { Config } from '../../src/config/types.js';
+import { nginxArgv } from '../../src/daemons/nginx.js';
+import { sshdArgv } from '../../src/daemons/sshd.js';
+import { namedArgv } from '../../src/daemons/bind.js';
+import { nsdArgv } from '../../src/daemons/nsd.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CTL = path.join(ROOT, 'bin', 'pipe2me-ctl.js');
+export const POD = path.join(ROOT, 'bin', 'pipe2me.js');
+export const POD_SERVICE = path.join(ROOT, 'test', 'stack', 'bin', 'pod-service.mjs');
+export const DOMAIN = 'pipe.test';
+
+export interface StackOptions extends WorldOptions {
+  dns?: 'bind' | 'nsd';
+  /** Run a secondary nameserver on ns2 (the other DNS daemon than the primary's, to show they interoperate). */
+  secondary?: boolean;
+  /** Extra keys merged into pipe2me.yml after init (e.g. short probe timeouts). */
+  configExtra?: string;
+}
+
+export interface CliResult<T = unknown> {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  json: T;
+}
+
+export class CliError extends Error {
+  constructor(readonly argv: readonly string[], readonly result: { exitCode: number; stdout: string; stderr: string }) {
+    super(`${argv.join(' ')} exited ${result.exitCode}:\n${result.stderr.trim()}\n${result.stdout.trim()}`.slice(0, 4000));
+  }
+}
+
+export class Stack {
+  readonly configFile: string;
+  readonly serverRoot: string;
+  readonly tunnelUser: string;
+  config!: Config;
+  layout!: Layout;
+
+  private constructor(readonly world: World, readonly opts: StackOptions) {
+    this.serverRoot = world.path('server');
+    this.configFile = world.path('server', 'pipe2me.yml');
+    // Unique per world: users are global on the machine, worlds are not.
+    this.tunnelUser = `p2m-${world.prefix.replace(/^p2m-/, '')}`;
+  }
+
+  static async create(opts: StackOptions = {}): Promise<Stack> {
+    const world = await World.create(opts);
+    const stack = new Stack(world, opts);
+    try {
+      stack.resolveVia('pod', ADDR.server);
+      stack.resolveVia('cli', ADDR.server);
+      for (let i = 2; i <= (opts.pods ?? 1); i++) stack.resolveVia(`pod${i}` as HostName, ADDR.server);
+    } catch (e) {
+      await world.destroy().catch(() => {});
+      throw e;
+    }
+    return stack;
+  }
+
+  /**
+   * `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf: the pod and the client
+   * then resolve names through pipe2me's own nameserver, as they would on the internet after delegation.
+   */
+  resolveVia(host: HostName, nameserver: string): void {
+    const dir = path.join('/etc/netns', this.world.ns(host));
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'resolv.conf'), `nameserver ${nameserver}\noptions timeout:1 attempts:2\n`);
+    this.world.onCleanup(`resolv.conf of ${host}`, () => fs.rmSync(dir, { recursive: true, force: true }));
+  }
+
+  /** Runs pipe2me-ctl in the server's namespace. Throws CliError on a non-zero exit unless allowFailure. */
+  async ctl<T = unknown>(args: readonly string[], o: { allowFailure?: boolean; timeout?: number; json?: boolean } = {}): Promise<CliResult<T>> {
+    const argv = [process.execPath, CTL, '-c', this.configFile, ...(o.json === false ? [] : ['--json']), ...args];
+    return this.exec<T>('srv', argv, o);
+  }
+
+  /** Runs pipe2me on a pod host with that pod's tunnel-set directory. */
+  async pod<T = unknown>(args: readonly string[], o: { host?: HostName; allowFailure?: boolean; timeout?: number; json?: boolean; dir?: string } = {}): Promise<CliResult<T>> {
+    const host = o.host ?? 'pod';
+    const argv = [process.execPath, POD, '--dir', o.dir ?? this.podDir(host), ...(o.json === false ? [] : ['--json']), ...args];
+    return this.exec<T>(host, argv, o);
+  }
+
+  podDir(host: HostName = 'pod'): string {
+    return this.world.path('pods', host);
+  }
+
+  private async exec<T>(host: HostName, argv: string[], o: { allowFailure?: boolean; timeout?: number }): Promise<CliResult<T>> {
+    const r = await this.world.inNs(host, argv, { allowFailure: true, timeout: o.timeout ?? 60_000 });
+    let json: unknown = undefined;
+    try {
+      json = r.stdout.trim() ? JSON.parse(r.stdout) : undefined;
+    } catch {
+      json = undefined;
+    }
+    const res = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, json: json as T };
+    if (r.exitCode !== 0 && !o.allowFailure) throw new CliError(argv.slice(1), res);
+    return res;
+  }
+
+  /** `pipe2me-ctl init` with a test configuration, then the daemons started from what apply rendered. */
+  async startServer(): Promise<void> {
+    const dns = this.opts.dns ?? 'bind';
+    await this.ctl(['init', '--domain', DOMAIN, '--ipv4', ADDR.server, '--root', this.serverRoot, '--dns', dns, '--ttl', '30',
+      ...(this.opts.secondary ? ['--secondary', `ns2.${DOMAIN}=${ADDR.ns2}`] : [])], { timeout: 120_000 });
+    this.world.trackUser(this.tunnelUser);
+    // The tunnel user's name must be unique per world; the test config also shortens the probe.
+    const text = fs.readFileSync(this.configFile, 'utf8').replace(/tunnel_user: .*/, `tunnel_user: ${this.tunnelUser}`)
+      + '\nprobe:\n  timeout_ms: 1500\n  flap_window: 2m\n' + (this.opts.configExtra ?? '');
+    fs.writeFileSync(this.configFile, text);
+    // init again so that the tunnel user of the final configuration exists.
+    await this.ctl(['init'], { timeout: 120_000 });
+    this.config = loadConfig(this.configFile);
+    this.layout = layout(this.config);
+    await this.ctl(['apply'], { timeout: 120_000 });
+
+    const L = this.layout;
+    await this.world.start({ name: 'sshd', host: 'srv', argv: sshdArgv(L), ready: (d, p) => p.waitLog(d.name, 'Server listening').then(() => undefined) });
+    await this.world.start({ name: 'nginx', host: 'srv', argv: nginxArgv(L), ready: () => this.world.waitTcp('cli', ADDR.server, 80) });
+    const dnsArgv = dns === 'bind' ? namedArgv(L) : nsdArgv(L);
+    await this.world.start({ name: dns === 'bind' ? 'named' : 'nsd', host: 'srv', argv: dnsArgv, ready: () => this.world.waitDns('cli', ADDR.server, `server.${DOMAIN}`) });
+    await this.world.start({
+      name: 'api', host: 'srv', argv: [process.execPath, CTL, '-c', this.configFile, 'serve'],
+      ready: () => this.world.waitTcp('srv', '127.0.0.1', this.config.http.apiPort),
+    });
+    if (this.opts.secondary) await this.startSecondary();
+  }
+
+  /** A secondary on ns2 that learns the zone by NOTIFY + AXFR from the primary. */
+  async startSecondary(): Promise<void> {
+    const dir = this.world.mkdir('ns2', 0o755);
+    const primaryIsBind = (this.opts.dns ?? 'bind') === 'bind';
+    // The other daemon than the primary's: BIND primary → NSD secondary, NSD primary → BIND secondary.
+    const r = await this.ctl(['secondary-config', '--daemon', primaryIsBind ? 'nsd' : 'bind', '--dir', dir, '--listen', ADDR.ns2], { json: false });
+    fs.writeFileSync(path.join(dir, primaryIsBind ? 'nsd.conf' : 'named.conf'), r.stdout);
+    const argv = primaryIsBind ? ['/usr/sbin/nsd', '-d', '-c', path.join(dir, 'nsd.conf')] : ['/usr/sbin/named', '-g', '-c', path.join(dir, 'named.conf')];
+    await this.world.start({ name: 'ns2', host: 'ns2', argv, ready: () => this.world.waitDns('cli', ADDR.ns2, `server.${DOMAIN}`, { timeoutMs: 15_000 } as never) });
+  }
+
+  /** The pod's demo services: http on 8080, https on 8443 with the pod's certificate (bound to every address). */
+  async startPodService(host: HostName = 'pod', ports = { http: 8080, https: 8443 }, name = host): Promise<void> {
+    const dir = this.podDir(host);
+    await this.world.start({
+      name: `${host}-service`, host,
+      argv: [process.execPath, POD_SERVICE, name, String(ports.http), String(ports.https), path.join(dir, 'tls.key'), path.join(dir, 'fullchain.pem')],
+      ready: () => this.world.waitTcp(host, '127.0.0.1', ports.http),
+    });
+  }
+
+  /** `pipe2me start` on a pod, as a daemon of the world; ready when the server's session holder said hello. */
+  async startPod(host: HostName = 'pod', extra: readonly string[] = []): Promise<void> {
+    await this.world.start({
+      name: `${host}-pipe2me`, host,
+      argv: [process.execPath, POD, '--dir', this.podDir(host), 'start', '--igd', this.world.igdUrl, '--upnp-lease', '120', '--status-interval', '2', ...extra],
+      ready: (d, p) => p.waitLog(d.name, 'tunnel up').then(() => undefined),
+    });
+  }
+
+  /** The CA certificate clients trust (a copy the client namespace can read). */
+  caFile(): string {
+    return this.layout.caCertFile;
+  }
+
+  async destroy(): Promise<void> {
+    await this.world.destroy();
+  }
+}
