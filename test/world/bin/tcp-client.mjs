@@ -1,0 +1,105 @@
+#!/usr/bin/env node
+// TCP client run inside a namespace by the harness (process.execPath test/world/bin/tcp-client.mjs ...).
+// Prints exactly one JSON object on stdout, so the caller never has to parse free text.
+//
+//   connect ADDR PORT TIMEOUT_MS [PAYLOAD_B64] [IDLE_MS]
+//       Connect, send the payload (if any), read until the peer closes or nothing arrives for IDLE_MS.
+//   cost ADDR PORT COUNT PAYLOAD_B64 TIMEOUT_MS
+//       COUNT back-to-back connections: connect, send the payload, wait for the first byte back, close.
+//       Reports the connect time and the first round trip of each: the cost of a new connection.
+import net from 'node:net';
+
+const [mode, ...args] = process.argv.slice(2);
+
+function now() {
+  return performance.now();
+}
+
+/** One connection; resolves with what happened, never rejects. */
+function exchange({ host, port, timeoutMs, payload, idleMs, firstByteOnly }) {
+  return new Promise((resolve) => {
+    const t0 = now();
+    const chunks = [];
+    let connectMs;
+    let firstByteMs;
+    let done = false;
+    const sock = net.connect({ host, port });
+    sock.setNoDelay(true);
+    const finish = (extra) => {
+      if (done) return;
+      done = true;
+      clearTimeout(deadline);
+      const local = { localAddress: sock.localAddress ?? null, localPort: sock.localPort ?? null };
+      sock.destroy();
+      resolve({
+        connected: connectMs !== undefined,
+        connectMs: connectMs ?? null,
+        firstByteMs: firstByteMs ?? null,
+        elapsedMs: now() - t0,
+        received: Buffer.concat(chunks).toString('base64'),
+        ...local,
+        ...extra,
+      });
+    };
+    const deadline = setTimeout(() => finish({ error: 'timed out', code: 'ETIMEDOUT' }), timeoutMs);
+    let idle;
+    const armIdle = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => finish({ closedBy: 'idle' }), idleMs);
+    };
+    sock.on('connect', () => {
+      connectMs = now() - t0;
+      if (payload.length > 0) sock.write(payload);
+      armIdle();
+    });
+    sock.on('data', (d) => {
+      if (firstByteMs === undefined) firstByteMs = now() - t0 - connectMs;
+      chunks.push(d);
+      if (firstByteOnly) return finish({ closedBy: 'client' });
+      armIdle();
+    });
+    sock.on('end', () => finish({ closedBy: 'peer' }));
+    sock.on('error', (e) => finish({ error: e.message, code: e.code ?? null }));
+    sock.on('close', () => {
+      clearTimeout(idle);
+      finish({ closedBy: 'peer' });
+    });
+  });
+}
+
+async function main() {
+  if (mode === 'connect') {
+    const [host, port, timeoutMs, payloadB64 = '', idleMs = '300'] = args;
+    const r = await exchange({
+      host,
+      port: Number(port),
+      timeoutMs: Number(timeoutMs),
+      payload: Buffer.from(payloadB64, 'base64'),
+      idleMs: Number(idleMs),
+      firstByteOnly: false,
+    });
+    process.stdout.write(JSON.stringify(r) + '\n');
+    return;
+  }
+  if (mode === 'cost') {
+    const [host, port, count, payloadB64, timeoutMs] = args;
+    const samples = [];
+    for (let i = 0; i < Number(count); i++) {
+      const r = await exchange({
+        host,
+        port: Number(port),
+        timeoutMs: Number(timeoutMs),
+        payload: Buffer.from(payloadB64, 'base64'),
+        idleMs: Number(timeoutMs),
+        firstByteOnly: true,
+      });
+      samples.push({ connected: r.connected, connectMs: r.connectMs, firstByteMs: r.firstByteMs, error: r.error ?? null });
+    }
+    process.stdout.write(JSON.stringify({ samples }) + '\n');
+    return;
+  }
+  process.stderr.write(`usage: tcp-client.mjs connect|cost ...\n`);
+  process.exit(2);
+}
+
+await main();
