@@ -27,6 +27,8 @@ export const ROUTER_LAN_IF = 'lan0';
 
 const IP_TIMEOUT_MS = 10_000;
 
+const BRIDGE_NF_OFF = ['net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-ip6tables=0', 'net.bridge.bridge-nf-call-arptables=0'];
+
 export interface TopologySpec {
   /** Namespace name prefix, unique per world (e.g. "p2m-1a2b3c"). */
   prefix: string;
@@ -141,7 +143,10 @@ export class Topology {
       ...this.pods.map((p) =>
         ipBatch(ns(p), ['link set lo up', `address add ${lan(this.address(p))} dev eth0`, 'link set eth0 up', `route add default via ${ADDR.routerLan}`]),
       ),
-      netnsExec(ns('rtr'), ['sysctl', '-qw', 'net.ipv4.ip_forward=1']),
+      // br_netfilter is built into these kernels and on by default in every namespace: without turning it
+      // off, frames between two pods on the LAN bridge would go through the router's forward chain
+      // (policy drop) as if they were routed.
+      netnsExec(ns('rtr'), ['sysctl', '-qw', 'net.ipv4.ip_forward=1', ...BRIDGE_NF_OFF]),
       netnsExec(ns('rtr'), ['nft', '-f', '-'], routerRuleset()),
     ]);
   }

@@ -7,6 +7,10 @@
 //   cost ADDR PORT COUNT PAYLOAD_B64 TIMEOUT_MS
 //       COUNT back-to-back connections: connect, send the payload, wait for the first byte back, close.
 //       Reports the connect time and the first round trip of each: the cost of a new connection.
+//   ticker ADDR PORT INTERVAL_MS
+//       Run as a daemon: one long-lived connection that writes "tick N" every INTERVAL_MS and logs one
+//       line per event ("connected <local>", "reply ...", "error <code>", "closed"). Shows what an
+//       established connection (an ssh tunnel, say) experiences when the network changes under it.
 import net from 'node:net';
 
 const [mode, ...args] = process.argv.slice(2);
@@ -98,7 +102,27 @@ async function main() {
     process.stdout.write(JSON.stringify({ samples }) + '\n');
     return;
   }
-  process.stderr.write(`usage: tcp-client.mjs connect|cost ...\n`);
+  if (mode === 'ticker') {
+    const [host, port, intervalMs] = args;
+    const sock = net.connect({ host, port: Number(port) });
+    sock.setNoDelay(true);
+    let n = 0;
+    let timer;
+    sock.on('connect', () => {
+      console.log(`connected ${sock.localAddress}:${sock.localPort}`);
+      timer = setInterval(() => sock.write(`tick ${++n}\n`), Number(intervalMs));
+    });
+    sock.on('data', (d) => console.log(`reply ${JSON.stringify(d.toString())}`));
+    sock.on('error', (e) => console.log(`error ${e.code ?? e.message}`));
+    sock.on('close', () => {
+      clearInterval(timer);
+      console.log('closed');
+      process.exit(0);
+    });
+    process.on('SIGTERM', () => process.exit(0));
+    return;
+  }
+  process.stderr.write(`usage: tcp-client.mjs connect|cost|ticker ...\n`);
   process.exit(2);
 }
 
