@@ -9,7 +9,7 @@
  */
 import { ADDR, INTERNET_PREFIX_LEN } from './addresses.js';
 import type { Daemon } from './processes.js';
-import { ROUTER_LAN_IF, type PodName } from './topology.js';
+import { ROUTER_LAN_IF, ipBatch, type PodName } from './topology.js';
 import { FORWARDING_ENABLED, MINIUPNPD, flushMiniupnpdChains } from './upnp.js';
 import type { World } from './world.js';
 import * as fs from 'node:fs';
@@ -132,7 +132,8 @@ export interface AddressChange {
  *    GetExternalIPAddress returns the new address; NAT-PMP clients get an address-change announcement.
  *    This function waits until miniupnpd's STUN run has seen the new address.
  *  - Existing mappings keep working, at the new address (their rules match `iif wan0`, not an address).
- *  - The old address answers nothing: clients that still use it (a stale DNS record) time out.
+ *  - The old address answers nothing (the internet hosts' neighbour entries for it are flushed, as an
+ *    ISP stops routing it): clients that still use it (a stale DNS record) time out.
  */
 export async function changeRouterPublicAddress(world: World, address: string = ADDR.routerWanAlt): Promise<AddressChange> {
   if (!/^203\.0\.113\.\d{1,3}$/.test(address)) throw new Error(`the router's public address must be in 203.0.113.0/${INTERNET_PREFIX_LEN}, got ${address}`);
@@ -140,6 +141,10 @@ export async function changeRouterPublicAddress(world: World, address: string = 
   const upnpRunning = world.upnp !== undefined && world.procs.has(MINIUPNPD) && world.procs.get(MINIUPNPD).running;
   const since = upnpRunning ? world.procs.logSize(MINIUPNPD) : 0;
   await world.topology.setRouterPublicAddress(address);
+  // The ISP stops routing the old address to the router. Here that means the internet hosts forget
+  // the router's MAC for it: miniupnpd's DNAT rules match on `iif wan0` only, so a client with a
+  // cached neighbour entry would otherwise still reach the mappings through the old address.
+  await Promise.all((['srv', 'cli', 'ns2'] as const).map((h) => ipBatch(world.ns(h), [`neigh flush to ${previous}`])));
   if (upnpRunning) {
     // After a re-run of STUN miniupnpd logs "Port forwarding is now enabled" if forwarding had been
     // off in between (it may see the address deletion alone first), and "STUN: ... done" otherwise.
