@@ -20,7 +20,6 @@ import {
   cutPodLink,
   dig,
   currentOwner,
-  environ,
   findLeaks,
   formatLeaks,
   forgetAllMappings,
@@ -42,6 +41,7 @@ import {
   userExists,
   waitFor,
   worldRoot,
+  worldProcesses,
   writeRecord,
   type DaemonSpec,
   type HostName,
@@ -79,10 +79,7 @@ async function addMapping(world: World, ext: number, int: number, from: HostName
 async function leftovers(prefix: string, inodes: number[], users: string[] = []): Promise<string[]> {
   const left: string[] = [];
   for (const n of await listNamespaces()) if (n.startsWith(`${prefix}-`)) left.push(`namespace ${n}`);
-  for (const pid of pidsInNetns(new Set(inodes))) left.push(`process ${pid} in a world namespace`);
-  for (const f of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    if (environ(Number(f))?.get('P2M_WORLD') === prefix) left.push(`process ${f} marked P2M_WORLD=${prefix}`);
-  }
+  for (const p of worldProcesses(prefix, inodes)) left.push(`process ${p.pid} (${p.why}): ${p.cmd}`);
   for (const u of users) if (userExists(u)) left.push(`user ${u}`);
   if (fs.existsSync(worldRoot(prefix))) left.push(`directory ${worldRoot(prefix)}`);
   if (fs.existsSync(recordFile(prefix))) left.push(`record ${recordFile(prefix)}`);
@@ -631,12 +628,12 @@ describe('leak check', () => {
     try {
       await waitFor('sleeper in the namespace', () => pidsInNetns(new Set([inode])).length > 0, { timeoutMs: 3000 });
       const leaks = findLeaks(before, await takeSnapshot(scope), scope);
-      expect(leaks.map((l) => l.kind).sort()).toEqual(['mount', 'namespace', 'process', 'record']);
+      expect(leaks.map((l) => l.kind).sort(), formatLeaks(leaks)).toEqual(['mount', 'namespace', 'process', 'record']);
       expect(leaks.find((l) => l.kind === 'namespace')?.what).toBe(ns);
       expect(leaks.find((l) => l.kind === 'process')?.what).toContain('sleep 60');
       expect(formatLeaks(leaks)).toContain(ns);
     } finally {
-      await sweepNamespaces([ns], [inode], 500);
+      await sweepNamespaces([ns], 500);
       removeRecord(prefix);
       sleeper.kill('SIGKILL');
     }

@@ -46,7 +46,7 @@ export async function teardown(): Promise<void> {
 async function cleanUp(prefixes: string[], namespaces: string[]): Promise<void> {
   const wanted = new Set(prefixes);
   for (const rec of readRecords()) if (wanted.has(rec.prefix)) await teardownRecord(rec);
-  await sweepNamespaces(namespaces, [], 500);
+  await sweepNamespaces(namespaces, 500);
   for (const p of wanted) {
     fs.rmSync(worldRoot(p), { recursive: true, force: true });
     fs.rmSync(`${worldRoot(p)}.json`, { force: true });

@@ -3,21 +3,23 @@
  * and at suite end; what is present at the end, was not at the start, and belongs to the suite is a
  * leak:
  *
- *  - namespaces named with one of the suite's world prefixes (or any world prefix whose owner is dead),
+ *  - namespaces named with one of the suite's world prefixes,
  *  - processes inside one of the suite's namespaces (by nsfs inode, so also ones that keep a deleted
- *    namespace alive), carrying a world's P2M_WORLD marker in their environment, or descended from the
- *    test process,
+ *    namespace alive — unless the inode now names another world's namespace: inode numbers are
+ *    reused), carrying one of the suite's P2M_WORLD markers in their environment, or descended from
+ *    the test process,
  *  - users the suite's worlds tracked,
  *  - mounts (/proc/self/mountinfo) of the suite's namespaces,
  *  - the worlds' root directories and records under /run/pipe2me-worlds.
  *
- * Ownership comes from the suite journal (registry.ts); other test runs on the machine — other
- * worktrees, other engineers — are never reported and never touched.
+ * Ownership comes from the suite journal (registry.ts), never from guessing: other test runs on the
+ * machine — other worktrees, other engineers — create and delete worlds at the same time, and are
+ * never reported or touched.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { commandLine, environ, isProcessAlive, listPids, netnsInodeOfPid, parentPid, processStartTime } from './procfs.js';
-import { WORLDS_DIR, WORLD_ENV, readJournal, readRecords } from './registry.js';
+import { commandLine, environ, listPids, mountedNetns, netnsInodeOfPid, parentPid, processStartTime } from './procfs.js';
+import { WORLDS_DIR, WORLD_ENV, readJournal } from './registry.js';
 import { listNamespaces } from './topology.js';
 
 const WORLD_NAMESPACE = /^(p2m-[0-9a-f]{6})-/;
@@ -47,8 +49,6 @@ export interface LeakScope {
   users: Set<string>;
   /** Processes descended from this pid (the test runner) count as the suite's. */
   rootPid: number | undefined;
-  /** The suite id (records carry it). */
-  suite: string | undefined;
 }
 
 export interface Leak {
@@ -57,7 +57,7 @@ export interface Leak {
 }
 
 export function scopeFromJournal(suite: string, rootPid?: number): LeakScope {
-  const scope: LeakScope = { prefixes: new Set(), inodes: new Set(), users: new Set(), rootPid, suite };
+  const scope: LeakScope = { prefixes: new Set(), inodes: new Set(), users: new Set(), rootPid };
   for (const e of readJournal(suite)) {
     scope.prefixes.add(e.prefix);
     if (e.event === 'inodes') e.inodes.forEach((i) => scope.inodes.add(i));
@@ -67,16 +67,17 @@ export function scopeFromJournal(suite: string, rootPid?: number): LeakScope {
 }
 
 export function emptyScope(rootPid?: number): LeakScope {
-  return { prefixes: new Set(), inodes: new Set(), users: new Set(), rootPid, suite: undefined };
+  return { prefixes: new Set(), inodes: new Set(), users: new Set(), rootPid };
 }
 
 /** Take a snapshot. `scope` decides which processes are looked at closely (all world-marked ones are). */
 export async function takeSnapshot(scope: LeakScope = emptyScope()): Promise<LeakSnapshot> {
   const namespaces = (await listNamespaces()).filter((n) => WORLD_NAMESPACE.test(n));
+  const mounted = mountedNetns();
   const processes: ProcessInfo[] = [];
   for (const pid of listPids()) {
     if (pid === process.pid) continue;
-    const why = whyOurs(pid, scope);
+    const why = whyOurs(pid, scope, mounted);
     if (!why) continue;
     const startTime = processStartTime(pid);
     if (startTime === undefined) continue; // exited or zombie
@@ -94,15 +95,35 @@ export async function takeSnapshot(scope: LeakScope = emptyScope()): Promise<Lea
   };
 }
 
-function whyOurs(pid: number, scope: LeakScope): string | undefined {
-  const ino = netnsInodeOfPid(pid);
-  if (ino !== undefined && scope.inodes.has(ino)) return `in a world namespace (netns inode ${ino})`;
+function whyOurs(pid: number, scope: LeakScope, mounted: Map<number, string>): string | undefined {
   const marker = environ(pid)?.get(WORLD_ENV);
+  // A marker names its world for sure; findLeaks keeps only the suite's.
   if (marker !== undefined) return `${WORLD_ENV}=${marker}`;
+  const ino = netnsInodeOfPid(pid);
+  if (ino !== undefined && scope.inodes.has(ino)) {
+    const name = mounted.get(ino);
+    const prefix = name === undefined ? undefined : WORLD_NAMESPACE.exec(name)?.[1];
+    if (name === undefined || (prefix !== undefined && scope.prefixes.has(prefix))) return `in a world namespace (netns inode ${ino}${name ? `, ${name}` : ''})`;
+  }
   if (scope.rootPid !== undefined && descendsFrom(pid, scope.rootPid) && !TEST_RUNNER_ITSELF.test(commandLine(pid))) {
     return `descendant of the test process ${scope.rootPid}`;
   }
   return undefined;
+}
+
+/** The processes that still belong to one world (by its marker, or inside its namespaces). */
+export function worldProcesses(prefix: string, inodes: Iterable<number>): ProcessInfo[] {
+  const scope: LeakScope = { prefixes: new Set([prefix]), inodes: new Set(inodes), users: new Set(), rootPid: undefined };
+  const mounted = mountedNetns();
+  const found: ProcessInfo[] = [];
+  for (const pid of listPids()) {
+    if (pid === process.pid) continue;
+    const why = whyOurs(pid, scope, mounted);
+    if (!why || (why.startsWith(`${WORLD_ENV}=`) && why !== `${WORLD_ENV}=${prefix}`)) continue;
+    const startTime = processStartTime(pid);
+    if (startTime !== undefined) found.push({ pid, startTime, cmd: commandLine(pid).slice(0, 200), why });
+  }
+  return found;
 }
 
 function descendsFrom(pid: number, ancestor: number): boolean {
@@ -117,7 +138,7 @@ function descendsFrom(pid: number, ancestor: number): boolean {
 /** What is in `after`, not in `before`, and the suite's. */
 export function findLeaks(before: LeakSnapshot, after: LeakSnapshot, scope: LeakScope): Leak[] {
   const leaks: Leak[] = [];
-  const ours = (prefix: string | undefined) => prefix !== undefined && (scope.prefixes.has(prefix) || orphaned(prefix, scope));
+  const ours = (prefix: string | undefined) => prefix !== undefined && scope.prefixes.has(prefix);
   const beforeNs = new Set(before.namespaces);
   for (const n of after.namespaces) {
     if (!beforeNs.has(n) && ours(WORLD_NAMESPACE.exec(n)?.[1])) leaks.push({ kind: 'namespace', what: n });
@@ -143,17 +164,6 @@ export function findLeaks(before: LeakSnapshot, after: LeakSnapshot, scope: Leak
     leaks.push({ kind: prefix?.[2] ? 'record' : 'directory', what: path.join(WORLDS_DIR, f) });
   }
   return leaks;
-}
-
-/**
- * A world prefix nobody will clean up: no record at all (its namespaces outlived their teardown), or a
- * record of this suite whose owner is dead. Worlds of other suites are theirs to report.
- */
-function orphaned(prefix: string, scope: LeakScope): boolean {
-  const rec = readRecords().find((r) => r.prefix === prefix);
-  // A record renamed to <prefix>.json.sweep-<pid> is being swept by another world right now.
-  if (!rec) return !safeReaddir(WORLDS_DIR).some((f) => f.startsWith(`${prefix}.json`));
-  return rec.suite !== null && rec.suite === scope.suite && !isProcessAlive(rec.ownerPid, rec.ownerStartTime);
 }
 
 export function formatLeaks(leaks: readonly Leak[]): string {

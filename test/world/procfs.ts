@@ -31,6 +31,25 @@ export function netnsInodeOfName(name: string): number | undefined {
   }
 }
 
+/**
+ * Named namespaces (/run/netns) by inode. nsfs inode numbers are reused once a namespace is freed, so an
+ * inode recorded earlier only identifies our namespace while it is still mounted under our name.
+ */
+export function mountedNetns(): Map<number, string> {
+  const byInode = new Map<number, string>();
+  let names: string[];
+  try {
+    names = fs.readdirSync('/run/netns');
+  } catch {
+    return byInode;
+  }
+  for (const name of names) {
+    const ino = netnsInodeOfName(name);
+    if (ino !== undefined) byInode.set(ino, name);
+  }
+  return byInode;
+}
+
 /** Every live (non-zombie) process whose network namespace is one of `inodes`. */
 export function pidsInNetns(inodes: ReadonlySet<number>): number[] {
   if (inodes.size === 0) return [];

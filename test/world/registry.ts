@@ -148,7 +148,7 @@ export async function sweepDeadWorlds(): Promise<SweptWorld[]> {
 
 /** Undo everything a record says a world had. Returns what could not be undone. */
 export async function teardownRecord(rec: WorldRecord): Promise<string[]> {
-  const sweep = await sweepNamespaces(rec.namespaces, rec.inodes, 1000);
+  const sweep = await sweepNamespaces(rec.namespaces, 1000);
   const errors = [...sweep.errors];
   for (const u of [...rec.users].reverse()) {
     try {

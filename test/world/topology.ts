@@ -204,17 +204,19 @@ export interface SweepReport {
   signalled: number;
   /** Of those, how many needed SIGKILL. */
   killed: number;
-  /** Namespaces that could not be deleted, with the reason. */
+  /** What could not be cleaned up. */
   errors: string[];
 }
 
 /**
- * Kill every process that still lives in the namespaces (sshd session children and nsd's server child
- * outlive their parent), SIGTERM first and SIGKILL after `graceMs`, then delete the namespaces.
- * Works on namespaces that no longer exist and on inodes whose names are gone.
+ * Kill every process that still lives in the named namespaces (sshd session children and nsd's server
+ * child outlive their parent), SIGTERM first and SIGKILL after `graceMs`, then delete the namespaces.
+ * Namespaces are found by name only: an inode recorded earlier may by now belong to someone else's
+ * namespace (nsfs reuses inode numbers). If a process survives, its namespace keeps its name, so
+ * that a later sweep can still find it.
  */
-export async function sweepNamespaces(names: readonly string[], knownInodes: Iterable<number> = [], graceMs = 2000): Promise<SweepReport> {
-  const inodes = new Set<number>(knownInodes);
+export async function sweepNamespaces(names: readonly string[], graceMs = 2000): Promise<SweepReport> {
+  const inodes = new Set<number>();
   for (const n of names) {
     const ino = netnsInodeOfName(n);
     if (ino !== undefined) inodes.add(ino);
@@ -234,7 +236,10 @@ export async function sweepNamespaces(names: readonly string[], knownInodes: Ite
     await sleep(20);
     left = pidsInNetns(inodes);
   }
-  if (left.length > 0) report.errors.push(`processes survived SIGKILL in the world's namespaces: ${left.join(', ')}`);
+  if (left.length > 0) {
+    report.errors.push(`processes survived SIGKILL in namespaces ${names.join(', ')}: ${left.join(', ')}; namespaces kept`);
+    return report;
+  }
 
   const existing = names.filter((n) => netnsInodeOfName(n) !== undefined);
   if (existing.length > 0) {

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import type { RunOptions, RunResult } from '../../src/util/exec.js';
 import { IGD_URL } from './addresses.js';
 import { Processes, inNs, waitDns, waitTcp, type Daemon, type DaemonSpec } from './processes.js';
-import { pidsInNetns } from './procfs.js';
+import { netnsInodeOfName, pidsInNetns } from './procfs.js';
 import {
   SUITE_ENV,
   WORLD_ENV,
@@ -333,7 +333,7 @@ export class World implements NsRunner {
     });
     let sweptPids = 0;
     await step('sweeping namespaces', async () => {
-      const r = await sweepNamespaces(this.record.namespaces, this.topology.inodes.values(), this.options.teardownGraceMs);
+      const r = await sweepNamespaces(this.record.namespaces, this.options.teardownGraceMs);
       sweptPids = r.signalled;
       errors.push(...r.errors);
     });
@@ -367,7 +367,8 @@ export class World implements NsRunner {
         /* already gone */
       }
     }
-    const inodes = new Set(this.topology.inodes.values());
+    // By name, not by the inodes recorded at creation: those may have been reused by now.
+    const inodes = new Set(this.record.namespaces.map(netnsInodeOfName).filter((i): i is number => i !== undefined));
     for (let round = 0; round < 20; round++) {
       const left = pidsInNetns(inodes);
       if (left.length === 0) break;
