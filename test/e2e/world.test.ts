@@ -161,14 +161,14 @@ describe('a world', () => {
   });
 
   it('NATs the pod: the server sees the router public address', async () => {
-    const r = await tcpExchange(world, { from: 'pod', address: ADDR.server, port: WHOAMI_PORT });
+    const r = await tcpExchange(world, { from: 'pod', address: ADDR.server, port: WHOAMI_PORT, until: '\n' });
     expect(r.connected).toBe(true);
     expect(peerOf(r.received)).toBe(ADDR.routerWan);
     expect(r.localAddress).toBe(ADDR.pod);
   });
 
   it('lets the client reach the server with its own address', async () => {
-    const r = await tcpExchange(world, { from: 'cli', address: ADDR.server, port: WHOAMI_PORT });
+    const r = await tcpExchange(world, { from: 'cli', address: ADDR.server, port: WHOAMI_PORT, until: '\n' });
     expect(peerOf(r.received)).toBe(ADDR.client);
   });
 
@@ -187,7 +187,7 @@ describe('a world', () => {
 
       const add = await addMapping(world, 18080, POD_PORT);
       expect(add.output).toContain(`external ${ADDR.routerWan}:18080 TCP is redirected to internal ${ADDR.pod}:${POD_PORT}`);
-      const r = await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18080 });
+      const r = await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18080, until: '\n' });
       expect(r.connected).toBe(true);
       expect(peerOf(r.received)).toBe(ADDR.client);
 
@@ -201,7 +201,7 @@ describe('a world', () => {
       expect((await addMapping(world, 443, POD_PORT)).output).toContain('is redirected to internal');
       const denied = await addMapping(world, 22, POD_PORT);
       expect(denied.output).toMatch(/failed with code 606/);
-      const r = await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 80 });
+      const r = await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 80, until: '\n' });
       expect(peerOf(r.received)).toBe(ADDR.client);
       await removeMapping(world, 80);
       await removeMapping(world, 443);
@@ -216,7 +216,7 @@ describe('a world', () => {
   describe('faults', () => {
     it('cutPodLink drops the pod silently (timeouts, no refusal) and restorePodLink undoes it', async () => {
       await addMapping(world, 18081, POD_PORT);
-      const ok = await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18081 });
+      const ok = await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18081, until: '\n' });
       expect(peerOf(ok.received)).toBe(ADDR.client);
 
       await cutPodLink(world);
@@ -233,9 +233,9 @@ describe('a world', () => {
 
       await restorePodLink(world);
       expect(await isPodLinkCut(world)).toBe(false);
-      const back = await tcpExchange(world, { from: 'pod', address: ADDR.server, port: WHOAMI_PORT });
+      const back = await tcpExchange(world, { from: 'pod', address: ADDR.server, port: WHOAMI_PORT, until: '\n' });
       expect(peerOf(back.received)).toBe(ADDR.routerWan);
-      const backIn = await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18081 });
+      const backIn = await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18081, until: '\n' });
       expect(peerOf(backIn.received)).toBe(ADDR.client);
       await removeMapping(world, 18081);
     });
@@ -249,7 +249,7 @@ describe('a world', () => {
       } finally {
         await restorePodLink(world);
       }
-      expect((await tcpExchange(world, { from: 'pod', address: ADDR.server, port: WHOAMI_PORT })).connected).toBe(true);
+      expect((await tcpExchange(world, { from: 'pod', address: ADDR.server, port: WHOAMI_PORT, until: '\n' })).connected).toBe(true);
     });
 
     it('a silent cut keeps an established connection alive until it is restored', async () => {
@@ -274,7 +274,7 @@ describe('a world', () => {
       expect(fresh.pid).not.toBe(old.pid);
       expect(fresh.running).toBe(true);
       expect(fresh.generation).toBe(old.generation + 1);
-      const r = await tcpExchange(world, { from: 'cli', address: ADDR.server, port: WHOAMI_PORT });
+      const r = await tcpExchange(world, { from: 'cli', address: ADDR.server, port: WHOAMI_PORT, until: '\n' });
       expect(peerOf(r.received)).toBe(ADDR.client);
     });
 
@@ -284,20 +284,20 @@ describe('a world', () => {
       const fresh = await restartDaemon(world, MINIUPNPD);
       expect(fresh.pid).not.toBe(before);
       expect((await upnpc(world, ['-l'])).output).toContain('18082->');
-      expect(peerOf((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18082 })).received)).toBe(ADDR.client);
+      expect(peerOf((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18082, until: '\n' })).received)).toBe(ADDR.client);
       await removeMapping(world, 18082);
     });
 
     it('removeMapping takes a mapping away from the router; adding it again restores it', async () => {
       await addMapping(world, 18083, POD_PORT);
-      expect((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18083 })).connected).toBe(true);
+      expect((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18083, until: '\n' })).connected).toBe(true);
       await removeMapping(world, 18083);
       expect((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18083, timeoutMs: 1500 })).connected).toBe(false);
       expect((await upnpc(world, ['-l'])).output).not.toContain('18083->');
       const nft = await world.inNs('rtr', ['nft', 'list', 'chain', 'inet', 'filter', 'prerouting_miniupnpd']);
       expect(nft.stdout).not.toContain('dport 18083');
       await addMapping(world, 18083, POD_PORT);
-      expect(peerOf((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18083 })).received)).toBe(ADDR.client);
+      expect(peerOf((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18083, until: '\n' })).received)).toBe(ADDR.client);
       await removeMapping(world, 18083);
     });
 
@@ -310,7 +310,7 @@ describe('a world', () => {
       expect(list.output).not.toContain('18085->');
       expect((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18084, timeoutMs: 1500 })).connected).toBe(false);
       await addMapping(world, 18084, POD_PORT);
-      expect(peerOf((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18084 })).received)).toBe(ADDR.client);
+      expect(peerOf((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18084, until: '\n' })).received)).toBe(ADDR.client);
       await removeMapping(world, 18084);
     });
 
@@ -323,18 +323,18 @@ describe('a world', () => {
       expect(change).toEqual({ previous: ADDR.routerWan, current: ADDR.routerWanAlt });
       expect(world.routerPublicAddress).toBe(ADDR.routerWanAlt);
       // New connections leave from the new address.
-      expect(peerOf((await tcpExchange(world, { from: 'pod', address: ADDR.server, port: WHOAMI_PORT })).received)).toBe(ADDR.routerWanAlt);
+      expect(peerOf((await tcpExchange(world, { from: 'pod', address: ADDR.server, port: WHOAMI_PORT, until: '\n' })).received)).toBe(ADDR.routerWanAlt);
       // The IGD reports it, and the existing mapping answers there (and no longer at the old address).
       expect((await upnpc(world, ['-s'])).output).toContain(`ExternalIPAddress = ${ADDR.routerWanAlt}`);
-      expect(peerOf((await tcpExchange(world, { from: 'cli', address: ADDR.routerWanAlt, port: 18086 })).received)).toBe(ADDR.client);
+      expect(peerOf((await tcpExchange(world, { from: 'cli', address: ADDR.routerWanAlt, port: 18086, until: '\n' })).received)).toBe(ADDR.client);
       expect((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18086, timeoutMs: 1000 })).connected).toBe(false);
       // The established connection is reset: its NAT state went with the old address.
       await world.procs.waitLog('ticker2', /error ECONNRESET/, { timeoutMs: 5000 });
 
       await changeRouterPublicAddress(world, ADDR.routerWan);
-      expect(peerOf((await tcpExchange(world, { from: 'pod', address: ADDR.server, port: WHOAMI_PORT })).received)).toBe(ADDR.routerWan);
+      expect(peerOf((await tcpExchange(world, { from: 'pod', address: ADDR.server, port: WHOAMI_PORT, until: '\n' })).received)).toBe(ADDR.routerWan);
       expect((await upnpc(world, ['-s'])).output).toContain(`ExternalIPAddress = ${ADDR.routerWan}`);
-      expect(peerOf((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18086 })).received)).toBe(ADDR.client);
+      expect(peerOf((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18086, until: '\n' })).received)).toBe(ADDR.client);
       await removeMapping(world, 18086);
     });
   });
@@ -459,7 +459,7 @@ describe('worlds side by side', () => {
       await Promise.all([a.start(whoami('pod-whoami', 'pod', '0.0.0.0', POD_PORT)), b.start(whoami('pod-whoami', 'pod', '0.0.0.0', POD_PORT))]);
       await Promise.all([addMapping(a, 18090, POD_PORT), addMapping(b, 18090, POD_PORT)]);
       for (const w of [a, b]) {
-        const r = await tcpExchange(w, { from: 'cli', address: ADDR.routerWan, port: 18090 });
+        const r = await tcpExchange(w, { from: 'cli', address: ADDR.routerWan, port: 18090, until: '\n' });
         expect(peerOf(r.received)).toBe(ADDR.client);
       }
       await cutPodLink(a);
@@ -488,9 +488,9 @@ describe('a world with two pods', () => {
         world.start(whoami('pod-whoami', 'pod', '0.0.0.0', POD_PORT)),
         world.start(whoami('pod2-whoami', 'pod2', '0.0.0.0', POD_PORT)),
       ]);
-      const out = await tcpExchange(world, { from: 'pod2', address: ADDR.server, port: WHOAMI_PORT });
+      const out = await tcpExchange(world, { from: 'pod2', address: ADDR.server, port: WHOAMI_PORT, until: '\n' });
       expect(peerOf(out.received)).toBe(ADDR.routerWan);
-      expect(peerOf((await tcpExchange(world, { from: 'pod', address: '192.168.77.11', port: POD_PORT })).received)).toBe(ADDR.pod);
+      expect(peerOf((await tcpExchange(world, { from: 'pod', address: '192.168.77.11', port: POD_PORT, until: '\n' })).received)).toBe(ADDR.pod);
       expect((await addMapping(world, 18100, POD_PORT, 'pod')).output).toContain('is redirected to internal 192.168.77.10');
       expect((await addMapping(world, 18101, POD_PORT, 'pod2')).output).toContain('is redirected to internal 192.168.77.11');
       // secure_mode: a pod may not map a port to another pod.
@@ -505,7 +505,7 @@ describe('a world with two pods', () => {
       expect(peerOf(one.received)).toBe(ADDR.client);
       expect(two.code).toBe('ETIMEDOUT');
       await restorePodLink(world, 'pod2');
-      expect(peerOf((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18101 })).received)).toBe(ADDR.client);
+      expect(peerOf((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18101, until: '\n' })).received)).toBe(ADDR.client);
     } finally {
       await world.destroy();
     }

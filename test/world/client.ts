@@ -281,6 +281,8 @@ export interface TcpOptions {
   timeoutMs?: number;
   /** Stop reading when nothing arrived for this long (default 300 ms). */
   idleMs?: number;
+  /** Stop reading as soon as what arrived contains this (e.g. "\n" for a one-line answer). */
+  until?: string;
 }
 
 export interface TcpResult {
@@ -315,7 +317,7 @@ export async function tcpExchange(runner: NsRunner, opts: TcpOptions): Promise<T
     runner,
     opts.from ?? 'cli',
     'tcp-client.mjs',
-    ['connect', opts.address, opts.port, timeoutMs, payload, opts.idleMs ?? 300],
+    ['connect', opts.address, opts.port, timeoutMs, payload, opts.idleMs ?? 300, opts.until === undefined ? '' : Buffer.from(opts.until).toString('base64')],
     timeoutMs + 5000,
   );
   return {

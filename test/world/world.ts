@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { RunOptions, RunResult } from '../../src/util/exec.js';
 import { IGD_URL } from './addresses.js';
-import { Processes, inNs, waitDns, waitTcp, type Daemon, type DaemonSpec } from './processes.js';
+import { Processes, inNs, waitDns, waitTcp, type Daemon, type DaemonSpec, type ExitInfo } from './processes.js';
 import { netnsInodeOfName, pidsInNetns } from './procfs.js';
 import {
   SUITE_ENV,
@@ -235,7 +235,7 @@ export class World implements NsRunner {
     return this.procs.start(spec);
   }
 
-  stop(name: string): Promise<unknown> {
+  stop(name: string): Promise<ExitInfo> {
     return this.procs.stop(name);
   }
 

@@ -2,8 +2,9 @@
 // TCP client run inside a namespace by the harness (process.execPath test/world/bin/tcp-client.mjs ...).
 // Prints exactly one JSON object on stdout, so the caller never has to parse free text.
 //
-//   connect ADDR PORT TIMEOUT_MS [PAYLOAD_B64] [IDLE_MS]
-//       Connect, send the payload (if any), read until the peer closes or nothing arrives for IDLE_MS.
+//   connect ADDR PORT TIMEOUT_MS [PAYLOAD_B64] [IDLE_MS] [UNTIL_B64]
+//       Connect, send the payload (if any), read until the peer closes, nothing arrives for IDLE_MS,
+//       or what arrived contains UNTIL.
 //   cost ADDR PORT COUNT PAYLOAD_B64 TIMEOUT_MS
 //       COUNT back-to-back connections: connect, send the payload, wait for the first byte back, close.
 //       Reports the connect time and the first round trip of each: the cost of a new connection.
@@ -20,7 +21,7 @@ function now() {
 }
 
 /** One connection; resolves with what happened, never rejects. */
-function exchange({ host, port, timeoutMs, payload, idleMs, firstByteOnly }) {
+function exchange({ host, port, timeoutMs, payload, idleMs, firstByteOnly, until }) {
   return new Promise((resolve) => {
     const t0 = now();
     const chunks = [];
@@ -60,6 +61,7 @@ function exchange({ host, port, timeoutMs, payload, idleMs, firstByteOnly }) {
       if (firstByteMs === undefined) firstByteMs = now() - t0 - connectMs;
       chunks.push(d);
       if (firstByteOnly) return finish({ closedBy: 'client' });
+      if (until && Buffer.concat(chunks).includes(until)) return finish({ closedBy: 'client' });
       armIdle();
     });
     sock.on('end', () => finish({ closedBy: 'peer' }));
@@ -73,7 +75,7 @@ function exchange({ host, port, timeoutMs, payload, idleMs, firstByteOnly }) {
 
 async function main() {
   if (mode === 'connect') {
-    const [host, port, timeoutMs, payloadB64 = '', idleMs = '300'] = args;
+    const [host, port, timeoutMs, payloadB64 = '', idleMs = '300', untilB64 = ''] = args;
     const r = await exchange({
       host,
       port: Number(port),
@@ -81,6 +83,7 @@ async function main() {
       payload: Buffer.from(payloadB64, 'base64'),
       idleMs: Number(idleMs),
       firstByteOnly: false,
+      until: untilB64 ? Buffer.from(untilB64, 'base64') : undefined,
     });
     process.stdout.write(JSON.stringify(r) + '\n');
     return;
