@@ -33,7 +33,7 @@ export interface DaemonSpec {
   env?: Record<string, string>;
   cwd?: string;
   /** Resolves when the daemon serves; run after every (re)start. Throwing fails the start. */
-  ready?: (d: Daemon, procs: Processes) => Promise<void>;
+  ready?: (d: Daemon, procs: Processes) => Promise<unknown>;
   /** Signal that asks the daemon to stop (default SIGTERM). */
   stopSignal?: NodeJS.Signals;
 }
@@ -162,9 +162,9 @@ export class Processes {
     }
     if (child.pid === undefined) throw new Error(`could not spawn ${spec.name} (is iproute2 installed?)`);
     // Without a listener an 'error' event would crash the test process.
-    child.on('error', (e) => fs.appendFileSync(logFile, `--- spawn error: ${e.message}\n`));
+    child.on('error', (e) => appendQuietly(logFile, `--- spawn error: ${e.message}\n`));
     const d = new Daemon(spec, child.pid, logFile, generation, child, offset);
-    void d.exited.then((x) => fs.appendFileSync(logFile, `--- exit #${generation}: code ${x.code} signal ${x.signal}\n`));
+    void d.exited.then((x) => appendQuietly(logFile, `--- exit #${generation}: code ${x.code} signal ${x.signal}\n`));
     this.daemons.set(spec.name, d);
     return d;
   }
@@ -300,6 +300,15 @@ function groupAlive(pgid: number): boolean {
     if (fields[2] === String(pgid) && fields[0] !== 'Z' && fields[0] !== 'X') return true;
   }
   return false;
+}
+
+/** Append a harness note to a log; the log may already be gone with the world's directory. */
+function appendQuietly(file: string, text: string): void {
+  try {
+    fs.appendFileSync(file, text);
+  } catch {
+    /* torn down */
+  }
 }
 
 function readFrom(file: string, offset: number): string {
