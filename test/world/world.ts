@@ -141,6 +141,7 @@ export class World implements NsRunner {
   /** Build a world and wait until it is ready. On any failure it is torn down and WorldSetupError thrown. */
   static async create(opts: WorldOptions = {}): Promise<World> {
     const t0 = performance.now();
+    if (process.getuid?.() !== 0) throw new Error('a test world needs root (network namespaces, nftables, miniupnpd, userdel)');
     const upnp = opts.upnp ?? true;
     const options = {
       pods: opts.pods ?? 1,
