@@ -149,7 +149,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
       }
       if (m.external_ip && !isIPv4(m.external_ip)) throw new HttpError(400, 'invalid_request', 'external_ip must be an IPv4 address.');
     }
-    replaceMappings(ctx.db, s.id, b.mappings.map((m) => ({ externalPort: m.external_port, internalPort: m.internal_port, externalIp: m.external_ip ?? null })));
+    replaceMappings(ctx.db, s.id, b.mappings.map((m) => ({ externalPort: m.external_port, internalPort: m.internal_port, externalIp: m.external_ip ?? null })), b.note?.trim() || null);
     const publicPorts = new Set(b.mappings.map((m) => m.external_port));
     if (s.route === 'direct' && !s.ports.every((x) => publicPorts.has(x.port))) {
       // A mapping the pod gave up must not keep clients on a dead route until the next probe.

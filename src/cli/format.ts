@@ -36,6 +36,7 @@ export function subdomainDetails(v: SubdomainView): string {
   lines.push(`  online: ${v.online ? `since ${v.online.since} from ${v.online.from}` : 'no'}`);
   if (v.claim_pending) lines.push('  claim: pending (the pod has not claimed it yet)');
   if (v.mappings.length) lines.push(`  router mappings: ${v.mappings.map((m) => `${m.external_ip ?? '?'}:${m.external_port}->${m.internal_port}`).join(', ')}`);
+  if (v.mapping_note) lines.push(`  the pod says: ${v.mapping_note}`);
   for (const p of v.probes) lines.push(`  probe ${p.at} ${p.ok ? 'ok  ' : 'FAIL'} ${p.address ?? '-'} -> ${p.route}: ${p.reason}`);
   return lines.join('\n');
 }

@@ -9,7 +9,7 @@ import { httpEntryTarget, httpsEntryTarget } from '../render/entries.js';
 import { createSubdomain, deleteSubdomain, expireDue, requireSubdomain, type CreatedSubdomain } from '../state/subdomains.js';
 import { now, type SubdomainRecord } from '../state/types.js';
 import { cutSessions, readSessions } from '../daemons/sessions.js';
-import { getMappings } from '../state/mappings.js';
+import { getMappings, mappingNote } from '../state/mappings.js';
 import { revokeSubdomainCertificates } from './ca.js';
 
 export interface SubdomainView {
@@ -28,6 +28,8 @@ export interface SubdomainView {
   online: { since: string; from: string } | null;
   claim_pending: boolean;
   mappings: { external_port: number; internal_port: number; external_ip: string | null; reported: string }[];
+  /** What the pod said about mappings it could not make. */
+  mapping_note: string | null;
   probes: { at: string; address: string | null; ok: boolean; route: string; reason: string }[];
 }
 
@@ -58,6 +60,7 @@ export function viewSubdomain(ctx: ServerContext, s: SubdomainRecord, sessions =
     online: session?.alive ? { since: iso(session.since), from: session.clientIp } : null,
     claim_pending: s.claimPending,
     mappings: getMappings(ctx.db, s.id).map((m) => ({ external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, reported: iso(m.reportedAt) })),
+    mapping_note: mappingNote(ctx.db, s.id),
     probes: recentProbes(ctx, s.id),
   };
 }

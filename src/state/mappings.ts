@@ -4,8 +4,9 @@ import { now, type MappingRecord } from './types.js';
 
 interface Row { external_port: number; internal_port: number; external_ip: string | null; reported_at: number }
 
-export function replaceMappings(db: Db, subdomainId: string, mappings: { externalPort: number; internalPort: number; externalIp: string | null }[]): void {
+export function replaceMappings(db: Db, subdomainId: string, mappings: { externalPort: number; internalPort: number; externalIp: string | null }[], note: string | null = null): void {
   writeTx(db, () => {
+    db.prepare('UPDATE subdomains SET mapping_note = ? WHERE id = ?').run(note, subdomainId);
     db.prepare('DELETE FROM mappings WHERE subdomain_id = ?').run(subdomainId);
     const ins = db.prepare('INSERT INTO mappings (subdomain_id, external_port, internal_port, external_ip, reported_at) VALUES (?, ?, ?, ?, ?)');
     const at = now();
@@ -30,4 +31,8 @@ export function allMappings(db: Db): Map<string, MappingRecord[]> {
     out.set(r.subdomain_id, list);
   }
   return out;
+}
+
+export function mappingNote(db: Db, subdomainId: string): string | null {
+  return (db.prepare('SELECT mapping_note FROM subdomains WHERE id = ?').pluck().get(subdomainId) as string | null | undefined) ?? null;
 }

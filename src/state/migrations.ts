@@ -105,6 +105,11 @@ CREATE TABLE probe_results (
 CREATE INDEX probe_results_by_subdomain ON probe_results(subdomain_id, at);
 `,
   },
+  {
+    version: 2,
+    description: 'why a pod has no (or fewer) router mappings, as it last reported',
+    sql: `ALTER TABLE subdomains ADD COLUMN mapping_note TEXT;`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

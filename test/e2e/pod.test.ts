@@ -212,3 +212,59 @@ describe('recovery', () => {
     }
   }, 90_000);
 });
+
+describe('the rest of the pod\'s commands', () => {
+  it('install-service renders a systemd unit that systemd-analyze accepts', async () => {
+    const r = await stack!.pod<{ kind: string; content: string; name: string }>(['install-service', '--print']);
+    expect(r.json.kind).toBe('systemd');
+    expect(r.json.content).toContain(`ExecStart=${process.execPath} `);
+    expect(r.json.content).toContain(`start --dir ${stack!.podDir('pod')}`);
+    const unit = path.join(stack!.world.mkdir('unit', 0o755), r.json.name);
+    fs.writeFileSync(unit, r.json.content);
+    const v = await stack!.world.inNs('pod', ['systemd-analyze', 'verify', unit], { allowFailure: true, timeout: 60_000 });
+    expect(v.stderr.split('\n').filter((l) => l.includes(r.json.name) && !/Cannot add dependency|not found/i.test(l))).toEqual([]);
+    expect(v.exitCode).toBe(0);
+  });
+
+  it('renew gets a new certificate for a new key, and the https service serves it after a reload', async () => {
+    const s = stack!;
+    const dir = s.podDir('pod');
+    const oldCert = fs.readFileSync(path.join(dir, 'tls.crt'), 'utf8');
+    const oldKey = fs.readFileSync(path.join(dir, 'tls.key'), 'utf8');
+    const r = await s.pod<{ not_after: string }>(['renew']);
+    expect(new Date(r.json.not_after).getTime()).toBeGreaterThan(Date.now() + 80 * 86400_000);
+    expect(fs.readFileSync(path.join(dir, 'tls.crt'), 'utf8')).not.toBe(oldCert);
+    expect(fs.readFileSync(path.join(dir, 'tls.key'), 'utf8')).not.toBe(oldKey);
+    expect(fs.statSync(path.join(dir, 'tls.key')).mode & 0o777).toBe(0o600);
+    process.kill(s.world.procs.get('pod-service').pid, 'SIGHUP');
+    await waitFor('new certificate served', async () => {
+      const t = await sClient(s.world, { address: ADDR.server, port: pod.services[1]!.port, servername: pod.fqdn, cafile: s.caFile() });
+      return t.chain[0]?.pem?.trim() === fs.readFileSync(path.join(dir, 'tls.crt'), 'utf8').trim();
+    }, { timeoutMs: 5000 });
+  });
+
+  it('without its programs, setup says which package to install', async () => {
+    const r = await stack!.world.inNs('pod', ['env', 'PATH=/nonexistent', process.execPath, (await import('../stack/stack.js')).POD, '--dir', stack!.world.path('pods', 'noprog'), 'setup', '--server', `https://server.${DOMAIN}`, '--token', token, '--protocols', 'http'], { allowFailure: true });
+    expect(r.exitCode).toBe(7);
+    expect(r.stderr).toContain('hint: Install it: apt-get install openssh-client');
+  });
+
+  it('stop ends the tunnel and removes nothing else; destroy gives the name up on the server', async () => {
+    const s = stack!;
+    await s.world.stop('pod-pipe2me');
+    const st = await s.pod<{ running: boolean }>(['status']);
+    expect(st.json.running).toBe(false);
+    const d = await s.pod<{ destroyed: string }>(['destroy']);
+    expect(d.json.destroyed).toBe(pod.fqdn);
+    expect(fs.existsSync(s.podDir('pod'))).toBe(false);
+    const list = (await s.ctl<{ fqdn: string }[]>(['list'])).json;
+    expect(list.map((x) => x.fqdn)).not.toContain(pod.fqdn);
+    // Its certificates are revoked and the CRL nginx serves lists them.
+    const revoked = (await s.ctl<{ subject: string; status: string; serial: string }[]>(['ca', 'list'])).json.filter((c) => c.subject.includes(pod.fqdn));
+    expect(revoked.length).toBeGreaterThanOrEqual(2);
+    expect(revoked.every((c) => c.status === 'R')).toBe(true);
+    const crl = await curl(s.world, `http://server.${DOMAIN}/crl.pem`, { resolve: [`server.${DOMAIN}:80:${ADDR.server}`] });
+    const text = await s.world.inNs('cli', ['openssl', 'crl', '-noout', '-text'], { input: crl.body });
+    for (const c of revoked) expect(text.stdout.toUpperCase()).toContain(c.serial.toUpperCase());
+  });
+});

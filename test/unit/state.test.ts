@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { openDb, DowngradeError, schemaVersion, type Db } from '../../src/state/db.js';
-import { SCHEMA_VERSION } from '../../src/state/migrations.js';
+import { MIGRATIONS, SCHEMA_VERSION } from '../../src/state/migrations.js';
 import { createSubdomain, deleteSubdomain, expireDue, listSubdomains, requireSubdomain, claimSubdomain, authenticateSubdomain, setSshKey } from '../../src/state/subdomains.js';
 import { createToken, revokeToken, withToken } from '../../src/state/tokens.js';
 import { ConflictError, DeniedError, InputError, QuotaError } from '../../src/util/errors.js';
@@ -40,6 +40,22 @@ describe('state store', () => {
     raw.pragma(`user_version = ${SCHEMA_VERSION}`);
     raw.close();
     db = openDb(dir);
+  });
+
+  it('a store written by an older pipe2me is migrated on open, keeping its data', () => {
+    db.close();
+    fs.rmSync(path.join(dir, 'state.db'));
+    // What pipe2me with schema version 1 left behind.
+    const old = new Database(path.join(dir, 'state.db'));
+    old.exec(MIGRATIONS[0]!.sql);
+    old.pragma('user_version = 1');
+    old.prepare("INSERT INTO subdomains (id, name, fqdn, created_at) VALUES ('x', 'kept', 'kept.pipe.test', 1)").run();
+    old.close();
+    db = openDb(dir);
+    expect(schemaVersion(db)).toBe(SCHEMA_VERSION);
+    expect(SCHEMA_VERSION).toBeGreaterThan(1);
+    expect(requireSubdomain(db, 'kept').fqdn).toBe('kept.pipe.test');
+    expect(db.prepare('SELECT mapping_note FROM subdomains').pluck().get()).toBeNull();
   });
 
   it('a missing store says to run init', () => {
