@@ -164,10 +164,12 @@ export async function apply(ctx: ServerContext, opts: ApplyOptions = {}): Promis
   const units = opts.units ?? ALL_UNITS;
   const progress = opts.progress ?? (() => {});
   return withLock(lockFile(ctx), 'apply', async () => {
-    if (!opts.dryRun && units.includes('nginx')) await ensureServerCertificates(ctx, progress);
+    const renewed = !opts.dryRun && units.includes('nginx') ? await ensureServerCertificates(ctx, progress) : false;
     const p = planOnly(ctx, units);
+    // New certificates under the same file names: nginx serves them only after a reload.
+    if (renewed && !p.reloads.some((r) => r.action === 'nginx-reload')) p.reloads.push({ unit: 'nginx', action: 'nginx-reload', why: 'the server\'s certificates were renewed' });
     const report: ApplyReport = { plan: p, dryRun: Boolean(opts.dryRun), reloads: [], serial: p.serial, durationMs: 0 };
-    if (opts.dryRun || p.changedUnits.length === 0) {
+    if (opts.dryRun || (p.changedUnits.length === 0 && p.reloads.length === 0)) {
       report.durationMs = performance.now() - started;
       return report;
     }

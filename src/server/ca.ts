@@ -46,7 +46,8 @@ export async function initCa(ctx: ServerContext): Promise<{ created: boolean; sh
  * here; renewed `ca.renew_before_days` before they expire. The CRL is regenerated when it has less than a
  * week left, so it never goes stale between revocations.
  */
-export async function ensureServerCertificates(ctx: ServerContext, progress: (m: string) => void = () => {}): Promise<void> {
+/** Returns true when a certificate was (re)issued: nginx must then reload to serve it. */
+export async function ensureServerCertificates(ctx: ServerContext, progress: (m: string) => void = () => {}): Promise<boolean> {
   const L = ctx.layout;
   ensureDir(L.certsDir, 0o700);
   const ca = authority(ctx);
@@ -54,9 +55,11 @@ export async function ensureServerCertificates(ctx: ServerContext, progress: (m:
     [[ctx.config.server.fqdn], L.serverCert, L.serverKey],
     [[`*.${ctx.config.domain}`, ctx.config.domain], L.wildcardCert, L.wildcardKey],
   ];
+  let issued = false;
   for (const [names, certFile, keyFile] of wanted) {
     const d = ca.needsRenewal(certFile, { beforeDays: ctx.config.ca.renewBeforeDays });
     if (!d.renew) continue;
+    issued = true;
     progress(`issuing the server certificate for ${names.join(', ')} (${d.reason})`);
     const c = await ca.issueServerCertificate({ names, keyFile, certFile, days: Math.max(ctx.config.ca.validityDays, ctx.config.ca.renewBeforeDays * 3) });
     recordCertificate(ctx.db, { serial: c.serial, subdomainId: null, fqdn: names[0]!, kind: 'server', notBefore: sec(c.notBefore), notAfter: sec(c.notAfter), sha256: hexFingerprint(c.sha256Fingerprint) });
@@ -67,6 +70,7 @@ export async function ensureServerCertificates(ctx: ServerContext, progress: (m:
     progress('publishing the CA certificate and a fresh CRL');
     await publishTrust(ctx, ca);
   }
+  return issued;
 }
 
 const sec = (d: Date) => Math.floor(d.getTime() / 1000);

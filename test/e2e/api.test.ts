@@ -157,3 +157,21 @@ describe('expiry', () => {
     await waitFor('pod start gives up', async () => s.world.procs.log('shortlived').includes('the server refuses this pod'), { timeoutMs: 30_000 });
   }, 120_000);
 });
+
+// Last in this file: it uses up the client's request budget for the current minute.
+describe('limits', () => {
+  it('too many requests from one address get 429 with a JSON error and Retry-After', async () => {
+    // One curl, 70 transfers; every body to /dev/null, every status on its own line.
+    const transfers = Array.from({ length: 70 }, () => [`${API}/v1`, '-o', '/dev/null']).flat();
+    const r = await stack!.world.inNs('cli', ['curl', '-s', '--resolve', `server.${DOMAIN}:443:${ADDR.server}`, '--cacert', stack!.caFile(),
+      '-w', '%{http_code}\n', ...transfers], { timeout: 60_000 });
+    const codes = r.stdout.trim().split('\n').map(Number);
+    expect(codes).toHaveLength(70);
+    expect(codes.filter((c) => c === 200).length).toBeLessThanOrEqual(stack!.config.api.ratePerMinute);
+    expect(codes.filter((c) => c === 429).length).toBeGreaterThan(0);
+    const one = await api('GET', '/v1');
+    expect(one.status).toBe(429);
+    expect(one.json.error.code).toBe('rate_limited');
+    expect(one.json.error.message).toMatch(/try again in \d+ s/);
+  });
+});

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest';
-import { ADDR, curl, dig, helperArgv, waitFor } from '../world/index.js';
+import { ADDR, curl, dig, helperArgv, sClient, waitFor } from '../world/index.js';
 import { Stack, DOMAIN } from '../stack/stack.js';
 import { SshClient } from '../stack/ssh.js';
 import { run } from '../../src/util/exec.js';
@@ -88,6 +88,29 @@ describe.each(['bind', 'nsd'] as const)('server with %s', (dns) => {
     // An https-only pod: http://NAME/ goes to its https service; its https entry never points at http.
     const h = await curl(stack!.world, `http://${b.fqdn}/`, { resolve: [`${b.fqdn}:80:${ADDR.server}`] });
     expect(h.location).toBe(`https://${b.fqdn}:${b.ports[0]!.port}/`);
+  });
+
+  it('the https entry is served with the CA\'s wildcard certificate, and apply renews it inside the renewal window', async () => {
+    const s = stack!;
+    const serial = async () => {
+      const t = await sClient(s.world, { address: ADDR.server, port: 443, servername: a.fqdn, cafile: s.caFile(), verifyHostname: a.fqdn });
+      expect(t.verifyCode).toBe(0);
+      const x = await s.world.inNs('cli', ['openssl', 'x509', '-noout', '-serial', '-ext', 'subjectAltName'], { input: t.chain[0]!.pem });
+      return x.stdout;
+    };
+    const before = await serial();
+    expect(before).toContain(`DNS:*.${DOMAIN}`);
+    const config = fs.readFileSync(s.configFile, 'utf8');
+    // Certificates live 90 days: a 100-day renewal window means "renew now".
+    fs.writeFileSync(s.configFile, config + '\nca:\n  renew_before_days: 100\n');
+    try {
+      const r = await s.ctl<{ changed_units: string[] }>(['apply']);
+      expect(r.json.changed_units).toEqual([]); // the files nginx reads are the same paths; only the certificate changed
+      // nginx picks the new certificate up on reload: apply reloads nginx when it renewed.
+      await waitFor('renewed certificate served', async () => (await serial()) !== before, { timeoutMs: 5000 });
+    } finally {
+      fs.writeFileSync(s.configFile, config);
+    }
   });
 
   it('an unknown name gets a clear 404', async () => {
