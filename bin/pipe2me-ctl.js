@@ -1,3 +1,3 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli/ctl.js';
+import { main } from '../dist/ctl.mjs';
 await main();

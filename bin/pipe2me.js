@@ -1,3 +1,3 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli/pod.js';
+import { main } from '../dist/pod.mjs';
 await main();

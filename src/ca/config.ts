@@ -10,6 +10,7 @@ import Handlebars from 'handlebars';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { InputError } from '../util/errors.js';
+import { TEMPLATES_DIR } from '../package-root.js';
 import { CaErrorCode } from './codes.js';
 import { normalizeFqdn, preview } from './fqdn.js';
 
@@ -32,7 +33,7 @@ export const DEFAULT_ROOT_DAYS = 3650;
 /** Upper bound for any validity we are asked for: beyond this it is a typo, not a wish. */
 export const MAX_DAYS = 36_500;
 
-const TEMPLATE_DIR = new URL('../../templates/openssl/', import.meta.url);
+const TEMPLATE_DIR = path.join(TEMPLATES_DIR, 'openssl');
 
 function configValueError(what: string, value: unknown, why: string): never {
   throw new InputError(CaErrorCode.configValueInvalid, `The CA setting ${what} = ${preview(String(value))} cannot go into openssl.cnf: ${why}.`, {
@@ -86,7 +87,7 @@ function makeEngine(): typeof Handlebars {
 }
 
 function readTemplate(name: string): string {
-  return readFileSync(new URL(name, TEMPLATE_DIR), 'utf8');
+  return readFileSync(path.join(TEMPLATE_DIR, name), 'utf8');
 }
 
 let engine: typeof Handlebars | undefined;

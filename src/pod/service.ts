@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { PACKAGE_ROOT } from '../package-root.js';
 import { renderTemplate } from '../render/templates.js';
 import { atomicWrite } from '../util/fsx.js';
 import { run } from '../util/exec.js';
@@ -16,8 +16,7 @@ export interface ServiceFile {
 }
 
 function binPath(): string {
-  // dist/pod/service.js → bin/pipe2me.js
-  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'pipe2me.js');
+  return path.join(PACKAGE_ROOT, 'bin', 'pipe2me.js');
 }
 
 export function renderService(dir: string, platform: NodeJS.Platform = process.platform, user = os.userInfo().username): ServiceFile {
