@@ -1,0 +1,174 @@
+/**
+ * The control plane at scale: `add-subdomain` (with its apply) and a full apply with 0, 1,000 and 10,000
+ * existing subdomains, pipe2me-ctl's peak memory, the size of every rendered file, and — measured in the
+ * same run, on the same files — the daemons' own floor: what their checkers and reloads cost by themselves.
+ *
+ *   npx vite-node bench/control-plane.ts
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import { Stack } from '../test/stack/stack.js';
+import { ADDR, dig } from '../test/world/index.js';
+import { openDb, writeTx } from '../src/state/db.js';
+import { newId } from '../src/util/secrets.js';
+import { CTL } from '../test/stack/stack.js';
+import { mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
+
+const LEVELS = [0, 1000, 10000];
+const REPS = 5;
+
+function randomEd25519(): string {
+  const type = Buffer.from('ssh-ed25519');
+  const blob = Buffer.alloc(4 + type.length + 4 + 32);
+  blob.writeUInt32BE(type.length, 0);
+  type.copy(blob, 4);
+  blob.writeUInt32BE(32, 4 + type.length);
+  randomBytes(32).copy(blob, 8 + type.length);
+  return `ssh-ed25519 ${blob.toString('base64')}`;
+}
+
+/** Adds subdomains straight into the state (http, https, tcp each, with a key): seeding, not what is measured. */
+function seed(stack: Stack, count: number, startIndex: number): void {
+  const db = openDb(stack.layout.stateDir);
+  try {
+    writeTx(db, () => {
+      const maxPort = (db.prepare('SELECT MAX(port) FROM ports').pluck().get() as number | null) ?? stack.config.ports.first - 1;
+      const sub = db.prepare("INSERT INTO subdomains (id, name, fqdn, status, created_at) VALUES (?, ?, ?, 'active', ?)");
+      const port = db.prepare('INSERT INTO ports (port, subdomain_id, protocol, position) VALUES (?, ?, ?, ?)');
+      const key = db.prepare('INSERT INTO ssh_keys (subdomain_id, algorithm, public_key, fingerprint, bits, added_at) VALUES (?, ?, ?, ?, ?, ?)');
+      let p = maxPort + 1;
+      for (let i = 0; i < count; i++) {
+        const id = newId();
+        const name = `seed-${startIndex + i}`;
+        sub.run(id, name, `${name}.${stack.config.domain}`, 1);
+        ['http', 'https', 'tcp'].forEach((proto, pos) => port.run(p++, id, proto, pos));
+        key.run(id, 'ssh-ed25519', randomEd25519(), `SHA256:${id}`, 256, 1);
+      }
+    });
+  } finally {
+    db.close();
+  }
+}
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return performance.now() - t;
+}
+
+/** GNU time's %M (max RSS, KiB) of one pipe2me-ctl run in the server's namespace. */
+async function peakRss(stack: Stack, args: string[]): Promise<number> {
+  const r = await stack.world.inNs('srv', ['/usr/bin/time', '-f', 'P2M_MAXRSS %M', process.execPath, CTL, '-c', stack.configFile, '-q', ...args], { timeout: 300_000 });
+  return Number(/P2M_MAXRSS (\d+)/.exec(r.stderr)?.[1] ?? NaN) / 1024;
+}
+
+function removeLiveFiles(stack: Stack): void {
+  const L = stack.layout;
+  for (const f of [L.sshd.config, L.sshd.authorizedKeys, L.nginx.config, L.nginx.httpEntryMap, L.nginx.httpsEntryMap, L.nginx.sniRouteMap, L.nginx.sniPortMap, L.bind.config, L.bind.zone]) fs.rmSync(f, { force: true });
+}
+
+export async function main(): Promise<BenchSection> {
+  const stack = await Stack.create({ upnp: false, log: null });
+  const rows: string[][] = [];
+  const sizes: string[][] = [];
+  let floor: { name: string; s: Stats }[] = [];
+  let full10k: Stats | undefined;
+  let rss = 0;
+  try {
+    await stack.startServer();
+    let have = 0;
+    for (const n of LEVELS) {
+      progress(`seeding to ${n} subdomains`);
+      seed(stack, n - have, have);
+      have = n;
+      await stack.ctl(['apply'], { timeout: 300_000 });
+      const adds: number[] = [];
+      for (let i = 0; i < REPS; i++) adds.push(await timed(() => stack.ctl(['add-subdomain', '--ports', 'http,https,tcp'], { timeout: 300_000 })));
+      have += REPS;
+      const fulls: number[] = [];
+      for (let i = 0; i < REPS; i++) {
+        removeLiveFiles(stack);
+        fulls.push(await timed(() => stack.ctl(['apply'], { timeout: 300_000 })));
+      }
+      const noop: number[] = [];
+      for (let i = 0; i < REPS; i++) noop.push(await timed(() => stack.ctl(['apply'], { timeout: 300_000 })));
+      const a = stats(adds);
+      const f = stats(fulls);
+      rows.push([String(n), mr(a, 0), mr(f, 0), mr(stats(noop), 0)]);
+      if (n === 10000) full10k = f;
+      const L = stack.layout;
+      const kib = (p: string) => (fs.statSync(p).size / 1024).toFixed(0);
+      sizes.push([String(n), kib(L.sshd.authorizedKeys), kib(L.nginx.httpEntryMap), kib(L.nginx.httpsEntryMap), kib(L.bind.zone)]);
+      progress(`${n}: add ${a.median.toFixed(0)} ms, full apply ${f.median.toFixed(0)} ms`);
+    }
+    progress('peak memory');
+    removeLiveFiles(stack);
+    rss = Math.max(await peakRss(stack, ['apply']), await peakRss(stack, ['add-subdomain', '--ports', 'http,https,tcp']), await peakRss(stack, ['list', '--json']));
+
+    progress("the daemons' own floor at 10,000");
+    const L = stack.layout;
+    const srv = (argv: string[]) => () => stack.world.inNs('srv', argv, { timeout: 120_000 });
+    const measure = async (name: string, fn: () => Promise<unknown>) => {
+      const xs: number[] = [];
+      for (let i = 0; i < REPS; i++) xs.push(await timed(fn));
+      floor.push({ name, s: stats(xs) });
+    };
+    await measure('nginx -t', srv(['/usr/sbin/nginx', '-t', '-q', '-p', L.nginx.prefix, '-e', 'stderr', '-c', L.nginx.config]));
+    await measure('named-checkconf + named-checkzone', async () => {
+      await srv(['named-checkconf', L.bind.config])();
+      await srv(['named-checkzone', '-q', stack.config.domain, L.bind.zone])();
+    });
+    await measure('sshd -t', srv(['/usr/sbin/sshd', '-t', '-f', L.sshd.config]));
+    await measure('ssh-keygen -l (authorized_keys)', srv(['ssh-keygen', '-l', '-f', L.sshd.authorizedKeys]));
+    await measure('nginx reload (SIGHUP) until new workers answer', async () => {
+      const pid = Number(fs.readFileSync(L.nginx.pidFile, 'utf8'));
+      const before = new Set(fs.readdirSync(`/proc/${pid}/task`));
+      void before;
+      process.kill(pid, 'SIGHUP');
+      // The reload is done when the master has started its new workers: wait for a worker generation change.
+      const t0 = Date.now();
+      const kids = () => fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).join(',');
+      const first = kids();
+      while (kids() === first && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 2));
+    });
+    await measure('rndc reload until the new serial is served', async () => {
+      const zone = fs.readFileSync(L.bind.zone, 'utf8');
+      const m = /( IN SOA \S+ \S+ )(\d+)/.exec(zone)!;
+      const next = Number(m[2]) + 1;
+      fs.writeFileSync(L.bind.zone, zone.replace(m[0], `${m[1]}${next}`));
+      await srv(['rndc', '-k', L.bind.rndcKey, '-s', '127.0.0.1', '-p', String(stack.config.dns.controlPort), 'reload', stack.config.domain])();
+      for (;;) {
+        const d = await dig(stack.world, { server: ADDR.server, name: stack.config.domain, type: 'SOA', from: 'srv' });
+        if (d.answers.some((a) => a.data.split(/\s+/)[2] === String(next))) break;
+      }
+    });
+    await stack.ctl(['apply']); // the serial moved under pipe2me: put its own back
+  } finally {
+    await stack.destroy();
+  }
+
+  const floorSum = ['nginx -t', 'named-checkconf + named-checkzone', 'nginx reload (SIGHUP) until new workers answer', 'rndc reload until the new serial is served']
+    .reduce((acc, n) => acc + (floor.find((f) => f.name === n)?.s.median ?? 0), 0);
+  const md = [
+    '`add-subdomain` (a new subdomain with 3 services, and its apply) and `apply` as an operator runs them: wall time of the',
+    'whole `pipe2me-ctl` process, in ms, median [min–max] of 5. "Full apply" removes every rendered file first, so that',
+    'everything is rendered, checked by every checker, renamed and every daemon reloaded; "no-op apply" finds nothing to do.',
+    '',
+    table(['existing subdomains', 'add-subdomain + apply', 'full apply', 'no-op apply'], rows),
+    '',
+    `Peak RSS of pipe2me-ctl (apply, add-subdomain, list at 10,000): **${rss.toFixed(0)} MB**.`,
+    '',
+    'Rendered file sizes (KiB):',
+    '',
+    table(['subdomains', 'authorized_keys', 'http-entry.map', 'https-entry.map', 'zone'], sizes),
+    '',
+    "The daemons' own floor at 10,000 subdomains, same run, same files (ms, median [min–max] of 5):",
+    '',
+    table(['step', 'ms'], floor.map((f) => [f.name, mr(f.s, 1)])),
+    '',
+    full10k ? `Full apply at 10,000: ${full10k.median.toFixed(0)} ms, against a floor of ${floorSum.toFixed(0)} ms (nginx -t + BIND's checks + nginx reload + rndc reload): **${ratio(full10k.median, floorSum)}** the daemons' own cost.` : '',
+  ].join('\n');
+  return { title: 'Control plane', markdown: md };
+}
+
+await standalone(import.meta, main);
