@@ -68,7 +68,7 @@ function removeLiveFiles(stack: Stack): void {
 }
 
 export async function main(): Promise<BenchSection> {
-  const stack = await Stack.create({ upnp: false, log: null });
+  const stack = await Stack.create({ upnp: false, log: null, portRange: [20000, 59999] });
   const rows: string[][] = [];
   const sizes: string[][] = [];
   let floor: { name: string; s: Stats }[] = [];

@@ -110,7 +110,7 @@ async function checkUnit(ctx: ServerContext, s: Staged): Promise<void> {
     case 'sshd':
       return checkSshdConfig(staged(L.sshd.config)!, staged(L.sshd.sessionScript));
     case 'keys':
-      return checkAuthorizedKeys(staged(L.sshd.authorizedKeys)!);
+      return checkAuthorizedKeys(staged(L.sshd.authorizedKeys)!, readIfExists(L.sshd.authorizedKeys));
     case 'nginx':
       return checkNginx(L, staged(L.nginx.config)!);
     case 'dns':

@@ -2,14 +2,14 @@
  * Reading pipe2me.yml: YAML → JSON Schema validation (ajv, unknown keys are errors, defaults filled in)
  * → derived values → a fully-set Config. Every problem names the key, says what is wrong and how to fix it.
  */
-import { Ajv, type ErrorObject } from 'ajv';
+import type { ErrorObject } from 'ajv';
+import validate from './validate.generated.js';
 import yaml from 'js-yaml';
 import * as fs from 'node:fs';
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv6 } from 'node:net';
 import * as path from 'node:path';
 import { CONFIG_ASSETS_DIR } from '../package-root.js';
 import { ConfigError } from '../util/errors.js';
-import { HOSTNAME_RE, LABEL_RE } from '../names/names.js';
 import { parseDuration } from './duration.js';
 import type { Config } from './types.js';
 
@@ -21,19 +21,6 @@ export function loadSchema(): Schema {
   cachedSchema ??= JSON.parse(fs.readFileSync(path.join(CONFIG_ASSETS_DIR, 'pipe2me.schema.json'), 'utf8')) as Schema;
   return cachedSchema;
 }
-
-function makeValidator() {
-  const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true });
-  ajv.addKeyword('x-hint');
-  ajv.addFormat('ipv4', { validate: (s: string) => isIPv4(s) });
-  ajv.addFormat('p2m-ipv6-or-null', { validate: (s: string) => isIPv6(s) });
-  ajv.addFormat('p2m-label', { validate: (s: string) => LABEL_RE.test(s) });
-  ajv.addFormat('p2m-hostname', { validate: (s: string) => HOSTNAME_RE.test(s.replace(/\.$/, '')) });
-  ajv.addFormat('p2m-domain', { validate: (s: string) => HOSTNAME_RE.test(s) && s.includes('.') });
-  ajv.addFormat('p2m-abspath', { validate: (s: string) => path.isAbsolute(s) && !/[\s"'`$;{}#\\]/.test(s) && path.normalize(s) === s.replace(/\/$/, '') });
-  return ajv.compile(loadSchema());
-}
-let validator: ReturnType<typeof makeValidator> | undefined;
 
 /** "/dns/ttl" → "dns.ttl"; "/dns/secondaries/0/ipv4" → "dns.secondaries[0].ipv4". */
 export function keyPath(instancePath: string, extra?: string): string {
@@ -132,10 +119,9 @@ interface RawConfig {
 export function configFromDocument(doc: unknown, file: string): Config {
   if (doc === null || doc === undefined) throw new ConfigError(`${file} is empty.`, { hint: 'Start from config/pipe2me.example.yml, or run `pipe2me-ctl init --domain ... --ipv4 ...`.' });
   if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(`${file} must be a YAML mapping of keys (domain:, server:, ...), not ${Array.isArray(doc) ? 'a list' : typeof doc}.`);
-  validator ??= makeValidator();
   const copy = structuredClone(doc);
-  if (!validator(copy)) {
-    const lines = describeSchemaErrors(validator.errors ?? [], doc);
+  if (!validate(copy)) {
+    const lines = describeSchemaErrors(validate.errors ?? [], doc);
     throw new ConfigError(`${file} is not valid:\n${lines.map((l) => '  - ' + l).join('\n')}`, {
       hint: 'Fix the keys above; the full schema with every key is config/pipe2me.schema.json (example: config/pipe2me.example.yml).',
       data: { file, problems: lines },
@@ -143,6 +129,7 @@ export function configFromDocument(doc: unknown, file: string): Config {
   }
   const raw = copy as unknown as RawConfig;
   const problems: string[] = [];
+  if (raw.server.ipv6 !== null && raw.server.ipv6 !== undefined && !isIPv6(raw.server.ipv6)) problems.push(`"server.ipv6" is not valid (got ${showValue(raw.server.ipv6)}). The server's public IPv6 address, or leave it out.`);
   if (raw.ports.last < raw.ports.first) problems.push(`"ports.last" (${raw.ports.last}) is below "ports.first" (${raw.ports.first}). Make last >= first.`);
   if (raw.ssh.port >= raw.ports.first && raw.ssh.port <= raw.ports.last) problems.push(`"ssh.port" ${raw.ssh.port} lies inside the public port range ${raw.ports.first}-${raw.ports.last}. Move one of them.`);
   if (raw.http.api_port >= raw.ports.first && raw.http.api_port <= raw.ports.last) problems.push(`"http.api_port" ${raw.http.api_port} lies inside the public port range. Move one of them.`);

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import * as path from 'node:path';
 import { TEMPLATES_DIR } from '../package-root.js';
+import PRECOMPILED from './precompiled.js';
 import { Pipe2meError, ExitCode } from '../util/errors.js';
 import { HOSTNAME_RE, LABEL_RE } from '../names/names.js';
 
@@ -76,20 +77,61 @@ export function createEnvironment(): typeof Handlebars {
       return String(v);
     }).join(sep);
   });
+  // authorized_keys: permitlisten="P" for each of a pod's ports, comma-separated; never empty (a key line
+  // without them would let the key listen anywhere sshd_config allows).
+  hb.registerHelper('permitlisten', function (ports: unknown, options: Handlebars.HelperOptions) {
+    if (!Array.isArray(ports) || ports.length === 0 || ports.some((p) => CHECKS.port!(p) !== undefined)) {
+      throw new RenderRefusedError((options?.data?.root as { __template?: string })?.__template ?? 'a template', 'permitlisten', ports, 'is not a non-empty list of ports');
+    }
+    return ports.map((p) => `permitlisten="${p}"`).join(',');
+  });
   hb.registerHelper('eq', (a: unknown, b: unknown) => a === b);
   return hb;
 }
 
 const env = createEnvironment();
+
+/**
+ * knownHelpersOnly: helper calls compile to direct calls instead of runtime lookups (the maps and the zone
+ * have tens of thousands of lines at scale), and an unknown helper is a compile error. The build
+ * precompiles with the same options (scripts/bundle.mjs).
+ */
+export const COMPILE_OPTIONS = {
+  noEscape: true,
+  strict: true,
+  knownHelpers: Object.fromEntries([...Object.keys(CHECKS), 'join', 'eq', 'permitlisten'].map((h) => [h, true])),
+  knownHelpersOnly: true,
+} as const;
 const cache = new Map<string, Handlebars.TemplateDelegate>();
 
 /** Renders templates/<name> (e.g. "sshd/sshd_config.hbs") with `data`. */
 export function renderTemplate(name: string, data: Record<string, unknown>): string {
   let t = cache.get(name);
   if (!t) {
-    const source = fs.readFileSync(path.join(TEMPLATES_DIR, name), 'utf8');
-    t = env.compile(source, { noEscape: true, strict: true });
+    const spec = PRECOMPILED[name];
+    t = spec
+      ? env.template(spec as Parameters<typeof env.template>[0])
+      : env.compile(fs.readFileSync(path.join(TEMPLATES_DIR, name), 'utf8'), COMPILE_OPTIONS);
     cache.set(name, t);
   }
   return t({ ...data, __template: name });
+}
+
+/**
+ * Every template this renderer uses, as precompiled JavaScript source (for the build, which bundles them
+ * into the CLIs). templates/openssl/ belongs to the CA, which has its own helpers.
+ */
+export function precompileAll(): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(path.join(TEMPLATES_DIR, dir), { withFileTypes: true })) {
+      const rel = dir ? `${dir}/${e.name}` : e.name;
+      if (e.isDirectory()) {
+        if (rel !== 'openssl') walk(rel);
+      }
+      else if (e.name.endsWith('.hbs')) out[rel] = Handlebars.precompile(fs.readFileSync(path.join(TEMPLATES_DIR, rel), 'utf8'), COMPILE_OPTIONS) as string;
+    }
+  };
+  walk('');
+  return out;
 }

@@ -30,6 +30,8 @@ export interface StackOptions extends WorldOptions {
   configExtra?: string;
   /** probe.flap_window (default 2m). */
   flapWindow?: string;
+  /** The public port range (default 20000-29999). */
+  portRange?: [number, number];
 }
 
 export interface CliResult<T = unknown> {
@@ -118,6 +120,7 @@ export class Stack {
   async startServer(): Promise<void> {
     const dns = this.opts.dns ?? 'bind';
     await this.ctl(['init', '--domain', DOMAIN, '--ipv4', ADDR.server, '--root', this.serverRoot, '--dns', dns, '--ttl', '30',
+      ...(this.opts.portRange ? ['--ports', this.opts.portRange.join('-')] : []),
       ...(this.opts.secondary ? ['--secondary', `ns2.${DOMAIN}=${ADDR.ns2}`] : [])], { timeout: 120_000 });
     this.world.trackUser(this.tunnelUser);
     // The tunnel user's name must be unique per world; the test config also shortens the probe.

@@ -75,3 +75,22 @@ describe('configuration', () => {
     expect(fs.existsSync('/etc/pipe 2me')).toBe(false);
   });
 });
+
+describe('the generated validator', () => {
+  it('is what the schema compiles to today (run `npm run generate` after changing the schema)', async () => {
+    const { generateValidatorSource } = await import('../../src/config/validator.js');
+    const schema = JSON.parse(fs.readFileSync(path.join(import.meta.dirname, '..', '..', 'config', 'pipe2me.schema.json'), 'utf8'));
+    const current = fs.readFileSync(path.join(import.meta.dirname, '..', '..', 'src', 'config', 'validate.generated.js'), 'utf8');
+    expect(current).toBe(generateValidatorSource(schema));
+  });
+
+  it('refuses what the formats refuse', () => {
+    const bad = (doc: string) => expect(() => parseConfigText(doc, 'x.yml')).toThrow(ConfigError);
+    bad('domain: pipe.example.com\nserver:\n  ipv4: 1.2.3\n');
+    bad('domain: pipe.example.com\nserver:\n  ipv4: 1.2.3.4\n  ipv6: "not-v6"\n');
+    bad('domain: nodots\nserver:\n  ipv4: 1.2.3.4\n');
+    bad('domain: pipe.example.com\nserver:\n  ipv4: 1.2.3.4\npaths:\n  state: /var/../etc\n');
+    bad('domain: pipe.example.com\nserver:\n  ipv4: 1.2.3.4\npaths:\n  state: relative/path\n');
+    expect(parseConfigText('domain: pipe.example.com\nserver:\n  ipv4: 1.2.3.4\n  ipv6: 2001:db8::1\ndns:\n  secondaries:\n    - {name: ns2.example.net., ipv4: 192.0.2.1}\n', 'x.yml').dns.secondaries[0]!.name).toBe('ns2.example.net');
+  });
+});

@@ -23,9 +23,14 @@ describe('renderers refuse what a format cannot hold', () => {
 
   it('a key line without permitlisten options cannot be rendered', () => {
     const s = sub('ok', ['http'], 20000);
-    expect(() => assertKeyLinesRestricted(`ssh-ed25519 AAAA pipe2me:ok\n`, [{ name: 'ok', ports: [20000] }])).toThrow(/restrict,port-forwarding/);
-    expect(() => assertKeyLinesRestricted(`restrict,port-forwarding,command="exec /x ok" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [20000] }])).toThrow(/exactly its ports/);
-    expect(() => assertKeyLinesRestricted(`restrict,port-forwarding,permitlisten="20000" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [20000] }])).toThrow(/forced command/);
+    const own = /restrict, port-forwarding and exactly its own ports/;
+    expect(() => assertKeyLinesRestricted(`ssh-ed25519 AAAA pipe2me:ok\n`, [{ name: 'ok', ports: [20000] }])).toThrow(own);
+    expect(() => assertKeyLinesRestricted(`restrict,port-forwarding,command="exec /x ok" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [20000] }])).toThrow(own);
+    expect(() => assertKeyLinesRestricted(`restrict,port-forwarding,permitlisten="20000",permitlisten="20001",command="exec /x ok" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [20000] }])).toThrow(own);
+    expect(() => assertKeyLinesRestricted(`restrict,port-forwarding,permitlisten="20000" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [20000] }])).toThrow(own);
+    expect(() => assertKeyLinesRestricted(`restrict,port-forwarding,permitlisten="20000",command="exec /x other" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [20000] }])).toThrow(/forced command/);
+    expect(() => assertKeyLinesRestricted(`restrict,port-forwarding,permitlisten="20000",command="exec /x ok" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [] }])).toThrow(own);
+    assertKeyLinesRestricted(`restrict,port-forwarding,permitlisten="20000",command="exec /x ok" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [20000] }]);
     // A published subdomain's key always gets exactly its ports.
     const [file] = renderAll(testConfig(), [s], ['keys']);
     expect(file!.content).toContain('permitlisten="20000",command=');
