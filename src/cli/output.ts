@@ -49,25 +49,34 @@ export function isoTime(seconds: number | null | undefined): string {
   return seconds ? new Date(seconds * 1000).toISOString().replace('.000Z', 'Z') : '-';
 }
 
+/**
+ * Exits once stdout and stderr have been handed to the OS: on a pipe, Node writes asynchronously, and
+ * process.exit() right after a large write (a probe report of 10,000 subdomains) would cut it short.
+ */
+async function exitFlushed(code: number): Promise<never> {
+  await Promise.all([process.stdout, process.stderr].map((s) => new Promise<void>((r) => s.write('', () => r()))));
+  process.exit(code);
+}
+
 /** The single top-level error handler of a CLI. */
 export async function runMain(main: () => Promise<void>, wantsJson: () => boolean): Promise<never> {
   try {
     await main();
-    process.exit(process.exitCode ?? ExitCode.ok);
+    return await exitFlushed(Number(process.exitCode ?? ExitCode.ok));
   } catch (e) {
     if (isPipe2meError(e)) {
       if (wantsJson()) process.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
       process.stderr.write(`error: ${e.message}\n` + (e.hint ? `hint: ${e.hint}\n` : ''));
-      process.exit(e.exitCode);
+      return await exitFlushed(e.exitCode);
     }
     const err = e as { code?: string; exitCode?: number; message?: string };
     if (err && err.code && String(err.code).startsWith('commander.')) {
       // commander has printed its own message (unknown option, missing argument, --help, --version).
-      process.exit(err.exitCode === 0 ? 0 : ExitCode.usage);
+      return await exitFlushed(err.exitCode === 0 ? 0 : ExitCode.usage);
     }
     if (wantsJson()) process.stdout.write(JSON.stringify({ error: { code: 'internal', message: String(err?.message ?? e) } }, null, 2) + '\n');
     process.stderr.write(`internal error: ${(e as Error)?.stack ?? String(e)}\nThis is a bug in pipe2me; please report it with the command you ran.\n`);
-    process.exit(ExitCode.internal);
+    return await exitFlushed(ExitCode.internal);
   }
 }
 

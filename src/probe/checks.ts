@@ -57,7 +57,10 @@ export async function httpHead(host: string, port: number, hostHeader: string, t
   });
 }
 
-/** Connects and collects what the service says first (up to 256 bytes in `waitMs`); empty for silent services. */
+/**
+ * Connects and collects what the service says first: its first line (ssh, smtp and ftp greet with one),
+ * or what came before it closed, or 256 bytes, or what came within `waitMs`; empty for silent services.
+ */
 export async function tcpBanner(host: string, port: number, timeoutMs: number, waitMs = 400): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host, port });
@@ -71,15 +74,17 @@ export async function tcpBanner(host: string, port: number, timeoutMs: number, w
         resolve(Buffer.concat(chunks));
       }, waitMs);
     });
+    const done = () => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(Buffer.concat(chunks).subarray(0, 256));
+    };
     sock.on('data', (d: Buffer) => {
       chunks.push(d);
       size += d.length;
-      if (size >= 256) {
-        clearTimeout(timer);
-        sock.destroy();
-        resolve(Buffer.concat(chunks).subarray(0, 256));
-      }
+      if (size >= 256 || d.includes(10)) done();
     });
+    sock.once('end', done);
     sock.once('error', (e) => {
       clearTimeout(timer);
       reject(e);
@@ -113,14 +118,13 @@ export async function checkEntryHttp(address: string, port: number, fqdn: string
 
 /** An http service: the direct answer must look like the answer through the tunnel (status, Server, Content-Type). */
 export async function checkHttpLikeTunnel(address: string, port: number, fqdn: string, tunnelPort: number, timeoutMs: number): Promise<CheckResult> {
-  let via: HttpAnswer;
+  // Both at once: a probe over thousands of ports is bounded by round trips, not by work.
+  const [viaR, directR] = await Promise.allSettled([httpHead('127.0.0.1', tunnelPort, fqdn, timeoutMs), httpHead(address, port, fqdn, timeoutMs)]);
+  if (viaR.status === 'rejected') return { ok: false, detail: `cannot compare: the service does not answer through the tunnel (${short(viaR.reason)})` };
+  const via = viaR.value;
   try {
-    via = await httpHead('127.0.0.1', tunnelPort, fqdn, timeoutMs);
-  } catch (e) {
-    return { ok: false, detail: `cannot compare: the service does not answer through the tunnel (${short(e)})` };
-  }
-  try {
-    const d = await httpHead(address, port, fqdn, timeoutMs);
+    if (directR.status === 'rejected') throw directR.reason;
+    const d = directR.value;
     const same = d.status === via.status && d.server === via.server && d.contentType === via.contentType;
     return same ? { ok: true, detail: `answers like the pod's service (${d.status})` } : { ok: false, detail: `answers ${d.status} ${d.server ?? ''}, unlike the pod's service through the tunnel (${via.status} ${via.server ?? ''})` };
   } catch (e) {
@@ -130,14 +134,12 @@ export async function checkHttpLikeTunnel(address: string, port: number, fqdn: s
 
 /** A raw tcp service: what it says first must equal what it says through the tunnel. */
 export async function checkTcpLikeTunnel(address: string, port: number, tunnelPort: number, timeoutMs: number): Promise<CheckResult> {
-  let via: Buffer;
+  const [viaR, directR] = await Promise.allSettled([tcpBanner('127.0.0.1', tunnelPort, timeoutMs), tcpBanner(address, port, timeoutMs)]);
+  if (viaR.status === 'rejected') return { ok: false, detail: `cannot compare: the service does not answer through the tunnel (${short(viaR.reason)})` };
+  const via = viaR.value;
   try {
-    via = await tcpBanner('127.0.0.1', tunnelPort, timeoutMs);
-  } catch (e) {
-    return { ok: false, detail: `cannot compare: the service does not answer through the tunnel (${short(e)})` };
-  }
-  try {
-    const d = await tcpBanner(address, port, timeoutMs);
+    if (directR.status === 'rejected') throw directR.reason;
+    const d = directR.value;
     if (d.equals(via)) return { ok: true, detail: via.length ? 'greets like the pod\'s service' : 'accepts connections (the service says nothing first)' };
     return { ok: false, detail: 'greets unlike the pod\'s service through the tunnel' };
   } catch (e) {
