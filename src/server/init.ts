@@ -39,8 +39,20 @@ export interface InitOptions {
 
 export interface InitStep {
   what: string;
-  status: 'created' | 'kept' | 'updated';
+  status: 'created' | 'kept' | 'updated' | 'warning';
   path?: string;
+}
+
+/**
+ * Public ports inside the kernel's ephemeral range can be taken by any outgoing connection of the server
+ * (to the API, to a secondary...), and a pod's tunnel then fails to listen there. Returns a warning, if so.
+ */
+export function ephemeralOverlap(first: number, last: number, rangeText: string | undefined): string | undefined {
+  const m = /^\s*(\d+)\s+(\d+)\s*$/.exec(rangeText ?? '');
+  if (!m) return undefined;
+  const [lo, hi] = [Number(m[1]), Number(m[2])];
+  if (last < lo || first > hi) return undefined;
+  return `the public port range ${first}-${last} overlaps this machine's ephemeral port range ${lo}-${hi}: reserve it (sysctl net.ipv4.ip_local_reserved_ports=${first}-${last}) or move ports.first/ports.last`;
 }
 
 export interface InitReport {
@@ -144,6 +156,15 @@ export async function initServer(o: InitOptions): Promise<InitReport> {
       steps.push({ what: 'rndc key', status: 'kept', path: L.bind.rndcKey });
     }
   }
+
+  let range: string | undefined;
+  try {
+    range = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8');
+  } catch {
+    range = undefined; // not Linux
+  }
+  const overlap = ephemeralOverlap(c.ports.first, c.ports.last, range);
+  if (overlap) steps.push({ what: overlap, status: 'warning' });
 
   const existed = fs.existsSync(L.stateDb);
   const db = openDb(L.stateDir, { create: true });

@@ -94,3 +94,13 @@ describe('the generated validator', () => {
     expect(parseConfigText('domain: pipe.example.com\nserver:\n  ipv4: 1.2.3.4\n  ipv6: 2001:db8::1\ndns:\n  secondaries:\n    - {name: ns2.example.net., ipv4: 192.0.2.1}\n', 'x.yml').dns.secondaries[0]!.name).toBe('ns2.example.net');
   });
 });
+
+describe('the public port range and the ephemeral range', () => {
+  it('warns when they overlap, and not otherwise', async () => {
+    const { ephemeralOverlap } = await import('../../src/server/init.js');
+    expect(ephemeralOverlap(20000, 29999, '32768\t60999\n')).toBeUndefined();
+    expect(ephemeralOverlap(20000, 40000, '32768\t60999\n')).toMatch(/overlaps this machine's ephemeral port range 32768-60999: reserve it \(sysctl net\.ipv4\.ip_local_reserved_ports=20000-40000\)/);
+    expect(ephemeralOverlap(61000, 62000, '32768 60999')).toBeUndefined();
+    expect(ephemeralOverlap(1, 2, undefined)).toBeUndefined();
+  });
+});
