@@ -8,5 +8,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: ['default'],
+    // Leak check around the whole run: fails the run if a test world left anything behind.
+    globalSetup: ['test/world/global-setup.ts'],
   },
 });

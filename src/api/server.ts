@@ -10,6 +10,7 @@
  *   PUT    /v1/subdomains/:id/ssh-key   {public_key}
  *   POST   /v1/subdomains/:id/certificate {csr} -> certificate and chain
  *   PUT    /v1/subdomains/:id/mappings  {mappings: [{external_port, internal_port, external_ip?}], note?}
+ *   POST   /v1/subdomains/:id/sessions/reset {} -> cut this pod's own stale sessions
  *   POST   /v1/subdomains/:id/extend    {}
  *   DELETE /v1/subdomains/:id
  */
@@ -24,6 +25,7 @@ import { withToken, getToken } from '../state/tokens.js';
 import { replaceMappings } from '../state/mappings.js';
 import { now, type SubdomainRecord } from '../state/types.js';
 import { parsePublicKey } from '../ssh/pubkey.js';
+import { cutSessions } from '../daemons/sessions.js';
 import { looksLikeSecret, hashSecret } from '../util/secrets.js';
 import { DeniedError } from '../util/errors.js';
 import { readIfExists } from '../util/fsx.js';
@@ -155,6 +157,16 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
       await queue.request(['dns']);
     }
     sendJson(res, 200, statusView(ctx, getSubdomainById(ctx.db, s.id)!));
+  });
+
+  // A pod whose link came back finds its ports still held by its own stale session (sshd has not noticed
+  // the old connection died): it asks for that session to be cut instead of waiting for ClientAlive.
+  router.add('POST', '/v1/subdomains/:id/sessions/reset', async (req, res, p) => {
+    const s = authenticate(req, p.id!);
+    await body(req, S.extendBody);
+    const r = await cutSessions({ sessionsDir: ctx.layout.sessionsDir, tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((x) => x.port) });
+    if (r.killed.length) log(`cut ${r.killed.length} stale session(s) of ${s.fqdn} at its request`);
+    sendJson(res, 200, { cut_sessions: r.killed.length });
   });
 
   router.add('POST', '/v1/subdomains/:id/extend', async (req, res, p) => {

@@ -107,6 +107,17 @@ export function listeningPorts(uid: number): Map<number, Set<number>> {
   return out;
 }
 
+/** Alive and not a zombie (a killed sshd stays a zombie until its parent reaps it). */
+function running(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
 async function killAndWait(pids: number[], graceMs = 2000): Promise<void> {
   for (const pid of pids) {
     try {
@@ -119,7 +130,7 @@ async function killAndWait(pids: number[], graceMs = 2000): Promise<void> {
   let left = pids;
   while (left.length && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 25));
-    left = left.filter((p) => processComm(p) === 'sshd');
+    left = left.filter((p) => running(p) && processComm(p) === 'sshd');
   }
   for (const pid of left) {
     try {

@@ -65,7 +65,9 @@ export class ApiClient {
     const lib = url.protocol === 'https:' ? https : http;
     const timeout = this.opts.timeoutMs ?? 30_000;
     const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const req = lib.request(url, { method, headers, timeout, ...(url.protocol === 'https:' && this.opts.ca ? { ca: this.opts.ca } : {}) }, (res) => {
+      // A fresh connection per call (agent: false): a pod calls rarely, and a kept-alive socket from before
+      // a change of its public address would only fail with ECONNRESET.
+      const req = lib.request(url, { method, headers, timeout, agent: false, ...(url.protocol === 'https:' && this.opts.ca ? { ca: this.opts.ca } : {}) }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));

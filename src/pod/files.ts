@@ -47,7 +47,7 @@ export class PodFiles {
   get fullchain() { return path.join(this.dir, 'fullchain.pem'); }
   get status() { return path.join(this.dir, 'status.json'); }
   get pidFile() { return path.join(this.dir, 'start.pid'); }
-  get log() { return path.join(this.dir, 'tunnel.log'); }
+  get autosshLog() { return path.join(this.dir, 'autossh.log'); }
 
   exists(): boolean {
     return fs.existsSync(this.state);

@@ -12,7 +12,7 @@ import { requirePrograms } from '../util/which.js';
 import { ApiClient } from './api-client.js';
 import { PodFiles, type PodState } from './files.js';
 import { requestCertificate } from './setup.js';
-import { TunnelSupervisor, tunnelArgv, type TunnelEvent } from './tunnel.js';
+import { TunnelSupervisor, tunnelArgv, tunnelEnv, type TunnelEvent } from './tunnel.js';
 
 export interface RouteInfo {
   route: 'server' | 'direct';
@@ -158,6 +158,23 @@ export async function start(o: StartOptions): Promise<number> {
     writeStatus();
   };
 
+  let lastReset = 0;
+  const resetStale = async () => {
+    // At most every 5 s: the server cuts only this pod's own sessions, and only when asked.
+    if (Date.now() - lastReset < 5000) return;
+    lastReset = Date.now();
+    try {
+      const r = await client.call<{ cut_sessions: number }>('POST', `/v1/subdomains/${s.id}/sessions/reset`, {});
+      if (r.cut_sessions) {
+        log(`the server cut ${r.cut_sessions} stale session(s) of this pod that still held its ports; reconnecting now`);
+        sup.kick();
+      }
+    } catch (e) {
+      lastReset = 0; // a failed request may be retried at the next refusal
+      log(`could not ask the server to cut a stale session: ${(e as Error).message}`);
+    }
+  };
+
   const onEvent = (e: TunnelEvent) => {
     lastDetail = e.detail;
     log(`tunnel ${e.state}: ${e.detail}`);
@@ -165,8 +182,12 @@ export async function start(o: StartOptions): Promise<number> {
     if (e.state === 'up') void refreshRoute();
     // A refused key usually means the subdomain was removed or expired: ask, and stop if so.
     if (e.state === 'down' && /Permission denied/.test(e.detail)) void refreshRoute();
+    // Our ports are still held: by our own old session that the server has not yet seen die.
+    if (e.state === 'down' && /remote port forwarding failed/.test(e.detail)) void resetStale();
   };
-  const sup = new TunnelSupervisor(tunnelArgv(s, f), onEvent);
+  // autossh's own log starts empty at every start and is kept small (it only says when ssh restarted).
+  fs.writeFileSync(f.autosshLog, '', { mode: 0o644 });
+  const sup = new TunnelSupervisor(tunnelArgv(s, f), onEvent, tunnelEnv(f.autosshLog), 1000, (line) => log(`ssh: ${line}`));
 
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
   const onSignal = (sig: NodeJS.Signals) => {
@@ -181,6 +202,13 @@ export async function start(o: StartOptions): Promise<number> {
   for (const make of o.companions ?? []) companions.push(make(ctx));
 
   const statusTimer = setInterval(() => void refreshRoute(), o.statusIntervalMs ?? 60_000);
+  const trimTimer = setInterval(() => {
+    try {
+      if (fs.statSync(f.autosshLog).size > 1024 * 1024) fs.truncateSync(f.autosshLog, 0);
+    } catch {
+      /* gone: autossh recreates it */
+    }
+  }, 3600_000);
   const renewTimer = setInterval(async () => {
     if (!needsRenewal(f)) return;
     try {
@@ -195,6 +223,7 @@ export async function start(o: StartOptions): Promise<number> {
   await stopped;
   clearInterval(statusTimer);
   clearInterval(renewTimer);
+  clearInterval(trimTimer);
   for (const c of companions) await c.stop().catch((e) => log(`stopping: ${(e as Error).message}`));
   await sup.stop();
   for (const sig of signals) process.off(sig, onSignal);

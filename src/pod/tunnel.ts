@@ -57,17 +57,22 @@ export function tunnelArgv(s: PodState, f: PodFiles, t: TunnelTiming = DEFAULT_T
   ];
 }
 
-export function tunnelEnv(): Record<string, string> {
+export function tunnelEnv(logFile: string): Record<string, string> {
   return {
     // Retry even when the very first connection fails (server down at boot), and keep autossh's backoff
     // short so that the tunnel is back within seconds of the link returning.
     AUTOSSH_GATETIME: '0',
     AUTOSSH_POLL: '5',
     AUTOSSH_FIRST_POLL: '5',
-    // autossh logs its restarts here (our stderr pipe) instead of syslog.
-    AUTOSSH_LOGFILE: '/dev/stderr',
+    // autossh's own messages (restarts) go to a file: not syslog, which many pods lack, and not
+    // /dev/stderr, which autossh cannot open when stderr is a socket (as Node's child pipes are).
+    // ssh's own errors still come on stderr, and that is what the state follows.
+    AUTOSSH_LOGFILE: logFile,
   };
 }
+
+/** How long after the session opened a forward failure may still arrive. */
+const UP_GRACE_MS = 300;
 
 export type TunnelState = 'starting' | 'connecting' | 'up' | 'down' | 'stopped';
 
@@ -81,6 +86,8 @@ export class TunnelSupervisor {
   private child: ChildProcess | undefined;
   private stopping = false;
   private restartTimer: NodeJS.Timeout | undefined;
+  private upTimer: NodeJS.Timeout | undefined;
+  private attempt = 0;
   state: TunnelState = 'starting';
   lastError: string | null = null;
   since = Date.now();
@@ -89,8 +96,9 @@ export class TunnelSupervisor {
   constructor(
     private readonly argv: string[],
     private readonly onEvent: (e: TunnelEvent) => void,
-    private readonly env: Record<string, string> = tunnelEnv(),
+    private readonly env: Record<string, string>,
     private readonly restartDelayMs = 1000,
+    private readonly onLine?: (line: string) => void,
   ) {}
 
   private set(state: TunnelState, detail: string): void {
@@ -112,17 +120,29 @@ export class TunnelSupervisor {
     readline.createInterface({ input: child.stdout! }).on('line', (line) => {
       const m = /^pipe2me-session: online (\S+) from (\S+)/.exec(line);
       if (m) {
-        this.connects++;
-        this.set('up', `session open; the server sees this pod at ${m[2]}`);
+        // The session can open before sshd answers the -R requests: call it up only if no forward
+        // failure follows within a moment (ExitOnForwardFailure then ends this ssh).
+        clearTimeout(this.upTimer);
+        const attempt = ++this.attempt;
+        this.upTimer = setTimeout(() => {
+          if (attempt !== this.attempt) return;
+          this.connects++;
+          this.set('up', `session open; the server sees this pod at ${m[2]}`);
+        }, UP_GRACE_MS);
       }
     });
     readline.createInterface({ input: child.stderr! }).on('line', (line) => {
       const text = line.replace(/^\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d /, '').trim();
       if (!text) return;
       if (/restarting ssh|ssh exited|Connection (refused|timed out|closed)|Timeout, server|port forwarding failed|Permission denied|Host key verification failed|closed by remote host|Broken pipe|No route to host|Network is unreachable/i.test(text)) {
+        this.attempt++;
+        clearTimeout(this.upTimer);
         this.set('down', text);
       } else if (/starting ssh/.test(text)) {
         this.set('connecting', text);
+      } else if (!/ssh child pid is|pid is \d+/.test(text)) {
+        // Anything else ssh or autossh says is worth a line in the log (not a state change).
+        this.onLine?.(text);
       }
     });
     child.on('exit', (code, signal) => {
@@ -136,9 +156,15 @@ export class TunnelSupervisor {
     });
   }
 
+  /** Have autossh drop the current ssh and connect again now (it handles SIGUSR1 that way), skipping its backoff. */
+  kick(): void {
+    this.child?.kill('SIGUSR1');
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.restartTimer);
+    clearTimeout(this.upTimer);
     const child = this.child;
     if (!child) {
       this.set('stopped', 'stopped');

@@ -60,10 +60,13 @@ export class Upnpc {
   }
 
   async status(url?: string): Promise<Gateway | null> {
+    const given = url ?? this.igdUrl;
     const r = await run('upnpc', [...this.base(url), '-s'], { allowFailure: true, timeout: 15_000 });
     const g = parseStatus(r.stdout + r.stderr);
-    if (!g.url || !g.lanIp) return null;
-    return { url: g.url, lanIp: g.lanIp, externalIp: g.externalIp ?? null };
+    // With -u there is no discovery, so no "desc:" line: the URL is the one we gave.
+    const found = g.url ?? (given && /ExternalIPAddress|Local LAN ip address/.test(r.stdout) ? given : undefined);
+    if (!found || !g.lanIp) return null;
+    return { url: found, lanIp: g.lanIp, externalIp: g.externalIp ?? null };
   }
 
   async add(g: Gateway, m: WantedMapping, description: string, lease: number): Promise<{ ok: boolean; code?: string; detail: string }> {

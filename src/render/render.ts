@@ -10,6 +10,11 @@ import { layout, type Layout } from './layout.js';
 import { renderTemplate } from './templates.js';
 import { SERIAL_PLACEHOLDER, type RenderedFile, type Unit } from './types.js';
 
+/** How long a dead session holds its ports (see templates/sshd/sshd_config.hbs). */
+export function aliveWindowSeconds(c: Config): number {
+  return 2 * c.ssh.clientAliveInterval * (c.ssh.clientAliveCountMax + 1);
+}
+
 export const ALL_UNITS: readonly Unit[] = ['sshd', 'keys', 'nginx', 'dns'];
 
 function listenAddresses(c: Config) {
@@ -26,7 +31,7 @@ export function renderSshd(c: Config, L: Layout): RenderedFile[] {
     authorizedKeys: L.sshd.authorizedKeys,
     clientAliveInterval: c.ssh.clientAliveInterval,
     clientAliveCountMax: c.ssh.clientAliveCountMax,
-    aliveWindow: c.ssh.clientAliveInterval * c.ssh.clientAliveCountMax,
+    aliveWindow: aliveWindowSeconds(c),
     ciphers: c.ssh.ciphers,
   };
   return [

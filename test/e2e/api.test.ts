@@ -109,7 +109,7 @@ describe('hostile requests get a 4xx with a clear message, never a 5xx, and chan
     ['wrong types', () => api('POST', '/v1/subdomains', { token: 42, protocols: 'http' }), 400, 'invalid_request'],
     ['unknown protocol', () => api('POST', '/v1/subdomains', { token: 'p2mt_x', protocols: ['gopher'] }), 400, 'invalid_request'],
     ['unknown fields', () => api('POST', '/v1/subdomains', { token: 'p2mt_x', protocols: ['http'], admin: true }), 400, 'invalid_request'],
-    ['a huge body', () => api('POST', '/v1/subdomains', undefined, { raw: JSON.stringify({ token: 'x'.repeat(200_000), protocols: ['http'] }) }), 413, ''],
+    ['a huge body', () => api('POST', '/v1/subdomains', undefined, { raw: JSON.stringify({ token: 'x'.repeat(100_000), protocols: ['http'] }) }), 413, 'body_too_large'],
     ['a bad name', () => api('POST', '/v1/subdomains', { token: 'p2mt_' + 'B'.repeat(43), protocols: ['http'], name: 'a\nb' }), 401, 'token_invalid'],
     ['no secret', () => api('GET', `/v1/subdomains/${id}`), 401, 'unauthorized'],
     ['a wrong secret', () => api('GET', `/v1/subdomains/${id}`, undefined, { auth: 'p2ms_' + 'C'.repeat(43) }), 401, 'unauthorized'],

@@ -26,8 +26,10 @@ export interface StackOptions extends WorldOptions {
   dns?: 'bind' | 'nsd';
   /** Run a secondary nameserver on ns2 (the other DNS daemon than the primary's, to show they interoperate). */
   secondary?: boolean;
-  /** Extra keys merged into pipe2me.yml after init (e.g. short probe timeouts). */
+  /** Extra top-level keys appended to pipe2me.yml after init. */
   configExtra?: string;
+  /** probe.flap_window (default 2m). */
+  flapWindow?: string;
 }
 
 export interface CliResult<T = unknown> {
@@ -120,7 +122,7 @@ export class Stack {
     this.world.trackUser(this.tunnelUser);
     // The tunnel user's name must be unique per world; the test config also shortens the probe.
     const text = fs.readFileSync(this.configFile, 'utf8').replace(/tunnel_user: .*/, `tunnel_user: ${this.tunnelUser}`)
-      + '\nprobe:\n  timeout_ms: 1500\n  flap_window: 2m\n' + (this.opts.configExtra ?? '');
+      + `\nprobe:\n  timeout_ms: 1500\n  flap_window: ${this.opts.flapWindow ?? '2m'}\n` + (this.opts.configExtra ?? '');
     fs.writeFileSync(this.configFile, text);
     // init again so that the tunnel user of the final configuration exists.
     await this.ctl(['init'], { timeout: 120_000 });

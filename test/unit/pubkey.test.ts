@@ -37,13 +37,13 @@ describe('pod ssh public keys', () => {
     expect(() => parsePublicKey(keys.ecdsa)).toThrow(/ecdsa-sha2-nistp256 are not accepted/);
     expect(() => parsePublicKey('hello')).toThrow(/not an ssh public key/);
     expect(() => parsePublicKey('command="sh" ' + keys.ed)).toThrow(/no options/);
-    expect(() => parsePublicKey(keys.ed.trim() + '\n' + keys.rsa3072)).toThrow(/single line/);
+    expect(() => parsePublicKey(keys.ed!.trim() + '\n' + keys.rsa3072)).toThrow(/single line/);
     expect(() => parsePublicKey('ssh-ed25519 AAAA$$$')).toThrow(/base64/);
     expect(() => parsePublicKey(42)).toThrow(/must be a string/);
   });
 
   it('refuses a blob that claims another type', () => {
-    const blob = keys.ed.split(' ')[1]!;
+    const blob = keys.ed!.split(' ')[1]!;
     expect(() => parsePublicKey(`ssh-rsa ${blob}`)).toThrow(/"ssh-ed25519" key, not ssh-rsa/);
   });
 });

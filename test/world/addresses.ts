@@ -1,0 +1,41 @@
+/**
+ * The addresses of the test world. They exist only inside network namespaces the world creates:
+ * 203.0.113.0/24 (TEST-NET-3, RFC 5737) plays "the internet", 192.168.77.0/24 is the pod's LAN.
+ * Every world uses the same addresses; worlds never collide because each lives in its own namespaces.
+ */
+
+export const INTERNET_CIDR = '203.0.113.0/24';
+export const LAN_CIDR = '192.168.77.0/24';
+export const INTERNET_PREFIX_LEN = 24;
+export const LAN_PREFIX_LEN = 24;
+
+export const ADDR = {
+  /** The pipe2me server (sshd, nginx, BIND/NSD, STUN). */
+  server: '203.0.113.1',
+  /** Second server address: STUN's alternate address (RFC 3489 CHANGE-REQUEST needs two). */
+  serverAlt: '203.0.113.4',
+  /** The router's public (WAN) address at world start. */
+  routerWan: '203.0.113.2',
+  /** Where `changeRouterPublicAddress()` moves the router by default. */
+  routerWanAlt: '203.0.113.6',
+  /** The router's LAN address: the pod's default gateway and the UPnP IGD. */
+  routerLan: '192.168.77.1',
+  /** The first pod. Further pods get .11, .12, ... */
+  pod: '192.168.77.10',
+  /** A client on the internet (curl, dig, openssl s_client). */
+  client: '203.0.113.3',
+  /** Host for a secondary nameserver. */
+  ns2: '203.0.113.5',
+} as const;
+
+export const STUN_PORT = 3478;
+export const STUN_ALT_PORT = 3479;
+export const IGD_HTTP_PORT = 5000;
+/** The URL `upnpc -u` takes; it skips the 2 s SSDP discovery. */
+export const IGD_URL = `http://${ADDR.routerLan}:${IGD_HTTP_PORT}/rootDesc.xml`;
+
+/** The LAN address of pod number `index` (1 is "pod", 2 is "pod2", ...). */
+export function podAddress(index: number): string {
+  if (!Number.isInteger(index) || index < 1 || index > 100) throw new RangeError(`pod index ${index} is out of range 1..100`);
+  return `192.168.77.${9 + index}`;
+}

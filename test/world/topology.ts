@@ -1,0 +1,265 @@
+/**
+ * The network of a test world, built only out of network namespaces with a per-world prefix:
+ *
+ *   <p>-hub   bridge "internet" (203.0.113.0/24), one veth port per internet host
+ *   <p>-srv   wan0 203.0.113.1 and 203.0.113.4          (pipe2me server, STUN)
+ *   <p>-rtr   wan0 203.0.113.2, bridge lan0 192.168.77.1 (NAT router: nftables masquerade, miniupnpd)
+ *   <p>-pod   eth0 192.168.77.10, default via .1         (further pods: <p>-pod2 .11, ...)
+ *   <p>-cli   wan0 203.0.113.3                           (a client on the internet)
+ *   <p>-ns2   wan0 203.0.113.5                           (host for a secondary nameserver)
+ *
+ * Every veth is created inside a namespace with its peer moved straight into another one, so the
+ * host namespace never sees an interface, a route or a firewall rule. Deleting the namespaces
+ * removes everything (links, addresses, nft tables) with them.
+ */
+import { run, type RunResult } from '../../src/util/exec.js';
+import { ADDR, INTERNET_PREFIX_LEN, LAN_CIDR, LAN_PREFIX_LEN, podAddress } from './addresses.js';
+import { netnsInodeOfName, pidsInNetns, signalPid } from './procfs.js';
+import { sleep } from './wait.js';
+
+export type PodName = 'pod' | `pod${number}`;
+export type InternetHost = 'srv' | 'rtr' | 'cli' | 'ns2';
+export type HostName = 'hub' | InternetHost | PodName;
+
+/** The router's interface names, fixed so that configs (miniupnpd, nft) can name them. */
+export const ROUTER_WAN_IF = 'wan0';
+export const ROUTER_LAN_IF = 'lan0';
+
+const IP_TIMEOUT_MS = 10_000;
+
+const BRIDGE_NF_OFF = ['net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-ip6tables=0', 'net.bridge.bridge-nf-call-arptables=0'];
+
+export interface TopologySpec {
+  /** Namespace name prefix, unique per world (e.g. "p2m-1a2b3c"). */
+  prefix: string;
+  /** Number of pods behind the router (default 1). */
+  pods?: number;
+}
+
+/** Pod names for a pod count: "pod", "pod2", "pod3", ... */
+export function podNames(count: number): PodName[] {
+  if (!Number.isInteger(count) || count < 1 || count > 50) throw new RangeError(`pods must be 1..50, got ${count}`);
+  return Array.from({ length: count }, (_, i) => (i === 0 ? 'pod' : (`pod${i + 1}` as PodName)));
+}
+
+function podIndex(pod: PodName): number {
+  return pod === 'pod' ? 1 : Number(pod.slice(3));
+}
+
+/** Namespace names a spec will create, known before anything exists (the world records them first). */
+export function namespaceNames(spec: TopologySpec): string[] {
+  const hosts: HostName[] = ['hub', 'srv', 'rtr', 'cli', 'ns2', ...podNames(spec.pods ?? 1)];
+  return hosts.map((h) => `${spec.prefix}-${h}`);
+}
+
+export class Topology {
+  readonly prefix: string;
+  readonly pods: readonly PodName[];
+  readonly hosts: readonly HostName[];
+  /** nsfs inode per namespace: identifies our namespaces even after their name is gone (leak checks). */
+  readonly inodes = new Map<string, number>();
+  private publicAddress: string = ADDR.routerWan;
+
+  constructor(spec: TopologySpec) {
+    this.prefix = spec.prefix;
+    this.pods = podNames(spec.pods ?? 1);
+    this.hosts = ['hub', 'srv', 'rtr', 'cli', 'ns2', ...this.pods];
+  }
+
+  ns(host: HostName): string {
+    if (!this.hosts.includes(host)) throw new Error(`this world has no host "${host}" (hosts: ${this.hosts.join(', ')})`);
+    return `${this.prefix}-${host}`;
+  }
+
+  namespaces(): string[] {
+    return this.hosts.map((h) => this.ns(h));
+  }
+
+  /** The host's main address: what its peers see. For the router that is its current public address. */
+  address(host: HostName): string {
+    switch (host) {
+      case 'srv':
+        return ADDR.server;
+      case 'rtr':
+        return this.publicAddress;
+      case 'cli':
+        return ADDR.client;
+      case 'ns2':
+        return ADDR.ns2;
+      case 'hub':
+        throw new Error('the hub has no address: it is only a bridge');
+      default:
+        this.ns(host);
+        return podAddress(podIndex(host));
+    }
+  }
+
+  /** The router's current public address (changes with `setRouterPublicAddress`). */
+  get routerPublicAddress(): string {
+    return this.publicAddress;
+  }
+
+  /** Build every namespace, link, address, route and the router's NAT/firewall. */
+  async build(): Promise<void> {
+    const ns = (h: HostName) => this.ns(h);
+    await ipBatch(undefined, this.namespaces().map((n) => `netns add ${n}`));
+    for (const n of this.namespaces()) {
+      const ino = netnsInodeOfName(n);
+      if (ino === undefined) throw new Error(`namespace ${n} was not created`);
+      this.inodes.set(n, ino);
+    }
+
+    // The hub's bridge, one veth per internet host; the peer is born inside the host's namespace as wan0.
+    const internetHosts: InternetHost[] = ['srv', 'rtr', 'cli', 'ns2'];
+    await ipBatch(ns('hub'), [
+      'link set lo up',
+      'link add internet type bridge',
+      'link set internet up',
+      ...internetHosts.flatMap((h) => [
+        `link add inet-${h} type veth peer name ${ROUTER_WAN_IF} netns ${ns(h)}`,
+        `link set inet-${h} master internet up`,
+      ]),
+    ]);
+
+    // The router's LAN is a bridge, so that more than one pod can hang off it; each pod's end is eth0.
+    const inet = (addr: string) => `${addr}/${INTERNET_PREFIX_LEN}`;
+    const lan = (addr: string) => `${addr}/${LAN_PREFIX_LEN}`;
+    await ipBatch(ns('rtr'), [
+      'link set lo up',
+      `address add ${inet(ADDR.routerWan)} dev ${ROUTER_WAN_IF}`,
+      `link set ${ROUTER_WAN_IF} up`,
+      `link add ${ROUTER_LAN_IF} type bridge`,
+      `address add ${lan(ADDR.routerLan)} dev ${ROUTER_LAN_IF}`,
+      `link set ${ROUTER_LAN_IF} up`,
+      ...this.pods.flatMap((p) => [`link add lan-${p} type veth peer name eth0 netns ${ns(p)}`, `link set lan-${p} master ${ROUTER_LAN_IF} up`]),
+    ]);
+
+    const wanHost = (h: InternetHost, addrs: string[]) =>
+      ipBatch(ns(h), ['link set lo up', ...addrs.map((a) => `address add ${inet(a)} dev wan0`), 'link set wan0 up']);
+    await Promise.all([
+      wanHost('srv', [ADDR.server, ADDR.serverAlt]),
+      wanHost('cli', [ADDR.client]),
+      wanHost('ns2', [ADDR.ns2]),
+      ...this.pods.map((p) =>
+        ipBatch(ns(p), ['link set lo up', `address add ${lan(this.address(p))} dev eth0`, 'link set eth0 up', `route add default via ${ADDR.routerLan}`]),
+      ),
+      // br_netfilter is built into these kernels and on by default in every namespace: without turning it
+      // off, frames between two pods on the LAN bridge would go through the router's forward chain
+      // (policy drop) as if they were routed.
+      netnsExec(ns('rtr'), ['sysctl', '-qw', 'net.ipv4.ip_forward=1', ...BRIDGE_NF_OFF]),
+      netnsExec(ns('rtr'), ['nft', '-f', '-'], routerRuleset()),
+    ]);
+  }
+
+  /**
+   * Move the router to a new public address. The old one is deleted first: deleting a primary address
+   * also deletes the secondaries of its subnet, so adding the new one first would lose it.
+   */
+  async setRouterPublicAddress(address: string): Promise<void> {
+    const old = this.publicAddress;
+    if (old === address) return;
+    await ipBatch(this.ns('rtr'), [
+      `address del ${old}/${INTERNET_PREFIX_LEN} dev ${ROUTER_WAN_IF}`,
+      `address add ${address}/${INTERNET_PREFIX_LEN} dev ${ROUTER_WAN_IF}`,
+    ]);
+    this.publicAddress = address;
+  }
+}
+
+/**
+ * The router: masquerade the LAN out of wan0, and a forward chain that drops by default, accepts the
+ * LAN going out, replies, and whatever was DNAT-ed in (the UPnP mappings miniupnpd adds).
+ */
+function routerRuleset(): string {
+  return `table ip p2m_nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr ${LAN_CIDR} oifname "${ROUTER_WAN_IF}" masquerade
+  }
+}
+table inet p2m_fw {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "${ROUTER_LAN_IF}" oifname "${ROUTER_WAN_IF}" accept
+    ct status dnat accept
+  }
+}
+`;
+}
+
+/** `ip [-n NS] -batch -`: one process for many commands, which keeps bring-up fast. */
+export async function ipBatch(ns: string | undefined, commands: readonly string[]): Promise<RunResult> {
+  const args = ns === undefined ? ['-batch', '-'] : ['-n', ns, '-batch', '-'];
+  return run('ip', args, { input: commands.join('\n') + '\n', timeout: IP_TIMEOUT_MS });
+}
+
+/** Run a command inside a namespace (the one primitive topology needs; processes.ts has the full API). */
+export async function netnsExec(ns: string, argv: readonly string[], input?: string, timeout = IP_TIMEOUT_MS): Promise<RunResult> {
+  return run('ip', ['netns', 'exec', ns, ...argv], { input, timeout });
+}
+
+export interface SweepReport {
+  /** Processes found in the namespaces and signalled. */
+  signalled: number;
+  /** Of those, how many needed SIGKILL. */
+  killed: number;
+  /** What could not be cleaned up. */
+  errors: string[];
+}
+
+/**
+ * Kill every process that still lives in the named namespaces (sshd session children and nsd's server
+ * child outlive their parent), SIGTERM first and SIGKILL after `graceMs`, then delete the namespaces.
+ * Namespaces are found by name only: an inode recorded earlier may by now belong to someone else's
+ * namespace (nsfs reuses inode numbers). If a process survives, its namespace keeps its name, so
+ * that a later sweep can still find it.
+ */
+export async function sweepNamespaces(names: readonly string[], graceMs = 2000): Promise<SweepReport> {
+  const inodes = new Set<number>();
+  for (const n of names) {
+    const ino = netnsInodeOfName(n);
+    if (ino !== undefined) inodes.add(ino);
+  }
+  const report: SweepReport = { signalled: 0, killed: 0, errors: [] };
+  const first = pidsInNetns(inodes);
+  report.signalled = first.length;
+  for (const pid of first) signalPid(pid, 'SIGTERM');
+  const deadline = performance.now() + graceMs;
+  let left = pidsInNetns(inodes);
+  while (left.length > 0 && performance.now() < deadline) {
+    await sleep(20);
+    left = pidsInNetns(inodes);
+  }
+  for (let round = 0; left.length > 0 && round < 50; round++) {
+    for (const pid of left) if (signalPid(pid, 'SIGKILL')) report.killed++;
+    await sleep(20);
+    left = pidsInNetns(inodes);
+  }
+  if (left.length > 0) {
+    report.errors.push(`processes survived SIGKILL in namespaces ${names.join(', ')}: ${left.join(', ')}; namespaces kept`);
+    return report;
+  }
+
+  const existing = names.filter((n) => netnsInodeOfName(n) !== undefined);
+  if (existing.length > 0) {
+    // -force: keep going past a failed line, so one stuck namespace does not keep the others alive.
+    const r = await run('ip', ['-force', '-batch', '-'], {
+      input: existing.map((n) => `netns del ${n}`).join('\n') + '\n',
+      timeout: IP_TIMEOUT_MS,
+      allowFailure: true,
+    });
+    const still = existing.filter((n) => netnsInodeOfName(n) !== undefined);
+    if (still.length > 0) report.errors.push(`could not delete namespaces ${still.join(', ')}: ${r.output}`);
+  }
+  return report;
+}
+
+export async function listNamespaces(): Promise<string[]> {
+  const r = await run('ip', ['netns', 'list'], { timeout: IP_TIMEOUT_MS });
+  // Lines look like "p2m-1a2b3c-srv (id: 3)" or just the name.
+  return r.stdout
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter(Boolean);
+}
