@@ -211,6 +211,8 @@ export async function killAll(pids: number[], graceMs = 3000): Promise<void> {
 /** A background process with its output in a log file. */
 export class Background {
   readonly child: ChildProcess;
+  /** Set by stop(): an exit after that was asked for. */
+  stopped = false;
   constructor(readonly name: string, argv: string[], readonly logFile: string) {
     const fd = fs.openSync(logFile, 'a');
     this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', fd, fd] });
@@ -230,6 +232,7 @@ export class Background {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.child.pid && !this.exited) await killAll([this.child.pid]);
   }
 }
