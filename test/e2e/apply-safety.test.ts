@@ -58,9 +58,11 @@ describe('apply', () => {
       await s.ctl(['add-subdomain', '--ports', 'http,https', '--no-apply']);
       // What a complete apply would write: plan it now (plan touches nothing).
       const child = spawn('ip', ['netns', 'exec', s.world.ns('srv'), process.execPath, CTL, '-c', s.configFile, '-q', 'apply'], { stdio: 'ignore' });
+      // Listen before anything can happen: an 'exit' emitted before the listener is attached is lost.
+      const exited = new Promise((r) => child.once('exit', r));
       await new Promise((r) => setTimeout(r, 150 + round * 60));
       child.kill('SIGKILL');
-      await new Promise((r) => child.once('exit', r));
+      await exited;
       const after = snapshot(dirs);
       await s.ctl(['apply']);
       const complete = snapshot(dirs);
@@ -91,7 +93,7 @@ describe('apply', () => {
 describe('watch', () => {
   beforeAll(async () => {
     await stack!.world.start({
-      name: 'watch', host: 'srv', argv: [process.execPath, CTL, '-c', stack!.configFile, 'watch', '--debounce', '200'],
+      name: 'watch', host: 'srv', argv: [process.execPath, CTL, '-c', stack!.configFile, 'watch', '--debounce', '200', '--verbose'],
       ready: (d, p) => p.waitLog(d.name, 'watching').then(() => undefined),
     });
   });

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CsrErrorCode } from '../../src/ca/codes.js';
-import { checkCsr, parseCsr, MAX_CSR_BYTES } from '../../src/ca/csr.js';
+import { checkCsr, MAX_CSR_BYTES } from '../../src/ca/csr.js';
 import { pemBlocks, toPem } from '../../src/ca/asn1.js';
 import { isPipe2meError } from '../../src/util/errors.js';
 import { makeCsr, makeKey, tempDir, type KeySpec } from '../helpers/pki.js';

@@ -1,0 +1,49 @@
+/** What the pipe2me-ctl commands share: global options, opening the server, option parsers. */
+import type { Command } from 'commander';
+import { configFileFrom } from '../config/load.js';
+import { closeServer, openServer, type ServerContext } from '../server/context.js';
+import { InputError } from '../util/errors.js';
+import type { TokenRecord } from '../state/types.js';
+import { readIfExists } from '../util/fsx.js';
+import { X509Certificate } from 'node:crypto';
+import { Output, isoTime, type GlobalOptions } from './output.js';
+
+export interface Globals extends GlobalOptions {
+  config?: string;
+}
+
+export function globals(cmd: Command): Globals {
+  return cmd.optsWithGlobals() as Globals;
+}
+
+export async function withServer<T>(cmd: Command, fn: (ctx: ServerContext, out: Output) => Promise<T>): Promise<T> {
+  const g = globals(cmd);
+  const ctx = openServer(configFileFrom(g.config));
+  try {
+    return await fn(ctx, new Output(g));
+  } finally {
+    closeServer(ctx);
+  }
+}
+
+export function parseIntOption(name: string) {
+  return (v: string) => {
+    if (!/^\d+$/.test(v)) throw new InputError('bad_option', `${name} must be a whole number (got ${JSON.stringify(v)}).`);
+    return Number(v);
+  };
+}
+
+export function tokenJson(t: TokenRecord) {
+  return {
+    id: t.id, label: t.label, max_ports: t.maxPorts, lifespan_seconds: t.lifespanSeconds, extendable: t.extendable,
+    single_use: t.singleUse, uses: t.uses, created: isoTime(t.createdAt), revoked: t.revokedAt ? isoTime(t.revokedAt) : null,
+  };
+}
+
+/** sha256:<hex> of the CA certificate, for pods to pin on first contact. */
+export function caPin(ctx: ServerContext): string | null {
+  const pem = readIfExists(ctx.layout.caCertFile);
+  if (!pem) return null;
+  return 'sha256:' + new X509Certificate(pem).fingerprint256.replace(/:/g, '').toLowerCase();
+}
+

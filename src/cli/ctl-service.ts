@@ -1,0 +1,112 @@
+/** pipe2me-ctl: the long-running parts and what pods use — the probe, tokens, the API. */
+import { Command } from 'commander';
+import { parseDuration } from '../config/duration.js';
+import { ConflictError, InputError } from '../util/errors.js';
+import { createToken, listTokens, revokeToken } from '../state/tokens.js';
+import { createApi } from '../api/server.js';
+import { probeAll } from '../probe/run.js';
+import { formatDuration } from '../config/duration.js';
+import { isoTime, table } from './output.js';
+import { withServer, parseIntOption, tokenJson, caPin } from './ctl-common.js';
+
+export function registerServiceCommands(program: Command): void {
+  program
+    .command('probe')
+    .description('Test every pod\'s direct route (its router mappings) and point its DNS name at the router when every port answers as that pod, at the server otherwise. Run every minute by a systemd timer or cron.')
+    .option('--name <name...>', 'probe only these subdomains')
+    .option('--no-apply', 'decide and record, but do not rewrite the zone')
+    .action(async (o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const r = await probeAll(ctx, { names: o.name, progress: (m) => out.progress(m), applyDns: Boolean(o.apply) });
+        out.result(r, () => {
+          if (r.probed === 0) return 'Nothing to probe: no active subdomains.';
+          const lines = [`probed ${r.probed} subdomain(s) in ${r.durationMs} ms: ${r.direct} direct, ${r.probed - r.direct} through the server${r.changed.length ? `; changed: ${r.changed.join(', ')}` : ''}`];
+          for (const x of r.results) lines.push(`  ${x.name.padEnd(24)} ${x.route.padEnd(6)} ${x.changed ? '(changed) ' : ''}${x.reason}`);
+          if (r.applied) lines.push(`  zone rewritten once (serial ${r.applied.zone_serial})`);
+          return lines.join('\n');
+        });
+      }));
+
+  const token = program.command('token').description('Tokens: quota classes that let pods create their own subdomains through the API.');
+  token
+    .command('create')
+    .description('Create a token. The secret is shown once; the state keeps only its hash.')
+    .option('--label <text>', 'what it is for (shown in `token list`)', '')
+    .option('--max-ports <n>', 'how many services a subdomain made with it may have', parseIntOption('--max-ports'), 4)
+    .option('--lifespan <duration>', 'how long those subdomains live, e.g. 30d (default: forever)')
+    .option('--extendable', 'pods may extend their subdomain by another lifespan')
+    .option('--single-use', 'the token works for one subdomain only')
+    .action(async (o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        if (o.maxPorts < 1) throw new InputError('bad_option', '--max-ports must be at least 1.');
+        if (/[\u0000-\u001f]/.test(o.label) || o.label.length > 200) throw new InputError('bad_option', '--label must be one line of at most 200 characters.');
+        const { record, secret } = createToken(ctx.db, {
+          label: o.label, maxPorts: Math.min(o.maxPorts, ctx.config.ports.maxPerSubdomain),
+          lifespanSeconds: o.lifespan ? parseDuration(o.lifespan, '--lifespan') : null,
+          extendable: Boolean(o.extendable), singleUse: Boolean(o.singleUse),
+        });
+        const pin = caPin(ctx);
+        const setup = `pipe2me setup --server https://${ctx.config.server.fqdn} --token ${secret}${pin ? ` --ca-pin ${pin}` : ''} --protocols http,https`;
+        out.result({ ...tokenJson(record), token: secret, ca_pin: pin, setup_command: setup }, () =>
+          [`token ${record.id} created${record.label ? ` (${record.label})` : ''}: up to ${record.maxPorts} ports, ` +
+            `${record.lifespanSeconds ? `lifespan ${formatDuration(record.lifespanSeconds)}${record.extendable ? ', extendable' : ''}` : 'no expiry'}` +
+            `${record.singleUse ? ', single use' : ''}`,
+          `  secret (shown once): ${secret}`,
+          `  on a pod: ${setup}`].join('\n'));
+      }));
+  token
+    .command('list')
+    .description('List tokens (never their secrets).')
+    .action(async (_o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const list = listTokens(ctx.db);
+        out.result(list.map(tokenJson), () => list.length === 0 ? 'No tokens. Create one: pipe2me-ctl token create --max-ports 4 --lifespan 30d' : table(
+          list.map((t) => [t.id, t.label || '-', String(t.maxPorts), t.lifespanSeconds ? formatDuration(t.lifespanSeconds) : 'forever', t.extendable ? 'yes' : 'no',
+            t.singleUse ? 'yes' : 'no', String(t.uses), t.revokedAt ? `revoked ${isoTime(t.revokedAt)}` : 'active']),
+          ['ID', 'LABEL', 'PORTS', 'LIFESPAN', 'EXTEND', 'ONCE', 'USES', 'STATE']));
+      }));
+  token
+    .command('revoke')
+    .description('Revoke a token: it creates nothing more. Subdomains already made with it stay.')
+    .argument('<id>', 'the token id from `token list`')
+    .action(async (id: string, _o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const t = revokeToken(ctx.db, id);
+        out.result(tokenJson(t), () => `token ${t.id} revoked`);
+      }));
+
+  program
+    .command('serve')
+    .description("Run the API pods talk to (setup, keys, certificates, mappings, status), on loopback behind nginx's TLS.")
+    .option('--listen <host:port>', 'where to listen (default 127.0.0.1:<http.api_port>)')
+    .action(async (o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        let host: string | undefined;
+        let port: number | undefined;
+        if (o.listen) {
+          const m = /^(.+):(\d+)$/.exec(o.listen);
+          if (!m) throw new InputError('bad_option', `--listen must look like 127.0.0.1:8470 (got ${JSON.stringify(o.listen)}).`);
+          host = m[1];
+          port = Number(m[2]);
+        }
+        const api = createApi(ctx, { host, port });
+        let addr;
+        try {
+          addr = await api.listen();
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+            throw new ConflictError('port_in_use', `${host ?? '127.0.0.1'}:${port ?? ctx.config.http.apiPort} is already in use.`, {
+              hint: 'Another `pipe2me-ctl serve` may be running; stop it, or choose another http.api_port.',
+            });
+          }
+          throw e;
+        }
+        out.note(`pipe2me API listening on http://${addr.host}:${addr.port}/ (behind nginx at https://${ctx.config.server.fqdn}/); Ctrl-C to stop`);
+        await new Promise<void>((resolve) => {
+          process.once('SIGINT', resolve);
+          process.once('SIGTERM', resolve);
+        });
+        await api.close();
+      }));
+
+}

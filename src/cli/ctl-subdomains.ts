@@ -1,0 +1,187 @@
+/** pipe2me-ctl: setting up, subdomains, planning and applying. */
+import { Command, Option } from 'commander';
+import { apply, planOnly } from '../apply/apply.js';
+import { planDiff } from '../apply/plan.js';
+import { configFileFrom, loadConfig } from '../config/load.js';
+import { parseDuration } from '../config/duration.js';
+import { initServer } from '../server/init.js';
+import { addSubdomainRecord, expireSweep, removeSubdomain, viewSubdomain } from '../server/subdomains.js';
+import { listSubdomains, requireSubdomain, setSshKey } from '../state/subdomains.js';
+import { parsePublicKey } from '../ssh/pubkey.js';
+import * as fs from 'node:fs';
+import { readSessions } from '../daemons/sessions.js';
+import { InputError } from '../util/errors.js';
+import { Output } from './output.js';
+import { applyJson, applySummary, subdomainDetails, subdomainTable } from './format.js';
+import { globals, withServer, parseIntOption, caPin } from './ctl-common.js';
+
+export function registerSubdomainCommands(program: Command): void {
+  program
+    .command('init')
+    .description('Create the configuration (if missing), directories, the tunnel user, the sshd host key, the rndc key, the state store and the CA. Safe to run again.')
+    .option('--domain <domain>', 'domain pipe2me is authoritative for (for a new configuration)')
+    .option('--ipv4 <address>', "the server's public IPv4 address (for a new configuration)")
+    .option('--ipv6 <address>', "the server's public IPv6 address")
+    .addOption(new Option('--dns <daemon>', 'DNS server to drive').choices(['bind', 'nsd']))
+    .option('--ssh-port <port>', 'control ssh port of the tunnel sshd (default 4444)', parseIntOption('--ssh-port'))
+    .option('--ports <first-last>', 'public port range (default 20000-29999)')
+    .option('--api-port <port>', 'loopback port of the API (default 8470)', parseIntOption('--api-port'))
+    .option('--ttl <seconds>', 'DNS TTL (default 60)', parseIntOption('--ttl'))
+    .option('--secondary <name=ipv4...>', 'a secondary nameserver (repeatable), e.g. ns2.example.net=192.0.2.53')
+    .option('--root <dir>', 'put every file pipe2me writes under DIR (trials, tests)')
+    .addHelpText('after', '\nAn existing configuration is never overwritten: the flags only fill a new one.')
+    .action(async (o, cmd: Command) => {
+      const g = globals(cmd);
+      const out = new Output(g);
+      let first: number | undefined;
+      let last: number | undefined;
+      if (o.ports) {
+        const m = /^(\d+)-(\d+)$/.exec(o.ports);
+        if (!m) throw new InputError('bad_option', `--ports must look like 20000-29999 (got ${JSON.stringify(o.ports)}).`);
+        first = Number(m[1]);
+        last = Number(m[2]);
+      }
+      const secondaries = ((o.secondary as string[] | undefined) ?? []).map((s) => {
+        const [name, ipv4] = s.split('=');
+        if (!name || !ipv4) throw new InputError('bad_option', `--secondary must look like ns2.example.net=192.0.2.53 (got ${JSON.stringify(s)}).`);
+        return { name, ipv4 };
+      });
+      const report = await initServer({
+        configFile: configFileFrom(g.config),
+        domain: o.domain, ipv4: o.ipv4, ipv6: o.ipv6, dnsDaemon: o.dns, sshPort: o.sshPort,
+        portsFirst: first, portsLast: last, apiPort: o.apiPort, ttl: o.ttl, secondaries, root: o.root,
+        progress: (m) => out.progress(m),
+      });
+      out.result(report, () => [
+        `pipe2me server initialised from ${report.config}`,
+        ...report.steps.map((s) => `  ${s.status.padEnd(7)} ${s.what}${s.path ? ` (${s.path})` : ''}`),
+        '',
+        'Next: pipe2me-ctl add-subdomain --ports http,https   then   pipe2me-ctl apply',
+      ].join('\n'));
+    });
+
+  program
+    .command('check-config')
+    .description('Validate the configuration file and exit: 0 if it is valid, 3 with every problem otherwise. Touches nothing (no state store needed), so tools can check a file before putting it in place.')
+    .addHelpText('after', '\nExample:\n  pipe2me-ctl --config /tmp/new-pipe2me.yml check-config')
+    .action(async (_o, cmd: Command) => {
+      const g = globals(cmd);
+      const file = configFileFrom(g.config);
+      const c = loadConfig(file);
+      new Output(g).result({ config: file, valid: true, domain: c.domain, dns_daemon: c.dns.daemon }, () => `${file} is valid (domain ${c.domain}, DNS by ${c.dns.daemon})`);
+    });
+
+  program
+    .command('add-subdomain')
+    .description('Create a subdomain: a readable unique name, one public port per service, and a claim token for its pod.')
+    .requiredOption('--ports <list>', 'services to publish, comma-separated, in order: http, https, tcp (e.g. http,https,tcp)')
+    .option('--name <name>', 'ask for this name (one DNS label) instead of a generated one')
+    .option('--expires <duration>', 'lifespan, e.g. 30d, 12h, 2w (default: the config\'s subdomains.default_lifespan)')
+    .option('--passthrough', 'pass TLS on port 443 straight through to the pod\'s first https service (the server never sees plaintext)')
+    .option('--no-apply', 'only record it; apply later (or let `pipe2me-ctl watch` do it)')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl add-subdomain --ports http,https
+  pipe2me-ctl add-subdomain --ports https --name home-lab --expires 30d --passthrough
+The claim token printed works once: the pod uses it with \`pipe2me setup --claim TOKEN\`.`)
+    .action(async (o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const lifespan = o.expires ? parseDuration(o.expires, '--expires') : ctx.config.subdomains.defaultLifespanSeconds;
+        const created = addSubdomainRecord(ctx, {
+          name: o.name,
+          protocols: String(o.ports).split(',').map((s: string) => s.trim()).filter(Boolean),
+          lifespanSeconds: lifespan,
+          passthrough: Boolean(o.passthrough),
+          withClaim: true,
+        });
+        const applied = o.apply ? await apply(ctx, { progress: (m) => out.progress(m) }) : null;
+        const view = viewSubdomain(ctx, created.record);
+        out.result({ ...view, claim_token: created.claimToken, api: `https://${ctx.config.server.fqdn}/`, ca_pin: caPin(ctx), applied: applied ? applyJson(applied) : null }, () =>
+          [
+            subdomainDetails(view),
+            `  claim token (works once; give it to the pod): ${created.claimToken}`,
+            `  on the pod: pipe2me setup --server https://${ctx.config.server.fqdn} --claim ${created.claimToken}${caPin(ctx) ? ` --ca-pin ${caPin(ctx)}` : ''}`,
+            applied ? '' : '\nNot applied yet: run `pipe2me-ctl apply` (or keep `pipe2me-ctl watch` running).',
+            applied ? applySummary(applied) : '',
+          ].filter(Boolean).join('\n'));
+      }));
+
+  program
+    .command('list')
+    .description('List subdomains with their ports, status, route and whether the pod is online.')
+    .action(async (_o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const sessions = readSessions(ctx.layout.sessionsDir);
+        const views = listSubdomains(ctx.db).map((s) => viewSubdomain(ctx, s, sessions));
+        out.result(views, () => subdomainTable(views));
+      }));
+
+  program
+    .command('show')
+    .description('Show one subdomain: ports, URLs, route, key, online state.')
+    .argument('<name>', 'name or fully qualified name')
+    .action(async (name: string, _o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const view = viewSubdomain(ctx, requireSubdomain(ctx.db, name));
+        out.result(view, () => subdomainDetails(view));
+      }));
+
+  program
+    .command('remove')
+    .description('Remove a subdomain: its key stops working at once, its live sessions are cut, its ports are freed, and it leaves every configuration.')
+    .argument('<name>', 'name or fully qualified name')
+    .option('--no-apply', 'only update authorized_keys and the state; apply nginx and DNS later')
+    .action(async (name: string, o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const r = await removeSubdomain(ctx, name, { apply: Boolean(o.apply), progress: (m) => out.progress(m) });
+        out.result({ removed: r.removed, cut_sessions: r.cutSessions.length, revoked: r.revoked, applied: r.applied ? applyJson(r.applied) : null }, () =>
+          [`removed ${r.removed.fqdn} (ports ${r.removed.ports.map((p) => p.port).join(', ')} are free again)`,
+            `  live sessions cut: ${r.cutSessions.length}`,
+            r.revoked.length ? `  certificates revoked: ${r.revoked.join(', ')}` : '',
+            r.applied ? applySummary(r.applied) : 'Not applied to nginx and DNS yet: run `pipe2me-ctl apply`.'].filter(Boolean).join('\n'));
+      }));
+
+  program
+    .command('set-key')
+    .description("Register a pod's ssh public key (ed25519, or RSA of 3072 bits or more) for a subdomain. It works within a second: authorized_keys is rewritten at once; sshd needs no reload.")
+    .argument('<name>', 'subdomain name')
+    .argument('<pubkey-file>', 'the .pub file ("-" for stdin)')
+    .action(async (name: string, file: string, _o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const text = file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(file, 'utf8');
+        const s = requireSubdomain(ctx.db, name);
+        const key = parsePublicKey(text);
+        setSshKey(ctx.db, s.id, key);
+        const r = await apply(ctx, { units: ['keys'], progress: (m) => out.progress(m) });
+        out.result({ name: s.name, algorithm: key.algorithm, fingerprint: key.fingerprint, bits: key.bits, applied: applyJson(r) },
+          () => `${s.fqdn}: ${key.algorithm} key ${key.fingerprint} registered; it may listen on ports ${s.ports.map((p) => p.port).join(', ')} only.`);
+      }));
+
+  program
+    .command('plan')
+    .description('Show what `apply` would change, as a unified diff, touching nothing.')
+    .action(async (_o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const p = planOnly(ctx);
+        const diff = planDiff(p);
+        out.result({
+          changed_units: p.changedUnits,
+          files: p.changes.map((c) => ({ path: c.file.path, unit: c.file.unit, change: c.change, mode_changed: c.modeChanged })),
+          reloads: p.reloads,
+          zone_serial: p.serial,
+          diff,
+        }, () => (diff ? diff + '\n' + p.reloads.map((r) => `would reload: ${r.action} (${r.why})`).join('\n') : 'Nothing to change: every rendered file is up to date.'));
+      }));
+
+  program
+    .command('apply')
+    .description('Render every daemon\'s files from the state, check them with the daemons\' own checkers, swap them in atomically, reload what changed.')
+    .option('--dry-run', 'render and compare only; write nothing, reload nothing')
+    .action(async (o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        if (!o.dryRun) await expireSweep(ctx, { apply: false, progress: (m) => out.progress(m) });
+        const r = await apply(ctx, { dryRun: Boolean(o.dryRun), progress: (m) => out.progress(m) });
+        out.result(applyJson(r), () => applySummary(r));
+      }));
+
+}

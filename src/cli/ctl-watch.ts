@@ -1,0 +1,111 @@
+/**
+ * pipe2me-ctl watch: keep running, re-apply when the configuration or the state changes (debounced), and
+ * expire subdomains on time.
+ *
+ * The configuration file is watched with chokidar. The state store is watched through SQLite's own change
+ * counter (PRAGMA data_version, which moves whenever another connection commits): file events on SQLite's
+ * write-ahead log proved unreliable — a commit right after the watcher started was missed — while the
+ * counter costs one cheap query per poll and never misses a commit.
+ */
+import chokidar from 'chokidar';
+import type { Command } from 'commander';
+import { apply } from '../apply/apply.js';
+import { configFileFrom, loadConfig } from '../config/load.js';
+import { closeServer, openServer } from '../server/context.js';
+import { expireSweep } from '../server/subdomains.js';
+import { isPipe2meError } from '../util/errors.js';
+import { globals, parseIntOption } from './ctl-common.js';
+import { applySummary } from './format.js';
+import { Output } from './output.js';
+
+export function registerWatchCommand(program: Command): void {
+  program
+    .command('watch')
+    .description('Keep running: re-apply when the configuration or the state changes (debounced), and expire subdomains on time.')
+    .option('--debounce <ms>', 'wait this long after the last change', parseIntOption('--debounce'), 300)
+    .option('--poll <ms>', 'how often to look at the state store\'s change counter', parseIntOption('--poll'), 250)
+    .option('--expiry-interval <seconds>', 'how often to look for expired subdomains', parseIntOption('--expiry-interval'), 5)
+    .option('--verbose', 'log every change it notices')
+    .action(async (o, cmd: Command) => {
+      const g = globals(cmd);
+      const out = new Output(g);
+      const file = configFileFrom(g.config);
+      let ctx = openServer(file);
+      const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
+      const dataVersion = () => ctx.db.pragma('data_version', { simple: true }) as number;
+      let timer: NodeJS.Timeout | undefined;
+      let running: Promise<void> = Promise.resolve();
+      let configChanged = false;
+
+      const cycle = async () => {
+        try {
+          if (configChanged) {
+            configChanged = false;
+            try {
+              const c = loadConfig(file);
+              closeServer(ctx);
+              ctx = openServer(file);
+              seen = dataVersion();
+              log(`configuration reloaded (${c.domain})`);
+            } catch (e) {
+              log(`configuration not reloaded, keeping the last good one: ${(e as Error).message}`);
+            }
+          }
+          await expireSweep(ctx, { apply: false, progress: log });
+          const r = await apply(ctx, { progress: log });
+          if (r.plan.changedUnits.length) log(applySummary(r));
+        } catch (e) {
+          log(`apply failed: ${(e as Error).message}${isPipe2meError(e) && e.hint ? ` (hint: ${e.hint})` : ''}`);
+        }
+      };
+      const schedule = (why: string) => {
+        if (o.verbose) log(why);
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          running = running.then(cycle);
+        }, o.debounce);
+      };
+
+      const watcher = chokidar.watch(file, { ignoreInitial: true });
+      watcher.on('all', (event) => {
+        configChanged = true;
+        schedule(`${event} ${file}`);
+      });
+      let seen = dataVersion();
+      const poll = setInterval(() => {
+        try {
+          const v = dataVersion();
+          if (v !== seen) {
+            seen = v;
+            schedule('the state store changed');
+          }
+        } catch (e) {
+          log(`cannot read the state store: ${(e as Error).message}`);
+        }
+      }, o.poll);
+      const expiry = setInterval(() => {
+        running = running.then(async () => {
+          try {
+            await expireSweep(ctx, { apply: true, progress: log });
+          } catch (e) {
+            log(`expiry sweep failed: ${(e as Error).message}`);
+          }
+        });
+      }, o.expiryInterval * 1000);
+
+      await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
+      out.note(`watching ${file} and the state store ${ctx.layout.stateDb}; Ctrl-C to stop`);
+      // Once at start: covers whatever changed while nothing was watching.
+      running = running.then(cycle);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', () => resolve());
+        process.once('SIGTERM', () => resolve());
+      });
+      clearInterval(poll);
+      clearInterval(expiry);
+      clearTimeout(timer);
+      await watcher.close();
+      await running;
+      closeServer(ctx);
+    });
+}
