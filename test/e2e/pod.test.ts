@@ -249,6 +249,28 @@ describe('the rest of the pod\'s commands', () => {
     expect(r.stderr).toContain('hint: Install it: apt-get install openssh-client');
   });
 
+  it('ca show and ca revoke on request: the served CRL lists it and openssl verify -crl_check refuses it', async () => {
+    const s = stack!;
+    const dir = s.podDir('pod');
+    const serial = (await s.world.inNs('pod', ['openssl', 'x509', '-noout', '-serial', '-in', path.join(dir, 'tls.crt')])).stdout.trim().split('=')[1]!;
+    const shown = await s.ctl<{ names: string[]; status: string }>(['ca', 'show', serial]);
+    expect(shown.json.names).toEqual([pod.fqdn]);
+    expect(shown.json.status).toBe('V');
+    await s.ctl(['ca', 'revoke', serial, '--reason', 'keyCompromise']);
+    const crl = await curl(s.world, `http://server.${DOMAIN}/crl.pem`, { resolve: [`server.${DOMAIN}:80:${ADDR.server}`] });
+    const crlFile = path.join(s.world.mkdir('crl', 0o755), 'crl.pem');
+    fs.writeFileSync(crlFile, crl.body);
+    const v = await s.world.inNs('cli', ['openssl', 'verify', '-crl_check', '-CAfile', s.caFile(), '-CRLfile', crlFile, path.join(dir, 'tls.crt')], { allowFailure: true });
+    expect(v.exitCode).not.toBe(0);
+    expect(v.output).toContain('certificate revoked');
+    // The pod gets a fresh one, which verifies.
+    await s.pod(['renew']);
+    const crl2 = await curl(s.world, `http://server.${DOMAIN}/crl.pem`, { resolve: [`server.${DOMAIN}:80:${ADDR.server}`] });
+    fs.writeFileSync(crlFile, crl2.body);
+    const v2 = await s.world.inNs('cli', ['openssl', 'verify', '-crl_check', '-CAfile', s.caFile(), '-CRLfile', crlFile, path.join(dir, 'tls.crt')], { allowFailure: true });
+    expect(v2.exitCode).toBe(0);
+  });
+
   it('stop ends the tunnel and removes nothing else; destroy gives the name up on the server', async () => {
     const s = stack!;
     await s.world.stop('pod-pipe2me');
