@@ -5,7 +5,6 @@
  *
  *   npx vite-node bench/control-plane.ts
  */
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { Stack } from '../test/stack/stack.js';
 import { ADDR, dig } from '../test/world/index.js';
@@ -13,19 +12,11 @@ import { openDb, writeTx } from '../src/state/db.js';
 import { newId } from '../src/util/secrets.js';
 import { CTL } from '../test/stack/stack.js';
 import { mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
+import { randomEd25519 } from '../test/stack/seed.js';
 
 const LEVELS = [0, 1000, 10000];
 const REPS = 5;
 
-function randomEd25519(): string {
-  const type = Buffer.from('ssh-ed25519');
-  const blob = Buffer.alloc(4 + type.length + 4 + 32);
-  blob.writeUInt32BE(type.length, 0);
-  type.copy(blob, 4);
-  blob.writeUInt32BE(32, 4 + type.length);
-  randomBytes(32).copy(blob, 8 + type.length);
-  return `ssh-ed25519 ${blob.toString('base64')}`;
-}
 
 /** Adds subdomains straight into the state (http, https, tcp each, with a key): seeding, not what is measured. */
 function seed(stack: Stack, count: number, startIndex: number): void {

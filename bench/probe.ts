@@ -6,13 +6,13 @@
  *
  *   npx vite-node bench/probe.ts
  */
-import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Stack } from '../test/stack/stack.js';
 import { ADDR, dig } from '../test/world/index.js';
 import { openDb, writeTx } from '../src/state/db.js';
 import { newId } from '../src/util/secrets.js';
+import { randomEd25519 } from '../test/stack/seed.js';
 import { mr, progress, standalone, stats, table, type BenchSection } from './lib/report.js';
 
 const PODS = 10_000;
@@ -37,7 +37,7 @@ function seed(stack: Stack): void {
           port.run(p, id, k);
           map.run(id, p, p, ADDR.routerWan);
         }
-        key.run(id, 'ssh-ed25519', `ssh-ed25519 ${Buffer.concat([Buffer.from([0, 0, 0, 11]), Buffer.from('ssh-ed25519'), Buffer.from([0, 0, 0, 32]), randomBytes(32)]).toString('base64')}`, `SHA256:${id}`);
+        key.run(id, 'ssh-ed25519', randomEd25519(), `SHA256:${id}`);
       }
     });
   } finally {

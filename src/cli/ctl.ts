@@ -1,9 +1,9 @@
 /**
  * pipe2me-ctl: the operator's tool on the server. Every command that reports takes --json; errors
- * go through one handler (runMain) and leave with a documented exit code.
+ * go through one handler (runProgram) and leave with a documented exit code.
  */
 import { Command } from 'commander';
-import { EXIT_CODES_HELP, runMain } from './output.js';
+import { EXIT_CODES_HELP, runProgram } from './output.js';
 import { registerSubdomainCommands } from './ctl-subdomains.js';
 import { registerWatchCommand } from './ctl-watch.js';
 import { registerServiceCommands } from './ctl-service.js';
@@ -33,9 +33,6 @@ ${EXIT_CODES_HELP}`);
   return program;
 }
 
-export async function main(argv = process.argv): Promise<void> {
-  const program = buildProgram();
-  await runMain(async () => {
-    await program.parseAsync(argv);
-  }, () => argv.includes('--json'));
+export async function main(argv: readonly string[] = process.argv): Promise<void> {
+  await runProgram(buildProgram(), argv);
 }

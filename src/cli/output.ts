@@ -58,6 +58,13 @@ async function exitFlushed(code: number): Promise<never> {
   process.exit(code);
 }
 
+/** Runs a CLI: parse argv with its commander program, under the one top-level error handler. */
+export async function runProgram(program: { parseAsync(argv: readonly string[]): Promise<unknown> }, argv: readonly string[] = process.argv): Promise<never> {
+  return runMain(async () => {
+    await program.parseAsync(argv);
+  }, () => argv.includes('--json'));
+}
+
 /** The single top-level error handler of a CLI. */
 export async function runMain(main: () => Promise<void>, wantsJson: () => boolean): Promise<never> {
   try {

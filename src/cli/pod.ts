@@ -11,7 +11,7 @@ import { defaultPodDir, PodFiles } from '../pod/files.js';
 import { setup, requestCertificate } from '../pod/setup.js';
 import { apiClientFor, certificateNotAfter, readStatus, start, stop } from '../pod/run.js';
 import { installService, renderService } from '../pod/service.js';
-import { EXIT_CODES_HELP, Output, runMain, type GlobalOptions } from './output.js';
+import { EXIT_CODES_HELP, Output, runProgram, type GlobalOptions } from './output.js';
 import { serviceUrl } from '../server/subdomains.js';
 
 interface Globals extends GlobalOptions {
@@ -221,9 +221,6 @@ Examples:
   return program;
 }
 
-export async function main(argv = process.argv): Promise<void> {
-  const program = buildProgram();
-  await runMain(async () => {
-    await program.parseAsync(argv);
-  }, () => argv.includes('--json'));
+export async function main(argv: readonly string[] = process.argv): Promise<void> {
+  await runProgram(buildProgram(), argv);
 }

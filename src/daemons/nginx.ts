@@ -3,7 +3,7 @@ import { CheckFailedError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import type { Layout } from '../render/layout.js';
 import { ensureDir } from '../util/fsx.js';
-import { runningPid, type ReloadOutcome } from './process.js';
+import { hangUp, type ReloadOutcome } from './process.js';
 
 export const NGINX = '/usr/sbin/nginx';
 
@@ -24,11 +24,7 @@ export async function checkNginx(L: Layout, stagedConfig: string): Promise<void>
 }
 
 export function reloadNginx(L: Layout): ReloadOutcome {
-  const pid = runningPid(L.nginx.pidFile, 'nginx');
-  if (pid === undefined) return { status: 'not-running', detail: `no nginx at ${L.nginx.pidFile}; the new config is used when it starts` };
-  // SIGHUP: the master re-reads nginx.conf and replaces its workers; a broken config keeps the old one.
-  process.kill(pid, 'SIGHUP');
-  return { status: 'reloaded', detail: `SIGHUP to nginx ${pid}` };
+  return hangUp(L.nginx.pidFile, 'nginx');
 }
 
 export function nginxArgv(L: Layout): string[] {

@@ -34,3 +34,14 @@ export function runningPid(pidFile: string, expectComm: string): number | undefi
 }
 
 export type ReloadOutcome = { status: 'reloaded'; detail: string } | { status: 'not-running'; detail: string };
+
+/**
+ * Asks a running daemon to re-read its configuration with SIGHUP (sshd re-execs itself with its original
+ * argv; nginx's master replaces its workers and keeps the old config if the new one is broken).
+ */
+export function hangUp(pidFile: string, program: string): ReloadOutcome {
+  const pid = runningPid(pidFile, program);
+  if (pid === undefined) return { status: 'not-running', detail: `no ${program} at ${pidFile}; the new configuration is used when it starts` };
+  process.kill(pid, 'SIGHUP');
+  return { status: 'reloaded', detail: `SIGHUP to ${program} ${pid}` };
+}

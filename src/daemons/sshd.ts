@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { CheckFailedError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import type { Layout } from '../render/layout.js';
-import { runningPid, type ReloadOutcome } from './process.js';
+import { hangUp, type ReloadOutcome } from './process.js';
 
 export const SSHD = '/usr/sbin/sshd';
 
@@ -38,12 +38,9 @@ export async function checkAuthorizedKeys(staged: string, live: string | undefin
   if (r.exitCode !== 0) throw new CheckFailedError('ssh-keygen -l (authorized_keys)', staged, r.output);
 }
 
+/** Live sessions stay up across the re-exec. */
 export function reloadSshd(L: Layout): ReloadOutcome {
-  const pid = runningPid(L.sshd.pidFile, 'sshd');
-  if (pid === undefined) return { status: 'not-running', detail: `no sshd at ${L.sshd.pidFile}; the new config is used when it starts` };
-  // SIGHUP makes sshd re-exec itself with its original argv and re-read sshd_config; sessions stay up.
-  process.kill(pid, 'SIGHUP');
-  return { status: 'reloaded', detail: `SIGHUP to sshd ${pid}` };
+  return hangUp(L.sshd.pidFile, 'sshd');
 }
 
 export function sshdArgv(L: Layout): string[] {

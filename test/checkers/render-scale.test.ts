@@ -4,23 +4,14 @@
  * seeded directly, then `pipe2me-ctl apply` renders and checks inside the server's namespace (nginx -t binds
  * the server's address).
  */
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Stack } from '../stack/stack.js';
 import { openDb } from '../../src/state/db.js';
 import { createSubdomain, setSshKey } from '../../src/state/subdomains.js';
 import { parsePublicKey } from '../../src/ssh/pubkey.js';
+import { randomEd25519 } from '../stack/seed.js';
 
-function randomEd25519(): string {
-  const type = Buffer.from('ssh-ed25519');
-  const blob = Buffer.alloc(4 + type.length + 4 + 32);
-  blob.writeUInt32BE(type.length, 0);
-  type.copy(blob, 4);
-  blob.writeUInt32BE(32, 4 + type.length);
-  randomBytes(32).copy(blob, 8 + type.length);
-  return `ssh-ed25519 ${blob.toString('base64')}`;
-}
 
 describe.each(['bind', 'nsd'] as const)('checkers accept what pipe2me renders (%s)', (dns) => {
   let stack: Stack | undefined;

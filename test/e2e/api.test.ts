@@ -3,17 +3,17 @@
  * tokens, claims, hostile bodies, wrong secrets, expiry. Every error is a JSON body with a stable code
  * and a 4xx; nothing changes the state.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { ADDR, curl, waitFor } from '../world/index.js';
-import { Stack, DOMAIN } from '../stack/stack.js';
+import { DOMAIN } from '../stack/stack.js';
+import { useStack } from '../stack/hooks.js';
 
-let stack: Stack | undefined;
 const API = `https://server.${DOMAIN}`;
 
 async function api(method: string, path: string, body?: unknown, opts: { auth?: string; raw?: string; contentType?: string } = {}) {
   const data = opts.raw ?? (body === undefined ? undefined : JSON.stringify(body));
-  const r = await curl(stack!.world, `${API}${path}`, {
-    method, resolve: [`server.${DOMAIN}:443:${ADDR.server}`], cacert: stack!.caFile(),
+  const r = await curl(stack().world, `${API}${path}`, {
+    method, resolve: [`server.${DOMAIN}:443:${ADDR.server}`], cacert: stack().caFile(),
     headers: { ...(data !== undefined ? { 'content-type': opts.contentType ?? 'application/json' } : {}), ...(opts.auth ? { authorization: `Bearer ${opts.auth}` } : {}) },
     ...(data !== undefined ? { data } : {}), timeoutMs: 15_000,
   });
@@ -27,25 +27,18 @@ async function api(method: string, path: string, body?: unknown, opts: { auth?: 
 }
 
 async function stateSnapshot() {
-  const list = (await stack!.ctl<unknown[]>(['list'])).json;
-  const tokens = (await stack!.ctl<unknown[]>(['token', 'list'])).json;
+  const list = (await stack().ctl<unknown[]>(['list'])).json;
+  const tokens = (await stack().ctl<unknown[]>(['token', 'list'])).json;
   return JSON.stringify({ list, tokens });
 }
 
-beforeAll(async () => {
-  stack = await Stack.create({ upnp: false });
+const stack = useStack({ upnp: false }, async (stack) => {
   await stack.startServer();
 }, 180_000);
-afterAll(async () => {
-  await stack?.destroy();
-});
-afterEach((ctx: TestContext) => {
-  if (ctx.task.result?.state === 'fail') console.log(stack?.world.dumpLogs(30));
-});
 
 describe('tokens are enforced quota classes', () => {
   it('a subdomain gets at most the token\'s ports; single-use tokens work once; revoked tokens never', async () => {
-    const t = (await stack!.ctl<{ token: string; id: string }>(['token', 'create', '--max-ports', '2', '--single-use'])).json;
+    const t = (await stack().ctl<{ token: string; id: string }>(['token', 'create', '--max-ports', '2', '--single-use'])).json;
     const before = await stateSnapshot();
     const tooMany = await api('POST', '/v1/subdomains', { token: t.token, protocols: ['http', 'https', 'tcp'] });
     expect(tooMany.status).toBe(403);
@@ -61,28 +54,28 @@ describe('tokens are enforced quota classes', () => {
     expect(again.status).toBe(401);
     expect(again.json.error.code).toBe('token_invalid');
 
-    const r = (await stack!.ctl<{ token: string; id: string }>(['token', 'create', '--max-ports', '4'])).json;
-    await stack!.ctl(['token', 'revoke', r.id]);
+    const r = (await stack().ctl<{ token: string; id: string }>(['token', 'create', '--max-ports', '4'])).json;
+    await stack().ctl(['token', 'revoke', r.id]);
     expect((await api('POST', '/v1/subdomains', { token: r.token, protocols: ['http'] })).status).toBe(401);
   });
 
   it('the pod CLI says so: quota exceeded (10), bad token (9), server unreachable (11)', async () => {
-    const t = (await stack!.ctl<{ token: string; ca_pin: string }>(['token', 'create', '--max-ports', '1'])).json;
+    const t = (await stack().ctl<{ token: string; ca_pin: string }>(['token', 'create', '--max-ports', '1'])).json;
     const base = ['setup', '--server', API, '--ca-pin', t.ca_pin];
-    const quota = await stack!.pod([...base, '--token', t.token, '--protocols', 'http,https', '--ports', '1,2'], { allowFailure: true, dir: stack!.world.path('pods', 'q1') });
+    const quota = await stack().pod([...base, '--token', t.token, '--protocols', 'http,https', '--ports', '1,2'], { allowFailure: true, dir: stack().world.path('pods', 'q1') });
     expect(quota.exitCode).toBe(10);
     expect(quota.stderr).toMatch(/at most 1/);
-    const bad = await stack!.pod([...base, '--token', 'p2mt_' + 'A'.repeat(43), '--protocols', 'http'], { allowFailure: true, dir: stack!.world.path('pods', 'q2') });
+    const bad = await stack().pod([...base, '--token', 'p2mt_' + 'A'.repeat(43), '--protocols', 'http'], { allowFailure: true, dir: stack().world.path('pods', 'q2') });
     expect(bad.exitCode).toBe(9);
     expect(bad.stderr).toMatch(/token is not valid/);
-    const away = await stack!.pod(['setup', '--server', 'https://203.0.113.99', '--ca-pin', t.ca_pin, '--token', t.token, '--protocols', 'http'], { allowFailure: true, dir: stack!.world.path('pods', 'q3'), timeout: 60_000 });
+    const away = await stack().pod(['setup', '--server', 'https://203.0.113.99', '--ca-pin', t.ca_pin, '--token', t.token, '--protocols', 'http'], { allowFailure: true, dir: stack().world.path('pods', 'q3'), timeout: 60_000 });
     expect(away.exitCode).toBe(11);
   });
 });
 
 describe('claims', () => {
   it('an operator-made subdomain is claimed once with its claim token', async () => {
-    const made = (await stack!.ctl<{ claim_token: string; fqdn: string }>(['add-subdomain', '--ports', 'http'])).json;
+    const made = (await stack().ctl<{ claim_token: string; fqdn: string }>(['add-subdomain', '--ports', 'http'])).json;
     const c1 = await api('POST', '/v1/claim', { claim_token: made.claim_token });
     expect(c1.status).toBe(200);
     expect(c1.json.fqdn).toBe(made.fqdn);
@@ -96,7 +89,7 @@ describe('hostile requests get a 4xx with a clear message, never a 5xx, and chan
   let id: string;
   let secret: string;
   beforeAll(async () => {
-    const t = (await stack!.ctl<{ token: string }>(['token', 'create', '--max-ports', '4'])).json;
+    const t = (await stack().ctl<{ token: string }>(['token', 'create', '--max-ports', '4'])).json;
     const r = await api('POST', '/v1/subdomains', { token: t.token, protocols: ['http'] });
     id = r.json.id;
     secret = r.json.secret;
@@ -135,7 +128,7 @@ describe('hostile requests get a 4xx with a clear message, never a 5xx, and chan
 
 describe('expiry', () => {
   it("an expired subdomain's live tunnel is cut within seconds and its ports are freed", async () => {
-    const s = stack!;
+    const s = stack();
     const t = (await s.ctl<{ token: string; ca_pin: string }>(['token', 'create', '--max-ports', '1', '--lifespan', '25s'])).json;
     const dir = s.world.path('pods', 'shortlived');
     const setup = (await s.pod<{ services: { port: number }[]; fqdn: string }>(['setup', '--server', API, '--token', t.token, '--ca-pin', t.ca_pin, '--protocols', 'tcp', '--ports', '7', '--dir', dir], { dir })).json;
@@ -163,11 +156,11 @@ describe('limits', () => {
   it('too many requests from one address get 429 with a JSON error and Retry-After', async () => {
     // One curl, 70 transfers; every body to /dev/null, every status on its own line.
     const transfers = Array.from({ length: 70 }, () => [`${API}/v1`, '-o', '/dev/null']).flat();
-    const r = await stack!.world.inNs('cli', ['curl', '-s', '--resolve', `server.${DOMAIN}:443:${ADDR.server}`, '--cacert', stack!.caFile(),
+    const r = await stack().world.inNs('cli', ['curl', '-s', '--resolve', `server.${DOMAIN}:443:${ADDR.server}`, '--cacert', stack().caFile(),
       '-w', '%{http_code}\n', ...transfers], { timeout: 60_000 });
     const codes = r.stdout.trim().split('\n').map(Number);
     expect(codes).toHaveLength(70);
-    expect(codes.filter((c) => c === 200).length).toBeLessThanOrEqual(stack!.config.api.ratePerMinute);
+    expect(codes.filter((c) => c === 200).length).toBeLessThanOrEqual(stack().config.api.ratePerMinute);
     expect(codes.filter((c) => c === 429).length).toBeGreaterThan(0);
     const one = await api('GET', '/v1');
     expect(one.status).toBe(429);

@@ -5,11 +5,10 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { ADDR, curl, waitFor } from '../world/index.js';
-import { CTL, DOMAIN, Stack } from '../stack/stack.js';
-
-let stack: Stack | undefined;
+import { CTL, DOMAIN } from '../stack/stack.js';
+import { useStack } from '../stack/hooks.js';
 
 function snapshot(dirs: string[]): Map<string, string> {
   const out = new Map<string, string>();
@@ -20,20 +19,13 @@ function snapshot(dirs: string[]): Map<string, string> {
   return out;
 }
 
-beforeAll(async () => {
-  stack = await Stack.create({ upnp: false });
+const stack = useStack({ upnp: false }, async (stack) => {
   await stack.startServer();
 }, 180_000);
-afterAll(async () => {
-  await stack?.destroy();
-});
-afterEach((ctx: TestContext) => {
-  if (ctx.task.result?.state === 'fail') console.log(stack?.world.dumpLogs(30));
-});
 
 describe('apply', () => {
   it('plan shows a pending change as a diff and touches nothing', async () => {
-    const s = stack!;
+    const s = stack();
     const L = s.layout;
     const dirs = [L.sshd.dir, L.nginx.dir, L.bind.dir];
     const before = snapshot(dirs);
@@ -50,7 +42,7 @@ describe('apply', () => {
   });
 
   it('a kill at any moment leaves every live file either as it was or as it should be, never half-written', async () => {
-    const s = stack!;
+    const s = stack();
     const L = s.layout;
     const dirs = [L.sshd.dir, L.nginx.dir, L.bind.dir];
     for (let round = 0; round < 8; round++) {
@@ -80,7 +72,7 @@ describe('apply', () => {
   }, 180_000);
 
   it('a missing program is named with the Debian package to install', async () => {
-    const s = stack!;
+    const s = stack();
     await s.ctl(['add-subdomain', '--ports', 'tcp', '--no-apply']);
     const r = await s.world.inNs('srv', ['env', 'PATH=/nonexistent', process.execPath, CTL, '-c', s.configFile, 'apply'], { allowFailure: true, timeout: 60_000 });
     expect(r.exitCode).toBe(7);
@@ -92,14 +84,14 @@ describe('apply', () => {
 
 describe('watch', () => {
   beforeAll(async () => {
-    await stack!.world.start({
-      name: 'watch', host: 'srv', argv: [process.execPath, CTL, '-c', stack!.configFile, 'watch', '--debounce', '200', '--verbose'],
+    await stack().world.start({
+      name: 'watch', host: 'srv', argv: [process.execPath, CTL, '-c', stack().configFile, 'watch', '--debounce', '200', '--verbose'],
       ready: (d, p) => p.waitLog(d.name, 'watching').then(() => undefined),
     });
   });
 
   it('re-applies by itself when the state changes', async () => {
-    const s = stack!;
+    const s = stack();
     const added = (await s.ctl<{ fqdn: string; ports: { port: number }[] }>(['add-subdomain', '--ports', 'http', '--no-apply'])).json;
     const t0 = performance.now();
     await waitFor('watch applied it', async () => {
@@ -110,7 +102,7 @@ describe('watch', () => {
   });
 
   it('keeps the last good configuration when the file becomes invalid, and picks up the next good one', async () => {
-    const s = stack!;
+    const s = stack();
     const good = fs.readFileSync(s.configFile, 'utf8');
     fs.writeFileSync(s.configFile, good + '\nbogus_key: 1\n');
     await waitFor('watch reports the bad file', async () => s.world.procs.log('watch').includes('unknown key "bogus_key"'), { timeoutMs: 10_000 });

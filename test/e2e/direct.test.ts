@@ -5,18 +5,18 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { ADDR, curl, dig, helperArgv, removeMapping, waitFor } from '../world/index.js';
-import { Stack, DOMAIN, POD_SERVICE, ROOT } from '../stack/stack.js';
+import { DOMAIN, POD_SERVICE, ROOT } from '../stack/stack.js';
+import { useStack } from '../stack/hooks.js';
 import { run } from '../../src/util/exec.js';
 
 const PROBE_INTERVAL_S = 5;
-let stack: Stack | undefined;
 let web: { fqdn: string; services: { protocol: string; port: number; url: string }[] };
 let raw: { fqdn: string; services: { protocol: string; port: number }[] };
 
 async function answer(server: string, name: string): Promise<{ data: string | undefined; ttl: number | undefined }> {
-  const d = await dig(stack!.world, { server, name });
+  const d = await dig(stack().world, { server, name });
   const a = d.answers.find((x) => x.type === 'A');
   return { data: a?.data, ttl: a?.ttl };
 }
@@ -38,23 +38,22 @@ async function secondaryAgrees(name: string): Promise<void> {
 async function get(url: string, address: string) {
   const u = new URL(url);
   const port = u.port || (u.protocol === 'https:' ? '443' : '80');
-  return curl(stack!.world, url, { resolve: [`${u.hostname}:${port}:${address}`], cacert: stack!.caFile() });
+  return curl(stack().world, url, { resolve: [`${u.hostname}:${port}:${address}`], cacert: stack().caFile() });
 }
 
 function lastLogTime(daemon: string, pattern: RegExp): number {
-  const lines = stack!.world.procs.log(daemon).split('\n').filter((l) => pattern.test(l));
+  const lines = stack().world.procs.log(daemon).split('\n').filter((l) => pattern.test(l));
   const last = lines[lines.length - 1];
   if (!last) throw new Error(`no line matching ${pattern} in ${daemon}'s log`);
   return new Date(last.slice(0, 24)).getTime();
 }
 
 async function mappingsReported(name: string, count: number): Promise<void> {
-  await waitFor(`${name} reports ${count} mappings`, async () => (await stack!.ctl<{ mappings: unknown[] }>(['show', name])).json.mappings.length === count, { timeoutMs: 30_000, intervalMs: 300 });
+  await waitFor(`${name} reports ${count} mappings`, async () => (await stack().ctl<{ mappings: unknown[] }>(['show', name])).json.mappings.length === count, { timeoutMs: 30_000, intervalMs: 300 });
 }
 
-beforeAll(async () => {
-  // A short flap window: these tests send the same pod back and forth on purpose (hysteresis has its own tests).
-  stack = await Stack.create({ pods: 2, secondary: true, flapWindow: '3s' });
+// A short flap window: these tests send the same pod back and forth on purpose (hysteresis has its own tests).
+const stack = useStack({ pods: 2, secondary: true, flapWindow: '3s' }, async (stack) => {
   await stack.startServer();
   const t = (await stack.ctl<{ token: string; ca_pin: string }>(['token', 'create', '--max-ports', '4'])).json;
   const setup = ['setup', '--server', `https://server.${DOMAIN}`, '--token', t.token, '--ca-pin', t.ca_pin];
@@ -64,12 +63,6 @@ beforeAll(async () => {
   await stack.world.start({ name: 'pod2-echo', host: 'pod2', argv: helperArgv('serve.mjs', ['echo', '0.0.0.0', 9000]), ready: (d, p) => p.waitLog(d.name, 'listening').then(() => undefined) });
   await stack.startPod('pod');
   await stack.startPod('pod2');
-}, 240_000);
-afterAll(async () => {
-  await stack?.destroy();
-});
-afterEach((ctx: TestContext) => {
-  if (ctx.task.result?.state === 'fail') console.log(stack?.world.dumpLogs(40));
 });
 
 describe('the direct route', () => {
@@ -77,19 +70,19 @@ describe('the direct route', () => {
     await mappingsReported(web.fqdn, 4); // http, https, and the entry ports 80 and 443
     await mappingsReported(raw.fqdn, 1);
     expect((await answer(ADDR.server, web.fqdn)).data).toBe(ADDR.server);
-    const st = await stack!.pod<{ upnp: { external_ip: string; mappings: { ok: boolean }[] } }>(['status']);
+    const st = await stack().pod<{ upnp: { external_ip: string; mappings: { ok: boolean }[] } }>(['status']);
     expect(st.json.upnp.external_ip).toBe(ADDR.routerWan);
     expect(st.json.upnp.mappings.every((m) => m.ok)).toBe(true);
   });
 
   it('one probe run sends both pods direct and rewrites the zone once', async () => {
-    const before = (stack!.world.procs.log('named').match(/loaded serial/g) ?? []).length;
-    const r = await stack!.ctl<{ changed: string[]; applied: { zone_serial: number } | null; results: { name: string; reason: string }[] }>(['probe']);
+    const before = (stack().world.procs.log('named').match(/loaded serial/g) ?? []).length;
+    const r = await stack().ctl<{ changed: string[]; applied: { zone_serial: number } | null; results: { name: string; reason: string }[] }>(['probe']);
     expect(r.json.changed.sort(), JSON.stringify(r.json.results)).toEqual([web.fqdn.split('.')[0], raw.fqdn.split('.')[0]].sort());
     expect(r.json.applied?.zone_serial).toBeGreaterThan(0);
-    await waitFor('reload logged', async () => (stack!.world.procs.log('named').match(/loaded serial/g) ?? []).length > before, { timeoutMs: 5000 });
+    await waitFor('reload logged', async () => (stack().world.procs.log('named').match(/loaded serial/g) ?? []).length > before, { timeoutMs: 5000 });
     await new Promise((res) => setTimeout(res, 500));
-    expect((stack!.world.procs.log('named').match(/loaded serial/g) ?? []).length).toBe(before + 1);
+    expect((stack().world.procs.log('named').match(/loaded serial/g) ?? []).length).toBe(before + 1);
     const a = await answer(ADDR.server, web.fqdn);
     expect(a).toEqual({ data: ADDR.routerWan, ttl: 30 });
     expect((await answer(ADDR.server, raw.fqdn)).data).toBe(ADDR.routerWan);
@@ -115,33 +108,33 @@ describe('the direct route', () => {
   });
 
   it('pipe2me status on the pod says the route is direct and why', async () => {
-    await waitFor('status shows direct', async () => (await stack!.pod<{ route: { route: string } | null }>(['status'])).json.route?.route === 'direct', { timeoutMs: 10_000 });
-    const st = await stack!.pod(['status'], { json: false });
+    await waitFor('status shows direct', async () => (await stack().pod<{ route: { route: string } | null }>(['status'])).json.route?.route === 'direct', { timeoutMs: 10_000 });
+    const st = await stack().pod(['status'], { json: false });
     expect(st.stdout).toContain(`clients go straight to your router ${ADDR.routerWan}`);
   });
 });
 
 describe('DNS follows the probe, at most one probe interval + 2 s behind', () => {
   beforeAll(async () => {
-    await stack!.world.start({ name: 'probe-timer', host: 'srv', argv: [process.execPath, path.join(ROOT, 'test', 'stack', 'bin', 'every.mjs'), String(PROBE_INTERVAL_S), process.execPath, path.join(ROOT, 'bin', 'pipe2me-ctl.js'), '-c', stack!.configFile, '-q', 'probe'] });
+    await stack().world.start({ name: 'probe-timer', host: 'srv', argv: [process.execPath, path.join(ROOT, 'test', 'stack', 'bin', 'every.mjs'), String(PROBE_INTERVAL_S), process.execPath, path.join(ROOT, 'bin', 'pipe2me-ctl.js'), '-c', stack().configFile, '-q', 'probe'] });
   });
 
   it('a removed mapping sends the name back to the server, and the client through the tunnel', async () => {
-    await removeMapping(stack!.world, web.services[0]!.port, 'TCP', 'pod');
+    await removeMapping(stack().world, web.services[0]!.port, 'TCP', 'pod');
     const ms = await waitAnswer(web.fqdn, ADDR.server, (PROBE_INTERVAL_S + 2) * 1000 + 3000);
     console.log(`direct route: a removed router mapping put the name back on the server after ${(ms / 1000).toFixed(1)} s`);
     const h = await get(web.services[0]!.url, ADDR.server);
     expect(h.body).toContain('peer 127.0.0.1'); // through the tunnel
     await secondaryAgrees(web.fqdn);
-    const shown = (await stack!.ctl<{ route_reason: string }>(['show', web.fqdn])).json;
+    const shown = (await stack().ctl<{ route_reason: string }>(['show', web.fqdn])).json;
     expect(shown.route_reason).toMatch(/back to the server: .*http \d+: no http answer/);
   });
 
   it('a working mapping turns into the changed DNS answer within one probe interval + 2 s', async () => {
     // pipe2me start maps again when it starts: restart it and time from its last mapping to the answer.
-    await stack!.world.restart('pod-pipe2me');
+    await stack().world.restart('pod-pipe2me');
     // (procs.log gives the log since this start)
-    await waitFor('all mapped', async () => /mapped router port 443/.test(stack!.world.procs.log('pod-pipe2me')), { timeoutMs: 20_000 });
+    await waitFor('all mapped', async () => /mapped router port 443/.test(stack().world.procs.log('pod-pipe2me')), { timeoutMs: 20_000 });
     await waitAnswer(web.fqdn, ADDR.routerWan, 30_000);
     const mapped = lastLogTime('pod-pipe2me', /mapped router port/);
     const changed = Date.now();
@@ -152,7 +145,7 @@ describe('DNS follows the probe, at most one probe interval + 2 s behind', () =>
   });
 
   it('a port on the router answered by something other than the pod is not taken as reachable', async () => {
-    const s = stack!;
+    const s = stack();
     // An impostor on the LAN (pod2) with a self-signed certificate for the pod's own name takes the https port.
     const dir = s.world.mkdir('impostor', 0o755);
     await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', `/CN=${web.fqdn}`,

@@ -5,9 +5,10 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ADDR, changeRouterPublicAddress, connectionCost, curl, cutPodLink, dig, restorePodLink, sClient, waitFor } from '../world/index.js';
-import { Stack, DOMAIN } from '../stack/stack.js';
+import { DOMAIN } from '../stack/stack.js';
+import { useStack } from '../stack/hooks.js';
 import { SshClient } from '../stack/ssh.js';
 import { pidsOfSshdSessions } from '../stack/sessions.js';
 import { aliveWindowSeconds } from '../../src/render/render.js';
@@ -19,18 +20,17 @@ interface SetupJson {
   entry: { http: string | null; https: string | null };
 }
 
-let stack: Stack | undefined;
 let pod: SetupJson;
 let token: string;
 let caPin: string;
 
 async function clientGet(url: string, opts: { cacert?: boolean } = {}) {
   const u = new URL(url);
-  const d = await dig(stack!.world, { server: ADDR.server, name: u.hostname });
+  const d = await dig(stack().world, { server: ADDR.server, name: u.hostname });
   const ip = d.answers.find((a) => a.type === 'A')?.data;
   expect(ip, `no A record for ${u.hostname}`).toBeTruthy();
   const port = u.port || (u.protocol === 'https:' ? '443' : '80');
-  return curl(stack!.world, url, { resolve: [`${u.hostname}:${port}:${ip}`], ...(opts.cacert ? { cacert: stack!.caFile() } : {}) });
+  return curl(stack().world, url, { resolve: [`${u.hostname}:${port}:${ip}`], ...(opts.cacert ? { cacert: stack().caFile() } : {}) });
 }
 
 async function tunnelServes(): Promise<boolean> {
@@ -46,8 +46,7 @@ async function timeUntilServing(what: string, limitMs = 40_000): Promise<number>
   return ms;
 }
 
-beforeAll(async () => {
-  stack = await Stack.create({});
+const stack = useStack({}, async (stack) => {
   await stack.startServer();
   const t = await stack.ctl<{ token: string; ca_pin: string }>(['token', 'create', '--label', 'e2e', '--max-ports', '3', '--lifespan', '1d']);
   token = t.json.token;
@@ -57,24 +56,18 @@ beforeAll(async () => {
   // No UPnP in this file: every client goes through the tunnel (the direct route has its own tests).
   await stack.startPod('pod', ['--no-upnp']);
 }, 240_000);
-afterAll(async () => {
-  await stack?.destroy();
-});
-afterEach((ctx: TestContext) => {
-  if (ctx.task.result?.state === 'fail') console.log(stack?.world.dumpLogs(40));
-});
 
 describe('setup and start', () => {
   it('setup made 0600 keys on the pod and pinned the server', () => {
-    const dir = stack!.podDir('pod');
+    const dir = stack().podDir('pod');
     for (const f of ['id_ed25519', 'tls.key', 'secret', 'pod.json']) expect(fs.statSync(path.join(dir, f)).mode & 0o777, f).toBe(0o600);
     expect(fs.readFileSync(path.join(dir, 'known_hosts'), 'utf8')).toMatch(/^pipe2me-pipe\.test ssh-ed25519 /);
-    expect(fs.readFileSync(path.join(dir, 'ca.pem'), 'utf8')).toBe(fs.readFileSync(stack!.caFile(), 'utf8'));
+    expect(fs.readFileSync(path.join(dir, 'ca.pem'), 'utf8')).toBe(fs.readFileSync(stack().caFile(), 'utf8'));
     expect(pod.fqdn).toMatch(new RegExp(`^[a-z]+-[a-z]+-[a-z]+\\.${DOMAIN.replace('.', '\\.')}$`));
   });
 
   it('setup refuses to overwrite an existing setup without --force', async () => {
-    const r = await stack!.pod(['setup', '--server', `https://server.${DOMAIN}`, '--token', token, '--ca-pin', caPin, '--protocols', 'http'], { allowFailure: true });
+    const r = await stack().pod(['setup', '--server', `https://server.${DOMAIN}`, '--token', token, '--ca-pin', caPin, '--protocols', 'http'], { allowFailure: true });
     expect(r.exitCode).toBe(5);
     expect(r.stderr).toContain('already holds the setup of');
   });
@@ -89,7 +82,7 @@ describe('setup and start', () => {
     const r = await clientGet(pod.services[1]!.url, { cacert: true });
     expect(r.sslVerifyResult).toBe(0);
     expect(r.body).toMatch(/^hello from pod over https/);
-    const t = await sClient(stack!.world, { address: ADDR.server, port: pod.services[1]!.port, servername: pod.fqdn, cafile: stack!.caFile(), verifyHostname: pod.fqdn });
+    const t = await sClient(stack().world, { address: ADDR.server, port: pod.services[1]!.port, servername: pod.fqdn, cafile: stack().caFile(), verifyHostname: pod.fqdn });
     expect(t.verifyCode).toBe(0);
     expect(t.chain[0]!.subject).toContain(pod.fqdn);
     expect(t.chain[t.chain.length - 1]!.issuer).toContain('pipe2me CA for pipe.test');
@@ -105,18 +98,18 @@ describe('setup and start', () => {
   });
 
   it('status and verify report the tunnel up and the pod online', async () => {
-    const st = await stack!.pod<{ running: boolean; tunnel: { state: string }; certificate: { days_left: number } }>(['status']);
+    const st = await stack().pod<{ running: boolean; tunnel: { state: string }; certificate: { days_left: number } }>(['status']);
     expect(st.json.running).toBe(true);
     expect(st.json.tunnel.state).toBe('up');
     expect(st.json.certificate.days_left).toBeGreaterThan(80);
-    const v = await stack!.pod<{ online: { from: string } }>(['verify']);
+    const v = await stack().pod<{ online: { from: string } }>(['verify']);
     expect(v.json.online.from).toBe(ADDR.routerWan);
   });
 });
 
 describe('what the pod key may not do', () => {
   it('a shell, a command, a pty, -L, -D, -W, agent and X11 forwarding, sftp, another pod\'s port and a privileged port are refused', async () => {
-    const s = stack!;
+    const s = stack();
     const other = (await s.ctl<{ ports: { port: number }[] }>(['add-subdomain', '--ports', 'tcp'])).json.ports[0]!.port;
     const ssh = new SshClient(s, path.join(s.podDir('pod'), 'id_ed25519'));
     const shell = await ssh.attempt([]);
@@ -151,7 +144,7 @@ describe('what the pod key may not do', () => {
 describe('the tunnel runs with a session', () => {
   it('a new client connection through the tunnel costs milliseconds, not tens of them', async () => {
     const port = pod.services[0]!.port;
-    const r = await connectionCost(stack!.world, { address: ADDR.server, port, count: 50, payload: 'GET / HTTP/1.0\r\n\r\n' });
+    const r = await connectionCost(stack().world, { address: ADDR.server, port, count: 50, payload: 'GET / HTTP/1.0\r\n\r\n' });
     console.log(`new connection through the tunnel (connect + first round trip), 50 back to back: median ${r.totalMs.median.toFixed(2)} ms, p90 ${r.totalMs.p90.toFixed(2)} ms`);
     expect(r.failures).toBe(0);
     expect(r.totalMs.median).toBeLessThan(10);
@@ -160,24 +153,24 @@ describe('the tunnel runs with a session', () => {
 
 describe('recovery', () => {
   it('a killed session comes back on its own', async () => {
-    const pids = pidsOfSshdSessions(stack!);
+    const pids = pidsOfSshdSessions(stack());
     expect(pids.length).toBeGreaterThan(0);
     for (const p of pids) process.kill(p, 'SIGTERM');
     await timeUntilServing('after its sshd session was killed');
   });
 
   it('a restarted sshd (sessions and all, as at a server reboot) is reconnected to', async () => {
-    const sessions = pidsOfSshdSessions(stack!);
-    await stack!.world.stop('sshd');
+    const sessions = pidsOfSshdSessions(stack());
+    await stack().world.stop('sshd');
     // Stopping the listener leaves established sessions alive (as systemd's KillMode=process would); a reboot does not.
     for (const p of sessions) process.kill(p, 'SIGKILL');
     await waitFor('tunnel down', async () => !(await tunnelServes()), { timeoutMs: 5000 });
-    await stack!.world.start(stack!.world.procs.get('sshd')!.spec);
+    await stack().world.start(stack().world.procs.get('sshd')!.spec);
     await timeUntilServing('after the server\'s sshd was down and restarted');
   });
 
   it('a 20 s blackhole of the pod\'s link: the stale session frees the port within the ClientAlive window, and the tunnel returns', async () => {
-    const s = stack!;
+    const s = stack();
     const port = pod.services[0]!.port;
     await cutPodLink(s.world, 'pod', 'link');
     const cut = performance.now();
@@ -197,7 +190,7 @@ describe('recovery', () => {
   }, 120_000);
 
   it("a change of the router's public address: the pod has its stale session cut and serves again in seconds", async () => {
-    const s = stack!;
+    const s = stack();
     await changeRouterPublicAddress(s.world);
     try {
       const ms = await timeUntilServing("after the router's public address changed");
@@ -215,19 +208,19 @@ describe('recovery', () => {
 
 describe('the rest of the pod\'s commands', () => {
   it('install-service renders a systemd unit that systemd-analyze accepts', async () => {
-    const r = await stack!.pod<{ kind: string; content: string; name: string }>(['install-service', '--print']);
+    const r = await stack().pod<{ kind: string; content: string; name: string }>(['install-service', '--print']);
     expect(r.json.kind).toBe('systemd');
     expect(r.json.content).toContain(`ExecStart=${process.execPath} `);
-    expect(r.json.content).toContain(`start --dir ${stack!.podDir('pod')}`);
-    const unit = path.join(stack!.world.mkdir('unit', 0o755), r.json.name);
+    expect(r.json.content).toContain(`start --dir ${stack().podDir('pod')}`);
+    const unit = path.join(stack().world.mkdir('unit', 0o755), r.json.name);
     fs.writeFileSync(unit, r.json.content);
-    const v = await stack!.world.inNs('pod', ['systemd-analyze', 'verify', unit], { allowFailure: true, timeout: 60_000 });
+    const v = await stack().world.inNs('pod', ['systemd-analyze', 'verify', unit], { allowFailure: true, timeout: 60_000 });
     expect(v.stderr.split('\n').filter((l) => l.includes(r.json.name) && !/Cannot add dependency|not found/i.test(l))).toEqual([]);
     expect(v.exitCode).toBe(0);
   });
 
   it('renew gets a new certificate for a new key, and the https service serves it after a reload', async () => {
-    const s = stack!;
+    const s = stack();
     const dir = s.podDir('pod');
     const oldCert = fs.readFileSync(path.join(dir, 'tls.crt'), 'utf8');
     const oldKey = fs.readFileSync(path.join(dir, 'tls.key'), 'utf8');
@@ -244,13 +237,13 @@ describe('the rest of the pod\'s commands', () => {
   });
 
   it('without its programs, setup says which package to install', async () => {
-    const r = await stack!.world.inNs('pod', ['env', 'PATH=/nonexistent', process.execPath, (await import('../stack/stack.js')).POD, '--dir', stack!.world.path('pods', 'noprog'), 'setup', '--server', `https://server.${DOMAIN}`, '--token', token, '--protocols', 'http'], { allowFailure: true });
+    const r = await stack().world.inNs('pod', ['env', 'PATH=/nonexistent', process.execPath, (await import('../stack/stack.js')).POD, '--dir', stack().world.path('pods', 'noprog'), 'setup', '--server', `https://server.${DOMAIN}`, '--token', token, '--protocols', 'http'], { allowFailure: true });
     expect(r.exitCode).toBe(7);
     expect(r.stderr).toContain('hint: Install it: apt-get install openssh-client');
   });
 
   it('ca show and ca revoke on request: the served CRL lists it and openssl verify -crl_check refuses it', async () => {
-    const s = stack!;
+    const s = stack();
     const dir = s.podDir('pod');
     const serial = (await s.world.inNs('pod', ['openssl', 'x509', '-noout', '-serial', '-in', path.join(dir, 'tls.crt')])).stdout.trim().split('=')[1]!;
     const shown = await s.ctl<{ names: string[]; status: string }>(['ca', 'show', serial]);
@@ -272,7 +265,7 @@ describe('the rest of the pod\'s commands', () => {
   });
 
   it('stop ends the tunnel and removes nothing else; destroy gives the name up on the server', async () => {
-    const s = stack!;
+    const s = stack();
     await s.world.stop('pod-pipe2me');
     const st = await s.pod<{ running: boolean }>(['status']);
     expect(st.json.running).toBe(false);

@@ -3,34 +3,27 @@
  * holds (718), and a router whose public address changes — the tunnel stays up through all of it, and
  * the pod and the server both say why clients take the route they take.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ADDR, changeRouterPublicAddress, dig, helperArgv, MINIUPNPD, waitFor } from '../world/index.js';
-import { DOMAIN, Stack } from '../stack/stack.js';
+import { DOMAIN } from '../stack/stack.js';
+import { useStack } from '../stack/hooks.js';
 
-let stack: Stack | undefined;
 let pod: { fqdn: string; services: { port: number; url: string }[] };
 
 async function routeOf(): Promise<{ route: string; route_reason: string; mapping_note: string | null; direct_ipv4: string | null }> {
-  return (await stack!.ctl<{ route: string; route_reason: string; mapping_note: string | null; direct_ipv4: string | null }>(['show', pod.fqdn])).json;
+  return (await stack().ctl<{ route: string; route_reason: string; mapping_note: string | null; direct_ipv4: string | null }>(['show', pod.fqdn])).json;
 }
 
-beforeAll(async () => {
-  stack = await Stack.create({ pods: 2, flapWindow: '2s' });
+const stack = useStack({ pods: 2, flapWindow: '2s' }, async (stack) => {
   await stack.startServer();
   const t = (await stack.ctl<{ token: string; ca_pin: string }>(['token', 'create'])).json;
   pod = (await stack.pod<typeof pod>(['setup', '--server', `https://server.${DOMAIN}`, '--token', t.token, '--ca-pin', t.ca_pin, '--protocols', 'tcp', '--ports', '9000'])).json;
   await stack.world.start({ name: 'pod-echo', host: 'pod', argv: helperArgv('serve.mjs', ['echo', '0.0.0.0', 9000]), ready: (d, p) => p.waitLog(d.name, 'listening').then(() => undefined) });
 }, 180_000);
-afterAll(async () => {
-  await stack?.destroy();
-});
-afterEach((ctx: TestContext) => {
-  if (ctx.task.result?.state === 'fail') console.log(stack?.world.dumpLogs(40));
-});
 
 describe('UPnP on an uncooperative router', () => {
   it('no gateway: the tunnel works, and the pod and the server say why it is not direct', async () => {
-    const s = stack!;
+    const s = stack();
     await s.world.stop(MINIUPNPD);
     await s.startPod('pod');
     await waitFor('no gateway logged', async () => s.world.procs.log('pod-pipe2me').includes('no UPnP gateway found'), { timeoutMs: 20_000 });
@@ -45,7 +38,7 @@ describe('UPnP on an uncooperative router', () => {
   });
 
   it('a port another device holds (718): reported, the name stays on the server, the tunnel stays up', async () => {
-    const s = stack!;
+    const s = stack();
     const port = pod.services[0]!.port;
     const taken = await s.world.inNs('pod2', ['upnpc', '-u', s.world.igdUrl, '-i', '-e', 'someone else', '-a', s.world.address('pod2'), '9000', String(port), 'TCP', '600'], { allowFailure: true });
     expect(taken.stdout).toContain('is redirected to internal');
@@ -60,13 +53,13 @@ describe('UPnP on an uncooperative router', () => {
     // The other device lets go; at its next lease renewal the pod maps the port and goes direct.
     await s.world.inNs('pod2', ['upnpc', '-u', s.world.igdUrl, '-i', '-d', String(port), 'TCP'], { allowFailure: true });
     await s.world.restart('pod-pipe2me');
-    await waitFor('mapped', async () => (await stack!.ctl<{ mappings: unknown[] }>(['show', pod.fqdn])).json.mappings.length === 1, { timeoutMs: 20_000 });
+    await waitFor('mapped', async () => (await stack().ctl<{ mappings: unknown[] }>(['show', pod.fqdn])).json.mappings.length === 1, { timeoutMs: 20_000 });
     await s.ctl(['probe']);
     expect((await routeOf()).route).toBe('direct');
   });
 
   it('a new public address on the router: the probe verifies it there and DNS follows', async () => {
-    const s = stack!;
+    const s = stack();
     await changeRouterPublicAddress(s.world);
     try {
       // The pod reconnects from the new address (the server sees it there) and its mapping works there.
