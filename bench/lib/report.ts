@@ -72,10 +72,36 @@ export function machine(): string {
   return table(['', ''], rows.map(([k, v]) => [k, v]));
 }
 
+/**
+ * Is this module the script that was run? `node script` leaves it in process.argv[1]; vite-node does
+ * not: it rewrites process.argv to [node, vite-node, ...the script's own arguments], so the original
+ * command line is read from /proc (the benchmarks need Linux namespaces anyway). A section imported by
+ * another script is never on that command line.
+ */
+function invokedDirectly(meta: ImportMeta): boolean {
+  const self = realpath(new URL(meta.url).pathname);
+  if (!self) return false;
+  if (process.argv[1] && realpath(process.argv[1]) === self) return true;
+  let cmdline: string[] = [];
+  try {
+    cmdline = fs.readFileSync('/proc/self/cmdline', 'utf8').split('\0').filter(Boolean);
+  } catch {
+    return false;
+  }
+  return cmdline.slice(1).some((arg) => !arg.startsWith('-') && realpath(arg) === self);
+}
+
+function realpath(p: string): string | undefined {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Runs a section's main when its file is executed directly, and prints its markdown. */
 export async function standalone(meta: ImportMeta, main: () => Promise<BenchSection>): Promise<void> {
-  const invoked = process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(new URL(meta.url).pathname);
-  if (!invoked) return;
+  if (!invokedDirectly(meta)) return;
   const s = await main();
   process.stdout.write(`\n## ${s.title}\n\n${s.markdown}\n`);
 }
