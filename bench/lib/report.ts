@@ -2,7 +2,7 @@
  * Shared by the benchmark scripts: statistics (medians of repeated runs, never a single sample), markdown
  * tables, and a description of the machine, so that every figure in BENCHMARKS.md says where it was taken.
  */
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 
@@ -43,14 +43,11 @@ export function table(headers: readonly string[], rows: readonly (readonly strin
 }
 
 function version(argv: string[], pattern: RegExp): string {
-  try {
-    const out = execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe'] });
-    return pattern.exec(out)?.[1] ?? out.trim().split('\n')[0]!;
-  } catch (e) {
-    const err = e as { stdout?: string; stderr?: string };
-    const out = `${err.stdout ?? ''}${err.stderr ?? ''}`;
-    return pattern.exec(out)?.[1] ?? 'unknown';
-  }
+  // Several tools print their version on stderr and exit 0 (ssh -V, nginx -v): read both streams.
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
+  if (r.error) return 'unknown';
+  return pattern.exec(out)?.[1] ?? (out.trim().split('\n')[0] || 'unknown');
 }
 
 export function machine(): string {
@@ -62,7 +59,7 @@ export function machine(): string {
     ['kernel', os.release()],
     ['Debian', debian],
     ['Node.js', process.version],
-    ['OpenSSH', version(['ssh', '-V'], /OpenSSH_(\S+),/)],
+    ['OpenSSH', version(['ssh', '-V'], /OpenSSH_([^,]+),/)],
     ['nginx', version(['nginx', '-v'], /nginx\/(\S+)/)],
     ['BIND', version(['named', '-v'], /BIND (\S+)/)],
     ['NSD', version(['nsd', '-v'], /NSD version (\S+)/)],
