@@ -251,3 +251,26 @@ export function cpuPercent(before: Map<number, number>, after: Map<number, numbe
   // USER_HZ is 100 on Linux.
   return (ticks / 100 / (wallMs / 1000)) * 100;
 }
+
+/**
+ * Wall time until argv's own process exits, ignoring its output: for `ssh -f`, whose backgrounded child
+ * keeps any inherited pipe open (a runner that waits for its output would wait for the child too).
+ */
+export function timeUntilExit(world: World, host: HostName, argv: readonly string[], timeoutMs: number): Promise<{ ms: number; exitCode: number | null }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn('ip', ['netns', 'exec', world.ns(host), ...argv], { stdio: 'ignore', env: { ...process.env, [WORLD_ENV]: world.prefix } });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${argv.join(' ')} did not exit within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ ms: performance.now() - t0, exitCode: code });
+    });
+  });
+}
