@@ -306,6 +306,10 @@ start of the measurements and ${w.load.after} at the end (other work shares this
 - (a) \`pipe2me setup\` + \`pipe2me start --no-upnp\` on pod; the client connects to the server's public port. autossh runs:
   \`${w.tunnelSsh.join(' ')}\`
 - (b) \`pipe2me start\` with UPnP on pod2; \`pipe2me-ctl probe\` put the name on the router; the client connects to the router's address.
+  The probe ran while a silent stand-in served pod2's iperf3 port, and iperf3 took over after it: with iperf3 itself the probe refused the
+  direct route ("tcp …: no connection (ECONNRESET)"). The probe connects to each port through the tunnel and then directly; the tunnel
+  connection's close reaches the pod after the direct connect, and iperf3, which serves one client at a time, resets the client queued
+  behind the one that just left.
 - (c) an nft \`dnat\` rule we add in the router's prerouting hook → pod2: the same network path as (b), nothing of pipe2me's.
 - (d) \`ssh -N -R 0.0.0.0:PORT:localhost:PORT\` from pod to a plain sshd on the server (port ${PLAIN_SSHD_PORT}, a minimal config of our own: GatewayPorts yes,
   everything else OpenSSH's default), client options OpenSSH's defaults.

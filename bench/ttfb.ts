@@ -189,7 +189,7 @@ function report(runs: Run[], p: Pieces, seconds: number, load: { before: string;
       ['`node -e 0` (Node\'s own start-up)', ms(node)],
       ['`node bin/pipe2me.js --help` (Node + pipe2me\'s CLI modules)', ms(help)],
       ['  importing `dist/util/exec.js` (execa and its dependencies)', ms(execa)],
-      ['  then `dist/server/subdomains.js` (the server\'s state, apply, render, CA modules, better-sqlite3, handlebars)', ms(server)],
+      ['  then `dist/server/subdomains.js` (the server\'s state, apply, render and CA modules; handlebars, node-forge, better-sqlite3\'s JS)', ms(server)],
       ['  then the rest of `dist/cli/pod.js`', ms(rest)],
       ['`ssh-keygen -t ed25519`', ms(keygen)],
       ['`openssl genpkey` EC P-256 + `openssl req`', ms(tls)],
@@ -213,13 +213,13 @@ ${breakdown}
 
 ${piecesTable}
 
-**Target: first byte ≤ ${TARGET_S} s after setup starts: ${met ? '**met**' : '**missed**'}** (${(total.median / 1000).toFixed(2)} s median, ${ratio(total.median, bare.median, 1)} a bare \`ssh -f -N -R\` login).
+**Target: first byte ≤ ${TARGET_S} s after setup starts — ${met ? 'met' : 'missed'}** (${(total.median / 1000).toFixed(2)} s median, ${ratio(total.median, bare.median, 1)} a bare \`ssh -f -N -R\` login).
 
 Where the time goes: two Node processes (setup, then start) each pay Node's start-up and pipe2me's module loading — ${cliCost.toFixed(0)} ms of the
 ${total.median.toFixed(0)} ms (${((cliCost / total.median) * 100).toFixed(0)} %). Of one CLI start-up (${help.median.toFixed(0)} ms for \`--help\`), Node itself is ${node.median.toFixed(0)} ms; importing execa costs
-${execa.median.toFixed(0)} ms, and the pod's CLI imports \`src/server/subdomains.ts\` for one string function (\`serviceUrl\`), which loads the server's state
-store, apply, render and CA modules, better-sqlite3 and handlebars: ${server.median.toFixed(0)} ms more on every \`pipe2me\` command, and a native module
-(better-sqlite3) a pod never uses. The API's applies during setup add ${applyMed.toFixed(0)} ms (${applyUnits}): the API answers only after the new name is
+${execa.median.toFixed(0)} ms (pipe2me uses it only to run programs with a timeout), and the pod's CLI imports \`src/server/subdomains.ts\` for one string
+function (\`serviceUrl\`), which loads the server's state store, apply, render and CA modules with handlebars, node-forge and better-sqlite3's
+JavaScript (not its native addon): ${server.median.toFixed(0)} ms more on every \`pipe2me\` command, for code a pod never runs. The API's applies during setup add ${applyMed.toFixed(0)} ms (${applyUnits}): the API answers only after the new name is
 in the zone and BIND reloaded it. Of that, BIND's own tools cost ${dnsFloor.toFixed(0)} ms run by themselves here (named-checkconf
 ${stats(p.namedCheckconf).median.toFixed(0)}, named-checkzone ${stats(p.namedCheckzone).median.toFixed(0)}, an rndc round trip ${stats(p.rndc).median.toFixed(0)} ms, each a process start on this loaded machine); the rest is the apply's own
 work (rendering, staging, locks, BIND loading the zone). Key generation is cheap (ssh-keygen ${keygen.median.toFixed(0)} ms, openssl ${tls.median.toFixed(0)} ms). The tunnel's own login is ${(startFb.median - startCli.median).toFixed(0)} ms
