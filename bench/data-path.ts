@@ -6,7 +6,8 @@
  *   (c) the same network path without pipe2me: an nft dnat rule of our own on the router,
  *   (d) a plain `ssh -N -R` with OpenSSH's default options to a plain sshd — what a user would run instead,
  *   (e) the same plain `ssh -N -R` with pipe2me's cipher list: the best a plain ssh -R does here; it
- *       differs from pipe2me's tunnel by the missing session (which is what sets TCP_NODELAY).
+ *       differs from pipe2me's tunnel by the missing session (which is what sets TCP_NODELAY) and the
+ *       server's configuration.
  * Every configuration is measured n=3 times, in an order rotated between repetitions.
  *
  *   npx vite-node bench/data-path.ts
@@ -276,11 +277,12 @@ function report(w: World5, runs: Record<PathSpec['key'], Run[]>, orders: string[
 
   const targets = [
     `- Tunnel throughput ≥ 0.9× the best plain \`ssh -R\`: ${say(tpMet)} (${fmt(tpRatios)}).` +
+      (tpRatios.some((x) => x.r > 1.1) ? ' Where the tunnel beat (e) by more than 10 %, do not read it as a gain of the session: the floors measured a session tunnel and `-N` at parity (2.58 vs 2.91 Gbit/s), and here no sshd had a core of its own.' : '') +
       (tpMet ? '' : ` The tunnel is one ssh connection, bounded by one sshd core; sshd used ${sshdP1.toFixed(0)} % of a core during the single-stream upload${sshdP1 < 85 ? ' — less than a core, so the machine\'s other load (and iperf3\'s client and server and ssh, on 2 cores) set the ceiling in this run' : ''}. Where the medians differ by less than the min–max spread of the runs, the difference is the machine's noise, not a property of the tunnel (pipe2me's tunnel and (e) run the same ssh with the same cipher; the only difference is the session).`),
     `- New connection through the tunnel ≤ 2 ms: ${say(newConn <= 2)} (${newConn.toFixed(2)} ms median, against ${newConnPlain.toFixed(1)} ms for plain \`ssh -N -R\`: ${ratio(newConnPlain, newConn, 0)} faster).` +
       (newConn <= 2 ? '' : ` The same client pays ${med('dnat', (r) => r.newConnMs).toFixed(2)} ms for a new connection on the plain NAT path (c) in this run, so the tunnel adds ${(newConn - med('dnat', (r) => r.newConnMs)).toFixed(2)} ms: the first round trip also opens an ssh channel (sshd → the pod's ssh, which connects to the local service, and back) before the bytes go through, three more processes to wake on a machine whose load average was ${w.load.before}–${w.load.after} (2 cores). The ~44 ms Nagle stall is gone (the session sets TCP_NODELAY); what is left is OpenSSH's channel set-up, not pipe2me's (the floors measured 0.58 ms for a session tunnel on a quiet machine).`),
     `- Direct route ≥ 0.95× the plain NAT forward: ${say(drMet)} (${fmt(drRatios)}).` +
-      (drMet ? '' : ` Both go through the same kernel path (a dnat rule in the router's prerouting hook, conntrack, forward): miniupnpd's rule for (b), ours for (c). Nothing of pipe2me's is in that path, so a shortfall is the machine's noise (same-repetition ratios ${drRatios.map((x) => `${x.pairedMin.toFixed(2)}–${x.pairedMax.toFixed(2)}`).join(', ')}; at ${med('dnat', (r) => r.p1).toFixed(0)} Gbit/s, iperf3's client and server are what saturate the 2 cores).`),
+      (drMet ? '' : ` (b) and (c) differ only in the first packet of a connection: its dnat comes from miniupnpd's rule in (b) and from ours in (c). After that both are conntrack entries with a dnat, and every packet crosses the same rules — the router's forward chain and miniupnpd's own forward base chain, whose accept rule for pod2's mapped port matches (c)'s packets too. Nothing of pipe2me's is in that path, so the shortfall is the machine's noise: the same-repetition ratios span ${drRatios.map((x) => `${x.pairedMin.toFixed(2)}–${x.pairedMax.toFixed(2)}`).join(', ')}, and at ${med('dnat', (r) => r.p1).toFixed(0)} Gbit/s it is iperf3's client and server, on 2 shared cores, that set the rate.`),
   ].join('\n');
 
   const c = w.ciphers;
@@ -335,10 +337,12 @@ ${cipherTable}
 - *Compression*: no. The tunnel carries what the pod's services send, mostly already compressed or encrypted (TLS); on incompressible
   data zlib costs 10× in throughput (0.25 vs 2.45 Gbit/s in the floors) and sshd becomes the bottleneck.
 - *Keepalives*: they cost nothing on the data path (a keepalive is sent only after that many seconds without traffic). They decide how fast
-  a dead link is noticed — the pod's ssh gives up after ~${DEFAULT_TIMING.serverAliveInterval * DEFAULT_TIMING.serverAliveCountMax} s without an answer and reconnects; the server frees a stale
-  session's ports after ~${aliveWindowSeconds(w.stack.config)} s (see the recovery section, which measures both). TCPKeepAlive is off on the server: its 2-hour
-  kernel default would never fire in time, and a spoofable RST should not end a session.
-- *Session, not -N*: (a) vs (e) is the session alone — same ssh, same cipher. It turns a new connection from ~${newConnPlain.toFixed(0)} ms into
+  a dead link is noticed — the pod's ssh gives up ${DEFAULT_TIMING.serverAliveInterval * (DEFAULT_TIMING.serverAliveCountMax + 1)} s (CountMax + 1 intervals) after the last packet from the server and reconnects; the
+  server frees a stale session's ports after ~${aliveWindowSeconds(w.stack.config)} s, but only while nobody connects to them (OpenSSH checks only when its poll times
+  out), which is why pipe2me also has the API cut a stale session (the recovery section measures all of this). TCPKeepAlive is off on the
+  server: its 2-hour kernel default would never fire in time, and a spoofed RST should not end a session.
+- *Session, not -N*: (a) and (e) run the same ssh with the same cipher; they differ in the session and in the server's configuration. The
+  session turns a new connection from ~${newConnPlain.toFixed(0)} ms into
   ${newConn.toFixed(2)} ms (OpenSSH sets TCP_NODELAY only when a session channel is set up; with \`-N\` each new client connection
   waits out Nagle + delayed ACK on the ssh transport).
 
