@@ -126,7 +126,7 @@ function loadAverage(): string {
   return fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]!;
 }
 
-interface World5 {
+interface Built {
   stack: Stack;
   paths: PathSpec[];
   tunnelSsh: string[];
@@ -135,7 +135,7 @@ interface World5 {
   load: { before: string; after: string };
 }
 
-async function build(stack: Stack): Promise<World5> {
+async function build(stack: Stack): Promise<Built> {
   const world = stack.world;
   progress('data-path: pipe2me server');
   await stack.startServer();
@@ -232,7 +232,7 @@ function paired(runs: Record<string, Run[]>, a: string, b: string, f: (r: Run) =
   return stats(runs[a]!.map((r, i) => f(r) / f(runs[b]![i]!)));
 }
 
-function report(w: World5, runs: Record<PathSpec['key'], Run[]>, orders: string[][], seconds: number): string {
+function report(w: Built, runs: Record<PathSpec['key'], Run[]>, orders: string[][], seconds: number): string {
   const S = (k: PathSpec['key'], f: (r: Run) => number) => stats(runs[k].map(f));
   const label = (k: PathSpec['key']) => w.paths.find((p) => p.key === k)!.label;
   const keys = w.paths.map((p) => p.key);
