@@ -223,10 +223,10 @@ ${execa.median.toFixed(0)} ms (pipe2me uses it only to run programs with a timeo
 function (\`serviceUrl\`), which loads the server's state store, apply, render and CA modules with handlebars, node-forge and better-sqlite3's
 JavaScript (not its native addon): ${server.median.toFixed(0)} ms more on every \`pipe2me\` command, for code a pod never runs. The API's applies during setup add ${applyMed.toFixed(0)} ms (${applyUnits}): it answers only after
 the new name is in the zone and BIND reloaded it. The DNS apply (${dnsApply.toFixed(0)} ms) is close to BIND's own floor: named-checkconf
-${stats(p.namedCheckconf).median.toFixed(0)}, named-checkzone ${stats(p.namedCheckzone).median.toFixed(0)} and an rndc round trip ${stats(p.rndc).median.toFixed(0)} ms, run one by one here, add up to ${dnsFloor.toFixed(0)} ms. Key generation is cheap (ssh-keygen ${keygen.median.toFixed(0)} ms, openssl ${tls.median.toFixed(0)} ms). The tunnel's own login is ${(startFb.median - startCli.median).toFixed(0)} ms
+${stats(p.namedCheckconf).median.toFixed(0)}, named-checkzone ${stats(p.namedCheckzone).median.toFixed(0)} and an rndc round trip ${stats(p.rndc).median.toFixed(0)} ms, run one by one here, add up to ${dnsFloor.toFixed(0)} ms. Key generation is cheap (ssh-keygen ${keygen.median.toFixed(0)} ms, openssl ${tls.median.toFixed(0)} ms). The tunnel's own login is ${S((r) => r.startToFirstByteMs - r.startCliMs).median.toFixed(0)} ms
 from start's first log line to the first byte, against ${bare.median.toFixed(0)} ms for the bare \`ssh -f -N -R\` (which also starts no Node and no autossh).
 Ours, and avoidable: the server modules the pod's CLI loads for nothing (${server.median.toFixed(0)} ms × 2 processes ≈ ${(2 * server.median).toFixed(0)} ms of this
-${total.median.toFixed(0)} ms), and execa where \`node:child_process\` would do (${execa.median.toFixed(0)} ms × 2). The 300 ms "up" grace delays only pipe2me's own
+${total.median.toFixed(0)} ms), and execa where a small runner on \`node:child_process\` would do (${execa.median.toFixed(0)} ms × 2). The 300 ms "up" grace delays only pipe2me's own
 "tunnel up" line, not the first byte. The floors: Node's start-up (${node.median.toFixed(0)} ms × 2), BIND's checks and reload, and one ssh login.
 
 Machine of this run:
