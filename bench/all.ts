@@ -10,9 +10,6 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { machine, progress, type BenchSection } from './lib/report.js';
 
-// Sections export main() and stay quiet on import (see standalone() in lib/report.ts).
-process.env.P2M_BENCH_ALL = '1';
-
 const SECTIONS = ['control-plane', 'probe', 'data-path', 'recovery', 'ttfb'] as const;
 const here = path.dirname(fileURLToPath(import.meta.url));
 

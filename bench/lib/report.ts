@@ -2,7 +2,7 @@
  * Shared by the benchmark scripts: statistics (medians of repeated runs, never a single sample), markdown
  * tables, and a description of the machine, so that every figure in BENCHMARKS.md says where it was taken.
  */
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 
@@ -43,14 +43,11 @@ export function table(headers: readonly string[], rows: readonly (readonly strin
 }
 
 function version(argv: string[], pattern: RegExp): string {
-  try {
-    const out = execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe'] });
-    return pattern.exec(out)?.[1] ?? out.trim().split('\n')[0]!;
-  } catch (e) {
-    const err = e as { stdout?: string; stderr?: string };
-    const out = `${err.stdout ?? ''}${err.stderr ?? ''}`;
-    return pattern.exec(out)?.[1] ?? 'unknown';
-  }
+  // Several tools print their version on stderr and exit 0 (ssh -V, nginx -v): read both streams.
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = `${r.stdout ?? ''}${r.stderr ?? ''}`;
+  if (r.error) return 'unknown';
+  return pattern.exec(out)?.[1] ?? (out.trim().split('\n')[0] || 'unknown');
 }
 
 export function machine(): string {
@@ -62,7 +59,7 @@ export function machine(): string {
     ['kernel', os.release()],
     ['Debian', debian],
     ['Node.js', process.version],
-    ['OpenSSH', version(['ssh', '-V'], /OpenSSH_(\S+),/)],
+    ['OpenSSH', version(['ssh', '-V'], /OpenSSH_([^,]+),/)],
     ['nginx', version(['nginx', '-v'], /nginx\/(\S+)/)],
     ['BIND', version(['named', '-v'], /BIND (\S+)/)],
     ['NSD', version(['nsd', '-v'], /NSD version (\S+)/)],
@@ -73,12 +70,35 @@ export function machine(): string {
 }
 
 /**
- * Runs a section's main when its file is executed directly (`npx vite-node bench/<name>.ts`) and prints its
- * markdown. bench/all.ts sets P2M_BENCH_ALL before importing the sections, which then only export main.
- * (vite-node hides the script's path from process.argv, so that cannot tell.)
+ * Is this module the script that was run? `node script` leaves it in process.argv[1]; vite-node does
+ * not: it rewrites process.argv to [node, vite-node, ...the script's own arguments], so the original
+ * command line is read from /proc (the benchmarks need Linux namespaces anyway). A section imported by
+ * another script is never on that command line.
  */
-export async function standalone(_meta: ImportMeta, main: () => Promise<BenchSection>): Promise<void> {
-  if (process.env.P2M_BENCH_ALL) return;
+function invokedDirectly(meta: ImportMeta): boolean {
+  const self = realpath(new URL(meta.url).pathname);
+  if (!self) return false;
+  if (process.argv[1] && realpath(process.argv[1]) === self) return true;
+  let cmdline: string[] = [];
+  try {
+    cmdline = fs.readFileSync('/proc/self/cmdline', 'utf8').split('\0').filter(Boolean);
+  } catch {
+    return false;
+  }
+  return cmdline.slice(1).some((arg) => !arg.startsWith('-') && realpath(arg) === self);
+}
+
+function realpath(p: string): string | undefined {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs a section's main when its file is executed directly, and prints its markdown. */
+export async function standalone(meta: ImportMeta, main: () => Promise<BenchSection>): Promise<void> {
+  if (!invokedDirectly(meta)) return;
   const s = await main();
   process.stdout.write(`\n## ${s.title}\n\n${s.markdown}\n`);
 }
