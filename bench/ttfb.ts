@@ -9,7 +9,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ADDR, helperArgv, type World } from '../test/world/index.js';
+import { ADDR, helperArgv } from '../test/world/index.js';
 import { DOMAIN, POD, ROOT, Stack } from '../test/stack/stack.js';
 import { machine, mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
 import { epochNow, isoLines, runTimed, startPlainSshd, startPoller, timeOnce, timeUntilExit, type PlainSsh, type TimedRun } from './lib/kit.js';

@@ -19,6 +19,9 @@ const common = {
   logLevel: 'warning',
 };
 
+// Stale chunks of earlier builds would otherwise pile up next to the new ones.
+fs.rmSync('dist', { recursive: true, force: true });
+
 // 1. Precompile the templates with exactly the helpers and options the renderer uses.
 fs.mkdirSync('build', { recursive: true });
 await build({ ...common, entryPoints: ['src/render/templates.ts'], outfile: 'build/templates-tool.mjs' });

@@ -12,7 +12,7 @@ import { setup, requestCertificate } from '../pod/setup.js';
 import { apiClientFor, certificateNotAfter, readStatus, start, stop } from '../pod/run.js';
 import { installService, renderService } from '../pod/service.js';
 import { EXIT_CODES_HELP, Output, runProgram, type GlobalOptions } from './output.js';
-import { serviceUrl } from '../server/subdomains.js';
+import { serviceUrl } from '../render/entries.js';
 
 interface Globals extends GlobalOptions {
   dir?: string;

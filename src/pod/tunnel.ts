@@ -50,7 +50,8 @@ export function tunnelArgv(s: PodState, f: PodFiles, t: TunnelTiming = DEFAULT_T
     ...o('UpdateHostKeys', 'no'),
     ...o('Ciphers', TUNNEL_CIPHERS),
     ...o('Compression', 'no'),
-    ...o('LogLevel', 'ERROR'),
+    // ssh's default LogLevel (INFO) is what reports "Timeout, server not responding": the supervisor's
+    // signal that the link died. Nothing else is printed on a good connection.
     '-p', String(s.ssh.port),
     ...s.services.flatMap((svc) => ['-R', `${svc.port}:${svc.localHost.includes(':') ? `[${svc.localHost}]` : svc.localHost}:${svc.localPort}`]),
     `${s.ssh.user}@${s.ssh.host}`,

@@ -2,6 +2,11 @@
 import type { Config } from '../config/types.js';
 import type { SubdomainRecord } from '../state/types.js';
 
+/** How a client reaches one service: a URL for http(s), host:port for raw tcp. */
+export function serviceUrl(fqdn: string, protocol: string, port: number): string {
+  return protocol === 'tcp' ? `${fqdn}:${port}` : `${protocol}://${fqdn}:${port}/`;
+}
+
 /** http://NAME/ goes to the first http service, else the first https service. */
 export function httpEntryTarget(s: Pick<SubdomainRecord, 'fqdn' | 'ports'>): string | null {
   const http = s.ports.find((p) => p.protocol === 'http');

@@ -5,7 +5,7 @@
  */
 import type { ServerContext } from './context.js';
 import { apply, type ApplyReport } from '../apply/apply.js';
-import { httpEntryTarget, httpsEntryTarget } from '../render/entries.js';
+import { httpEntryTarget, httpsEntryTarget, serviceUrl } from '../render/entries.js';
 import { createSubdomain, deleteSubdomain, expireDue, requireSubdomain, type CreatedSubdomain } from '../state/subdomains.js';
 import { now, type SubdomainRecord } from '../state/types.js';
 import { cutSessions, readSessions } from '../daemons/sessions.js';
@@ -31,10 +31,6 @@ export interface SubdomainView {
   /** What the pod said about mappings it could not make. */
   mapping_note: string | null;
   probes: { at: string; address: string | null; ok: boolean; route: string; reason: string }[];
-}
-
-export function serviceUrl(fqdn: string, protocol: string, port: number): string {
-  return protocol === 'tcp' ? `${fqdn}:${port}` : `${protocol}://${fqdn}:${port}/`;
 }
 
 const iso = (s: number) => new Date(s * 1000).toISOString().replace('.000Z', 'Z');
