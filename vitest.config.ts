@@ -5,6 +5,10 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // Native module (better-sqlite3) and child processes in network namespaces: separate processes are safer than threads.
     pool: 'forks',
+    // Most end-to-end files wait on the network and on daemons rather than on the CPU, and every world is
+    // isolated (its own namespaces, users and directories): three files at once roughly halve the suite's
+    // wall time on two cores, the playbook test's debootstrap overlapping the rest.
+    poolOptions: { forks: { minForks: 1, maxForks: 3 } },
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: ['default'],
