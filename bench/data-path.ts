@@ -162,7 +162,8 @@ async function build(stack: Stack): Promise<Built> {
   const files = new PodFiles(stack.podDir('pod'));
   const full = tunnelArgv(files.read(), files);
   const tunnelSsh = ['ssh', ...full.slice(full.indexOf('-M') + 2)];
-  const verbose = tunnelSsh.filter((a, i, all) => a !== '-R' && all[i - 1] !== '-R').map((a) => (a === 'LogLevel=ERROR' ? 'LogLevel=DEBUG1' : a));
+  // The tunnel's own argv without its forwards, and with debug output to read the negotiated algorithms.
+  const verbose = [...tunnelSsh.filter((a, i, all) => a !== '-R' && all[i - 1] !== '-R' && !a.startsWith('LogLevel=') && !(a === '-o' && all[i + 1]?.startsWith('LogLevel='))).slice(0, -1), '-o', 'LogLevel=DEBUG1', tunnelSsh[tunnelSsh.length - 1]!];
   const ciphersTunnel = await negotiated(world, 'pod', verbose);
 
   progress('data-path: pipe2me start (pod --no-upnp, pod2 with UPnP), probe');

@@ -46,9 +46,7 @@ interface Pieces {
   sshKeygen: number[];
   tlsKeyCsr: number[];
   bareSsh: number[];
-  importExeca: number[];
-  importServer: number[];
-  importRest: number[];
+  importBundle: number[];
   /** The daemons' own share of the API's DNS apply: BIND's checkers and one rndc round trip. */
   namedCheckconf: number[];
   namedCheckzone: number[];
@@ -117,16 +115,10 @@ async function pieces(stack: Stack, plain: PlainSsh, i: number, p: Pieces): Prom
   await world.inNs('pod', ['openssl', 'req', '-new', '-key', path.join(scratch, 'tls.key'), '-subj', '/CN=x.pipe.test', '-addext', 'subjectAltName=DNS:x.pipe.test', '-out', path.join(scratch, 'csr')], { timeout: 30_000 });
   p.tlsKeyCsr.push(performance.now() - t0);
 
-  // Where the CLI's own start-up goes: the modules it imports, timed inside one Node process.
-  const probe = `const t0 = performance.now(); await import(${JSON.stringify(path.join(ROOT, 'dist/util/exec.js'))}); const t1 = performance.now();
-await import(${JSON.stringify(path.join(ROOT, 'dist/server/subdomains.js'))}); const t2 = performance.now();
-await import(${JSON.stringify(path.join(ROOT, 'dist/cli/pod.js'))}); const t3 = performance.now();
-console.log(JSON.stringify([t1 - t0, t2 - t1, t3 - t2]));`;
+  // Where the CLI's own start-up goes: loading the bundled CLI (dist/pod.mjs and its chunk), timed inside one Node process.
+  const probe = `const t0 = performance.now(); await import(${JSON.stringify(path.join(ROOT, 'dist/pod.mjs'))}); console.log(JSON.stringify(performance.now() - t0));`;
   const imp = await world.inNs('pod', [process.execPath, '--input-type=module', '-e', probe], { timeout: 30_000 });
-  const [execa, server, rest] = JSON.parse(imp.stdout.trim()) as number[];
-  p.importExeca.push(execa!);
-  p.importServer.push(server!);
-  p.importRest.push(rest!);
+  p.importBundle.push(Number(imp.stdout.trim()));
 
   // A bare ssh -R login, until its forward is confirmed: -f with ExitOnForwardFailure returns then.
   const cp = path.join(scratch, 'cm');
@@ -157,9 +149,7 @@ function report(runs: Run[], p: Pieces, seconds: number, load: { before: string;
   const bare = stats(p.bareSsh);
   const node = stats(p.nodeStart);
   const help = stats(p.cliHelp);
-  const execa = stats(p.importExeca);
-  const server = stats(p.importServer);
-  const rest = stats(p.importRest);
+  const bundle = stats(p.importBundle);
   const tls = stats(p.tlsKeyCsr);
   const keygen = stats(p.sshKeygen);
   const certPhase = S((r) => r.certMs);
@@ -188,9 +178,7 @@ function report(runs: Run[], p: Pieces, seconds: number, load: { before: string;
     [
       ['`node -e 0` (Node\'s own start-up)', ms(node)],
       ['`node bin/pipe2me.js --help` (Node + pipe2me\'s CLI modules)', ms(help)],
-      ['  importing `dist/util/exec.js` (execa and its dependencies)', ms(execa)],
-      ['  then `dist/server/subdomains.js` (the server\'s state, apply, render and CA modules; handlebars, node-forge, better-sqlite3\'s JS)', ms(server)],
-      ['  then the rest of `dist/cli/pod.js`', ms(rest)],
+      ['  of which loading the bundled CLI (`dist/pod.mjs` and its chunk)', ms(bundle)],
       ['`ssh-keygen -t ed25519`', ms(keygen)],
       ['`openssl genpkey` EC P-256 + `openssl req`', ms(tls)],
       ['server: `named-checkconf` (the API\'s DNS apply runs it)', ms(stats(p.namedCheckconf))],
@@ -218,16 +206,14 @@ ${piecesTable}
 **Target: first byte ≤ ${TARGET_S} s after setup starts — ${met ? (over ? `met by the median; ${over} of ${runs.length} runs took longer` : 'met') : 'missed'}** (${(total.median / 1000).toFixed(2)} s median, ${ratio(total.median, bare.median, 1)} a bare \`ssh -f -N -R\` login).
 
 Where the time goes: two Node processes (setup, then start) each pay Node's start-up and pipe2me's module loading — ${cliCost.toFixed(0)} ms of the
-${total.median.toFixed(0)} ms (${((cliCost / total.median) * 100).toFixed(0)} %). Of one CLI start-up (${help.median.toFixed(0)} ms for \`--help\`), Node itself is ${node.median.toFixed(0)} ms; importing execa costs
-${execa.median.toFixed(0)} ms (pipe2me uses it only to run programs with a timeout), and the pod's CLI imports \`src/server/subdomains.ts\` for one string
-function (\`serviceUrl\`), which loads the server's state store, apply, render and CA modules with handlebars, node-forge and better-sqlite3's
-JavaScript (not its native addon): ${server.median.toFixed(0)} ms more on every \`pipe2me\` command, for code a pod never runs. The API's applies during setup add ${applyMed.toFixed(0)} ms (${applyUnits}): it answers only after
+${total.median.toFixed(0)} ms (${((cliCost / total.median) * 100).toFixed(0)} %). Of one CLI start-up (${help.median.toFixed(0)} ms for \`--help\`), Node itself is ${node.median.toFixed(0)} ms and loading the
+bundled CLI ${bundle.median.toFixed(0)} ms (the CLIs are bundled into one file each because Node 20 spends most of an unbundled start resolving
+module files). The API's applies during setup add ${applyMed.toFixed(0)} ms (${applyUnits}): it answers only after
 the new name is in the zone and BIND reloaded it. The DNS apply (${dnsApply.toFixed(0)} ms) is close to BIND's own floor: named-checkconf
 ${stats(p.namedCheckconf).median.toFixed(0)}, named-checkzone ${stats(p.namedCheckzone).median.toFixed(0)} and an rndc round trip ${stats(p.rndc).median.toFixed(0)} ms, run one by one here, add up to ${dnsFloor.toFixed(0)} ms. Key generation is cheap (ssh-keygen ${keygen.median.toFixed(0)} ms, openssl ${tls.median.toFixed(0)} ms). The tunnel's own login is ${S((r) => r.startToFirstByteMs - r.startCliMs).median.toFixed(0)} ms
 from start's first log line to the first byte, against ${bare.median.toFixed(0)} ms for the bare \`ssh -f -N -R\` (which also starts no Node and no autossh).
-Ours, and avoidable: the server modules the pod's CLI loads for nothing (${server.median.toFixed(0)} ms × 2 processes ≈ ${(2 * server.median).toFixed(0)} ms of this
-${total.median.toFixed(0)} ms), and execa where a small runner on \`node:child_process\` would do (${execa.median.toFixed(0)} ms × 2). The 300 ms "up" grace delays only pipe2me's own
-"tunnel up" line, not the first byte. The floors: Node's start-up (${node.median.toFixed(0)} ms × 2), BIND's checks and reload, and one ssh login.
+The 300 ms "up" grace delays only pipe2me's own "tunnel up" line, not the first byte. The floors: Node's start-up (${node.median.toFixed(0)} ms × 2), BIND's checks
+and reload, and one ssh login.
 
 Machine of this run:
 
@@ -252,7 +238,7 @@ export async function main(): Promise<BenchSection> {
     const plain = await startPlainSshd(stack, PLAIN_SSHD_PORT);
     const load = { before: loadAverage(), after: '' };
     const runs: Run[] = [];
-    const p: Pieces = { nodeStart: [], cliHelp: [], sshKeygen: [], tlsKeyCsr: [], bareSsh: [], importExeca: [], importServer: [], importRest: [], namedCheckconf: [], namedCheckzone: [], rndc: [] };
+    const p: Pieces = { nodeStart: [], cliHelp: [], sshKeygen: [], tlsKeyCsr: [], bareSsh: [], importBundle: [], namedCheckconf: [], namedCheckzone: [], rndc: [] };
     for (let i = 1; i <= RUNS; i++) {
       progress(`ttfb: run ${i}/${RUNS}`);
       const r = await oneRun(stack, i);

@@ -12,7 +12,7 @@ import type { ServerContext } from '../server/context.js';
 import { renderAll, ALL_UNITS } from '../render/render.js';
 import type { RenderedFile, Unit } from '../render/types.js';
 import { getMeta, setMeta } from '../state/db.js';
-import { listSubdomains } from '../state/subdomains.js';
+import { renderSnapshot } from '../state/subdomains.js';
 import { now } from '../state/types.js';
 import { ensureDir, fsyncDir, readIfExists, writeFresh } from '../util/fsx.js';
 import { withLock } from '../util/lock.js';
@@ -154,7 +154,7 @@ export function lockFile(ctx: ServerContext): string {
 
 /** Plans without touching anything (no lock, no certificates, no staging): `pipe2me-ctl plan`. */
 export function planOnly(ctx: ServerContext, units: readonly Unit[] = ALL_UNITS): Plan {
-  const rendered = renderAll(ctx.config, listSubdomains(ctx.db), units);
+  const rendered = renderAll(ctx.config, renderSnapshot(ctx.db), units);
   const stored = getMeta(ctx.db, SERIAL_KEY);
   return plan(rendered, readLive(rendered), { storedSerial: stored ? Number(stored) : null, now: now() });
 }

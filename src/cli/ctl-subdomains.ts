@@ -5,7 +5,7 @@ import { planDiff } from '../apply/plan.js';
 import { configFileFrom, loadConfig } from '../config/load.js';
 import { parseDuration } from '../config/duration.js';
 import { initServer } from '../server/init.js';
-import { addSubdomainRecord, expireSweep, removeSubdomain, viewSubdomain } from '../server/subdomains.js';
+import { addSubdomainRecord, expireSweep, removeSubdomain, summarizeSubdomain, viewSubdomain } from '../server/subdomains.js';
 import { listSubdomains, requireSubdomain, setSshKey } from '../state/subdomains.js';
 import { parsePublicKey } from '../ssh/pubkey.js';
 import * as fs from 'node:fs';
@@ -112,7 +112,7 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const sessions = readSessions(ctx.layout.sessionsDir);
-        const views = listSubdomains(ctx.db).map((s) => viewSubdomain(ctx, s, sessions));
+        const views = listSubdomains(ctx.db).map((s) => summarizeSubdomain(s, sessions));
         out.result(views, () => subdomainTable(views));
       }));
 

@@ -1,6 +1,6 @@
 /** Human-readable renderings of results, shared by the commands. */
 import type { ApplyReport } from '../apply/apply.js';
-import type { SubdomainView } from '../server/subdomains.js';
+import type { SubdomainSummary, SubdomainView } from '../server/subdomains.js';
 import { table } from './output.js';
 
 export function applySummary(r: ApplyReport): string {
@@ -41,7 +41,7 @@ export function subdomainDetails(v: SubdomainView): string {
   return lines.join('\n');
 }
 
-export function subdomainTable(views: SubdomainView[]): string {
+export function subdomainTable(views: SubdomainSummary[]): string {
   if (views.length === 0) return 'No subdomains yet. Add one: pipe2me-ctl add-subdomain --ports http,https';
   return table(
     views.map((v) => [v.name, v.ports.map((p) => `${p.protocol}:${p.port}`).join(','), v.status, v.route, v.online ? 'yes' : 'no', v.expires ?? 'never']),

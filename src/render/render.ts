@@ -3,12 +3,11 @@
  * reading the templates; apply/ decides what changes on disk.
  */
 import type { Config } from '../config/types.js';
-import type { SubdomainRecord } from '../state/types.js';
 import { Pipe2meError, ExitCode } from '../util/errors.js';
 import { httpEntryTarget, httpsEntryTarget, isPublished, passthroughPort, podRecords, type AddressRecord } from './entries.js';
 import { layout, type Layout } from './layout.js';
 import { renderTemplate } from './templates.js';
-import { SERIAL_PLACEHOLDER, type RenderedFile, type Unit } from './types.js';
+import { SERIAL_PLACEHOLDER, type RenderedFile, type RenderSubdomain, type Unit } from './types.js';
 
 /** How long a dead session holds its ports (see templates/sshd/sshd_config.hbs). */
 export function aliveWindowSeconds(c: Config): number {
@@ -45,7 +44,7 @@ export function renderSshd(c: Config, L: Layout): RenderedFile[] {
  * session command. A key of a subdomain without ports gets no line at all, and the result is checked
  * line by line: a line that could open more than its pod's ports must never reach the file.
  */
-export function renderAuthorizedKeys(subdomains: readonly SubdomainRecord[], L: Layout): RenderedFile {
+export function renderAuthorizedKeys(subdomains: readonly RenderSubdomain[], L: Layout): RenderedFile {
   const keys = subdomains
     .filter((s) => isPublished(s) && s.key)
     .map((s) => ({ name: s.name, publicKey: s.key!.publicKey, ports: s.ports.map((p) => p.port) }));
@@ -71,7 +70,7 @@ export function assertKeyLinesRestricted(content: string, keys: { name: string; 
   });
 }
 
-export function renderNginx(c: Config, L: Layout, subdomains: readonly SubdomainRecord[]): RenderedFile[] {
+export function renderNginx(c: Config, L: Layout, subdomains: readonly RenderSubdomain[]): RenderedFile[] {
   const live = subdomains.filter(isPublished);
   const http = live.flatMap((s) => {
     const target = httpEntryTarget(s);
@@ -118,7 +117,7 @@ export function renderNginx(c: Config, L: Layout, subdomains: readonly Subdomain
 }
 
 /** The zone's records apart from SOA and NS: nameserver glue, the server's own name, the apex, every pod. */
-export function zoneRecords(c: Config, subdomains: readonly SubdomainRecord[]): AddressRecord[] {
+export function zoneRecords(c: Config, subdomains: readonly RenderSubdomain[]): AddressRecord[] {
   const records: AddressRecord[] = [];
   const inZone = (name: string) => name === c.domain || name.endsWith('.' + c.domain);
   const glue = new Map<string, string>();
@@ -133,7 +132,7 @@ export function zoneRecords(c: Config, subdomains: readonly SubdomainRecord[]): 
   return records;
 }
 
-export function renderZone(c: Config, L: Layout, subdomains: readonly SubdomainRecord[]): RenderedFile {
+export function renderZone(c: Config, L: Layout, subdomains: readonly RenderSubdomain[]): RenderedFile {
   const path = c.dns.daemon === 'bind' ? L.bind.zone : L.nsd.zone;
   const content = renderTemplate('zone/zone.hbs', {
     domain: c.domain,
@@ -168,7 +167,7 @@ export function renderDnsConfig(c: Config, L: Layout): RenderedFile {
 }
 
 /** Every file of the given units. */
-export function renderAll(c: Config, subdomains: readonly SubdomainRecord[], units: readonly Unit[] = ALL_UNITS): RenderedFile[] {
+export function renderAll(c: Config, subdomains: readonly RenderSubdomain[], units: readonly Unit[] = ALL_UNITS): RenderedFile[] {
   const L = layout(c);
   const out: RenderedFile[] = [];
   if (units.includes('sshd')) out.push(...renderSshd(c, L));

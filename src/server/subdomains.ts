@@ -12,7 +12,8 @@ import { cutSessions, readSessions } from '../daemons/sessions.js';
 import { getMappings, mappingNote } from '../state/mappings.js';
 import { revokeSubdomainCertificates } from './ca.js';
 
-export interface SubdomainView {
+/** What `list` shows per subdomain: no per-subdomain queries, so that listing 10,000 stays cheap. */
+export interface SubdomainSummary {
   name: string;
   fqdn: string;
   status: SubdomainRecord['status'];
@@ -27,6 +28,10 @@ export interface SubdomainView {
   key: { algorithm: string; fingerprint: string } | null;
   online: { since: string; from: string } | null;
   claim_pending: boolean;
+}
+
+/** What `show` and the API show: the summary, the router mappings and the recent probes. */
+export interface SubdomainView extends SubdomainSummary {
   mappings: { external_port: number; internal_port: number; external_ip: string | null; reported: string }[];
   /** What the pod said about mappings it could not make. */
   mapping_note: string | null;
@@ -35,7 +40,7 @@ export interface SubdomainView {
 
 const iso = (s: number) => new Date(s * 1000).toISOString().replace('.000Z', 'Z');
 
-export function viewSubdomain(ctx: ServerContext, s: SubdomainRecord, sessions = readSessions(ctx.layout.sessionsDir)): SubdomainView {
+export function summarizeSubdomain(s: SubdomainRecord, sessions: ReturnType<typeof readSessions>): SubdomainSummary {
   const session = sessions.get(s.name);
   return {
     name: s.name,
@@ -55,6 +60,12 @@ export function viewSubdomain(ctx: ServerContext, s: SubdomainRecord, sessions =
     key: s.key ? { algorithm: s.key.algorithm, fingerprint: s.key.fingerprint } : null,
     online: session?.alive ? { since: iso(session.since), from: session.clientIp } : null,
     claim_pending: s.claimPending,
+  };
+}
+
+export function viewSubdomain(ctx: ServerContext, s: SubdomainRecord, sessions = readSessions(ctx.layout.sessionsDir)): SubdomainView {
+  return {
+    ...summarizeSubdomain(s, sessions),
     mappings: getMappings(ctx.db, s.id).map((m) => ({ external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, reported: iso(m.reportedAt) })),
     mapping_note: mappingNote(ctx.db, s.id),
     probes: recentProbes(ctx, s.id),

@@ -4,6 +4,7 @@ import { generateName, validateName } from '../names/names.js';
 import { hashSecret, newId, newSecret } from '../util/secrets.js';
 import { writeTx, type Db } from './db.js';
 import { now, PROTOCOLS, type PortRecord, type Protocol, type SshKeyRecord, type SubdomainRecord } from './types.js';
+import type { RenderSubdomain } from '../render/types.js';
 
 interface SubdomainRow {
   id: string;
@@ -181,6 +182,27 @@ function load(db: Db, rows: SubdomainRow[]): SubdomainRecord[] {
   const keyRows = (single ? db.prepare('SELECT * FROM ssh_keys WHERE subdomain_id = ?').all(single) : db.prepare('SELECT * FROM ssh_keys').all()) as KeyRow[];
   for (const k of keyRows) keys.set(k.subdomain_id, k);
   return rows.map((r) => toRecord(r, byId.get(r.id) ?? [], keys.get(r.id)));
+}
+
+/** Every subdomain as rendering needs it, in name order: raw rows, few columns, no per-row objects from SQLite. */
+export function renderSnapshot(db: Db): RenderSubdomain[] {
+  const ports = new Map<string, RenderSubdomain['ports']>();
+  const portRows = db.prepare('SELECT subdomain_id, port, protocol, position FROM ports ORDER BY subdomain_id, position').raw().all() as [string, number, Protocol, number][];
+  let currentId = '';
+  let current: RenderSubdomain['ports'] = [];
+  for (const [sid, port, protocol, position] of portRows) {
+    if (sid !== currentId) {
+      currentId = sid;
+      current = [];
+      ports.set(sid, current);
+    }
+    current.push({ port, protocol, position });
+  }
+  const rows = db.prepare(`SELECT s.id, s.name, s.fqdn, s.status, s.passthrough, s.route, s.direct_ipv4, k.public_key
+    FROM subdomains s LEFT JOIN ssh_keys k ON k.subdomain_id = s.id ORDER BY s.name`).raw().all() as [string, string, string, 'active' | 'expired', number, 'server' | 'direct', string | null, string | null][];
+  return rows.map(([id, name, fqdn, status, passthrough, route, directIpv4, publicKey]) => ({
+    name, fqdn, status, passthrough: passthrough === 1, route, directIpv4, ports: ports.get(id) ?? [], key: publicKey === null ? null : { publicKey },
+  }));
 }
 
 export function listSubdomains(db: Db): SubdomainRecord[] {
