@@ -127,7 +127,7 @@ class Bench {
 
   /**
    * autossh's own log (AUTOSSH_LOGFILE in the tunnel set's directory): "YYYY/MM/DD HH:MM:SS autossh[pid]: …",
-   * local time, whole seconds. It tells when ssh exited even when ssh said nothing (LogLevel=ERROR).
+   * local time, whole seconds. It tells when ssh exited, to the second, whatever ssh itself printed.
    */
   autosshEvents(since: number): { at: number; text: string }[] {
     let text = '';
@@ -295,10 +295,9 @@ What decides these times (OpenSSH 9.2's keepalive logic, as its source reads and
   a pod with busy clients would stay unreachable for as long as they kept trying.
 - After the link returns, what is left is one ssh login (plus, in the busy case, the refused forward, the API call and a second login):
   ${s1(bh.map((s) => s.ms))} s. The target is met with room to spare; the figure is bounded by OpenSSH's login and TCP's SYN backoff, not by pipe2me.
-- pipe2me's own state misses the ssh that gave up: \`ssh -o LogLevel=ERROR\` does not print "Timeout, server … not responding" (an INFO
-  message) and autossh writes "ssh exited …; restarting ssh" to its log file, so \`pipe2me start\` keeps saying "up" after its ssh gave
-  up, until a later line (a refused forward, a failed connect) says otherwise — in the quiet runs it never logged "tunnel down" at all
-  (last column): \`pipe2me status\` said "up" through the whole outage.
+- pipe2me's own state follows its ssh: ssh runs at its default log level, so its "Timeout, server … not responding" becomes
+  pipe2me's "tunnel down" as soon as ssh gives up (last column: ${bh.filter((s) => s.podDownMs !== null && s.podDownMs < 0).length} of ${bh.length} blackhole runs logged it before
+  the link returned), and \`pipe2me status\` says "down" for the rest of the outage.
 
 Address change: ${addrMed <= TARGET_S ? 'within' : 'beyond'} ${TARGET_S} s (median ${addrMed.toFixed(2)} s). The pod learns of the change when its ssh next sends: the
 packet leaves from the new address, the server answers it with a RST. With a client active, as here (the poller ran before the change), that is
