@@ -12,17 +12,15 @@
  *
  *   npx vite-node bench/data-path.ts
  */
-import * as fs from 'node:fs';
 import { ADDR, ROUTER_WAN_IF, connectionCost, helperArgv, waitFor, type HostName, type World } from '../test/world/index.js';
 import { DOMAIN, Stack } from '../test/stack/stack.js';
 import { PodFiles } from '../src/pod/files.js';
 import { DEFAULT_TIMING, TUNNEL_CIPHERS, tunnelArgv } from '../src/pod/tunnel.js';
 import { aliveWindowSeconds } from '../src/render/render.js';
-import { machine, mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
+import { loadAverage, QUICK, machine, mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
 import { benchHelperArgv, cpuPercent, cpuTicks, startPlainSshd, waitListening, type PlainSsh } from './lib/kit.js';
 
-// BENCH_QUICK=1 only checks that the script works (1 run, 1 s iperf3): its figures mean nothing.
-const QUICK = process.env['BENCH_QUICK'] === '1';
+// With BENCH_QUICK=1: 1 run, 1 s iperf3.
 const REPS = QUICK ? 1 : 3;
 const IPERF_SECONDS = QUICK ? 1 : 5;
 const IPERF_PORT = 5201;
@@ -122,9 +120,6 @@ async function negotiated(world: World, host: HostName, argv: readonly string[])
 // ---------------------------------------------------------------------------------------- set-up
 
 /** The 1-minute load average: the machine is shared, and its load explains much of the spread. */
-function loadAverage(): string {
-  return fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]!;
-}
 
 interface Built {
   stack: Stack;

@@ -14,11 +14,10 @@ import { pidsOfSshdSessions } from '../test/stack/sessions.js';
 import { DEFAULT_TIMING, tunnelEnv } from '../src/pod/tunnel.js';
 import { PodFiles } from '../src/pod/files.js';
 import { aliveWindowSeconds } from '../src/render/render.js';
-import { machine, mr, progress, standalone, stats, table, type BenchSection } from './lib/report.js';
+import { loadAverage, QUICK, machine, mr, progress, standalone, stats, table, type BenchSection } from './lib/report.js';
 import { epochNow, isoLines, sleep, startPoller } from './lib/kit.js';
 
-// BENCH_QUICK=1 only checks that the script works (one of each): its figures mean nothing.
-const QUICK = process.env['BENCH_QUICK'] === '1';
+// With BENCH_QUICK=1: one of each.
 // n=3 of each (the settling between faults makes every one cost over 10 s).
 const ROUNDS = QUICK ? 1 : 3;
 const KILL_N = ROUNDS;
@@ -317,9 +316,6 @@ ${machine()}
 
 // ------------------------------------------------------------------------------------------- main
 
-function loadAverage(): string {
-  return fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]!;
-}
 
 export async function main(): Promise<BenchSection> {
   const t0 = performance.now();

@@ -11,11 +11,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ADDR, helperArgv } from '../test/world/index.js';
 import { DOMAIN, POD, ROOT, Stack } from '../test/stack/stack.js';
-import { machine, mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
+import { loadAverage, QUICK, machine, mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
 import { epochNow, isoLines, runTimed, startPlainSshd, startPoller, timeOnce, timeUntilExit, type PlainSsh, type TimedRun } from './lib/kit.js';
 
-// BENCH_QUICK=1 only checks that the script works (one run): its figures mean nothing.
-const QUICK = process.env['BENCH_QUICK'] === '1';
+// With BENCH_QUICK=1: one run.
 const RUNS = QUICK ? 1 : 6;
 const ECHO_PORT = 7007;
 const PLAIN_SSHD_PORT = 4422;
@@ -223,9 +222,6 @@ ${machine()}
 
 // ------------------------------------------------------------------------------------------- main
 
-function loadAverage(): string {
-  return fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]!;
-}
 
 export async function main(): Promise<BenchSection> {
   const t0 = performance.now();

@@ -107,3 +107,11 @@ export async function standalone(meta: ImportMeta, main: () => Promise<BenchSect
 export function progress(message: string): void {
   process.stderr.write(`… ${message}\n`);
 }
+
+/** BENCH_QUICK=1 only checks that a script works (one run of each, short ones): its figures mean nothing. */
+export const QUICK = process.env['BENCH_QUICK'] === '1';
+
+/** The 1-minute load average, printed beside figures from this shared machine. */
+export function loadAverage(): string {
+  return fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]!;
+}

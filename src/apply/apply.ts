@@ -20,7 +20,7 @@ import { checkAuthorizedKeys, checkSshdConfig, reloadSshd } from '../daemons/ssh
 import { checkNginx, reloadNginx } from '../daemons/nginx.js';
 import { checkBind, reloadBind } from '../daemons/bind.js';
 import { checkNsd, reloadNsd } from '../daemons/nsd.js';
-import type { ReloadOutcome } from '../daemons/process.js';
+import { pidAlive, type ReloadOutcome } from '../daemons/process.js';
 import { plan, type FileChange, type LiveFile, type Plan, type Reload } from './plan.js';
 import { ensureServerCertificates } from '../server/ca.js';
 
@@ -55,16 +55,6 @@ function readLive(files: readonly RenderedFile[]): Map<string, LiveFile | undefi
   return live;
 }
 
-function isAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Staging directories of applies that were killed (their pid is gone) are removed. */
 function sweepStaleStages(dirs: Iterable<string>): void {
   for (const dir of dirs) {
@@ -77,7 +67,7 @@ function sweepStaleStages(dirs: Iterable<string>): void {
     for (const e of entries) {
       if (!e.startsWith(STAGE_PREFIX)) continue;
       const pid = Number(e.slice(STAGE_PREFIX.length).split('-')[0]);
-      if (!isAlive(pid)) fs.rmSync(path.join(dir, e), { recursive: true, force: true });
+      if (!pidAlive(pid)) fs.rmSync(path.join(dir, e), { recursive: true, force: true });
     }
   }
 }

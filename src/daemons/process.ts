@@ -8,6 +8,17 @@ export function readPid(pidFile: string): number | undefined {
   return Number(text);
 }
 
+/** Is a process with this pid alive? (Signal 0 checks without sending anything; a zombie still counts.) */
+export function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function processComm(pid: number): string | undefined {
   try {
     return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
@@ -23,12 +34,7 @@ export function runningPid(pidFile: string, expectComm: string): number | undefi
   const comm = processComm(pid);
   if (comm === undefined) {
     // No /proc (macOS): fall back to signal 0.
-    try {
-      process.kill(pid, 0);
-      return pid;
-    } catch {
-      return undefined;
-    }
+    return pidAlive(pid) ? pid : undefined;
   }
   return comm.startsWith(expectComm) ? pid : undefined;
 }

@@ -9,6 +9,7 @@ import { X509Certificate } from 'node:crypto';
 import { ConflictError, DeniedError, isPipe2meError } from '../util/errors.js';
 import { atomicWrite, readIfExists } from '../util/fsx.js';
 import { requirePrograms } from '../util/which.js';
+import { pidAlive } from '../daemons/process.js';
 import { ApiClient } from './api-client.js';
 import { PodFiles, type PodState } from './files.js';
 import { requestCertificate } from './setup.js';
@@ -50,15 +51,6 @@ export function needsRenewal(f: PodFiles, now = Date.now()): boolean {
   const from = new Date(c.validFrom).getTime();
   const to = new Date(c.validTo).getTime();
   return now > to - (to - from) / 3;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** One `start` per tunnel set: the pid file is created exclusively; a stale one (dead pid) is replaced. */

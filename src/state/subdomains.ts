@@ -156,6 +156,22 @@ export function createSubdomain(db: Db, input: CreateSubdomainInput, ctx: Create
   });
 }
 
+/** Raw port rows (subdomain_id, port, protocol, position), sorted by subdomain and position → ports per subdomain. */
+function portsBySubdomain(rows: unknown[]): Map<string, PortRecord[]> {
+  const byId = new Map<string, PortRecord[]>();
+  let currentId = '';
+  let current: PortRecord[] = [];
+  for (const [sid, port, protocol, position] of rows as [string, number, Protocol, number][]) {
+    if (sid !== currentId) {
+      currentId = sid;
+      current = [];
+      byId.set(sid, current);
+    }
+    current.push({ port, protocol, position });
+  }
+  return byId;
+}
+
 /**
  * Records with their ports and keys. For the whole store (10,000 subdomains and more, on every apply) the
  * ports come as raw rows already ordered by subdomain and position, which is several times cheaper than
@@ -164,20 +180,9 @@ export function createSubdomain(db: Db, input: CreateSubdomainInput, ctx: Create
 function load(db: Db, rows: SubdomainRow[]): SubdomainRecord[] {
   if (rows.length === 0) return [];
   const single = rows.length === 1 ? rows[0]!.id : undefined;
-  const byId = new Map<string, PortRecord[]>();
-  const portRows = (single
+  const byId = portsBySubdomain(single
     ? db.prepare('SELECT subdomain_id, port, protocol, position FROM ports WHERE subdomain_id = ? ORDER BY position').raw().all(single)
-    : db.prepare('SELECT subdomain_id, port, protocol, position FROM ports ORDER BY subdomain_id, position').raw().all()) as [string, number, Protocol, number][];
-  let currentId = '';
-  let current: PortRecord[] = [];
-  for (const [sid, port, protocol, position] of portRows) {
-    if (sid !== currentId) {
-      currentId = sid;
-      current = [];
-      byId.set(sid, current);
-    }
-    current.push({ port, protocol, position });
-  }
+    : db.prepare('SELECT subdomain_id, port, protocol, position FROM ports ORDER BY subdomain_id, position').raw().all());
   const keys = new Map<string, KeyRow>();
   const keyRows = (single ? db.prepare('SELECT * FROM ssh_keys WHERE subdomain_id = ?').all(single) : db.prepare('SELECT * FROM ssh_keys').all()) as KeyRow[];
   for (const k of keyRows) keys.set(k.subdomain_id, k);
@@ -186,18 +191,7 @@ function load(db: Db, rows: SubdomainRow[]): SubdomainRecord[] {
 
 /** Every subdomain as rendering needs it, in name order: raw rows, few columns, no per-row objects from SQLite. */
 export function renderSnapshot(db: Db): RenderSubdomain[] {
-  const ports = new Map<string, RenderSubdomain['ports']>();
-  const portRows = db.prepare('SELECT subdomain_id, port, protocol, position FROM ports ORDER BY subdomain_id, position').raw().all() as [string, number, Protocol, number][];
-  let currentId = '';
-  let current: RenderSubdomain['ports'] = [];
-  for (const [sid, port, protocol, position] of portRows) {
-    if (sid !== currentId) {
-      currentId = sid;
-      current = [];
-      ports.set(sid, current);
-    }
-    current.push({ port, protocol, position });
-  }
+  const ports = portsBySubdomain(db.prepare('SELECT subdomain_id, port, protocol, position FROM ports ORDER BY subdomain_id, position').raw().all());
   const rows = db.prepare(`SELECT s.id, s.name, s.fqdn, s.status, s.passthrough, s.route, s.direct_ipv4, k.public_key
     FROM subdomains s LEFT JOIN ssh_keys k ON k.subdomain_id = s.id ORDER BY s.name`).raw().all() as [string, string, string, 'active' | 'expired', number, 'server' | 'direct', string | null, string | null][];
   return rows.map(([id, name, fqdn, status, passthrough, route, directIpv4, publicKey]) => ({
