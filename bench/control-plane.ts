@@ -59,7 +59,7 @@ async function peakRss(stack: Stack, args: string[]): Promise<number> {
 
 function removeLiveFiles(stack: Stack): void {
   const L = stack.layout;
-  for (const f of [L.sshd.config, L.sshd.authorizedKeys, L.nginx.config, L.nginx.httpEntryMap, L.nginx.httpsEntryMap, L.nginx.sniRouteMap, L.nginx.sniPortMap, L.bind.config, L.bind.zone]) fs.rmSync(f, { force: true });
+  for (const f of [L.sshd.config, L.sshd.keyList, L.nginx.config, L.nginx.httpEntryMap, L.nginx.httpsEntryMap, L.nginx.sniRouteMap, L.nginx.sniPortMap, L.bind.config, L.bind.zone]) fs.rmSync(f, { force: true });
 }
 
 export async function main(): Promise<BenchSection> {
@@ -107,7 +107,7 @@ export async function main(): Promise<BenchSection> {
       if (n === 10000) full10k = f;
       const L = stack.layout;
       const kib = (p: string) => (fs.statSync(p).size / 1024).toFixed(0);
-      sizes.push([String(n), kib(L.sshd.authorizedKeys), kib(L.nginx.httpEntryMap), kib(L.nginx.httpsEntryMap), kib(L.bind.zone)]);
+      sizes.push([String(n), kib(L.sshd.keyList), kib(L.nginx.httpEntryMap), kib(L.nginx.httpsEntryMap), kib(L.bind.zone)]);
       progress(`${n}: add ${a.median.toFixed(0)} ms, full apply ${f.median.toFixed(0)} ms`);
     }
     progress('peak memory');
@@ -128,7 +128,7 @@ export async function main(): Promise<BenchSection> {
       await srv(['named-checkzone', '-q', stack.config.domain, L.bind.zone])();
     });
     await measure('sshd -t', srv(['/usr/sbin/sshd', '-t', '-f', L.sshd.config]));
-    await measure('ssh-keygen -l (authorized_keys)', srv(['ssh-keygen', '-l', '-f', L.sshd.authorizedKeys]));
+    await measure('ssh-keygen -l (authorized_keys)', srv(['ssh-keygen', '-l', '-f', L.sshd.keyList]));
     await measure('nginx reload (SIGHUP) until new workers answer', async () => {
       const pid = Number(fs.readFileSync(L.nginx.pidFile, 'utf8'));
       const before = new Set(fs.readdirSync(`/proc/${pid}/task`));

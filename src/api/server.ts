@@ -20,11 +20,11 @@ import type { ServerContext } from '../server/context.js';
 import { ApplyQueue } from '../server/apply-queue.js';
 import { addSubdomainRecord, expireSweep, removeSubdomain } from '../server/subdomains.js';
 import { issuePodCertificate } from '../server/ca.js';
-import { authenticateSubdomain, claimSubdomain, getSubdomainById, setExpiry, setRoute, setSshKey } from '../state/subdomains.js';
+import { authenticateSubdomain, claimSubdomain, getSubdomainById, setExpiry, setRoute } from '../state/subdomains.js';
 import { withToken, getToken } from '../state/tokens.js';
 import { replaceMappings } from '../state/mappings.js';
 import { now, type SubdomainRecord } from '../state/types.js';
-import { parsePublicKey } from '../ssh/pubkey.js';
+import { registerPodKey, sessionDirs } from '../server/keys.js';
 import { cutSessions } from '../daemons/sessions.js';
 import { looksLikeSecret, hashSecret } from '../util/secrets.js';
 import { DeniedError } from '../util/errors.js';
@@ -125,11 +125,10 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   router.add('PUT', '/v1/subdomains/:id/ssh-key', async (req, res, p) => {
     const s = authenticate(req, p.id!);
     const b = await body<{ public_key: string }>(req, S.sshKeyBody);
-    const key = parsePublicKey(b.public_key);
-    setSshKey(ctx.db, s.id, key);
-    // authorized_keys is rewritten atomically; sshd reads it at the next login, no reload.
-    await queue.request(['keys']);
-    sendJson(res, 200, { fingerprint: key.fingerprint, algorithm: key.algorithm, bits: key.bits, ports: s.ports.map((x) => x.port) });
+    // The key index is written at once; sshd's key lookup reads it at the next login, no reload.
+    const r = await registerPodKey(ctx, s, b.public_key, (units) => queue.request(units));
+    if (r.replaced) log(`${s.fqdn}: key ${r.replaced} replaced by ${r.key.fingerprint}; ${r.cutSessions} of its connections cut`);
+    sendJson(res, 200, { fingerprint: r.key.fingerprint, algorithm: r.key.algorithm, bits: r.key.bits, ports: s.ports.map((x) => x.port) });
   });
 
   router.add('POST', '/v1/subdomains/:id/certificate', async (req, res, p) => {
@@ -164,7 +163,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   router.add('POST', '/v1/subdomains/:id/sessions/reset', async (req, res, p) => {
     const s = authenticate(req, p.id!);
     await body(req, S.extendBody);
-    const r = await cutSessions({ sessionsDir: ctx.layout.sessionsDir, tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((x) => x.port) });
+    const r = await cutSessions({ ...sessionDirs(ctx), tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((x) => x.port) });
     if (r.killed.length) log(`cut ${r.killed.length} stale session(s) of ${s.fqdn} at its request`);
     sendJson(res, 200, { cut_sessions: r.killed.length });
   });

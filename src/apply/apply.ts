@@ -16,7 +16,8 @@ import { renderSnapshot } from '../state/subdomains.js';
 import { now } from '../state/types.js';
 import { ensureDir, fsyncDir, readIfExists, writeFresh } from '../util/fsx.js';
 import { withLock } from '../util/lock.js';
-import { checkAuthorizedKeys, checkSshdConfig, reloadSshd } from '../daemons/sshd.js';
+import { checkKeyList, checkSshdConfig, reloadSshd } from '../daemons/sshd.js';
+import { parseKeyList, syncKeyIndex } from '../ssh/key-index.js';
 import { checkNginx, reloadNginx } from '../daemons/nginx.js';
 import { checkBind, reloadBind } from '../daemons/bind.js';
 import { checkNsd, reloadNsd } from '../daemons/nsd.js';
@@ -41,6 +42,10 @@ export interface ApplyReport {
   reloads: ReloadReport[];
   serial: number | null;
   durationMs: number;
+  /** Key files written and removed in the key index (only when keys changed). */
+  keyIndex?: { written: number; removed: number };
+  /** Records left out of the zone, with the reason (a pod's address that may not be published). */
+  dropped: { owner: string; type: string; value: string; why: string }[];
 }
 
 const SERIAL_KEY = 'zone_serial';
@@ -98,9 +103,9 @@ async function checkUnit(ctx: ServerContext, s: Staged): Promise<void> {
   const staged = (p: string) => s.paths.get(p);
   switch (s.unit) {
     case 'sshd':
-      return checkSshdConfig(staged(L.sshd.config)!, staged(L.sshd.sessionScript));
+      return checkSshdConfig(staged(L.sshd.config), [staged(L.sshd.sessionScript), staged(L.sshd.keysCommand)]);
     case 'keys':
-      return checkAuthorizedKeys(staged(L.sshd.authorizedKeys)!, readIfExists(L.sshd.authorizedKeys));
+      return checkKeyList(staged(L.sshd.keyList)!, readIfExists(L.sshd.keyList));
     case 'nginx':
       return checkNginx(L, staged(L.nginx.config)!);
     case 'dns':
@@ -158,7 +163,9 @@ export async function apply(ctx: ServerContext, opts: ApplyOptions = {}): Promis
     const p = planOnly(ctx, units);
     // New certificates under the same file names: nginx serves them only after a reload.
     if (renewed && !p.reloads.some((r) => r.action === 'nginx-reload')) p.reloads.push({ unit: 'nginx', action: 'nginx-reload', why: 'the server\'s certificates were renewed' });
-    const report: ApplyReport = { plan: p, dryRun: Boolean(opts.dryRun), reloads: [], serial: p.serial, durationMs: 0 };
+    const dropped = p.changes.flatMap((c) => c.file.dropped ?? []);
+    for (const d of dropped) progress(`left out of the zone: ${d.owner} ${d.type} ${d.value} (${d.why})`);
+    const report: ApplyReport = { plan: p, dryRun: Boolean(opts.dryRun), reloads: [], serial: p.serial, durationMs: 0, dropped };
     if (opts.dryRun || (p.changedUnits.length === 0 && p.reloads.length === 0)) {
       report.durationMs = performance.now() - started;
       return report;
@@ -180,6 +187,13 @@ export async function apply(ctx: ServerContext, opts: ApplyOptions = {}): Promis
         const changed = p.changes
           .filter((c) => c.change !== 'unchanged' || c.modeChanged)
           .sort((a, b) => a.file.order - b.file.order);
+        // The key index first, its manifest after it (with the other renames): an apply that dies in
+        // between is healed by the next one, which compares the directory with the manifest again.
+        const keyList = changed.find((c) => c.file.path === L.sshd.keyList);
+        if (keyList) {
+          const sync = syncKeyIndex(L.sshd.keysDir, parseKeyList(keyList.before), parseKeyList(keyList.content));
+          report.keyIndex = sync;
+        }
         const dirs = new Set<string>();
         for (const c of changed) {
           const staged = stagedUnits.find((s) => s.unit === c.file.unit)!.paths.get(c.file.path)!;

@@ -6,8 +6,8 @@ import { configFileFrom, loadConfig } from '../config/load.js';
 import { parseDuration } from '../config/duration.js';
 import { initServer } from '../server/init.js';
 import { addSubdomainRecord, expireSweep, removeSubdomain, summarizeSubdomain, viewSubdomain } from '../server/subdomains.js';
-import { listSubdomains, requireSubdomain, setSshKey } from '../state/subdomains.js';
-import { parsePublicKey } from '../ssh/pubkey.js';
+import { listSubdomains, requireSubdomain } from '../state/subdomains.js';
+import { registerPodKey } from '../server/keys.js';
 import * as fs from 'node:fs';
 import { readSessions } from '../daemons/sessions.js';
 import { InputError } from '../util/errors.js';
@@ -143,18 +143,17 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
 
   program
     .command('set-key')
-    .description("Register a pod's ssh public key (ed25519, or RSA of 3072 bits or more) for a subdomain. It works within a second: authorized_keys is rewritten at once; sshd needs no reload.")
+    .description("Register a pod's ssh public key (ed25519, or RSA of 3072 bits or more) for a subdomain. It works within a second (the key index is written at once; sshd needs no reload); a key it replaces is refused from then on and its live connections are cut.")
     .argument('<name>', 'subdomain name')
     .argument('<pubkey-file>', 'the .pub file ("-" for stdin)')
     .action(async (name: string, file: string, _o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const text = file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(file, 'utf8');
         const s = requireSubdomain(ctx.db, name);
-        const key = parsePublicKey(text);
-        setSshKey(ctx.db, s.id, key);
-        const r = await apply(ctx, { units: ['keys'], progress: (m) => out.progress(m) });
-        out.result({ name: s.name, algorithm: key.algorithm, fingerprint: key.fingerprint, bits: key.bits, applied: applyJson(r) },
-          () => `${s.fqdn}: ${key.algorithm} key ${key.fingerprint} registered; it may listen on ports ${s.ports.map((p) => p.port).join(', ')} only.`);
+        const { key, replaced, cutSessions, applied: r } = await registerPodKey(ctx, s, text, (units) => apply(ctx, { units, progress: (m) => out.progress(m) }));
+        out.result({ name: s.name, algorithm: key.algorithm, fingerprint: key.fingerprint, bits: key.bits, replaced, cut_sessions: cutSessions, applied: applyJson(r) },
+          () => [`${s.fqdn}: ${key.algorithm} key ${key.fingerprint} registered; it may listen on ports ${s.ports.map((p) => p.port).join(', ')} only.`,
+            ...(replaced ? [`  it replaces ${replaced}; that key's live connections were cut: ${cutSessions}`] : [])].join('\n'));
       }));
 
   program

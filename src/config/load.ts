@@ -97,9 +97,9 @@ export function describeSchemaErrors(errors: ErrorObject[], doc: unknown): strin
 interface RawConfig {
   domain: string;
   server: { name: string; ipv4: string; ipv6: string | null };
-  ssh: { port: number; tunnel_user: string; client_alive_interval: number; client_alive_count_max: number; ciphers: string[] };
+  ssh: { port: number; tunnel_user: string; keys_user: string; max_sessions_per_pod: number; per_source_max_startups: number; login_grace_seconds: number; client_alive_interval: number; client_alive_count_max: number; ciphers: string[] };
   ports: { first: number; last: number; max_per_subdomain: number };
-  http: { redirect_status: 301 | 302 | 307 | 308; api_port: number; stream_module: string | null; worker_processes: number | string };
+  http: { redirect_status: 301 | 302 | 307 | 308; api_port: number; stream_module: string | null; worker_processes: number | string; worker_user: string };
   dns: {
     daemon: 'bind' | 'nsd';
     ttl: number;
@@ -107,7 +107,10 @@ interface RawConfig {
     secondaries: { name: string; ipv4: string }[];
     hostmaster?: string;
     control_port: number;
+    allow_non_global: boolean;
+    responses_per_second: number;
   };
+  firewall: { enabled: boolean; ssh_new_per_second: number; ssh_burst: number };
   ca: { validity_days: number; renew_before_days: number; allowed_curves: string[]; min_rsa_bits: number };
   subdomains: { reserved_names: string[]; default_lifespan: string | null };
   probe: { timeout_ms: number; concurrency: number; recover_after: number; flap_window: string };
@@ -133,6 +136,7 @@ export function configFromDocument(doc: unknown, file: string): Config {
   if (raw.ports.last < raw.ports.first) problems.push(`"ports.last" (${raw.ports.last}) is below "ports.first" (${raw.ports.first}). Make last >= first.`);
   if (raw.ssh.port >= raw.ports.first && raw.ssh.port <= raw.ports.last) problems.push(`"ssh.port" ${raw.ssh.port} lies inside the public port range ${raw.ports.first}-${raw.ports.last}. Move one of them.`);
   if (raw.http.api_port >= raw.ports.first && raw.http.api_port <= raw.ports.last) problems.push(`"http.api_port" ${raw.http.api_port} lies inside the public port range. Move one of them.`);
+  if (raw.ssh.keys_user === raw.ssh.tunnel_user) problems.push(`"ssh.keys_user" must differ from "ssh.tunnel_user" (both ${showValue(raw.ssh.keys_user)}): the key lookup must not run as the user pods log in as.`);
   if (typeof raw.http.worker_processes === 'string' && raw.http.worker_processes !== 'auto') problems.push(`"http.worker_processes" must be a number or "auto" (got ${showValue(raw.http.worker_processes)}).`);
   let defaultLifespanSeconds: number | null = null;
   let flapWindowSeconds = 900;
@@ -160,6 +164,10 @@ export function configFromDocument(doc: unknown, file: string): Config {
     ssh: {
       port: raw.ssh.port,
       tunnelUser: raw.ssh.tunnel_user,
+      keysUser: raw.ssh.keys_user,
+      maxSessionsPerPod: raw.ssh.max_sessions_per_pod,
+      perSourceMaxStartups: raw.ssh.per_source_max_startups,
+      loginGraceSeconds: raw.ssh.login_grace_seconds,
       clientAliveInterval: raw.ssh.client_alive_interval,
       clientAliveCountMax: raw.ssh.client_alive_count_max,
       ciphers: raw.ssh.ciphers,
@@ -170,6 +178,7 @@ export function configFromDocument(doc: unknown, file: string): Config {
       apiPort: raw.http.api_port,
       streamModule: raw.http.stream_module,
       workerProcesses: raw.http.worker_processes === 'auto' ? 'auto' : Number(raw.http.worker_processes),
+      workerUser: raw.http.worker_user,
     },
     dns: {
       daemon: raw.dns.daemon,
@@ -178,7 +187,10 @@ export function configFromDocument(doc: unknown, file: string): Config {
       secondaries,
       hostmaster: strip(raw.dns.hostmaster ?? `hostmaster.${domain}`),
       controlPort: raw.dns.control_port,
+      allowNonGlobal: raw.dns.allow_non_global,
+      responsesPerSecond: raw.dns.responses_per_second,
     },
+    firewall: { enabled: raw.firewall.enabled, sshNewPerSecond: raw.firewall.ssh_new_per_second, sshBurst: raw.firewall.ssh_burst },
     ca: {
       validityDays: raw.ca.validity_days,
       renewBeforeDays: raw.ca.renew_before_days,

@@ -15,12 +15,17 @@ export interface Config {
   ssh: {
     port: number;
     tunnelUser: string;
+    /** sshd's AuthorizedKeysCommandUser: runs the key lookup, owns the connection records. */
+    keysUser: string;
+    maxSessionsPerPod: number;
+    perSourceMaxStartups: number;
+    loginGraceSeconds: number;
     clientAliveInterval: number;
     clientAliveCountMax: number;
     ciphers: string[];
   };
   ports: { first: number; last: number; maxPerSubdomain: number };
-  http: { redirectStatus: 301 | 302 | 307 | 308; apiPort: number; streamModule: string | null; workerProcesses: number | 'auto' };
+  http: { redirectStatus: 301 | 302 | 307 | 308; apiPort: number; streamModule: string | null; workerProcesses: number | 'auto'; workerUser: string };
   dns: {
     daemon: DnsDaemon;
     ttl: number;
@@ -28,7 +33,10 @@ export interface Config {
     secondaries: NameServer[];
     hostmaster: string;
     controlPort: number;
+    allowNonGlobal: boolean;
+    responsesPerSecond: number;
   };
+  firewall: { enabled: boolean; sshNewPerSecond: number; sshBurst: number };
   ca: { validityDays: number; renewBeforeDays: number; allowedCurves: string[]; minRsaBits: number };
   subdomains: { reservedNames: string[]; defaultLifespanSeconds: number | null };
   probe: { timeoutMs: number; concurrency: number; recoverAfter: number; flapWindowSeconds: number };

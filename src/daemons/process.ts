@@ -51,3 +51,50 @@ export function hangUp(pidFile: string, program: string): ReloadOutcome {
   process.kill(pid, 'SIGHUP');
   return { status: 'reloaded', detail: `SIGHUP to ${program} ${pid}` };
 }
+
+/** The fields of /proc/PID/stat after the command name ("S ppid pgrp …"), or undefined if it is gone. */
+function statFields(pid: number): string[] | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/** When a process started (clock ticks since boot, field 22 of /proc/PID/stat): with the pid, it names one process for good. */
+export function processStartTime(pid: number): string | undefined {
+  return statFields(pid)?.[19];
+}
+
+/** Alive and not a zombie (a killed process stays a zombie until its parent reaps it). */
+export function processRunning(pid: number): boolean {
+  const state = statFields(pid)?.[0];
+  return state !== undefined && state !== 'Z' && state !== 'X';
+}
+
+export interface ProcessInfo {
+  pid: number;
+  ppid: number;
+  uid: number;
+  comm: string;
+}
+
+/** Every process of this pid namespace with its parent, owner and name (one pass over /proc). */
+export function listProcesses(): ProcessInfo[] {
+  const out: ProcessInfo[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    try {
+      const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+      const comm = /^Name:\s+(.*)$/m.exec(status)?.[1] ?? '';
+      const ppid = Number(/^PPid:\s+(\d+)/m.exec(status)?.[1]);
+      const uid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]);
+      out.push({ pid, ppid, uid, comm });
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}

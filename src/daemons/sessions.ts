@@ -1,30 +1,45 @@
 /**
- * Live pod sessions on the tunnel sshd. The session holder (templates/sshd/pipe2me-session.hbs) records
- * each pod's session; the kernel tells which sshd process listens on which port. Cutting a pod's
- * sessions kills the tunnel user's sshd processes that either recorded themselves for that pod or hold
- * one of its ports — the second catches a pod that connected with -N and never ran the holder.
+ * Live pod connections on the tunnel sshd, from two kinds of records that name each connection by its
+ * privileged sshd process (the *monitor*: it lives exactly as long as the connection, and killing it
+ * ends the connection):
+ *
+ * - connection records, written by the key lookup (templates/sshd/pipe2me-keys.hbs) at every login that
+ *   offers a pod's key, in `<run>/conns/NAME/MONITORPID`: "STARTTIME SHA256:FP admitted|pending". They
+ *   cover every login, -N ones included, and say which key each connection used;
+ * - session records, written by the session holder (templates/sshd/pipe2me-session.hbs) once a pod's
+ *   session is open, in `<run>/sessions/NAME.MONITORPID`: "SESSIONPID MONITORPID STARTTIME CLIENT_IP
+ *   CLIENT_PORT SERVER_IP SERVER_PORT". They say that the pod is online and where it connects from.
+ *
+ * A record counts only while its monitor runs with the recorded start time, so a record left behind
+ * by a connection that ended (or a reused pid) never does; `sweepStaleRecords` removes those.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { run } from '../util/exec.js';
-import { processComm } from './process.js';
+import { listProcesses, processRunning, processStartTime, type ProcessInfo } from './process.js';
 
 export interface SessionRecord {
   name: string;
+  monitorPid: number;
+  sessionPid: number;
+  /** When the session opened (the record's time), unix seconds. */
   since: number;
-  pid: number;
   clientIp: string;
   clientPort: number;
   alive: boolean;
 }
 
-function processUid(pid: number): number | undefined {
-  try {
-    const m = /^Uid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
+export interface ConnectionRecord {
+  name: string;
+  monitorPid: number;
+  fingerprint: string;
+  admitted: boolean;
+  alive: boolean;
+}
+
+export interface SessionDirs {
+  sessionsDir: string;
+  connsDir: string;
 }
 
 export async function userUid(user: string): Promise<number | undefined> {
@@ -34,54 +49,95 @@ export async function userUid(user: string): Promise<number | undefined> {
   return Number.isInteger(uid) ? uid : undefined;
 }
 
-function isTunnelSshd(pid: number, uid: number): boolean {
-  return processComm(pid) === 'sshd' && processUid(pid) === uid;
+const NAME_RE = /^[a-z0-9-]{1,63}$/;
+
+function monitorAlive(pid: number, start: string): boolean {
+  return Number.isInteger(pid) && pid > 0 && processStartTime(pid) === start && processRunning(pid);
 }
 
-/** One line per live session file: "<epoch> <sshd pid> <client ip> <client port> <server ip> <server port>". */
-export function readSessions(sessionsDir: string, tunnelUid?: number): Map<string, SessionRecord> {
-  const out = new Map<string, SessionRecord>();
+function readText(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every session record, grouped by pod name, newest first (dead ones too, marked). */
+export function readSessionRecords(sessionsDir: string): Map<string, SessionRecord[]> {
+  const out = new Map<string, SessionRecord[]>();
   let names: string[];
   try {
     names = fs.readdirSync(sessionsDir);
   } catch {
     return out;
   }
-  for (const name of names) {
-    if (name.startsWith('.') || !/^[a-z0-9-]{1,63}$/.test(name)) continue;
-    let text: string;
+  for (const file of names) {
+    const m = /^([a-z0-9-]{1,63})\.(\d+)$/.exec(file);
+    if (!m) continue;
+    const full = path.join(sessionsDir, file);
+    const text = readText(full);
+    if (!text) continue;
+    const [sessionPid, monitorPid, start, ip, port] = text.trim().split(/\s+/);
+    if (!start || Number(monitorPid) !== Number(m[2])) continue;
+    let since = 0;
     try {
-      text = fs.readFileSync(path.join(sessionsDir, name), 'utf8');
+      since = Math.floor(fs.statSync(full).mtimeMs / 1000);
     } catch {
       continue;
     }
-    const [since, pid, ip, port] = text.trim().split(/\s+/);
     const rec: SessionRecord = {
-      name,
-      since: Number(since),
-      pid: Number(pid),
-      clientIp: ip ?? '',
-      clientPort: Number(port),
-      alive: false,
+      name: m[1]!, monitorPid: Number(monitorPid), sessionPid: Number(sessionPid), since,
+      clientIp: ip ?? '', clientPort: Number(port), alive: monitorAlive(Number(monitorPid), start),
     };
-    rec.alive = Number.isInteger(rec.pid) && rec.pid > 0 && (tunnelUid === undefined ? processComm(rec.pid) === 'sshd' : isTunnelSshd(rec.pid, tunnelUid));
-    out.set(name, rec);
+    const list = out.get(rec.name) ?? [];
+    list.push(rec);
+    out.set(rec.name, list);
+  }
+  for (const list of out.values()) list.sort((a, b) => b.since - a.since || b.monitorPid - a.monitorPid);
+  return out;
+}
+
+/** The newest live session of every pod that has one: whether it is online, and from where. */
+export function readSessions(sessionsDir: string): Map<string, SessionRecord> {
+  const out = new Map<string, SessionRecord>();
+  for (const [name, list] of readSessionRecords(sessionsDir)) {
+    const live = list.find((r) => r.alive);
+    if (live) out.set(name, live);
   }
   return out;
 }
 
-/** pid → the TCP ports it listens on, for the tunnel user's sshd processes. */
-export function listeningPorts(uid: number): Map<number, Set<number>> {
+/** A pod's connection records (every login that offered its key and was admitted or is being checked). */
+export function readConnections(connsDir: string, name: string): ConnectionRecord[] {
+  if (!NAME_RE.test(name)) return [];
+  const dir = path.join(connsDir, name);
+  let files: string[];
+  try {
+    files = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const out: ConnectionRecord[] = [];
+  for (const f of files) {
+    if (!/^\d+$/.test(f)) continue;
+    const text = readText(path.join(dir, f));
+    if (!text) continue;
+    const [start, fingerprint, state] = text.trim().split(/\s+/);
+    if (!start || !fingerprint) continue;
+    out.push({ name, monitorPid: Number(f), fingerprint, admitted: state === 'admitted', alive: monitorAlive(Number(f), start) });
+  }
+  return out;
+}
+
+/** pid → the TCP ports it listens on, for the given processes (the tunnel user's sshd children). */
+function listeningPorts(procs: readonly ProcessInfo[]): Map<number, Set<number>> {
   const out = new Map<number, Set<number>>();
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    if (!isTunnelSshd(pid, uid)) continue;
+  for (const p of procs) {
     const inodes = new Set<string>();
     try {
-      for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-        const link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-        const m = /^socket:\[(\d+)\]$/.exec(link);
+      for (const fd of fs.readdirSync(`/proc/${p.pid}/fd`)) {
+        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${p.pid}/fd/${fd}`));
         if (m) inodes.add(m[1]!);
       }
     } catch {
@@ -89,12 +145,7 @@ export function listeningPorts(uid: number): Map<number, Set<number>> {
     }
     const ports = new Set<number>();
     for (const table of ['tcp', 'tcp6']) {
-      let text = '';
-      try {
-        text = fs.readFileSync(`/proc/${pid}/net/${table}`, 'utf8');
-      } catch {
-        continue;
-      }
+      const text = readText(`/proc/${p.pid}/net/${table}`) ?? '';
       for (const line of text.split('\n').slice(1)) {
         const f = line.trim().split(/\s+/);
         // local_address is f[1] (HEXIP:HEXPORT), st is f[3] (0A = LISTEN), inode is f[9]
@@ -102,20 +153,9 @@ export function listeningPorts(uid: number): Map<number, Set<number>> {
         ports.add(parseInt(f[1]!.split(':')[1]!, 16));
       }
     }
-    if (ports.size) out.set(pid, ports);
+    if (ports.size) out.set(p.pid, ports);
   }
   return out;
-}
-
-/** Alive and not a zombie (a killed sshd stays a zombie until its parent reaps it). */
-function running(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
 }
 
 async function killAndWait(pids: number[], graceMs = 2000): Promise<void> {
@@ -130,7 +170,7 @@ async function killAndWait(pids: number[], graceMs = 2000): Promise<void> {
   let left = pids;
   while (left.length && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 25));
-    left = left.filter((p) => running(p) && processComm(p) === 'sshd');
+    left = left.filter((p) => processRunning(p));
   }
   for (const pid of left) {
     try {
@@ -141,20 +181,77 @@ async function killAndWait(pids: number[], graceMs = 2000): Promise<void> {
   }
 }
 
+export interface CutOptions extends SessionDirs {
+  tunnelUser: string;
+  name: string;
+  ports: readonly number[];
+  /**
+   * Cut only the connections that logged in with this key (SHA256:…): a replaced key's sessions go,
+   * a session of the new key stays. Without it, every connection of the pod goes, and every tunnel
+   * process that holds one of its ports.
+   */
+  onlyFingerprint?: string;
+}
+
 export interface CutResult {
   killed: number[];
 }
 
-/** Ends every live session of a pod (by name, and by any of its ports) and frees its ports. */
-export async function cutSessions(opts: { sessionsDir: string; tunnelUser: string; name: string; ports: readonly number[] }): Promise<CutResult> {
-  const uid = await userUid(opts.tunnelUser);
-  if (uid === undefined) return { killed: [] };
-  const pids = new Set<number>();
-  const rec = readSessions(opts.sessionsDir, uid).get(opts.name);
-  if (rec?.alive) pids.add(rec.pid);
-  const wanted = new Set(opts.ports);
-  for (const [pid, ports] of listeningPorts(uid)) if ([...ports].some((p) => wanted.has(p))) pids.add(pid);
+/** Ends a pod's live connections (and with them its ports). */
+export async function cutSessions(o: CutOptions): Promise<CutResult> {
+  const uid = await userUid(o.tunnelUser);
+  const monitors = new Set<number>();
+  for (const c of readConnections(o.connsDir, o.name)) {
+    if (c.alive && (o.onlyFingerprint === undefined || c.fingerprint === o.onlyFingerprint)) monitors.add(c.monitorPid);
+  }
+  if (o.onlyFingerprint === undefined) {
+    for (const s of readSessionRecords(o.sessionsDir).get(o.name) ?? []) if (s.alive) monitors.add(s.monitorPid);
+  }
+  const procs = listProcesses();
+  const pids = new Set<number>(monitors);
+  // The unprivileged child of each monitor goes with it; killing both makes the end immediate.
+  for (const p of procs) if (monitors.has(p.ppid) && p.comm === 'sshd') pids.add(p.pid);
+  if (o.onlyFingerprint === undefined && uid !== undefined) {
+    // A session from before the records existed, or one whose record is gone: found by the ports it holds.
+    const wanted = new Set(o.ports);
+    const tunnel = procs.filter((p) => p.comm === 'sshd' && p.uid === uid);
+    for (const [pid, ports] of listeningPorts(tunnel)) if ([...ports].some((p) => wanted.has(p))) pids.add(pid);
+  }
   await killAndWait([...pids]);
-  fs.rmSync(path.join(opts.sessionsDir, opts.name), { force: true });
-  return { killed: [...pids] };
+  return { killed: [...monitors].length ? [...monitors] : [...pids] };
+}
+
+/** Removes records whose connection has ended (the holder and the lookup never outlive theirs to do it). */
+export function sweepStaleRecords(d: SessionDirs): number {
+  let removed = 0;
+  for (const list of readSessionRecords(d.sessionsDir).values()) {
+    for (const r of list) {
+      if (r.alive) continue;
+      fs.rmSync(path.join(d.sessionsDir, `${r.name}.${r.monitorPid}`), { force: true });
+      removed++;
+    }
+  }
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(d.connsDir).filter((n) => NAME_RE.test(n));
+  } catch {
+    /* none yet */
+  }
+  for (const name of names) {
+    const records = readConnections(d.connsDir, name);
+    for (const c of records) {
+      if (c.alive) continue;
+      fs.rmSync(path.join(d.connsDir, name, String(c.monitorPid)), { force: true });
+      removed++;
+    }
+    if (records.every((c) => !c.alive)) fs.rmSync(path.join(d.connsDir, name), { recursive: true, force: true });
+  }
+  // The lookup appends a line per refused login; a key hammering the relay must not fill its disk.
+  const refused = path.join(d.connsDir, '.refused');
+  try {
+    if (fs.statSync(refused).size > 1024 * 1024) fs.truncateSync(refused, 0);
+  } catch {
+    /* none yet */
+  }
+  return removed;
 }

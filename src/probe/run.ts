@@ -13,6 +13,8 @@ import { listSubdomains, setObserved, setRoute } from '../state/subdomains.js';
 import { validFingerprints } from '../state/certificates.js';
 import { writeTx } from '../state/db.js';
 import { now, type MappingRecord, type SubdomainRecord } from '../state/types.js';
+import { isIPv4 } from 'node:net';
+import { publishRefusal, unmapIPv4 } from '../net/address.js';
 import { checkEntryHttp, checkHttpLikeTunnel, checkTcpLikeTunnel, checkTls, type CheckResult } from './checks.js';
 import { decide, type Decision } from './decide.js';
 
@@ -77,24 +79,30 @@ export async function probeAll(ctx: ServerContext, opts: { names?: string[]; pro
   const fingerprints = validFingerprints(ctx.db, t);
   const subs = listSubdomains(ctx.db).filter((s) => s.status === 'active' && s.ports.length > 0 && (!opts.names || opts.names.includes(s.name)));
 
-  // Remember where each live pod connects from: the probe's address, and history for `show`.
+  // Remember where each live pod connects from over IPv4: the probe's address, and history for `show`.
   writeTx(ctx.db, () => {
     for (const s of subs) {
       const live = sessions.get(s.name);
-      if (live?.alive && live.clientIp && live.clientIp !== s.observedIpv4) setObserved(ctx.db, s.id, live.clientIp, live.since || t);
+      const ip = live?.alive ? unmapIPv4(live.clientIp) : '';
+      if (isIPv4(ip) && ip !== s.observedIpv4) setObserved(ctx.db, s.id, ip, live!.since || t);
     }
   });
+  const policy = { allowNonGlobal: c.dns.allowNonGlobal };
 
   interface Pending { s: SubdomainRecord; address: string | null; pre: string | null; checks: PortCheck[]; results: Map<number, CheckResult> }
   const pending: Pending[] = [];
   for (const s of subs) {
     const mapped = new Map<number, MappingRecord>((mappings.get(s.id) ?? []).map((m) => [m.externalPort, m]));
     const live = sessions.get(s.name);
-    const address = live?.alive ? live.clientIp : s.observedIpv4;
+    const seen = live?.alive ? unmapIPv4(live.clientIp) : s.observedIpv4;
+    // The A record can only ever hold the IPv4 address the pod's session came from, and only one that may be published.
+    const address = seen && isIPv4(seen) && publishRefusal(seen, 'A', policy) === null ? seen : null;
     const need = requiredPorts(s);
     let pre: string | null = null;
     if (mapped.size === 0) pre = 'the pod reported no router mappings';
-    else if (!address) pre = 'the server has not seen the pod connect, so it has no address to test';
+    else if (!seen) pre = 'the server has not seen the pod connect, so it has no address to test';
+    else if (!isIPv4(seen)) pre = `the pod connects over IPv6 (${seen}), so the server has no IPv4 address of its router to test`;
+    else if (!address) pre = `the pod's session address is never published: ${publishRefusal(seen, 'A', policy)}`;
     else {
       const missing = need.filter((n) => !mapped.has(n.port)).map((n) => n.port);
       if (missing.length) pre = `not every port is mapped on the router (missing ${missing.join(', ')})`;

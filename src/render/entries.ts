@@ -31,6 +31,11 @@ export interface AddressRecord {
   owner: string;
   type: 'A' | 'AAAA';
   value: string;
+  /**
+   * Where the value came from: the operator's configuration (validated when it was loaded), or a pod —
+   * an address the network reported, which must pass the publishing rules before it reaches the zone.
+   */
+  source: 'config' | 'pod';
 }
 
 /**
@@ -38,9 +43,13 @@ export interface AddressRecord {
  * otherwise the server's addresses (the tunnel is always there as the fallback).
  */
 export function podRecords(s: Pick<SubdomainRecord, 'fqdn' | 'route' | 'directIpv4'>, c: Config): AddressRecord[] {
-  if (s.route === 'direct' && s.directIpv4) return [{ owner: s.fqdn, type: 'A', value: s.directIpv4 }];
-  const out: AddressRecord[] = [{ owner: s.fqdn, type: 'A', value: c.server.ipv4 }];
-  if (c.server.ipv6) out.push({ owner: s.fqdn, type: 'AAAA', value: c.server.ipv6 });
+  if (s.route === 'direct' && s.directIpv4) return [{ owner: s.fqdn, type: 'A', value: s.directIpv4, source: 'pod' }];
+  return serverRecords(s.fqdn, c);
+}
+
+export function serverRecords(owner: string, c: Config): AddressRecord[] {
+  const out: AddressRecord[] = [{ owner, type: 'A', value: c.server.ipv4, source: 'config' }];
+  if (c.server.ipv6) out.push({ owner, type: 'AAAA', value: c.server.ipv6, source: 'config' });
   return out;
 }
 

@@ -14,8 +14,19 @@ export interface Layout {
   wildcardKey: string;
   serverCert: string;
   serverKey: string;
-  sshd: { dir: string; config: string; hostKey: string; authorizedKeys: string; sessionScript: string; pidFile: string };
+  sshd: {
+    dir: string; config: string; hostKey: string; pidFile: string;
+    /** The key index's manifest: one line per key, "INDEXFILE AUTHORIZED_KEYS_LINE", written by apply. */
+    keyList: string;
+    /** The key index sshd's AuthorizedKeysCommand reads: one file per key, named by its fingerprint. */
+    keysDir: string;
+    keysCommand: string;
+    sessionScript: string;
+  };
+  /** Session records (the session holder's, owned by the tunnel user). */
   sessionsDir: string;
+  /** Connection records (the key lookup's, owned by the keys user). */
+  connsDir: string;
   nginx: {
     dir: string; config: string; httpEntryMap: string; httpsEntryMap: string; sniRouteMap: string; sniPortMap: string;
     prefix: string; pidFile: string; errorLog: string; accessLog: string; tmpDir: string; httpsSocket: string; passthroughSocket: string;
@@ -43,11 +54,14 @@ export function layout(c: Config): Layout {
       dir: p.sshd,
       config: path.join(p.sshd, 'sshd_config'),
       hostKey: path.join(p.sshd, 'ssh_host_ed25519_key'),
-      authorizedKeys: path.join(p.sshd, 'authorized_keys'),
+      keyList: path.join(p.sshd, 'keys.list'),
+      keysDir: path.join(p.sshd, 'keys'),
+      keysCommand: path.join(p.sshd, 'pipe2me-keys'),
       sessionScript: path.join(p.sshd, 'pipe2me-session'),
       pidFile: path.join(run, 'sshd.pid'),
     },
     sessionsDir: path.join(run, 'sessions'),
+    connsDir: path.join(run, 'conns'),
     nginx: {
       dir: p.nginx,
       config: path.join(p.nginx, 'nginx.conf'),

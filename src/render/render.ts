@@ -4,7 +4,9 @@
  */
 import type { Config } from '../config/types.js';
 import { Pipe2meError, ExitCode } from '../util/errors.js';
-import { httpEntryTarget, httpsEntryTarget, isPublished, passthroughPort, podRecords, type AddressRecord } from './entries.js';
+import { httpEntryTarget, httpsEntryTarget, isPublished, passthroughPort, podRecords, serverRecords, type AddressRecord } from './entries.js';
+import { publishRefusal } from '../net/address.js';
+import { keyIndexFile } from '../ssh/key-index.js';
 import { layout, type Layout } from './layout.js';
 import { renderTemplate } from './templates.js';
 import { SERIAL_PLACEHOLDER, type RenderedFile, type RenderSubdomain, type Unit } from './types.js';
@@ -27,46 +29,62 @@ export function renderSshd(c: Config, L: Layout): RenderedFile[] {
     hostKey: L.sshd.hostKey,
     pidFile: L.sshd.pidFile,
     tunnelUser: c.ssh.tunnelUser,
-    authorizedKeys: L.sshd.authorizedKeys,
+    keysUser: c.ssh.keysUser,
+    keysCommand: L.sshd.keysCommand,
+    loginGrace: c.ssh.loginGraceSeconds,
+    perSourceMaxStartups: c.ssh.perSourceMaxStartups,
     clientAliveInterval: c.ssh.clientAliveInterval,
     clientAliveCountMax: c.ssh.clientAliveCountMax,
     aliveWindow: aliveWindowSeconds(c),
     ciphers: c.ssh.ciphers,
   };
+  const keysCommand = renderTemplate('sshd/pipe2me-keys.hbs', {
+    keysDir: L.sshd.keysDir, connsDir: L.connsDir, maxSessions: c.ssh.maxSessionsPerPod, keysUser: c.ssh.keysUser, tunnelUser: c.ssh.tunnelUser,
+  });
   return [
     { unit: 'sshd', path: L.sshd.sessionScript, content: renderTemplate('sshd/pipe2me-session.hbs', { sessionsDir: L.sessionsDir }), mode: 0o755, order: 0 },
+    // sshd runs the key lookup only if it is root-owned and writable by nobody else (so are its directories).
+    { unit: 'sshd', path: L.sshd.keysCommand, content: keysCommand, mode: 0o755, order: 0 },
     { unit: 'sshd', path: L.sshd.config, content: renderTemplate('sshd/sshd_config.hbs', data), mode: 0o644, order: 1 },
   ];
 }
 
 /**
- * authorized_keys: one line per pod key, each with restrict, its own permitlisten options and the forced
- * session command. A key of a subdomain without ports gets no line at all, and the result is checked
- * line by line: a line that could open more than its pod's ports must never reach the file.
+ * The key index: one authorized_keys line per pod key, each with restrict, its own permitlisten options
+ * and the forced session command, filed under the key's fingerprint (what sshd gives the key lookup). A
+ * key of a subdomain without ports gets no line at all, and the result is checked line by line: a line
+ * that could open more than its pod's ports must never reach the index.
  */
-export function renderAuthorizedKeys(subdomains: readonly RenderSubdomain[], L: Layout): RenderedFile {
+export function renderKeyList(subdomains: readonly RenderSubdomain[], L: Layout): RenderedFile {
   const keys = subdomains
     .filter((s) => isPublished(s) && s.key)
-    .map((s) => ({ name: s.name, publicKey: s.key!.publicKey, ports: s.ports.map((p) => p.port) }));
-  const content = renderTemplate('sshd/authorized_keys.hbs', { keys, sessionScript: L.sshd.sessionScript });
+    .map((s) => ({ name: s.name, file: keyIndexFile(s.key!.fingerprint), publicKey: s.key!.publicKey, ports: s.ports.map((p) => p.port) }));
+  const content = renderTemplate('sshd/keys.list.hbs', { keys, sessionScript: L.sshd.sessionScript });
   assertKeyLinesRestricted(content, keys);
-  return { unit: 'keys', path: L.sshd.authorizedKeys, content, mode: 0o644, order: 0 };
+  return { unit: 'keys', path: L.sshd.keyList, content, mode: 0o644, order: 0 };
 }
 
-export function assertKeyLinesRestricted(content: string, keys: { name: string; ports: number[] }[]): void {
+export function assertKeyLinesRestricted(content: string, keys: { name: string; file: string; ports: number[] }[]): void {
   const lines = content.split('\n').filter((l) => l.trim() && !l.startsWith('#'));
   const fail = (why: string) => {
-    throw new Pipe2meError('render_refused', `Refused to render authorized_keys: ${why}. Nothing was written.`, ExitCode.internal, 500);
+    throw new Pipe2meError('render_refused', `Refused to render the key index: ${why}. Nothing was written.`, ExitCode.internal, 500);
   };
   if (lines.length !== keys.length) fail(`expected ${keys.length} key lines, got ${lines.length}`);
   // Plain string checks: this runs over every line of a file that has tens of thousands at scale.
-  lines.forEach((line, i) => {
+  const files = new Set<string>();
+  lines.forEach((entry, i) => {
     const k = keys[i]!;
+    if (!entry.startsWith(`${k.file} `) || !/^[A-Za-z0-9_-]{43}$/.test(k.file)) fail(`the line for ${k.name} is not filed under its key's fingerprint`);
+    // One key, one pod: the lookup could only ever print one of two lines filed under the same key.
+    if (files.has(k.file)) fail(`the key of ${k.name} is filed for another pod too`);
+    files.add(k.file);
+    const line = entry.slice(k.file.length + 1);
     const options = `restrict,port-forwarding,${k.ports.map((p) => `permitlisten="${p}"`).join(',')},command="exec /`;
     if (k.ports.length === 0 || !line.startsWith(options)) fail(`the line for ${k.name} does not start with restrict, port-forwarding and exactly its own ports`);
     const rest = line.slice(options.length - 1);
     const end = rest.indexOf('" ssh-');
     if (end < 0 || !rest.slice(0, end).endsWith(` ${k.name}`) || rest.slice(0, end).includes('"')) fail(`the line for ${k.name} has no forced command`);
+    if (!line.endsWith(` pipe2me:${k.name}`)) fail(`the line for ${k.name} does not end with its name`);
   });
 }
 
@@ -116,24 +134,53 @@ export function renderNginx(c: Config, L: Layout, subdomains: readonly RenderSub
   ];
 }
 
-/** The zone's records apart from SOA and NS: nameserver glue, the server's own name, the apex, every pod. */
-export function zoneRecords(c: Config, subdomains: readonly RenderSubdomain[]): AddressRecord[] {
+/** A record that could not be published, and why: apply reports it; the rest of the zone goes live. */
+export interface DroppedRecord {
+  owner: string;
+  type: 'A' | 'AAAA';
+  value: string;
+  why: string;
+}
+
+/**
+ * The zone's records apart from SOA and NS: nameserver glue, the server's own name, the apex, every pod.
+ * A pod's address passes the publishing rules (src/net/address.ts) or is dropped with its reason: no
+ * single pod's data can make the zone one that the nameserver's checker refuses, which would stop every
+ * later apply for every pod.
+ */
+export function zoneRecords(c: Config, subdomains: readonly RenderSubdomain[]): { records: AddressRecord[]; dropped: DroppedRecord[] } {
   const records: AddressRecord[] = [];
+  const dropped: DroppedRecord[] = [];
   const inZone = (name: string) => name === c.domain || name.endsWith('.' + c.domain);
   const glue = new Map<string, string>();
   for (const ns of [c.dns.primary, ...c.dns.secondaries]) if (inZone(ns.name)) glue.set(ns.name, ns.ipv4);
-  for (const [owner, value] of glue) records.push({ owner, type: 'A', value });
+  for (const [owner, value] of glue) records.push({ owner, type: 'A', value, source: 'config' });
   for (const owner of [c.domain, c.server.fqdn]) {
     if (glue.has(owner)) continue;
-    records.push({ owner, type: 'A', value: c.server.ipv4 });
-    if (c.server.ipv6) records.push({ owner, type: 'AAAA', value: c.server.ipv6 });
+    records.push(...serverRecords(owner, c));
   }
-  for (const s of subdomains) if (isPublished(s)) records.push(...podRecords(s, c));
-  return records;
+  const policy = { allowNonGlobal: c.dns.allowNonGlobal };
+  for (const s of subdomains) {
+    if (!isPublished(s)) continue;
+    let kept = 0;
+    for (const r of podRecords(s, c)) {
+      const why = r.source === 'pod' ? publishRefusal(r.value, r.type, policy) : null;
+      if (why === null) {
+        records.push(r);
+        kept++;
+      } else {
+        dropped.push({ owner: r.owner, type: r.type, value: r.value, why });
+      }
+    }
+    // A pod whose own address was refused still has a name: the server's, where its tunnel is.
+    if (kept === 0) records.push(...serverRecords(s.fqdn, c));
+  }
+  return { records, dropped };
 }
 
 export function renderZone(c: Config, L: Layout, subdomains: readonly RenderSubdomain[]): RenderedFile {
   const path = c.dns.daemon === 'bind' ? L.bind.zone : L.nsd.zone;
+  const { records, dropped } = zoneRecords(c, subdomains);
   const content = renderTemplate('zone/zone.hbs', {
     domain: c.domain,
     ttl: c.dns.ttl,
@@ -141,9 +188,9 @@ export function renderZone(c: Config, L: Layout, subdomains: readonly RenderSubd
     hostmaster: c.dns.hostmaster,
     serial: SERIAL_PLACEHOLDER,
     nameservers: [c.dns.primary.name, ...c.dns.secondaries.map((s) => s.name)],
-    records: zoneRecords(c, subdomains),
+    records,
   });
-  return { unit: 'dns', path, content, mode: 0o644, order: 0 };
+  return { unit: 'dns', path, content, mode: 0o644, order: 0, ...(dropped.length ? { dropped } : {}) };
 }
 
 export function renderDnsConfig(c: Config, L: Layout): RenderedFile {
@@ -171,7 +218,7 @@ export function renderAll(c: Config, subdomains: readonly RenderSubdomain[], uni
   const L = layout(c);
   const out: RenderedFile[] = [];
   if (units.includes('sshd')) out.push(...renderSshd(c, L));
-  if (units.includes('keys')) out.push(renderAuthorizedKeys(subdomains, L));
+  if (units.includes('keys')) out.push(renderKeyList(subdomains, L));
   if (units.includes('nginx')) out.push(...renderNginx(c, L, subdomains));
   if (units.includes('dns')) out.push(renderZone(c, L, subdomains), renderDnsConfig(c, L));
   return out;

@@ -11,6 +11,8 @@ export interface RenderedFile {
   content: string;
   mode: number;
   order: number;
+  /** Records left out of a zone because they could not be published (see render.zoneRecords). */
+  dropped?: { owner: string; type: 'A' | 'AAAA'; value: string; why: string }[];
 }
 
 /** The serial placeholder in a rendered zone; the planner puts the real serial in. */
@@ -28,5 +30,6 @@ export interface RenderSubdomain {
   route: 'server' | 'direct';
   directIpv4: string | null;
   ports: { port: number; protocol: 'http' | 'https' | 'tcp'; position: number }[];
-  key: { publicKey: string } | null;
+  /** The canonical key and its SHA256 fingerprint (what sshd hands the key lookup). */
+  key: { publicKey: string; fingerprint: string } | null;
 }

@@ -3,6 +3,7 @@
  * only if missing), directories with their modes, the tunnel user, the sshd host key, BIND's rndc key,
  * the state store. Idempotent: a second run keeps what exists and says so.
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadConfig, parseConfigText } from '../config/load.js';
@@ -18,6 +19,7 @@ import { ensurePrivsepDir } from '../daemons/sshd.js';
 import { ensureNginxDirs } from '../daemons/nginx.js';
 import { userUid } from '../daemons/sessions.js';
 import { initCa } from './ca.js';
+import { addressScope } from '../net/address.js';
 
 export interface InitOptions {
   configFile: string;
@@ -60,19 +62,34 @@ export interface InitReport {
   steps: InitStep[];
 }
 
+/**
+ * The system users a new configuration names. A trial (`--root`) gets users of its own, derived from its
+ * root, so that two trials on one machine never share one (nor delete the other's at teardown).
+ */
+export function trialUsers(root: string | undefined): { tunnel: string; keys: string } {
+  if (!root) return { tunnel: 'pipe2me-tunnel', keys: 'pipe2me-keys' };
+  const tag = createHash('sha256').update(path.resolve(root)).digest('hex').slice(0, 8);
+  return { tunnel: `p2m-t-${tag}`, keys: `p2m-k-${tag}` };
+}
+
 function writeConfigSkeleton(o: InitOptions): void {
   if (!o.domain || !o.ipv4) {
     throw new ConfigError(`No configuration at ${o.configFile}, and not enough to write one.`, {
       hint: 'Pass --domain and --ipv4 (e.g. pipe2me-ctl init --domain pipe.example.com --ipv4 198.51.100.10), or write the file from config/pipe2me.example.yml.',
     });
   }
+  const users = trialUsers(o.root);
+  const scope = addressScope(o.ipv4);
   const text = renderTemplate('config/pipe2me.yml.hbs', {
     domain: o.domain.toLowerCase(),
     serverName: 'server',
     ipv4: o.ipv4,
     ipv6: o.ipv6 ?? null,
     sshPort: o.sshPort ?? 4444,
-    tunnelUser: 'pipe2me-tunnel',
+    tunnelUser: users.tunnel,
+    keysUser: users.keys,
+    allowNonGlobal: scope !== null && scope !== 'global',
+    serverScope: scope ?? 'none',
     portsFirst: o.portsFirst ?? 20000,
     portsLast: o.portsLast ?? 29999,
     apiPort: o.apiPort ?? 8470,
@@ -108,6 +125,20 @@ async function ensureTunnelUser(c: Config, steps: InitStep[]): Promise<{ uid: nu
   return { uid, gid: Number(f[3]) };
 }
 
+/** The key lookup's user: a system user that can log in to nothing. */
+async function ensureKeysUser(c: Config, steps: InitStep[]): Promise<{ uid: number; gid: number }> {
+  const user = c.ssh.keysUser;
+  if ((await userUid(user)) === undefined) {
+    await run('useradd', ['--system', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', '--user-group', user], { timeout: 30_000 });
+    steps.push({ what: `key lookup user ${user}`, status: 'created' });
+  } else {
+    steps.push({ what: `key lookup user ${user}`, status: 'kept' });
+  }
+  const r = await run('getent', ['passwd', user], { timeout: 10_000 });
+  const f = r.stdout.trim().split(':');
+  return { uid: Number(f[2]), gid: Number(f[3]) };
+}
+
 export async function initServer(o: InitOptions): Promise<InitReport> {
   const steps: InitStep[] = [];
   const progress = o.progress ?? (() => {});
@@ -138,6 +169,10 @@ export async function initServer(o: InitOptions): Promise<InitReport> {
   const owner = await ensureTunnelUser(c, steps);
   // The session holder runs as the tunnel user and records live sessions here; nothing else is theirs.
   ensureDir(L.sessionsDir, 0o755, owner);
+  // sshd runs the key lookup as its own user, which records connections here; the index it reads is root's.
+  const keysOwner = await ensureKeysUser(c, steps);
+  ensureDir(L.connsDir, 0o755, keysOwner);
+  ensureDir(L.sshd.keysDir, 0o755);
 
   if (!fs.existsSync(L.sshd.hostKey)) {
     progress('sshd host key');

@@ -11,6 +11,7 @@ import { now, type SubdomainRecord } from '../state/types.js';
 import { cutSessions, readSessions } from '../daemons/sessions.js';
 import { getMappings, mappingNote } from '../state/mappings.js';
 import { revokeSubdomainCertificates } from './ca.js';
+import { sessionDirs } from './keys.js';
 
 /** What `list` shows per subdomain: no per-subdomain queries, so that listing 10,000 stays cheap. */
 export interface SubdomainSummary {
@@ -127,7 +128,7 @@ async function retire(ctx: ServerContext, subs: readonly SubdomainRecord[], reas
   const cut: number[] = [];
   const revoked: string[] = [];
   for (const s of subs) {
-    const r = await cutSessions({ sessionsDir: ctx.layout.sessionsDir, tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((p) => p.port) });
+    const r = await cutSessions({ ...sessionDirs(ctx), tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((p) => p.port) });
     cut.push(...r.killed);
     revoked.push(...(await revokeSubdomainCertificates(ctx, s, reason)));
   }

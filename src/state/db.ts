@@ -64,6 +64,7 @@ export function migrate(db: Db, file = 'state'): { from: number; to: number } {
       // Re-check inside the write lock: another process may have migrated meanwhile.
       if (schemaVersion(db) >= m.version) return;
       db.exec(m.sql);
+      m.run?.(db);
       db.pragma(`user_version = ${m.version}`);
     }).immediate();
   }

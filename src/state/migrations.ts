@@ -2,10 +2,15 @@
  * Versioned schema migrations. PRAGMA user_version holds the version; each migration runs in one
  * transaction. Never edit a released migration: add the next one.
  */
+import type Database from 'better-sqlite3';
+import { parsePublicKey } from '../ssh/pubkey.js';
+
 export interface Migration {
   version: number;
   description: string;
   sql: string;
+  /** Data changes SQL cannot express, in the same transaction, after `sql`. */
+  run?: (db: Database.Database) => void;
 }
 
 export const MIGRATIONS: Migration[] = [
@@ -109,6 +114,35 @@ CREATE INDEX probe_results_by_subdomain ON probe_results(subdomain_id, at);
     version: 2,
     description: 'why a pod has no (or fewer) router mappings, as it last reported',
     sql: `ALTER TABLE subdomains ADD COLUMN mapping_note TEXT;`,
+  },
+  {
+    version: 3,
+    description: 'token quotas on subdomains and total ports; pod keys in their canonical encoding',
+    // NULL: a token made before quotas existed (unbounded, as it was issued; `token list` says so).
+    sql: `ALTER TABLE tokens ADD COLUMN max_subdomains INTEGER CHECK (max_subdomains IS NULL OR max_subdomains > 0);
+ALTER TABLE tokens ADD COLUMN max_total_ports INTEGER CHECK (max_total_ports IS NULL OR max_total_ports > 0);`,
+    run: (db) => {
+      // Keys were compared by their raw blob: re-encode them so that a padded copy of a key is the same key.
+      // A key registered twice that way (the second copy shadowed the first pod's logins) stays with the pod
+      // that registered it first; the later copy is dropped, and that pod registers a key of its own again.
+      const rows = db.prepare('SELECT subdomain_id, public_key FROM ssh_keys ORDER BY added_at, subdomain_id').all() as { subdomain_id: string; public_key: string }[];
+      const update = db.prepare('UPDATE ssh_keys SET public_key = ?, fingerprint = ? WHERE subdomain_id = ?');
+      const drop = db.prepare('DELETE FROM ssh_keys WHERE subdomain_id = ?');
+      const seen = new Set<string>();
+      db.prepare("UPDATE ssh_keys SET fingerprint = 'migrating:' || subdomain_id").run();
+      for (const r of rows) {
+        let k: ReturnType<typeof parsePublicKey>;
+        try {
+          k = parsePublicKey(r.public_key);
+        } catch {
+          drop.run(r.subdomain_id);
+          continue;
+        }
+        if (seen.has(k.fingerprint)) drop.run(r.subdomain_id);
+        else update.run(k.publicKey, k.fingerprint, r.subdomain_id);
+        seen.add(k.fingerprint);
+      }
+    },
   },
 ];
 

@@ -192,10 +192,11 @@ function load(db: Db, rows: SubdomainRow[]): SubdomainRecord[] {
 /** Every subdomain as rendering needs it, in name order: raw rows, few columns, no per-row objects from SQLite. */
 export function renderSnapshot(db: Db): RenderSubdomain[] {
   const ports = portsBySubdomain(db.prepare('SELECT subdomain_id, port, protocol, position FROM ports ORDER BY subdomain_id, position').raw().all());
-  const rows = db.prepare(`SELECT s.id, s.name, s.fqdn, s.status, s.passthrough, s.route, s.direct_ipv4, k.public_key
-    FROM subdomains s LEFT JOIN ssh_keys k ON k.subdomain_id = s.id ORDER BY s.name`).raw().all() as [string, string, string, 'active' | 'expired', number, 'server' | 'direct', string | null, string | null][];
-  return rows.map(([id, name, fqdn, status, passthrough, route, directIpv4, publicKey]) => ({
-    name, fqdn, status, passthrough: passthrough === 1, route, directIpv4, ports: ports.get(id) ?? [], key: publicKey === null ? null : { publicKey },
+  const rows = db.prepare(`SELECT s.id, s.name, s.fqdn, s.status, s.passthrough, s.route, s.direct_ipv4, k.public_key, k.fingerprint
+    FROM subdomains s LEFT JOIN ssh_keys k ON k.subdomain_id = s.id ORDER BY s.name`).raw().all() as [string, string, string, 'active' | 'expired', number, 'server' | 'direct', string | null, string | null, string | null][];
+  return rows.map(([id, name, fqdn, status, passthrough, route, directIpv4, publicKey, fingerprint]) => ({
+    name, fqdn, status, passthrough: passthrough === 1, route, directIpv4, ports: ports.get(id) ?? [],
+    key: publicKey === null || fingerprint === null ? null : { publicKey, fingerprint },
   }));
 }
 

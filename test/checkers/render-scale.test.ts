@@ -43,7 +43,7 @@ describe.each(['bind', 'nsd'] as const)('checkers accept what pipe2me renders (%
       seed(add);
       const r = await stack!.ctl<{ changed_units: string[]; files: { path: string }[] }>(['apply'], { timeout: 180_000 });
       expect(r.exitCode).toBe(0);
-      const keys = fs.readFileSync(stack!.layout.sshd.authorizedKeys, 'utf8').split('\n').filter((l) => l.startsWith('restrict,'));
+      const keys = fs.readFileSync(stack!.layout.sshd.keyList, 'utf8').split('\n').filter((l) => l.startsWith('restrict,'));
       expect(keys).toHaveLength(total);
       const map = fs.readFileSync(stack!.layout.nginx.httpsEntryMap, 'utf8').split('\n').filter((l) => !l.startsWith('#') && l.includes(' https://'));
       expect(map).toHaveLength(total);

@@ -33,7 +33,7 @@ async function newKey(stack: Stack, name: string): Promise<string> {
 function liveFiles(stack: Stack): Record<string, string> {
   const L = stack.layout;
   const out: Record<string, string> = {};
-  for (const f of [L.sshd.config, L.sshd.authorizedKeys, L.nginx.config, L.nginx.httpEntryMap, L.bind.config, L.bind.zone, L.nsd.config]) {
+  for (const f of [L.sshd.config, L.sshd.keyList, L.nginx.config, L.nginx.httpEntryMap, L.bind.config, L.bind.zone, L.nsd.config]) {
     if (fs.existsSync(f)) out[f] = fs.readFileSync(f, 'utf8');
   }
   return out;

@@ -2,6 +2,8 @@
 import { configFromDocument } from '../../src/config/load.js';
 import type { Config } from '../../src/config/types.js';
 import type { Protocol, SubdomainRecord } from '../../src/state/types.js';
+import { createHash } from 'node:crypto';
+import { parsePublicKey } from '../../src/ssh/pubkey.js';
 
 export function testConfig(overrides: Record<string, unknown> = {}): Config {
   return configFromDocument({
@@ -17,7 +19,13 @@ export function testConfig(overrides: Record<string, unknown> = {}): Config {
   }, 'test.yml');
 }
 
-const ED25519 = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFBI1oic9JBRLBUrNPntPb+/XihuWKwXO+vXiKT6mdHl';
+/** A distinct, well-formed ed25519 public key per name (its 32 bytes are sha256 of the name), deterministic. */
+export function keyFor(name: string): { publicKey: string; fingerprint: string } {
+  const str = (b: Buffer) => Buffer.concat([Buffer.from([0, 0, 0, b.length]), b]);
+  const blob = Buffer.concat([str(Buffer.from('ssh-ed25519')), str(createHash('sha256').update(name).digest())]);
+  const k = parsePublicKey(`ssh-ed25519 ${blob.toString('base64')}`);
+  return { publicKey: k.publicKey, fingerprint: k.fingerprint };
+}
 
 export function sub(name: string, protocols: Protocol[], firstPort: number, extra: Partial<SubdomainRecord> = {}): SubdomainRecord {
   return {
@@ -40,7 +48,7 @@ export function sub(name: string, protocols: Protocol[], firstPort: number, extr
     claimPending: false,
     claimed: true,
     ports: protocols.map((protocol, i) => ({ port: firstPort + i, protocol, position: i })),
-    key: { algorithm: 'ssh-ed25519', publicKey: ED25519, fingerprint: `SHA256:${name}`, bits: 256, addedAt: 1_700_000_000 },
+    key: { algorithm: 'ssh-ed25519', ...keyFor(name), bits: 256, addedAt: 1_700_000_000 },
     ...extra,
   };
 }
@@ -51,7 +59,7 @@ export function goldenSubdomains(): SubdomainRecord[] {
     sub('calm-red-otter', ['http', 'https'], 20000),
     sub('home-lab', ['https', 'tcp'], 20002, { passthrough: true }),
     sub('raw-tcp', ['tcp'], 20004),
-    sub('direct-one', ['http'], 20005, { route: 'direct', directIpv4: '198.51.100.7' }),
+    sub('direct-one', ['http'], 20005, { route: 'direct', directIpv4: '81.2.69.160' }),
     sub('no-key-yet', ['http'], 20006, { key: null }),
     sub('gone-away', ['http'], 20007, { status: 'expired', ports: [] }),
   ];

@@ -15,6 +15,7 @@ import { nginxArgv } from '../../src/daemons/nginx.js';
 import { sshdArgv } from '../../src/daemons/sshd.js';
 import { namedArgv } from '../../src/daemons/bind.js';
 import { nsdArgv } from '../../src/daemons/nsd.js';
+import { trialUsers } from '../../src/server/init.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CTL = path.join(ROOT, 'bin', 'pipe2me-ctl.js');
@@ -50,15 +51,17 @@ export class CliError extends Error {
 export class Stack {
   readonly configFile: string;
   readonly serverRoot: string;
-  readonly tunnelUser: string;
   config!: Config;
   layout!: Layout;
 
   private constructor(readonly world: World, readonly opts: StackOptions) {
     this.serverRoot = world.path('server');
     this.configFile = world.path('server', 'pipe2me.yml');
-    // Unique per world: users are global on the machine, worlds are not.
-    this.tunnelUser = `p2m-${world.prefix.replace(/^p2m-/, '')}`;
+  }
+
+  /** The tunnel user: `init --root` gives every trial users of its own (users are global on a machine, worlds are not). */
+  get tunnelUser(): string {
+    return this.config.ssh.tunnelUser;
   }
 
   static async create(opts: StackOptions = {}): Promise<Stack> {
@@ -119,15 +122,16 @@ export class Stack {
   /** `pipe2me-ctl init` with a test configuration, then the daemons started from what apply rendered. */
   async startServer(): Promise<void> {
     const dns = this.opts.dns ?? 'bind';
+    // Tracked before init creates them, so that a failing init leaves no user behind either.
+    const users = trialUsers(this.serverRoot);
+    this.world.trackUser(users.tunnel);
+    this.world.trackUser(users.keys);
     await this.ctl(['init', '--domain', DOMAIN, '--ipv4', ADDR.server, '--root', this.serverRoot, '--dns', dns, '--ttl', '30',
       ...(this.opts.portRange ? ['--ports', this.opts.portRange.join('-')] : []),
       ...(this.opts.secondary ? ['--secondary', `ns2.${DOMAIN}=${ADDR.ns2}`] : [])], { timeout: 120_000 });
-    this.world.trackUser(this.tunnelUser);
-    // The tunnel user's name must be unique per world; the test config also shortens the probe.
-    const text = fs.readFileSync(this.configFile, 'utf8').replace(/tunnel_user: .*/, `tunnel_user: ${this.tunnelUser}`)
-      + `\nprobe:\n  timeout_ms: 1500\n  flap_window: ${this.opts.flapWindow ?? '2m'}\n` + (this.opts.configExtra ?? '');
+    // The test config shortens the probe.
+    const text = fs.readFileSync(this.configFile, 'utf8') + `\nprobe:\n  timeout_ms: 1500\n  flap_window: ${this.opts.flapWindow ?? '2m'}\n` + (this.opts.configExtra ?? '');
     fs.writeFileSync(this.configFile, text);
-    // init again so that the tunnel user of the final configuration exists.
     await this.ctl(['init'], { timeout: 120_000 });
     this.config = loadConfig(this.configFile);
     this.layout = layout(this.config);

@@ -22,10 +22,10 @@ function check(dir: string, files: { path: string; content: string }[]) {
 }
 
 describe('rendered files match their golden copies', () => {
-  it('BIND: sshd_config, session holder, authorized_keys, nginx.conf and maps, zone, named.conf', () => {
+  it('BIND: sshd_config, session holder, key lookup, key index, nginx.conf and maps, zone, named.conf', () => {
     const files = renderAll(testConfig(), goldenSubdomains());
     expect(files.map((f) => path.basename(f.path)).sort()).toEqual(
-      ['authorized_keys', 'http-entry.map', 'https-entry.map', 'named.conf', 'nginx.conf', 'pipe.test.zone', 'pipe2me-session', 'sni-port.map', 'sni-route.map', 'sshd_config'].sort());
+      ['keys.list', 'http-entry.map', 'https-entry.map', 'named.conf', 'nginx.conf', 'pipe.test.zone', 'pipe2me-keys', 'pipe2me-session', 'sni-port.map', 'sni-route.map', 'sshd_config'].sort());
     check('bind', files);
   });
 

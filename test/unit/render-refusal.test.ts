@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { renderAll, assertKeyLinesRestricted } from '../../src/render/render.js';
-import { RenderRefusedError } from '../../src/render/templates.js';
+import { RenderRefusedError, renderTemplate } from '../../src/render/templates.js';
 import { sub, testConfig } from '../helpers/fixtures.js';
 
 // Names are validated on input; these tests prove the renderers refuse again on output.
@@ -22,15 +22,16 @@ describe('renderers refuse what a format cannot hold', () => {
   });
 
   it('a key line without permitlisten options cannot be rendered', () => {
+    const F = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
     const s = sub('ok', ['http'], 20000);
     const own = /restrict, port-forwarding and exactly its own ports/;
-    expect(() => assertKeyLinesRestricted(`ssh-ed25519 AAAA pipe2me:ok\n`, [{ name: 'ok', ports: [20000] }])).toThrow(own);
-    expect(() => assertKeyLinesRestricted(`restrict,port-forwarding,command="exec /x ok" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [20000] }])).toThrow(own);
-    expect(() => assertKeyLinesRestricted(`restrict,port-forwarding,permitlisten="20000",permitlisten="20001",command="exec /x ok" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [20000] }])).toThrow(own);
-    expect(() => assertKeyLinesRestricted(`restrict,port-forwarding,permitlisten="20000" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [20000] }])).toThrow(own);
-    expect(() => assertKeyLinesRestricted(`restrict,port-forwarding,permitlisten="20000",command="exec /x other" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [20000] }])).toThrow(/forced command/);
-    expect(() => assertKeyLinesRestricted(`restrict,port-forwarding,permitlisten="20000",command="exec /x ok" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [] }])).toThrow(own);
-    assertKeyLinesRestricted(`restrict,port-forwarding,permitlisten="20000",command="exec /x ok" ssh-ed25519 AAAA\n`, [{ name: 'ok', ports: [20000] }]);
+    expect(() => assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA ssh-ed25519 AAAA pipe2me:ok\n`, [{ name: 'ok', file: F, ports: [20000] }])).toThrow(own);
+    expect(() => assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,command="exec /x ok" ssh-ed25519 AAAA pipe2me:ok\n`, [{ name: 'ok', file: F, ports: [20000] }])).toThrow(own);
+    expect(() => assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000",permitlisten="20001",command="exec /x ok" ssh-ed25519 AAAA pipe2me:ok\n`, [{ name: 'ok', file: F, ports: [20000] }])).toThrow(own);
+    expect(() => assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000" ssh-ed25519 AAAA\n`, [{ name: 'ok', file: F, ports: [20000] }])).toThrow(own);
+    expect(() => assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000",command="exec /x other" ssh-ed25519 AAAA\n`, [{ name: 'ok', file: F, ports: [20000] }])).toThrow(/forced command/);
+    expect(() => assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000",command="exec /x ok" ssh-ed25519 AAAA pipe2me:ok\n`, [{ name: 'ok', file: F, ports: [] }])).toThrow(own);
+    assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000",command="exec /x ok" ssh-ed25519 AAAA pipe2me:ok\n`, [{ name: 'ok', file: F, ports: [20000] }]);
     // A published subdomain's key always gets exactly its ports.
     const [file] = renderAll(testConfig(), [s], ['keys']);
     expect(file!.content).toContain('permitlisten="20000",command=');
@@ -42,8 +43,53 @@ describe('renderers refuse what a format cannot hold', () => {
     expect(file!.content).not.toContain('ssh-ed25519');
   });
 
-  it('an address that is not one is refused', () => {
-    const s = sub('ok', ['http'], 20000, { route: 'direct', directIpv4: '1.2.3.4 ; evil' });
-    expect(() => renderAll(testConfig(), [s], ['dns'])).toThrow(/is not a plain word/);
+  it('the zone template refuses an address of the wrong family, whatever reaches it', () => {
+    const data = { domain: 'pipe.test', ttl: 30, primary: 'ns1.pipe.test', hostmaster: 'h.pipe.test', serial: '1', nameservers: ['ns1.pipe.test'] };
+    expect(() => renderTemplate('zone/zone.hbs', { ...data, records: [{ owner: 'a.pipe.test', type: 'A', value: '2001:db8::1' }] })).toThrow(/is not an IPv4 address/);
+    expect(() => renderTemplate('zone/zone.hbs', { ...data, records: [{ owner: 'a.pipe.test', type: 'AAAA', value: '192.0.2.1' }] })).toThrow(/is not an IPv6 address/);
+    expect(() => renderTemplate('zone/zone.hbs', { ...data, records: [{ owner: 'a.pipe.test', type: 'A', value: '1.2.3.4 ; evil' }] })).toThrow(/is not an IPv4 address/);
+  });
+});
+
+// No single pod's data may stop the control plane: a pod address that cannot be published is left out
+// (with its reason) and the rest of the zone renders; the pod keeps the server's address.
+describe('a pod address that may not be published is dropped, the zone still renders', () => {
+  const cases: [string, RegExp][] = [
+    ['1.2.3.4 ; evil', /is not an IP address/],
+    ['2001:db8::7', /IPv6 address, not one an A record can hold/],
+    ['2a00:1450:4001:80b::200e', /IPv6 address, not one an A record can hold/],
+    ['10.1.2.3', /private address/],
+    ['192.168.77.10', /private address/],
+    ['100.64.1.1', /shared address/],
+    ['127.0.0.1', /loopback address/],
+    ['169.254.9.9', /link-local address/],
+    ['224.0.0.1', /multicast address/],
+    ['0.0.0.0', /unspecified address/],
+    ['198.51.100.7', /documentation address/],
+  ];
+  for (const [value, why] of cases) {
+    it(`direct address ${JSON.stringify(value)}`, () => {
+      const bad = sub('bad', ['http'], 20000, { route: 'direct', directIpv4: value });
+      const good = sub('good', ['http'], 20001, { route: 'direct', directIpv4: '8.8.4.4' });
+      const [zone] = renderAll(testConfig(), [bad, good], ['dns']);
+      expect(zone!.dropped).toEqual([{ owner: 'bad.pipe.test', type: 'A', value, why: expect.stringMatching(why) }]);
+      expect(zone!.content).toContain('bad.pipe.test. 30 IN A 203.0.113.1');
+      expect(zone!.content).toContain('good.pipe.test. 30 IN A 8.8.4.4');
+      expect(zone!.content).not.toContain(value);
+    });
+  }
+
+  it('a lab (dns.allow_non_global) publishes private and documentation addresses, never loopback or link-local', () => {
+    const c = testConfig({ dns: { daemon: 'bind', ttl: 30, allow_non_global: true } });
+    const subs = [
+      sub('lan', ['http'], 20000, { route: 'direct', directIpv4: '192.168.77.10' }),
+      sub('doc', ['http'], 20001, { route: 'direct', directIpv4: '198.51.100.7' }),
+      sub('lo', ['http'], 20002, { route: 'direct', directIpv4: '127.0.0.1' }),
+      sub('ll', ['http'], 20003, { route: 'direct', directIpv4: '169.254.1.1' }),
+    ];
+    const [zone] = renderAll(c, subs, ['dns']);
+    expect(zone!.content).toContain('lan.pipe.test. 30 IN A 192.168.77.10');
+    expect(zone!.content).toContain('doc.pipe.test. 30 IN A 198.51.100.7');
+    expect(zone!.dropped!.map((d) => d.owner)).toEqual(['lo.pipe.test', 'll.pipe.test']);
   });
 });

@@ -1,0 +1,57 @@
+/**
+ * The relay-local key index sshd's key lookup reads: one small file per pod key, named by the key's
+ * SHA256 fingerprint, holding that pod's single authorized_keys line. sshd hands the lookup the
+ * fingerprint of the key a client offers, so a login opens one file whatever the fleet's size, and it
+ * never waits on the state store. Apply keeps the index equal to the manifest (keys.list) it renders.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { atomicWrite } from '../util/fsx.js';
+
+/** "SHA256:<base64>" → the index file name ('/' and '+' are not safe in one: '_' and '-', as the lookup maps them). */
+export function keyIndexFile(fingerprint: string): string {
+  const b64 = fingerprint.startsWith('SHA256:') ? fingerprint.slice(7) : fingerprint;
+  if (!/^[A-Za-z0-9+/]{43}$/.test(b64)) throw new Error(`not a SHA256 fingerprint: ${fingerprint.slice(0, 60)}`);
+  return b64.replace(/\//g, '_').replace(/\+/g, '-');
+}
+
+/** The manifest's entries: index file → line. */
+export function parseKeyList(content: string | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const entry of (content ?? '').split('\n')) {
+    if (!entry || entry.startsWith('#')) continue;
+    const sp = entry.indexOf(' ');
+    if (sp !== 43) continue;
+    out.set(entry.slice(0, sp), entry.slice(sp + 1));
+  }
+  return out;
+}
+
+export interface IndexSync {
+  written: number;
+  removed: number;
+}
+
+/**
+ * Brings the index directory to `next`: writes what is new or changed since `previous` (each file
+ * atomically) and removes what is gone; files that exist but are listed nowhere are removed too, and a
+ * file the manifest lists but the directory lacks is written again, so an interrupted apply heals on
+ * the next one. Unchanged keys cost nothing but a directory listing.
+ */
+export function syncKeyIndex(dir: string, previous: Map<string, string>, next: Map<string, string>): IndexSync {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const present = new Set(fs.readdirSync(dir).filter((f) => !f.startsWith('.')));
+  let written = 0;
+  let removed = 0;
+  for (const [file, line] of next) {
+    if (present.has(file) && previous.get(file) === line) continue;
+    atomicWrite(path.join(dir, file), line + '\n', { mode: 0o644 });
+    written++;
+  }
+  for (const file of present) {
+    if (next.has(file)) continue;
+    fs.rmSync(path.join(dir, file), { force: true });
+    removed++;
+  }
+  return { written, removed };
+}
