@@ -3,21 +3,24 @@ import { Command } from 'commander';
 import { parseDuration } from '../config/duration.js';
 import { ConflictError, InputError } from '../util/errors.js';
 import { createToken, listTokens, revokeToken } from '../state/tokens.js';
+import { requireSubdomain } from '../state/subdomains.js';
 import { createApi } from '../api/server.js';
 import { probeAll } from '../probe/run.js';
 import { formatDuration } from '../config/duration.js';
 import { isoTime, table } from './output.js';
-import { withServer, parseIntOption, tokenJson, caPin } from './ctl-common.js';
+import { withServer, parseIntOption, collectSubdomainNames, tokenJson, caPin } from './ctl-common.js';
 
 export function registerServiceCommands(program: Command): void {
   program
     .command('probe')
     .description('Test every pod\'s direct route (its router mappings) and point its DNS name at the router when every port answers as that pod, at the server otherwise. Run every minute by a systemd timer or cron.')
-    .option('--name <name...>', 'probe only these subdomains')
+    .option('--name <name...>', 'probe only these subdomains (names or fully qualified names)', collectSubdomainNames)
     .option('--no-apply', 'decide and record, but do not rewrite the zone')
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        const r = await probeAll(ctx, { names: o.name, progress: (m) => out.progress(m), applyDns: Boolean(o.apply) });
+        // Resolve the names first: an unknown one is exit 4 like everywhere else, not a silent "nothing to probe".
+        const names = (o.name as string[] | undefined)?.map((n) => requireSubdomain(ctx.db, n).name);
+        const r = await probeAll(ctx, { names, progress: (m) => out.progress(m), applyDns: Boolean(o.apply) });
         out.result(r, () => {
           if (r.probed === 0) return 'Nothing to probe: no active subdomains.';
           const lines = [`probed ${r.probed} subdomain(s) in ${r.durationMs} ms: ${r.direct} direct, ${r.probed - r.direct} through the server${r.changed.length ? `; changed: ${r.changed.join(', ')}` : ''}`];

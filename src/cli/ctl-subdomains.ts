@@ -13,7 +13,7 @@ import { readSessions } from '../daemons/sessions.js';
 import { InputError } from '../util/errors.js';
 import { Output } from './output.js';
 import { applyJson, applySummary, subdomainDetails, subdomainTable } from './format.js';
-import { globals, withServer, parseIntOption, caPin } from './ctl-common.js';
+import { globals, withServer, parseIntOption, parseSubdomainName, caPin } from './ctl-common.js';
 
 export function registerSubdomainCommands(program: Command): void {
   program
@@ -119,7 +119,7 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
   program
     .command('show')
     .description('Show one subdomain: ports, URLs, route, key, online state.')
-    .argument('<name>', 'name or fully qualified name')
+    .argument('<name>', 'name or fully qualified name', parseSubdomainName)
     .action(async (name: string, _o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const view = viewSubdomain(ctx, requireSubdomain(ctx.db, name));
@@ -129,7 +129,7 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
   program
     .command('remove')
     .description('Remove a subdomain: its key stops working at once, its live sessions are cut, its ports are freed, and it leaves every configuration.')
-    .argument('<name>', 'name or fully qualified name')
+    .argument('<name>', 'name or fully qualified name', parseSubdomainName)
     .option('--no-apply', 'only update authorized_keys and the state; apply nginx and DNS later')
     .action(async (name: string, o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
@@ -144,7 +144,7 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
   program
     .command('set-key')
     .description("Register a pod's ssh public key (ed25519, or RSA of 3072 bits or more) for a subdomain. It works within a second: authorized_keys is rewritten at once; sshd needs no reload.")
-    .argument('<name>', 'subdomain name')
+    .argument('<name>', 'name or fully qualified name', parseSubdomainName)
     .argument('<pubkey-file>', 'the .pub file ("-" for stdin)')
     .action(async (name: string, file: string, _o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {

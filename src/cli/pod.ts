@@ -13,6 +13,7 @@ import { apiClientFor, certificateNotAfter, readStatus, start, stop } from '../p
 import { installService, renderService } from '../pod/service.js';
 import { EXIT_CODES_HELP, Output, runProgram, type GlobalOptions } from './output.js';
 import { serviceUrl } from '../render/entries.js';
+import { validateName } from '../names/names.js';
 
 interface Globals extends GlobalOptions {
   dir?: string;
@@ -54,7 +55,8 @@ ${EXIT_CODES_HELP}`);
     .option('--claim <token>', 'a claim token from the operator for a subdomain they made')
     .option('--protocols <list>', 'services to publish, in order: http, https, tcp (with --token)', list)
     .option('--ports <list>', 'local ports (or host:port) of those services, same order (default: http 80, https 443)', list)
-    .option('--name <name>', 'ask for this name instead of a generated one (with --token)')
+    // Checked here too, so a malformed name is exit 2 before anything is sent (the server checks it again).
+    .option('--name <name>', 'ask for this name instead of a generated one (with --token)', (v: string) => validateName(v))
     .option('--passthrough', 'TLS to https://NAME/ passes through the server untouched to your first https service')
     .option('--ca-pin <sha256:hex>', 'the server CA\'s fingerprint, checked on first contact (the operator prints it)')
     .option('--ca-file <pem>', 'the server\'s CA certificate, if you have it as a file')
