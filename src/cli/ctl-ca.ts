@@ -17,6 +17,11 @@ export function registerCaCommands(program: Command): void {
     .addOption(new Option('--daemon <daemon>', 'the secondary\'s DNS server').choices(['nsd', 'bind']).default('nsd'))
     .option('--dir <dir>', 'its working directory (zone copy, pid file)', '/var/lib/pipe2me-secondary')
     .option('--listen <ipv4>', 'its address (default: the first of dns.secondaries)')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl secondary-config > nsd.conf
+  pipe2me-ctl secondary-config --daemon bind --dir /var/cache/pipe2me-secondary --listen 192.0.2.53 > named.conf
+Copy the file to the secondary machine and start its NSD or BIND with it.`)
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const listen = o.listen ?? ctx.config.dns.secondaries[0]?.ipv4;
@@ -27,10 +32,18 @@ export function registerCaCommands(program: Command): void {
         out.result({ daemon: o.daemon, config: text }, () => text);
       }));
 
-  const caCmd = program.command('ca').description('The certificate authority that signs pods\' certificates and the server\'s own.');
+  const caCmd = program.command('ca').description('The certificate authority that signs pods\' certificates and the server\'s own.')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl ca list
+  pipe2me-ctl ca show 5C1F3A9B2E7D4086
+  pipe2me-ctl ca revoke 5C1F3A9B2E7D4086 --reason keyCompromise`);
   caCmd
     .command('init')
     .description('Create the CA (a self-signed root restricted to the domain), publish its certificate and CRL. `init` does this too; safe to run again.')
+    .addHelpText('after', `
+Example:
+  pipe2me-ctl ca init               # prints the --ca-pin pods use on first contact`)
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const r = await initCa(ctx);
@@ -44,6 +57,10 @@ export function registerCaCommands(program: Command): void {
     .requiredOption('--key <pem>', 'its private key (unencrypted PEM)')
     .requiredOption('--root <pem>', 'the real CA\'s root certificate (what clients trust)')
     .option('--chain <pem>', 'certificates between the intermediate and the root, if any')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl ca install-intermediate --cert inter.pem --key inter.key --root root.pem
+  pipe2me-ctl ca install-intermediate --cert inter.pem --key inter.key --root root.pem --chain more.pem`)
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const read = (f: string, what: string) => {
@@ -65,6 +82,10 @@ export function registerCaCommands(program: Command): void {
   caCmd
     .command('list')
     .description('Every certificate the CA issued, with its status (V valid, R revoked, E expired).')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl ca list
+  pipe2me-ctl ca list --json`)
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const list = authority(ctx).list();
@@ -75,6 +96,9 @@ export function registerCaCommands(program: Command): void {
     .command('show')
     .description('One certificate: names, validity, fingerprint, status, PEM.')
     .argument('<serial>', 'serial (hex) from `ca list`')
+    .addHelpText('after', `
+Example:
+  pipe2me-ctl ca show 5C1F3A9B2E7D4086`)
     .action(async (serial: string, _o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const c = authority(ctx).show(serial);
@@ -87,6 +111,10 @@ export function registerCaCommands(program: Command): void {
     .description('Revoke a certificate; the CRL nginx serves is regenerated at once.')
     .argument('<serial>', 'serial (hex) from `ca list`')
     .addOption(new Option('--reason <reason>', 'CRL reason').choices(['unspecified', 'keyCompromise', 'superseded', 'cessationOfOperation', 'affiliationChanged']).default('unspecified'))
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl ca revoke 5C1F3A9B2E7D4086
+  pipe2me-ctl ca revoke 5C1F3A9B2E7D4086 --reason keyCompromise`)
     .action(async (serial: string, o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const r = await authority(ctx).revoke(serial, o.reason);

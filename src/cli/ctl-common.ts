@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { configFileFrom } from '../config/load.js';
 import { closeServer, openServer, type ServerContext } from '../server/context.js';
 import { InputError } from '../util/errors.js';
+import { validateLookupName } from '../names/names.js';
 import type { TokenRecord } from '../state/types.js';
 import { readIfExists } from '../util/fsx.js';
 import { X509Certificate } from 'node:crypto';
@@ -31,6 +32,19 @@ export function parseIntOption(name: string) {
     if (!/^\d+$/.test(v)) throw new InputError('bad_option', `${name} must be a whole number (got ${JSON.stringify(v)}).`);
     return Number(v);
   };
+}
+
+/**
+ * Parser for arguments and options that name a subdomain: a malformed name is refused while parsing
+ * (exit 2), before the configuration or the state is opened, like any other bad flag value.
+ */
+export function parseSubdomainName(v: string): string {
+  return validateLookupName(v);
+}
+
+/** The same for a repeatable option (`--name a b`): commander hands a custom parser the values so far. */
+export function collectSubdomainNames(v: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), validateLookupName(v)];
 }
 
 export function tokenJson(t: TokenRecord) {

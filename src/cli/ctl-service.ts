@@ -3,21 +3,28 @@ import { Command } from 'commander';
 import { parseDuration } from '../config/duration.js';
 import { ConflictError, InputError } from '../util/errors.js';
 import { createToken, listTokens, revokeToken } from '../state/tokens.js';
+import { requireSubdomain } from '../state/subdomains.js';
 import { createApi } from '../api/server.js';
 import { probeAll } from '../probe/run.js';
 import { formatDuration } from '../config/duration.js';
 import { isoTime, table } from './output.js';
-import { withServer, parseIntOption, tokenJson, caPin } from './ctl-common.js';
+import { withServer, parseIntOption, collectSubdomainNames, tokenJson, caPin } from './ctl-common.js';
 
 export function registerServiceCommands(program: Command): void {
   program
     .command('probe')
     .description('Test every pod\'s direct route (its router mappings) and point its DNS name at the router when every port answers as that pod, at the server otherwise. Run every minute by a systemd timer or cron.')
-    .option('--name <name...>', 'probe only these subdomains')
+    .option('--name <name...>', 'probe only these subdomains (names or fully qualified names)', collectSubdomainNames)
     .option('--no-apply', 'decide and record, but do not rewrite the zone')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl probe                 # what systemd/pipe2me-probe.timer runs every minute
+  pipe2me-ctl probe --name calm-red-otter home-lab --no-apply`)
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        const r = await probeAll(ctx, { names: o.name, progress: (m) => out.progress(m), applyDns: Boolean(o.apply) });
+        // Resolve the names first: an unknown one is exit 4 like everywhere else, not a silent "nothing to probe".
+        const names = (o.name as string[] | undefined)?.map((n) => requireSubdomain(ctx.db, n).name);
+        const r = await probeAll(ctx, { names, progress: (m) => out.progress(m), applyDns: Boolean(o.apply) });
         out.result(r, () => {
           if (r.probed === 0) return 'Nothing to probe: no active subdomains.';
           const lines = [`probed ${r.probed} subdomain(s) in ${r.durationMs} ms: ${r.direct} direct, ${r.probed - r.direct} through the server${r.changed.length ? `; changed: ${r.changed.join(', ')}` : ''}`];
@@ -27,7 +34,12 @@ export function registerServiceCommands(program: Command): void {
         });
       }));
 
-  const token = program.command('token').description('Tokens: quota classes that let pods create their own subdomains through the API.');
+  const token = program.command('token').description('Tokens: quota classes that let pods create their own subdomains through the API.')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl token create --label lab --max-ports 4 --lifespan 30d
+  pipe2me-ctl token list
+  pipe2me-ctl token revoke 3f9c2a71b0d84e65`);
   token
     .command('create')
     .description('Create a token. The secret is shown once; the state keeps only its hash.')
@@ -36,6 +48,11 @@ export function registerServiceCommands(program: Command): void {
     .option('--lifespan <duration>', 'how long those subdomains live, e.g. 30d (default: forever)')
     .option('--extendable', 'pods may extend their subdomain by another lifespan')
     .option('--single-use', 'the token works for one subdomain only')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl token create --label lab --max-ports 4 --lifespan 30d --extendable
+  pipe2me-ctl token create --label kiosk-17 --max-ports 1 --single-use
+It prints the secret once, and the \`pipe2me setup\` command line to give to the pod.`)
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         if (o.maxPorts < 1) throw new InputError('bad_option', '--max-ports must be at least 1.');
@@ -57,6 +74,10 @@ export function registerServiceCommands(program: Command): void {
   token
     .command('list')
     .description('List tokens (never their secrets).')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl token list
+  pipe2me-ctl token list --json`)
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const list = listTokens(ctx.db);
@@ -69,6 +90,9 @@ export function registerServiceCommands(program: Command): void {
     .command('revoke')
     .description('Revoke a token: it creates nothing more. Subdomains already made with it stay.')
     .argument('<id>', 'the token id from `token list`')
+    .addHelpText('after', `
+Example:
+  pipe2me-ctl token revoke 3f9c2a71b0d84e65`)
     .action(async (id: string, _o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const t = revokeToken(ctx.db, id);
@@ -79,6 +103,10 @@ export function registerServiceCommands(program: Command): void {
     .command('serve')
     .description("Run the API pods talk to (setup, keys, certificates, mappings, status), on loopback behind nginx's TLS.")
     .option('--listen <host:port>', 'where to listen (default 127.0.0.1:<http.api_port>)')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl serve                 # usually run by systemd (systemd/pipe2me-api.service)
+  pipe2me-ctl serve --listen 127.0.0.1:8471`)
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         let host: string | undefined;

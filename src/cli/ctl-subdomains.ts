@@ -13,7 +13,7 @@ import { readSessions } from '../daemons/sessions.js';
 import { InputError } from '../util/errors.js';
 import { Output } from './output.js';
 import { applyJson, applySummary, subdomainDetails, subdomainTable } from './format.js';
-import { globals, withServer, parseIntOption, caPin } from './ctl-common.js';
+import { globals, withServer, parseIntOption, parseSubdomainName, caPin } from './ctl-common.js';
 
 export function registerSubdomainCommands(program: Command): void {
   program
@@ -29,7 +29,13 @@ export function registerSubdomainCommands(program: Command): void {
     .option('--ttl <seconds>', 'DNS TTL (default 60)', parseIntOption('--ttl'))
     .option('--secondary <name=ipv4...>', 'a secondary nameserver (repeatable), e.g. ns2.example.net=192.0.2.53')
     .option('--root <dir>', 'put every file pipe2me writes under DIR (trials, tests)')
-    .addHelpText('after', '\nAn existing configuration is never overwritten: the flags only fill a new one.')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl init --domain pipe.example.com --ipv4 198.51.100.10 --secondary ns2.example.net=192.0.2.53
+  pipe2me-ctl init --domain pipe.example.com --ipv4 198.51.100.10 --ipv6 2001:db8::10 --dns nsd --ports 30000-30999
+  pipe2me-ctl init --config /tmp/p2m/pipe2me.yml --root /tmp/p2m --domain pipe.test --ipv4 192.0.2.10   # a trial under /tmp/p2m
+  pipe2me-ctl init                  # again, later: creates only what is missing
+An existing configuration is never overwritten: the flags only fill a new one.`)
     .action(async (o, cmd: Command) => {
       const g = globals(cmd);
       const out = new Output(g);
@@ -63,7 +69,10 @@ export function registerSubdomainCommands(program: Command): void {
   program
     .command('check-config')
     .description('Validate the configuration file and exit: 0 if it is valid, 3 with every problem otherwise. Touches nothing (no state store needed), so tools can check a file before putting it in place.')
-    .addHelpText('after', '\nExample:\n  pipe2me-ctl --config /tmp/new-pipe2me.yml check-config')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl check-config
+  pipe2me-ctl check-config --config /tmp/new-pipe2me.yml     # a file before it replaces the live one`)
     .action(async (_o, cmd: Command) => {
       const g = globals(cmd);
       const file = configFileFrom(g.config);
@@ -109,6 +118,10 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
   program
     .command('list')
     .description('List subdomains with their ports, status, route and whether the pod is online.')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl list
+  pipe2me-ctl list --json           # every field, for scripts`)
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const sessions = readSessions(ctx.layout.sessionsDir);
@@ -118,8 +131,12 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
 
   program
     .command('show')
-    .description('Show one subdomain: ports, URLs, route, key, online state.')
-    .argument('<name>', 'name or fully qualified name')
+    .description('Show one subdomain: ports, URLs, route and why, key, online state, router mappings, recent probes.')
+    .argument('<name>', 'name or fully qualified name', parseSubdomainName)
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl show calm-red-otter
+  pipe2me-ctl show calm-red-otter.pipe.example.com --json`)
     .action(async (name: string, _o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const view = viewSubdomain(ctx, requireSubdomain(ctx.db, name));
@@ -129,8 +146,12 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
   program
     .command('remove')
     .description('Remove a subdomain: its key stops working at once, its live sessions are cut, its ports are freed, and it leaves every configuration.')
-    .argument('<name>', 'name or fully qualified name')
+    .argument('<name>', 'name or fully qualified name', parseSubdomainName)
     .option('--no-apply', 'only update authorized_keys and the state; apply nginx and DNS later')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl remove calm-red-otter
+  pipe2me-ctl remove home-lab --no-apply     # several removals, then one pipe2me-ctl apply`)
     .action(async (name: string, o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const r = await removeSubdomain(ctx, name, { apply: Boolean(o.apply), progress: (m) => out.progress(m) });
@@ -144,8 +165,12 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
   program
     .command('set-key')
     .description("Register a pod's ssh public key (ed25519, or RSA of 3072 bits or more) for a subdomain. It works within a second (the key index is written at once; sshd needs no reload); a key it replaces is refused from then on and its live connections are cut.")
-    .argument('<name>', 'subdomain name')
+    .argument('<name>', 'name or fully qualified name', parseSubdomainName)
     .argument('<pubkey-file>', 'the .pub file ("-" for stdin)')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl set-key calm-red-otter /tmp/calm-red-otter.pub
+  pipe2me-ctl set-key home-lab - < id_ed25519.pub`)
     .action(async (name: string, file: string, _o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const text = file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(file, 'utf8');
@@ -159,6 +184,10 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
   program
     .command('plan')
     .description('Show what `apply` would change, as a unified diff, touching nothing.')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl plan
+  pipe2me-ctl plan --json           # changed files, reloads and the diff as one document`)
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const p = planOnly(ctx);
@@ -176,6 +205,10 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
     .command('apply')
     .description('Render every daemon\'s files from the state, check them with the daemons\' own checkers, swap them in atomically, reload what changed.')
     .option('--dry-run', 'render and compare only; write nothing, reload nothing')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl apply
+  pipe2me-ctl apply --dry-run`)
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         if (!o.dryRun) await expireSweep(ctx, { apply: false, progress: (m) => out.progress(m) });

@@ -26,6 +26,10 @@ export function registerWatchCommand(program: Command): void {
     .option('--poll <ms>', 'how often to look at the state store\'s change counter', parseIntOption('--poll'), 250)
     .option('--expiry-interval <seconds>', 'how often to look for expired subdomains', parseIntOption('--expiry-interval'), 5)
     .option('--verbose', 'log every change it notices')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl watch                 # usually run by systemd (systemd/pipe2me-watch.service)
+  pipe2me-ctl watch --debounce 1000 --verbose`)
     .action(async (o, cmd: Command) => {
       const g = globals(cmd);
       const out = new Output(g);

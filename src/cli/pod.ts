@@ -13,6 +13,7 @@ import { apiClientFor, certificateNotAfter, readStatus, start, stop } from '../p
 import { installService, renderService } from '../pod/service.js';
 import { EXIT_CODES_HELP, Output, runProgram, type GlobalOptions } from './output.js';
 import { serviceUrl } from '../render/entries.js';
+import { validateName } from '../names/names.js';
 
 interface Globals extends GlobalOptions {
   dir?: string;
@@ -54,7 +55,8 @@ ${EXIT_CODES_HELP}`);
     .option('--claim <token>', 'a claim token from the operator for a subdomain they made')
     .option('--protocols <list>', 'services to publish, in order: http, https, tcp (with --token)', list)
     .option('--ports <list>', 'local ports (or host:port) of those services, same order (default: http 80, https 443)', list)
-    .option('--name <name>', 'ask for this name instead of a generated one (with --token)')
+    // Checked here too, so a malformed name is exit 2 before anything is sent (the server checks it again).
+    .option('--name <name>', 'ask for this name instead of a generated one (with --token)', (v: string) => validateName(v))
     .option('--passthrough', 'TLS to https://NAME/ passes through the server untouched to your first https service')
     .option('--ca-pin <sha256:hex>', 'the server CA\'s fingerprint, checked on first contact (the operator prints it)')
     .option('--ca-file <pem>', 'the server\'s CA certificate, if you have it as a file')
@@ -63,7 +65,11 @@ ${EXIT_CODES_HELP}`);
 Examples:
   pipe2me setup --server https://server.pipe.example.com --token p2mt_... --ca-pin sha256:... --protocols http,https --ports 8080,8443
   pipe2me setup --server https://server.pipe.example.com --claim p2mc_... --ca-pin sha256:... --ports 3000
-  pipe2me setup ... --protocols http,tcp --ports 8080,192.168.1.20:22     # publish another LAN host's ssh`)
+  pipe2me setup --server https://server.pipe.example.com --token p2mt_... --ca-pin sha256:... --protocols http,tcp --ports 8080,192.168.1.20:22
+  pipe2me setup --dir /var/lib/pipe2me-pod/lab --server https://server.pipe.example.com --token p2mt_... --ca-pin sha256:... --protocols https --name lab
+The third publishes another LAN host's ssh (192.168.1.20:22) as its tcp service; the fourth makes a second
+tunnel set on the same pod, with a name of its choosing. The operator's \`pipe2me-ctl token create\` or
+\`add-subdomain\` prints the token (or claim) and the pin to use.`)
     .action(async (o, cmd: Command) => {
       const gl = g(cmd);
       const out = new Output(gl);
@@ -95,6 +101,11 @@ Examples:
     .option('--igd <url>', 'the router\'s UPnP description URL (skips discovery), e.g. http://192.168.1.1:5000/rootDesc.xml')
     .option('--upnp-lease <seconds>', 'lease of each router mapping; renewed at half of it', (v) => Number(v), 3600)
     .option('--status-interval <seconds>', 'how often to ask the server which route clients take', (v) => Number(v), 60)
+    .addHelpText('after', `
+Examples:
+  pipe2me start                     # usually run by the service: pipe2me install-service
+  pipe2me start --no-upnp           # always through the server
+  pipe2me start --igd http://192.168.1.1:5000/rootDesc.xml --upnp-lease 7200`)
     .action(async (o, cmd: Command) => {
       const gl = g(cmd);
       const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
@@ -109,6 +120,10 @@ Examples:
   program
     .command('stop')
     .description('Stop a running `pipe2me start` for this tunnel set and wait until it has cleaned up.')
+    .addHelpText('after', `
+Examples:
+  pipe2me stop
+  pipe2me stop --dir /var/lib/pipe2me-pod/lab`)
     .action(async (_o, cmd: Command) => {
       const gl = g(cmd);
       const out = new Output(gl);
@@ -119,6 +134,10 @@ Examples:
   program
     .command('status')
     .description('Is the tunnel up, which way do clients reach this pod (direct or through the server) and why, when does the certificate expire.')
+    .addHelpText('after', `
+Examples:
+  pipe2me status
+  pipe2me status --dir /var/lib/pipe2me-pod/lab --json`)
     .action(async (_o, cmd: Command) => {
       const gl = g(cmd);
       const out = new Output(gl);
@@ -154,6 +173,10 @@ Examples:
   program
     .command('verify')
     .description('Ask the server whether it sees this pod online, and from which address. Exit 0 if online, 11 if not.')
+    .addHelpText('after', `
+Examples:
+  pipe2me verify
+  pipe2me verify --json             # online since when, from which address, the route`)
     .action(async (_o, cmd: Command) => {
       const gl = g(cmd);
       const out = new Output(gl);
@@ -168,6 +191,10 @@ Examples:
   program
     .command('renew')
     .description('Make a new TLS key and CSR and get a new certificate now (start does this by itself before expiry).')
+    .addHelpText('after', `
+Examples:
+  pipe2me renew
+  pipe2me renew && systemctl reload nginx     # and reload what serves the certificate`)
     .action(async (_o, cmd: Command) => {
       const gl = g(cmd);
       const out = new Output(gl);
@@ -183,6 +210,10 @@ Examples:
     .command('destroy')
     .description('Give the subdomain up: stop the tunnel, remove it on the server (its name and ports are freed, its certificate revoked), delete this directory.')
     .option('--keep-files', 'keep the tunnel set\'s directory')
+    .addHelpText('after', `
+Examples:
+  pipe2me destroy
+  pipe2me destroy --dir /var/lib/pipe2me-pod/lab --keep-files`)
     .action(async (o, cmd: Command) => {
       const gl = g(cmd);
       const out = new Output(gl);
@@ -206,6 +237,11 @@ Examples:
     .description('Install a systemd unit (Linux) or launchd job (macOS) that runs `pipe2me start` for this tunnel set at boot.')
     .option('--print', 'only print the unit/plist')
     .option('--no-enable', 'install but do not enable/start it')
+    .addHelpText('after', `
+Examples:
+  pipe2me install-service
+  pipe2me install-service --print   # print the unit (or plist), install nothing
+  pipe2me install-service --dir /var/lib/pipe2me-pod/lab --no-enable`)
     .action(async (o, cmd: Command) => {
       const gl = g(cmd);
       const out = new Output(gl);

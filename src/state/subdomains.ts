@@ -1,6 +1,6 @@
 /** Subdomains and their ports: allocation of names and ports, lookups, removal, expiry. */
 import { ConflictError, InputError, NotFoundError, QuotaError } from '../util/errors.js';
-import { generateName, validateName } from '../names/names.js';
+import { generateName, validateLookupName, validateName } from '../names/names.js';
 import { hashSecret, newId, newSecret } from '../util/secrets.js';
 import { writeTx, type Db } from './db.js';
 import { now, PROTOCOLS, type PortRecord, type Protocol, type SshKeyRecord, type SubdomainRecord } from './types.js';
@@ -209,8 +209,12 @@ export function getSubdomainById(db: Db, id: string): SubdomainRecord | undefine
   return row ? load(db, [row])[0] : undefined;
 }
 
+/**
+ * Looks a subdomain up by its name or fqdn, as a person typed it. A malformed name throws InputError
+ * (it cannot name any subdomain, and saying so beats "not found"); a well-formed unknown one is undefined.
+ */
 export function findSubdomain(db: Db, nameOrFqdn: string): SubdomainRecord | undefined {
-  const key = nameOrFqdn.toLowerCase().replace(/\.$/, '');
+  const key = validateLookupName(nameOrFqdn);
   const row = db.prepare(`SELECT ${COLUMNS} FROM subdomains WHERE name = ? OR fqdn = ?`).get(key, key) as SubdomainRow | undefined;
   return row ? load(db, [row])[0] : undefined;
 }

@@ -5,9 +5,9 @@ import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { openDb, DowngradeError, schemaVersion, type Db } from '../../src/state/db.js';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../src/state/migrations.js';
-import { createSubdomain, deleteSubdomain, expireDue, listSubdomains, requireSubdomain, claimSubdomain, authenticateSubdomain, setSshKey } from '../../src/state/subdomains.js';
+import { createSubdomain, deleteSubdomain, expireDue, findSubdomain, listSubdomains, requireSubdomain, claimSubdomain, authenticateSubdomain, setSshKey } from '../../src/state/subdomains.js';
 import { createToken, revokeToken, withToken } from '../../src/state/tokens.js';
-import { ConflictError, DeniedError, InputError, QuotaError } from '../../src/util/errors.js';
+import { ConflictError, DeniedError, ExitCode, InputError, NotFoundError, QuotaError } from '../../src/util/errors.js';
 
 let dir: string;
 let db: Db;
@@ -103,6 +103,44 @@ describe('state store', () => {
     expect(after.status).toBe('expired');
     expect(after.ports).toEqual([]);
     expect(expireDue(db, 101)).toEqual([]);
+  });
+
+  it('looks a subdomain up by name or fqdn; a malformed name is bad input (exit 2), an unknown one not found (exit 4)', () => {
+    createSubdomain(db, { name: 'home-lab', protocols: ['http'], expiresAt: null }, ctx);
+    for (const given of ['home-lab', 'Home-Lab', 'home-lab.pipe.test', 'HOME-LAB.pipe.test.']) expect(requireSubdomain(db, given).name).toBe('home-lab');
+    // A name that became reserved after it was given out must still be found (and removable).
+    db.prepare("UPDATE subdomains SET name = 'server', fqdn = 'server.pipe.test' WHERE name = 'home-lab'").run();
+    expect(requireSubdomain(db, 'server').fqdn).toBe('server.pipe.test');
+
+    const codeOf = (given: string) => {
+      try {
+        requireSubdomain(db, given);
+      } catch (e) {
+        return e as InputError | NotFoundError;
+      }
+      throw new Error(`${given} was found`);
+    };
+    for (const [given, message] of [
+      ['Bad_Name!', /"Bad_Name!" contains the character "_", which a DNS label cannot hold/],
+      ['bad name', /contains a space/],
+      ['-lead', /starts or ends with "-"/],
+      ['x'.repeat(64), /64 characters long/],
+      ['', /empty/],
+      ['bad_x.pipe.test', /not a valid DNS name: its label "bad_x" contains the character "_"/],
+      ['a..pipe.test', /empty label/],
+      ['.pipe.test', /empty label/],
+    ] as const) {
+      const e = codeOf(given);
+      expect(e, given).toBeInstanceOf(InputError);
+      expect(e.exitCode, given).toBe(ExitCode.usage);
+      expect(e.message, given).toMatch(message);
+    }
+    for (const given of ['no-such-name', 'no-such-name.pipe.test', 'home-lab.other.test', 'www']) {
+      const e = codeOf(given);
+      expect(e, given).toBeInstanceOf(NotFoundError);
+      expect(e.exitCode, given).toBe(ExitCode.notFound);
+    }
+    expect(findSubdomain(db, 'no-such-name')).toBeUndefined();
   });
 
   it('claim tokens work once and turn into the per-subdomain secret', () => {
