@@ -4,6 +4,7 @@
  * mistake is a 4xx; only our own failure is a 5xx, and it never carries internals.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { Pipe2meError, ExitCode, isPipe2meError } from '../util/errors.js';
 
@@ -28,6 +29,7 @@ export function validateBody<T>(schema: object, body: unknown): T {
       if (e.keyword === 'additionalProperties') return `unknown field "${(e.params as { additionalProperty: string }).additionalProperty}"${e.instancePath ? ` in ${where}` : ''}`;
       if (e.keyword === 'required') return `missing field "${(e.params as { missingProperty: string }).missingProperty}"`;
       if (e.keyword === 'enum') return `${where} must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`;
+      if (e.keyword === 'pattern') return `${where} holds a character it may not hold (one line of printable text)`;
       return `${where} ${e.message}`;
     });
     throw new HttpError(400, 'invalid_request', `The request body is not valid: ${problems.join('; ')}.`, { data: { problems } });
@@ -70,21 +72,29 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(text);
 }
 
+/**
+ * A client's mistake is a 4xx with what was wrong and what to do. The server's own failure is a 5xx that
+ * says only that, with a stable code and an id: what failed (paths, a checker's output, a stack) is for
+ * the operator and goes to the server's log under the same id, never to a token holder.
+ */
 export function sendError(res: ServerResponse, e: unknown, log: (m: string) => void): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  if (isPipe2meError(e)) {
-    // Our own daemon failures are 5xx but carry a useful message; everything else caused by the client is 4xx.
+  if (isPipe2meError(e) && e.httpStatus < 500) {
     const headers: Record<string, string> = {};
     if (e instanceof HttpError && e.data?.retry_after) headers['retry-after'] = String(e.data.retry_after);
     sendJson(res, e.httpStatus, { error: e.toJSON() }, headers);
-    if (e.httpStatus >= 500) log(`error ${e.code}: ${e.message}`);
     return;
   }
-  log(`internal error: ${(e as Error)?.stack ?? String(e)}`);
-  sendJson(res, 500, { error: { code: 'internal', message: 'The server failed to handle this request; the operator can find the details in its log.' } });
+  const id = randomBytes(6).toString('hex');
+  const status = isPipe2meError(e) ? e.httpStatus : 500;
+  const code = isPipe2meError(e) ? e.code : 'internal';
+  log(isPipe2meError(e) ? `error ${id} ${e.code}: ${e.message}` : `internal error ${id}: ${(e as Error)?.stack ?? String(e)}`);
+  sendJson(res, status, {
+    error: { code, message: 'The server could not complete this request; its operator has been told. Try again later.', request_id: id },
+  });
 }
 
 /** Fixed-window counters per key: cheap, and enough to stop a runaway client. */

@@ -59,8 +59,9 @@ export const mappingsBody = {
         },
       },
     },
-    // Why the pod has no (or fewer) mappings: shown in status and `pipe2me-ctl show`.
-    note: { type: 'string', maxLength: 500 },
+    // Why the pod has no (or fewer) mappings: shown in status and `pipe2me-ctl show`. One line of text:
+    // no control characters (they would drive the operator's terminal).
+    note: { type: 'string', maxLength: 500, pattern: '^[^\\u0000-\\u001f\\u007f-\\u009f]*$' },
   },
 } as const;
 

@@ -15,7 +15,8 @@
  *   DELETE /v1/subdomains/:id
  */
 import * as http from 'node:http';
-import { isIPv4 } from 'node:net';
+import * as fs from 'node:fs';
+import { isIP, isIPv4 } from 'node:net';
 import type { ServerContext } from '../server/context.js';
 import { ApplyQueue } from '../server/apply-queue.js';
 import { addSubdomainRecord, expireSweep, removeSubdomain } from '../server/subdomains.js';
@@ -37,18 +38,25 @@ export interface ApiOptions {
   host?: string;
   port?: number;
   log?: (m: string) => void;
+  /** The unix socket nginx proxies to (default: the layout's, in nginx's private socket directory). */
+  socket?: string;
   /** How often to expire subdomains whose time is up (ms); 0 disables. */
   expiryIntervalMs?: number;
 }
 
 const VERSION = '1';
 
+/**
+ * Connections that came through nginx: accepted on the API's unix socket, in a directory only nginx's
+ * workers (and root) may enter. Only there is X-Real-IP the client's address; on the loopback listener
+ * any local process could forge it (and dodge the rate limits), so there the peer is the client.
+ */
+const viaNginx = new WeakSet<object>();
+
 function clientAddress(req: http.IncomingMessage): string {
-  const peer = req.socket.remoteAddress ?? '';
   const forwarded = req.headers['x-real-ip'];
-  // Trust X-Real-IP only from nginx on loopback; anyone else could forge it to dodge rate limits.
-  if ((peer === '127.0.0.1' || peer === '::1' || peer === '::ffff:127.0.0.1') && typeof forwarded === 'string' && forwarded.length < 64) return forwarded;
-  return peer;
+  if (viaNginx.has(req.socket) && typeof forwarded === 'string' && isIP(forwarded)) return forwarded;
+  return req.socket.remoteAddress ?? 'local';
 }
 
 export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
@@ -97,7 +105,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     }
     perCredential.check('t:' + hashSecret(b.token));
     // The quota is checked and the token used in the same transaction as the allocation.
-    const created = withToken(ctx.db, b.token, (t) =>
+    const created = withToken(ctx.db, b.token, b.protocols.length, (t) =>
       addSubdomainRecord(ctx, { name: b.name, protocols: b.protocols, lifespanSeconds: t.lifespanSeconds, passthrough: b.passthrough ?? false, tokenId: t.id, withSecret: true },
         Math.min(t.maxPorts, ctx.config.ports.maxPerSubdomain)));
     await queue.request(['keys', 'nginx', 'dns']);
@@ -142,10 +150,15 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     const s = authenticate(req, p.id!);
     const b = await body<{ mappings: { external_port: number; internal_port: number; external_ip?: string | null }[]; note?: string }>(req, S.mappingsBody);
     const allowed = new Set([...s.ports.map((x) => x.port), 80, 443]);
+    const seen = new Set<number>();
     for (const m of b.mappings) {
       if (!allowed.has(m.external_port)) {
         throw new HttpError(400, 'mapping_not_yours', `Port ${m.external_port} is not one of this subdomain's public ports (or 80/443).`);
       }
+      if (seen.has(m.external_port)) {
+        throw new HttpError(400, 'duplicate_mapping', `Port ${m.external_port} is listed twice; a router forwards each external port to one place.`, { hint: 'Send each external_port once.' });
+      }
+      seen.add(m.external_port);
       if (m.external_ip && !isIPv4(m.external_ip)) throw new HttpError(400, 'invalid_request', 'external_ip must be an IPv4 address.');
     }
     replaceMappings(ctx.db, s.id, b.mappings.map((m) => ({ externalPort: m.external_port, internalPort: m.internal_port, externalIp: m.external_ip ?? null })), b.note?.trim() || null);
@@ -188,7 +201,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     sendJson(res, 200, { removed: r.removed.fqdn, cut_sessions: r.cutSessions.length, revoked: r.revoked });
   });
 
-  const server = http.createServer(async (req, res) => {
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     try {
       perAddress.check('a:' + clientAddress(req));
       const url = new URL(req.url ?? '/', 'http://localhost');
@@ -197,11 +210,17 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     } catch (e) {
       sendError(res, e, log);
     }
-  });
-  server.requestTimeout = 30_000;
-  server.headersTimeout = 10_000;
-  server.keepAliveTimeout = 5_000;
-  server.maxHeadersCount = 50;
+  };
+  const configure = (srv: http.Server) => {
+    srv.requestTimeout = 30_000;
+    srv.headersTimeout = 10_000;
+    srv.keepAliveTimeout = 5_000;
+    srv.maxHeadersCount = 50;
+    return srv;
+  };
+  const server = configure(http.createServer(handle));
+  const proxied = configure(http.createServer(handle));
+  proxied.on('connection', (sock) => viaNginx.add(sock));
 
   let expiryTimer: NodeJS.Timeout | undefined;
   return {
@@ -213,6 +232,15 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
         server.once('error', reject);
         server.listen(port, host, () => resolve());
       });
+      // A socket left by a serve that died would make listen fail; nothing else may own this path.
+      const socket = opts.socket ?? ctx.layout.nginx.apiSocket;
+      fs.rmSync(socket, { force: true });
+      await new Promise<void>((resolve, reject) => {
+        proxied.once('error', reject);
+        proxied.listen(socket, () => resolve());
+      });
+      // nginx's workers must be able to connect; the directory's mode keeps everyone else out.
+      fs.chmodSync(socket, 0o666);
       const interval = opts.expiryIntervalMs ?? 5000;
       if (interval > 0) {
         let busy = false;
@@ -234,7 +262,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     },
     async close(): Promise<void> {
       clearInterval(expiryTimer);
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await Promise.all([server, proxied].map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
     },
   };
 }

@@ -22,6 +22,7 @@ import { checkNginx, reloadNginx } from '../daemons/nginx.js';
 import { checkBind, reloadBind } from '../daemons/bind.js';
 import { checkNsd, reloadNsd } from '../daemons/nsd.js';
 import { pidAlive, type ReloadOutcome } from '../daemons/process.js';
+import { checkNft, loadNft } from '../daemons/nft.js';
 import { plan, type FileChange, type LiveFile, type Plan, type Reload } from './plan.js';
 import { ensureServerCertificates } from '../server/ca.js';
 
@@ -112,6 +113,8 @@ async function checkUnit(ctx: ServerContext, s: Staged): Promise<void> {
       return ctx.config.dns.daemon === 'bind'
         ? checkBind(ctx.config, staged(L.bind.config), staged(L.bind.zone))
         : checkNsd(ctx.config, staged(L.nsd.config), staged(L.nsd.zone));
+    case 'firewall':
+      return checkNft(staged(L.sshd.firewall)!);
   }
 }
 
@@ -135,6 +138,8 @@ async function reload(ctx: ServerContext, r: Reload): Promise<ReloadOutcome> {
       return reloadSshd(ctx.layout);
     case 'nginx-reload':
       return reloadNginx(ctx.layout);
+    case 'firewall-load':
+      return loadNft(ctx.layout.sshd.firewall);
     case 'dns-reconfig':
     case 'dns-reload-zone': {
       const reconfig = r.action === 'dns-reconfig';

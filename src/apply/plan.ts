@@ -25,7 +25,7 @@ export interface FileChange {
 
 export interface Reload {
   unit: Unit;
-  action: 'sshd-reload' | 'nginx-reload' | 'dns-reload-zone' | 'dns-reconfig';
+  action: 'sshd-reload' | 'nginx-reload' | 'dns-reload-zone' | 'dns-reconfig' | 'firewall-load';
   why: string;
 }
 
@@ -88,7 +88,8 @@ export function plan(rendered: readonly RenderedFile[], live: ReadonlyMap<string
       const confChanged = files.some((c) => c.file.order === 1);
       reloads.push(confChanged ? { unit, action: 'dns-reconfig', why: `${names} changed` } : { unit, action: 'dns-reload-zone', why: `${names} changed` });
     }
-    // 'keys' (authorized_keys): sshd reads it at every login, so a change needs no reload.
+    if (unit === 'firewall') reloads.push({ unit, action: 'firewall-load', why: `${names} changed` });
+    // 'keys' (the key index): the key lookup reads it at every login, so a change needs no reload.
   }
   return { changes, reloads, serial, changedUnits };
 }

@@ -49,7 +49,8 @@ export function collectSubdomainNames(v: string, previous: string[] | undefined)
 
 export function tokenJson(t: TokenRecord) {
   return {
-    id: t.id, label: t.label, max_ports: t.maxPorts, lifespan_seconds: t.lifespanSeconds, extendable: t.extendable,
+    id: t.id, label: t.label, max_ports: t.maxPorts, max_subdomains: t.maxSubdomains, max_total_ports: t.maxTotalPorts,
+    live_subdomains: t.liveSubdomains, live_ports: t.livePorts, lifespan_seconds: t.lifespanSeconds, extendable: t.extendable,
     single_use: t.singleUse, uses: t.uses, created: isoTime(t.createdAt), revoked: t.revokedAt ? isoTime(t.revokedAt) : null,
   };
 }

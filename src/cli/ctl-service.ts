@@ -10,6 +10,16 @@ import { formatDuration } from '../config/duration.js';
 import { isoTime, table } from './output.js';
 import { withServer, parseIntOption, collectSubdomainNames, tokenJson, caPin } from './ctl-common.js';
 
+const bound = (n: number | null) => (n === null ? 'unbounded' : String(n));
+
+function parseBound(name: string) {
+  return (v: string): number | null => {
+    if (v === 'unbounded') return null;
+    if (!/^\d+$/.test(v) || Number(v) < 1) throw new InputError('bad_option', `${name} must be a whole number of at least 1, or "unbounded" (got ${JSON.stringify(v)}).`);
+    return Number(v);
+  };
+}
+
 export function registerServiceCommands(program: Command): void {
   program
     .command('probe')
@@ -45,6 +55,8 @@ Examples:
     .description('Create a token. The secret is shown once; the state keeps only its hash.')
     .option('--label <text>', 'what it is for (shown in `token list`)', '')
     .option('--max-ports <n>', 'how many services a subdomain made with it may have', parseIntOption('--max-ports'), 4)
+    .option('--max-subdomains <n>', 'how many live subdomains it may have made at once (default 10; "unbounded" for none)', parseBound('--max-subdomains'), 10)
+    .option('--max-total-ports <n>', 'how many public ports those subdomains may hold together (default: max-subdomains × max-ports)', parseBound('--max-total-ports'))
     .option('--lifespan <duration>', 'how long those subdomains live, e.g. 30d (default: forever)')
     .option('--extendable', 'pods may extend their subdomain by another lifespan')
     .option('--single-use', 'the token works for one subdomain only')
@@ -52,20 +64,24 @@ Examples:
 Examples:
   pipe2me-ctl token create --label lab --max-ports 4 --lifespan 30d --extendable
   pipe2me-ctl token create --label kiosk-17 --max-ports 1 --single-use
+  pipe2me-ctl token create --label fleet --max-ports 2 --max-subdomains 5000
 It prints the secret once, and the \`pipe2me setup\` command line to give to the pod.`)
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         if (o.maxPorts < 1) throw new InputError('bad_option', '--max-ports must be at least 1.');
         if (/[\u0000-\u001f]/.test(o.label) || o.label.length > 200) throw new InputError('bad_option', '--label must be one line of at most 200 characters.');
+        const maxPorts = Math.min(o.maxPorts, ctx.config.ports.maxPerSubdomain);
+        const maxSubdomains = o.singleUse ? 1 : (o.maxSubdomains as number | null);
+        const maxTotalPorts = (o.maxTotalPorts as number | null | undefined) !== undefined ? (o.maxTotalPorts as number | null) : maxSubdomains === null ? null : maxSubdomains * maxPorts;
         const { record, secret } = createToken(ctx.db, {
-          label: o.label, maxPorts: Math.min(o.maxPorts, ctx.config.ports.maxPerSubdomain),
+          label: o.label, maxPorts,
           lifespanSeconds: o.lifespan ? parseDuration(o.lifespan, '--lifespan') : null,
-          extendable: Boolean(o.extendable), singleUse: Boolean(o.singleUse),
+          extendable: Boolean(o.extendable), singleUse: Boolean(o.singleUse), maxSubdomains, maxTotalPorts,
         });
         const pin = caPin(ctx);
         const setup = `pipe2me setup --server https://${ctx.config.server.fqdn} --token ${secret}${pin ? ` --ca-pin ${pin}` : ''} --protocols http,https`;
         out.result({ ...tokenJson(record), token: secret, ca_pin: pin, setup_command: setup }, () =>
-          [`token ${record.id} created${record.label ? ` (${record.label})` : ''}: up to ${record.maxPorts} ports, ` +
+          [`token ${record.id} created${record.label ? ` (${record.label})` : ''}: up to ${record.maxPorts} ports per subdomain, ${bound(record.maxSubdomains)} subdomain(s) and ${bound(record.maxTotalPorts)} ports in all, ` +
             `${record.lifespanSeconds ? `lifespan ${formatDuration(record.lifespanSeconds)}${record.extendable ? ', extendable' : ''}` : 'no expiry'}` +
             `${record.singleUse ? ', single use' : ''}`,
           `  secret (shown once): ${secret}`,
@@ -82,9 +98,11 @@ Examples:
       withServer(cmd, async (ctx, out) => {
         const list = listTokens(ctx.db);
         out.result(list.map(tokenJson), () => list.length === 0 ? 'No tokens. Create one: pipe2me-ctl token create --max-ports 4 --lifespan 30d' : table(
-          list.map((t) => [t.id, t.label || '-', String(t.maxPorts), t.lifespanSeconds ? formatDuration(t.lifespanSeconds) : 'forever', t.extendable ? 'yes' : 'no',
+          list.map((t) => [t.id, t.label || '-', String(t.maxPorts), `${t.liveSubdomains}/${bound(t.maxSubdomains)}`, `${t.livePorts}/${bound(t.maxTotalPorts)}`,
+            t.lifespanSeconds ? formatDuration(t.lifespanSeconds) : 'forever', t.extendable ? 'yes' : 'no',
             t.singleUse ? 'yes' : 'no', String(t.uses), t.revokedAt ? `revoked ${isoTime(t.revokedAt)}` : 'active']),
-          ['ID', 'LABEL', 'PORTS', 'LIFESPAN', 'EXTEND', 'ONCE', 'USES', 'STATE']));
+          ['ID', 'LABEL', 'PORTS', 'SUBDOMAINS', 'PORTS IN USE', 'LIFESPAN', 'EXTEND', 'ONCE', 'USES', 'STATE'])
+          + (list.some((t) => t.maxSubdomains === null && t.revokedAt === null) ? '\nTokens marked "unbounded" were made before tokens had bounds: revoke them and create bounded ones.' : ''));
       }));
   token
     .command('revoke')

@@ -5,6 +5,16 @@
  */
 import { ExitCode, isPipe2meError } from '../util/errors.js';
 
+/**
+ * Text for a terminal: every control character but newline and tab shown as \xNN. What a command prints
+ * can hold text from the network (a pod's note, a server's message); raw ESC or OSC sequences would
+ * drive the operator's terminal.
+ */
+export function forTerminal(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 export interface GlobalOptions {
   json?: boolean;
   quiet?: boolean;
@@ -21,7 +31,7 @@ export class Output {
   result(data: unknown, human: () => string): void {
     if (this.json) process.stdout.write(JSON.stringify(data, null, 2) + '\n');
     else {
-      const text = human();
+      const text = forTerminal(human());
       if (text) process.stdout.write(text.endsWith('\n') ? text : text + '\n');
     }
   }
@@ -29,12 +39,12 @@ export class Output {
   /** A progress line on stderr, for anything that takes more than a moment. */
   progress(message: string): void {
     if (this.opts.quiet) return;
-    process.stderr.write(`… ${message}\n`);
+    process.stderr.write(`… ${forTerminal(message)}\n`);
   }
 
   note(message: string): void {
     if (this.opts.quiet || this.json) return;
-    process.stderr.write(`${message}\n`);
+    process.stderr.write(`${forTerminal(message)}\n`);
   }
 }
 
@@ -73,7 +83,7 @@ export async function runMain(main: () => Promise<void>, wantsJson: () => boolea
   } catch (e) {
     if (isPipe2meError(e)) {
       if (wantsJson()) process.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
-      process.stderr.write(`error: ${e.message}\n` + (e.hint ? `hint: ${e.hint}\n` : ''));
+      process.stderr.write(forTerminal(`error: ${e.message}\n` + (e.hint ? `hint: ${e.hint}\n` : '')));
       return await exitFlushed(e.exitCode);
     }
     const err = e as { code?: string; exitCode?: number; message?: string };

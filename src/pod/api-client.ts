@@ -3,9 +3,9 @@
  * known (pinned at setup), every call with a timeout, server errors turned back into typed errors
  * with the server's own message.
  */
-import { createHash, X509Certificate } from 'node:crypto';
 import * as http from 'node:http';
 import * as https from 'node:https';
+import { trustAnchor } from './trust.js';
 import { ConflictError, DeniedError, InputError, NotFoundError, Pipe2meError, QuotaError, UnreachableError, ExitCode } from '../util/errors.js';
 
 export interface ApiClientOptions {
@@ -36,6 +36,10 @@ function typedError(status: number, body: ServerErrorBody, what: string): Pipe2m
   return new UnreachableError(code, `The server failed: ${message}`, details);
 }
 
+/**
+ * The server's API URL. Only https: the token and then the pod's secret travel over it, and over plain
+ * http anyone on the path reads them (a pin protects the CA certificate, not the requests).
+ */
 export function normalizeServer(url: string): URL {
   let u: URL;
   try {
@@ -43,7 +47,11 @@ export function normalizeServer(url: string): URL {
   } catch {
     throw new InputError('bad_server', `--server ${JSON.stringify(url.slice(0, 80))} is not a URL.`, { hint: 'Give the server as https://server.pipe.example.com' });
   }
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new InputError('bad_server', `--server must be an https:// URL (got ${u.protocol}).`);
+  if (u.protocol !== 'https:') {
+    throw new InputError('bad_server', `--server must be an https:// URL (got ${u.protocol}//): the token and the pod's secret would travel in the clear.`, {
+      hint: `Use https://${u.host}${u.pathname === '/' ? '' : u.pathname} (with --ca-pin, the pod trusts the server's own CA).`,
+    });
+  }
   return u;
 }
 
@@ -62,12 +70,11 @@ export class ApiClient {
       headers['content-length'] = String(Buffer.byteLength(payload));
     }
     if (this.opts.secret) headers.authorization = `Bearer ${this.opts.secret}`;
-    const lib = url.protocol === 'https:' ? https : http;
     const timeout = this.opts.timeoutMs ?? 30_000;
     const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
       // A fresh connection per call (agent: false): a pod calls rarely, and a kept-alive socket from before
       // a change of its public address would only fail with ECONNRESET.
-      const req = lib.request(url, { method, headers, timeout, agent: false, ...(url.protocol === 'https:' && this.opts.ca ? { ca: this.opts.ca } : {}) }, (res) => {
+      const req = https.request(url, { method, headers, timeout, agent: false, ...(this.opts.ca ? { ca: this.opts.ca } : {}) }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
@@ -107,14 +114,10 @@ function unreachable(base: URL, e: NodeJS.ErrnoException): Pipe2meError {
   return new UnreachableError('server_unreachable', `Talking to ${host} failed: ${e.message}`);
 }
 
-/** sha256 of a PEM certificate's DER, as "sha256:<hex>". */
-export function certPin(pem: string): string {
-  return 'sha256:' + createHash('sha256').update(new X509Certificate(pem).raw).digest('hex');
-}
-
 /**
- * First contact: fetch the CA certificate over plain http from the server's own name and accept it only
- * if its hash equals the pin the operator gave out. From then on, TLS to the API trusts that CA only.
+ * First contact: fetch the CA certificate over plain http from the server's own name and keep the one
+ * certificate whose hash equals the pin the operator gave out (anything else the answer holds is
+ * dropped). From then on, TLS to the API trusts that CA only.
  */
 export async function fetchPinnedCa(server: string, pin: string, timeoutMs = 15_000): Promise<string> {
   const base = normalizeServer(server);
@@ -125,24 +128,24 @@ export async function fetchPinnedCa(server: string, pin: string, timeoutMs = 15_
   const text = await new Promise<string>((resolve, reject) => {
     const req = http.get(url, { timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => (res.statusCode === 200 ? resolve(Buffer.concat(chunks).toString('utf8')) : reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { code: 'EBADANSWER' }))));
+      let size = 0;
+      res.on('data', (c: Buffer) => {
+        size += c.length;
+        // A CA certificate is a few KiB; anything much larger is not one.
+        if (size > 256 * 1024) req.destroy(Object.assign(new Error('answer too large'), { code: 'EBADANSWER' }));
+        else chunks.push(c);
+      });
+      res.on('end', () => (res.statusCode === 200 ? resolve(Buffer.concat(chunks).toString('utf8')) : reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { code: 'EBADANSWER', status: res.statusCode }))));
     });
     req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
     req.on('error', reject);
-  }).catch((e: NodeJS.ErrnoException) => {
+  }).catch((e: NodeJS.ErrnoException & { status?: number }) => {
+    if (e.code === 'EBADANSWER') {
+      throw new UnreachableError('bad_answer', `${url.href} answered ${e.message}, not the CA certificate.`, {
+        hint: e.status === 403 ? 'nginx on the server cannot read the file: check the modes of the server\'s state directory and its parents (pipe2me-ctl init checks them).' : 'Is this a pipe2me server, and is its nginx running?',
+      });
+    }
     throw unreachable(base, e);
   });
-  let got: string;
-  try {
-    got = certPin(text);
-  } catch {
-    throw new UnreachableError('bad_answer', `${url.href} is not a certificate.`);
-  }
-  if (got !== pin.toLowerCase()) {
-    throw new DeniedError('pin_mismatch', `The CA certificate at ${url.href} does not match --ca-pin (got ${got}).`, {
-      hint: 'Someone may be intercepting; or the pin is from another server. Check the pin with the operator.',
-    });
-  }
-  return text;
+  return trustAnchor(text, { what: url.href, pin });
 }

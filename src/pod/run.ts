@@ -13,6 +13,7 @@ import { pidAlive } from '../daemons/process.js';
 import { ApiClient } from './api-client.js';
 import { PodFiles, type PodState } from './files.js';
 import { requestCertificate } from './setup.js';
+import { trustAnchor } from './trust.js';
 import { TunnelSupervisor, tunnelArgv, tunnelEnv, type TunnelEvent } from './tunnel.js';
 
 export interface RouteInfo {
@@ -93,7 +94,9 @@ export interface StartContext {
 }
 
 export function apiClientFor(f: PodFiles, s: PodState): ApiClient {
-  const ca = readIfExists(f.ca);
+  const text = readIfExists(f.ca);
+  // The pinned CA alone, even in a ca.pem written by an older pipe2me that kept whatever came with it.
+  const ca = text === undefined ? undefined : trustAnchor(text, { what: f.ca });
   return new ApiClient({ server: s.server, secret: f.readSecret(), ...(ca ? { ca } : {}) });
 }
 

@@ -5,7 +5,8 @@
  */
 import * as fs from 'node:fs';
 import { isHostname } from '../names/names.js';
-import { InputError, UnreachableError } from '../util/errors.js';
+import { DeniedError, InputError, UnreachableError } from '../util/errors.js';
+import { sameCertificate, trustAnchor } from './trust.js';
 import { atomicWrite } from '../util/fsx.js';
 import { requirePrograms } from '../util/which.js';
 import { ApiClient, fetchPinnedCa, normalizeServer } from './api-client.js';
@@ -84,13 +85,16 @@ export async function setup(o: SetupOptions): Promise<{ state: PodState; answer:
   if (o.token && !o.protocols?.length) throw new InputError('bad_usage', 'With --token, say which services to publish: --protocols http,https[,tcp]');
   const server = normalizeServer(o.server).origin;
 
+  if (o.caFile && o.caPin) throw new InputError('bad_usage', 'Give one of --ca-pin or --ca-file, not both.');
   let ca: string | undefined;
   if (o.caFile) {
+    let text: string;
     try {
-      ca = fs.readFileSync(o.caFile, 'utf8');
+      text = fs.readFileSync(o.caFile, 'utf8');
     } catch (e) {
       throw new InputError('bad_ca_file', `Cannot read --ca-file ${o.caFile}: ${(e as Error).message}`);
     }
+    ca = trustAnchor(text, { what: `--ca-file ${o.caFile}` });
   } else if (o.caPin) {
     progress('fetching the server\'s CA certificate and checking it against the pin');
     ca = await fetchPinnedCa(server, o.caPin);
@@ -105,11 +109,18 @@ export async function setup(o: SetupOptions): Promise<{ state: PodState; answer:
     : await client.call<SetupAnswer>('POST', '/v1/claim', { claim_token: o.claim });
   checkAnswer(answer);
   const targets = parseLocalTargets(answer.ports.map((p) => p.protocol), o.ports);
+  // The CA the answer names is trusted only under the same rule, and it may not differ from the one pinned.
+  const offered = answer.ca ? trustAnchor(answer.ca, { what: 'the server\'s setup answer' }) : undefined;
+  if (ca && offered && !sameCertificate(ca, offered)) {
+    throw new DeniedError('ca_mismatch', 'The server\'s setup answer names another CA than the one this pod pinned.', {
+      hint: 'Someone may be intercepting; check the pin (or --ca-file) with the operator. Nothing was set up on this pod.',
+    });
+  }
 
   f.ensure();
   // The secret first: whatever fails after this, `pipe2me destroy` can still free the name.
   atomicWrite(f.secret, answer.secret + '\n', { mode: 0o600 });
-  const trust = ca ?? answer.ca ?? undefined;
+  const trust = ca ?? offered;
   if (trust) atomicWrite(f.ca, trust, { mode: 0o644 });
   const services: PodService[] = answer.ports.map((p, i) => ({ protocol: p.protocol, port: p.port, localHost: targets[i]!.host, localPort: targets[i]!.port }));
   const state: PodState = {

@@ -22,6 +22,8 @@ export interface Layout {
     keysDir: string;
     keysCommand: string;
     sessionScript: string;
+    /** pipe2me's nftables table (the per-source limit on the tunnel sshd's port). */
+    firewall: string;
   };
   /** Session records (the session holder's, owned by the tunnel user). */
   sessionsDir: string;
@@ -29,7 +31,12 @@ export interface Layout {
   connsDir: string;
   nginx: {
     dir: string; config: string; httpEntryMap: string; httpsEntryMap: string; sniRouteMap: string; sniPortMap: string;
-    prefix: string; pidFile: string; errorLog: string; accessLog: string; tmpDir: string; httpsSocket: string; passthroughSocket: string;
+    prefix: string; pidFile: string; errorLog: string; accessLog: string; tmpDir: string;
+    /**
+     * Sockets behind which a client's address is trusted (PROXY protocol, X-Real-IP): in a directory only
+     * root and nginx's workers may enter, so no other local user can connect and claim an address.
+     */
+    socketDir: string; httpsSocket: string; passthroughSocket: string; apiSocket: string;
   };
   bind: { dir: string; config: string; zone: string; rndcKey: string; workDir: string; pidFile: string };
   nsd: { dir: string; config: string; zone: string; pidFile: string; controlSocket: string; workDir: string };
@@ -57,6 +64,7 @@ export function layout(c: Config): Layout {
       keyList: path.join(p.sshd, 'keys.list'),
       keysDir: path.join(p.sshd, 'keys'),
       keysCommand: path.join(p.sshd, 'pipe2me-keys'),
+      firewall: path.join(p.sshd, 'pipe2me.nft'),
       sessionScript: path.join(p.sshd, 'pipe2me-session'),
       pidFile: path.join(run, 'sshd.pid'),
     },
@@ -74,8 +82,10 @@ export function layout(c: Config): Layout {
       errorLog: path.join(p.log, 'nginx-error.log'),
       accessLog: path.join(p.log, 'nginx-access.log'),
       tmpDir: path.join(run, 'nginx', 'tmp'),
-      httpsSocket: path.join(run, 'https-entry.sock'),
-      passthroughSocket: path.join(run, 'sni-passthrough.sock'),
+      socketDir: path.join(run, 'nginx-sockets'),
+      httpsSocket: path.join(run, 'nginx-sockets', 'https-entry.sock'),
+      passthroughSocket: path.join(run, 'nginx-sockets', 'sni-passthrough.sock'),
+      apiSocket: path.join(run, 'nginx-sockets', 'api.sock'),
     },
     bind: {
       dir: p.dns,

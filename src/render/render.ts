@@ -16,7 +16,7 @@ export function aliveWindowSeconds(c: Config): number {
   return 2 * c.ssh.clientAliveInterval * (c.ssh.clientAliveCountMax + 1);
 }
 
-export const ALL_UNITS: readonly Unit[] = ['sshd', 'keys', 'nginx', 'dns'];
+export const ALL_UNITS: readonly Unit[] = ['sshd', 'keys', 'nginx', 'dns', 'firewall'];
 
 function listenAddresses(c: Config) {
   return { listen: [c.server.ipv4], listen6: c.server.ipv6 ? [c.server.ipv6] : [] };
@@ -122,7 +122,8 @@ export function renderNginx(c: Config, L: Layout, subdomains: readonly RenderSub
     wildcardKey: L.wildcardKey,
     serverCert: L.serverCert,
     serverKey: L.serverKey,
-    apiPort: c.http.apiPort,
+    apiSocket: N.apiSocket,
+    workerUser: c.http.workerUser,
     maxBodyBytes: c.api.maxBodyBytes,
   });
   return [
@@ -200,7 +201,7 @@ export function renderDnsConfig(c: Config, L: Layout): RenderedFile {
       unit: 'dns', path: L.bind.config, mode: 0o644, order: 1,
       content: renderTemplate('bind/named.conf.hbs', {
         ...listenAddresses(c), domain: c.domain, rndcKey: L.bind.rndcKey, workDir: L.bind.workDir, pidFile: L.bind.pidFile,
-        controlPort: c.dns.controlPort, zoneFile: L.bind.zone, secondaries,
+        controlPort: c.dns.controlPort, zoneFile: L.bind.zone, secondaries, responsesPerSecond: c.dns.responsesPerSecond,
       }),
     };
   }
@@ -208,9 +209,14 @@ export function renderDnsConfig(c: Config, L: Layout): RenderedFile {
     unit: 'dns', path: L.nsd.config, mode: 0o644, order: 1,
     content: renderTemplate('nsd/nsd.conf.hbs', {
       ...listenAddresses(c), domain: c.domain, pidFile: L.nsd.pidFile, workDir: L.nsd.workDir,
-      controlSocket: L.nsd.controlSocket, zoneFile: L.nsd.zone, secondaries,
+      controlSocket: L.nsd.controlSocket, zoneFile: L.nsd.zone, secondaries, responsesPerSecond: c.dns.responsesPerSecond,
     }),
   };
+}
+
+export function renderFirewall(c: Config, L: Layout): RenderedFile {
+  const content = renderTemplate('nftables/pipe2me.nft.hbs', { enabled: c.firewall.enabled, sshPort: c.ssh.port, rate: c.firewall.sshNewPerSecond, burst: c.firewall.sshBurst });
+  return { unit: 'firewall', path: L.sshd.firewall, content, mode: 0o644, order: 0 };
 }
 
 /** Every file of the given units. */
@@ -221,5 +227,6 @@ export function renderAll(c: Config, subdomains: readonly RenderSubdomain[], uni
   if (units.includes('keys')) out.push(renderKeyList(subdomains, L));
   if (units.includes('nginx')) out.push(...renderNginx(c, L, subdomains));
   if (units.includes('dns')) out.push(renderZone(c, L, subdomains), renderDnsConfig(c, L));
+  if (units.includes('firewall')) out.push(renderFirewall(c, L));
   return out;
 }

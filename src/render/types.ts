@@ -3,7 +3,7 @@
  * daemon's checker validates together; `order` says which renames go first (included files before the
  * file that includes them).
  */
-export type Unit = 'sshd' | 'keys' | 'nginx' | 'dns';
+export type Unit = 'sshd' | 'keys' | 'nginx' | 'dns' | 'firewall';
 
 export interface RenderedFile {
   unit: Unit;

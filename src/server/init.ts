@@ -125,6 +125,18 @@ async function ensureTunnelUser(c: Config, steps: InitStep[]): Promise<{ uid: nu
   return { uid, gid: Number(f[3]) };
 }
 
+/** The primary group of nginx's worker user: the one group that may enter the trusted-socket directory. */
+async function workerGroup(c: Config): Promise<number> {
+  const r = await run('getent', ['passwd', c.http.workerUser], { allowFailure: true, timeout: 10_000 });
+  const gid = Number(r.stdout.split(':')[3]);
+  if (r.exitCode !== 0 || !Number.isInteger(gid)) {
+    throw new ConfigError(`nginx's worker user ${c.http.workerUser} (http.worker_user) does not exist on this machine.`, {
+      hint: 'Install nginx (Debian creates www-data), or set http.worker_user to the user its workers should run as.',
+    });
+  }
+  return gid;
+}
+
 /** The key lookup's user: a system user that can log in to nothing. */
 async function ensureKeysUser(c: Config, steps: InitStep[]): Promise<{ uid: number; gid: number }> {
   const user = c.ssh.keysUser;
@@ -173,6 +185,7 @@ export async function initServer(o: InitOptions): Promise<InitReport> {
   const keysOwner = await ensureKeysUser(c, steps);
   ensureDir(L.connsDir, 0o755, keysOwner);
   ensureDir(L.sshd.keysDir, 0o755);
+  ensureDir(L.nginx.socketDir, 0o750, { uid: 0, gid: await workerGroup(c) });
 
   if (!fs.existsSync(L.sshd.hostKey)) {
     progress('sshd host key');

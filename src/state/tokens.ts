@@ -3,7 +3,7 @@
  * have, its lifespan, whether it may be extended, whether the token works once. Checking and using a
  * token happen in the same write transaction as the allocation, so a limit cannot be raced past.
  */
-import { DeniedError, NotFoundError } from '../util/errors.js';
+import { DeniedError, NotFoundError, QuotaError } from '../util/errors.js';
 import { hashSecret, newId, newSecret } from '../util/secrets.js';
 import { writeTx, type Db } from './db.js';
 import { now, type TokenRecord } from './types.js';
@@ -18,6 +18,10 @@ interface TokenRow {
   uses: number;
   created_at: number;
   revoked_at: number | null;
+  max_subdomains: number | null;
+  max_total_ports: number | null;
+  live_subdomains?: number;
+  live_ports?: number;
 }
 
 function toRecord(r: TokenRow): TokenRecord {
@@ -31,8 +35,18 @@ function toRecord(r: TokenRow): TokenRecord {
     uses: r.uses,
     createdAt: r.created_at,
     revokedAt: r.revoked_at,
+    maxSubdomains: r.max_subdomains,
+    maxTotalPorts: r.max_total_ports,
+    liveSubdomains: r.live_subdomains ?? 0,
+    livePorts: r.live_ports ?? 0,
   };
 }
+
+/** Every token with what its live subdomains use now (subdomains that expired or were removed give their share back). */
+const WITH_USE = `SELECT t.*,
+  (SELECT COUNT(*) FROM subdomains s WHERE s.token_id = t.id AND s.status = 'active') AS live_subdomains,
+  (SELECT COUNT(*) FROM ports p JOIN subdomains s ON s.id = p.subdomain_id WHERE s.token_id = t.id AND s.status = 'active') AS live_ports
+  FROM tokens t`;
 
 export interface NewToken {
   label: string;
@@ -40,23 +54,27 @@ export interface NewToken {
   lifespanSeconds: number | null;
   extendable: boolean;
   singleUse: boolean;
+  /** How many live subdomains the token may have made at once (null: unbounded). */
+  maxSubdomains: number | null;
+  /** How many public ports those subdomains may hold together (null: unbounded). */
+  maxTotalPorts: number | null;
 }
 
 export function createToken(db: Db, t: NewToken): { record: TokenRecord; secret: string } {
   const secret = newSecret('p2mt');
   const id = newId(8);
-  db.prepare(`INSERT INTO tokens (id, secret_hash, label, max_ports, lifespan_seconds, extendable, single_use, created_at)
-              VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
-    .run(id, hashSecret(secret), t.label, t.maxPorts, t.lifespanSeconds, t.extendable ? 1 : 0, t.singleUse ? 1 : 0, now());
+  db.prepare(`INSERT INTO tokens (id, secret_hash, label, max_ports, lifespan_seconds, extendable, single_use, created_at, max_subdomains, max_total_ports)
+              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+    .run(id, hashSecret(secret), t.label, t.maxPorts, t.lifespanSeconds, t.extendable ? 1 : 0, t.singleUse ? 1 : 0, now(), t.maxSubdomains, t.maxTotalPorts);
   return { record: getToken(db, id)!, secret };
 }
 
 export function listTokens(db: Db): TokenRecord[] {
-  return (db.prepare('SELECT * FROM tokens ORDER BY created_at, id').all() as TokenRow[]).map(toRecord);
+  return (db.prepare(`${WITH_USE} ORDER BY t.created_at, t.id`).all() as TokenRow[]).map(toRecord);
 }
 
 export function getToken(db: Db, id: string): TokenRecord | undefined {
-  const r = db.prepare('SELECT * FROM tokens WHERE id = ?').get(id) as TokenRow | undefined;
+  const r = db.prepare(`${WITH_USE} WHERE t.id = ?`).get(id) as TokenRow | undefined;
   return r ? toRecord(r) : undefined;
 }
 
@@ -74,7 +92,7 @@ export function revokeToken(db: Db, id: string): TokenRecord {
  * The same message for unknown and revoked tokens: a caller learns nothing about which tokens exist.
  */
 export function tokenForUse(db: Db, secret: string): TokenRecord {
-  const r = db.prepare('SELECT * FROM tokens WHERE secret_hash = ?').get(hashSecret(secret)) as TokenRow | undefined;
+  const r = db.prepare(`${WITH_USE} WHERE t.secret_hash = ?`).get(hashSecret(secret)) as TokenRow | undefined;
   const denied = () => new DeniedError('token_invalid', 'The token is not valid: it is unknown, revoked or already used.', {
     httpStatus: 401,
     hint: 'Ask the server operator for a new token (pipe2me-ctl token create).',
@@ -88,9 +106,27 @@ export function recordTokenUse(db: Db, id: string): void {
   db.prepare('UPDATE tokens SET uses = uses + 1 WHERE id = ?').run(id);
 }
 
-export function withToken<T>(db: Db, secret: string, fn: (t: TokenRecord) => T): T {
+/**
+ * Refuses a new subdomain of `ports` ports past the token's bounds. Called inside the allocating write
+ * transaction, after tokenForUse: the counts it reads cannot change before the allocation commits.
+ */
+export function assertTokenQuota(t: TokenRecord, ports: number): void {
+  if (t.maxSubdomains !== null && t.liveSubdomains >= t.maxSubdomains) {
+    throw new QuotaError('token_subdomains_exhausted', `This token has made ${t.liveSubdomains} live subdomain(s), its limit.`, {
+      httpStatus: 403, hint: 'Remove a subdomain made with it (pipe2me destroy on that pod), or ask the operator for another token.',
+    });
+  }
+  if (t.maxTotalPorts !== null && t.livePorts + ports > t.maxTotalPorts) {
+    throw new QuotaError('token_ports_exhausted', `This token's subdomains hold ${t.livePorts} of its ${t.maxTotalPorts} ports; ${ports} more were asked for.`, {
+      httpStatus: 403, hint: 'Ask for fewer services, remove a subdomain made with it, or ask the operator for another token.',
+    });
+  }
+}
+
+export function withToken<T>(db: Db, secret: string, ports: number, fn: (t: TokenRecord) => T): T {
   return writeTx(db, () => {
     const t = tokenForUse(db, secret);
+    assertTokenQuota(t, ports);
     const out = fn(t);
     recordTokenUse(db, t.id);
     return out;

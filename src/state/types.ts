@@ -50,6 +50,12 @@ export interface TokenRecord {
   uses: number;
   createdAt: number;
   revokedAt: number | null;
+  /** null: made before tokens had these bounds (unbounded, as it was issued). */
+  maxSubdomains: number | null;
+  maxTotalPorts: number | null;
+  /** What the token's live subdomains use now. */
+  liveSubdomains: number;
+  livePorts: number;
 }
 
 export interface CertificateRecord {

@@ -121,7 +121,29 @@ describe('init', () => {
     const text = (await run('openssl', ['x509', '-in', root, '-noout', '-text'], T)).stdout;
     expect(text).toMatch(/X509v3 Basic Constraints: critical\s+CA:TRUE/);
     expect(text).toMatch(/X509v3 Key Usage: critical\s+Certificate Sign, CRL Sign/);
-    expect(text).toMatch(/X509v3 Name Constraints: critical\s+Permitted:\s+DNS:pipe\.example\.com/);
+    expect(text).toMatch(/X509v3 Name Constraints: critical\s+Permitted:\s+DNS:pipe\.example\.com\s+email:pipe\.example\.com\s+email:\.pipe\.example\.com\s+URI:pipe\.example\.com\s+URI:\.pipe\.example\.com\s+Excluded:\s+IP:0\.0\.0\.0\/0\.0\.0\.0\s+IP:0:0:0:0:0:0:0:0\/0:0:0:0:0:0:0:0/);
+  });
+
+  it('even with the CA key, a certificate for any name outside the domain does not verify: DNS, IP, mail, URI', async () => {
+    const root = path.join(caDir, 'root.crt');
+    const key = path.join(caDir, 'private', 'ca.key');
+    const dir = path.join(tmp.dir, 'outside');
+    fs.mkdirSync(dir, { recursive: true });
+    const cases: [string, boolean][] = [
+      [`DNS:a.${DOMAIN}`, true], [`email:ops@${DOMAIN}`, true], [`URI:https://a.${DOMAIN}/`, true],
+      ['DNS:evil.example', false], ['IP:198.51.100.7', false], ['IP:2001:db8::7', false], ['IP:127.0.0.1', false],
+      ['email:ceo@evil.example', false], ['URI:https://evil.example/', false],
+    ];
+    for (const [san, ok] of cases) {
+      const leafKey = await makeKey(dir, 'leaf', 'p256');
+      const csr = path.join(dir, 'leaf.csr');
+      await run('openssl', ['req', '-new', '-key', leafKey, '-subj', `/CN=a.${DOMAIN}`, '-config', '/dev/null', '-out', csr], T);
+      const ext = path.join(dir, 'ext.cnf');
+      fs.writeFileSync(ext, `subjectAltName=${san}\n`);
+      const crt = path.join(dir, 'leaf.crt');
+      await run('openssl', ['x509', '-req', '-in', csr, '-CA', root, '-CAkey', key, '-CAcreateserial', '-days', '2', '-extfile', ext, '-out', crt], T);
+      expect((await verify(['-CAfile', root, crt])).ok, san).toBe(ok);
+    }
   });
 
   it('is idempotent: a second init keeps the root, the key and the database', async () => {

@@ -100,7 +100,7 @@ describe('systemd units', () => {
       expect(reload.some((l) => /^\/bin\/kill (-s )?-?HUP \$MAINPID$/.test(l)), `${u}: ${reload.join(' | ')}`).toBe(true);
     }
     const tmpfiles = fs.readFileSync(path.join(SYSTEMD_DIR, 'pipe2me.tmpfiles.conf'), 'utf8');
-    for (const dir of [path.dirname(L.nginx.pidFile), L.sessionsDir, L.nginx.prefix, L.nginx.tmpDir]) {
+    for (const dir of [path.dirname(L.nginx.pidFile), L.sessionsDir, L.connsDir, L.nginx.prefix, L.nginx.tmpDir, L.nginx.socketDir]) {
       expect(tmpfiles).toMatch(new RegExp(`^d\\s+${dir}\\s`, 'm'));
     }
   });

@@ -46,4 +46,24 @@ describe('pod ssh public keys', () => {
     const blob = keys.ed!.split(' ')[1]!;
     expect(() => parsePublicKey(`ssh-rsa ${blob}`)).toThrow(/"ssh-ed25519" key, not ssh-rsa/);
   });
+
+  it('compares RSA keys by their numbers: a copy with padded mpints is the same key, stored canonically', () => {
+    const blob = Buffer.from(keys.rsa3072!.split(' ')[1]!, 'base64');
+    // type, e, n as SSH strings; pad e and n with leading zero bytes (sshd reads the same numbers).
+    const parts: Buffer[] = [];
+    for (let off = 0; off < blob.length;) {
+      const len = blob.readUInt32BE(off);
+      parts.push(blob.subarray(off + 4, off + 4 + len));
+      off += 4 + len;
+    }
+    const str = (b: Buffer) => Buffer.concat([Buffer.from([(b.length >>> 24) & 255, (b.length >>> 16) & 255, (b.length >>> 8) & 255, b.length & 255]), b]);
+    const padded = Buffer.concat([str(parts[0]!), str(Buffer.concat([Buffer.from([0, 0]), parts[1]!])), str(Buffer.concat([Buffer.from([0]), parts[2]!]))]);
+    const original = parsePublicKey(keys.rsa3072);
+    const copy = parsePublicKey(`ssh-rsa ${padded.toString('base64')}`);
+    expect(copy.fingerprint).toBe(original.fingerprint);
+    expect(copy.publicKey).toBe(original.publicKey);
+    // A negative number (top bit set, no leading zero) is not an RSA key.
+    const negative = Buffer.concat([str(parts[0]!), str(Buffer.from([0x81])), str(parts[2]!)]);
+    expect(() => parsePublicKey(`ssh-rsa ${negative.toString('base64')}`)).toThrow(/negative/);
+  });
 });

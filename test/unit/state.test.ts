@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import { openDb, DowngradeError, schemaVersion, type Db } from '../../src/state/db.js';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../src/state/migrations.js';
 import { createSubdomain, deleteSubdomain, expireDue, findSubdomain, listSubdomains, requireSubdomain, claimSubdomain, authenticateSubdomain, setSshKey } from '../../src/state/subdomains.js';
-import { createToken, revokeToken, withToken } from '../../src/state/tokens.js';
+import { createToken, getToken, revokeToken, withToken } from '../../src/state/tokens.js';
 import { ConflictError, DeniedError, ExitCode, InputError, NotFoundError, QuotaError } from '../../src/util/errors.js';
 
 let dir: string;
@@ -163,16 +163,33 @@ describe('state store', () => {
   });
 
   it('tokens: quota checked in the same transaction as the allocation; single-use and revoked tokens refused', () => {
-    const { record: t, secret } = createToken(db, { label: 'lab', maxPorts: 2, lifespanSeconds: 3600, extendable: false, singleUse: true });
+    const { record: t, secret } = createToken(db, { label: 'lab', maxPorts: 2, lifespanSeconds: 3600, extendable: false, singleUse: true, maxSubdomains: 1, maxTotalPorts: 2 });
     const create = (protocols: string[]) =>
-      withToken(db, secret, (tok) => createSubdomain(db, { protocols, expiresAt: null, tokenId: tok.id }, { ...ctx, maxPorts: tok.maxPorts }));
+      withToken(db, secret, protocols.length, (tok) => createSubdomain(db, { protocols, expiresAt: null, tokenId: tok.id }, { ...ctx, maxPorts: tok.maxPorts }));
     expect(() => create(['http', 'https', 'tcp'])).toThrow(QuotaError);
     expect(listSubdomains(db)).toHaveLength(0); // the refused attempt used nothing
     create(['http', 'https']);
     expect(() => create(['http'])).toThrow(DeniedError); // single use
-    const other = createToken(db, { label: 'x', maxPorts: 2, lifespanSeconds: null, extendable: true, singleUse: false });
+    const other = createToken(db, { label: 'x', maxPorts: 2, lifespanSeconds: null, extendable: true, singleUse: false, maxSubdomains: null, maxTotalPorts: null });
     revokeToken(db, other.record.id);
-    expect(() => withToken(db, other.secret, () => 1)).toThrow(/not valid/);
+    expect(() => withToken(db, other.secret, 1, () => 1)).toThrow(/not valid/);
     expect(t.singleUse).toBe(true);
+  });
+
+  it('tokens: live subdomains and their ports are bounded, and a removed subdomain gives its share back', () => {
+    const { record: t, secret } = createToken(db, { label: 'fleet', maxPorts: 3, lifespanSeconds: null, extendable: false, singleUse: false, maxSubdomains: 3, maxTotalPorts: 5 });
+    const create = (protocols: string[]) =>
+      withToken(db, secret, protocols.length, (tok) => createSubdomain(db, { protocols, expiresAt: null, tokenId: tok.id }, { ...ctx, maxPorts: tok.maxPorts }));
+    const a = create(['http', 'https']);
+    create(['tcp', 'tcp']);
+    expect(() => create(['http', 'https'])).toThrow(/hold 4 of its 5 ports/);
+    const c = create(['tcp']);
+    expect(() => create(['tcp'])).toThrow(/3 live subdomain\(s\), its limit/);
+    expect(getToken(db, t.id)).toMatchObject({ liveSubdomains: 3, livePorts: 5 });
+    deleteSubdomain(db, a.record.id);
+    create(['tcp']);
+    expireDue(db, Number.MAX_SAFE_INTEGER); // nothing expires: no expiry set
+    expect(getToken(db, t.id)).toMatchObject({ liveSubdomains: 3, livePorts: 4 });
+    expect(c.record.ports).toHaveLength(1);
   });
 });
