@@ -27,7 +27,7 @@ Copy the file to the secondary machine and start its NSD or BIND with it.`)
         const listen = o.listen ?? ctx.config.dns.secondaries[0]?.ipv4;
         if (!listen) throw new InputError('bad_option', 'No secondary configured.', { hint: 'Add one to dns.secondaries in pipe2me.yml (and apply), or pass --listen.' });
         const text = renderTemplate(o.daemon === 'nsd' ? 'secondary/nsd.conf.hbs' : 'secondary/named.conf.hbs', {
-          domain: ctx.config.domain, primary: ctx.config.dns.primary.ipv4, listen, dir: o.dir,
+          domain: ctx.config.domain, primary: ctx.config.dns.primary.ipv4, listen, dir: o.dir, responsesPerSecond: ctx.config.dns.responsesPerSecond,
         });
         out.result({ daemon: o.daemon, config: text }, () => text);
       }));

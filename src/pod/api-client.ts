@@ -25,7 +25,7 @@ function typedError(status: number, body: ServerErrorBody, what: string): Pipe2m
   const message = body.error?.message ?? `The server answered ${status} to ${what}.`;
   const details = body.error?.hint ? { hint: body.error.hint } : {};
   if (status === 401 || status === 403) {
-    if (code === 'too_many_ports' || code.includes('quota')) return new QuotaError(code, message, details);
+    if (code === 'too_many_ports' || code.includes('quota') || /^token_\w+_exhausted$/.test(code)) return new QuotaError(code, message, details);
     return new DeniedError(code, message, details);
   }
   if (status === 404) return new NotFoundError(code, message, details);

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ADDR, World, type HostName, type WorldOptions } from '../world/index.js';
+import { ADDR, ADDR6, World, type HostName, type WorldOptions } from '../world/index.js';
 import { layout, type Layout } from '../../src/render/layout.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/types.js';
@@ -33,6 +33,8 @@ export interface StackOptions extends WorldOptions {
   flapWindow?: string;
   /** The public port range (default 20000-29999). */
   portRange?: [number, number];
+  /** Give the server its IPv6 address too (server.ipv6: sshd, nginx and the nameserver listen on it). */
+  ipv6?: boolean;
 }
 
 export interface CliResult<T = unknown> {
@@ -128,6 +130,7 @@ export class Stack {
     this.world.trackUser(users.keys);
     await this.ctl(['init', '--domain', DOMAIN, '--ipv4', ADDR.server, '--root', this.serverRoot, '--dns', dns, '--ttl', '30',
       ...(this.opts.portRange ? ['--ports', this.opts.portRange.join('-')] : []),
+      ...(this.opts.ipv6 ? ['--ipv6', ADDR6.server] : []),
       ...(this.opts.secondary ? ['--secondary', `ns2.${DOMAIN}=${ADDR.ns2}`] : [])], { timeout: 120_000 });
     // The test config shortens the probe.
     const text = fs.readFileSync(this.configFile, 'utf8') + `\nprobe:\n  timeout_ms: 1500\n  flap_window: ${this.opts.flapWindow ?? '2m'}\n` + (this.opts.configExtra ?? '');

@@ -28,6 +28,19 @@ export const ADDR = {
   ns2: '203.0.113.5',
 } as const;
 
+/**
+ * The world's internet speaks IPv6 too: 2001:db8::/32 (RFC 3849, documentation) inside the namespaces
+ * only. Every internet host has an address on one /64; the router's LAN stays IPv4-only unless a test
+ * adds a prefix there.
+ */
+export const INTERNET6_PREFIX_LEN = 64;
+export const ADDR6 = {
+  server: '2001:db8:0:1::1',
+  routerWan: '2001:db8:0:1::2',
+  client: '2001:db8:0:1::3',
+  ns2: '2001:db8:0:1::5',
+} as const;
+
 export const STUN_PORT = 3478;
 export const STUN_ALT_PORT = 3479;
 export const IGD_HTTP_PORT = 5000;

@@ -13,7 +13,7 @@
  * removes everything (links, addresses, nft tables) with them.
  */
 import { run, type RunResult } from '../../src/util/exec.js';
-import { ADDR, INTERNET_PREFIX_LEN, LAN_CIDR, LAN_PREFIX_LEN, podAddress } from './addresses.js';
+import { ADDR, ADDR6, INTERNET6_PREFIX_LEN, INTERNET_PREFIX_LEN, LAN_CIDR, LAN_PREFIX_LEN, podAddress } from './addresses.js';
 import { netnsInodeOfName, pidsInNetns, signalPid } from './procfs.js';
 import { sleep } from './wait.js';
 
@@ -123,10 +123,13 @@ export class Topology {
 
     // The router's LAN is a bridge, so that more than one pod can hang off it; each pod's end is eth0.
     const inet = (addr: string) => `${addr}/${INTERNET_PREFIX_LEN}`;
+    // nodad: no duplicate address detection on a link we built ourselves, so IPv6 works at once.
+    const inet6 = (addr: string) => `${addr}/${INTERNET6_PREFIX_LEN} dev ${ROUTER_WAN_IF} nodad`;
     const lan = (addr: string) => `${addr}/${LAN_PREFIX_LEN}`;
     await ipBatch(ns('rtr'), [
       'link set lo up',
       `address add ${inet(ADDR.routerWan)} dev ${ROUTER_WAN_IF}`,
+      `address add ${inet6(ADDR6.routerWan)}`,
       `link set ${ROUTER_WAN_IF} up`,
       `link add ${ROUTER_LAN_IF} type bridge`,
       `address add ${lan(ADDR.routerLan)} dev ${ROUTER_LAN_IF}`,
@@ -134,12 +137,12 @@ export class Topology {
       ...this.pods.flatMap((p) => [`link add lan-${p} type veth peer name eth0 netns ${ns(p)}`, `link set lan-${p} master ${ROUTER_LAN_IF} up`]),
     ]);
 
-    const wanHost = (h: InternetHost, addrs: string[]) =>
-      ipBatch(ns(h), ['link set lo up', ...addrs.map((a) => `address add ${inet(a)} dev wan0`), 'link set wan0 up']);
+    const wanHost = (h: InternetHost, addrs: string[], addr6: string) =>
+      ipBatch(ns(h), ['link set lo up', ...addrs.map((a) => `address add ${inet(a)} dev wan0`), `address add ${inet6(addr6)}`, 'link set wan0 up']);
     await Promise.all([
-      wanHost('srv', [ADDR.server, ADDR.serverAlt]),
-      wanHost('cli', [ADDR.client]),
-      wanHost('ns2', [ADDR.ns2]),
+      wanHost('srv', [ADDR.server, ADDR.serverAlt], ADDR6.server),
+      wanHost('cli', [ADDR.client], ADDR6.client),
+      wanHost('ns2', [ADDR.ns2], ADDR6.ns2),
       ...this.pods.map((p) =>
         ipBatch(ns(p), ['link set lo up', `address add ${lan(this.address(p))} dev eth0`, 'link set eth0 up', `route add default via ${ADDR.routerLan}`]),
       ),

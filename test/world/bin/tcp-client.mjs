@@ -12,6 +12,14 @@
 //       Run as a daemon: one long-lived connection that writes "tick N" every INTERVAL_MS and logs one
 //       line per event ("connected <local>", "reply ...", "error <code>", "closed"). Shows what an
 //       established connection (an ssh tunnel, say) experiences when the network changes under it.
+//   hold ADDR PORT COUNT
+//       Run as a daemon: open COUNT connections at once and keep them open, sending nothing (a flood of
+//       idle connections, as an attacker without a key makes them). Logs "open N" once COUNT connected
+//       or ended, and "closed N" every second while the peer closes some of them.
+//   dnsburst ADDR NAME COUNT
+//       Send COUNT identical UDP queries (type A) for NAME within about a second; print how many got an
+//       answer, how many of those were truncated (the slip of response-rate limiting), and how many got none.
+import dgram from 'node:dgram';
 import net from 'node:net';
 
 const [mode, ...args] = process.argv.slice(2);
@@ -125,7 +133,62 @@ async function main() {
     process.on('SIGTERM', () => process.exit(0));
     return;
   }
-  process.stderr.write(`usage: tcp-client.mjs connect|cost|ticker ...\n`);
+  if (mode === 'hold') {
+    const [host, port, count] = args;
+    let settled = 0;
+    let closed = 0;
+    const socks = [];
+    for (let i = 0; i < Number(count); i++) {
+      const sock = net.connect({ host, port: Number(port) });
+      socks.push(sock);
+      let counted = false;
+      const settle = () => {
+        if (counted) return;
+        counted = true;
+        if (++settled === Number(count)) console.log(`open ${socks.filter((s) => !s.destroyed).length}`);
+      };
+      sock.on('connect', settle);
+      sock.on('data', () => {}); // the server's banner: read and ignored
+      sock.on('error', settle);
+      sock.on('close', () => {
+        settle();
+        closed++;
+      });
+    }
+    setInterval(() => console.log(`closed ${closed}`), 1000);
+    process.on('SIGTERM', () => process.exit(0));
+    return;
+  }
+  if (mode === 'dnsburst') {
+    const [host, name, count] = args;
+    const n = Number(count);
+    const query = (id) => {
+      const header = Buffer.alloc(12);
+      header.writeUInt16BE(id, 0);
+      header.writeUInt16BE(0x0000, 2); // a plain query, no recursion
+      header.writeUInt16BE(1, 4);
+      const labels = name.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)]));
+      return Buffer.concat([header, ...labels, Buffer.from([0, 0, 1, 0, 1])]);
+    };
+    const sock = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    const seen = new Map();
+    sock.on('message', (m) => {
+      if (m.length < 4) return;
+      const id = m.readUInt16BE(0);
+      if (!seen.has(id)) seen.set(id, (m.readUInt16BE(2) & 0x0200) !== 0);
+    });
+    await new Promise((r) => sock.bind(0, r));
+    for (let i = 0; i < n; i++) {
+      sock.send(query(i + 1), 53, host);
+      if (i % 20 === 19) await new Promise((r) => setTimeout(r, 50));
+    }
+    await new Promise((r) => setTimeout(r, 1500));
+    sock.close();
+    const truncated = [...seen.values()].filter(Boolean).length;
+    process.stdout.write(JSON.stringify({ sent: n, answered: seen.size, truncated, full: seen.size - truncated, none: n - seen.size }) + '\n');
+    return;
+  }
+  process.stderr.write(`usage: tcp-client.mjs connect|cost|ticker|hold|dnsburst ...\n`);
   process.exit(2);
 }
 
