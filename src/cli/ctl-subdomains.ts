@@ -147,7 +147,7 @@ Examples:
     .command('remove')
     .description('Remove a subdomain: its key stops working at once, its live sessions are cut, its ports are freed, and it leaves every configuration.')
     .argument('<name>', 'name or fully qualified name', parseSubdomainName)
-    .option('--no-apply', 'only update authorized_keys and the state; apply nginx and DNS later')
+    .option('--no-apply', 'only update the key index and the state; apply nginx and DNS later')
     .addHelpText('after', `
 Examples:
   pipe2me-ctl remove calm-red-otter

@@ -1,6 +1,6 @@
 /**
  * Subdomain use cases shared by the CLI and the API: create, describe, remove, expire. Removal and
- * expiry take a pod's key out of authorized_keys at once, then cut its live sessions, so the pod can
+ * expiry take a pod's key out of the key index at once, then cut its live sessions, so the pod can
  * neither keep nor re-open its tunnel.
  */
 import type { ServerContext } from './context.js';
@@ -122,7 +122,7 @@ export interface RemoveResult {
   applied: ApplyReport | null;
 }
 
-/** Takes pods off the tunnel sshd: keys out of authorized_keys first (no new login), then live sessions cut, then certificates revoked. */
+/** Takes pods off the tunnel sshd: keys out of the key index first (no new login), then live sessions cut, then certificates revoked. */
 async function retire(ctx: ServerContext, subs: readonly SubdomainRecord[], reason: 'cessationOfOperation' | 'superseded', progress: (m: string) => void): Promise<{ cut: number[]; revoked: string[] }> {
   await apply(ctx, { units: ['keys'], progress });
   const cut: number[] = [];

@@ -1,5 +1,5 @@
 /**
- * Pod ssh public keys: parsed and checked in-process before they can reach authorized_keys. Accepted:
+ * Pod ssh public keys: parsed and checked in-process before they can reach the key index. Accepted:
  * ed25519, or RSA of 3072 bits or more, kept in their canonical encoding. Everything else — another type, a short RSA key, options,
  * a second line, a blob that does not match its type — is refused with a message that says why.
  */

@@ -252,7 +252,7 @@ export function setSshKey(db: Db, id: string, key: Omit<SshKeyRecord, 'addedAt'>
   writeTx(db, () => {
     const other = db.prepare('SELECT subdomain_id FROM ssh_keys WHERE fingerprint = ? AND subdomain_id <> ?').pluck().get(key.fingerprint, id);
     if (other) {
-      // sshd uses the first authorized_keys line that matches a key: one key serving two pods would get the first pod's ports.
+      // One key, one pod: the key index files a line under the key's fingerprint, so a second pod's line would replace the first's.
       throw new ConflictError('key_in_use', 'This ssh key is already registered for another subdomain.', { hint: 'Every pod needs its own key pair: create a new one (pipe2me setup does).' });
     }
     db.prepare(`INSERT INTO ssh_keys (subdomain_id, algorithm, public_key, fingerprint, bits, added_at) VALUES (?, ?, ?, ?, ?, ?)
