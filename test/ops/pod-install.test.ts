@@ -5,7 +5,8 @@
  * installed `pipe2me` (from the root's global npm prefix), run by chroot inside the pod namespace of a
  * test world with a real pipe2me server (test/stack), sets up, starts, and serves a page through its
  * tunnel to a client on the world's internet. A second run of install-pod, from inside the pod
- * namespace where no registry or mirror can be reached, changes nothing and reinstalls offline.
+ * namespace where no registry or mirror can be reached, changes nothing and reinstalls offline; a third,
+ * there too, with Node.js removed, installs it from --node-tarball and --npm-tarball.
  *
  * Why no cached base root: debootstrap --variant=minbase takes about a minute here (the playbook test's
  * root, with python3, about as long), well inside the suite's budget; a cache would have to be kept in
@@ -259,5 +260,31 @@ describe('the pod install on a fresh Debian 12', () => {
       const exit = await s.world.procs.get('pod-pipe2me').exited;
       expect(exit.code).toBe(0);
     }, 5 * MIN);
+
+    it('with no Node.js and no registry, --node-tarball and --npm-tarball install Node.js from files', async () => {
+      // The two files as the README says to get them, on a machine that reaches the registry (this one).
+      const dir = path.join(tmp, 'node');
+      fs.mkdirSync(dir);
+      const nodePkg = `node-linux-${process.arch}`;
+      const env = { PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}`, npm_config_cache: path.join(tmp, 'npm-cache'), npm_config_update_notifier: 'false' };
+      const packed = await timed('npm pack of Node.js and npm', () => must('npm', ['pack', `${nodePkg}@20`, 'npm@10', '--pack-destination', dir, '--json', '--loglevel=error'], 5 * MIN, { env }));
+      const files = (JSON.parse(packed.stdout) as { filename: string }[]).map((f) => f.filename);
+      for (const f of files) fs.copyFileSync(path.join(dir, f), inRoot(`root/${f}`));
+      const nodeFile = files.find((f) => f.startsWith(`${nodePkg}-`))!;
+      const npmFile = files.find((f) => f.startsWith('npm-'))!;
+
+      // The pod loses its Node.js; then install-pod runs where nothing but the world can be reached.
+      fs.rmSync(inRoot('opt/pipe2me-node'), { recursive: true });
+      for (const b of ['node', 'npm', 'npx']) fs.rmSync(inRoot(`usr/local/bin/${b}`));
+      const r = await timed('install-pod with Node.js and npm from files (offline)', () => installPod(
+        ['--node-tarball', `/root/${nodeFile}`, '--npm-tarball', `/root/${npmFile}`, `/root/${path.basename(tarball)}`], stack!.world.ns('pod')));
+      expect(r.exitCode, r.output.slice(-4000)).toBe(0);
+      expect(r.stderr).toContain('installing Node.js 20');
+      expect(r.stderr).not.toContain('downloading');
+      const node = await must('chroot', chrootArgv(['node', '--version']).slice(1), MIN);
+      expect(`node-linux-${process.arch}-${node.stdout.trim().slice(1)}.tgz`).toBe(nodeFile);
+      const help = await must('chroot', chrootArgv(['pipe2me', '--help']).slice(1), MIN);
+      expect(help.stdout).toContain('Usage: pipe2me');
+    }, 8 * MIN);
   });
 });
