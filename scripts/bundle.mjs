@@ -7,17 +7,7 @@ import { build } from 'esbuild';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-
-const common = {
-  bundle: true,
-  platform: 'node',
-  format: 'esm',
-  target: 'node20',
-  external: ['better-sqlite3'],
-  // Some bundled CommonJS packages call require(): give them one.
-  banner: { js: "import { createRequire as __p2mCreateRequire } from 'node:module'; const require = __p2mCreateRequire(import.meta.url);" },
-  logLevel: 'warning',
-};
+import { common } from './esbuild-options.mjs';
 
 // Stale chunks of earlier builds would otherwise pile up next to the new ones.
 fs.rmSync('dist', { recursive: true, force: true });

@@ -4,6 +4,12 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
+ * The package names this code ships under: the whole project, and the pod package that
+ * scripts/pack-pod.mjs makes (the pod CLI alone, installed with `npm install -g`).
+ */
+const PACKAGE_NAMES = new Set(['pipe2me', 'pipe2me-pod']);
+
+/**
  * The nearest directory above this file with pipe2me's package.json. The code runs from src/ (tests),
  * from dist/*.mjs and from dist/chunks/ (the bundled CLIs), so no fixed number of '..' fits all.
  */
@@ -11,7 +17,7 @@ function findRoot(start: string): string {
   for (let dir = start; ; dir = path.dirname(dir)) {
     try {
       const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string };
-      if (pkg.name === 'pipe2me') return dir;
+      if (pkg.name !== undefined && PACKAGE_NAMES.has(pkg.name)) return dir;
     } catch {
       /* not here */
     }

@@ -294,7 +294,7 @@ export class DebianRoot {
 
   async create(include: string[], log: string): Promise<void> {
     fs.mkdirSync(this.dir, { recursive: true });
-    const r = await exec('debootstrap', ['--variant=minbase', `--include=${include.join(',')}`, 'bookworm', this.dir, debianMirror()], 15 * 60_000);
+    const r = await exec('debootstrap', ['--variant=minbase', ...(include.length ? [`--include=${include.join(',')}`] : []), 'bookworm', this.dir, debianMirror()], 15 * 60_000);
     fs.writeFileSync(log, r.output);
     if (r.exitCode !== 0) throw new Error(`debootstrap failed (exit ${r.exitCode}); see ${log}:\n${r.output.slice(-3000)}`);
     fs.writeFileSync(path.join(this.dir, 'usr/sbin/policy-rc.d'), '#!/bin/sh\n# Installing packages must not start their daemons here.\nexit 101\n', { mode: 0o755 });

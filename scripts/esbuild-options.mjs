@@ -1,0 +1,12 @@
+// esbuild options every bundle of pipe2me shares (scripts/bundle.mjs for dist/, scripts/pack-pod.mjs for
+// the pod package), so that both run the same code in the same way.
+export const common = {
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  external: ['better-sqlite3'],
+  // Some bundled CommonJS packages call require(): give them one.
+  banner: { js: "import { createRequire as __p2mCreateRequire } from 'node:module'; const require = __p2mCreateRequire(import.meta.url);" },
+  logLevel: 'warning',
+};
