@@ -100,7 +100,7 @@ export function sendError(res: ServerResponse, e: unknown, log: (m: string) => v
 /** Fixed-window counters per key: cheap, and enough to stop a runaway client. */
 export class RateLimiter {
   private windows = new Map<string, { start: number; count: number }>();
-  constructor(private readonly perMinute: number) {}
+  constructor(private readonly perMinute: () => number) {}
 
   check(key: string, now = Date.now()): void {
     const w = this.windows.get(key);
@@ -109,7 +109,7 @@ export class RateLimiter {
       if (this.windows.size > 100_000) this.prune(now);
       return;
     }
-    if (++w.count > this.perMinute) {
+    if (++w.count > this.perMinute()) {
       const retry = Math.ceil((60_000 - (now - w.start)) / 1000);
       throw new HttpError(429, 'rate_limited', `Too many requests; try again in ${retry} s.`, { data: { retry_after: retry } });
     }

@@ -26,7 +26,8 @@ import { withToken, getToken } from '../state/tokens.js';
 import { replaceMappings } from '../state/mappings.js';
 import { now, type SubdomainRecord } from '../state/types.js';
 import { registerPodKey, sessionDirs } from '../server/keys.js';
-import { cutSessions } from '../daemons/sessions.js';
+import { cutSessions, sweepStaleRecords } from '../daemons/sessions.js';
+import { LiveServer } from '../server/context.js';
 import { looksLikeSecret, hashSecret } from '../util/secrets.js';
 import { DeniedError } from '../util/errors.js';
 import { readIfExists } from '../util/fsx.js';
@@ -62,12 +63,12 @@ function clientAddress(req: http.IncomingMessage): string {
 export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   const log = opts.log ?? ((m: string) => process.stderr.write(`${new Date().toISOString()} api: ${m}\n`));
   const queue = new ApplyQueue(ctx, log);
-  const perAddress = new RateLimiter(ctx.config.api.ratePerMinute);
-  const perCredential = new RateLimiter(ctx.config.api.ratePerMinute);
-  const maxBody = ctx.config.api.maxBodyBytes;
+  // Limits are read at every request: they follow the configuration as it is now.
+  const perAddress = new RateLimiter(() => ctx.config.api.ratePerMinute);
+  const perCredential = new RateLimiter(() => ctx.config.api.ratePerMinute);
   const router = new Router();
 
-  const body = async <T>(req: http.IncomingMessage, schema: object): Promise<T> => validateBody<T>(schema, await readJson(req, maxBody));
+  const body = async <T>(req: http.IncomingMessage, schema: object): Promise<T> => validateBody<T>(schema, await readJson(req, ctx.config.api.maxBodyBytes));
 
   const unauthorized = () => new DeniedError('unauthorized', 'Missing or wrong credentials for this subdomain.', {
     httpStatus: 401,
@@ -223,24 +224,50 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   proxied.on('connection', (sock) => viaNginx.add(sock));
 
   let expiryTimer: NodeJS.Timeout | undefined;
+  let refreshTimer: NodeJS.Timeout | undefined;
+  let bound: { host: string; port: number; socket: string } | undefined;
+
+  const listenOn = async (srv: http.Server, ...args: [number, string] | [string]) => {
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      const done = () => {
+        srv.off('error', reject);
+        resolve();
+      };
+      if (args.length === 2) srv.listen(args[0], args[1], done);
+      else srv.listen(args[0], done);
+    });
+  };
+  const closeOf = (srv: http.Server) => new Promise<void>((resolve) => srv.close(() => resolve()));
+
+  /** Binds the loopback listener and nginx's socket where the configuration says, moving them if it changed. */
+  const bind = async () => {
+    const want = { host: opts.host ?? '127.0.0.1', port: opts.port ?? ctx.config.http.apiPort, socket: opts.socket ?? ctx.layout.nginx.apiSocket };
+    if (bound && bound.host === want.host && bound.port === want.port && bound.socket === want.socket) return;
+    if (bound) {
+      await Promise.all([closeOf(server), closeOf(proxied)]);
+      log(`moving the API to ${want.host}:${want.port} and ${want.socket}, as the configuration now says`);
+    }
+    await listenOn(server, want.port, want.host);
+    // A socket left by a serve that died would make listen fail; nothing else may own this path.
+    fs.rmSync(want.socket, { force: true });
+    await listenOn(proxied, want.socket);
+    // nginx's workers must be able to connect; the directory's mode keeps everyone else out.
+    fs.chmodSync(want.socket, 0o666);
+    bound = { ...want, port: (server.address() as { port: number }).port };
+  };
+
   return {
     server,
     async listen(): Promise<{ host: string; port: number }> {
-      const host = opts.host ?? '127.0.0.1';
-      const port = opts.port ?? ctx.config.http.apiPort;
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => resolve());
-      });
-      // A socket left by a serve that died would make listen fail; nothing else may own this path.
-      const socket = opts.socket ?? ctx.layout.nginx.apiSocket;
-      fs.rmSync(socket, { force: true });
-      await new Promise<void>((resolve, reject) => {
-        proxied.once('error', reject);
-        proxied.listen(socket, () => resolve());
-      });
-      // nginx's workers must be able to connect; the directory's mode keeps everyone else out.
-      fs.chmodSync(socket, 0o666);
+      await bind();
+      if (ctx instanceof LiveServer) {
+        // The configuration file is looked at every second even when no request comes.
+        refreshTimer = setInterval(() => {
+          ctx.refresh();
+          bind().catch((e) => log(`could not move the API's listeners: ${(e as Error).message}; the old ones were closed`));
+        }, 1000);
+      }
       const interval = opts.expiryIntervalMs ?? 5000;
       if (interval > 0) {
         let busy = false;
@@ -250,6 +277,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
           try {
             const expired = await expireSweep(ctx, { apply: true, progress: log });
             if (expired.length) log(`expired ${expired.map((s) => s.fqdn).join(', ')}`);
+            sweepStaleRecords(sessionDirs(ctx));
           } catch (e) {
             log(`expiry sweep failed: ${(e as Error).message}`);
           } finally {
@@ -257,12 +285,12 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
           }
         }, interval);
       }
-      const addr = server.address() as { port: number };
-      return { host, port: addr.port };
+      return { host: bound!.host, port: bound!.port };
     },
     async close(): Promise<void> {
       clearInterval(expiryTimer);
-      await Promise.all([server, proxied].map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
+      clearInterval(refreshTimer);
+      await Promise.all([closeOf(server), closeOf(proxied)]);
     },
   };
 }

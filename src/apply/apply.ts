@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ServerContext } from '../server/context.js';
+import { LiveServer, snapshot, type ServerContext } from '../server/context.js';
 import { renderAll, ALL_UNITS } from '../render/render.js';
 import type { RenderedFile, Unit } from '../render/types.js';
 import { getMeta, setMeta } from '../state/db.js';
@@ -35,6 +35,8 @@ export interface ApplyOptions {
 export interface ReloadReport extends Reload {
   status: ReloadOutcome['status'];
   detail: string;
+  /** How long after the reload the daemon served the new files. */
+  servedAfterMs?: number;
 }
 
 export interface ApplyReport {
@@ -47,6 +49,8 @@ export interface ApplyReport {
   keyIndex?: { written: number; removed: number };
   /** Records left out of the zone, with the reason (a pod's address that may not be published). */
   dropped: { owner: string; type: string; value: string; why: string }[];
+  /** Set when the configuration file does not validate and the last good one was applied. */
+  staleConfig: { problem: string; since: string } | null;
 }
 
 const SERIAL_KEY = 'zone_serial';
@@ -132,10 +136,11 @@ function withSignalsHeld(fn: () => void): void {
   }
 }
 
-async function reload(ctx: ServerContext, r: Reload): Promise<ReloadOutcome> {
+/** Reloads one daemon and returns once it serves the new files (bounded; a daemon that does not get there is an error). */
+async function reload(ctx: ServerContext, r: Reload, serial: number | null): Promise<ReloadOutcome> {
   switch (r.action) {
     case 'sshd-reload':
-      return reloadSshd(ctx.layout);
+      return reloadSshd(ctx.layout, { host: ctx.config.server.ipv4, port: ctx.config.ssh.port });
     case 'nginx-reload':
       return reloadNginx(ctx.layout);
     case 'firewall-load':
@@ -143,7 +148,7 @@ async function reload(ctx: ServerContext, r: Reload): Promise<ReloadOutcome> {
     case 'dns-reconfig':
     case 'dns-reload-zone': {
       const reconfig = r.action === 'dns-reconfig';
-      return ctx.config.dns.daemon === 'bind' ? reloadBind(ctx.config, ctx.layout, reconfig) : reloadNsd(ctx.config, ctx.layout, reconfig);
+      return ctx.config.dns.daemon === 'bind' ? reloadBind(ctx.config, ctx.layout, reconfig, serial) : reloadNsd(ctx.config, ctx.layout, reconfig, serial);
     }
   }
 }
@@ -153,14 +158,19 @@ export function lockFile(ctx: ServerContext): string {
 }
 
 /** Plans without touching anything (no lock, no certificates, no staging): `pipe2me-ctl plan`. */
-export function planOnly(ctx: ServerContext, units: readonly Unit[] = ALL_UNITS): Plan {
+export function planOnly(live: ServerContext, units: readonly Unit[] = ALL_UNITS): Plan {
+  const ctx = snapshot(live);
   const rendered = renderAll(ctx.config, renderSnapshot(ctx.db), units);
   const stored = getMeta(ctx.db, SERIAL_KEY);
   return plan(rendered, readLive(rendered), { storedSerial: stored ? Number(stored) : null, now: now() });
 }
 
-export async function apply(ctx: ServerContext, opts: ApplyOptions = {}): Promise<ApplyReport> {
+export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promise<ApplyReport> {
   const started = performance.now();
+  // The configuration as it is now, and the same one for the whole apply.
+  const ctx = snapshot(live);
+  const stale = live instanceof LiveServer ? live.stale : null;
+  if (stale) opts.progress?.(`applying with the last good configuration: ${live instanceof LiveServer ? live.file : 'the file'} does not validate (${stale.problem.split('\n')[0]})`);
   const units = opts.units ?? ALL_UNITS;
   const progress = opts.progress ?? (() => {});
   return withLock(lockFile(ctx), 'apply', async () => {
@@ -170,7 +180,7 @@ export async function apply(ctx: ServerContext, opts: ApplyOptions = {}): Promis
     if (renewed && !p.reloads.some((r) => r.action === 'nginx-reload')) p.reloads.push({ unit: 'nginx', action: 'nginx-reload', why: 'the server\'s certificates were renewed' });
     const dropped = p.changes.flatMap((c) => c.file.dropped ?? []);
     for (const d of dropped) progress(`left out of the zone: ${d.owner} ${d.type} ${d.value} (${d.why})`);
-    const report: ApplyReport = { plan: p, dryRun: Boolean(opts.dryRun), reloads: [], serial: p.serial, durationMs: 0, dropped };
+    const report: ApplyReport = { plan: p, dryRun: Boolean(opts.dryRun), reloads: [], serial: p.serial, durationMs: 0, dropped, staleConfig: stale };
     if (opts.dryRun || (p.changedUnits.length === 0 && p.reloads.length === 0)) {
       report.durationMs = performance.now() - started;
       return report;
@@ -215,7 +225,7 @@ export async function apply(ctx: ServerContext, opts: ApplyOptions = {}): Promis
     // One reload per daemon at most, and the daemons do not depend on each other: they reload side by
     // side (at 10,000 subdomains nginx takes ~60 ms and BIND ~130 ms to take their new files).
     for (const r of p.reloads) progress(`reloading: ${r.action} (${r.why})`);
-    const outcomes = await Promise.all(p.reloads.map((r) => reload(ctx, r)));
+    const outcomes = await Promise.all(p.reloads.map((r) => reload(ctx, r, p.serial)));
     p.reloads.forEach((r, i) => report.reloads.push({ ...r, ...outcomes[i]! }));
     report.durationMs = performance.now() - started;
     return report;

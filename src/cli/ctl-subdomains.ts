@@ -2,9 +2,10 @@
 import { Command, Option } from 'commander';
 import { apply, planOnly } from '../apply/apply.js';
 import { planDiff } from '../apply/plan.js';
-import { configFileFrom, loadConfig } from '../config/load.js';
+import { configFileFrom, DEFAULT_CONFIG_FILE, loadConfig } from '../config/load.js';
 import { parseDuration } from '../config/duration.js';
 import { initServer } from '../server/init.js';
+import { rootConfigFile } from '../server/trial-root.js';
 import { addSubdomainRecord, expireSweep, removeSubdomain, summarizeSubdomain, viewSubdomain } from '../server/subdomains.js';
 import { listSubdomains, requireSubdomain } from '../state/subdomains.js';
 import { registerPodKey } from '../server/keys.js';
@@ -53,7 +54,8 @@ An existing configuration is never overwritten: the flags only fill a new one.`)
         return { name, ipv4 };
       });
       const report = await initServer({
-        configFile: configFileFrom(g.config),
+        // With --root and no --config, the configuration lives under the root too.
+        configFile: o.root && !g.config && !process.env.PIPE2ME_CONFIG ? rootConfigFile(o.root) : configFileFrom(g.config),
         domain: o.domain, ipv4: o.ipv4, ipv6: o.ipv6, dnsDaemon: o.dns, sshPort: o.sshPort,
         portsFirst: first, portsLast: last, apiPort: o.apiPort, ttl: o.ttl, secondaries, root: o.root,
         progress: (m) => out.progress(m),
@@ -62,7 +64,10 @@ An existing configuration is never overwritten: the flags only fill a new one.`)
         `pipe2me server initialised from ${report.config}`,
         ...report.steps.map((s) => `  ${s.status.padEnd(7)} ${s.what}${s.path ? ` (${s.path})` : ''}`),
         '',
-        'Next: pipe2me-ctl add-subdomain --ports http,https   then   pipe2me-ctl apply',
+        ...(report.config === DEFAULT_CONFIG_FILE
+          ? ['Next: pipe2me-ctl apply, then start the daemons (systemd/, or `pipe2me-ctl daemons` shows their command lines)']
+          : [`Next (every command takes this configuration): pipe2me-ctl -c ${report.config} apply`,
+            `  then run the daemons in the foreground: pipe2me-ctl -c ${report.config} daemons --run`]),
       ].join('\n'));
     });
 

@@ -10,7 +10,7 @@
 import chokidar from 'chokidar';
 import type { Command } from 'commander';
 import { apply } from '../apply/apply.js';
-import { configFileFrom, loadConfig } from '../config/load.js';
+import { configFileFrom } from '../config/load.js';
 import { closeServer, openServer } from '../server/context.js';
 import { expireSweep } from '../server/subdomains.js';
 import { isPipe2meError } from '../util/errors.js';
@@ -34,27 +34,17 @@ Examples:
       const g = globals(cmd);
       const out = new Output(g);
       const file = configFileFrom(g.config);
-      let ctx = openServer(file);
       const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
+      // Live: every apply renders from the file as it is now (a file that does not validate is reported
+      // once and the last good configuration kept).
+      const ctx = openServer(file, log);
       const dataVersion = () => ctx.db.pragma('data_version', { simple: true }) as number;
       let timer: NodeJS.Timeout | undefined;
       let running: Promise<void> = Promise.resolve();
-      let configChanged = false;
 
       const cycle = async () => {
         try {
-          if (configChanged) {
-            configChanged = false;
-            try {
-              const c = loadConfig(file);
-              closeServer(ctx);
-              ctx = openServer(file);
-              seen = dataVersion();
-              log(`configuration reloaded (${c.domain})`);
-            } catch (e) {
-              log(`configuration not reloaded, keeping the last good one: ${(e as Error).message}`);
-            }
-          }
+          if (ctx.refresh()) seen = dataVersion();
           await expireSweep(ctx, { apply: false, progress: log });
           const r = await apply(ctx, { progress: log });
           if (r.plan.changedUnits.length) log(applySummary(r));
@@ -71,10 +61,7 @@ Examples:
       };
 
       const watcher = chokidar.watch(file, { ignoreInitial: true });
-      watcher.on('all', (event) => {
-        configChanged = true;
-        schedule(`${event} ${file}`);
-      });
+      watcher.on('all', (event) => schedule(`${event} ${file}`));
       let seen = dataVersion();
       const poll = setInterval(() => {
         try {

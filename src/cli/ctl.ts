@@ -8,6 +8,7 @@ import { registerSubdomainCommands } from './ctl-subdomains.js';
 import { registerWatchCommand } from './ctl-watch.js';
 import { registerServiceCommands } from './ctl-service.js';
 import { registerCaCommands } from './ctl-ca.js';
+import { registerDaemonsCommand } from './ctl-daemons.js';
 
 export function buildProgram(): Command {
   const program = new Command('pipe2me-ctl');
@@ -30,6 +31,7 @@ ${EXIT_CODES_HELP}`);
   registerWatchCommand(program);
   registerServiceCommands(program);
   registerCaCommands(program);
+  registerDaemonsCommand(program);
   return program;
 }
 

@@ -9,7 +9,11 @@ export function applySummary(r: ApplyReport): string {
   const lines = [`${r.dryRun ? 'dry run: would change' : 'changed'} ${changed.length} file(s) in ${r.plan.changedUnits.join(', ')} (${r.durationMs.toFixed(0)} ms)`];
   for (const c of changed) lines.push(`  ${c.change === 'unchanged' ? 'mode' : c.change.padEnd(6)} ${c.file.path}`);
   if (r.serial !== null && r.plan.changedUnits.includes('dns')) lines.push(`  zone serial ${r.serial}`);
-  for (const rl of r.reloads) lines.push(`  ${rl.status === 'reloaded' ? 'reloaded' : 'not running'}: ${rl.detail}`);
+  for (const rl of r.reloads) {
+    lines.push(`  ${rl.status === 'reloaded' ? 'reloaded' : 'not running'}: ${rl.detail}${rl.servedAfterMs !== undefined ? `; serving it after ${rl.servedAfterMs.toFixed(0)} ms` : ''}`);
+  }
+  for (const d of r.dropped) lines.push(`  left out of the zone: ${d.owner} ${d.type} ${d.value} (${d.why})`);
+  if (r.staleConfig) lines.push(`  NOTE: applied with the last good configuration; the file does not validate: ${r.staleConfig.problem.split('\n')[0]}`);
   if (r.dryRun) for (const rl of r.plan.reloads) lines.push(`  would reload: ${rl.action} (${rl.why})`);
   return lines.join('\n');
 }
@@ -21,6 +25,9 @@ export function applyJson(r: ApplyReport) {
     files: r.plan.changes.map((c) => ({ path: c.file.path, unit: c.file.unit, change: c.change, mode_changed: c.modeChanged })),
     reloads: r.dryRun ? r.plan.reloads.map((x) => ({ ...x, status: 'planned' })) : r.reloads,
     zone_serial: r.serial,
+    dropped: r.dropped,
+    stale_config: r.staleConfig,
+    ...(r.keyIndex ? { key_index: r.keyIndex } : {}),
     duration_ms: Math.round(r.durationMs),
   };
 }

@@ -4,6 +4,7 @@ import { CheckFailedError, DaemonError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import type { Layout } from '../render/layout.js';
 import { runningPid, type ReloadOutcome } from './process.js';
+import { waitForSerial } from './dns-query.js';
 
 export async function checkBind(c: Config, stagedConfig: string | undefined, stagedZone: string | undefined): Promise<void> {
   if (stagedConfig) {
@@ -20,7 +21,8 @@ function rndc(c: Config, L: Layout, args: string[]) {
   return run('rndc', ['-k', L.bind.rndcKey, '-s', '127.0.0.1', '-p', String(c.dns.controlPort), ...args], { allowFailure: true, timeout: 30_000 });
 }
 
-export async function reloadBind(c: Config, L: Layout, reconfig: boolean): Promise<ReloadOutcome> {
+export async function reloadBind(c: Config, L: Layout, reconfig: boolean, serial: number | null): Promise<ReloadOutcome> {
+  const start = performance.now();
   const pid = runningPid(L.bind.pidFile, 'named');
   if (pid === undefined) return { status: 'not-running', detail: `no named at ${L.bind.pidFile}; the new files are used when it starts` };
   const steps = reconfig ? [['reconfig'], ['reload', c.domain]] : [['reload', c.domain]];
@@ -32,7 +34,8 @@ export async function reloadBind(c: Config, L: Layout, reconfig: boolean): Promi
       });
     }
   }
-  return { status: 'reloaded', detail: `rndc ${steps.map((s) => s.join(' ')).join(', ')}` };
+  await waitForSerial(c, serial, 'named');
+  return { status: 'reloaded', detail: `rndc ${steps.map((s) => s.join(' ')).join(', ')}`, servedAfterMs: performance.now() - start };
 }
 
 export function namedArgv(L: Layout): string[] {

@@ -1,9 +1,9 @@
 /** The entry nginx instance: checking a staged configuration set and reloading. */
-import { CheckFailedError } from '../util/errors.js';
+import { CheckFailedError, DaemonError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import type { Layout } from '../render/layout.js';
 import { ensureDir } from '../util/fsx.js';
-import { hangUp, type ReloadOutcome } from './process.js';
+import { hangUp, listProcesses, processTitle, runningPid, waitUntil, type ReloadOutcome } from './process.js';
 
 export const NGINX = '/usr/sbin/nginx';
 
@@ -23,8 +23,33 @@ export async function checkNginx(L: Layout, stagedConfig: string): Promise<void>
   if (r.exitCode !== 0) throw new CheckFailedError('nginx (nginx -t)', stagedConfig, r.output);
 }
 
-export function reloadNginx(L: Layout): ReloadOutcome {
-  return hangUp(L.nginx.pidFile, 'nginx');
+function workers(master: number): { pid: number; shuttingDown: boolean }[] {
+  return listProcesses().filter((p) => p.ppid === master && p.comm === 'nginx')
+    .map((p) => ({ pid: p.pid, shuttingDown: /shutting down/.test(processTitle(p.pid)) }));
+}
+
+/**
+ * SIGHUP, then wait until nginx serves the new files: its master has started new workers and told every
+ * old one to stop accepting (an old worker may live on "shutting down" while it finishes a long stream,
+ * but it takes no new connection). If the master refused the new configuration, its old workers stay:
+ * after `timeoutMs` that is an error that says where nginx wrote why.
+ */
+export async function reloadNginx(L: Layout, timeoutMs = 10_000): Promise<ReloadOutcome> {
+  const master = runningPid(L.nginx.pidFile, 'nginx');
+  if (master === undefined) return hangUp(L.nginx.pidFile, 'nginx');
+  const before = new Set(workers(master).map((w) => w.pid));
+  const r = hangUp(L.nginx.pidFile, 'nginx');
+  if (r.status !== 'reloaded') return r;
+  const took = await waitUntil(() => {
+    const now = workers(master);
+    return now.some((w) => !before.has(w.pid)) && now.every((w) => !before.has(w.pid) || w.shuttingDown);
+  }, timeoutMs);
+  if (took === null) {
+    throw new DaemonError('reload_timeout', `nginx did not take its new configuration within ${timeoutMs / 1000} s: its old workers still serve.`, {
+      hint: `Look at ${L.nginx.errorLog}; the checked files are in place, run \`pipe2me-ctl apply\` again once nginx is fixed.`,
+    });
+  }
+  return { ...r, servedAfterMs: took };
 }
 
 export function nginxArgv(L: Layout): string[] {

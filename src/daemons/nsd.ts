@@ -4,6 +4,7 @@ import { CheckFailedError, DaemonError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import type { Layout } from '../render/layout.js';
 import { runningPid, type ReloadOutcome } from './process.js';
+import { waitForSerial } from './dns-query.js';
 
 export async function checkNsd(c: Config, stagedConfig: string | undefined, stagedZone: string | undefined): Promise<void> {
   if (stagedConfig) {
@@ -17,7 +18,8 @@ export async function checkNsd(c: Config, stagedConfig: string | undefined, stag
   }
 }
 
-export async function reloadNsd(c: Config, L: Layout, reconfig: boolean): Promise<ReloadOutcome> {
+export async function reloadNsd(c: Config, L: Layout, reconfig: boolean, serial: number | null): Promise<ReloadOutcome> {
+  const start = performance.now();
   const pid = runningPid(L.nsd.pidFile, 'nsd');
   if (pid === undefined) return { status: 'not-running', detail: `no nsd at ${L.nsd.pidFile}; the new files are used when it starts` };
   const steps = reconfig ? [['reconfig'], ['reload', c.domain]] : [['reload', c.domain]];
@@ -29,7 +31,8 @@ export async function reloadNsd(c: Config, L: Layout, reconfig: boolean): Promis
       });
     }
   }
-  return { status: 'reloaded', detail: `nsd-control ${steps.map((s) => s.join(' ')).join(', ')}` };
+  await waitForSerial(c, serial, 'nsd');
+  return { status: 'reloaded', detail: `nsd-control ${steps.map((s) => s.join(' ')).join(', ')}`, servedAfterMs: performance.now() - start };
 }
 
 export function nsdArgv(L: Layout): string[] {

@@ -39,7 +39,26 @@ export function runningPid(pidFile: string, expectComm: string): number | undefi
   return comm.startsWith(expectComm) ? pid : undefined;
 }
 
-export type ReloadOutcome = { status: 'reloaded'; detail: string } | { status: 'not-running'; detail: string };
+/** `servedAfterMs`: how long after the signal the daemon served the new files (apply waits for that). */
+export type ReloadOutcome = { status: 'reloaded'; detail: string; servedAfterMs?: number } | { status: 'not-running'; detail: string };
+
+/** Polls `done` every `intervalMs` until it is true or `timeoutMs` passed; returns the time it took, or null. */
+export async function waitUntil(done: () => boolean | Promise<boolean>, timeoutMs: number, intervalMs = 10): Promise<number | null> {
+  const start = performance.now();
+  for (;;) {
+    if (await done()) return performance.now() - start;
+    if (performance.now() - start > timeoutMs) return null;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+export function processTitle(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+  } catch {
+    return '';
+  }
+}
 
 /**
  * Asks a running daemon to re-read its configuration with SIGHUP (sshd re-execs itself with its original

@@ -1,10 +1,11 @@
 /** The tunnel sshd instance: checking staged files and reloading. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CheckFailedError } from '../util/errors.js';
+import { CheckFailedError, DaemonError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import type { Layout } from '../render/layout.js';
-import { hangUp, type ReloadOutcome } from './process.js';
+import * as net from 'node:net';
+import { hangUp, waitUntil, type ReloadOutcome } from './process.js';
 import { parseKeyList } from '../ssh/key-index.js';
 
 export const SSHD = '/usr/sbin/sshd';
@@ -42,9 +43,37 @@ export async function checkKeyList(staged: string, live: string | undefined): Pr
   if (r.exitCode !== 0) throw new CheckFailedError('ssh-keygen -l (key index)', staged, r.output);
 }
 
-/** Live sessions stay up across the re-exec. */
-export function reloadSshd(L: Layout): ReloadOutcome {
-  return hangUp(L.sshd.pidFile, 'sshd');
+/** Does something at address:port greet like an ssh server within `timeoutMs`? */
+function sshGreets(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host, port });
+    const done = (ok: boolean) => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.setTimeout(timeoutMs, () => done(false));
+    sock.once('data', (d) => done(d.toString('latin1').startsWith('SSH-')));
+    sock.once('error', () => done(false));
+  });
+}
+
+/**
+ * SIGHUP (live sessions stay up across sshd's re-exec), then wait until the re-executed listener greets
+ * again: the new configuration is in force from then on.
+ */
+export async function reloadSshd(L: Layout, listen: { host: string; port: number }, timeoutMs = 10_000): Promise<ReloadOutcome> {
+  const r = hangUp(L.sshd.pidFile, 'sshd');
+  if (r.status !== 'reloaded') return r;
+  const start = performance.now();
+  // The old listener closes its socket before it re-executes; a greeting this soon could still be its.
+  await new Promise((res) => setTimeout(res, 50));
+  const took = await waitUntil(() => sshGreets(listen.host, listen.port, 500), timeoutMs, 20);
+  if (took === null) {
+    throw new DaemonError('reload_timeout', `sshd did not listen again within ${timeoutMs / 1000} s of its reload.`, {
+      hint: 'Look at sshd\'s log (journalctl -u pipe2me-sshd); the checked files are in place.',
+    });
+  }
+  return { ...r, servedAfterMs: performance.now() - start };
 }
 
 export function sshdArgv(L: Layout): string[] {

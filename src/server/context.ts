@@ -1,21 +1,170 @@
-/** What every server-side command works with: the validated configuration, its layout and the state store. */
-import { loadConfig } from '../config/load.js';
+/**
+ * What every server-side command works with: the validated configuration, its layout and the state store.
+ *
+ * The configuration is live: every read of `config` or `layout` first looks whether the file changed
+ * (one stat) and, if so, loads it again. A long-running process (the API, the watcher, a long probe)
+ * therefore renders from the configuration as it is now, never from the copy it started with — an apply
+ * from a stale copy would revert the operator's change in the daemons' files. A file that does not
+ * validate leaves the last good configuration in place, and that is said once per version of the file
+ * (and shown by `stale`), so nothing runs on a configuration that was refused.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { parseConfigText } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { layout, type Layout } from '../render/layout.js';
 import { openDb, type Db } from '../state/db.js';
+import { ConfigError } from '../util/errors.js';
 
 export interface ServerContext {
-  config: Config;
-  layout: Layout;
-  db: Db;
+  readonly config: Config;
+  readonly layout: Layout;
+  readonly db: Db;
 }
 
-export function openServer(configFile: string): ServerContext {
-  const config = loadConfig(configFile);
-  const L = layout(config);
-  return { config, layout: L, db: openDb(L.stateDir) };
+export interface StaleConfig {
+  /** Why the file on disk is not the configuration in use. */
+  problem: string;
+  /** When the file that does not validate was first seen (ISO). */
+  since: string;
+}
+
+interface Loaded {
+  config: Config;
+  layout: Layout;
+  hash: string;
+  loadedAt: string;
+}
+
+function readConfig(file: string): { text: string; stamp: string } {
+  let st: fs.Stats;
+  let text: string;
+  try {
+    st = fs.statSync(file);
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new ConfigError(`No configuration at ${file}.`, {
+        hint: 'Create one with `pipe2me-ctl init --domain pipe.example.com --ipv4 198.51.100.10`, or pass --config FILE (or set PIPE2ME_CONFIG).',
+      });
+    }
+    throw new ConfigError(`Cannot read ${file}: ${(e as Error).message}`);
+  }
+  return { text, stamp: `${st.ino}:${st.size}:${st.mtimeMs}` };
+}
+
+export class LiveServer implements ServerContext {
+  private loaded: Loaded;
+  private stamp: string;
+  private handle: Db;
+  private problem: StaleConfig | null = null;
+  private readonly listeners: ((next: Config, previous: Config) => void)[] = [];
+
+  constructor(readonly file: string, private readonly log: (m: string) => void = (m) => process.stderr.write(`${m}\n`)) {
+    const { text, stamp } = readConfig(file);
+    const config = parseConfigText(text, file);
+    this.loaded = { config, layout: layout(config), hash: hashOf(text), loadedAt: new Date().toISOString() };
+    this.stamp = stamp;
+    this.handle = openDb(this.loaded.layout.stateDir);
+  }
+
+  get config(): Config {
+    this.refresh();
+    return this.loaded.config;
+  }
+
+  get layout(): Layout {
+    this.refresh();
+    return this.loaded.layout;
+  }
+
+  get db(): Db {
+    return this.handle;
+  }
+
+  /** The file on disk does not validate and the last good configuration is in use (null when all is well). */
+  get stale(): StaleConfig | null {
+    this.refresh();
+    return this.problem;
+  }
+
+  /** Called after a new configuration took effect (the API moves its listeners, say). */
+  onChange(fn: (next: Config, previous: Config) => void): void {
+    this.listeners.push(fn);
+  }
+
+  /** Loads the file again if it changed. Returns whether the configuration in use changed. */
+  refresh(): boolean {
+    let read: { text: string; stamp: string };
+    try {
+      const st = fs.statSync(this.file);
+      if (`${st.ino}:${st.size}:${st.mtimeMs}` === this.stamp) return false;
+      read = readConfig(this.file);
+    } catch (e) {
+      return this.keep(`the file cannot be read: ${(e as Error).message}`, '');
+    }
+    const hash = hashOf(read.text);
+    if (hash === this.loaded.hash) {
+      this.stamp = read.stamp;
+      if (this.problem) this.log(`${this.file} is valid again; using it`);
+      this.problem = null;
+      return false;
+    }
+    let config: Config;
+    try {
+      config = parseConfigText(read.text, this.file);
+    } catch (e) {
+      return this.keep((e as Error).message, read.stamp);
+    }
+    const previous = this.loaded.config;
+    const next: Loaded = { config, layout: layout(config), hash, loadedAt: new Date().toISOString() };
+    if (next.layout.stateDir !== this.loaded.layout.stateDir) {
+      let db: Db;
+      try {
+        db = openDb(next.layout.stateDir);
+      } catch (e) {
+        return this.keep(`paths.state moved to ${next.layout.stateDir}, which holds no usable state store (${(e as Error).message})`, read.stamp);
+      }
+      this.handle.close();
+      this.handle = db;
+    }
+    this.loaded = next;
+    this.stamp = read.stamp;
+    this.problem = null;
+    this.log(`configuration reloaded from ${this.file} (${config.domain})`);
+    for (const fn of this.listeners) fn(config, previous);
+    return true;
+  }
+
+  private keep(problem: string, stamp: string): false {
+    // Said once per problem, not at every read.
+    if (this.problem?.problem !== problem) {
+      this.log(`${this.file} is not used, the last good configuration (loaded ${this.loaded.loadedAt}) is kept: ${problem}`);
+      this.problem = { problem, since: new Date().toISOString() };
+    }
+    if (stamp) this.stamp = stamp;
+    return false;
+  }
+
+  close(): void {
+    this.handle.close();
+  }
+}
+
+function hashOf(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+export function openServer(configFile: string, log?: (m: string) => void): LiveServer {
+  return new LiveServer(configFile, log);
+}
+
+/** One configuration for the whole of an operation (an apply must not mix two). */
+export function snapshot(ctx: ServerContext): ServerContext {
+  return { config: ctx.config, layout: ctx.layout, db: ctx.db };
 }
 
 export function closeServer(ctx: ServerContext): void {
-  ctx.db.close();
+  if (ctx instanceof LiveServer) ctx.close();
+  else ctx.db.close();
 }

@@ -20,6 +20,7 @@ import { ensureNginxDirs } from '../daemons/nginx.js';
 import { userUid } from '../daemons/sessions.js';
 import { initCa } from './ca.js';
 import { addressScope } from '../net/address.js';
+import { assertUnderRoot, assertUsableRoot } from './trial-root.js';
 
 export interface InitOptions {
   configFile: string;
@@ -154,6 +155,12 @@ async function ensureKeysUser(c: Config, steps: InitStep[]): Promise<{ uid: numb
 export async function initServer(o: InitOptions): Promise<InitReport> {
   const steps: InitStep[] = [];
   const progress = o.progress ?? (() => {});
+  // A trial root is checked before anything is written, inside it or out.
+  if (o.root) {
+    assertUsableRoot(o.root);
+    assertUnderRoot(o.root, o.configFile, fs.existsSync(o.configFile) ? loadConfig(o.configFile) : undefined);
+    ensureDir(path.resolve(o.root), 0o755);
+  }
   if (!fs.existsSync(o.configFile)) {
     writeConfigSkeleton(o);
     steps.push({ what: 'configuration', status: 'created', path: o.configFile });
@@ -175,7 +182,11 @@ export async function initServer(o: InitOptions): Promise<InitReport> {
     if (!existed) steps.push({ what: 'directory', status: 'created', path: d });
   }
   ensureNginxDirs(L);
-  ensurePrivsepDir();
+  if (!fs.existsSync('/run/sshd')) {
+    // sshd's privilege separation directory is compiled into it: the one path outside any root.
+    ensurePrivsepDir();
+    steps.push({ what: 'sshd\'s privilege separation directory (fixed in sshd, outside any --root)', status: 'created', path: '/run/sshd' });
+  }
 
   progress('tunnel user');
   const owner = await ensureTunnelUser(c, steps);

@@ -48,7 +48,7 @@ describe('openssl.cnf', () => {
     expect(root).toContain('keyUsage = critical, keyCertSign, cRLSign');
     expect(root.some((l) => l.startsWith('nameConstraints'))).toBe(false);
     expect(section(renderOpensslCnf({ ...S, restrictToDomain: 'Pipe.Example.com' }), 'pipe2me_root')).toContain(
-      'nameConstraints = critical, permitted;DNS:pipe.example.com',
+      'nameConstraints = critical, permitted;DNS:pipe.example.com, permitted;email:pipe.example.com, permitted;email:.pipe.example.com, permitted;URI:pipe.example.com, permitted;URI:.pipe.example.com, excluded;IP:0.0.0.0/0.0.0.0, excluded;IP:0:0:0:0:0:0:0:0/0:0:0:0:0:0:0:0',
     );
   });
 

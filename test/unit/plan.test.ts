@@ -10,10 +10,10 @@ function live(files: { path: string; content: string; mode?: number }[]) {
 }
 
 describe('plan', () => {
-  it('creates everything on an empty disk and reloads every daemon except for authorized_keys', () => {
+  it('creates everything on an empty disk and reloads every daemon (and loads the firewall table) except for the key index', () => {
     const p = plan(renderAll(config, goldenSubdomains()), new Map(), { storedSerial: null, now: 1_800_000_000 });
     expect(p.changes.every((c) => c.change === 'create')).toBe(true);
-    expect(p.reloads.map((r) => r.action).sort()).toEqual(['dns-reconfig', 'nginx-reload', 'sshd-reload']);
+    expect(p.reloads.map((r) => r.action).sort()).toEqual(['dns-reconfig', 'firewall-load', 'nginx-reload', 'sshd-reload']);
     expect(p.serial).toBe(1_800_000_000);
     expect(zoneSerial(p.changes.find((c) => c.file.path.endsWith('.zone'))!.content)).toBe(1_800_000_000);
   });
