@@ -21,12 +21,14 @@ import type { ServerContext } from '../server/context.js';
 import { ApplyQueue } from '../server/apply-queue.js';
 import { addSubdomainRecord, expireSweep, removeSubdomain } from '../server/subdomains.js';
 import { issuePodCertificate } from '../server/ca.js';
-import { authenticateSubdomain, claimSubdomain, getSubdomainById, setExpiry, setRoute } from '../state/subdomains.js';
+import { authenticateSubdomain, claimSubdomain, getSubdomainById, removedSubdomain, setExpiry, setRoute } from '../state/subdomains.js';
 import { withToken, getToken } from '../state/tokens.js';
 import { replaceMappings } from '../state/mappings.js';
 import { now, type SubdomainRecord } from '../state/types.js';
 import { registerPodKey, sessionDirs } from '../server/keys.js';
-import { cutSessions, sweepStaleRecords } from '../daemons/sessions.js';
+import { cutSessions, liveSession, sweepStaleRecords } from '../daemons/sessions.js';
+import { fallBackOnMove, PromptProber } from '../server/route.js';
+import { probeAll, requiredPorts } from '../probe/run.js';
 import { LiveServer } from '../server/context.js';
 import { looksLikeSecret, hashSecret } from '../util/secrets.js';
 import { DeniedError } from '../util/errors.js';
@@ -63,6 +65,11 @@ function clientAddress(req: http.IncomingMessage): string {
 export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   const log = opts.log ?? ((m: string) => process.stderr.write(`${new Date().toISOString()} api: ${m}\n`));
   const queue = new ApplyQueue(ctx, log);
+  const prober = new PromptProber(async (name) => {
+    const r = await probeAll(ctx, { names: [name], progress: () => {} });
+    const x = r.results[0];
+    if (x?.changed) log(`prompt probe of ${x.fqdn}: ${x.route} (${x.reason})`);
+  });
   // Limits are read at every request: they follow the configuration as it is now.
   const perAddress = new RateLimiter(() => ctx.config.api.ratePerMinute);
   const perCredential = new RateLimiter(() => ctx.config.api.ratePerMinute);
@@ -81,9 +88,19 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     if (!m || !looksLikeSecret(m[1], 'p2ms')) throw unauthorized();
     perCredential.check('s:' + hashSecret(m[1]!));
     const s = authenticateSubdomain(ctx.db, id, m[1]!);
-    if (!s) throw unauthorized();
+    if (!s) {
+      // The pod did send its secret: if the subdomain was removed, say so (and when), not "wrong credentials".
+      const gone = removedSubdomain(ctx.db, id, m[1]!);
+      if (gone) {
+        throw new DeniedError('subdomain_removed', `${gone.fqdn} was removed at ${new Date(gone.removedAt * 1000).toISOString()} (${gone.reason}).`, {
+          httpStatus: 410, hint: 'This pod\'s setup is of no use any more: set up again with a new token or claim (pipe2me setup --force).',
+        });
+      }
+      throw unauthorized();
+    }
     if (s.status !== 'active') {
-      throw new DeniedError('subdomain_expired', `${s.fqdn} has expired.`, { httpStatus: 410, hint: 'Set up again with a new token.' });
+      const when = s.expiresAt ? ` at ${new Date(s.expiresAt * 1000).toISOString()}` : '';
+      throw new DeniedError('subdomain_expired', `${s.fqdn} expired${when}.`, { httpStatus: 410, hint: 'Set up again with a new token (pipe2me setup --force), or ask the operator for one that can be extended.' });
     }
     return s;
   }
@@ -127,8 +144,18 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     sendJson(res, 200, setupInfo(ctx, claimed.record, claimed.secret));
   });
 
+  // What the pod asks when its tunnel comes up (and now and then): also the moment to notice that it
+  // now connects from another address than the router address its direct route was verified at.
   router.add('GET', '/v1/subdomains/:id', async (req, res, p) => {
-    sendJson(res, 200, statusView(ctx, authenticate(req, p.id!)));
+    let s = authenticate(req, p.id!);
+    const moved = fallBackOnMove(ctx, s, liveSession(ctx.layout.sessionsDir, s.name));
+    if (moved) {
+      log(`${s.fqdn}: now connects from ${moved}, not from ${s.directIpv4}: back to the server`);
+      await queue.request(['dns']);
+      if (ctx.config.probe.prompt) prober.soon(s.name, 2000);
+      s = getSubdomainById(ctx.db, s.id)!;
+    }
+    sendJson(res, 200, statusView(ctx, s));
   });
 
   router.add('PUT', '/v1/subdomains/:id/ssh-key', async (req, res, p) => {
@@ -168,6 +195,9 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
       // A mapping the pod gave up must not keep clients on a dead route until the next probe.
       setRoute(ctx.db, s.id, { route: 'server', directIpv4: null, reason: 'the pod reported its router mappings gone', streak: 0, changedAt: now(), fallbackAt: now() });
       await queue.request(['dns']);
+    } else if (ctx.config.probe.prompt && requiredPorts(s).every((x) => publicPorts.has(x.port))) {
+      // Every port the direct route needs is mapped: test it now, not at the next timer run.
+      prober.soon(s.name, 500);
     }
     sendJson(res, 200, statusView(ctx, getSubdomainById(ctx.db, s.id)!));
   });
@@ -196,7 +226,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
 
   router.add('DELETE', '/v1/subdomains/:id', async (req, res, p) => {
     const s = authenticate(req, p.id!);
-    const r = await removeSubdomain(ctx, s.name, { apply: false });
+    const r = await removeSubdomain(ctx, s.name, { apply: false, reason: 'given up by its pod' });
     await queue.request(['nginx', 'dns']);
     log(`destroyed ${s.fqdn} at the pod's request`);
     sendJson(res, 200, { removed: r.removed.fqdn, cut_sessions: r.cutSessions.length, revoked: r.revoked });
@@ -290,6 +320,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     async close(): Promise<void> {
       clearInterval(expiryTimer);
       clearInterval(refreshTimer);
+      await prober.close();
       await Promise.all([closeOf(server), closeOf(proxied)]);
     },
   };

@@ -130,7 +130,7 @@ Examples:
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const sessions = readSessions(ctx.layout.sessionsDir);
-        const views = listSubdomains(ctx.db).map((s) => summarizeSubdomain(s, sessions));
+        const views = listSubdomains(ctx.db).map((s) => summarizeSubdomain(s, sessions.get(s.name)));
         out.result(views, () => subdomainTable(views));
       }));
 

@@ -7,9 +7,9 @@ import * as fs from 'node:fs';
 import { ExitCode, InputError, UnreachableError } from '../util/errors.js';
 import { upnpCompanion } from '../pod/upnp.js';
 import { requirePrograms } from '../util/which.js';
-import { defaultPodDir, PodFiles } from '../pod/files.js';
+import { defaultPodDir, PodFiles, type PodState } from '../pod/files.js';
 import { setup, requestCertificate } from '../pod/setup.js';
-import { apiClientFor, certificateNotAfter, readStatus, start, stop } from '../pod/run.js';
+import { apiClientFor, certificateNotAfter, readStatus, start, stop, type RouteInfo } from '../pod/run.js';
 import { installService, renderService } from '../pod/service.js';
 import { EXIT_CODES_HELP, Output, runProgram, type GlobalOptions } from './output.js';
 import { serviceUrl } from '../render/entries.js';
@@ -28,6 +28,16 @@ const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
 
 function urls(fqdn: string, services: { protocol: string; port: number }[]): string[] {
   return services.map((s) => serviceUrl(fqdn, s.protocol, s.port));
+}
+
+async function currentRoute(f: PodFiles, s: PodState, cached: RouteInfo | null): Promise<(RouteInfo & { source: 'server' | 'cached'; as_of: string | null; unreachable?: string }) | null> {
+  try {
+    const client = apiClientFor(f, s, 5000);
+    const v = await client.call<RouteInfo & { route_reason?: string | null }>('GET', `/v1/subdomains/${s.id}`);
+    return { route: v.route, reason: v.route_reason ?? null, direct_ipv4: v.direct_ipv4 ?? null, online: v.online ?? null, source: 'server', as_of: new Date().toISOString() };
+  } catch (e) {
+    return cached ? { ...cached, source: 'cached', as_of: cached.checked_at ?? null, unreachable: (e as Error).message } : null;
+  }
 }
 
 export function buildProgram(): Command {
@@ -145,10 +155,13 @@ Examples:
       const s = f.read();
       const { status, running } = readStatus(f);
       const notAfter = certificateNotAfter(f);
+      // The route as the server says it now: `start` asks only every --status-interval, and a route the
+      // server switched since must not be shown as current. Without an answer, the last known one, with its age.
+      const route = await currentRoute(f, s, running ? status?.route ?? null : null);
       const data = {
         fqdn: s.fqdn, dir: gl.dir, running,
         tunnel: running ? status?.tunnel ?? null : { state: 'stopped' },
-        route: running ? status?.route ?? null : null,
+        route,
         certificate: { not_after: notAfter?.toISOString() ?? null, days_left: notAfter ? Math.floor((notAfter.getTime() - Date.now()) / 86400_000) : null },
         services: s.services.map((x) => ({ ...x, url: serviceUrl(s.fqdn, x.protocol, x.port) })),
         mappings: running ? status?.mappings ?? [] : [],
@@ -159,9 +172,10 @@ Examples:
         const lines = [`${s.fqdn} (${gl.dir})`];
         if (!running) lines.push('  tunnel: not running (pipe2me start)');
         else lines.push(`  tunnel: ${status?.tunnel.state ?? 'unknown'} since ${status?.tunnel.since ?? '?'}${status?.tunnel.detail ? ` — ${status.tunnel.detail}` : ''}`);
-        if (running && status?.route) {
-          const r = status.route;
-          lines.push(`  route: ${r.route === 'direct' ? `clients go straight to your router ${r.direct_ipv4}` : 'clients go through the server (tunnel)'}${r.reason ? ` — ${r.reason}` : ''}`);
+        if (route) {
+          const age = route.as_of ? Math.max(0, Math.round((Date.now() - Date.parse(route.as_of)) / 1000)) : null;
+          lines.push(`  route: ${route.route === 'direct' ? `clients go straight to your router ${route.direct_ipv4}` : 'clients go through the server (tunnel)'}${route.reason ? ` — ${route.reason}` : ''}` +
+            (route.source === 'server' ? '' : ` (as last known${age !== null ? `, ${age} s ago` : ''}: the server could not be asked now — ${route.unreachable})`));
         }
         lines.push(...urls(s.fqdn, s.services).map((u) => `  ${u}`));
         lines.push(`  certificate: ${notAfter ? `valid until ${notAfter.toISOString()} (${data.certificate.days_left} days)` : 'none yet (pipe2me renew)'}`);

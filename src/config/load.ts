@@ -113,7 +113,7 @@ interface RawConfig {
   firewall: { enabled: boolean; ssh_new_per_second: number; ssh_burst: number };
   ca: { validity_days: number; renew_before_days: number; allowed_curves: string[]; min_rsa_bits: number };
   subdomains: { reserved_names: string[]; default_lifespan: string | null };
-  probe: { timeout_ms: number; concurrency: number; recover_after: number; flap_window: string };
+  probe: { timeout_ms: number; concurrency: number; recover_after: number; flap_window: string; prompt: boolean };
   api: { rate_per_minute: number; max_body_bytes: number };
   paths: Config['paths'];
 }
@@ -198,7 +198,7 @@ export function configFromDocument(doc: unknown, file: string): Config {
       minRsaBits: raw.ca.min_rsa_bits,
     },
     subdomains: { reservedNames: raw.subdomains.reserved_names, defaultLifespanSeconds },
-    probe: { timeoutMs: raw.probe.timeout_ms, concurrency: raw.probe.concurrency, recoverAfter: raw.probe.recover_after, flapWindowSeconds },
+    probe: { timeoutMs: raw.probe.timeout_ms, concurrency: raw.probe.concurrency, recoverAfter: raw.probe.recover_after, flapWindowSeconds, prompt: raw.probe.prompt },
     api: { ratePerMinute: raw.api.rate_per_minute, maxBodyBytes: raw.api.max_body_bytes },
     paths: raw.paths,
   };

@@ -39,7 +39,7 @@ export interface Config {
   firewall: { enabled: boolean; sshNewPerSecond: number; sshBurst: number };
   ca: { validityDays: number; renewBeforeDays: number; allowedCurves: string[]; minRsaBits: number };
   subdomains: { reservedNames: string[]; defaultLifespanSeconds: number | null };
-  probe: { timeoutMs: number; concurrency: number; recoverAfter: number; flapWindowSeconds: number };
+  probe: { timeoutMs: number; concurrency: number; recoverAfter: number; flapWindowSeconds: number; prompt: boolean };
   api: { ratePerMinute: number; maxBodyBytes: number };
   paths: { state: string; ca: string; sshd: string; nginx: string; dns: string; run: string; log: string };
 }

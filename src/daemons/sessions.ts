@@ -7,7 +7,7 @@
  *   offers a pod's key, in `<run>/conns/NAME/MONITORPID`: "STARTTIME SHA256:FP admitted|pending". They
  *   cover every login, -N ones included, and say which key each connection used;
  * - session records, written by the session holder (templates/sshd/pipe2me-session.hbs) once a pod's
- *   session is open, in `<run>/sessions/NAME.MONITORPID`: "SESSIONPID MONITORPID STARTTIME CLIENT_IP
+ *   session is open, in `<run>/sessions/NAME/MONITORPID`: "SESSIONPID MONITORPID STARTTIME CLIENT_IP
  *   CLIENT_PORT SERVER_IP SERVER_PORT". They say that the pod is online and where it connects from.
  *
  * A record counts only while its monitor runs with the recorded start time, so a record left behind
@@ -63,38 +63,56 @@ function readText(file: string): string | undefined {
   }
 }
 
-/** Every session record, grouped by pod name, newest first (dead ones too, marked). */
-export function readSessionRecords(sessionsDir: string): Map<string, SessionRecord[]> {
-  const out = new Map<string, SessionRecord[]>();
-  let names: string[];
+function readSessionDir(sessionsDir: string, name: string): SessionRecord[] {
+  const dir = path.join(sessionsDir, name);
+  let files: string[];
   try {
-    names = fs.readdirSync(sessionsDir);
+    files = fs.readdirSync(dir);
   } catch {
-    return out;
+    return [];
   }
-  for (const file of names) {
-    const m = /^([a-z0-9-]{1,63})\.(\d+)$/.exec(file);
-    if (!m) continue;
-    const full = path.join(sessionsDir, file);
+  const out: SessionRecord[] = [];
+  for (const file of files) {
+    if (!/^\d+$/.test(file)) continue;
+    const full = path.join(dir, file);
     const text = readText(full);
     if (!text) continue;
     const [sessionPid, monitorPid, start, ip, port] = text.trim().split(/\s+/);
-    if (!start || Number(monitorPid) !== Number(m[2])) continue;
+    if (!start || Number(monitorPid) !== Number(file)) continue;
     let since = 0;
     try {
       since = Math.floor(fs.statSync(full).mtimeMs / 1000);
     } catch {
       continue;
     }
-    const rec: SessionRecord = {
-      name: m[1]!, monitorPid: Number(monitorPid), sessionPid: Number(sessionPid), since,
-      clientIp: ip ?? '', clientPort: Number(port), alive: monitorAlive(Number(monitorPid), start),
-    };
-    const list = out.get(rec.name) ?? [];
-    list.push(rec);
-    out.set(rec.name, list);
+    out.push({ name, monitorPid: Number(monitorPid), sessionPid: Number(sessionPid), since, clientIp: ip ?? '', clientPort: Number(port), alive: monitorAlive(Number(monitorPid), start) });
   }
-  for (const list of out.values()) list.sort((a, b) => b.since - a.since || b.monitorPid - a.monitorPid);
+  return out.sort((a, b) => b.since - a.since || b.monitorPid - a.monitorPid);
+}
+
+/** One pod's session records, newest first (dead ones too, marked): one small directory, whatever the fleet. */
+export function sessionsOf(sessionsDir: string, name: string): SessionRecord[] {
+  return NAME_RE.test(name) ? readSessionDir(sessionsDir, name) : [];
+}
+
+/** The newest live session of one pod, if it has one. */
+export function liveSession(sessionsDir: string, name: string): SessionRecord | undefined {
+  return sessionsOf(sessionsDir, name).find((r) => r.alive);
+}
+
+/** Every pod's session records, grouped by pod name, newest first (dead ones too, marked). */
+export function readSessionRecords(sessionsDir: string): Map<string, SessionRecord[]> {
+  const out = new Map<string, SessionRecord[]>();
+  let names: string[];
+  try {
+    names = fs.readdirSync(sessionsDir).filter((n) => NAME_RE.test(n));
+  } catch {
+    return out;
+  }
+  for (const name of names) {
+    const list = readSessionDir(sessionsDir, name);
+    if (list.length) out.set(name, list);
+  }
   return out;
 }
 
@@ -205,7 +223,7 @@ export async function cutSessions(o: CutOptions): Promise<CutResult> {
     if (c.alive && (o.onlyFingerprint === undefined || c.fingerprint === o.onlyFingerprint)) monitors.add(c.monitorPid);
   }
   if (o.onlyFingerprint === undefined) {
-    for (const s of readSessionRecords(o.sessionsDir).get(o.name) ?? []) if (s.alive) monitors.add(s.monitorPid);
+    for (const s of sessionsOf(o.sessionsDir, o.name)) if (s.alive) monitors.add(s.monitorPid);
   }
   const procs = listProcesses();
   const pids = new Set<number>(monitors);
@@ -224,12 +242,14 @@ export async function cutSessions(o: CutOptions): Promise<CutResult> {
 /** Removes records whose connection has ended (the holder and the lookup never outlive theirs to do it). */
 export function sweepStaleRecords(d: SessionDirs): number {
   let removed = 0;
-  for (const list of readSessionRecords(d.sessionsDir).values()) {
+  for (const [name, list] of readSessionRecords(d.sessionsDir)) {
     for (const r of list) {
       if (r.alive) continue;
-      fs.rmSync(path.join(d.sessionsDir, `${r.name}.${r.monitorPid}`), { force: true });
+      fs.rmSync(path.join(d.sessionsDir, name, String(r.monitorPid)), { force: true });
       removed++;
     }
+    // The directory stays while its pod is online; the holder makes it again when it is not there.
+    if (list.every((r) => !r.alive)) fs.rmSync(path.join(d.sessionsDir, name), { recursive: true, force: true });
   }
   let names: string[] = [];
   try {

@@ -48,6 +48,10 @@ export class PodFiles {
   get status() { return path.join(this.dir, 'status.json'); }
   get pidFile() { return path.join(this.dir, 'start.pid'); }
   get autosshLog() { return path.join(this.dir, 'autossh.log'); }
+  /** The ssh autossh runs: waits out the reconnect backoff, then execs ssh. */
+  get sshWrapper() { return path.join(this.dir, 'ssh-backoff'); }
+  /** Consecutive failed connection attempts ("now": the next one goes at once). */
+  get backoffState() { return path.join(this.dir, 'backoff'); }
 
   exists(): boolean {
     return fs.existsSync(this.state);

@@ -14,13 +14,16 @@ import { ApiClient } from './api-client.js';
 import { PodFiles, type PodState } from './files.js';
 import { requestCertificate } from './setup.js';
 import { trustAnchor } from './trust.js';
-import { TunnelSupervisor, tunnelArgv, tunnelEnv, type TunnelEvent } from './tunnel.js';
+import { sshWrapperScript, TunnelSupervisor, tunnelArgv, tunnelEnv, type TunnelEvent } from './tunnel.js';
+import { which } from '../util/which.js';
 
 export interface RouteInfo {
   route: 'server' | 'direct';
   reason: string | null;
   direct_ipv4: string | null;
   online: { since: string; from: string } | null;
+  /** When the server said so (ISO). */
+  checked_at?: string;
 }
 
 export interface PodStatus {
@@ -93,11 +96,11 @@ export interface StartContext {
   refreshStatus: () => void;
 }
 
-export function apiClientFor(f: PodFiles, s: PodState): ApiClient {
+export function apiClientFor(f: PodFiles, s: PodState, timeoutMs?: number): ApiClient {
   const text = readIfExists(f.ca);
   // The pinned CA alone, even in a ca.pem written by an older pipe2me that kept whatever came with it.
   const ca = text === undefined ? undefined : trustAnchor(text, { what: f.ca });
-  return new ApiClient({ server: s.server, secret: f.readSecret(), ...(ca ? { ca } : {}) });
+  return new ApiClient({ server: s.server, secret: f.readSecret(), ...(ca ? { ca } : {}), ...(timeoutMs ? { timeoutMs } : {}) });
 }
 
 export async function start(o: StartOptions): Promise<number> {
@@ -138,7 +141,7 @@ export async function start(o: StartOptions): Promise<number> {
     try {
       const v = await client.call<RouteInfo & { route_reason?: string | null; mappings: unknown[] }>('GET', `/v1/subdomains/${s.id}`);
       const changed = !route || route.route !== v.route || route.direct_ipv4 !== v.direct_ipv4;
-      route = { route: v.route, reason: v.route_reason ?? null, direct_ipv4: v.direct_ipv4 ?? null, online: v.online ?? null } as RouteInfo;
+      route = { route: v.route, reason: v.route_reason ?? null, direct_ipv4: v.direct_ipv4 ?? null, online: v.online ?? null, checked_at: new Date().toISOString() } as RouteInfo;
       mappings = v.mappings ?? [];
       if (changed) log(`route: clients reach ${s.fqdn} ${route.route === 'direct' ? `directly at the router ${route.direct_ipv4}` : 'through the server (tunnel)'}${route.reason ? ` — ${route.reason}` : ''}`);
     } catch (e) {
@@ -174,7 +177,10 @@ export async function start(o: StartOptions): Promise<number> {
     lastDetail = e.detail;
     log(`tunnel ${e.state}: ${e.detail}`);
     writeStatus();
-    if (e.state === 'up') void refreshRoute();
+    if (e.state === 'up') {
+      backoff('0');
+      void refreshRoute();
+    }
     // A refused key usually means the subdomain was removed or expired: ask, and stop if so.
     if (e.state === 'down' && /Permission denied/.test(e.detail)) void refreshRoute();
     // Our ports are still held: by our own old session that the server has not yet seen die.
@@ -182,7 +188,19 @@ export async function start(o: StartOptions): Promise<number> {
   };
   // autossh's own log starts empty at every start and is kept small (it only says when ssh restarted).
   fs.writeFileSync(f.autosshLog, '', { mode: 0o644 });
-  const sup = new TunnelSupervisor(tunnelArgv(s, f), onEvent, tunnelEnv(f.autosshLog), 1000, (line) => log(`ssh: ${line}`));
+  // The reconnect backoff lives in the ssh that autossh runs; the first attempt goes at once.
+  const ssh = which('ssh') ?? 'ssh';
+  atomicWrite(f.sshWrapper, sshWrapperScript(f.backoffState, ssh), { mode: 0o700 });
+  const backoff = (v: string) => {
+    try {
+      atomicWrite(f.backoffState, `${v}\n`, { mode: 0o600 });
+    } catch (e) {
+      log(`could not write ${f.backoffState}: ${(e as Error).message}`);
+    }
+  };
+  backoff('now');
+  const sup = new TunnelSupervisor(tunnelArgv(s, f), onEvent, tunnelEnv(f.autosshLog, f.sshWrapper), 1000, (line) => log(`ssh: ${line}`));
+  sup.onKick = () => backoff('now');
 
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
   const onSignal = (sig: NodeJS.Signals) => {

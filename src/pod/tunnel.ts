@@ -58,13 +58,50 @@ export function tunnelArgv(s: PodState, f: PodFiles, t: TunnelTiming = DEFAULT_T
   ];
 }
 
-export function tunnelEnv(logFile: string): Record<string, string> {
+/** The reconnect backoff: full jitter over a window that doubles per failure, capped (seconds). */
+export const BACKOFF = { baseSeconds: 2, capSeconds: 30 } as const;
+
+/**
+ * The ssh that autossh runs (AUTOSSH_PATH): it sleeps a random time in [0, min(cap, base × 2^failures)]
+ * before each connection attempt and then execs ssh. autossh stays the supervisor but no longer retries
+ * in a tight loop (it retried a refused key 13 times in 1.6 s), and a fleet reconnecting after a server
+ * restart arrives spread out instead of all at once: the first attempt after a session ends waits up to
+ * `base` s, later ones longer, never more than `cap` s. `pipe2me start` writes "now" (no wait) before the
+ * first attempt and before a reconnect it asks for itself, and 0 once a session is up.
+ */
+export function sshWrapperScript(stateFile: string, sshPath = 'ssh'): string {
+  return `#!/bin/sh
+# pipe2me: the ssh that autossh runs for this tunnel set; see src/pod/tunnel.ts (sshWrapperScript).
+state='${stateFile.replace(/'/g, `'\''`)}'
+n=0
+[ -r "$state" ] && IFS= read -r n < "$state"
+if [ "$n" = now ]; then
+  n=0
+else
+  case $n in ''|*[!0-9]*) n=0 ;; esac
+  window=${BACKOFF.baseSeconds}
+  i=0
+  while [ "$i" -lt "$n" ] && [ "$window" -lt ${BACKOFF.capSeconds} ]; do window=$((window * 2)); i=$((i + 1)); done
+  [ "$window" -gt ${BACKOFF.capSeconds} ] && window=${BACKOFF.capSeconds}
+  # A random point in [0, window) with millisecond steps (od reads two bytes of /dev/urandom).
+  r=$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+  ms=$((r % (window * 1000)))
+  sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
+  n=$((n + 1))
+fi
+echo "$n" > "$state"
+exec '${sshPath.replace(/'/g, `'\''`)}' "$@"
+`;
+}
+
+export function tunnelEnv(logFile: string, sshWrapper?: string): Record<string, string> {
   return {
-    // Retry even when the very first connection fails (server down at boot), and keep autossh's backoff
-    // short so that the tunnel is back within seconds of the link returning.
+    // Retry even when the very first connection fails (server down at boot). The backoff between
+    // attempts is the wrapper's; autossh's own (after five quick deaths) is kept to at most 1 s.
     AUTOSSH_GATETIME: '0',
-    AUTOSSH_POLL: '5',
-    AUTOSSH_FIRST_POLL: '5',
+    AUTOSSH_POLL: '1',
+    AUTOSSH_FIRST_POLL: '1',
+    ...(sshWrapper ? { AUTOSSH_PATH: sshWrapper } : {}),
     // autossh's own messages (restarts) go to a file: not syslog, which many pods lack, and not
     // /dev/stderr, which autossh cannot open when stderr is a socket (as Node's child pipes are).
     // ssh's own errors still come on stderr, and that is what the state follows.
@@ -157,10 +194,14 @@ export class TunnelSupervisor {
     });
   }
 
-  /** Have autossh drop the current ssh and connect again now (it handles SIGUSR1 that way), skipping its backoff. */
+  /** Have autossh drop the current ssh and connect again now (it handles SIGUSR1 that way), skipping the backoff. */
   kick(): void {
+    this.onKick?.();
     this.child?.kill('SIGUSR1');
   }
+
+  /** Called before a reconnect this process asks for itself (the wrapper must not wait then). */
+  onKick?: () => void;
 
   async stop(): Promise<void> {
     this.stopping = true;

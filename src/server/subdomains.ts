@@ -8,7 +8,7 @@ import { apply, type ApplyReport } from '../apply/apply.js';
 import { httpEntryTarget, httpsEntryTarget, serviceUrl } from '../render/entries.js';
 import { createSubdomain, deleteSubdomain, expireDue, requireSubdomain, type CreatedSubdomain } from '../state/subdomains.js';
 import { now, type SubdomainRecord } from '../state/types.js';
-import { cutSessions, readSessions } from '../daemons/sessions.js';
+import { cutSessions, liveSession, type SessionRecord } from '../daemons/sessions.js';
 import { getMappings, mappingNote } from '../state/mappings.js';
 import { revokeSubdomainCertificates } from './ca.js';
 import { sessionDirs } from './keys.js';
@@ -41,8 +41,7 @@ export interface SubdomainView extends SubdomainSummary {
 
 const iso = (s: number) => new Date(s * 1000).toISOString().replace('.000Z', 'Z');
 
-export function summarizeSubdomain(s: SubdomainRecord, sessions: ReturnType<typeof readSessions>): SubdomainSummary {
-  const session = sessions.get(s.name);
+export function summarizeSubdomain(s: SubdomainRecord, session: SessionRecord | undefined): SubdomainSummary {
   return {
     name: s.name,
     fqdn: s.fqdn,
@@ -64,9 +63,9 @@ export function summarizeSubdomain(s: SubdomainRecord, sessions: ReturnType<type
   };
 }
 
-export function viewSubdomain(ctx: ServerContext, s: SubdomainRecord, sessions = readSessions(ctx.layout.sessionsDir)): SubdomainView {
+export function viewSubdomain(ctx: ServerContext, s: SubdomainRecord): SubdomainView {
   return {
-    ...summarizeSubdomain(s, sessions),
+    ...summarizeSubdomain(s, liveSession(ctx.layout.sessionsDir, s.name)),
     mappings: getMappings(ctx.db, s.id).map((m) => ({ external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, reported: iso(m.reportedAt) })),
     mapping_note: mappingNote(ctx.db, s.id),
     probes: recentProbes(ctx, s.id),
@@ -135,11 +134,11 @@ async function retire(ctx: ServerContext, subs: readonly SubdomainRecord[], reas
   return { cut, revoked };
 }
 
-export async function removeSubdomain(ctx: ServerContext, nameOrFqdn: string, opts: { apply: boolean; progress?: (m: string) => void }): Promise<RemoveResult & { revoked: string[] }> {
+export async function removeSubdomain(ctx: ServerContext, nameOrFqdn: string, opts: { apply: boolean; progress?: (m: string) => void; reason?: string }): Promise<RemoveResult & { revoked: string[] }> {
   const progress = opts.progress ?? (() => {});
   const s = requireSubdomain(ctx.db, nameOrFqdn);
   const view = viewSubdomain(ctx, s);
-  deleteSubdomain(ctx.db, s.id);
+  deleteSubdomain(ctx.db, s.id, opts.reason);
   const { cut, revoked } = await retire(ctx, [s], 'cessationOfOperation', progress);
   const applied = opts.apply ? await apply(ctx, { progress }) : null;
   return { removed: view, cutSessions: cut, applied, revoked };

@@ -144,6 +144,18 @@ ALTER TABLE tokens ADD COLUMN max_total_ports INTEGER CHECK (max_total_ports IS 
       }
     },
   },
+  {
+    version: 4,
+    description: 'what became of removed subdomains, so that their pods are told (and not "wrong credentials")',
+    sql: `CREATE TABLE removed_subdomains (
+  id          TEXT PRIMARY KEY,
+  fqdn        TEXT NOT NULL,
+  secret_hash TEXT,
+  removed_at  INTEGER NOT NULL,
+  reason      TEXT NOT NULL
+) STRICT;
+CREATE INDEX removed_subdomains_by_time ON removed_subdomains(removed_at);`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

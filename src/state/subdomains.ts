@@ -99,10 +99,12 @@ export function parseProtocols(list: readonly string[], maxPorts: number): Proto
     }
     out.push(p as Protocol);
   }
-  if (out.length > maxPorts) {
-    throw new QuotaError('too_many_ports', `${out.length} services were asked for; at most ${maxPorts} are allowed per subdomain.`, { hint: 'Ask for fewer services.' });
-  }
+  if (out.length > maxPorts) throw tooManyPorts(out.length, maxPorts);
   return out;
+}
+
+export function tooManyPorts(asked: number, maxPorts: number): QuotaError {
+  return new QuotaError('too_many_ports', `${asked} services were asked for; at most ${maxPorts} are allowed per subdomain.`, { hint: 'Ask for fewer services.' });
 }
 
 /** The lowest free ports of the range. O(ports in use), fine for tens of thousands. */
@@ -225,9 +227,24 @@ export function requireSubdomain(db: Db, nameOrFqdn: string): SubdomainRecord {
   return s;
 }
 
-/** Deletes a subdomain; its ports, key, mappings and probe history go with it (ON DELETE CASCADE). */
-export function deleteSubdomain(db: Db, id: string): void {
-  db.prepare('DELETE FROM subdomains WHERE id = ?').run(id);
+/**
+ * Deletes a subdomain; its ports, key, mappings and probe history go with it (ON DELETE CASCADE). What
+ * became of it is kept for 90 days, so that its pod, asking with its secret, is told so and when.
+ */
+export function deleteSubdomain(db: Db, id: string, reason = 'removed by the operator'): void {
+  writeTx(db, () => {
+    const t = now();
+    db.prepare(`INSERT OR REPLACE INTO removed_subdomains (id, fqdn, secret_hash, removed_at, reason)
+                SELECT id, fqdn, secret_hash, ?, ? FROM subdomains WHERE id = ?`).run(t, reason, id);
+    db.prepare('DELETE FROM subdomains WHERE id = ?').run(id);
+    db.prepare('DELETE FROM removed_subdomains WHERE removed_at < ?').run(t - 90 * 86400);
+  });
+}
+
+/** A removed subdomain, if this id and its secret were one (the id alone tells nothing). */
+export function removedSubdomain(db: Db, id: string, secret: string): { fqdn: string; removedAt: number; reason: string } | undefined {
+  const r = db.prepare('SELECT fqdn, removed_at, reason FROM removed_subdomains WHERE id = ? AND secret_hash = ?').get(id, hashSecret(secret)) as { fqdn: string; removed_at: number; reason: string } | undefined;
+  return r ? { fqdn: r.fqdn, removedAt: r.removed_at, reason: r.reason } : undefined;
 }
 
 /** Marks every active subdomain whose time is up as expired and frees its ports. Returns them. */

@@ -6,6 +6,7 @@
 import { DeniedError, NotFoundError, QuotaError } from '../util/errors.js';
 import { hashSecret, newId, newSecret } from '../util/secrets.js';
 import { writeTx, type Db } from './db.js';
+import { tooManyPorts } from './subdomains.js';
 import { now, type TokenRecord } from './types.js';
 
 interface TokenRow {
@@ -111,6 +112,8 @@ export function recordTokenUse(db: Db, id: string): void {
  * transaction, after tokenForUse: the counts it reads cannot change before the allocation commits.
  */
 export function assertTokenQuota(t: TokenRecord, ports: number): void {
+  // The bound of one subdomain first: it says what to change in the request itself.
+  if (ports > t.maxPorts) throw tooManyPorts(ports, t.maxPorts);
   if (t.maxSubdomains !== null && t.liveSubdomains >= t.maxSubdomains) {
     throw new QuotaError('token_subdomains_exhausted', `This token has made ${t.liveSubdomains} live subdomain(s), its limit.`, {
       httpStatus: 403, hint: 'Remove a subdomain made with it (pipe2me destroy on that pod), or ask the operator for another token.',

@@ -53,7 +53,8 @@ async function mappingsReported(name: string, count: number): Promise<void> {
 }
 
 // A short flap window: these tests send the same pod back and forth on purpose (hysteresis has its own tests).
-const stack = useStack({ pods: 2, secondary: true, flapWindow: '3s' }, async (stack) => {
+// The API's prompt probes are off here: these tests follow the route through explicit probe runs and the timer.
+const stack = useStack({ pods: 2, secondary: true, flapWindow: '3s', promptProbe: false }, async (stack) => {
   await stack.startServer();
   const t = (await stack.ctl<{ token: string; ca_pin: string }>(['token', 'create', '--max-ports', '4'])).json;
   const setup = ['setup', '--server', `https://server.${DOMAIN}`, '--token', t.token, '--ca-pin', t.ca_pin];

@@ -14,7 +14,7 @@ async function routeOf(): Promise<{ route: string; route_reason: string; mapping
   return (await stack().ctl<{ route: string; route_reason: string; mapping_note: string | null; direct_ipv4: string | null }>(['show', pod.fqdn])).json;
 }
 
-const stack = useStack({ pods: 2, flapWindow: '2s' }, async (stack) => {
+const stack = useStack({ pods: 2, flapWindow: '2s', promptProbe: false }, async (stack) => {
   await stack.startServer();
   const t = (await stack.ctl<{ token: string; ca_pin: string }>(['token', 'create'])).json;
   pod = (await stack.pod<typeof pod>(['setup', '--server', `https://server.${DOMAIN}`, '--token', t.token, '--ca-pin', t.ca_pin, '--protocols', 'tcp', '--ports', '9000'])).json;

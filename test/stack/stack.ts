@@ -33,6 +33,8 @@ export interface StackOptions extends WorldOptions {
   flapWindow?: string;
   /** The public port range (default 20000-29999). */
   portRange?: [number, number];
+  /** probe.prompt: the API probes a pod as soon as it reports mappings (default true, as shipped). */
+  promptProbe?: boolean;
   /** Give the server its IPv6 address too (server.ipv6: sshd, nginx and the nameserver listen on it). */
   ipv6?: boolean;
 }
@@ -133,7 +135,7 @@ export class Stack {
       ...(this.opts.ipv6 ? ['--ipv6', ADDR6.server] : []),
       ...(this.opts.secondary ? ['--secondary', `ns2.${DOMAIN}=${ADDR.ns2}`] : [])], { timeout: 120_000 });
     // The test config shortens the probe.
-    const text = fs.readFileSync(this.configFile, 'utf8') + `\nprobe:\n  timeout_ms: 1500\n  flap_window: ${this.opts.flapWindow ?? '2m'}\n` + (this.opts.configExtra ?? '');
+    const text = fs.readFileSync(this.configFile, 'utf8') + `\nprobe:\n  timeout_ms: 1500\n  flap_window: ${this.opts.flapWindow ?? '2m'}\n  prompt: ${this.opts.promptProbe ?? true}\n` + (this.opts.configExtra ?? '');
     fs.writeFileSync(this.configFile, text);
     await this.ctl(['init'], { timeout: 120_000 });
     this.config = loadConfig(this.configFile);

@@ -1,0 +1,66 @@
+/**
+ * Keeping a pod's name pointed where its clients can reach it between probe runs. A pod on the direct
+ * route whose session now arrives from another address has a new router address: the verified one is
+ * dead (clients sent there reach nothing), so the name goes back to the server at once, and the pod is
+ * probed again soon at the new address rather than at the next timer run.
+ */
+import { isIPv4 } from 'node:net';
+import { unmapIPv4 } from '../net/address.js';
+import type { SessionRecord } from '../daemons/sessions.js';
+import { setRoute } from '../state/subdomains.js';
+import { now, type SubdomainRecord } from '../state/types.js';
+import type { ServerContext } from './context.js';
+
+/** The new address, if the pod is direct and its live session comes from elsewhere than the verified one. */
+export function movedFrom(s: Pick<SubdomainRecord, 'route' | 'directIpv4'>, live: Pick<SessionRecord, 'clientIp'> | undefined): string | null {
+  if (s.route !== 'direct' || !s.directIpv4 || !live) return null;
+  const ip = unmapIPv4(live.clientIp);
+  return isIPv4(ip) && ip !== s.directIpv4 ? ip : null;
+}
+
+/** Sends the pod back to the server because its router's address changed; returns whether it did. */
+export function fallBackOnMove(ctx: ServerContext, s: SubdomainRecord, live: SessionRecord | undefined): string | null {
+  const moved = movedFrom(s, live);
+  if (!moved) return null;
+  const t = now();
+  setRoute(ctx.db, s.id, {
+    route: 'server', directIpv4: null, streak: 0, changedAt: t, fallbackAt: t,
+    reason: `back to the server: the pod now connects from ${moved}, not from its router's verified address ${s.directIpv4}; it is probed there next`,
+  });
+  return moved;
+}
+
+/**
+ * Probe runs for single pods, soon after something says their route may have changed: one at a time, each
+ * pod at most once per `minGapMs`, and never while one for the same pod is waiting.
+ */
+export class PromptProber {
+  private readonly due = new Map<string, NodeJS.Timeout>();
+  private readonly last = new Map<string, number>();
+  private chain: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(private readonly run: (name: string) => Promise<void>, private readonly minGapMs = 5000) {}
+
+  soon(name: string, delayMs: number): void {
+    if (this.closed || this.due.has(name)) return;
+    const wait = Math.max(delayMs, (this.last.get(name) ?? 0) + this.minGapMs - Date.now());
+    const timer = setTimeout(() => {
+      this.due.delete(name);
+      this.chain = this.chain.then(async () => {
+        if (this.closed) return;
+        this.last.set(name, Date.now());
+        await this.run(name).catch(() => undefined);
+      });
+    }, wait);
+    timer.unref();
+    this.due.set(name, timer);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const t of this.due.values()) clearTimeout(t);
+    this.due.clear();
+    await this.chain;
+  }
+}
