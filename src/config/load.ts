@@ -110,7 +110,7 @@ interface RawConfig {
     allow_non_global: boolean;
     responses_per_second: number;
   };
-  firewall: { enabled: boolean; ssh_new_per_second: number; ssh_burst: number };
+  firewall: { enabled: boolean; table: string; ssh_new_per_second: number; ssh_burst: number };
   ca: { validity_days: number; renew_before_days: number; allowed_curves: string[]; min_rsa_bits: number };
   subdomains: { reserved_names: string[]; default_lifespan: string | null };
   probe: { timeout_ms: number; concurrency: number; recover_after: number; flap_window: string; prompt: boolean };
@@ -190,7 +190,7 @@ export function configFromDocument(doc: unknown, file: string): Config {
       allowNonGlobal: raw.dns.allow_non_global,
       responsesPerSecond: raw.dns.responses_per_second,
     },
-    firewall: { enabled: raw.firewall.enabled, sshNewPerSecond: raw.firewall.ssh_new_per_second, sshBurst: raw.firewall.ssh_burst },
+    firewall: { enabled: raw.firewall.enabled, table: raw.firewall.table, sshNewPerSecond: raw.firewall.ssh_new_per_second, sshBurst: raw.firewall.ssh_burst },
     ca: {
       validityDays: raw.ca.validity_days,
       renewBeforeDays: raw.ca.renew_before_days,

@@ -36,7 +36,7 @@ export interface Config {
     allowNonGlobal: boolean;
     responsesPerSecond: number;
   };
-  firewall: { enabled: boolean; sshNewPerSecond: number; sshBurst: number };
+  firewall: { enabled: boolean; table: string; sshNewPerSecond: number; sshBurst: number };
   ca: { validityDays: number; renewBeforeDays: number; allowedCurves: string[]; minRsaBits: number };
   subdomains: { reservedNames: string[]; defaultLifespanSeconds: number | null };
   probe: { timeoutMs: number; concurrency: number; recoverAfter: number; flapWindowSeconds: number; prompt: boolean };

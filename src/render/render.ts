@@ -215,7 +215,7 @@ export function renderDnsConfig(c: Config, L: Layout): RenderedFile {
 }
 
 export function renderFirewall(c: Config, L: Layout): RenderedFile {
-  const content = renderTemplate('nftables/pipe2me.nft.hbs', { enabled: c.firewall.enabled, sshPort: c.ssh.port, rate: c.firewall.sshNewPerSecond, burst: c.firewall.sshBurst });
+  const content = renderTemplate('nftables/pipe2me.nft.hbs', { enabled: c.firewall.enabled, table: c.firewall.table, sshPort: c.ssh.port, rate: c.firewall.sshNewPerSecond, burst: c.firewall.sshBurst });
   return { unit: 'firewall', path: L.sshd.firewall, content, mode: 0o644, order: 0 };
 }
 

@@ -67,10 +67,10 @@ export interface InitReport {
  * The system users a new configuration names. A trial (`--root`) gets users of its own, derived from its
  * root, so that two trials on one machine never share one (nor delete the other's at teardown).
  */
-export function trialUsers(root: string | undefined): { tunnel: string; keys: string } {
-  if (!root) return { tunnel: 'pipe2me-tunnel', keys: 'pipe2me-keys' };
+export function trialUsers(root: string | undefined): { tunnel: string; keys: string; table: string } {
+  if (!root) return { tunnel: 'pipe2me-tunnel', keys: 'pipe2me-keys', table: 'pipe2me' };
   const tag = createHash('sha256').update(path.resolve(root)).digest('hex').slice(0, 8);
-  return { tunnel: `p2m-t-${tag}`, keys: `p2m-k-${tag}` };
+  return { tunnel: `p2m-t-${tag}`, keys: `p2m-k-${tag}`, table: `pipe2me_${tag}` };
 }
 
 function writeConfigSkeleton(o: InitOptions): void {
@@ -89,6 +89,7 @@ function writeConfigSkeleton(o: InitOptions): void {
     sshPort: o.sshPort ?? 4444,
     tunnelUser: users.tunnel,
     keysUser: users.keys,
+    firewallTable: users.table,
     allowNonGlobal: scope !== null && scope !== 'global',
     serverScope: scope ?? 'none',
     portsFirst: o.portsFirst ?? 20000,

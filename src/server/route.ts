@@ -22,9 +22,10 @@ export function movedFrom(s: Pick<SubdomainRecord, 'route' | 'directIpv4'>, live
 export function fallBackOnMove(ctx: ServerContext, s: SubdomainRecord, live: SessionRecord | undefined): string | null {
   const moved = movedFrom(s, live);
   if (!moved) return null;
-  const t = now();
+  // Not a fall-back in the flapping sense (the forward did not fail, the address moved): the new address
+  // needs one good probe, not probe.recover_after of them.
   setRoute(ctx.db, s.id, {
-    route: 'server', directIpv4: null, streak: 0, changedAt: t, fallbackAt: t,
+    route: 'server', directIpv4: null, streak: 0, changedAt: now(),
     reason: `back to the server: the pod now connects from ${moved}, not from its router's verified address ${s.directIpv4}; it is probed there next`,
   });
   return moved;

@@ -375,7 +375,7 @@ describe('what a token holder learns, and what a local user can claim', () => {
     const s = stack();
     const sub = await tokenSubdomain(['tcp'], 'dup-pod');
     const port = sub.ports[0]!.port;
-    const before = s.world.procs.logSize('api');
+    const before = s.world.procs.log('api').length;
     const r = await api<{ error: { code: string } }>('PUT', `/v1/subdomains/${sub.id}/mappings`, { mappings: [{ external_port: port, internal_port: 1 }, { external_port: port, internal_port: 2 }] }, { secret: sub.secret });
     expect(r.status).toBe(400);
     expect(r.json!.error.code).toBe('duplicate_mapping');
