@@ -181,13 +181,15 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     const dropped = p.changes.flatMap((c) => c.file.dropped ?? []);
     for (const d of dropped) progress(`left out of the zone: ${d.owner} ${d.type} ${d.value} (${d.why})`);
     const report: ApplyReport = { plan: p, dryRun: Boolean(opts.dryRun), reloads: [], serial: p.serial, durationMs: 0, dropped, staleConfig: stale };
+    const L = ctx.layout;
+    // An apply killed after its renames but before it removed its staging directory leaves one behind
+    // with nothing left to change: sweep before deciding there is nothing to do.
+    if (!opts.dryRun) sweepStaleStages([L.sshd.dir, L.nginx.dir, L.bind.dir]);
     if (opts.dryRun || (p.changedUnits.length === 0 && p.reloads.length === 0)) {
       report.durationMs = performance.now() - started;
       return report;
     }
-    const L = ctx.layout;
     for (const d of [L.sshd.dir, L.nginx.dir, L.bind.dir]) ensureDir(d, 0o755);
-    sweepStaleStages([L.sshd.dir, L.nginx.dir, L.bind.dir]);
 
     const stagedUnits: Staged[] = [];
     try {

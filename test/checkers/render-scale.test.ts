@@ -43,8 +43,10 @@ describe.each(['bind', 'nsd'] as const)('checkers accept what pipe2me renders (%
       seed(add);
       const r = await stack!.ctl<{ changed_units: string[]; files: { path: string }[] }>(['apply'], { timeout: 180_000 });
       expect(r.exitCode).toBe(0);
-      const keys = fs.readFileSync(stack!.layout.sshd.keyList, 'utf8').split('\n').filter((l) => l.startsWith('restrict,'));
+      const keys = fs.readFileSync(stack!.layout.sshd.keyList, 'utf8').split('\n').filter((l) => l.split(' ')[1]?.startsWith('restrict,'));
       expect(keys).toHaveLength(total);
+      // The index sshd's key lookup reads: one file per key, each holding exactly its line.
+      expect(fs.readdirSync(stack!.layout.sshd.keysDir).filter((f) => !f.startsWith('.')).sort()).toEqual(keys.map((l) => l.split(' ')[0]!).sort());
       const map = fs.readFileSync(stack!.layout.nginx.httpsEntryMap, 'utf8').split('\n').filter((l) => !l.startsWith('#') && l.includes(' https://'));
       expect(map).toHaveLength(total);
       const zone = fs.readFileSync(dns === 'bind' ? stack!.layout.bind.zone : stack!.layout.nsd.zone, 'utf8');

@@ -133,6 +133,8 @@ function unitArgv(u: UnitFile, line: string, instance?: string): string[] {
   const envFile = one(u, 'Service.EnvironmentFile')?.replace(/^-/, '').replace(/%i/g, instance ?? '');
   const environment = envFile ? readEnvironmentFile(inRoot(envFile)) : {};
   const argv = execArgv(line, { ...(instance !== undefined ? { instance } : {}), env: environment });
+  // systemd runs a "+" line with full privileges, outside the unit's restrictions.
+  if (/^[-@!:]*\+/.test(line)) return ns.argv(['chroot', root.dir, ...argv]);
   return ns.argv(['chroot', root.dir, '/usr/bin/setpriv', ...setprivArgs(u), '--', ...argv]);
 }
 
