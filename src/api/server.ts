@@ -20,7 +20,11 @@ import { isIP, isIPv4 } from 'node:net';
 import type { ServerContext } from '../server/context.js';
 import { ApplyQueue } from '../server/apply-queue.js';
 import { addSubdomainRecord, expireSweep, removeSubdomain } from '../server/subdomains.js';
-import { issuePodCertificate } from '../server/ca.js';
+import { podCertificate, requestPodCertificate } from '../server/issuers.js';
+import type { IssuedPodCertificate } from '../server/ca.js';
+import { AcmeService } from '../server/acme.js';
+import { installServerCertificate } from '../server/server-certs.js';
+import { reloadNginx } from '../daemons/nginx.js';
 import { authenticateSubdomain, claimSubdomain, getSubdomainById, removedSubdomain, setExpiry, setRoute } from '../state/subdomains.js';
 import { withToken, getToken } from '../state/tokens.js';
 import { replaceMappings } from '../state/mappings.js';
@@ -56,6 +60,10 @@ const VERSION = '1';
  */
 const viaNginx = new WeakSet<object>();
 
+function certificateBody(c: IssuedPodCertificate) {
+  return { serial: c.serial, issuer: c.issuer, certificate: c.certificate, chain: c.chain, fullchain: c.fullchain, not_after: c.notAfter, sha256: c.sha256, key_sha256: c.keySha256 };
+}
+
 function clientAddress(req: http.IncomingMessage): string {
   const forwarded = req.headers['x-real-ip'];
   if (viaNginx.has(req.socket) && typeof forwarded === 'string' && isIP(forwarded)) return forwarded;
@@ -65,6 +73,22 @@ function clientAddress(req: http.IncomingMessage): string {
 export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   const log = opts.log ?? ((m: string) => process.stderr.write(`${new Date().toISOString()} api: ${m}\n`));
   const queue = new ApplyQueue(ctx, log);
+  // The ACME worker, when the configuration (as it is now) says ca.issuer: acme.
+  let acmeService: AcmeService | undefined;
+  const acme = (): AcmeService | undefined => {
+    if (ctx.config.ca.issuer !== 'acme') return undefined;
+    if (!acmeService) {
+      acmeService = new AcmeService(ctx, {
+        log,
+        applyDns: () => queue.request(['dns']),
+        onServerIssued: async (order, issued) => {
+          if (installServerCertificate(ctx, order, issued)) await reloadNginx(ctx.layout);
+        },
+      });
+      acmeService.start();
+    }
+    return acmeService;
+  };
   const prober = new PromptProber(async (name) => {
     const r = await probeAll(ctx, { names: [name], progress: () => {} });
     const x = r.results[0];
@@ -167,11 +191,22 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     sendJson(res, 200, { fingerprint: r.key.fingerprint, algorithm: r.key.algorithm, bits: r.key.bits, ports: s.ports.map((x) => x.port) });
   });
 
+  // A new certificate for the pod's CSR: 200 with it, or — while an order at the ACME CA is under way —
+  // 202 with a Retry-After, and a private CA certificate for the same key if the pod has none yet.
   router.add('POST', '/v1/subdomains/:id/certificate', async (req, res, p) => {
     const s = authenticate(req, p.id!);
     const b = await body<{ csr: string }>(req, S.csrBody);
-    const issued = await issuePodCertificate(ctx, s, b.csr);
-    sendJson(res, 200, { serial: issued.serial, certificate: issued.certificate, chain: issued.chain, fullchain: issued.fullchain, not_after: issued.notAfter, sha256: issued.sha256 });
+    const a = await requestPodCertificate(ctx, s, b.csr, { acme: acme() });
+    const cert = a.certificate ? certificateBody(a.certificate) : null;
+    if (a.status === 'issued') return sendJson(res, 200, { ...cert!, order: a.order });
+    sendJson(res, 202, { status: 'pending', certificate: cert, order: a.order, retry_after: a.retryAfterSeconds }, { 'retry-after': String(a.retryAfterSeconds) });
+  });
+
+  // The certificate the pod should serve now: the public one as soon as its order finished.
+  router.add('GET', '/v1/subdomains/:id/certificate', async (req, res, p) => {
+    const s = authenticate(req, p.id!);
+    const c = podCertificate(ctx, s);
+    sendJson(res, 200, { certificate: c.certificate ? certificateBody(c.certificate) : null, order: c.order });
   });
 
   router.add('PUT', '/v1/subdomains/:id/mappings', async (req, res, p) => {
@@ -291,10 +326,12 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     server,
     async listen(): Promise<{ host: string; port: number }> {
       await bind();
+      acme();
       if (ctx instanceof LiveServer) {
         // The configuration file is looked at every second even when no request comes.
         refreshTimer = setInterval(() => {
           ctx.refresh();
+          acme();
           bind().catch((e) => log(`could not move the API's listeners: ${(e as Error).message}; the old ones were closed`));
         }, 1000);
       }
@@ -321,6 +358,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
       clearInterval(expiryTimer);
       clearInterval(refreshTimer);
       await prober.close();
+      await acmeService?.stop();
       await Promise.all([closeOf(server), closeOf(proxied)]);
     },
   };

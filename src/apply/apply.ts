@@ -13,6 +13,7 @@ import { renderAll, ALL_UNITS } from '../render/render.js';
 import type { RenderedFile, Unit } from '../render/types.js';
 import { getMeta, setMeta } from '../state/db.js';
 import { renderSnapshot } from '../state/subdomains.js';
+import { allChallenges } from '../state/acme.js';
 import { now } from '../state/types.js';
 import { ensureDir, fsyncDir, readIfExists, writeFresh } from '../util/fsx.js';
 import { withLock } from '../util/lock.js';
@@ -24,7 +25,7 @@ import { checkNsd, reloadNsd } from '../daemons/nsd.js';
 import { pidAlive, type ReloadOutcome } from '../daemons/process.js';
 import { checkNft, loadNft } from '../daemons/nft.js';
 import { plan, type FileChange, type LiveFile, type Plan, type Reload } from './plan.js';
-import { ensureServerCertificates } from '../server/ca.js';
+import { ensureServerCertificates } from '../server/server-certs.js';
 
 export interface ApplyOptions {
   units?: readonly Unit[];
@@ -160,7 +161,7 @@ export function lockFile(ctx: ServerContext): string {
 /** Plans without touching anything (no lock, no certificates, no staging): `pipe2me-ctl plan`. */
 export function planOnly(live: ServerContext, units: readonly Unit[] = ALL_UNITS): Plan {
   const ctx = snapshot(live);
-  const rendered = renderAll(ctx.config, renderSnapshot(ctx.db), units);
+  const rendered = renderAll(ctx.config, renderSnapshot(ctx.db), units, { challenges: units.includes('dns') ? allChallenges(ctx.db) : [] });
   const stored = getMeta(ctx.db, SERIAL_KEY);
   return plan(rendered, readLive(rendered), { storedSerial: stored ? Number(stored) : null, now: now() });
 }

@@ -127,6 +127,7 @@ export const OID = {
   subjectAltName: '2.5.29.17',
   keyUsage: '2.5.29.15',
   basicConstraints: '2.5.29.19',
+  authorityKeyIdentifier: '2.5.29.35',
   rsaEncryption: '1.2.840.113549.1.1.1',
   ecPublicKey: '1.2.840.10045.2.1',
 } as const;

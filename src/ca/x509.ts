@@ -31,6 +31,8 @@ export interface CertInfo {
   extensionOids: string[];
   selfIssued: boolean;
   key: KeyDescription;
+  /** The authorityKeyIdentifier's keyIdentifier (what ACME Renewal Information names a certificate by). */
+  authorityKeyId: Buffer | undefined;
   x509: X509Certificate;
 }
 
@@ -99,6 +101,13 @@ function basicConstraintsOf(ext: Extension | undefined): { ca: boolean; pathLen:
   };
 }
 
+function authorityKeyIdOf(ext: Extension | undefined): Buffer | undefined {
+  if (!ext) return undefined;
+  const parts = childrenOf(parseDer(ext.value), 'authorityKeyIdentifier');
+  const id = parts.find((p) => p.tagClass === forge.asn1.Class.CONTEXT_SPECIFIC && p.type === 0);
+  return id ? bytesOf(id) : undefined;
+}
+
 /** Parse one certificate (PEM or DER). Throws Asn1Error (or Node's error) on anything unreadable. */
 export function parseCertificate(input: string | Buffer): CertInfo {
   let der: Buffer;
@@ -132,6 +141,7 @@ export function parseCertificate(input: string | Buffer): CertInfo {
     extensionOids: [...exts.keys()],
     selfIssued: x509.checkIssued(x509),
     key: describePublicKey(x509.publicKey),
+    authorityKeyId: authorityKeyIdOf(exts.get(OID.authorityKeyIdentifier)),
     x509,
   };
 }

@@ -44,6 +44,9 @@ export function subdomainDetails(v: SubdomainView): string {
   if (v.claim_pending) lines.push('  claim: pending (the pod has not claimed it yet)');
   if (v.mappings.length) lines.push(`  router mappings: ${v.mappings.map((m) => `${m.external_ip ?? '?'}:${m.external_port}->${m.internal_port}`).join(', ')}`);
   if (v.mapping_note) lines.push(`  the pod says: ${v.mapping_note}`);
+  const c = v.certificate;
+  lines.push(`  certificate: ${c.serial ? `${c.issuer === 'acme' ? 'from the ACME CA' : 'from the private CA'}, serial ${c.serial}, until ${c.not_after}` : 'none yet'}` +
+    (c.order ? `; ACME order ${c.order.state} (attempt ${c.order.attempts}${c.order.next_attempt ? `, next at ${c.order.next_attempt}` : ''}${c.order.last_error ? `: ${c.order.last_error}` : ''})` : ''));
   for (const p of v.probes) lines.push(`  probe ${p.at} ${p.ok ? 'ok  ' : 'FAIL'} ${p.address ?? '-'} -> ${p.route}: ${p.reason}`);
   return lines.join('\n');
 }

@@ -8,7 +8,8 @@ import { ExitCode, InputError, UnreachableError } from '../util/errors.js';
 import { upnpCompanion } from '../pod/upnp.js';
 import { requirePrograms } from '../util/which.js';
 import { defaultPodDir, PodFiles, type PodState } from '../pod/files.js';
-import { setup, requestCertificate } from '../pod/setup.js';
+import { setup } from '../pod/setup.js';
+import { installedIssuer, requestCertificate } from '../pod/certificate.js';
 import { apiClientFor, certificateNotAfter, readStatus, start, stop, type RouteInfo } from '../pod/run.js';
 import { installService, renderService } from '../pod/service.js';
 import { EXIT_CODES_HELP, Output, runProgram, type GlobalOptions } from './output.js';
@@ -111,11 +112,22 @@ tunnel set on the same pod, with a name of its choosing. The operator's \`pipe2m
     .option('--igd <url>', 'the router\'s UPnP description URL (skips discovery), e.g. http://192.168.1.1:5000/rootDesc.xml')
     .option('--upnp-lease <seconds>', 'lease of each router mapping; renewed at half of it', (v) => Number(v), 3600)
     .option('--status-interval <seconds>', 'how often to ask the server which route clients take', (v) => Number(v), 60)
+    .option('--on-renew <command...>', 'after each new certificate, run COMMAND with its arguments (no shell), e.g. to reload a web server; everything after it is the command', (v: string) => {
+      try {
+        const a = JSON.parse(v) as unknown;
+        if (Array.isArray(a) && a.length && a.every((x) => typeof x === 'string')) return a as string[];
+      } catch {
+        /* a plain word: the command alone */
+      }
+      return [v];
+    })
     .addHelpText('after', `
 Examples:
   pipe2me start                     # usually run by the service: pipe2me install-service
   pipe2me start --no-upnp           # always through the server
-  pipe2me start --igd http://192.168.1.1:5000/rootDesc.xml --upnp-lease 7200`)
+  pipe2me start --igd http://192.168.1.1:5000/rootDesc.xml --upnp-lease 7200
+  pipe2me start --on-renew systemctl reload nginx
+  pipe2me start --on-renew caddy reload --config /etc/caddy/Caddyfile`)
     .action(async (o, cmd: Command) => {
       const gl = g(cmd);
       const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
@@ -123,7 +135,7 @@ Examples:
       if (!Number.isInteger(o.statusInterval) || o.statusInterval < 1) throw new InputError('bad_option', '--status-interval must be a whole number of seconds.');
       const companions = o.upnp ? [upnpCompanion({ leaseSeconds: o.upnpLease, ...(o.igd ? { igdUrl: o.igd } : {}) })] : [];
       if (o.upnp) requirePrograms(['upnpc']);
-      const code = await start({ dir: gl.dir, log, companions, statusIntervalMs: o.statusInterval * 1000 });
+      const code = await start({ dir: gl.dir, log, companions, statusIntervalMs: o.statusInterval * 1000, ...(o.onRenew ? { onRenew: o.onRenew as string[] } : {}) });
       process.exitCode = code;
     });
 
@@ -214,10 +226,13 @@ Examples:
       const out = new Output(gl);
       const f = new PodFiles(gl.dir);
       const s = f.read();
-      await requestCertificate(apiClientFor(f, s), f, s);
+      const r = await requestCertificate(apiClientFor(f, s), f, s);
       const na = certificateNotAfter(f);
-      out.result({ fqdn: s.fqdn, not_after: na?.toISOString() ?? null, certificate: f.cert, fullchain: f.fullchain, key: f.tlsKey },
-        () => `${s.fqdn}: new certificate valid until ${na?.toISOString()} (${f.fullchain}, key ${f.tlsKey}); reload the services that use it`);
+      out.result({ fqdn: s.fqdn, outcome: r, issuer: installedIssuer(f), not_after: na?.toISOString() ?? null, certificate: f.cert, fullchain: f.fullchain, key: f.tlsKey },
+        () => r === 'pending'
+          ? `${s.fqdn}: a new certificate is being ordered; the current one serves until \`pipe2me start\` installs it`
+          : `${s.fqdn}: new certificate valid until ${na?.toISOString()} (${f.fullchain}, key ${f.tlsKey}); reload the services that use it` +
+            (r === 'installed-pending' ? '\n  it is from the server\'s CA; the public one is being ordered and `pipe2me start` installs it when it is issued' : ''));
     });
 
   program
@@ -271,6 +286,16 @@ Examples:
   return program;
 }
 
+/**
+ * `--on-renew` takes the rest of the command line as the command to run, options and all (`--on-renew
+ * caddy reload --config /etc/caddy/Caddyfile`): it is handed to the parser as one argument.
+ */
+export function foldOnRenew(argv: readonly string[]): string[] {
+  const i = argv.indexOf('--on-renew');
+  if (i < 0 || i === argv.length - 1) return [...argv];
+  return [...argv.slice(0, i), '--on-renew', JSON.stringify(argv.slice(i + 1))];
+}
+
 export async function main(argv: readonly string[] = process.argv): Promise<void> {
-  await runProgram(buildProgram(), argv);
+  await runProgram(buildProgram(), foldOnRenew(argv));
 }

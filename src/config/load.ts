@@ -111,7 +111,10 @@ interface RawConfig {
     responses_per_second: number;
   };
   firewall: { enabled: boolean; table: string; ssh_new_per_second: number; ssh_burst: number };
-  ca: { validity_days: number; renew_before_days: number; allowed_curves: string[]; min_rsa_bits: number };
+  ca: {
+    validity_days: number; renew_before_days: number; allowed_curves: string[]; min_rsa_bits: number; issuer: 'private' | 'acme';
+    acme: { directory_url: string; email: string; eab_kid: string | null; eab_hmac_key_file: string | null; trust_roots_file: string | null; wait_seconds: number; propagation_timeout_seconds: number; retry_base_seconds: number } | null;
+  };
   subdomains: { reserved_names: string[]; default_lifespan: string | null };
   probe: { timeout_ms: number; concurrency: number; recover_after: number; flap_window: string; prompt: boolean };
   api: { rate_per_minute: number; max_body_bytes: number };
@@ -136,6 +139,8 @@ export function configFromDocument(doc: unknown, file: string): Config {
   if (raw.ports.last < raw.ports.first) problems.push(`"ports.last" (${raw.ports.last}) is below "ports.first" (${raw.ports.first}). Make last >= first.`);
   if (raw.ssh.port >= raw.ports.first && raw.ssh.port <= raw.ports.last) problems.push(`"ssh.port" ${raw.ssh.port} lies inside the public port range ${raw.ports.first}-${raw.ports.last}. Move one of them.`);
   if (raw.http.api_port >= raw.ports.first && raw.http.api_port <= raw.ports.last) problems.push(`"http.api_port" ${raw.http.api_port} lies inside the public port range. Move one of them.`);
+  if (raw.ca.issuer === 'acme' && raw.ca.acme === null) problems.push('"ca.issuer" is acme, but "ca.acme" is not set. Give at least ca.acme.directory_url and ca.acme.email (see config/pipe2me.example.yml).');
+  if (raw.ca.acme && (raw.ca.acme.eab_kid === null) !== (raw.ca.acme.eab_hmac_key_file === null)) problems.push('"ca.acme.eab_kid" and "ca.acme.eab_hmac_key_file" go together: set both (external account binding) or neither.');
   if (raw.ssh.keys_user === raw.ssh.tunnel_user) problems.push(`"ssh.keys_user" must differ from "ssh.tunnel_user" (both ${showValue(raw.ssh.keys_user)}): the key lookup must not run as the user pods log in as.`);
   if (typeof raw.http.worker_processes === 'string' && raw.http.worker_processes !== 'auto') problems.push(`"http.worker_processes" must be a number or "auto" (got ${showValue(raw.http.worker_processes)}).`);
   let defaultLifespanSeconds: number | null = null;
@@ -196,6 +201,11 @@ export function configFromDocument(doc: unknown, file: string): Config {
       renewBeforeDays: raw.ca.renew_before_days,
       allowedCurves: raw.ca.allowed_curves,
       minRsaBits: raw.ca.min_rsa_bits,
+      issuer: raw.ca.issuer,
+      acme: raw.ca.acme === null ? null : {
+        directoryUrl: raw.ca.acme.directory_url, email: raw.ca.acme.email, eabKid: raw.ca.acme.eab_kid, eabHmacKeyFile: raw.ca.acme.eab_hmac_key_file,
+        trustRootsFile: raw.ca.acme.trust_roots_file, waitSeconds: raw.ca.acme.wait_seconds, propagationTimeoutSeconds: raw.ca.acme.propagation_timeout_seconds, retryBaseSeconds: raw.ca.acme.retry_base_seconds,
+      },
     },
     subdomains: { reservedNames: raw.subdomains.reserved_names, defaultLifespanSeconds },
     probe: { timeoutMs: raw.probe.timeout_ms, concurrency: raw.probe.concurrency, recoverAfter: raw.probe.recover_after, flapWindowSeconds, prompt: raw.probe.prompt },

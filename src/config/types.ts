@@ -7,6 +7,17 @@ export interface NameServer {
   ipv4: string;
 }
 
+export interface AcmeConfig {
+  directoryUrl: string;
+  email: string;
+  eabKid: string | null;
+  eabHmacKeyFile: string | null;
+  trustRootsFile: string | null;
+  waitSeconds: number;
+  propagationTimeoutSeconds: number;
+  retryBaseSeconds: number;
+}
+
 export interface Config {
   /** The file it was read from (for messages). */
   file: string;
@@ -37,7 +48,11 @@ export interface Config {
     responsesPerSecond: number;
   };
   firewall: { enabled: boolean; table: string; sshNewPerSecond: number; sshBurst: number };
-  ca: { validityDays: number; renewBeforeDays: number; allowedCurves: string[]; minRsaBits: number };
+  ca: {
+    validityDays: number; renewBeforeDays: number; allowedCurves: string[]; minRsaBits: number;
+    issuer: 'private' | 'acme';
+    acme: AcmeConfig | null;
+  };
   subdomains: { reservedNames: string[]; defaultLifespanSeconds: number | null };
   probe: { timeoutMs: number; concurrency: number; recoverAfter: number; flapWindowSeconds: number; prompt: boolean };
   api: { ratePerMinute: number; maxBodyBytes: number };

@@ -48,21 +48,52 @@ export function parseSoaSerial(msg: Buffer, id: number): number | null {
   return null;
 }
 
-export async function soaSerial(server: string, zone: string, timeoutMs = 1000): Promise<number | null> {
+/** The TXT strings of `name` in an answer (each record's strings joined), or null when it is not a NOERROR/NXDOMAIN answer. */
+export function parseTxt(msg: Buffer, id: number): string[] | null {
+  if (msg.length < 12 || msg.readUInt16BE(0) !== id) return null;
+  const flags = msg.readUInt16BE(2);
+  const rcode = flags & 0x000f;
+  if ((flags & 0x8000) === 0 || (rcode !== 0 && rcode !== 3)) return null;
+  const qd = msg.readUInt16BE(4);
+  const an = msg.readUInt16BE(6);
+  let off = 12;
+  for (let i = 0; i < qd; i++) off = skipName(msg, off) + 4;
+  const out: string[] = [];
+  for (let i = 0; i < an; i++) {
+    off = skipName(msg, off);
+    const type = msg.readUInt16BE(off);
+    const rdlen = msg.readUInt16BE(off + 8);
+    const rdata = off + 10;
+    if (type === 16) {
+      let p = rdata;
+      let text = '';
+      while (p < rdata + rdlen) {
+        const len = msg[p]!;
+        text += msg.subarray(p + 1, p + 1 + len).toString('latin1');
+        p += 1 + len;
+      }
+      out.push(text);
+    }
+    off = rdata + rdlen;
+  }
+  return out;
+}
+
+async function ask<T>(server: string, name: string, qtype: number, parse: (m: Buffer, id: number) => T | null, timeoutMs: number): Promise<T | null> {
   const id = randomBytes(2).readUInt16BE(0);
   const header = Buffer.alloc(12);
   header.writeUInt16BE(id, 0);
   header.writeUInt16BE(1, 4);
-  const query = Buffer.concat([header, encodeName(zone), Buffer.from([0, 6, 0, 1])]);
+  const query = Buffer.concat([header, encodeName(name), Buffer.from([0, qtype, 0, 1])]);
   const sock = dgram.createSocket(isIPv6(server) ? 'udp6' : 'udp4');
   try {
-    return await new Promise<number | null>((resolve) => {
+    return await new Promise<T | null>((resolve) => {
       const timer = setTimeout(() => resolve(null), timeoutMs);
       sock.on('message', (m) => {
-        const serial = parseSoaSerial(m, id);
-        if (serial !== null) {
+        const v = parse(m, id);
+        if (v !== null) {
           clearTimeout(timer);
-          resolve(serial);
+          resolve(v);
         }
       });
       sock.on('error', () => {
@@ -74,6 +105,15 @@ export async function soaSerial(server: string, zone: string, timeoutMs = 1000):
   } finally {
     sock.close();
   }
+}
+
+/** The TXT values a nameserver serves for `name` (asked directly, no recursion), or null if it did not answer. */
+export function txtRecords(server: string, name: string, timeoutMs = 1000): Promise<string[] | null> {
+  return ask(server, name, 16, parseTxt, timeoutMs);
+}
+
+export async function soaSerial(server: string, zone: string, timeoutMs = 1000): Promise<number | null> {
+  return ask(server, zone, 6, parseSoaSerial, timeoutMs);
 }
 
 /** RFC 1982: is serial a at or after b? */

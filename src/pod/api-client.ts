@@ -62,6 +62,11 @@ export class ApiClient {
   }
 
   async call<T>(method: string, path: string, body?: unknown, what = `${method} ${path}`): Promise<T> {
+    return (await this.request<T>(method, path, body, what)).json;
+  }
+
+  /** Like call, with the status of a 2xx answer (202: accepted, not done yet). */
+  async request<T>(method: string, path: string, body?: unknown, what = `${method} ${path}`): Promise<{ status: number; json: T }> {
     const url = new URL(path, this.base);
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const headers: Record<string, string> = { accept: 'application/json' };
@@ -92,7 +97,7 @@ export class ApiClient {
     } catch {
       throw new UnreachableError('bad_answer', `${this.base.origin} did not answer ${what} with JSON (status ${status}); is it a pipe2me server?`);
     }
-    if (status >= 200 && status < 300) return json as T;
+    if (status >= 200 && status < 300) return { status, json: json as T };
     throw typedError(status, json as ServerErrorBody, what);
   }
 }

@@ -44,6 +44,10 @@ export class PodFiles {
   get csr() { return path.join(this.dir, 'tls.csr'); }
   get cert() { return path.join(this.dir, 'tls.crt'); }
   get chain() { return path.join(this.dir, 'chain.pem'); }
+  /** Which issuer signed the installed certificate ("private" or "acme"), as the server said. */
+  get certIssuer() { return path.join(this.dir, 'tls.issuer'); }
+  /** A new key whose certificate is still being ordered; the live key serves until it arrives. */
+  get pendingKey() { return path.join(this.dir, 'tls.key.pending'); }
   get fullchain() { return path.join(this.dir, 'fullchain.pem'); }
   get status() { return path.join(this.dir, 'status.json'); }
   get pidFile() { return path.join(this.dir, 'start.pid'); }

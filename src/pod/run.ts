@@ -12,7 +12,8 @@ import { requirePrograms } from '../util/which.js';
 import { pidAlive } from '../daemons/process.js';
 import { ApiClient } from './api-client.js';
 import { PodFiles, type PodState } from './files.js';
-import { requestCertificate } from './setup.js';
+import { collectCertificate, installedIssuer, installedSha256, requestCertificate } from './certificate.js';
+import { run } from '../util/exec.js';
 import { trustAnchor } from './trust.js';
 import { sshWrapperScript, TunnelSupervisor, tunnelArgv, tunnelEnv, type TunnelEvent } from './tunnel.js';
 import { which } from '../util/which.js';
@@ -32,7 +33,7 @@ export interface PodStatus {
   updated: string;
   tunnel: { state: string; since: string; detail: string; last_error: string | null; connects: number };
   route: RouteInfo | null;
-  certificate: { not_after: string | null };
+  certificate: { not_after: string | null; issuer: 'private' | 'acme' | null };
   mappings: unknown[];
   extra?: Record<string, unknown>;
 }
@@ -45,6 +46,19 @@ export function certificateNotAfter(f: PodFiles): Date | null {
   } catch {
     return null;
   }
+}
+
+export function certificateLifetimeMs(f: PodFiles): number {
+  const pem = readIfExists(f.cert);
+  if (!pem) return 6 * 3600_000;
+  const c = new X509Certificate(pem);
+  return new Date(c.validTo).getTime() - new Date(c.validFrom).getTime();
+}
+
+/** Runs the --on-renew command (argv, no shell, a timeout) and logs how it ended. */
+export async function runOnRenew(argv: readonly string[], log: (m: string) => void): Promise<void> {
+  const r = await run(argv[0]!, argv.slice(1), { allowFailure: true, timeout: 60_000 }).catch((e: Error) => ({ exitCode: -1, output: e.message }));
+  log(`--on-renew ${argv.join(' ')}: ${r.exitCode === 0 ? 'ran' : `exited ${r.exitCode}: ${r.output.trim().slice(0, 300)}`}`);
 }
 
 /** Renew when less than a third of the certificate's life is left. */
@@ -76,6 +90,8 @@ function claimPidFile(f: PodFiles): void {
 
 export interface StartOptions {
   dir: string;
+  /** Run after each new certificate is installed (argv, no shell), so the pod's services reload it. */
+  onRenew?: string[];
   log: (m: string) => void;
   /** How often to ask the server for the route (ms). */
   statusIntervalMs?: number;
@@ -111,6 +127,8 @@ export async function start(o: StartOptions): Promise<number> {
   const client = apiClientFor(f, s);
   const log = o.log;
   let route: RouteInfo | null = null;
+  // The sha256 of the certificate the server last said this pod should serve.
+  let serverCertificate: string | null = installedSha256(f);
   let mappings: unknown[] = [];
   const companions: Companion[] = [];
 
@@ -121,7 +139,7 @@ export async function start(o: StartOptions): Promise<number> {
       updated: new Date().toISOString(),
       tunnel: { state: sup.state, since: new Date(sup.since).toISOString(), detail: lastDetail, last_error: sup.lastError, connects: sup.connects },
       route,
-      certificate: { not_after: certificateNotAfter(f)?.toISOString() ?? null },
+      certificate: { not_after: certificateNotAfter(f)?.toISOString() ?? null, issuer: installedIssuer(f) },
       mappings,
       extra: Object.assign({}, ...companions.map((c) => c.status())),
     };
@@ -139,7 +157,12 @@ export async function start(o: StartOptions): Promise<number> {
 
   const refreshRoute = async () => {
     try {
-      const v = await client.call<RouteInfo & { route_reason?: string | null; mappings: unknown[] }>('GET', `/v1/subdomains/${s.id}`);
+      const v = await client.call<RouteInfo & { route_reason?: string | null; mappings: unknown[]; certificate?: { sha256?: string | null } }>('GET', `/v1/subdomains/${s.id}`);
+      const sha = v.certificate?.sha256 ?? null;
+      if (sha && sha !== serverCertificate) {
+        serverCertificate = sha;
+        if (sha !== installedSha256(f)) void certificateTick(true);
+      }
       const changed = !route || route.route !== v.route || route.direct_ipv4 !== v.direct_ipv4;
       route = { route: v.route, reason: v.route_reason ?? null, direct_ipv4: v.direct_ipv4 ?? null, online: v.online ?? null, checked_at: new Date().toISOString() } as RouteInfo;
       mappings = v.mappings ?? [];
@@ -222,16 +245,37 @@ export async function start(o: StartOptions): Promise<number> {
       /* gone: autossh recreates it */
     }
   }, 3600_000);
-  const renewTimer = setInterval(async () => {
-    if (!needsRenewal(f)) return;
+  // A new certificate in place: the pod's own services are told (--on-renew), as after a renewal.
+  const installed = async (what: string) => {
+    log(`${what}; valid until ${certificateNotAfter(f)?.toISOString()} (${installedIssuer(f) === 'acme' ? 'from the public ACME CA' : 'from the server\'s CA'})`);
+    writeStatus();
+    if (o.onRenew?.length) await runOnRenew(o.onRenew, log);
+  };
+  let certBusy = false;
+  const certificateTick = async (force = false) => {
+    if (certBusy) return;
+    certBusy = true;
     try {
-      await requestCertificate(client, f, s);
-      log(`certificate renewed; valid until ${certificateNotAfter(f)?.toISOString()}`);
-      writeStatus();
+      // A certificate the server has for us and we do not (the public one an order produced, say).
+      if (force || serverCertificate !== installedSha256(f)) {
+        const c = await collectCertificate(client, f, s);
+        if (c) await installed(`collected the ${c.issuer === 'acme' ? 'public' : 'new'} certificate the server has for this pod`);
+      }
+      if (needsRenewal(f) && !fs.existsSync(f.pendingKey)) {
+        const r = await requestCertificate(client, f, s);
+        if (r === 'pending') log('certificate renewal ordered; the current certificate serves until the new one is issued');
+        else await installed(r === 'installed' ? 'certificate renewed' : 'certificate renewed from the server\'s CA while the public one is ordered');
+      }
     } catch (e) {
       log(`certificate renewal failed (will retry): ${(e as Error).message}`);
+    } finally {
+      certBusy = false;
     }
-  }, 6 * 3600_000);
+  };
+  // Short lifetimes (a 6-day public certificate, an hour in tests) need a check more often than 6-hourly.
+  const renewEvery = Math.max(1000, Math.min(6 * 3600_000, certificateLifetimeMs(f) / 30));
+  const renewTimer = setInterval(() => void certificateTick(), renewEvery);
+  void certificateTick();
 
   await stopped;
   clearInterval(statusTimer);

@@ -11,7 +11,8 @@ import { atomicWrite } from '../util/fsx.js';
 import { requirePrograms } from '../util/which.js';
 import { ApiClient, fetchPinnedCa, normalizeServer } from './api-client.js';
 import { PodFiles, type PodService, type PodState } from './files.js';
-import { createSshKey, createTlsKeyAndCsr } from './keys.js';
+import { createSshKey } from './keys.js';
+import { requestCertificate } from './certificate.js';
 import { knownHostsLine } from './tunnel.js';
 
 export interface SetupOptions {
@@ -146,22 +147,5 @@ export async function setup(o: SetupOptions): Promise<{ state: PodState; answer:
 
   progress(`creating a TLS key and asking for a certificate for ${answer.fqdn}`);
   const certificate = await requestCertificate(authed, f, state);
-  return { state, answer, certificate };
-}
-
-/** New key + CSR → signed chain; key and certificate replace the old ones only once the server signed. */
-export async function requestCertificate(client: ApiClient, f: PodFiles, s: PodState): Promise<boolean> {
-  const newKey = f.tlsKey + '.new';
-  const csr = await createTlsKeyAndCsr(f, s.fqdn, newKey);
-  try {
-    const r = await client.call<{ certificate: string; chain: string; fullchain: string; not_after: string }>('POST', `/v1/subdomains/${s.id}/certificate`, { csr });
-    atomicWrite(f.cert, r.certificate, { mode: 0o644 });
-    atomicWrite(f.chain, r.chain, { mode: 0o644 });
-    atomicWrite(f.fullchain, r.fullchain, { mode: 0o644 });
-    fs.renameSync(newKey, f.tlsKey);
-    return true;
-  } catch (e) {
-    fs.rmSync(newKey, { force: true });
-    throw e;
-  }
+  return { state, answer, certificate: certificate !== 'pending' };
 }

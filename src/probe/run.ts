@@ -9,7 +9,8 @@ import { apply, type ApplyReport } from '../apply/apply.js';
 import { httpEntryTarget } from '../render/entries.js';
 import { readSessions } from '../daemons/sessions.js';
 import { allMappings } from '../state/mappings.js';
-import { listSubdomains, setObserved, setRoute } from '../state/subdomains.js';
+import { listSubdomains, setObserved } from '../state/subdomains.js';
+import { recordProbeRun } from '../state/probes.js';
 import { validFingerprints } from '../state/certificates.js';
 import { writeTx } from '../state/db.js';
 import { now, type MappingRecord, type SubdomainRecord } from '../state/types.js';
@@ -148,15 +149,10 @@ export async function probeAll(ctx: ServerContext, opts: { names?: string[]; pro
     results.push({ name: p.s.name, fqdn: p.s.fqdn, address: p.address, ok, reason: d.reason, ports, route: d.route, changed: d.changed });
   }
 
-  writeTx(ctx.db, () => {
-    const ins = ctx.db.prepare('INSERT INTO probe_results (subdomain_id, at, address, ok, route, detail) VALUES (?, ?, ?, ?, ?, ?)');
-    for (const { s, d, address, ok, detail } of decisions) {
-      setRoute(ctx.db, s.id, { route: d.route, directIpv4: d.directIpv4, reason: d.reason, streak: d.streak, ...(d.changedAt ? { changedAt: d.changedAt } : {}), ...(d.fallbackAt ? { fallbackAt: d.fallbackAt } : {}) });
-      ins.run(s.id, t, address, ok ? 1 : 0, d.route, JSON.stringify(detail));
-    }
-    // Keep a week of history.
-    ctx.db.prepare('DELETE FROM probe_results WHERE at < ?').run(t - 7 * 86400);
-  });
+  recordProbeRun(ctx.db, t, decisions.map(({ s, d, address, ok, detail }) => ({
+    subdomainId: s.id, address, ok, route: d.route, detail,
+    decision: { route: d.route, directIpv4: d.directIpv4, reason: d.reason, streak: d.streak, ...(d.changedAt ? { changedAt: d.changedAt } : {}), ...(d.fallbackAt ? { fallbackAt: d.fallbackAt } : {}) },
+  })));
 
   const changed = results.filter((r) => r.changed).map((r) => r.name);
   let applied: ApplyReport | null = null;

@@ -179,9 +179,17 @@ export function zoneRecords(c: Config, subdomains: readonly RenderSubdomain[]): 
   return { records, dropped };
 }
 
-export function renderZone(c: Config, L: Layout, subdomains: readonly RenderSubdomain[]): RenderedFile {
+/** Extra state a render needs besides the subdomains. */
+export interface RenderExtras {
+  /** dns-01 records the ACME orders under way need in the zone. */
+  challenges?: readonly { owner: string; value: string }[];
+}
+
+export function renderZone(c: Config, L: Layout, subdomains: readonly RenderSubdomain[], extras: RenderExtras = {}): RenderedFile {
   const path = c.dns.daemon === 'bind' ? L.bind.zone : L.nsd.zone;
   const { records, dropped } = zoneRecords(c, subdomains);
+  // Only records in this zone: anything else could not be served by it.
+  const challenges = (extras.challenges ?? []).filter((r) => r.owner.endsWith(`.${c.domain}`));
   const content = renderTemplate('zone/zone.hbs', {
     domain: c.domain,
     ttl: c.dns.ttl,
@@ -190,6 +198,7 @@ export function renderZone(c: Config, L: Layout, subdomains: readonly RenderSubd
     serial: SERIAL_PLACEHOLDER,
     nameservers: [c.dns.primary.name, ...c.dns.secondaries.map((s) => s.name)],
     records,
+    challenges,
   });
   return { unit: 'dns', path, content, mode: 0o644, order: 0, ...(dropped.length ? { dropped } : {}) };
 }
@@ -220,13 +229,13 @@ export function renderFirewall(c: Config, L: Layout): RenderedFile {
 }
 
 /** Every file of the given units. */
-export function renderAll(c: Config, subdomains: readonly RenderSubdomain[], units: readonly Unit[] = ALL_UNITS): RenderedFile[] {
+export function renderAll(c: Config, subdomains: readonly RenderSubdomain[], units: readonly Unit[] = ALL_UNITS, extras: RenderExtras = {}): RenderedFile[] {
   const L = layout(c);
   const out: RenderedFile[] = [];
   if (units.includes('sshd')) out.push(...renderSshd(c, L));
   if (units.includes('keys')) out.push(renderKeyList(subdomains, L));
   if (units.includes('nginx')) out.push(...renderNginx(c, L, subdomains));
-  if (units.includes('dns')) out.push(renderZone(c, L, subdomains), renderDnsConfig(c, L));
+  if (units.includes('dns')) out.push(renderZone(c, L, subdomains, extras), renderDnsConfig(c, L));
   if (units.includes('firewall')) out.push(renderFirewall(c, L));
   return out;
 }

@@ -50,6 +50,10 @@ const CHECKS: Record<string, Check> = {
   url: (v) => (str(v) && /^https?:\/\/[a-z0-9.-]+(:[0-9]{1,5})?$/.test(v) ? undefined : 'is not a plain http(s) URL'),
   // A quoted string in named.conf / nsd.conf: no quote, backslash or control character.
   qstring: (v) => (str(v) && !/["\\]/.test(v) && noControl(v) ? undefined : 'cannot be held by a quoted string'),
+  // A dns-01 record's owner: _acme-challenge. and a host name (the CA's own rule for where the record goes).
+  acmeowner: (v) => (str(v) && v.startsWith('_acme-challenge.') && HOSTNAME_RE.test(v.slice('_acme-challenge.'.length)) ? undefined : 'is not an _acme-challenge name'),
+  // A dns-01 record's value: base64url of a SHA-256 digest, 43 characters, nothing a zone file would quote.
+  acmevalue: (v) => (str(v) && /^[A-Za-z0-9_-]{43}$/.test(v) ? undefined : 'is not a dns-01 key authorization digest'),
   // base64 (TSIG secrets, key material the format needs inline).
   base64: (v) => (str(v) && /^[A-Za-z0-9+/]+={0,2}$/.test(v) ? undefined : 'is not base64'),
 };

@@ -4,11 +4,11 @@
  * certificate names), the server's own certificates, pods' certificates, revocation.
  */
 import { CertificateAuthority, type CurveName } from '../ca/index.js';
-import { parseCrl } from '../ca/x509.js';
 import type { ServerContext } from './context.js';
 import { markRevoked, recordCertificate } from '../state/certificates.js';
 import type { SubdomainRecord } from '../state/types.js';
 import { atomicWrite, ensureDir, readIfExists } from '../util/fsx.js';
+import * as path from 'node:path';
 
 export function crlUrl(ctx: ServerContext): string {
   return `http://${ctx.config.server.fqdn}/crl.pem`;
@@ -41,63 +41,49 @@ export async function initCa(ctx: ServerContext): Promise<{ created: boolean; sh
   return { created: r.created, sha256: hexFingerprint(r.sha256Fingerprint) };
 }
 
-/**
- * `*.<domain>` for the https entry and `<server>.<domain>` for the API, issued by the CA with keys made
- * here; renewed `ca.renew_before_days` before they expire. The CRL is regenerated when it has less than a
- * week left, so it never goes stale between revocations.
- */
-/** Returns true when a certificate was (re)issued: nginx must then reload to serve it. */
-export async function ensureServerCertificates(ctx: ServerContext, progress: (m: string) => void = () => {}): Promise<boolean> {
-  const L = ctx.layout;
-  ensureDir(L.certsDir, 0o700);
-  const ca = authority(ctx);
-  const wanted: [string[], string, string][] = [
-    [[ctx.config.server.fqdn], L.serverCert, L.serverKey],
-    [[`*.${ctx.config.domain}`, ctx.config.domain], L.wildcardCert, L.wildcardKey],
-  ];
-  let issued = false;
-  for (const [names, certFile, keyFile] of wanted) {
-    const d = ca.needsRenewal(certFile, { beforeDays: ctx.config.ca.renewBeforeDays });
-    if (!d.renew) continue;
-    issued = true;
-    progress(`issuing the server certificate for ${names.join(', ')} (${d.reason})`);
-    const c = await ca.issueServerCertificate({ names, keyFile, certFile, days: Math.max(ctx.config.ca.validityDays, ctx.config.ca.renewBeforeDays * 3) });
-    recordCertificate(ctx.db, { serial: c.serial, subdomainId: null, fqdn: names[0]!, kind: 'server', notBefore: sec(c.notBefore), notAfter: sec(c.notAfter), sha256: hexFingerprint(c.sha256Fingerprint) });
-  }
-  const crl = readIfExists(L.crlFile);
-  const next = crl ? parseCrl(crl).nextUpdate : undefined;
-  if (!crl || !next || next.getTime() - Date.now() < 7 * 86400_000 || readIfExists(L.caCertFile) !== ca.rootPem()) {
-    progress('publishing the CA certificate and a fresh CRL');
-    await publishTrust(ctx, ca);
-  }
-  return issued;
-}
-
 const sec = (d: Date) => Math.floor(d.getTime() / 1000);
 /** "AB:CD:…" → "abcd…", the form the probe computes. */
 export const hexFingerprint = (f: string) => f.replace(/:/g, '').toLowerCase();
 
+/** A pod's certificate as the API hands it out, whichever issuer signed it. */
 export interface IssuedPodCertificate {
   serial: string;
+  issuer: 'private' | 'acme';
   certificate: string;
   chain: string;
   fullchain: string;
   notAfter: string;
   sha256: string;
+  /** sha256 of the certificate's public key: the pod installs it only for the key it belongs to. */
+  keySha256: string | null;
 }
 
-export async function issuePodCertificate(ctx: ServerContext, s: SubdomainRecord, csrPem: string): Promise<IssuedPodCertificate> {
+/** Signs a pod's CSR with the private CA (the CSR is checked first: its name, its key). */
+export async function issuePrivatePodCertificate(ctx: ServerContext, s: SubdomainRecord, csrPem: string, keySha256: string | null = null): Promise<IssuedPodCertificate> {
   const c = await authority(ctx).signCsr(csrPem, s.fqdn, { days: ctx.config.ca.validityDays });
-  recordCertificate(ctx.db, { serial: c.serial, subdomainId: s.id, fqdn: s.fqdn, kind: 'pod', notBefore: sec(c.notBefore), notAfter: sec(c.notAfter), sha256: hexFingerprint(c.sha256Fingerprint) });
-  return { serial: c.serial, certificate: c.certPem, chain: c.chainPem, fullchain: c.fullchainPem, notAfter: c.notAfter.toISOString(), sha256: hexFingerprint(c.sha256Fingerprint) };
+  recordCertificate(ctx.db, {
+    serial: c.serial, subdomainId: s.id, fqdn: s.fqdn, kind: 'pod', notBefore: sec(c.notBefore), notAfter: sec(c.notAfter),
+    sha256: hexFingerprint(c.sha256Fingerprint), issuer: 'private', keySha256,
+  });
+  return { serial: c.serial, issuer: 'private', certificate: c.certPem, chain: c.chainPem, fullchain: c.fullchainPem, notAfter: c.notAfter.toISOString(), sha256: hexFingerprint(c.sha256Fingerprint), keySha256 };
 }
 
-/** Revokes every still-valid pod certificate of a subdomain (looked up by name: the row may be gone). */
-export async function revokeSubdomainCertificates(ctx: ServerContext, s: SubdomainRecord, reason: 'cessationOfOperation' | 'superseded' | 'keyCompromise' | 'unspecified'): Promise<string[]> {
-  const rows = ctx.db.prepare("SELECT serial FROM certificates WHERE fqdn = ? AND kind = 'pod' AND revoked_at IS NULL AND not_after > ?").pluck().all(s.fqdn, sec(new Date())) as string[];
-  if (rows.length === 0) return [];
+/** A private certificate this CA issued, as the API hands it out again. */
+export function privatePodCertificate(ctx: ServerContext, serial: string, keySha256: string | null): IssuedPodCertificate {
+  const shown = authority(ctx).show(serial);
+  // The intermediates between the leaf and the root (empty for the self-signed root), as signCsr returns them.
+  const chain = readIfExists(path.join(ctx.config.paths.ca, 'chain.pem')) ?? '';
+  return {
+    serial, issuer: 'private', certificate: shown.certPem, chain, fullchain: shown.certPem + chain, notAfter: shown.notAfter.toISOString(),
+    sha256: hexFingerprint(shown.sha256Fingerprint), keySha256,
+  };
+}
+
+/** Revokes the private CA's still-valid certificates among these serials, then publishes the CRL. */
+export async function revokePrivate(ctx: ServerContext, serials: string[], reason: 'cessationOfOperation' | 'superseded' | 'keyCompromise' | 'unspecified'): Promise<void> {
+  if (serials.length === 0) return;
   const ca = authority(ctx);
-  for (const serial of rows) {
+  for (const serial of serials) {
     try {
       await ca.revoke(serial, reason);
     } catch (e) {
@@ -106,5 +92,4 @@ export async function revokeSubdomainCertificates(ctx: ServerContext, s: Subdoma
     markRevoked(ctx.db, serial, reason);
   }
   await ca.generateCrl(ctx.layout.crlFile);
-  return rows;
 }

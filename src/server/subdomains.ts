@@ -10,7 +10,8 @@ import { createSubdomain, deleteSubdomain, expireDue, requireSubdomain, type Cre
 import { now, type SubdomainRecord } from '../state/types.js';
 import { cutSessions, liveSession, type SessionRecord } from '../daemons/sessions.js';
 import { getMappings, mappingNote } from '../state/mappings.js';
-import { revokeSubdomainCertificates } from './ca.js';
+import { podCertificateSummary, revokeSubdomainCertificates } from './issuers.js';
+import { recentProbes as probeHistory } from '../state/probes.js';
 import { sessionDirs } from './keys.js';
 
 /** What `list` shows per subdomain: no per-subdomain queries, so that listing 10,000 stays cheap. */
@@ -37,6 +38,8 @@ export interface SubdomainView extends SubdomainSummary {
   /** What the pod said about mappings it could not make. */
   mapping_note: string | null;
   probes: { at: string; address: string | null; ok: boolean; route: string; reason: string }[];
+  /** The certificate the pod should serve (which issuer signed it) and its ACME order, if one is open. */
+  certificate: ReturnType<typeof podCertificateSummary>;
 }
 
 const iso = (s: number) => new Date(s * 1000).toISOString().replace('.000Z', 'Z');
@@ -69,12 +72,12 @@ export function viewSubdomain(ctx: ServerContext, s: SubdomainRecord): Subdomain
     mappings: getMappings(ctx.db, s.id).map((m) => ({ external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, reported: iso(m.reportedAt) })),
     mapping_note: mappingNote(ctx.db, s.id),
     probes: recentProbes(ctx, s.id),
+    certificate: podCertificateSummary(ctx, s),
   };
 }
 
 function recentProbes(ctx: ServerContext, id: string) {
-  const rows = ctx.db.prepare('SELECT at, address, ok, route, detail FROM probe_results WHERE subdomain_id = ? ORDER BY id DESC LIMIT 5').all(id) as { at: number; address: string | null; ok: number; route: string; detail: string }[];
-  return rows.map((r) => ({ at: iso(r.at), address: r.address, ok: r.ok === 1, route: r.route, reason: (JSON.parse(r.detail) as { reason: string }).reason }));
+  return probeHistory(ctx.db, id).map((r) => ({ ...r, at: iso(r.at) }));
 }
 
 export interface AddInput {
@@ -129,7 +132,7 @@ async function retire(ctx: ServerContext, subs: readonly SubdomainRecord[], reas
   for (const s of subs) {
     const r = await cutSessions({ ...sessionDirs(ctx), tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((p) => p.port) });
     cut.push(...r.killed);
-    revoked.push(...(await revokeSubdomainCertificates(ctx, s, reason)));
+    revoked.push(...(await revokeSubdomainCertificates(ctx, s, reason, { log: progress })));
   }
   return { cut, revoked };
 }

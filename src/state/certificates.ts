@@ -1,4 +1,8 @@
-/** Certificates the CA issued, as the state store knows them: for revocation and for the probe. */
+/**
+ * Certificates pipe2me's issuers made, as the state store knows them: for revocation, for the probe
+ * (which recognises a pod by the certificates issued to it), and — for certificates from the ACME CA,
+ * which the pod collects after the order finished — their chain.
+ */
 import type { Db } from './db.js';
 import { now, type CertificateRecord } from './types.js';
 
@@ -13,17 +17,24 @@ interface Row {
   issued_at: number;
   revoked_at: number | null;
   revoke_reason: string | null;
+  issuer: 'private' | 'acme';
+  chain_pem: string | null;
+  key_sha256: string | null;
 }
 
 const toRecord = (r: Row): CertificateRecord => ({
   serial: r.serial, subdomainId: r.subdomain_id, fqdn: r.fqdn, kind: r.kind, notBefore: r.not_before, notAfter: r.not_after,
-  sha256: r.sha256, issuedAt: r.issued_at, revokedAt: r.revoked_at, revokeReason: r.revoke_reason,
+  sha256: r.sha256, issuedAt: r.issued_at, revokedAt: r.revoked_at, revokeReason: r.revoke_reason, issuer: r.issuer,
+  chainPem: r.chain_pem, keySha256: r.key_sha256,
 });
 
-export function recordCertificate(db: Db, c: Omit<CertificateRecord, 'issuedAt' | 'revokedAt' | 'revokeReason'>): void {
-  db.prepare(`INSERT INTO certificates (serial, subdomain_id, fqdn, kind, not_before, not_after, sha256, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-              ON CONFLICT(serial) DO NOTHING`)
-    .run(c.serial, c.subdomainId, c.fqdn, c.kind, c.notBefore, c.notAfter, c.sha256, now());
+export type NewCertificate = Omit<CertificateRecord, 'issuedAt' | 'revokedAt' | 'revokeReason' | 'issuer' | 'chainPem' | 'keySha256'>
+  & Partial<Pick<CertificateRecord, 'issuer' | 'chainPem' | 'keySha256'>>;
+
+export function recordCertificate(db: Db, c: NewCertificate): void {
+  db.prepare(`INSERT INTO certificates (serial, subdomain_id, fqdn, kind, not_before, not_after, sha256, issued_at, issuer, chain_pem, key_sha256)
+              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(serial) DO NOTHING`)
+    .run(c.serial, c.subdomainId, c.fqdn, c.kind, c.notBefore, c.notAfter, c.sha256, now(), c.issuer ?? 'private', c.chainPem ?? null, c.keySha256 ?? null);
 }
 
 export function markRevoked(db: Db, serial: string, reason: string): void {
@@ -32,6 +43,24 @@ export function markRevoked(db: Db, serial: string, reason: string): void {
 
 export function certificatesOf(db: Db, subdomainId: string): CertificateRecord[] {
   return (db.prepare('SELECT * FROM certificates WHERE subdomain_id = ? ORDER BY issued_at').all(subdomainId) as Row[]).map(toRecord);
+}
+
+/** The still-valid pod certificates of a name (looked up by fqdn: the subdomain's row may be gone). */
+export function liveCertificatesOfName(db: Db, fqdn: string, at = now()): CertificateRecord[] {
+  return (db.prepare("SELECT * FROM certificates WHERE fqdn = ? AND kind = 'pod' AND revoked_at IS NULL AND not_after > ? ORDER BY issued_at").all(fqdn, at) as Row[]).map(toRecord);
+}
+
+/** The newest valid certificate of a pod: what it should serve (an ACME one wins over a private one of the same key). */
+export function currentPodCertificate(db: Db, subdomainId: string, at = now()): CertificateRecord | undefined {
+  const r = db.prepare(`SELECT * FROM certificates WHERE subdomain_id = ? AND kind = 'pod' AND revoked_at IS NULL AND not_after > ?
+                        ORDER BY (issuer = 'acme') DESC, not_before DESC, issued_at DESC LIMIT 1`).get(subdomainId, at) as Row | undefined;
+  return r ? toRecord(r) : undefined;
+}
+
+/** The soonest-expiring valid certificate of a kind and issuer (for status and alerts). */
+export function soonestExpiry(db: Db, at = now()): { kind: string; issuer: string; notAfter: number }[] {
+  return (db.prepare(`SELECT kind, issuer, MIN(not_after) AS not_after FROM certificates WHERE revoked_at IS NULL AND not_after > ? GROUP BY kind, issuer`).all(at) as { kind: string; issuer: string; not_after: number }[])
+    .map((r) => ({ kind: r.kind, issuer: r.issuer, notAfter: r.not_after }));
 }
 
 /** Valid (not revoked, not expired) certificates of each subdomain: the probe accepts any of them. */
@@ -43,4 +72,10 @@ export function validFingerprints(db: Db, at = now()): Map<string, Set<string>> 
     out.set(r.subdomain_id!, set);
   }
   return out;
+}
+
+/** The certificate with this DER fingerprint, if pipe2me recorded it. */
+export function certificateBySha256(db: Db, sha256: string): CertificateRecord | undefined {
+  const r = db.prepare('SELECT * FROM certificates WHERE sha256 = ? ORDER BY issued_at DESC LIMIT 1').get(sha256.toLowerCase()) as Row | undefined;
+  return r ? toRecord(r) : undefined;
 }

@@ -156,6 +156,41 @@ ALTER TABLE tokens ADD COLUMN max_total_ports INTEGER CHECK (max_total_ports IS 
 ) STRICT;
 CREATE INDEX removed_subdomains_by_time ON removed_subdomains(removed_at);`,
   },
+  {
+    version: 5,
+    description: 'certificates from an ACME CA: which issuer signed each, the chain of the public ones, orders and their dns-01 challenges',
+    sql: `ALTER TABLE certificates ADD COLUMN issuer TEXT NOT NULL DEFAULT 'private' CHECK (issuer IN ('private', 'acme'));
+ALTER TABLE certificates ADD COLUMN chain_pem TEXT;
+ALTER TABLE certificates ADD COLUMN key_sha256 TEXT;
+CREATE TABLE acme_orders (
+  id              TEXT PRIMARY KEY,
+  subdomain_id    TEXT REFERENCES subdomains(id) ON DELETE CASCADE,
+  purpose         TEXT NOT NULL CHECK (purpose IN ('pod', 'server')),
+  names           TEXT NOT NULL,
+  csr_pem         TEXT NOT NULL,
+  key_sha256      TEXT NOT NULL,
+  state           TEXT NOT NULL CHECK (state IN ('queued', 'working', 'valid', 'failed', 'cancelled')),
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  last_error      TEXT,
+  cert_serial     TEXT,
+  created_at      INTEGER NOT NULL,
+  updated_at      INTEGER NOT NULL
+) STRICT;
+CREATE INDEX acme_orders_due ON acme_orders(state, next_attempt_at);
+CREATE INDEX acme_orders_by_subdomain ON acme_orders(subdomain_id);
+CREATE TABLE acme_challenges (
+  order_id TEXT NOT NULL REFERENCES acme_orders(id) ON DELETE CASCADE,
+  owner    TEXT NOT NULL,
+  value    TEXT NOT NULL,
+  PRIMARY KEY (order_id, owner, value)
+) STRICT;
+CREATE TABLE acme_failures (
+  name TEXT NOT NULL,
+  at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX acme_failures_by_name ON acme_failures(name, at);`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -69,6 +69,11 @@ export interface CertificateRecord {
   issuedAt: number;
   revokedAt: number | null;
   revokeReason: string | null;
+  issuer: 'private' | 'acme';
+  /** Certificates from the ACME CA: the chain the CA returned (leaf first), what the pod installs. */
+  chainPem: string | null;
+  /** sha256 of the certificate's public key (SPKI DER, hex): which key it belongs to. */
+  keySha256: string | null;
 }
 
 export interface MappingRecord {

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Command } from 'commander';
 import { buildProgram as buildCtl } from '../../src/cli/ctl.js';
-import { buildProgram as buildPod } from '../../src/cli/pod.js';
+import { buildProgram as buildPod, foldOnRenew } from '../../src/cli/pod.js';
 
 interface Entry {
   /** The words after the program name, e.g. ['token', 'create']. */
@@ -66,7 +66,8 @@ async function parseExample(build: () => Command, words: string[]): Promise<{ ra
     if (c.commands.length === 0) c.action((...args: unknown[]) => { ran = args[args.length - 1] as Command; });
   }
   try {
-    await program.parseAsync(words, { from: 'user' });
+    // What main() does to argv first (only the pod's start has --on-renew, which takes the rest of the line).
+    await program.parseAsync(foldOnRenew(words), { from: 'user' });
     return { ran, error: null };
   } catch (e) {
     return { ran, error: e };
@@ -112,7 +113,9 @@ for (const [name, build] of programs) {
             for (let c: Command | null = ran; c?.parent; c = c.parent) ranPath.unshift(c.name());
             expect(ranPath.slice(0, path.length), `${line}\n  is not an example of ${full}`).toEqual(path);
             const known = longOptions(ran);
-            for (const w of words.filter((x) => x.startsWith('--'))) {
+            // Words after --on-renew are the command it runs, not options of ours.
+            const ours = words.includes('--on-renew') ? words.slice(0, words.indexOf('--on-renew') + 1) : words;
+            for (const w of ours.filter((x) => x.startsWith('--'))) {
               expect(known.has(w.split('=')[0]!), `${line}\n  uses ${w}, which ${ranPath.join(' ')} does not have`).toBe(true);
             }
           }

@@ -1,0 +1,263 @@
+/**
+ * The ACME issuer at work on the server (ca.issuer: acme): orders wait in the state store and are worked
+ * one at a time by the process that runs this service (the API). Each order publishes its dns-01 records
+ * in pipe2me's own zone through an ordinary apply, so the zone stays rendered from the store and checked
+ * by the nameserver's own checker. What the CA says decides the next attempt: a rate limit's Retry-After,
+ * a doubling wait while it cannot be reached or a record has not reached every nameserver, and a failed
+ * validation is counted per name so that the CA's few allowed failures per hour are never spent blindly.
+ */
+import * as fs from 'node:fs';
+import { createPublicKey } from 'node:crypto';
+import acme from 'acme-client';
+import type { ServerContext } from './context.js';
+import { AcmeFailure, openAccount, reachability, type AcmeSettings } from '../ca/acme/client.js';
+import { fulfil, revokeAcme, spkiSha256, type Issued, type OrderTiming } from '../ca/acme/order.js';
+import { parseCsr } from '../ca/csr.js';
+import { getMeta, setMeta } from '../state/db.js';
+import {
+  addChallenges, deferOrder, finishOrder, getOrder, nextDueAt, orderStillWanted, orphanChallenges, queueOrder, recentFailures,
+  recordFailure, removeChallenges, takeDueOrder, type AcmeOrder,
+} from '../state/acme.js';
+import { recordCertificate } from '../state/certificates.js';
+import { now } from '../state/types.js';
+import { ConfigError } from '../util/errors.js';
+import { withLock } from '../util/lock.js';
+import * as path from 'node:path';
+
+/** How the CA's failed validations are budgeted: Let's Encrypt allows 5 per name per hour; pipe2me spends at most 3. */
+export const FAILED_VALIDATIONS_PER_HOUR = 3;
+
+export function acmeSettings(ctx: ServerContext): AcmeSettings {
+  const a = ctx.config.ca.acme;
+  if (!a) throw new ConfigError('ca.issuer is acme but ca.acme is not set.', { hint: 'Set ca.acme.directory_url and ca.acme.email.' });
+  const read = (file: string, what: string) => {
+    try {
+      return fs.readFileSync(file, 'utf8').trim();
+    } catch (e) {
+      throw new ConfigError(`Cannot read ${what} ${file}: ${(e as Error).message}`, { hint: 'Check the path in ca.acme and the file\'s permissions.' });
+    }
+  };
+  return {
+    directoryUrl: a.directoryUrl,
+    email: a.email,
+    trustRoots: a.trustRootsFile ? read(a.trustRootsFile, 'ca.acme.trust_roots_file') : null,
+    eab: a.eabKid && a.eabHmacKeyFile ? { kid: a.eabKid, hmacKey: read(a.eabHmacKeyFile, 'ca.acme.eab_hmac_key_file') } : null,
+  };
+}
+
+/** The account's key lives beside the private CA's (0600); which account URL goes with which directory, in the store. */
+export function accountKeyFile(ctx: ServerContext): string {
+  return path.join(ctx.config.paths.ca, 'acme-account.key');
+}
+
+/** sha256 of a CSR's public key (SPKI DER): which key a certificate is for. */
+export function csrKeySha256(csrPem: string): string {
+  const spki = createPublicKey({ key: parseCsr(csrPem).spkiDer, format: 'der', type: 'spki' }).export({ type: 'spki', format: 'der' });
+  return spkiSha256(spki);
+}
+
+/** Serials of certificates from the ACME CA, kept apart from the private CA's in the store. */
+export const acmeSerial = (hex: string) => `acme:${hex}`;
+
+export interface OrderDone {
+  order: AcmeOrder;
+  issued?: Issued;
+  failure?: AcmeFailure;
+  timing: OrderTiming;
+}
+
+export interface AcmeServiceOptions {
+  log: (m: string) => void;
+  /** Applies the zone (the dns-01 records are rendered into it); resolves once the primary serves it. */
+  applyDns: () => Promise<unknown>;
+  /** After an order for the server's own names was issued (write its files, reload nginx). */
+  onServerIssued?: (order: AcmeOrder, issued: Issued) => Promise<void>;
+}
+
+export class AcmeService {
+  private client: acme.Client | undefined;
+  private clientKey = '';
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private readonly waiters = new Map<string, ((o: AcmeOrder) => void)[]>();
+
+  constructor(private readonly ctx: ServerContext, private readonly opts: AcmeServiceOptions) {}
+
+  private async account(): Promise<acme.Client> {
+    const s = acmeSettings(this.ctx);
+    const key = `${s.directoryUrl} ${s.email} ${s.eab?.kid ?? ''}`;
+    if (this.client && this.clientKey === key) return this.client;
+    const meta = `acme_account_url ${s.directoryUrl}`;
+    this.client = await openAccount(s, { keyFile: accountKeyFile(this.ctx) }, {
+      get: () => getMeta(this.ctx.db, meta),
+      set: (u) => {
+        setMeta(this.ctx.db, meta, u);
+        this.opts.log(`ACME account registered at ${s.directoryUrl} for ${s.email}`);
+      },
+    });
+    this.clientKey = key;
+    return this.client;
+  }
+
+  /** Queues an order and has it worked on soon. */
+  order(o: Parameters<typeof queueOrder>[1]): AcmeOrder {
+    const order = queueOrder(this.ctx.db, o);
+    this.kick();
+    return order;
+  }
+
+  /** Resolves with the order once it is valid or failed, or as it is after `ms`. */
+  async waitFor(id: string, ms: number): Promise<AcmeOrder> {
+    const current = getOrder(this.ctx.db, id)!;
+    if (current.state === 'valid' || current.state === 'failed' || current.state === 'cancelled' || ms <= 0) return current;
+    return new Promise((resolve) => {
+      const list = this.waiters.get(id) ?? [];
+      const done = (o: AcmeOrder) => {
+        clearTimeout(timer);
+        resolve(o);
+      };
+      const timer = setTimeout(() => {
+        this.waiters.set(id, (this.waiters.get(id) ?? []).filter((w) => w !== done));
+        resolve(getOrder(this.ctx.db, id)!);
+      }, ms);
+      list.push(done);
+      this.waiters.set(id, list);
+    });
+  }
+
+  /** Looks for due orders now (and then whenever one falls due). */
+  kick(): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.running = this.running.then(() => this.runDue()).catch((e) => this.opts.log(`ACME worker: ${(e as Error).message}`)).then(() => this.scheduleNext());
+    }, 0);
+  }
+
+  private scheduleNext(): void {
+    if (this.stopped) return;
+    const due = nextDueAt(this.ctx.db);
+    const wait = due === undefined ? 30_000 : Math.max(0, (due - now()) * 1000);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.kick(), Math.min(wait, 30_000));
+    this.timer.unref();
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.kick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /** Works every order that is due, one at a time (one process at a time, too: a lock). */
+  async runDue(): Promise<OrderDone[]> {
+    const done: OrderDone[] = [];
+    await withLock(path.join(this.ctx.layout.lockDir, 'acme.lock'), 'ACME', async () => {
+      await this.cleanOrphans();
+      for (let order = takeDueOrder(this.ctx.db); order; order = takeDueOrder(this.ctx.db)) {
+        done.push(await this.work(order));
+        if (this.stopped) break;
+      }
+    }, { timeoutMs: 600_000 });
+    return done;
+  }
+
+  /** Records of orders whose worker died are taken out of the zone. */
+  private async cleanOrphans(): Promise<void> {
+    const orphans = orphanChallenges(this.ctx.db);
+    if (orphans.length === 0) return;
+    for (const id of orphans) removeChallenges(this.ctx.db, id);
+    await this.opts.applyDns();
+  }
+
+  private async work(order: AcmeOrder): Promise<OrderDone> {
+    const c = this.ctx.config;
+    const a = c.ca.acme!;
+    const timing: OrderTiming = {};
+    const finish = (o: AcmeOrder) => {
+      for (const w of this.waiters.get(o.id) ?? []) w(o);
+      this.waiters.delete(o.id);
+    };
+    // Failed validations are not retried blindly: past the budget, the name waits out the CA's hour.
+    if (recentFailures(this.ctx.db, order.names) >= FAILED_VALIDATIONS_PER_HOUR) {
+      const why = `${FAILED_VALIDATIONS_PER_HOUR} validations of ${order.names.join(', ')} failed within the hour; waiting before the next attempt`;
+      deferOrder(this.ctx.db, order.id, why, now() + 3600);
+      const o = getOrder(this.ctx.db, order.id)!;
+      finish(o);
+      return { order: o, timing };
+    }
+    try {
+      const client = await this.account();
+      const nameservers = [...new Set([c.dns.primary.ipv4, ...c.dns.secondaries.map((s) => s.ipv4)])];
+      const issued = await fulfil(client, order.names, order.csrPem, {
+        nameservers,
+        publish: async (records) => {
+          addChallenges(this.ctx.db, order.id, records);
+          await this.opts.applyDns();
+        },
+        withdraw: async () => {
+          if (removeChallenges(this.ctx.db, order.id)) await this.opts.applyDns();
+        },
+      }, { propagationTimeoutMs: a.propagationTimeoutSeconds * 1000, timing });
+      if (!orderStillWanted(this.ctx.db, order.id)) {
+        // Replaced by a newer CSR, or its subdomain is gone: the certificate is of no use to anyone.
+        await revokeAcme(client, issued.chainPem, 4).catch(() => undefined);
+        const o = getOrder(this.ctx.db, order.id)!;
+        finish(o);
+        return { order: o, issued, timing };
+      }
+      const serial = acmeSerial(issued.serial);
+      const fqdn = order.purpose === 'pod' ? order.names[0]! : order.names.find((n) => n.startsWith('*.')) ?? order.names[0]!;
+      recordCertificate(this.ctx.db, {
+        serial, subdomainId: order.subdomainId, fqdn, kind: order.purpose, notBefore: sec(issued.notBefore), notAfter: sec(issued.notAfter),
+        sha256: issued.sha256, issuer: 'acme', chainPem: issued.chainPem, keySha256: issued.keySha256,
+      });
+      if (order.purpose === 'server') await this.opts.onServerIssued?.(order, issued);
+      finishOrder(this.ctx.db, order.id, serial);
+      this.opts.log(`ACME: issued ${order.names.join(', ')} (serial ${issued.serial}, until ${issued.notAfter.toISOString()}) in ${Math.round(timing.issuedMs ?? 0)} ms`);
+      const o = getOrder(this.ctx.db, order.id)!;
+      finish(o);
+      return { order: o, issued, timing };
+    } catch (e) {
+      const f = e instanceof AcmeFailure ? e : new AcmeFailure('other', (e as Error).message);
+      let why = f.message;
+      if (f.kind === 'unreachable') why = `${why} (${await reachability(a.directoryUrl)})`;
+      const next = this.nextAttempt(order, f);
+      if (f.kind === 'validation') recordFailure(this.ctx.db, order.names);
+      deferOrder(this.ctx.db, order.id, why, next);
+      this.opts.log(`ACME: ${order.names.join(', ')}: ${why}; ${next === null ? 'given up' : `next attempt at ${new Date(next * 1000).toISOString()}`}`);
+      const o = getOrder(this.ctx.db, order.id)!;
+      finish(o);
+      return { order: o, failure: f, timing };
+    }
+  }
+
+  /** When to try an order again after a failure, or null to give it up. */
+  private nextAttempt(order: AcmeOrder, f: AcmeFailure): number | null {
+    const base = this.ctx.config.ca.acme!.retryBaseSeconds;
+    const doubling = Math.min(3600, base * 2 ** Math.max(0, order.attempts - 1));
+    switch (f.kind) {
+      case 'rate_limited':
+        // The CA says when; without a Retry-After, an hour. Never sooner than it asked.
+        return now() + Math.min(2 * 86400, f.retryAfterSeconds ?? 3600);
+      case 'validation':
+        return now() + Math.max(doubling, 900);
+      case 'refused':
+        return order.attempts >= 3 ? null : now() + doubling;
+      default:
+        return now() + doubling;
+    }
+  }
+
+  async revoke(chainPem: string, reason: number): Promise<void> {
+    await revokeAcme(await this.account(), chainPem, reason);
+  }
+}
+
+const sec = (d: Date) => Math.floor(d.getTime() / 1000);

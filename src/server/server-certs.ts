@@ -1,0 +1,125 @@
+/**
+ * The server's own certificates, with keys made here: `<server>.<domain>` for the API and `*.<domain>`
+ * (with the apex) for the https entry.
+ *
+ * - The API's name is always signed by the private CA: pods pin exactly that CA at setup and trust
+ *   nothing else for the API (a public certificate there would make every pod's pin fail, and pods need
+ *   no browser trust). Browsers never need the API.
+ * - The entry's wildcard comes from the issuer in use. With the ACME CA, the wildcard from the private CA
+ *   serves until the public one is issued (dns-01 is the only way to a wildcard), then the public one;
+ *   it is renewed inside the CA's Renewal Information window when the directory offers one, else at two
+ *   thirds of its lifetime.
+ *
+ * The CRL is regenerated when it has less than a week left, so it never goes stale between revocations.
+ */
+import * as fs from 'node:fs';
+import { createPublicKey, X509Certificate } from 'node:crypto';
+import acme from 'acme-client';
+import { parseCrl } from '../ca/x509.js';
+import { renewalTime, renewalWindow } from '../ca/acme/renewal.js';
+import { spkiSha256, type Issued } from '../ca/acme/order.js';
+import { certificateBySha256, recordCertificate } from '../state/certificates.js';
+import { latestServerOrder, queueOrder, type AcmeOrder } from '../state/acme.js';
+import { getMeta, setMeta } from '../state/db.js';
+import { atomicWrite, ensureDir, readIfExists } from '../util/fsx.js';
+import { authority, hexFingerprint, publishTrust } from './ca.js';
+import { acmeSettings, csrKeySha256 } from './acme.js';
+import type { ServerContext } from './context.js';
+
+const sec = (d: Date) => Math.floor(d.getTime() / 1000);
+
+export function wildcardNames(ctx: ServerContext): string[] {
+  return [`*.${ctx.config.domain}`, ctx.config.domain];
+}
+
+/** The key an open ACME order for the wildcard was made with; it replaces the live key with the certificate. */
+export const pendingWildcardKey = (ctx: ServerContext) => `${ctx.layout.wildcardKey}.acme-pending`;
+
+/** Returns true when a certificate file was (re)issued: nginx must then reload to serve it. */
+export async function ensureServerCertificates(ctx: ServerContext, progress: (m: string) => void = () => {}): Promise<boolean> {
+  const L = ctx.layout;
+  ensureDir(L.certsDir, 0o700);
+  const ca = authority(ctx);
+  const wanted: [string[], string, string][] = [
+    [[ctx.config.server.fqdn], L.serverCert, L.serverKey],
+    [wildcardNames(ctx), L.wildcardCert, L.wildcardKey],
+  ];
+  let issued = false;
+  for (const [names, certFile, keyFile] of wanted) {
+    const isWildcard = certFile === L.wildcardCert;
+    // A public wildcard in place is renewed by its own issuer, not replaced by a private one.
+    if (isWildcard && ctx.config.ca.issuer === 'acme' && currentIsPublic(ctx, certFile)) continue;
+    const d = ca.needsRenewal(certFile, { beforeDays: ctx.config.ca.renewBeforeDays });
+    if (!d.renew) continue;
+    issued = true;
+    progress(`issuing the server certificate for ${names.join(', ')} (${d.reason})`);
+    const c = await ca.issueServerCertificate({ names, keyFile, certFile, days: Math.max(ctx.config.ca.validityDays, ctx.config.ca.renewBeforeDays * 3) });
+    recordCertificate(ctx.db, { serial: c.serial, subdomainId: null, fqdn: names[0]!, kind: 'server', notBefore: sec(c.notBefore), notAfter: sec(c.notAfter), sha256: hexFingerprint(c.sha256Fingerprint) });
+  }
+  if (ctx.config.ca.issuer === 'acme') await orderPublicWildcard(ctx, progress);
+  const crl = readIfExists(L.crlFile);
+  const next = crl ? parseCrl(crl).nextUpdate : undefined;
+  if (!crl || !next || next.getTime() - Date.now() < 7 * 86400_000 || readIfExists(L.caCertFile) !== ca.rootPem()) {
+    progress('publishing the CA certificate and a fresh CRL');
+    await publishTrust(ctx, ca);
+  }
+  return issued;
+}
+
+function currentIsPublic(ctx: ServerContext, certFile: string): boolean {
+  const pem = readIfExists(certFile);
+  if (!pem) return false;
+  try {
+    return certificateBySha256(ctx.db, hexFingerprint(new X509Certificate(pem).fingerprint256))?.issuer === 'acme';
+  } catch {
+    return false;
+  }
+}
+
+/** The CA's renewal window for the live public wildcard, asked at most every 6 hours (kept in the store). */
+async function cachedWindow(ctx: ServerContext, pem: string, sha: string) {
+  const key = `acme_ari ${sha}`;
+  const cached = getMeta(ctx.db, key);
+  if (cached) {
+    const c = JSON.parse(cached) as { at: number; start?: string; end?: string };
+    if (Date.now() - c.at < 6 * 3600_000) return c.start && c.end ? { start: new Date(c.start), end: new Date(c.end) } : null;
+  }
+  const w = await renewalWindow(acmeSettings(ctx).directoryUrl, pem);
+  setMeta(ctx.db, key, JSON.stringify({ at: Date.now(), ...(w ? { start: w.start.toISOString(), end: w.end.toISOString() } : {}) }));
+  return w;
+}
+
+/** Queues an order for the public wildcard if there is none, or the live one is due for renewal. */
+async function orderPublicWildcard(ctx: ServerContext, progress: (m: string) => void): Promise<void> {
+  const names = wildcardNames(ctx);
+  const open = latestServerOrder(ctx.db, names);
+  if (open && (open.state === 'queued' || open.state === 'working')) return;
+  const pem = readIfExists(ctx.layout.wildcardCert);
+  if (pem && currentIsPublic(ctx, ctx.layout.wildcardCert)) {
+    const x = new X509Certificate(pem);
+    const due = renewalTime(new Date(x.validFrom), new Date(x.validTo), await cachedWindow(ctx, pem, hexFingerprint(x.fingerprint256)));
+    if (due.getTime() > Date.now()) return;
+    progress(`the public wildcard is due for renewal (since ${due.toISOString()}): ordering a new one`);
+  } else {
+    progress(`ordering the public wildcard for ${names.join(', ')} from the ACME CA (the private one serves meanwhile)`);
+  }
+  const key = await acme.crypto.createPrivateEcdsaKey('P-256');
+  const [, csr] = await acme.crypto.createCsr({ commonName: names[0]!, altNames: names }, key);
+  atomicWrite(pendingWildcardKey(ctx), key, { mode: 0o600 });
+  queueOrder(ctx.db, { subdomainId: null, purpose: 'server', names, csrPem: csr.toString(), keySha256: csrKeySha256(csr.toString()) });
+}
+
+/** Puts an issued public wildcard in place with its key; returns false if the key is not the order's. */
+export function installServerCertificate(ctx: ServerContext, order: AcmeOrder, issued: Issued): boolean {
+  const L = ctx.layout;
+  const pending = pendingWildcardKey(ctx);
+  const key = readIfExists(pending);
+  if (!key || issued.keySha256 !== order.keySha256) return false;
+  // The pending key may already be a newer order's.
+  if (spkiSha256(createPublicKey(key).export({ type: 'spki', format: 'der' })) !== order.keySha256) return false;
+  // The key first, then the certificate: nginx loads both only at the reload that follows.
+  atomicWrite(L.wildcardKey, key, { mode: 0o600 });
+  atomicWrite(L.wildcardCert, issued.chainPem, { mode: 0o644 });
+  fs.rmSync(pending, { force: true });
+  return true;
+}
