@@ -23,7 +23,7 @@ import { addSubdomainRecord, expireSweep, removeSubdomain } from '../server/subd
 import { podCertificate, requestPodCertificate } from '../server/issuers.js';
 import type { IssuedPodCertificate } from '../server/ca.js';
 import { AcmeService } from '../server/acme.js';
-import { installServerCertificate } from '../server/server-certs.js';
+import { installServerCertificate, orderPublicWildcard } from '../server/server-certs.js';
 import { reloadNginx } from '../daemons/nginx.js';
 import { authenticateSubdomain, claimSubdomain, getSubdomainById, removedSubdomain, setExpiry, setRoute } from '../state/subdomains.js';
 import { withToken, getToken } from '../state/tokens.js';
@@ -84,6 +84,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
         onServerIssued: async (order, issued) => {
           if (installServerCertificate(ctx, order, issued)) await reloadNginx(ctx.layout);
         },
+        maintain: () => orderPublicWildcard(ctx, log),
       });
       acmeService.start();
     }

@@ -31,13 +31,18 @@ function urls(fqdn: string, services: { protocol: string; port: number }[]): str
   return services.map((s) => serviceUrl(fqdn, s.protocol, s.port));
 }
 
-async function currentRoute(f: PodFiles, s: PodState, cached: RouteInfo | null): Promise<(RouteInfo & { source: 'server' | 'cached'; as_of: string | null; unreachable?: string }) | null> {
+interface ServerCertificateView { issuer: string | null; order: { state: string; attempts: number; next_attempt: string | null; last_error: string | null } | null }
+
+async function currentView(f: PodFiles, s: PodState, cached: RouteInfo | null): Promise<{ route: (RouteInfo & { source: 'server' | 'cached'; as_of: string | null; unreachable?: string }) | null; certificate: ServerCertificateView | null }> {
   try {
     const client = apiClientFor(f, s, 5000);
-    const v = await client.call<RouteInfo & { route_reason?: string | null }>('GET', `/v1/subdomains/${s.id}`);
-    return { route: v.route, reason: v.route_reason ?? null, direct_ipv4: v.direct_ipv4 ?? null, online: v.online ?? null, source: 'server', as_of: new Date().toISOString() };
+    const v = await client.call<RouteInfo & { route_reason?: string | null; certificate?: ServerCertificateView }>('GET', `/v1/subdomains/${s.id}`);
+    return {
+      route: { route: v.route, reason: v.route_reason ?? null, direct_ipv4: v.direct_ipv4 ?? null, online: v.online ?? null, source: 'server', as_of: new Date().toISOString() },
+      certificate: v.certificate ?? null,
+    };
   } catch (e) {
-    return cached ? { ...cached, source: 'cached', as_of: cached.checked_at ?? null, unreachable: (e as Error).message } : null;
+    return { route: cached ? { ...cached, source: 'cached', as_of: cached.checked_at ?? null, unreachable: (e as Error).message } : null, certificate: null };
   }
 }
 
@@ -169,12 +174,15 @@ Examples:
       const notAfter = certificateNotAfter(f);
       // The route as the server says it now: `start` asks only every --status-interval, and a route the
       // server switched since must not be shown as current. Without an answer, the last known one, with its age.
-      const route = await currentRoute(f, s, running ? status?.route ?? null : null);
+      const { route, certificate: serverCertificate } = await currentView(f, s, running ? status?.route ?? null : null);
       const data = {
         fqdn: s.fqdn, dir: gl.dir, running,
         tunnel: running ? status?.tunnel ?? null : { state: 'stopped' },
         route,
-        certificate: { not_after: notAfter?.toISOString() ?? null, days_left: notAfter ? Math.floor((notAfter.getTime() - Date.now()) / 86400_000) : null },
+        certificate: {
+          not_after: notAfter?.toISOString() ?? null, days_left: notAfter ? Math.floor((notAfter.getTime() - Date.now()) / 86400_000) : null,
+          issuer: installedIssuer(f), order: serverCertificate?.order ?? null,
+        },
         services: s.services.map((x) => ({ ...x, url: serviceUrl(s.fqdn, x.protocol, x.port) })),
         mappings: running ? status?.mappings ?? [] : [],
         upnp: running ? status?.extra?.upnp ?? null : null,
@@ -190,7 +198,9 @@ Examples:
             (route.source === 'server' ? '' : ` (as last known${age !== null ? `, ${age} s ago` : ''}: the server could not be asked now — ${route.unreachable})`));
         }
         lines.push(...urls(s.fqdn, s.services).map((u) => `  ${u}`));
-        lines.push(`  certificate: ${notAfter ? `valid until ${notAfter.toISOString()} (${data.certificate.days_left} days)` : 'none yet (pipe2me renew)'}`);
+        const ord = data.certificate.order;
+        lines.push(`  certificate: ${notAfter ? `valid until ${notAfter.toISOString()} (${data.certificate.days_left} days), ${data.certificate.issuer === 'acme' ? 'from the public ACME CA' : 'from the server\'s CA'}` : 'none yet (pipe2me renew)'}` +
+          (ord ? `; a public certificate is being ordered (${ord.state}, attempt ${ord.attempts}${ord.next_attempt ? `, next at ${ord.next_attempt}` : ''}${ord.last_error ? `: ${ord.last_error}` : ''})` : ''));
         lines.push(`  subdomain expires: ${s.expires ?? 'never'}`);
         return lines.join('\n');
       });

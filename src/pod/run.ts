@@ -252,8 +252,11 @@ export async function start(o: StartOptions): Promise<number> {
     if (o.onRenew?.length) await runOnRenew(o.onRenew, log);
   };
   let certBusy = false;
+  // After a failed attempt, the next one waits (2, 4, 8 … s, at most 5 min): never a request per tick.
+  let certFailures = 0;
+  let certNotBefore = 0;
   const certificateTick = async (force = false) => {
-    if (certBusy) return;
+    if (certBusy || Date.now() < certNotBefore) return;
     certBusy = true;
     try {
       // A certificate the server has for us and we do not (the public one an order produced, say).
@@ -266,8 +269,12 @@ export async function start(o: StartOptions): Promise<number> {
         if (r === 'pending') log('certificate renewal ordered; the current certificate serves until the new one is issued');
         else await installed(r === 'installed' ? 'certificate renewed' : 'certificate renewed from the server\'s CA while the public one is ordered');
       }
+      certFailures = 0;
     } catch (e) {
-      log(`certificate renewal failed (will retry): ${(e as Error).message}`);
+      certFailures++;
+      const wait = Math.min(300_000, 1000 * 2 ** certFailures);
+      certNotBefore = Date.now() + wait;
+      log(`certificate renewal failed (next attempt in ${Math.round(wait / 1000)} s): ${(e as Error).message}`);
     } finally {
       certBusy = false;
     }

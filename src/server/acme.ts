@@ -72,6 +72,8 @@ export interface AcmeServiceOptions {
   applyDns: () => Promise<unknown>;
   /** After an order for the server's own names was issued (write its files, reload nginx). */
   onServerIssued?: (order: AcmeOrder, issued: Issued) => Promise<void>;
+  /** Looked at every few seconds while the worker runs: orders the server's own renewals when they fall due. */
+  maintain?: () => Promise<void>;
 }
 
 export class AcmeService {
@@ -138,9 +140,9 @@ export class AcmeService {
   private scheduleNext(): void {
     if (this.stopped) return;
     const due = nextDueAt(this.ctx.db);
-    const wait = due === undefined ? 30_000 : Math.max(0, (due - now()) * 1000);
+    const wait = due === undefined ? 10_000 : Math.max(0, (due - now()) * 1000);
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.kick(), Math.min(wait, 30_000));
+    this.timer = setTimeout(() => this.kick(), Math.min(wait, 10_000));
     this.timer.unref();
   }
 
@@ -158,6 +160,7 @@ export class AcmeService {
   /** Works every order that is due, one at a time (one process at a time, too: a lock). */
   async runDue(): Promise<OrderDone[]> {
     const done: OrderDone[] = [];
+    await this.opts.maintain?.().catch((e) => this.opts.log(`ACME: could not look at the server's certificates: ${(e as Error).message}`));
     await withLock(path.join(this.ctx.layout.lockDir, 'acme.lock'), 'ACME', async () => {
       await this.cleanOrphans();
       for (let order = takeDueOrder(this.ctx.db); order; order = takeDueOrder(this.ctx.db)) {

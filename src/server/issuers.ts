@@ -94,6 +94,7 @@ export function podCertificateSummary(ctx: ServerContext, s: SubdomainRecord) {
     serial: current?.serial ?? null,
     issuer: current?.issuer ?? null,
     not_after: current ? iso(current.notAfter) : null,
+    sha256: current?.sha256 ?? null,
     key_sha256: current?.keySha256 ?? null,
     order: order && order.state !== 'valid' && order.state !== 'cancelled' ? orderView(order) : null,
   };

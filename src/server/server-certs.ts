@@ -90,10 +90,12 @@ async function cachedWindow(ctx: ServerContext, pem: string, sha: string) {
 }
 
 /** Queues an order for the public wildcard if there is none, or the live one is due for renewal. */
-async function orderPublicWildcard(ctx: ServerContext, progress: (m: string) => void): Promise<void> {
+export async function orderPublicWildcard(ctx: ServerContext, progress: (m: string) => void): Promise<void> {
   const names = wildcardNames(ctx);
   const open = latestServerOrder(ctx.db, names);
   if (open && (open.state === 'queued' || open.state === 'working')) return;
+  // An order the CA refused for good is not placed again at once: the operator sees why (`ca orders`).
+  if (open && open.state === 'failed' && Date.now() / 1000 - open.updatedAt < 3600) return;
   const pem = readIfExists(ctx.layout.wildcardCert);
   if (pem && currentIsPublic(ctx, ctx.layout.wildcardCert)) {
     const x = new X509Certificate(pem);

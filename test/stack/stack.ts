@@ -124,7 +124,7 @@ export class Stack {
   }
 
   /** `pipe2me-ctl init` with a test configuration, then the daemons started from what apply rendered. */
-  async startServer(): Promise<void> {
+  async startServer(o: { configExtra?: string } = {}): Promise<void> {
     const dns = this.opts.dns ?? 'bind';
     // Tracked before init creates them, so that a failing init leaves no user behind either.
     const users = trialUsers(this.serverRoot);
@@ -135,7 +135,7 @@ export class Stack {
       ...(this.opts.ipv6 ? ['--ipv6', ADDR6.server] : []),
       ...(this.opts.secondary ? ['--secondary', `ns2.${DOMAIN}=${ADDR.ns2}`] : [])], { timeout: 120_000 });
     // The test config shortens the probe.
-    const text = fs.readFileSync(this.configFile, 'utf8') + `\nprobe:\n  timeout_ms: 1500\n  flap_window: ${this.opts.flapWindow ?? '2m'}\n  prompt: ${this.opts.promptProbe ?? true}\n` + (this.opts.configExtra ?? '');
+    const text = fs.readFileSync(this.configFile, 'utf8') + `\nprobe:\n  timeout_ms: 1500\n  flap_window: ${this.opts.flapWindow ?? '2m'}\n  prompt: ${this.opts.promptProbe ?? true}\n` + (this.opts.configExtra ?? '') + (o.configExtra ?? '');
     fs.writeFileSync(this.configFile, text);
     await this.ctl(['init'], { timeout: 120_000 });
     this.config = loadConfig(this.configFile);

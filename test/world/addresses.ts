@@ -26,6 +26,8 @@ export const ADDR = {
   client: '203.0.113.3',
   /** Host for a secondary nameserver. */
   ns2: '203.0.113.5',
+  /** A public CA on the internet (the tests run Pebble there as the ACME CA). */
+  ca: '203.0.113.20',
 } as const;
 
 /**
@@ -39,6 +41,7 @@ export const ADDR6 = {
   routerWan: '2001:db8:0:1::2',
   client: '2001:db8:0:1::3',
   ns2: '2001:db8:0:1::5',
+  ca: '2001:db8:0:1::20',
 } as const;
 
 export const STUN_PORT = 3478;

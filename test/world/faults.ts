@@ -144,7 +144,7 @@ export async function changeRouterPublicAddress(world: World, address: string = 
   // The ISP stops routing the old address to the router. Here that means the internet hosts forget
   // the router's MAC for it: miniupnpd's DNAT rules match on `iif wan0` only, so a client with a
   // cached neighbour entry would otherwise still reach the mappings through the old address.
-  await Promise.all((['srv', 'cli', 'ns2'] as const).map((h) => ipBatch(world.ns(h), [`neigh flush to ${previous}`])));
+  await Promise.all((['srv', 'cli', 'ns2', 'ca'] as const).map((h) => ipBatch(world.ns(h), [`neigh flush to ${previous}`])));
   if (upnpRunning) {
     // After a re-run of STUN miniupnpd logs "Port forwarding is now enabled" if forwarding had been
     // off in between (it may see the address deletion alone first), and "STUN: ... done" otherwise.

@@ -7,6 +7,7 @@
  *   <p>-pod   eth0 192.168.77.10, default via .1         (further pods: <p>-pod2 .11, ...)
  *   <p>-cli   wan0 203.0.113.3                           (a client on the internet)
  *   <p>-ns2   wan0 203.0.113.5                           (host for a secondary nameserver)
+ *   <p>-ca    wan0 203.0.113.20                          (a public CA: the tests' ACME CA, Pebble)
  *
  * Every veth is created inside a namespace with its peer moved straight into another one, so the
  * host namespace never sees an interface, a route or a firewall rule. Deleting the namespaces
@@ -18,7 +19,7 @@ import { netnsInodeOfName, pidsInNetns, signalPid } from './procfs.js';
 import { sleep } from './wait.js';
 
 export type PodName = 'pod' | `pod${number}`;
-export type InternetHost = 'srv' | 'rtr' | 'cli' | 'ns2';
+export type InternetHost = 'srv' | 'rtr' | 'cli' | 'ns2' | 'ca';
 export type HostName = 'hub' | InternetHost | PodName;
 
 /** The router's interface names, fixed so that configs (miniupnpd, nft) can name them. */
@@ -48,7 +49,7 @@ function podIndex(pod: PodName): number {
 
 /** Namespace names a spec will create, known before anything exists (the world records them first). */
 export function namespaceNames(spec: TopologySpec): string[] {
-  const hosts: HostName[] = ['hub', 'srv', 'rtr', 'cli', 'ns2', ...podNames(spec.pods ?? 1)];
+  const hosts: HostName[] = ['hub', 'srv', 'rtr', 'cli', 'ns2', 'ca', ...podNames(spec.pods ?? 1)];
   return hosts.map((h) => `${spec.prefix}-${h}`);
 }
 
@@ -63,7 +64,7 @@ export class Topology {
   constructor(spec: TopologySpec) {
     this.prefix = spec.prefix;
     this.pods = podNames(spec.pods ?? 1);
-    this.hosts = ['hub', 'srv', 'rtr', 'cli', 'ns2', ...this.pods];
+    this.hosts = ['hub', 'srv', 'rtr', 'cli', 'ns2', 'ca', ...this.pods];
   }
 
   ns(host: HostName): string {
@@ -86,6 +87,8 @@ export class Topology {
         return ADDR.client;
       case 'ns2':
         return ADDR.ns2;
+      case 'ca':
+        return ADDR.ca;
       case 'hub':
         throw new Error('the hub has no address: it is only a bridge');
       default:
@@ -110,7 +113,7 @@ export class Topology {
     }
 
     // The hub's bridge, one veth per internet host; the peer is born inside the host's namespace as wan0.
-    const internetHosts: InternetHost[] = ['srv', 'rtr', 'cli', 'ns2'];
+    const internetHosts: InternetHost[] = ['srv', 'rtr', 'cli', 'ns2', 'ca'];
     await ipBatch(ns('hub'), [
       'link set lo up',
       'link add internet type bridge',
@@ -143,6 +146,7 @@ export class Topology {
       wanHost('srv', [ADDR.server, ADDR.serverAlt], ADDR6.server),
       wanHost('cli', [ADDR.client], ADDR6.client),
       wanHost('ns2', [ADDR.ns2], ADDR6.ns2),
+      wanHost('ca', [ADDR.ca], ADDR6.ca),
       ...this.pods.map((p) =>
         ipBatch(ns(p), ['link set lo up', `address add ${lan(this.address(p))} dev eth0`, 'link set eth0 up', `route add default via ${ADDR.routerLan}`]),
       ),
