@@ -19,12 +19,12 @@
 import { createPrivateKey, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DaemonError, InputError, NotFoundError, ConflictError, DeniedError, Pipe2meError } from '../util/errors.js';
-import { run } from '../util/exec.js';
-import { atomicWrite, ensureDir, readIfExists, writeFresh } from '../util/fsx.js';
-import { withLock } from '../util/lock.js';
-import { pemBlocks } from './asn1.js';
-import { CaErrorCode } from './codes.js';
+import { DaemonError, InputError, NotFoundError, ConflictError, DeniedError, Pipe2meError } from '../../util/errors.js';
+import { run } from '../../util/exec.js';
+import { atomicWrite, ensureDir, readIfExists, writeFresh } from '../../util/fsx.js';
+import { withLock } from '../../util/lock.js';
+import { pemBlocks } from '../asn1.js';
+import { CaErrorCode } from '../codes.js';
 import {
   DEFAULT_CRL_DAYS,
   DEFAULT_LEAF_DAYS,
@@ -34,12 +34,12 @@ import {
   renderOpensslCnf,
   validateSettings,
   type CaSettings,
-} from './config.js';
-import { checkCsr, DEFAULT_CSR_POLICY, type CsrPolicy } from './csr.js';
-import { isWithinDomain, normalizeFqdn, preview } from './fqdn.js';
-import { IndexFormatError, REVOCATION_REASONS, formatOpensslTime, parseIndex, type IndexEntry, type RevocationReason } from './index-db.js';
-import { describePublicKey, keyPolicyProblem, DEFAULT_KEY_POLICY } from './keys.js';
-import { normalizeSerial, parseCertificate, parseCrl, renewalDecision, splitCertificates, type CertInfo, type RenewalDecision } from './x509.js';
+} from '../config.js';
+import { checkCsr, DEFAULT_CSR_POLICY, type CsrPolicy } from '../csr.js';
+import { isWithinDomain, normalizeFqdn, preview } from '../fqdn.js';
+import { IndexFormatError, REVOCATION_REASONS, formatOpensslTime, parseIndex, type IndexEntry, type RevocationReason } from '../index-db.js';
+import { describePublicKey, keyPolicyProblem, DEFAULT_KEY_POLICY } from '../keys.js';
+import { normalizeSerial, parseCertificate, parseCrl, renewalDecision, splitCertificates, type CertInfo, type RenewalDecision } from '../x509.js';
 
 export type CaKeyAlgorithm = 'P-256' | 'P-384';
 
