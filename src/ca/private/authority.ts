@@ -6,30 +6,32 @@
 import { createPrivateKey, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DaemonError, InputError, NotFoundError, ConflictError } from '../../util/errors.js';
+import { DaemonError, InputError, ConflictError } from '../../util/errors.js';
 import { atomicWrite, ensureDir, readIfExists } from '../../util/fsx.js';
-import { pemBlocks } from '../asn1.js';
 import { CaErrorCode } from '../codes.js';
 import { DEFAULT_CRL_DAYS, DEFAULT_LEAF_DAYS, DEFAULT_ROOT_DAYS, checkDays, renderLeafExtensions, renderOpensslCnf, validateSettings, type CaSettings } from '../config.js';
 import { checkCsr, DEFAULT_CSR_POLICY, type CsrPolicy } from '../csr.js';
 import { normalizeFqdn, preview } from '../fqdn.js';
-import { REVOCATION_REASONS, formatOpensslTime, type IndexEntry, type RevocationReason } from '../index-db.js';
+import { formatOpensslTime, type IndexEntry, type RevocationReason } from '../index-db.js';
 import { describePublicKey, keyPolicyProblem, DEFAULT_KEY_POLICY } from '../keys.js';
-import { normalizeSerial, parseCertificate, parseCrl, renewalDecision, splitCertificates, type CertInfo, type RenewalDecision } from '../x509.js';
+import { normalizeSerial, parseCertificate, renewalDecision, splitCertificates, type CertInfo, type RenewalDecision } from '../x509.js';
 import {
   CaDirectory,
   DB_FILES,
   SETTINGS_VERSION,
   checkDomain,
-  checkSerial,
   loadPrivateKeyFile,
   writeIfChanged,
   writeTemp,
   type CaKeyAlgorithm,
   type StoredSettings,
 } from './directory.js';
+import { list, rootPem, show, type ShownCertificate } from './list.js';
+import { generateCrl, generateCrlLocked, revoke, type CrlResult } from './revoke.js';
 
 export type { CaKeyAlgorithm };
+export type { ShownCertificate } from './list.js';
+export type { CrlResult } from './revoke.js';
 
 export interface CertificateAuthorityOptions {
   /** What a pod's CSR must satisfy (key types and sizes, size limit). */
@@ -109,37 +111,17 @@ export interface ServerCertificateInput {
   rotateKey?: boolean;
 }
 
-export interface CrlResult {
-  pem: string;
-  /** Every file written. */
-  files: string[];
-  thisUpdate: Date;
-  nextUpdate: Date | undefined;
-  revokedSerials: string[];
-}
-
-export interface ShownCertificate extends IndexEntry {
-  certPem: string;
-  issuer: string;
-  notBefore: Date;
-  notAfter: Date;
-  dnsNames: string[];
-  sha256Fingerprint: string;
-  key: string;
-}
-
-const CRL_FILES = ['crlnumber', 'crlnumber.new', 'crlnumber.old'];
 /** Pods' clocks are often a little behind; a certificate valid from an hour ago is not refused by them. */
 const BACKDATE_MS = 3_600_000;
 
 export class CertificateAuthority {
   readonly dir: string;
-  private readonly ca: CaDirectory;
+  private readonly directory: CaDirectory;
   private readonly csrPolicy: CsrPolicy;
 
   constructor(dir: string, opts: CertificateAuthorityOptions = {}) {
-    this.ca = new CaDirectory(dir, { opensslTimeoutMs: opts.opensslTimeoutMs ?? 20_000, lockTimeoutMs: opts.lockTimeoutMs ?? 120_000 });
-    this.dir = this.ca.dir;
+    this.directory = new CaDirectory(dir, { opensslTimeoutMs: opts.opensslTimeoutMs ?? 20_000, lockTimeoutMs: opts.lockTimeoutMs ?? 120_000 });
+    this.dir = this.directory.dir;
     this.csrPolicy = opts.csrPolicy ?? DEFAULT_CSR_POLICY;
   }
 
@@ -163,34 +145,34 @@ export class CertificateAuthority {
     // Validate everything before the directory is touched.
     const settings = validateSettings({ dir: this.dir, ...stored });
     stored.restrictToDomain = settings.restrictToDomain;
-    this.ca.checkDirSafe(true);
+    this.directory.checkDirSafe(true);
 
-    return this.ca.locked(async () => {
+    return this.directory.locked(async () => {
       ensureDir(this.dir, 0o700);
-      for (const sub of ['private', 'newcerts', 'tmp']) ensureDir(this.ca.p(sub), 0o700);
-      writeIfChanged(this.ca.p('ca.json'), JSON.stringify(stored, null, 2) + '\n', 0o600);
-      writeIfChanged(this.ca.p('openssl.cnf'), renderOpensslCnf(settings), 0o600);
-      createIfMissing(this.ca.p('index.txt'), '');
-      createIfMissing(this.ca.p('index.txt.attr'), 'unique_subject = no\n');
+      for (const sub of ['private', 'newcerts', 'tmp']) ensureDir(this.directory.p(sub), 0o700);
+      writeIfChanged(this.directory.p('ca.json'), JSON.stringify(stored, null, 2) + '\n', 0o600);
+      writeIfChanged(this.directory.p('openssl.cnf'), renderOpensslCnf(settings), 0o600);
+      createIfMissing(this.directory.p('index.txt'), '');
+      createIfMissing(this.directory.p('index.txt.attr'), 'unique_subject = no\n');
       // A random start: if this CA is ever re-created with the same name, its serials will not repeat
       // the old ones (browsers refuse two different certificates with the same issuer and serial).
-      createIfMissing(this.ca.p('serial'), (0x10 + (randomBytes(1)[0]! % 0x70)).toString(16).toUpperCase() + randomBytes(7).toString('hex').toUpperCase() + '\n');
-      createIfMissing(this.ca.p('crlnumber'), '1000\n');
+      createIfMissing(this.directory.p('serial'), (0x10 + (randomBytes(1)[0]! % 0x70)).toString(16).toUpperCase() + randomBytes(7).toString('hex').toUpperCase() + '\n');
+      createIfMissing(this.directory.p('crlnumber'), '1000\n');
 
-      const certFile = this.ca.p('ca.crt');
-      const keyFile = this.ca.p('private', 'ca.key');
+      const certFile = this.directory.p('ca.crt');
+      const keyFile = this.directory.p('private', 'ca.key');
       let created = false;
       if (!fs.existsSync(certFile)) {
-        if (!fs.existsSync(keyFile)) await this.ca.generateKey(keyFile, keyAlgorithm);
-        await this.ca.inTmp(async (tmp) => {
+        if (!fs.existsSync(keyFile)) await this.directory.generateKey(keyFile, keyAlgorithm);
+        await this.directory.inTmp(async (tmp) => {
           const out = path.join(tmp, 'root.crt');
-          await this.ca.openssl(
-            ['req', '-x509', '-new', '-key', keyFile, '-subj', `/CN=${commonName}`, '-days', String(rootDays), '-config', this.ca.p('openssl.cnf'), '-extensions', 'pipe2me_root', '-out', out],
+          await this.directory.openssl(
+            ['req', '-x509', '-new', '-key', keyFile, '-subj', `/CN=${commonName}`, '-days', String(rootDays), '-config', this.directory.p('openssl.cnf'), '-extensions', 'pipe2me_root', '-out', out],
             'making the self-signed root',
           );
           const pem = fs.readFileSync(out, 'utf8');
-          atomicWrite(this.ca.p('root.crt'), pem, { mode: 0o644 });
-          atomicWrite(this.ca.p('chain.pem'), '', { mode: 0o644 });
+          atomicWrite(this.directory.p('root.crt'), pem, { mode: 0o644 });
+          atomicWrite(this.directory.p('chain.pem'), '', { mode: 0o644 });
           // ca.crt last: its presence is what marks the root as complete.
           atomicWrite(certFile, pem, { mode: 0o644 });
         });
@@ -200,10 +182,10 @@ export class CertificateAuthority {
           hint: 'Restore private/ca.key from a backup, or install an intermediate (installIntermediate) with its key.',
         });
       }
-      this.ca.checkCaPair();
+      this.directory.checkCaPair();
       fs.chmodSync(keyFile, 0o600);
-      if (created || !fs.existsSync(this.ca.p('crl.pem'))) await this.generateCrlLocked();
-      const root = parseCertificate(fs.readFileSync(this.ca.p('root.crt'), 'utf8'));
+      if (created || !fs.existsSync(this.directory.p('crl.pem'))) await generateCrlLocked(this.directory);
+      const root = parseCertificate(fs.readFileSync(this.directory.p('root.crt'), 'utf8'));
       return { created, rootPem: root.pem, sha256Fingerprint: root.sha256Fingerprint };
     });
   }
@@ -212,11 +194,11 @@ export class CertificateAuthority {
 
   /** Check a pod's CSR, then sign it for `fqdn` alone. Nothing is written when the check refuses it. */
   async signCsr(csrPem: string | Buffer, fqdn: string, opts: { days?: number } = {}): Promise<SignedCertificate> {
-    const settings = this.ca.loadSettings();
+    const settings = this.directory.loadSettings();
     const checked = checkCsr(csrPem, fqdn, this.csrPolicy);
     checkDomain(settings, [checked.fqdn]);
     const days = checkDays('days', opts.days ?? settings.defaultDays);
-    return this.ca.locked(() => this.signLocked(settings, checked.pem, [checked.fqdn], checked.key.type === 'rsa', days));
+    return this.directory.locked(() => this.signLocked(settings, checked.pem, [checked.fqdn], checked.key.type === 'rsa', days));
   }
 
   /**
@@ -224,7 +206,7 @@ export class CertificateAuthority {
    * The key is made here and never leaves this machine.
    */
   async issueServerCertificate(input: ServerCertificateInput): Promise<SignedCertificate> {
-    const settings = this.ca.loadSettings();
+    const settings = this.directory.loadSettings();
     if (!Array.isArray(input.names) || input.names.length === 0) {
       throw new InputError(CaErrorCode.invalidName, 'The server certificate needs at least one name.');
     }
@@ -240,7 +222,7 @@ export class CertificateAuthority {
     let keyForCsr = keyFile;
     if (input.rotateKey || !fs.existsSync(keyFile)) {
       newKey = path.join(path.dirname(keyFile), `.${path.basename(keyFile)}.p2m-${process.pid}-${randomBytes(4).toString('hex')}.new`);
-      await this.ca.generateKey(newKey, 'P-256');
+      await this.directory.generateKey(newKey, 'P-256');
       keyForCsr = newKey;
     } else {
       const key = loadPrivateKeyFile(keyFile);
@@ -250,10 +232,10 @@ export class CertificateAuthority {
     }
     try {
       const rsa = describePublicKey(loadPrivateKeyFile(keyForCsr)).type === 'rsa';
-      const signed = await this.ca.locked(() =>
-        this.ca.inTmp(async (tmp) => {
+      const signed = await this.directory.locked(() =>
+        this.directory.inTmp(async (tmp) => {
           const csr = path.join(tmp, 'server.csr');
-          await this.ca.openssl(['req', '-new', '-key', keyForCsr, '-subj', `/CN=${names[0]}`, '-config', this.ca.p('openssl.cnf'), '-out', csr], 'making the server request');
+          await this.directory.openssl(['req', '-new', '-key', keyForCsr, '-subj', `/CN=${names[0]}`, '-config', this.directory.p('openssl.cnf'), '-out', csr], 'making the server request');
           return this.signLocked(settings, fs.readFileSync(csr, 'utf8'), names, rsa, days);
         }),
       );
@@ -275,7 +257,7 @@ export class CertificateAuthority {
    */
   needsRenewal(certFile: string, opts: { beforeDays?: number; now?: Date } = {}): RenewalDecision {
     const pem = readIfExists(certFile);
-    const caPem = readIfExists(this.ca.p('ca.crt'));
+    const caPem = readIfExists(this.directory.p('ca.crt'));
     let issuer: X509Certificate | undefined;
     try {
       issuer = caPem ? new X509Certificate(caPem) : undefined;
@@ -294,67 +276,28 @@ export class CertificateAuthority {
 
   // ---------------------------------------------------------------- revocation and CRL
 
-  async revoke(serial: string, reason: RevocationReason = 'unspecified'): Promise<{ serial: string; crl: CrlResult }> {
-    this.ca.loadSettings();
-    const s = checkSerial(serial);
-    if (!(REVOCATION_REASONS as readonly string[]).includes(reason)) {
-      throw new InputError(CaErrorCode.revokeReasonInvalid, `${preview(String(reason))} is not a revocation reason.`, {
-        hint: `Use one of: ${REVOCATION_REASONS.join(', ')}.`,
-      });
-    }
-    return this.ca.locked(async () => {
-      const entry = this.ca.readIndex().find((e) => e.serial === s);
-      if (!entry) throw new NotFoundError(CaErrorCode.serialNotFound, `This CA has not issued a certificate with serial ${s}.`, { hint: 'List them with: pipe2me-ctl ca list' });
-      if (entry.status === 'R') {
-        throw new ConflictError(CaErrorCode.alreadyRevoked, `The certificate ${s} (${entry.subject}) was already revoked on ${entry.revokedAt?.toISOString()}.`);
-      }
-      const certFile = this.ca.p('newcerts', `${s}.pem`);
-      if (!fs.existsSync(certFile)) {
-        throw new DaemonError(CaErrorCode.stateCorrupt, `The CA's copy of certificate ${s} (${certFile}) is missing, so openssl cannot revoke it.`);
-      }
-      await this.ca.withRestore(DB_FILES, () =>
-        this.ca.openssl(['ca', '-config', this.ca.p('openssl.cnf'), '-revoke', certFile, '-crl_reason', reason], `revoking ${s}`),
-      );
-      return { serial: s, crl: await this.generateCrlLocked() };
-    });
+  revoke(serial: string, reason: RevocationReason = 'unspecified'): Promise<{ serial: string; crl: CrlResult }> {
+    return revoke(this.directory, serial, reason);
   }
 
   /** Write a fresh CRL to crl.pem and crl.der in the CA directory, and to `outFile` (PEM) if given. */
-  async generateCrl(outFile?: string): Promise<CrlResult> {
-    this.ca.loadSettings();
-    return this.ca.locked(() => this.generateCrlLocked(outFile));
+  generateCrl(outFile?: string): Promise<CrlResult> {
+    return generateCrl(this.directory, outFile);
   }
 
   // ---------------------------------------------------------------- reading
 
   list(): IndexEntry[] {
-    this.ca.loadSettings();
-    return this.ca.readIndex();
+    return list(this.directory);
   }
 
   show(serial: string): ShownCertificate {
-    this.ca.loadSettings();
-    const s = checkSerial(serial);
-    const entry = this.ca.readIndex().find((e) => e.serial === s);
-    const pem = readIfExists(this.ca.p('newcerts', `${s}.pem`));
-    if (!entry || pem === undefined) throw new NotFoundError(CaErrorCode.serialNotFound, `This CA has not issued a certificate with serial ${s}.`);
-    const info = parseCertificate(pem);
-    return {
-      ...entry,
-      certPem: info.pem,
-      issuer: info.issuer,
-      notBefore: info.notBefore,
-      notAfter: info.notAfter,
-      dnsNames: info.dnsNames,
-      sha256Fingerprint: info.sha256Fingerprint,
-      key: info.key.label,
-    };
+    return show(this.directory, serial);
   }
 
   /** The certificate clients trust (root.crt). */
   rootPem(): string {
-    this.ca.loadSettings();
-    return fs.readFileSync(this.ca.p('root.crt'), 'utf8');
+    return rootPem(this.directory);
   }
 
   // ---------------------------------------------------------------- intermediate
@@ -364,7 +307,7 @@ export class CertificateAuthority {
    * checked first; a refusal changes nothing.
    */
   async installIntermediate(input: InstallIntermediateInput): Promise<InstallIntermediateResult> {
-    this.ca.loadSettings();
+    this.directory.loadSettings();
     const fail = (code: string, message: string, hint?: string): never => {
       throw new InputError(code, message, hint ? { hint } : {});
     };
@@ -408,8 +351,8 @@ export class CertificateAuthority {
     }
     if (!root.isCa || !root.selfIssued) fail(CaErrorCode.intermediateChainInvalid, `The given root ${root.subject} is not a self-signed CA certificate.`);
 
-    return this.ca.locked(() =>
-      this.ca.inTmp(async (tmp) => {
+    return this.directory.locked(() =>
+      this.directory.inTmp(async (tmp) => {
         const certFile = path.join(tmp, 'inter.crt');
         const rootFile = path.join(tmp, 'root.crt');
         const untrusted = path.join(tmp, 'untrusted.pem');
@@ -417,32 +360,32 @@ export class CertificateAuthority {
         writeTemp(rootFile, root.pem);
         writeTemp(untrusted, between.join(''));
         const args = ['verify', '-CAfile', rootFile, ...(between.length ? ['-untrusted', untrusted] : []), certFile];
-        const v = await this.ca.openssl(args, 'checking the intermediate', { allowFailure: true });
+        const v = await this.directory.openssl(args, 'checking the intermediate', { allowFailure: true });
         if (v.exitCode !== 0) {
           const why = v.output.split('\n').filter((l) => /error|fail/i.test(l)).slice(0, 3).join('; ') || v.output.slice(0, 300);
           fail(CaErrorCode.intermediateChainInvalid, `The intermediate ${cert.subject} does not verify against the root ${root.subject}: ${why}`, 'Give the real CA\'s root, and every certificate between it and the intermediate as chainPem.');
         }
 
         // All checks passed: retire the current pair, then put the new one in place.
-        const retiredTo = this.ca.p('retired', new Date().toISOString().replace(/[:.]/g, '-'));
-        ensureDir(this.ca.p('retired'), 0o700);
+        const retiredTo = this.directory.p('retired', new Date().toISOString().replace(/[:.]/g, '-'));
+        ensureDir(this.directory.p('retired'), 0o700);
         ensureDir(retiredTo, 0o700);
         const keep = ['ca.crt', 'root.crt', 'chain.pem', path.join('private', 'ca.key')];
         for (const f of keep) {
-          if (fs.existsSync(this.ca.p(f))) fs.copyFileSync(this.ca.p(f), path.join(retiredTo, path.basename(f)));
+          if (fs.existsSync(this.directory.p(f))) fs.copyFileSync(this.directory.p(f), path.join(retiredTo, path.basename(f)));
         }
         fs.chmodSync(path.join(retiredTo, 'ca.key'), 0o600);
         try {
-          atomicWrite(this.ca.p('private', 'ca.key'), key.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
-          atomicWrite(this.ca.p('chain.pem'), cert.pem + between.join(''), { mode: 0o644 });
-          atomicWrite(this.ca.p('root.crt'), root.pem, { mode: 0o644 });
-          atomicWrite(this.ca.p('ca.crt'), cert.pem, { mode: 0o644 });
-          this.ca.checkCaPair();
-          await this.generateCrlLocked();
+          atomicWrite(this.directory.p('private', 'ca.key'), key.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+          atomicWrite(this.directory.p('chain.pem'), cert.pem + between.join(''), { mode: 0o644 });
+          atomicWrite(this.directory.p('root.crt'), root.pem, { mode: 0o644 });
+          atomicWrite(this.directory.p('ca.crt'), cert.pem, { mode: 0o644 });
+          this.directory.checkCaPair();
+          await generateCrlLocked(this.directory);
         } catch (e) {
           for (const f of keep) {
             const saved = path.join(retiredTo, path.basename(f));
-            if (fs.existsSync(saved)) atomicWrite(this.ca.p(f), fs.readFileSync(saved), { mode: f.includes('key') ? 0o600 : 0o644 });
+            if (fs.existsSync(saved)) atomicWrite(this.directory.p(f), fs.readFileSync(saved), { mode: f.includes('key') ? 0o600 : 0o644 });
           }
           throw e;
         }
@@ -454,22 +397,22 @@ export class CertificateAuthority {
   // ---------------------------------------------------------------- internals
 
   private async signLocked(settings: CaSettings, csrPem: string, names: string[], rsa: boolean, days: number): Promise<SignedCertificate> {
-    const ca = parseCertificate(fs.readFileSync(this.ca.p('ca.crt'), 'utf8'));
-    const serialBefore = normalizeSerial(fs.readFileSync(this.ca.p('serial'), 'utf8'));
+    const ca = parseCertificate(fs.readFileSync(this.directory.p('ca.crt'), 'utf8'));
+    const serialBefore = normalizeSerial(fs.readFileSync(this.directory.p('serial'), 'utf8'));
     const now = Date.now();
     // A leaf must not outlive the CA that signed it: clients would reject it once the CA expires.
     const end = Math.min(now + days * 86_400_000, ca.notAfter.getTime());
     const dateArgs = ['-startdate', formatOpensslTime(new Date(now - BACKDATE_MS)), ...(end < now + days * 86_400_000 ? ['-enddate', formatOpensslTime(new Date(end))] : ['-days', String(days)])];
-    return this.ca.inTmp(async (tmp) => {
+    return this.directory.inTmp(async (tmp) => {
       const csrFile = path.join(tmp, 'request.csr');
       const extFile = path.join(tmp, 'leaf.ext');
       const outFile = path.join(tmp, 'leaf.crt');
       writeTemp(csrFile, csrPem);
       writeTemp(extFile, renderLeafExtensions(settings, { names, rsa }));
-      const newcert = this.ca.p('newcerts', `${serialBefore}.pem`);
-      await this.ca.withRestore(DB_FILES, () =>
-        this.ca.openssl(
-          ['ca', '-batch', '-notext', '-config', this.ca.p('openssl.cnf'), '-extfile', extFile, '-extensions', 'pipe2me_leaf', '-subj', `/CN=${names[0]}`, ...dateArgs, '-in', csrFile, '-out', outFile],
+      const newcert = this.directory.p('newcerts', `${serialBefore}.pem`);
+      await this.directory.withRestore(DB_FILES, () =>
+        this.directory.openssl(
+          ['ca', '-batch', '-notext', '-config', this.directory.p('openssl.cnf'), '-extfile', extFile, '-extensions', 'pipe2me_leaf', '-subj', `/CN=${names[0]}`, ...dateArgs, '-in', csrFile, '-out', outFile],
           `signing a certificate for ${names.join(', ')}`,
         ),
         [newcert],
@@ -484,17 +427,17 @@ export class CertificateAuthority {
       if (!leaf.x509.checkIssued(ca.x509) || !leaf.x509.verify(ca.x509.publicKey)) problems.push('it is not signed by this CA');
       if (problems.length > 0) {
         // Never hand it out; revoke it so it is on the CRL even if it leaked from newcerts/.
-        await this.ca.openssl(['ca', '-config', this.ca.p('openssl.cnf'), '-revoke', newcert, '-crl_reason', 'unspecified'], 'revoking an unexpected certificate', { allowFailure: true });
-        await this.generateCrlLocked().catch(() => undefined);
+        await this.directory.openssl(['ca', '-config', this.directory.p('openssl.cnf'), '-revoke', newcert, '-crl_reason', 'unspecified'], 'revoking an unexpected certificate', { allowFailure: true });
+        await generateCrlLocked(this.directory).catch(() => undefined);
         throw new DaemonError(CaErrorCode.issuedCertUnexpected, `openssl issued a certificate that differs from the request (${problems.join('; ')}); it was revoked and not returned.`);
       }
-      const chainPem = readIfExists(this.ca.p('chain.pem')) ?? '';
+      const chainPem = readIfExists(this.directory.p('chain.pem')) ?? '';
       return {
         serial: leaf.serial,
         certPem: leaf.pem,
         chainPem,
         fullchainPem: leaf.pem + chainPem,
-        rootPem: fs.readFileSync(this.ca.p('root.crt'), 'utf8'),
+        rootPem: fs.readFileSync(this.directory.p('root.crt'), 'utf8'),
         notBefore: leaf.notBefore,
         notAfter: leaf.notAfter,
         sha256Fingerprint: leaf.sha256Fingerprint,
@@ -503,24 +446,6 @@ export class CertificateAuthority {
     });
   }
 
-  private async generateCrlLocked(outFile?: string): Promise<CrlResult> {
-    return this.ca.inTmp(async (tmp) => {
-      const out = path.join(tmp, 'crl.pem');
-      await this.ca.withRestore(CRL_FILES, () => this.ca.openssl(['ca', '-gencrl', '-config', this.ca.p('openssl.cnf'), '-out', out], 'generating the CRL'));
-      const pem = fs.readFileSync(out, 'utf8');
-      const der = pemBlocks(pem).find((b) => b.label === 'X509 CRL')?.der;
-      if (!der) throw new DaemonError(CaErrorCode.opensslFailed, 'openssl ca -gencrl wrote no CRL.');
-      const info = parseCrl(der);
-      const files = [this.ca.p('crl.pem'), this.ca.p('crl.der')];
-      atomicWrite(files[0]!, pem, { mode: 0o644 });
-      atomicWrite(files[1]!, der, { mode: 0o644 });
-      if (outFile) {
-        atomicWrite(path.resolve(outFile), pem, { mode: 0o644 });
-        files.push(path.resolve(outFile));
-      }
-      return { pem, files, ...info };
-    });
-  }
 }
 
 function checkCommonName(cn: unknown): string {
