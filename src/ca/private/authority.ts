@@ -3,35 +3,27 @@
  * side-effect edge; the decisions (is this CSR acceptable, what goes into openssl.cnf, what does
  * index.txt say) live in the pure modules in src/ca/, the directory's plumbing in ./directory.ts.
  */
-import { createPrivateKey, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
+import { createPrivateKey, randomBytes, type KeyObject } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DaemonError, InputError, ConflictError } from '../../util/errors.js';
-import { atomicWrite, ensureDir, readIfExists } from '../../util/fsx.js';
+import { InputError, ConflictError } from '../../util/errors.js';
+import { atomicWrite, ensureDir } from '../../util/fsx.js';
 import { CaErrorCode } from '../codes.js';
-import { DEFAULT_CRL_DAYS, DEFAULT_LEAF_DAYS, DEFAULT_ROOT_DAYS, checkDays, renderLeafExtensions, renderOpensslCnf, validateSettings, type CaSettings } from '../config.js';
-import { checkCsr, DEFAULT_CSR_POLICY, type CsrPolicy } from '../csr.js';
-import { normalizeFqdn, preview } from '../fqdn.js';
-import { formatOpensslTime, type IndexEntry, type RevocationReason } from '../index-db.js';
-import { describePublicKey, keyPolicyProblem, DEFAULT_KEY_POLICY } from '../keys.js';
-import { normalizeSerial, parseCertificate, renewalDecision, splitCertificates, type CertInfo, type RenewalDecision } from '../x509.js';
-import {
-  CaDirectory,
-  DB_FILES,
-  SETTINGS_VERSION,
-  checkDomain,
-  loadPrivateKeyFile,
-  writeIfChanged,
-  writeTemp,
-  type CaKeyAlgorithm,
-  type StoredSettings,
-} from './directory.js';
+import { DEFAULT_CRL_DAYS, DEFAULT_LEAF_DAYS, DEFAULT_ROOT_DAYS, checkDays, renderOpensslCnf, validateSettings } from '../config.js';
+import { DEFAULT_CSR_POLICY, type CsrPolicy } from '../csr.js';
+import { preview } from '../fqdn.js';
+import type { IndexEntry, RevocationReason } from '../index-db.js';
+import { keyPolicyProblem, DEFAULT_KEY_POLICY } from '../keys.js';
+import { parseCertificate, splitCertificates, type CertInfo, type RenewalDecision } from '../x509.js';
+import { CaDirectory, SETTINGS_VERSION, writeIfChanged, writeTemp, type CaKeyAlgorithm, type StoredSettings } from './directory.js';
 import { list, rootPem, show, type ShownCertificate } from './list.js';
 import { generateCrl, generateCrlLocked, revoke, type CrlResult } from './revoke.js';
+import { issueServerCertificate, needsRenewal, signCsr, type ServerCertificateInput, type SignedCertificate } from './sign.js';
 
 export type { CaKeyAlgorithm };
 export type { ShownCertificate } from './list.js';
 export type { CrlResult } from './revoke.js';
+export type { ServerCertificateInput, SignedCertificate } from './sign.js';
 
 export interface CertificateAuthorityOptions {
   /** What a pod's CSR must satisfy (key types and sizes, size limit). */
@@ -65,22 +57,6 @@ export interface InitResult {
   sha256Fingerprint: string;
 }
 
-export interface SignedCertificate {
-  serial: string;
-  /** The leaf alone. */
-  certPem: string;
-  /** What a server sends after its leaf: the intermediate(s); empty with a self-signed root. */
-  chainPem: string;
-  /** certPem + chainPem, what nginx's ssl_certificate wants. */
-  fullchainPem: string;
-  /** The certificate clients trust. */
-  rootPem: string;
-  notBefore: Date;
-  notAfter: Date;
-  sha256Fingerprint: string;
-  names: string[];
-}
-
 export interface InstallIntermediateInput {
   certPem: string;
   keyPem: string;
@@ -98,21 +74,6 @@ export interface InstallIntermediateResult {
   /** Where the replaced ca.crt/ca.key were moved. */
   retiredTo: string;
 }
-
-export interface ServerCertificateInput {
-  /** Its own name first (the CN), then e.g. `*.<domain>` for the https entry. */
-  names: string[];
-  /** Where the key lives (made here if missing, 0600). */
-  keyFile: string;
-  /** Where the certificate is written: the full chain (leaf, then intermediates), 0644. */
-  certFile: string;
-  days?: number;
-  /** Make a new key even if keyFile exists. */
-  rotateKey?: boolean;
-}
-
-/** Pods' clocks are often a little behind; a certificate valid from an hour ago is not refused by them. */
-const BACKDATE_MS = 3_600_000;
 
 export class CertificateAuthority {
   readonly dir: string;
@@ -193,85 +154,18 @@ export class CertificateAuthority {
   // ---------------------------------------------------------------- signing
 
   /** Check a pod's CSR, then sign it for `fqdn` alone. Nothing is written when the check refuses it. */
-  async signCsr(csrPem: string | Buffer, fqdn: string, opts: { days?: number } = {}): Promise<SignedCertificate> {
-    const settings = this.directory.loadSettings();
-    const checked = checkCsr(csrPem, fqdn, this.csrPolicy);
-    checkDomain(settings, [checked.fqdn]);
-    const days = checkDays('days', opts.days ?? settings.defaultDays);
-    return this.directory.locked(() => this.signLocked(settings, checked.pem, [checked.fqdn], checked.key.type === 'rsa', days));
+  signCsr(csrPem: string | Buffer, fqdn: string, opts: { days?: number } = {}): Promise<SignedCertificate> {
+    return signCsr(this.directory, this.csrPolicy, csrPem, fqdn, opts);
   }
 
-  /**
-   * A certificate for the server itself: its own name for its API and `*.<domain>` for the https entry.
-   * The key is made here and never leaves this machine.
-   */
-  async issueServerCertificate(input: ServerCertificateInput): Promise<SignedCertificate> {
-    const settings = this.directory.loadSettings();
-    if (!Array.isArray(input.names) || input.names.length === 0) {
-      throw new InputError(CaErrorCode.invalidName, 'The server certificate needs at least one name.');
-    }
-    const names = [...new Set(input.names.map((n) => normalizeFqdn(n, { allowWildcard: true })))];
-    checkDomain(settings, names);
-    const days = checkDays('days', input.days ?? settings.defaultDays);
-    const keyFile = path.resolve(input.keyFile);
-    const certFile = path.resolve(input.certFile);
-    if (!fs.existsSync(path.dirname(keyFile))) ensureDir(path.dirname(keyFile), 0o700);
-    if (!fs.existsSync(path.dirname(certFile))) ensureDir(path.dirname(certFile), 0o755);
-
-    let newKey: string | undefined;
-    let keyForCsr = keyFile;
-    if (input.rotateKey || !fs.existsSync(keyFile)) {
-      newKey = path.join(path.dirname(keyFile), `.${path.basename(keyFile)}.p2m-${process.pid}-${randomBytes(4).toString('hex')}.new`);
-      await this.directory.generateKey(newKey, 'P-256');
-      keyForCsr = newKey;
-    } else {
-      const key = loadPrivateKeyFile(keyFile);
-      const problem = keyPolicyProblem(describePublicKey(key), DEFAULT_KEY_POLICY);
-      if (problem) throw new InputError(CaErrorCode.keyFileInvalid, `The key in ${keyFile} cannot be used: ${problem.message}.`, { hint: 'Pass rotateKey to make a new one.' });
-      fs.chmodSync(keyFile, 0o600); // whatever put it there, it is private from now on
-    }
-    try {
-      const rsa = describePublicKey(loadPrivateKeyFile(keyForCsr)).type === 'rsa';
-      const signed = await this.directory.locked(() =>
-        this.directory.inTmp(async (tmp) => {
-          const csr = path.join(tmp, 'server.csr');
-          await this.directory.openssl(['req', '-new', '-key', keyForCsr, '-subj', `/CN=${names[0]}`, '-config', this.directory.p('openssl.cnf'), '-out', csr], 'making the server request');
-          return this.signLocked(settings, fs.readFileSync(csr, 'utf8'), names, rsa, days);
-        }),
-      );
-      if (newKey) {
-        fs.chmodSync(newKey, 0o600);
-        fs.renameSync(newKey, keyFile);
-        newKey = undefined;
-      }
-      atomicWrite(certFile, signed.fullchainPem, { mode: 0o644 });
-      return signed;
-    } finally {
-      if (newKey) fs.rmSync(newKey, { force: true });
-    }
+  /** A certificate for the server itself, with a key made here that never leaves this machine. */
+  issueServerCertificate(input: ServerCertificateInput): Promise<SignedCertificate> {
+    return issueServerCertificate(this.directory, input);
   }
 
-  /**
-   * Whether the certificate in `certFile` should be replaced: missing, unreadable, expiring within
-   * `beforeDays` (default 30), or issued by a CA certificate this CA no longer signs with.
-   */
+  /** Whether the certificate in `certFile` should be replaced (missing, unreadable, expiring, or from an earlier CA certificate). */
   needsRenewal(certFile: string, opts: { beforeDays?: number; now?: Date } = {}): RenewalDecision {
-    const pem = readIfExists(certFile);
-    const caPem = readIfExists(this.directory.p('ca.crt'));
-    let issuer: X509Certificate | undefined;
-    try {
-      issuer = caPem ? new X509Certificate(caPem) : undefined;
-    } catch {
-      issuer = undefined;
-    }
-    let leafPem = pem;
-    try {
-      // certFile may hold a full chain; the leaf comes first.
-      if (pem !== undefined) leafPem = splitCertificates(pem)[0] ?? pem;
-    } catch {
-      leafPem = pem; // unreadable: renewalDecision says so
-    }
-    return renewalDecision(leafPem, { ...opts, ...(issuer ? { issuer } : {}) });
+    return needsRenewal(this.directory, certFile, opts);
   }
 
   // ---------------------------------------------------------------- revocation and CRL
@@ -393,59 +287,6 @@ export class CertificateAuthority {
       }),
     );
   }
-
-  // ---------------------------------------------------------------- internals
-
-  private async signLocked(settings: CaSettings, csrPem: string, names: string[], rsa: boolean, days: number): Promise<SignedCertificate> {
-    const ca = parseCertificate(fs.readFileSync(this.directory.p('ca.crt'), 'utf8'));
-    const serialBefore = normalizeSerial(fs.readFileSync(this.directory.p('serial'), 'utf8'));
-    const now = Date.now();
-    // A leaf must not outlive the CA that signed it: clients would reject it once the CA expires.
-    const end = Math.min(now + days * 86_400_000, ca.notAfter.getTime());
-    const dateArgs = ['-startdate', formatOpensslTime(new Date(now - BACKDATE_MS)), ...(end < now + days * 86_400_000 ? ['-enddate', formatOpensslTime(new Date(end))] : ['-days', String(days)])];
-    return this.directory.inTmp(async (tmp) => {
-      const csrFile = path.join(tmp, 'request.csr');
-      const extFile = path.join(tmp, 'leaf.ext');
-      const outFile = path.join(tmp, 'leaf.crt');
-      writeTemp(csrFile, csrPem);
-      writeTemp(extFile, renderLeafExtensions(settings, { names, rsa }));
-      const newcert = this.directory.p('newcerts', `${serialBefore}.pem`);
-      await this.directory.withRestore(DB_FILES, () =>
-        this.directory.openssl(
-          ['ca', '-batch', '-notext', '-config', this.directory.p('openssl.cnf'), '-extfile', extFile, '-extensions', 'pipe2me_leaf', '-subj', `/CN=${names[0]}`, ...dateArgs, '-in', csrFile, '-out', outFile],
-          `signing a certificate for ${names.join(', ')}`,
-        ),
-        [newcert],
-      );
-      const leaf = parseCertificate(fs.readFileSync(outFile, 'utf8'));
-      // Belt and braces: what openssl produced must be exactly what we asked for.
-      const problems: string[] = [];
-      if (leaf.serial !== serialBefore) problems.push(`serial ${leaf.serial}, expected ${serialBefore}`);
-      if (leaf.isCa) problems.push('it is a CA certificate');
-      if (leaf.subjectAltNames.join(',').toLowerCase() !== names.map((n) => `dns:${n}`).join(',')) problems.push(`subjectAltName ${leaf.subjectAltNames.join(', ')}`);
-      if (leaf.commonName !== names[0]) problems.push(`CN ${leaf.commonName}`);
-      if (!leaf.x509.checkIssued(ca.x509) || !leaf.x509.verify(ca.x509.publicKey)) problems.push('it is not signed by this CA');
-      if (problems.length > 0) {
-        // Never hand it out; revoke it so it is on the CRL even if it leaked from newcerts/.
-        await this.directory.openssl(['ca', '-config', this.directory.p('openssl.cnf'), '-revoke', newcert, '-crl_reason', 'unspecified'], 'revoking an unexpected certificate', { allowFailure: true });
-        await generateCrlLocked(this.directory).catch(() => undefined);
-        throw new DaemonError(CaErrorCode.issuedCertUnexpected, `openssl issued a certificate that differs from the request (${problems.join('; ')}); it was revoked and not returned.`);
-      }
-      const chainPem = readIfExists(this.directory.p('chain.pem')) ?? '';
-      return {
-        serial: leaf.serial,
-        certPem: leaf.pem,
-        chainPem,
-        fullchainPem: leaf.pem + chainPem,
-        rootPem: fs.readFileSync(this.directory.p('root.crt'), 'utf8'),
-        notBefore: leaf.notBefore,
-        notAfter: leaf.notAfter,
-        sha256Fingerprint: leaf.sha256Fingerprint,
-        names,
-      };
-    });
-  }
-
 }
 
 function checkCommonName(cn: unknown): string {
