@@ -1,5 +1,5 @@
 /** The certificate authority library: pure checks and rendering, and the CA directory driven through openssl. */
-export { CertificateAuthority } from './authority.js';
+export { CertificateAuthority } from './private/authority.js';
 export type {
   CaKeyAlgorithm,
   CertificateAuthorityOptions,
@@ -11,7 +11,7 @@ export type {
   ServerCertificateInput,
   ShownCertificate,
   SignedCertificate,
-} from './authority.js';
+} from './private/authority.js';
 export { CaErrorCode, CsrErrorCode } from './codes.js';
 export { checkCsr, parseCsr, DEFAULT_CSR_POLICY, MAX_CSR_BYTES } from './csr.js';
 export type { CheckedCsr, CsrPolicy, ParsedCsr, SanEntry } from './csr.js';

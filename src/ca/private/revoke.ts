@@ -1,0 +1,77 @@
+/**
+ * Revoking what the private CA issued, and its CRL: rewritten after every revocation (and whenever
+ * asked, before its nextUpdate), to crl.pem and crl.der in the CA directory.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ConflictError, DaemonError, InputError, NotFoundError } from '../../util/errors.js';
+import { atomicWrite } from '../../util/fsx.js';
+import { pemBlocks } from '../asn1.js';
+import { CaErrorCode } from '../codes.js';
+import { preview } from '../fqdn.js';
+import { REVOCATION_REASONS, type RevocationReason } from '../index-db.js';
+import { parseCrl } from '../x509.js';
+import { DB_FILES, checkSerial, type CaDirectory } from './directory.js';
+
+export interface CrlResult {
+  pem: string;
+  /** Every file written. */
+  files: string[];
+  thisUpdate: Date;
+  nextUpdate: Date | undefined;
+  revokedSerials: string[];
+}
+
+/** What openssl ca -gencrl rewrites, snapshotted like DB_FILES so a failure can put it back. */
+const CRL_FILES = ['crlnumber', 'crlnumber.new', 'crlnumber.old'];
+
+export async function revoke(caDir: CaDirectory, serial: string, reason: RevocationReason = 'unspecified'): Promise<{ serial: string; crl: CrlResult }> {
+  caDir.loadSettings();
+  const s = checkSerial(serial);
+  if (!(REVOCATION_REASONS as readonly string[]).includes(reason)) {
+    throw new InputError(CaErrorCode.revokeReasonInvalid, `${preview(String(reason))} is not a revocation reason.`, {
+      hint: `Use one of: ${REVOCATION_REASONS.join(', ')}.`,
+    });
+  }
+  return caDir.locked(async () => {
+    const entry = caDir.readIndex().find((e) => e.serial === s);
+    if (!entry) throw new NotFoundError(CaErrorCode.serialNotFound, `This CA has not issued a certificate with serial ${s}.`, { hint: 'List them with: pipe2me-ctl ca list' });
+    if (entry.status === 'R') {
+      throw new ConflictError(CaErrorCode.alreadyRevoked, `The certificate ${s} (${entry.subject}) was already revoked on ${entry.revokedAt?.toISOString()}.`);
+    }
+    const certFile = caDir.p('newcerts', `${s}.pem`);
+    if (!fs.existsSync(certFile)) {
+      throw new DaemonError(CaErrorCode.stateCorrupt, `The CA's copy of certificate ${s} (${certFile}) is missing, so openssl cannot revoke it.`);
+    }
+    await caDir.withRestore(DB_FILES, () =>
+      caDir.openssl(['ca', '-config', caDir.p('openssl.cnf'), '-revoke', certFile, '-crl_reason', reason], `revoking ${s}`),
+    );
+    return { serial: s, crl: await generateCrlLocked(caDir) };
+  });
+}
+
+/** Write a fresh CRL to crl.pem and crl.der in the CA directory, and to `outFile` (PEM) if given. */
+export async function generateCrl(caDir: CaDirectory, outFile?: string): Promise<CrlResult> {
+  caDir.loadSettings();
+  return caDir.locked(() => generateCrlLocked(caDir, outFile));
+}
+
+/** The CRL as the database says now; the caller holds the lock. */
+export async function generateCrlLocked(caDir: CaDirectory, outFile?: string): Promise<CrlResult> {
+  return caDir.inTmp(async (tmp) => {
+    const out = path.join(tmp, 'crl.pem');
+    await caDir.withRestore(CRL_FILES, () => caDir.openssl(['ca', '-gencrl', '-config', caDir.p('openssl.cnf'), '-out', out], 'generating the CRL'));
+    const pem = fs.readFileSync(out, 'utf8');
+    const der = pemBlocks(pem).find((b) => b.label === 'X509 CRL')?.der;
+    if (!der) throw new DaemonError(CaErrorCode.opensslFailed, 'openssl ca -gencrl wrote no CRL.');
+    const info = parseCrl(der);
+    const files = [caDir.p('crl.pem'), caDir.p('crl.der')];
+    atomicWrite(files[0]!, pem, { mode: 0o644 });
+    atomicWrite(files[1]!, der, { mode: 0o644 });
+    if (outFile) {
+      atomicWrite(path.resolve(outFile), pem, { mode: 0o644 });
+      files.push(path.resolve(outFile));
+    }
+    return { pem, files, ...info };
+  });
+}
