@@ -48,19 +48,25 @@ function configure(s: AcmeSettings): void {
   settings.httpsAgent = new https.Agent({ keepAlive: true, ...(s.trustRoots ? { ca: [...tls.rootCertificates, s.trustRoots] } : {}) });
   if (configured) return;
   configured = true;
+  // Only refusals are recorded (acme-client hands most of them back as answers, some as errors): a request
+  // that succeeds afterwards (a fresh nonce) must not hide why the call failed.
+  type Answer = { status: number; headers: Record<string, string | undefined>; data: unknown };
+  const record = (r: Answer) => {
+    const type = String(r.headers['content-type'] ?? '');
+    last = { status: r.status, retryAfter: r.headers['retry-after'] ?? null, problem: type.startsWith('application/problem+json') ? (r.data as LastResponse['problem']) : null };
+  };
   acme.axios.interceptors.response.use((r) => {
-    last = { status: r.status, retryAfter: null, problem: null };
+    if (r.status >= 400) record(r as unknown as Answer);
     return r;
-  }, (e: { response?: { status: number; headers: Record<string, string | undefined>; data: unknown } }) => {
-    const r = e.response;
-    if (r) {
-      const type = String(r.headers['content-type'] ?? '');
-      last = { status: r.status, retryAfter: r.headers['retry-after'] ?? null, problem: type.startsWith('application/problem+json') ? (r.data as LastResponse['problem']) : null };
-    } else {
-      last = null;
-    }
+  }, (e: { response?: Answer }) => {
+    if (e.response) record(e.response);
     return Promise.reject(e);
   });
+}
+
+/** Forgets the last refusal: called before each ACME call, so that a failure is read against its own answer. */
+export function forgetLastAnswer(): void {
+  last = null;
 }
 
 /** Retry-After in seconds (delta or HTTP date), or null. */

@@ -8,7 +8,7 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import type acme from 'acme-client';
 import { txtRecords } from '../../daemons/dns-query.js';
-import { AcmeFailure, classify } from './client.js';
+import { AcmeFailure, classify, forgetLastAnswer } from './client.js';
 
 export interface Dns01Zone {
   /** Puts the records into the zone; resolves once the primary serves them. */
@@ -87,6 +87,7 @@ export async function fulfil(client: acme.Client, names: string[], csrPem: strin
   const t0 = performance.now();
   const timing = opts.timing ?? {};
   const call = async <T>(fn: () => Promise<T>, validating = false): Promise<T> => {
+    forgetLastAnswer();
     try {
       return await fn();
     } catch (e) {
