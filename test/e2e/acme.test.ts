@@ -80,6 +80,18 @@ describe('a pod\'s own certificate from the public CA', () => {
     expect(st.json.certificate.issuer).toBe('acme');
   });
 
+  it('over the direct route too: the probe knows the pod by its public certificate, and the client verifies it at the router', async () => {
+    const s = stack();
+    // The pod's mappings were reported at start; the API probed it and recognised the certificate issued to it.
+    await waitFor('the name at the router', async () => (await dig(s.world, { server: ADDR.server, name: web.fqdn })).answers.some((a) => a.type === 'A' && a.data === ADDR.routerWan), { timeoutMs: 30_000, intervalMs: 250 });
+    const r = await publicGet(web.services[1]!.url, ADDR.routerWan);
+    expect(r.sslVerifyResult, r.error).toBe(0);
+    expect(r.body).toMatch(/^hello from pod over https; path \/; peer 203\.0\.113\.3/);
+    const entry = await publicGet(`https://${web.fqdn}/x`, ADDR.routerWan);
+    expect(entry.sslVerifyResult, entry.error).toBe(0);
+    expect(entry.location).toBe(`https://${web.fqdn}:${web.services[1]!.port}/x`);
+  });
+
   it('the server never had the pod\'s private key: it is nowhere in the server\'s files', async () => {
     const s = stack();
     expect(filesHolding(s.serverRoot, path.join(s.podDir('pod'), 'tls.key'))).toEqual([]);
@@ -106,7 +118,7 @@ describe('a pod\'s own certificate from the public CA', () => {
 });
 
 describe('a passthrough pod', () => {
-  it('https://NAME/ on 443 reaches the pod\'s own service with its public certificate; the probe still knows it', async () => {
+  it('https://NAME/ on 443 reaches the pod\'s own service with its public certificate, and the server never had its key', async () => {
     const s = stack();
     const pod: HostName = 'pod2';
     const p = (await s.pod<SetupJson>(['setup', '--server', `https://server.${DOMAIN}`, '--token', token, '--ca-pin', caPin, '--protocols', 'https', '--ports', '8443', '--passthrough'], { host: pod, timeout: 120_000 })).json;
