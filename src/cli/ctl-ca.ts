@@ -5,10 +5,11 @@ import * as fs from 'node:fs';
 import { InputError } from '../util/errors.js';
 import { authority, hexFingerprint, initCa, publishTrust } from '../server/ca.js';
 import { markRevoked } from '../state/certificates.js';
+import { listOrders } from '../state/acme.js';
 import { renderTemplate } from '../render/templates.js';
 import { table } from './output.js';
 import { applyJson } from './format.js';
-import { withServer } from './ctl-common.js';
+import { parseIntOption, withServer } from './ctl-common.js';
 
 export function registerCaCommands(program: Command): void {
   program
@@ -91,6 +92,23 @@ Examples:
         const list = authority(ctx).list();
         out.result(list.map((e) => ({ serial: e.serial, status: e.status, subject: e.subject, expires: e.expires.toISOString(), revoked: e.revokedAt?.toISOString() ?? null, reason: e.revocationReason ?? null })),
           () => list.length === 0 ? 'No certificates issued yet.' : table(list.map((e) => [e.serial, e.status, e.commonName ?? e.subject, e.expires.toISOString(), e.revokedAt ? `${e.revokedAt.toISOString()} ${e.revocationReason ?? ''}` : '']), ['SERIAL', 'S', 'NAME', 'EXPIRES', 'REVOKED']));
+      }));
+  caCmd
+    .command('orders')
+    .description('Orders at the ACME CA (ca.issuer: acme): for which names, their state, attempts, the next attempt and the last error — newest first.')
+    .option('--limit <n>', 'how many', parseIntOption('--limit'), 50)
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl ca orders
+  pipe2me-ctl ca orders --limit 10 --json`)
+    .action(async (o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const list = listOrders(ctx.db, o.limit);
+        const iso = (t: number) => new Date(t * 1000).toISOString().replace('.000Z', 'Z');
+        out.result(list.map((x) => ({ id: x.id, names: x.names, purpose: x.purpose, state: x.state, attempts: x.attempts, next_attempt: x.state === 'queued' ? iso(x.nextAttemptAt) : null, last_error: x.lastError, certificate: x.certSerial, created: iso(x.createdAt) })),
+          () => list.length === 0 ? (ctx.config.ca.issuer === 'acme' ? 'No ACME orders yet.' : 'No ACME orders: ca.issuer is private.') : table(
+            list.map((x) => [x.id, x.names.join(','), x.state, String(x.attempts), x.state === 'queued' ? iso(x.nextAttemptAt) : '-', (x.lastError ?? '').slice(0, 80)]),
+            ['ORDER', 'NAMES', 'STATE', 'TRIES', 'NEXT', 'LAST ERROR']));
       }));
   caCmd
     .command('show')
