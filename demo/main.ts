@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ADDR, curl, dig, removeMapping, waitFor, type CurlResult } from '../test/world/index.js';
 import { DOMAIN, ROOT, Stack } from '../test/stack/stack.js';
+import { acmeConfig, startPebble, type Pebble } from '../test/stack/pebble.js';
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const dim = (s: string) => (process.stdout.isTTY ? `\x1b[2m${s}\x1b[0m` : s);
@@ -27,6 +28,7 @@ function cmd(host: string, argv: string) {
 }
 
 let stack: Stack | undefined;
+let pebble: Pebble | undefined;
 let interrupted = false;
 
 async function teardown(): Promise<void> {
@@ -68,7 +70,8 @@ async function fetchAs(url: string): Promise<CurlResult & { via: string }> {
   const u = new URL(url);
   const { address } = await resolve(u.hostname);
   const port = u.port || (u.protocol === 'https:' ? '443' : '80');
-  const r = await curl(stack!.world, url, { resolve: [`${u.hostname}:${port}:${address}`], cacert: stack!.caFile() });
+  // The client trusts only the public CA's root, as every browser does: not the server's private CA.
+  const r = await curl(stack!.world, url, { resolve: [`${u.hostname}:${port}:${address}`], cacert: pebble!.rootFile });
   return { ...r, via: address };
 }
 
@@ -80,12 +83,15 @@ async function main(): Promise<void> {
   stack = await Stack.create({ log: null, handleSignals: false, secondary: true, flapWindow: '10s' });
   console.log(ok(`server ${ADDR.server}, NAT router ${ADDR.routerWan} (LAN 192.168.77.1, miniupnpd), pod 192.168.77.10 behind it, client ${ADDR.client}, secondary nameserver ${ADDR.ns2}`));
   console.log(ok(`up in ${(stack.world.timings.upMs / 1000).toFixed(2)} s`));
+  pebble = await startPebble(stack.world);
+  console.log(ok(`a public ACME CA on ${ADDR.ca} (Pebble, standing in for Let's Encrypt); the client trusts only its root, as a browser does`));
 
   heading('The server: pipe2me-ctl init, apply, and its daemons');
   cmd('server', `pipe2me-ctl init --domain ${DOMAIN} --ipv4 ${ADDR.server} --secondary ns2.${DOMAIN}=${ADDR.ns2} && pipe2me-ctl apply`);
+  cmd('server', `# pipe2me.yml: ca: { issuer: acme, acme: { directory_url: ${pebble.directoryUrl}, email: … } }`);
   const t1 = performance.now();
-  await stack.startServer();
-  console.log(ok(`configuration, CA, sshd host key and state store made; sshd, nginx and BIND run from the files pipe2me rendered, the API serves (${secs(t1)})`));
+  await stack.startServer({ configExtra: acmeConfig(pebble) });
+  console.log(ok(`configuration, private CA (for the API and the pods' pins), sshd host key and state store made; sshd, nginx and BIND run from the files pipe2me rendered, the API serves (${secs(t1)})`));
   console.log(ok(`an NSD secondary on ${ADDR.ns2} follows the zone by NOTIFY and AXFR (pipe2me-ctl secondary-config)`));
   const token = (await stack.ctl<{ token: string; ca_pin: string }>(['token', 'create', '--label', 'demo', '--max-ports', '4', '--lifespan', '30d'])).json;
   cmd('server', 'pipe2me-ctl token create --label demo --max-ports 4 --lifespan 30d');
@@ -94,11 +100,12 @@ async function main(): Promise<void> {
   heading('The pod: pipe2me setup');
   cmd('pod', `pipe2me setup --server https://server.${DOMAIN} --token p2mt_… --ca-pin ${token.ca_pin.slice(0, 14)}… --protocols http,https --ports 8080,8443`);
   const setup = (await stack.pod<{ fqdn: string; services: { protocol: string; port: number; url: string }[] }>(
-    ['setup', '--server', `https://server.${DOMAIN}`, '--token', token.token, '--ca-pin', token.ca_pin, '--protocols', 'http,https', '--ports', '8080,8443'])).json;
+    ['setup', '--server', `https://server.${DOMAIN}`, '--token', token.token, '--ca-pin', token.ca_pin, '--protocols', 'http,https', '--ports', '8080,8443'], { timeout: 120_000 })).json;
   console.log(ok(`the pod is ${bold(setup.fqdn)}`));
   for (const s of setup.services) console.log(`      ${s.protocol.padEnd(5)} ${s.url}`);
   console.log(`      entry http://${setup.fqdn}/ and https://${setup.fqdn}/`);
-  console.log(ok('its ssh key and TLS key were made on the pod (0600) and never left it; the server signed its certificate'));
+  const issuer = fs.readFileSync(path.join(stack.podDir('pod'), 'tls.issuer'), 'utf8').trim();
+  console.log(ok(`its ssh key and TLS key were made on the pod (0600) and never left it; the server had the public CA sign its certificate by dns-01 (issuer: ${issuer})`));
   await stack.startPodService('pod');
   console.log(ok('the pod runs a small web service on 8080 (http) and 8443 (https, with that certificate)'));
 
@@ -116,8 +123,9 @@ async function main(): Promise<void> {
   cmd('client', `curl ${setup.services[0]!.url}`);
   console.log(ok(`${h.status}: "${h.body.trim()}"  ${dim('(the pod sees a loopback peer: the request came through the tunnel)')}`));
   const s1 = await fetchAs(setup.services[1]!.url);
-  cmd('client', `curl --cacert ca.pem ${setup.services[1]!.url}`);
-  console.log(ok(`${s1.status}, certificate verified against the server's CA (ssl_verify_result ${s1.sslVerifyResult}): "${s1.body.trim()}"`));
+  cmd('client', `curl ${setup.services[1]!.url}`);
+  if (s1.sslVerifyResult !== 0) throw new Error(`the pod's certificate was not verified against the public root: ${s1.error}`);
+  console.log(ok(`${s1.status}, certificate verified against the public CA's root alone (ssl_verify_result ${s1.sslVerifyResult}): "${s1.body.trim()}"`));
   const e = await fetchAs(`http://${setup.fqdn}/hello?x=1`);
   cmd('client', `curl http://${setup.fqdn}/hello?x=1`);
   console.log(ok(`${e.status} → ${e.location}  ${dim('(the entry redirect keeps path and query)')}`));
@@ -138,6 +146,9 @@ async function main(): Promise<void> {
   console.log(ok(`${setup.fqdn} → ${r2.address} (the router), TTL ${r2.ttl} s; the secondary nameserver answers the same`));
   const h2 = await fetchAs(setup.services[0]!.url);
   console.log(ok(`curl ${setup.services[0]!.url} → "${h2.body.trim()}"  ${dim('(the pod sees the client itself: no server in the path)')}`));
+  const s2 = await fetchAs(setup.services[1]!.url);
+  if (s2.sslVerifyResult !== 0) throw new Error(`at the router, the pod's certificate was not verified against the public root: ${s2.error}`);
+  console.log(ok(`curl ${setup.services[1]!.url} → verified at the router with the public root alone: the pod's own key, end to end`));
 
   heading('The router loses a mapping: back to the server, without a client noticing more than a TTL');
   await removeMapping(stack.world, setup.services[0]!.port, 'TCP', 'pod');
