@@ -223,7 +223,7 @@ export class AcmeService {
       });
       if (order.purpose === 'server') await this.opts.onServerIssued?.(order, issued);
       finishOrder(this.ctx.db, order.id, serial);
-      this.opts.log(`ACME: issued ${order.names.join(', ')} (serial ${issued.serial}, until ${issued.notAfter.toISOString()}) in ${Math.round(timing.issuedMs ?? 0)} ms`);
+      this.opts.log(`ACME: issued ${order.names.join(', ')} (serial ${issued.serial}, until ${issued.notAfter.toISOString()}) in ${Math.round(timing.issuedMs ?? 0)} ms (record published ${Math.round(timing.publishedMs ?? 0)}, served by every nameserver ${Math.round(timing.servedEverywhereMs ?? 0)}, validated ${Math.round(timing.validatedMs ?? 0)})`);
       const o = getOrder(this.ctx.db, order.id)!;
       finish(o);
       return { order: o, issued, timing };
