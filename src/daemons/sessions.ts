@@ -239,6 +239,16 @@ export async function cutSessions(o: CutOptions): Promise<CutResult> {
   return { killed: [...monitors].length ? [...monitors] : [...pids] };
 }
 
+/**
+ * Forgets a retired pod's records once its connections are cut: its key is already out of the index, so
+ * no new login can make them again, and a removed name must leave nothing behind that could be read as online.
+ */
+export function forgetRecords(d: SessionDirs, name: string): void {
+  if (!NAME_RE.test(name)) return;
+  fs.rmSync(path.join(d.sessionsDir, name), { recursive: true, force: true });
+  fs.rmSync(path.join(d.connsDir, name), { recursive: true, force: true });
+}
+
 /** Removes records whose connection has ended (the holder and the lookup never outlive theirs to do it). */
 export function sweepStaleRecords(d: SessionDirs): number {
   let removed = 0;

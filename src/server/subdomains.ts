@@ -8,7 +8,7 @@ import { apply, type ApplyReport } from '../apply/apply.js';
 import { httpEntryTarget, httpsEntryTarget, serviceUrl } from '../render/entries.js';
 import { createSubdomain, deleteSubdomain, expireDue, requireSubdomain, type CreatedSubdomain } from '../state/subdomains.js';
 import { now, type SubdomainRecord } from '../state/types.js';
-import { cutSessions, liveSession, type SessionRecord } from '../daemons/sessions.js';
+import { cutSessions, forgetRecords, liveSession, type SessionRecord } from '../daemons/sessions.js';
 import { getMappings, mappingNote } from '../state/mappings.js';
 import { podCertificateSummary, revokeSubdomainCertificates } from './issuers.js';
 import { recentProbes as probeHistory } from '../state/probes.js';
@@ -132,6 +132,7 @@ async function retire(ctx: ServerContext, subs: readonly SubdomainRecord[], reas
   for (const s of subs) {
     const r = await cutSessions({ ...sessionDirs(ctx), tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((p) => p.port) });
     cut.push(...r.killed);
+    forgetRecords(sessionDirs(ctx), s.name);
     revoked.push(...(await revokeSubdomainCertificates(ctx, s, reason, { log: progress })));
   }
   return { cut, revoked };

@@ -227,8 +227,13 @@ describe.each(['bind', 'nsd'] as const)('server with %s', (dns) => {
     const ssh = new SshClient(s, keyA);
     await s.world.start({ name: 'alpha-hold', host: 'pod', argv: ssh.argv(['-N', '-R', `${a.ports[2]!.port}:127.0.0.1:9000`]) });
     await s.world.waitTcp('cli', ADDR.server, a.ports[2]!.port);
+    const conns = path.join(s.layout.connsDir, a.name);
+    expect(fs.existsSync(conns), 'the key lookup recorded the login').toBe(true);
     const r = await s.ctl<{ cut_sessions: number }>(['remove', 'alpha']);
     expect(r.json.cut_sessions).toBeGreaterThanOrEqual(1);
+    // Nothing of its connection is left that could be read as online.
+    expect(fs.existsSync(conns)).toBe(false);
+    expect(fs.existsSync(path.join(s.layout.sessionsDir, a.name))).toBe(false);
     // The live session was cut: the port is closed at once.
     const closed = await curl(s.world, `telnet://${ADDR.server}:${a.ports[2]!.port}`, { timeoutMs: 2000 });
     expect(closed.error).toMatch(/refused|Failed to connect/i);
