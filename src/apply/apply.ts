@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LiveServer, snapshot, type ServerContext } from '../server/context.js';
 import { renderAll, ALL_UNITS } from '../render/render.js';
-import type { RenderedFile, Unit } from '../render/types.js';
+import type { DroppedEntry, RenderedFile, Unit } from '../render/types.js';
 import { getMeta, setMeta } from '../state/db.js';
 import { renderSnapshot } from '../state/subdomains.js';
 import { allChallenges } from '../state/acme.js';
@@ -49,7 +49,7 @@ export interface ApplyReport {
   /** Key files written and removed in the key index (only when keys changed). */
   keyIndex?: { written: number; removed: number };
   /** Records left out of the zone, with the reason (a pod's address that may not be published). */
-  dropped: { owner: string; type: string; value: string; why: string }[];
+  dropped: DroppedEntry[];
   /** Set when the configuration file does not validate and the last good one was applied. */
   staleConfig: { problem: string; since: string } | null;
 }
@@ -180,7 +180,7 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     // New certificates under the same file names: nginx serves them only after a reload.
     if (renewed && !p.reloads.some((r) => r.action === 'nginx-reload')) p.reloads.push({ unit: 'nginx', action: 'nginx-reload', why: 'the server\'s certificates were renewed' });
     const dropped = p.changes.flatMap((c) => c.file.dropped ?? []);
-    for (const d of dropped) progress(`left out of the zone: ${d.owner} ${d.type} ${d.value} (${d.why})`);
+    for (const d of dropped) progress(`left out of the ${d.where}: ${d.owner} ${d.type} ${d.value} (${d.why})`);
     const report: ApplyReport = { plan: p, dryRun: Boolean(opts.dryRun), reloads: [], serial: p.serial, durationMs: 0, dropped, staleConfig: stale };
     const L = ctx.layout;
     // An apply killed after its renames but before it removed its staging directory leaves one behind

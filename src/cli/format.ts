@@ -12,7 +12,7 @@ export function applySummary(r: ApplyReport): string {
   for (const rl of r.reloads) {
     lines.push(`  ${rl.status === 'reloaded' ? 'reloaded' : 'not running'}: ${rl.detail}${rl.servedAfterMs !== undefined ? `; serving it after ${rl.servedAfterMs.toFixed(0)} ms` : ''}`);
   }
-  for (const d of r.dropped) lines.push(`  left out of the zone: ${d.owner} ${d.type} ${d.value} (${d.why})`);
+  for (const d of r.dropped) lines.push(`  left out of the ${d.where}: ${d.owner} ${d.type} ${d.value} (${d.why})`);
   if (r.staleConfig) lines.push(`  NOTE: applied with the last good configuration; the file does not validate: ${r.staleConfig.problem.split('\n')[0]}`);
   if (r.dryRun) for (const rl of r.plan.reloads) lines.push(`  would reload: ${rl.action} (${rl.why})`);
   return lines.join('\n');

@@ -9,7 +9,7 @@ import { publishRefusal } from '../net/address.js';
 import { keyIndexFile } from '../ssh/key-index.js';
 import { layout, type Layout } from './layout.js';
 import { renderTemplate } from './templates.js';
-import { SERIAL_PLACEHOLDER, type RenderedFile, type RenderSubdomain, type Unit } from './types.js';
+import { SERIAL_PLACEHOLDER, type DroppedEntry, type RenderedFile, type RenderSubdomain, type Unit } from './types.js';
 
 /** How long a dead session holds its ports (see templates/sshd/sshd_config.hbs). */
 export function aliveWindowSeconds(c: Config): number {
@@ -55,13 +55,41 @@ export function renderSshd(c: Config, L: Layout): RenderedFile[] {
  * key of a subdomain without ports gets no line at all, and the result is checked line by line: a line
  * that could open more than its pod's ports must never reach the index.
  */
+/**
+ * The key index's manifest: one line per published pod key, filed under the key's fingerprint. A key the
+ * index cannot file (a fingerprint that is not one, a key some earlier pod already holds) is left out with
+ * its reason — that pod cannot log in until it registers its key again — and every other pod's line is kept.
+ */
 export function renderKeyList(subdomains: readonly RenderSubdomain[], L: Layout): RenderedFile {
-  const keys = subdomains
-    .filter((s) => isPublished(s) && s.key)
-    .map((s) => ({ name: s.name, file: keyIndexFile(s.key!.fingerprint), publicKey: s.key!.publicKey, ports: s.ports.map((p) => p.port) }));
+  const keys: { name: string; file: string; publicKey: string; ports: number[] }[] = [];
+  const dropped: DroppedEntry[] = [];
+  const owners = new Map<string, string>();
+  for (const s of subdomains) {
+    if (!isPublished(s) || !s.key) continue;
+    const leave = (why: string) => dropped.push({ where: 'key index', owner: s.fqdn, type: 'ssh key', value: forLog(s.key!.fingerprint), why });
+    let file: string;
+    try {
+      file = keyIndexFile(s.key.fingerprint);
+    } catch {
+      leave('its fingerprint is not a SHA256 fingerprint; the pod must register its key again');
+      continue;
+    }
+    const first = owners.get(file);
+    if (first !== undefined) {
+      leave(`the same key is ${first}'s; one key opens one pod's ports only`);
+      continue;
+    }
+    owners.set(file, s.name);
+    keys.push({ name: s.name, file, publicKey: s.key.publicKey, ports: s.ports.map((p) => p.port) });
+  }
   const content = renderTemplate('sshd/keys.list.hbs', { keys, sessionScript: L.sshd.sessionScript });
   assertKeyLinesRestricted(content, keys);
-  return { unit: 'keys', path: L.sshd.keyList, content, mode: 0o644, order: 0 };
+  return { unit: 'keys', path: L.sshd.keyList, content, mode: 0o644, order: 0, ...(dropped.length ? { dropped } : {}) };
+}
+
+/** A stored value in a log line: printable ASCII only, and short. */
+function forLog(v: string): string {
+  return v.replace(/[^\x20-\x7e]/g, '?').slice(0, 60);
 }
 
 export function assertKeyLinesRestricted(content: string, keys: { name: string; file: string; ports: number[] }[]): void {
@@ -135,13 +163,6 @@ export function renderNginx(c: Config, L: Layout, subdomains: readonly RenderSub
   ];
 }
 
-/** A record that could not be published, and why: apply reports it; the rest of the zone goes live. */
-export interface DroppedRecord {
-  owner: string;
-  type: 'A' | 'AAAA';
-  value: string;
-  why: string;
-}
 
 /**
  * The zone's records apart from SOA and NS: nameserver glue, the server's own name, the apex, every pod.
@@ -149,9 +170,9 @@ export interface DroppedRecord {
  * single pod's data can make the zone one that the nameserver's checker refuses, which would stop every
  * later apply for every pod.
  */
-export function zoneRecords(c: Config, subdomains: readonly RenderSubdomain[]): { records: AddressRecord[]; dropped: DroppedRecord[] } {
+export function zoneRecords(c: Config, subdomains: readonly RenderSubdomain[]): { records: AddressRecord[]; dropped: DroppedEntry[] } {
   const records: AddressRecord[] = [];
-  const dropped: DroppedRecord[] = [];
+  const dropped: DroppedEntry[] = [];
   const inZone = (name: string) => name === c.domain || name.endsWith('.' + c.domain);
   const glue = new Map<string, string>();
   for (const ns of [c.dns.primary, ...c.dns.secondaries]) if (inZone(ns.name)) glue.set(ns.name, ns.ipv4);
@@ -170,7 +191,7 @@ export function zoneRecords(c: Config, subdomains: readonly RenderSubdomain[]): 
         records.push(r);
         kept++;
       } else {
-        dropped.push({ owner: r.owner, type: r.type, value: r.value, why });
+        dropped.push({ where: 'zone', owner: r.owner, type: r.type, value: r.value, why });
       }
     }
     // A pod whose own address was refused still has a name: the server's, where its tunnel is.

@@ -11,8 +11,20 @@ export interface RenderedFile {
   content: string;
   mode: number;
   order: number;
-  /** Records left out of a zone because they could not be published (see render.zoneRecords). */
-  dropped?: { owner: string; type: 'A' | 'AAAA'; value: string; why: string }[];
+  /**
+   * What one pod's data could not put in this file, left out with the reason so that the file still goes
+   * live for every other pod: an address the zone may not publish (render.zoneRecords), a key the key index
+   * cannot file (render.renderKeyList).
+   */
+  dropped?: DroppedEntry[];
+}
+
+export interface DroppedEntry {
+  where: 'zone' | 'key index';
+  owner: string;
+  type: string;
+  value: string;
+  why: string;
 }
 
 /** The serial placeholder in a rendered zone; the planner puts the real serial in. */

@@ -72,7 +72,7 @@ describe('a pod address that may not be published is dropped, the zone still ren
       const bad = sub('bad', ['http'], 20000, { route: 'direct', directIpv4: value });
       const good = sub('good', ['http'], 20001, { route: 'direct', directIpv4: '8.8.4.4' });
       const [zone] = renderAll(testConfig(), [bad, good], ['dns']);
-      expect(zone!.dropped).toEqual([{ owner: 'bad.pipe.test', type: 'A', value, why: expect.stringMatching(why) }]);
+      expect(zone!.dropped).toEqual([{ where: 'zone', owner: 'bad.pipe.test', type: 'A', value, why: expect.stringMatching(why) }]);
       expect(zone!.content).toContain('bad.pipe.test. 30 IN A 203.0.113.1');
       expect(zone!.content).toContain('good.pipe.test. 30 IN A 8.8.4.4');
       expect(zone!.content).not.toContain(value);
@@ -91,5 +91,24 @@ describe('a pod address that may not be published is dropped, the zone still ren
     expect(zone!.content).toContain('lan.pipe.test. 30 IN A 192.168.77.10');
     expect(zone!.content).toContain('doc.pipe.test. 30 IN A 198.51.100.7');
     expect(zone!.dropped!.map((d) => d.owner)).toEqual(['lo.pipe.test', 'll.pipe.test']);
+  });
+});
+
+// The same rule for the key index: one pod's stored key that cannot be filed leaves that pod out, not the fleet.
+describe('a key the index cannot file is left out, every other pod keeps its line', () => {
+  it('a fingerprint that is not a SHA256 one, and a key an earlier pod already holds', () => {
+    const good = sub('good', ['http'], 20000);
+    const broken = sub('broken', ['http'], 20001);
+    broken.key!.fingerprint = 'SHA256:acd8f037dc495ab4ab227b2c56b9bee9';
+    const copy = sub('copycat', ['http'], 20002);
+    copy.key = { ...good.key! };
+    const after = sub('after', ['tcp'], 20003);
+    const [file] = renderAll(testConfig(), [good, broken, copy, after], ['keys']);
+    const lines = file!.content.split('\n').filter((l) => l && !l.startsWith('#'));
+    expect(lines.map((l) => l.split(' pipe2me:')[1])).toEqual(['good', 'after']);
+    expect(file!.dropped).toEqual([
+      { where: 'key index', owner: 'broken.pipe.test', type: 'ssh key', value: 'SHA256:acd8f037dc495ab4ab227b2c56b9bee9', why: expect.stringMatching(/not a SHA256 fingerprint; the pod must register its key again/) },
+      { where: 'key index', owner: 'copycat.pipe.test', type: 'ssh key', value: good.key!.fingerprint, why: expect.stringMatching(/the same key is good's/) },
+    ]);
   });
 });
