@@ -12,8 +12,7 @@ import { openDb, writeTx } from '../src/state/db.js';
 import { newId } from '../src/util/secrets.js';
 import { CTL } from '../test/stack/stack.js';
 import { mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
-import { randomEd25519 } from '../test/stack/seed.js';
-import { parsePublicKey } from '../src/ssh/pubkey.js';
+import { randomEd25519Key } from '../test/stack/seed.js';
 import { openServer, closeServer } from '../src/server/context.js';
 import { planOnly } from '../src/apply/apply.js';
 import { renderSnapshot } from '../src/state/subdomains.js';
@@ -38,8 +37,8 @@ function seed(stack: Stack, count: number, startIndex: number): void {
         const name = `seed-${startIndex + i}`;
         sub.run(id, name, `${name}.${stack.config.domain}`, 1);
         ['http', 'https', 'tcp'].forEach((proto, pos) => port.run(p++, id, proto, pos));
-        const pub = parsePublicKey(randomEd25519());
-        key.run(id, 'ssh-ed25519', pub.publicKey, pub.fingerprint, 256, 1);
+        const k = randomEd25519Key();
+        key.run(id, 'ssh-ed25519', k.publicKey, k.fingerprint, 256, 1);
       }
     });
   } finally {

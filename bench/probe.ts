@@ -12,7 +12,7 @@ import { Stack } from '../test/stack/stack.js';
 import { ADDR, dig } from '../test/world/index.js';
 import { openDb, writeTx } from '../src/state/db.js';
 import { newId } from '../src/util/secrets.js';
-import { randomEd25519 } from '../test/stack/seed.js';
+import { randomEd25519Key } from '../test/stack/seed.js';
 import { mr, progress, standalone, stats, table, type BenchSection } from './lib/report.js';
 
 const PODS = 10_000;
@@ -37,7 +37,8 @@ function seed(stack: Stack): void {
           port.run(p, id, k);
           map.run(id, p, p, ADDR.routerWan);
         }
-        key.run(id, 'ssh-ed25519', randomEd25519(), `SHA256:${id}`);
+        const k = randomEd25519Key();
+        key.run(id, 'ssh-ed25519', k.publicKey, k.fingerprint);
       }
     });
   } finally {
