@@ -56,7 +56,7 @@ The pod runs \`pipe2me start\` with UPnP; the server runs the API with \`probe.p
 1-minute load average ${load.before} → ${load.after}.
 
 ${table(['from the address change to …', 's, median [min–max]', 'what decides it'], [
-  ['the pod\'s tunnel up again from the new address', up.length ? mr(stats(up.map((r) => r.podUpMs! / 1000)), 1) : '-', 'ssh notices (the server answers the old connection\'s packets with a RST), then the reconnect backoff: a random wait up to 2 s'],
+  ['the pod\'s tunnel up again from the new address', up.length ? mr(stats(up.map((r) => r.podUpMs! / 1000)), 1) : '-', 'ssh notices the old connection is dead (its next packet — a keep-alive at the latest — is answered with a RST), then the reconnect backoff: a random wait up to 2 s'],
   ['**the name back on the server**', `**${s((r) => r.backMs)}**`, 'the new session\'s address differs from the direct route\'s: one zone change when the pod logs in'],
   ['**the name at the new router address**', `**${s((r) => r.directMs)}**`, 'a prompt probe of the pod at its new session address, then one zone change'],
 ])}
