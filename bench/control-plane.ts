@@ -129,7 +129,6 @@ export async function main(): Promise<BenchSection> {
       await srv(['named-checkzone', '-q', stack.config.domain, L.bind.zone])();
     });
     await measure('sshd -t', srv(['/usr/sbin/sshd', '-t', '-f', L.sshd.config]));
-    await measure('ssh-keygen -l (authorized_keys)', srv(['ssh-keygen', '-l', '-f', L.sshd.keyList]));
     await measure('nginx reload (SIGHUP) until new workers answer', async () => {
       const pid = Number(fs.readFileSync(L.nginx.pidFile, 'utf8'));
       const before = new Set(fs.readdirSync(`/proc/${pid}/task`));
@@ -184,7 +183,7 @@ export async function main(): Promise<BenchSection> {
     'whole `pipe2me-ctl` process, in ms, median [min–max] of 5. "Create through the API" is what a pod\'s setup does: one',
     'POST /v1/subdomains, answered once keys, nginx and DNS are applied (curl\'s total, TLS included). "Full apply" removes',
     'every rendered file first, so that everything is rendered, checked by every checker, renamed and every daemon',
-    'reloaded; "no-op apply" finds nothing to do.',
+    'reloaded (the key index\'s file per key stays: apply compares each with the state and rewrites none); "no-op apply" finds nothing to do.',
     '',
     table(['existing subdomains', 'add-subdomain + apply (CLI)', 'create through the API', 'full apply', 'no-op apply'], rows),
     '',
@@ -192,7 +191,7 @@ export async function main(): Promise<BenchSection> {
     '',
     'Rendered file sizes (KiB):',
     '',
-    table(['subdomains', 'authorized_keys', 'http-entry.map', 'https-entry.map', 'zone'], sizes),
+    table(['subdomains', 'key index manifest (keys.list)', 'http-entry.map', 'https-entry.map', 'zone'], sizes),
     '',
     "The daemons' own floor at 10,000 subdomains, same run, same files (ms, median [min–max] of 5):",
     '',

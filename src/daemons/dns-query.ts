@@ -3,94 +3,36 @@
  * reload it asked for is being served (rndc and nsd-control return before the new zone is live).
  */
 import dgram from 'node:dgram';
+import dnsPacket from 'dns-packet';
 import { randomBytes } from 'node:crypto';
 import { isIPv6 } from 'node:net';
 import type { Config } from '../config/types.js';
 import { DaemonError } from '../util/errors.js';
 import { waitUntil } from './process.js';
 
-function encodeName(name: string): Buffer {
-  const parts = name.replace(/\.$/, '').split('.').filter(Boolean);
-  return Buffer.concat([...parts.map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, 'ascii')])), Buffer.from([0])]);
-}
+type Answer = dnsPacket.Packet & { rcode?: string };
 
-function skipName(msg: Buffer, off: number): number {
-  for (;;) {
-    const len = msg[off];
-    if (len === undefined) throw new Error('truncated name');
-    if ((len & 0xc0) === 0xc0) return off + 2;
-    if (len === 0) return off + 1;
-    off += 1 + len;
-  }
-}
-
-/** The serial of the SOA the server answers for `zone` (authoritatively), or null when it does not. */
-export function parseSoaSerial(msg: Buffer, id: number): number | null {
-  if (msg.length < 12 || msg.readUInt16BE(0) !== id) return null;
-  const flags = msg.readUInt16BE(2);
-  if ((flags & 0x8000) === 0 || (flags & 0x000f) !== 0) return null; // not a response, or rcode != NOERROR
-  const qd = msg.readUInt16BE(4);
-  const an = msg.readUInt16BE(6);
-  let off = 12;
-  for (let i = 0; i < qd; i++) off = skipName(msg, off) + 4;
-  for (let i = 0; i < an; i++) {
-    off = skipName(msg, off);
-    const type = msg.readUInt16BE(off);
-    const rdlen = msg.readUInt16BE(off + 8);
-    const rdata = off + 10;
-    if (type === 6) {
-      const afterMname = skipName(msg, rdata);
-      const afterRname = skipName(msg, afterMname);
-      return msg.readUInt32BE(afterRname);
-    }
-    off = rdata + rdlen;
-  }
-  return null;
-}
-
-/** The TXT strings of `name` in an answer (each record's strings joined), or null when it is not a NOERROR/NXDOMAIN answer. */
-export function parseTxt(msg: Buffer, id: number): string[] | null {
-  if (msg.length < 12 || msg.readUInt16BE(0) !== id) return null;
-  const flags = msg.readUInt16BE(2);
-  const rcode = flags & 0x000f;
-  if ((flags & 0x8000) === 0 || (rcode !== 0 && rcode !== 3)) return null;
-  const qd = msg.readUInt16BE(4);
-  const an = msg.readUInt16BE(6);
-  let off = 12;
-  for (let i = 0; i < qd; i++) off = skipName(msg, off) + 4;
-  const out: string[] = [];
-  for (let i = 0; i < an; i++) {
-    off = skipName(msg, off);
-    const type = msg.readUInt16BE(off);
-    const rdlen = msg.readUInt16BE(off + 8);
-    const rdata = off + 10;
-    if (type === 16) {
-      let p = rdata;
-      let text = '';
-      while (p < rdata + rdlen) {
-        const len = msg[p]!;
-        text += msg.subarray(p + 1, p + 1 + len).toString('latin1');
-        p += 1 + len;
-      }
-      out.push(text);
-    }
-    off = rdata + rdlen;
-  }
-  return out;
-}
-
-async function ask<T>(server: string, name: string, qtype: number, parse: (m: Buffer, id: number) => T | null, timeoutMs: number): Promise<T | null> {
+/**
+ * One question to one nameserver over UDP, the answer decoded by dns-packet. Node's own resolver is not used
+ * because c-ares (1.23 and later) caches answers for their TTL: a wait for a new serial would see the old
+ * one for as long as the SOA's TTL.
+ */
+async function ask<T>(server: string, name: string, type: 'SOA' | 'TXT', pick: (a: Answer) => T | null, timeoutMs: number): Promise<T | null> {
   const id = randomBytes(2).readUInt16BE(0);
-  const header = Buffer.alloc(12);
-  header.writeUInt16BE(id, 0);
-  header.writeUInt16BE(1, 4);
-  const query = Buffer.concat([header, encodeName(name), Buffer.from([0, qtype, 0, 1])]);
+  const query = dnsPacket.encode({ type: 'query', id, flags: 0, questions: [{ type, class: 'IN', name: name.replace(/\.$/, '') }] });
   const sock = dgram.createSocket(isIPv6(server) ? 'udp6' : 'udp4');
   try {
     return await new Promise<T | null>((resolve) => {
       const timer = setTimeout(() => resolve(null), timeoutMs);
       sock.on('message', (m) => {
-        const v = parse(m, id);
+        let a: Answer;
+        try {
+          a = dnsPacket.decode(m) as Answer;
+        } catch {
+          return; // not a DNS message: keep waiting for the real answer
+        }
+        if (a.id !== id || a.type !== 'response') return;
+        const v = pick(a);
         if (v !== null) {
           clearTimeout(timer);
           resolve(v);
@@ -107,13 +49,29 @@ async function ask<T>(server: string, name: string, qtype: number, parse: (m: Bu
   }
 }
 
+/** The serial of the SOA a NOERROR answer holds, or null. */
+export function soaSerialOf(a: Answer): number | null {
+  if (a.rcode !== undefined && a.rcode !== 'NOERROR') return null;
+  const soa = (a.answers ?? []).find((r): r is dnsPacket.SoaAnswer => r.type === 'SOA');
+  return soa?.data.serial ?? null;
+}
+
+/** The TXT strings of a NOERROR or NXDOMAIN answer (each record's strings joined), or null. */
+export function txtOf(a: Answer): string[] | null {
+  if (a.rcode !== undefined && a.rcode !== 'NOERROR' && a.rcode !== 'NXDOMAIN') return null;
+  return (a.answers ?? []).filter((r) => r.type === 'TXT').map((r) => {
+    const data = (r as { data: Buffer | string | (Buffer | string)[] }).data;
+    return (Array.isArray(data) ? data : [data]).map((d) => (typeof d === 'string' ? d : d.toString('latin1'))).join('');
+  });
+}
+
 /** The TXT values a nameserver serves for `name` (asked directly, no recursion), or null if it did not answer. */
 export function txtRecords(server: string, name: string, timeoutMs = 1000): Promise<string[] | null> {
-  return ask(server, name, 16, parseTxt, timeoutMs);
+  return ask(server, name, 'TXT', txtOf, timeoutMs);
 }
 
 export async function soaSerial(server: string, zone: string, timeoutMs = 1000): Promise<number | null> {
-  return ask(server, zone, 6, parseSoaSerial, timeoutMs);
+  return ask(server, zone, 'SOA', soaSerialOf, timeoutMs);
 }
 
 /** RFC 1982: is serial a at or after b? */

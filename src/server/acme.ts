@@ -8,7 +8,7 @@
  */
 import * as fs from 'node:fs';
 import { createPublicKey } from 'node:crypto';
-import acme from 'acme-client';
+import type acme from 'acme-client';
 import type { ServerContext } from './context.js';
 import { AcmeFailure, openAccount, reachability, type AcmeSettings } from '../ca/acme/client.js';
 import { fulfil, revokeAcme, spkiSha256, type Issued, type OrderTiming } from '../ca/acme/order.js';

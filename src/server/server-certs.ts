@@ -14,7 +14,7 @@
  */
 import * as fs from 'node:fs';
 import { createPublicKey, X509Certificate } from 'node:crypto';
-import acme from 'acme-client';
+import { acmeLib } from '../ca/acme/lib.js';
 import { parseCrl } from '../ca/x509.js';
 import { renewalTime, renewalWindow } from '../ca/acme/renewal.js';
 import { spkiSha256, type Issued } from '../ca/acme/order.js';
@@ -105,8 +105,9 @@ export async function orderPublicWildcard(ctx: ServerContext, progress: (m: stri
   } else {
     progress(`ordering the public wildcard for ${names.join(', ')} from the ACME CA (the private one serves meanwhile)`);
   }
-  const key = await acme.crypto.createPrivateEcdsaKey('P-256');
-  const [, csr] = await acme.crypto.createCsr({ commonName: names[0]!, altNames: names }, key);
+  const lib = await acmeLib();
+  const key = await lib.crypto.createPrivateEcdsaKey('P-256');
+  const [, csr] = await lib.crypto.createCsr({ commonName: names[0]!, altNames: names }, key);
   atomicWrite(pendingWildcardKey(ctx), key, { mode: 0o600 });
   queueOrder(ctx.db, { subdomainId: null, purpose: 'server', names, csrPem: csr.toString(), keySha256: csrKeySha256(csr.toString()) });
 }

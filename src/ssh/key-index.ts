@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { atomicWrite } from '../util/fsx.js';
+import { atomicWriteMany, readIfExists } from '../util/fsx.js';
 
 /** "SHA256:<base64>" → the index file name ('/' and '+' are not safe in one: '_' and '-', as the lookup maps them). */
 export function keyIndexFile(fingerprint: string): string {
@@ -41,13 +41,20 @@ export interface IndexSync {
 export function syncKeyIndex(dir: string, previous: Map<string, string>, next: Map<string, string>): IndexSync {
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   const present = new Set(fs.readdirSync(dir).filter((f) => !f.startsWith('.')));
-  let written = 0;
   let removed = 0;
+  const writes: { name: string; content: string; mode: number }[] = [];
   for (const [file, line] of next) {
-    if (present.has(file) && previous.get(file) === line) continue;
-    atomicWrite(path.join(dir, file), line + '\n', { mode: 0o644 });
-    written++;
+    if (present.has(file)) {
+      const was = previous.get(file);
+      if (was === line) continue;
+      // Not in the old manifest (it was lost or is new here): the file on disk decides, so that a lost
+      // manifest does not make the next apply rewrite every pod's file.
+      if (was === undefined && readIfExists(path.join(dir, file)) === line + '\n') continue;
+    }
+    writes.push({ name: file, content: line + '\n', mode: 0o644 });
   }
+  atomicWriteMany(dir, writes);
+  const written = writes.length;
   for (const file of present) {
     if (next.has(file)) continue;
     fs.rmSync(path.join(dir, file), { force: true });

@@ -33,6 +33,30 @@ export async function must(file: string, args: readonly string[], timeoutMs: num
 // ---------------------------------------------------------------------------------------------------
 // Units
 
+/** A test's progress log and the time each named step took, reported together at the end. */
+export class StepLog {
+  readonly timings: Record<string, number> = {};
+  constructor(private readonly prefix: string) {}
+
+  log(m: string): void {
+    process.stdout.write(`[${this.prefix}] ${m}\n`);
+  }
+
+  async timed<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    const t0 = Date.now();
+    try {
+      return await fn();
+    } finally {
+      this.timings[what] = Date.now() - t0;
+      this.log(`${what}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    }
+  }
+
+  summary(): string {
+    return `timings: ${Object.entries(this.timings).map(([k, v]) => `${k} ${(v / 1000).toFixed(1)} s`).join(', ')}`;
+  }
+}
+
 export type UnitFile = Map<string, string[]>;
 
 /** Directives of a unit file as "Section.Key" → values in order (continuation lines joined). */

@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SCHEMA_VERSION } from '../../src/state/migrations.js';
 import {
   ANSIBLE_DIR, Background, Cleanup, DebianRoot, Netns, SYSTEMD_DIR, exec, execArgv, execWords, mountsUnder, must, one, parseUnit,
-  pidsRootedAt, readEnvironmentFile, setprivArgs, uniqueTag, waitFor, type UnitFile,
+  pidsRootedAt, readEnvironmentFile, setprivArgs, StepLog, uniqueTag, waitFor, type UnitFile,
 } from './helpers.js';
 
 const MIN = 60_000;
@@ -32,7 +32,6 @@ const ADDR = `127.${100 + rand(150)}.${1 + rand(250)}.${1 + rand(250)}`;
 const DOMAIN = 'pipe.test';
 
 const cleanup = new Cleanup();
-const timings: Record<string, number> = {};
 let tmp: string;
 let root: DebianRoot;
 let ns: Netns;
@@ -40,19 +39,9 @@ let env: Record<string, string>;
 const daemons: Background[] = [];
 let podProcess: Background | undefined;
 
-function log(m: string): void {
-  process.stdout.write(`[ops/playbook ${tag}] ${m}\n`);
-}
-
-async function timed<T>(what: string, fn: () => Promise<T>): Promise<T> {
-  const t0 = Date.now();
-  try {
-    return await fn();
-  } finally {
-    timings[what] = Date.now() - t0;
-    log(`${what}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  }
-}
+const steps = new StepLog(`ops/playbook ${tag}`);
+const log = (m: string) => steps.log(m);
+const timed = <T>(what: string, fn: () => Promise<T>) => steps.timed(what, fn);
 
 function inRoot(p: string): string {
   return path.join(root.dir, p);
@@ -214,7 +203,7 @@ afterAll(async () => {
   // A daemon that ended by itself (not by stop()) may say why a step failed.
   for (const d of daemons.filter((x) => x.exited && !x.stopped && x !== podProcess)) log(`${d.name} had exited; its last output:\n${d.log().slice(-2000)}`);
   await cleanup.run();
-  log(`timings: ${Object.entries(timings).map(([k, v]) => `${k} ${(v / 1000).toFixed(1)} s`).join(', ')}`);
+  log(steps.summary());
   // Nothing may remain, whatever happened above.
   expect(cleanup.problems).toEqual([]);
   if (root) expect(pidsRootedAt(root.dir)).toEqual([]);

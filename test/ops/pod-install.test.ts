@@ -21,7 +21,7 @@ import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import { ADDR, WORLD_ENV, curl, dig } from '../world/index.js';
 import { DOMAIN, Stack } from '../stack/stack.js';
-import { Cleanup, DebianRoot, ROOT, exec, mountsUnder, must, pidsRootedAt, uniqueTag, waitFor } from './helpers.js';
+import { Cleanup, DebianRoot, ROOT, StepLog, exec, mountsUnder, must, pidsRootedAt, uniqueTag, waitFor } from './helpers.js';
 
 const MIN = 60_000;
 const tag = uniqueTag();
@@ -36,7 +36,6 @@ const NOT_ON_A_POD = [/^openssh-server$/, /^nginx/, /^libnginx/, /^bind9/, /^nsd
 const POD_PACKAGES = ['openssh-client', 'autossh', 'openssl', 'miniupnpc', 'natpmpc', 'ca-certificates'];
 
 const cleanup = new Cleanup();
-const timings: Record<string, number> = {};
 let tmp: string;
 let root: DebianRoot;
 let stack: Stack | undefined;
@@ -45,19 +44,9 @@ let installLog = '';
 let packagesBefore: string[] = [];
 let packagesAfter: string[] = [];
 
-function log(m: string): void {
-  process.stdout.write(`[ops/pod-install ${tag}] ${m}\n`);
-}
-
-async function timed<T>(what: string, fn: () => Promise<T>): Promise<T> {
-  const t0 = Date.now();
-  try {
-    return await fn();
-  } finally {
-    timings[what] = Date.now() - t0;
-    log(`${what}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  }
-}
+const steps = new StepLog(`ops/pod-install ${tag}`);
+const log = (m: string) => steps.log(m);
+const timed = <T>(what: string, fn: () => Promise<T>) => steps.timed(what, fn);
 
 function inRoot(p: string): string {
   return path.join(root.dir, p);
@@ -142,7 +131,7 @@ afterAll(async () => {
     await timed('world teardown', () => s.destroy());
   }
   await cleanup.run();
-  log(`timings: ${Object.entries(timings).map(([k, v]) => `${k} ${(v / 1000).toFixed(1)} s`).join(', ')}`);
+  log(steps.summary());
   expect(cleanup.problems).toEqual([]);
   if (root) expect(pidsRootedAt(root.dir)).toEqual([]);
   if (tmp) {

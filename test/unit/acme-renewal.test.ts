@@ -12,9 +12,9 @@ import * as https from 'node:https';
 import * as path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { execFileSync } from 'node:child_process';
-import acme from 'acme-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ariCertId, renewalTime, renewalWindow, twoThirds } from '../../src/ca/acme/renewal.js';
+import { acmeLib } from '../../src/ca/acme/lib.js';
 import { tempDir } from '../helpers/pki.js';
 
 // RFC 9773 section 4.1: authority key identifier 69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:AE:2C:DE:01:C8:D4,
@@ -63,13 +63,13 @@ beforeAll(async () => {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   base = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
   // renewalWindow uses the agent the ACME client was configured with (its trust roots): trust exactly the test CA.
-  const d = acme.axios.defaults as unknown as { httpsAgent?: unknown };
+  const d = (await acmeLib()).axios.defaults as unknown as { httpsAgent?: unknown };
   savedAgent = d.httpsAgent;
   d.httpsAgent = new https.Agent({ ca: fs.readFileSync(f('ca.pem')) });
 });
 
 afterAll(async () => {
-  (acme.axios.defaults as unknown as { httpsAgent?: unknown }).httpsAgent = savedAgent;
+  ((await acmeLib()).axios.defaults as unknown as { httpsAgent?: unknown }).httpsAgent = savedAgent;
   await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
   tmp?.cleanup();
 });

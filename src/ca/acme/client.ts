@@ -9,7 +9,8 @@
 import * as fs from 'node:fs';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
-import acme from 'acme-client';
+import type acme from 'acme-client';
+import { acmeAgent, acmeLib, type AcmeLib } from './lib.js';
 import { atomicWrite, ensureDir } from '../../util/fsx.js';
 
 export interface AcmeSettings {
@@ -41,8 +42,8 @@ let last: LastResponse | null = null;
 let configured = false;
 
 /** acme-client's shared transport: no retries of its own, a timeout, the directory's trust, and a record of the last answer. */
-function configure(s: AcmeSettings): void {
-  const settings = acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number }; timeout: number; httpsAgent: https.Agent };
+function configure(lib: AcmeLib, s: AcmeSettings): void {
+  const settings = lib.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number }; timeout: number; httpsAgent: https.Agent };
   settings.acmeSettings.retryMaxAttempts = 0;
   settings.timeout = s.timeoutMs ?? 30_000;
   settings.httpsAgent = new https.Agent({ keepAlive: true, ...(s.trustRoots ? { ca: [...tls.rootCertificates, s.trustRoots] } : {}) });
@@ -55,7 +56,7 @@ function configure(s: AcmeSettings): void {
     const type = String(r.headers['content-type'] ?? '');
     last = { status: r.status, retryAfter: r.headers['retry-after'] ?? null, problem: type.startsWith('application/problem+json') ? (r.data as LastResponse['problem']) : null };
   };
-  acme.axios.interceptors.response.use((r) => {
+  lib.axios.interceptors.response.use((r) => {
     if (r.status >= 400) record(r as unknown as Answer);
     return r;
   }, (e: { response?: Answer }) => {
@@ -101,7 +102,7 @@ export function classify(e: unknown, validating = false): AcmeFailure {
 
 /** Why the directory cannot be reached, in the words of the network (acme-client loses this). */
 export async function reachability(directoryUrl: string, timeoutMs = 5000): Promise<string> {
-  const agent = (acme.axios.defaults as unknown as { httpsAgent?: https.Agent }).httpsAgent;
+  const agent = acmeAgent();
   return new Promise((resolve) => {
     const req = https.get(directoryUrl, { timeout: timeoutMs, ...(agent ? { agent } : {}) }, (res) => {
       res.resume();
@@ -122,15 +123,16 @@ export interface AccountFiles {
  * the private CA's, the account URL is remembered (`rememberUrl`) so that later runs do not register again.
  */
 export async function openAccount(s: AcmeSettings, files: AccountFiles, url: { get(): string | undefined; set(u: string): void }): Promise<acme.Client> {
-  configure(s);
+  const lib = await acmeLib();
+  configure(lib, s);
   if (!fs.existsSync(files.keyFile)) {
     ensureDir(pathDir(files.keyFile), 0o700);
-    const key = await acme.crypto.createPrivateEcdsaKey('P-256');
+    const key = await lib.crypto.createPrivateEcdsaKey('P-256');
     atomicWrite(files.keyFile, key, { mode: 0o600 });
   }
   const accountKey = fs.readFileSync(files.keyFile);
   const known = url.get();
-  const client = new acme.Client({
+  const client = new lib.Client({
     directoryUrl: s.directoryUrl, accountKey,
     ...(known ? { accountUrl: known } : {}),
     ...(s.eab ? { externalAccountBinding: { kid: s.eab.kid, hmacKey: s.eab.hmacKey } } : {}),

@@ -7,7 +7,7 @@
  * with one unauthenticated GET.
  */
 import * as https from 'node:https';
-import acme from 'acme-client';
+import { acmeAgent } from './lib.js';
 import { parseCertificate } from '../x509.js';
 
 const b64url = (b: Buffer) => b.toString('base64').replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
@@ -39,7 +39,7 @@ export function renewalTime(notBefore: Date, notAfter: Date, window: RenewalWind
 }
 
 function getJson(url: string, timeoutMs: number): Promise<unknown> {
-  const agent = (acme.axios.defaults as unknown as { httpsAgent?: https.Agent }).httpsAgent;
+  const agent = acmeAgent();
   return new Promise((resolve, reject) => {
     const req = https.get(url, { timeout: timeoutMs, ...(agent ? { agent } : {}) }, (res) => {
       const chunks: Buffer[] = [];
