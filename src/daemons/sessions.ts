@@ -63,29 +63,35 @@ function readText(file: string): string | undefined {
   }
 }
 
-function readSessionDir(sessionsDir: string, name: string): SessionRecord[] {
-  const dir = path.join(sessionsDir, name);
+/** The records in one pod's directory: files named by a monitor pid, each one line of fields. */
+function recordFiles(dir: string): { file: string; monitorPid: number; fields: string[] }[] {
   let files: string[];
   try {
     files = fs.readdirSync(dir);
   } catch {
     return [];
   }
+  const out: { file: string; monitorPid: number; fields: string[] }[] = [];
+  for (const f of files) {
+    if (!/^\d+$/.test(f)) continue;
+    const text = readText(path.join(dir, f));
+    if (text) out.push({ file: path.join(dir, f), monitorPid: Number(f), fields: text.trim().split(/\s+/) });
+  }
+  return out;
+}
+
+function readSessionDir(sessionsDir: string, name: string): SessionRecord[] {
   const out: SessionRecord[] = [];
-  for (const file of files) {
-    if (!/^\d+$/.test(file)) continue;
-    const full = path.join(dir, file);
-    const text = readText(full);
-    if (!text) continue;
-    const [sessionPid, monitorPid, start, ip, port] = text.trim().split(/\s+/);
-    if (!start || Number(monitorPid) !== Number(file)) continue;
+  for (const r of recordFiles(path.join(sessionsDir, name))) {
+    const [sessionPid, monitorPid, start, ip, port] = r.fields;
+    if (!start || Number(monitorPid) !== r.monitorPid) continue;
     let since = 0;
     try {
-      since = Math.floor(fs.statSync(full).mtimeMs / 1000);
+      since = Math.floor(fs.statSync(r.file).mtimeMs / 1000);
     } catch {
       continue;
     }
-    out.push({ name, monitorPid: Number(monitorPid), sessionPid: Number(sessionPid), since, clientIp: ip ?? '', clientPort: Number(port), alive: monitorAlive(Number(monitorPid), start) });
+    out.push({ name, monitorPid: r.monitorPid, sessionPid: Number(sessionPid), since, clientIp: ip ?? '', clientPort: Number(port), alive: monitorAlive(r.monitorPid, start) });
   }
   return out.sort((a, b) => b.since - a.since || b.monitorPid - a.monitorPid);
 }
@@ -129,21 +135,11 @@ export function readSessions(sessionsDir: string): Map<string, SessionRecord> {
 /** A pod's connection records (every login that offered its key and was admitted or is being checked). */
 export function readConnections(connsDir: string, name: string): ConnectionRecord[] {
   if (!NAME_RE.test(name)) return [];
-  const dir = path.join(connsDir, name);
-  let files: string[];
-  try {
-    files = fs.readdirSync(dir);
-  } catch {
-    return [];
-  }
   const out: ConnectionRecord[] = [];
-  for (const f of files) {
-    if (!/^\d+$/.test(f)) continue;
-    const text = readText(path.join(dir, f));
-    if (!text) continue;
-    const [start, fingerprint, state] = text.trim().split(/\s+/);
+  for (const r of recordFiles(path.join(connsDir, name))) {
+    const [start, fingerprint, state] = r.fields;
     if (!start || !fingerprint) continue;
-    out.push({ name, monitorPid: Number(f), fingerprint, admitted: state === 'admitted', alive: monitorAlive(Number(f), start) });
+    out.push({ name, monitorPid: r.monitorPid, fingerprint, admitted: state === 'admitted', alive: monitorAlive(r.monitorPid, start) });
   }
   return out;
 }

@@ -279,6 +279,20 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
 // ---------------------------------------------------------------------------------------------------
 // Mounts, a Debian root, a network namespace
 
+/**
+ * What a test's teardown left behind: its cleanup steps that failed, processes still rooted in its Debian
+ * root, mounts under its temp directory, the directory itself. Empty when nothing remains.
+ */
+export function leftBehind(o: { cleanup: Cleanup; root?: DebianRoot; tmp?: string }): string[] {
+  const out = [...o.cleanup.problems];
+  if (o.root) for (const pid of pidsRootedAt(o.root.dir)) out.push(`process ${pid} still runs in ${o.root.dir}`);
+  if (o.tmp) {
+    for (const m of mountsUnder(o.tmp)) out.push(`still mounted: ${m}`);
+    if (fs.existsSync(o.tmp)) out.push(`${o.tmp} still exists`);
+  }
+  return out;
+}
+
 export function mountsUnder(dir: string): string[] {
   const out: string[] = [];
   for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {

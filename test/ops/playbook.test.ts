@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SCHEMA_VERSION } from '../../src/state/migrations.js';
 import {
   ANSIBLE_DIR, Background, Cleanup, DebianRoot, Netns, SYSTEMD_DIR, exec, execArgv, execWords, mountsUnder, must, one, parseUnit,
-  pidsRootedAt, readEnvironmentFile, setprivArgs, StepLog, uniqueTag, waitFor, type UnitFile,
+  leftBehind, readEnvironmentFile, setprivArgs, StepLog, uniqueTag, waitFor, type UnitFile,
 } from './helpers.js';
 
 const MIN = 60_000;
@@ -205,12 +205,7 @@ afterAll(async () => {
   await cleanup.run();
   log(steps.summary());
   // Nothing may remain, whatever happened above.
-  expect(cleanup.problems).toEqual([]);
-  if (root) expect(pidsRootedAt(root.dir)).toEqual([]);
-  if (tmp) {
-    expect(mountsUnder(tmp)).toEqual([]);
-    expect(fs.existsSync(tmp)).toBe(false);
-  }
+  expect(leftBehind({ cleanup, root, tmp })).toEqual([]);
   const left = await exec('ip', ['netns', 'list'], 10_000);
   if (ns) expect(left.stdout).not.toContain(ns.name);
 }, 5 * MIN);

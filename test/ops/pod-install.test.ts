@@ -21,7 +21,7 @@ import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import { ADDR, WORLD_ENV, curl, dig } from '../world/index.js';
 import { DOMAIN, Stack } from '../stack/stack.js';
-import { Cleanup, DebianRoot, ROOT, StepLog, exec, mountsUnder, must, pidsRootedAt, uniqueTag, waitFor } from './helpers.js';
+import { Cleanup, DebianRoot, ROOT, StepLog, exec, mountsUnder, must, leftBehind, uniqueTag, waitFor } from './helpers.js';
 
 const MIN = 60_000;
 const tag = uniqueTag();
@@ -132,12 +132,7 @@ afterAll(async () => {
   }
   await cleanup.run();
   log(steps.summary());
-  expect(cleanup.problems).toEqual([]);
-  if (root) expect(pidsRootedAt(root.dir)).toEqual([]);
-  if (tmp) {
-    expect(mountsUnder(tmp)).toEqual([]);
-    expect(fs.existsSync(tmp)).toBe(false);
-  }
+  expect(leftBehind({ cleanup, root, tmp })).toEqual([]);
 }, 5 * MIN);
 
 afterEach((ctx: TestContext) => {
