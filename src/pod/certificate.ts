@@ -92,21 +92,43 @@ export async function requestCertificate(client: ApiClient, f: PodFiles, s: PodS
 
 /**
  * Installs the server's current certificate for this pod if it is newer than the installed one and
- * belongs to the live key or to the key waiting for one. Returns what was installed, or null.
+ * belongs to the live key or to the key waiting for one. Returns what was installed (or null) and the
+ * server's latest order for this pod.
  */
-export async function collectCertificate(client: ApiClient, f: PodFiles, s: PodState): Promise<CertificateBody | null> {
-  const r = await client.call<{ certificate: CertificateBody | null }>('GET', `/v1/subdomains/${s.id}/certificate`);
+export async function collectCertificate(client: ApiClient, f: PodFiles, s: PodState): Promise<{ installed: CertificateBody | null; order: OrderBody | null }> {
+  const r = await client.call<{ certificate: CertificateBody | null; order?: OrderBody | null }>('GET', `/v1/subdomains/${s.id}/certificate`);
   const c = r.certificate;
-  if (!c || c.sha256 === installedSha256(f)) return null;
+  const order = r.order ?? null;
+  if (!c || c.sha256 === installedSha256(f)) return { installed: null, order };
   const live = readIfExists(f.tlsKey);
   const pending = readIfExists(f.pendingKey);
   if (pending && c.key_sha256 === keySha256(pending)) {
     install(f, c, f.pendingKey);
-    return c;
+    return { installed: c, order };
   }
   if (live && c.key_sha256 === keySha256(live)) {
     install(f, c);
-    return c;
+    return { installed: c, order };
+  }
+  return { installed: null, order };
+}
+
+/**
+ * Why the key waiting for a public certificate should be given up, or null while it is worth waiting: the
+ * order ended without one (failed, cancelled, gone, or valid for another key), or the live certificate is in
+ * the last sixth of its lifetime — then a new request gets a private certificate at once, and the pod never
+ * serves an expired one while an order is stuck.
+ */
+export function pendingKeyGivenUp(order: OrderBody | null, f: PodFiles, now = Date.now()): string | null {
+  if (!order) return 'the server has no order for it';
+  if (order.state === 'failed' || order.state === 'cancelled') return `its order ${order.state}${order.last_error ? `: ${order.last_error}` : ''}`;
+  if (order.state === 'valid') return 'its order was completed for another key';
+  const pem = readIfExists(f.cert);
+  if (pem) {
+    const c = new X509Certificate(pem);
+    const from = new Date(c.validFrom).getTime();
+    const to = new Date(c.validTo).getTime();
+    if (now > to - (to - from) / 6) return `the current certificate expires at ${new Date(to).toISOString()}`;
   }
   return null;
 }

@@ -12,7 +12,7 @@ import { requirePrograms } from '../util/which.js';
 import { pidAlive } from '../daemons/process.js';
 import { ApiClient } from './api-client.js';
 import { PodFiles, type PodState } from './files.js';
-import { collectCertificate, installedIssuer, installedSha256, requestCertificate } from './certificate.js';
+import { collectCertificate, installedIssuer, installedSha256, pendingKeyGivenUp, requestCertificate } from './certificate.js';
 import { run } from '../util/exec.js';
 import { trustAnchor } from './trust.js';
 import { sshWrapperScript, TunnelSupervisor, tunnelArgv, tunnelEnv, type TunnelEvent } from './tunnel.js';
@@ -259,10 +259,17 @@ export async function start(o: StartOptions): Promise<number> {
     if (certBusy || Date.now() < certNotBefore) return;
     certBusy = true;
     try {
-      // A certificate the server has for us and we do not (the public one an order produced, say).
-      if (force || serverCertificate !== installedSha256(f)) {
-        const c = await collectCertificate(client, f, s);
+      // A certificate the server has for us and we do not (the public one an order produced, say); while a
+      // key waits for one, every tick asks, so that an order that ended without it is noticed.
+      const waiting = fs.existsSync(f.pendingKey);
+      if (force || waiting || serverCertificate !== installedSha256(f)) {
+        const { installed: c, order } = await collectCertificate(client, f, s);
         if (c) await installed(`collected the ${c.issuer === 'acme' ? 'public' : 'new'} certificate the server has for this pod`);
+        const why = fs.existsSync(f.pendingKey) ? pendingKeyGivenUp(order, f) : null;
+        if (why) {
+          fs.rmSync(f.pendingKey, { force: true });
+          log(`no longer waiting for the public certificate (${why}); asking again`);
+        }
       }
       if (needsRenewal(f) && !fs.existsSync(f.pendingKey)) {
         const r = await requestCertificate(client, f, s);

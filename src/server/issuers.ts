@@ -72,8 +72,9 @@ export async function requestPodCertificate(ctx: ServerContext, s: SubdomainReco
   }
   const current = currentPodCertificate(ctx.db, s.id);
   const retryAfterSeconds = Math.max(5, Math.min(300, done.nextAttemptAt - now() || 5));
-  // Never without a certificate: a pod that has none gets the private CA's for this key now.
-  if (!current || current.notAfter <= now()) {
+  // Never without a certificate: a pod that has none, or whose certificate is in the last sixth of its
+  // lifetime, gets the private CA's for this key now; the public one follows when the order completes.
+  if (!current || current.notAfter - now() < (current.notAfter - current.notBefore) / 6) {
     return { status: 'pending', certificate: await issuePrivatePodCertificate(ctx, s, checked.pem, keySha256), order: orderView(done), retryAfterSeconds };
   }
   return { status: 'pending', certificate: null, order: orderView(done), retryAfterSeconds };

@@ -7,7 +7,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { ADDR, curl, dig, sClient, waitFor, type HostName } from '../world/index.js';
 import { DOMAIN, POD, ROOT } from '../stack/stack.js';
@@ -45,21 +44,29 @@ async function publicGet(url: string, address: string = ADDR.server) {
 }
 
 /**
- * Every file under `tree` that holds the private key (grep exits 1 when none does). The needle is the PEM's
- * private part: its first line starts with the PKCS#8 header every P-256 key shares, so the key's own
- * bytes are looked for (the end of line one, and line two), in the PEM or in DER.
+ * Every file under `tree` that holds the private key. The needles are the key's own bytes: the end of the
+ * PEM's first line and its second line (the first line starts with the PKCS#8 header every P-256 key
+ * shares), and the 32-byte scalar as DER holds it. Searched in this process, byte for byte: the scalar may
+ * hold any byte, NUL and newline included, which no grep pattern can carry.
  */
 function filesHolding(tree: string, keyFile: string): string[] {
   const pem = fs.readFileSync(keyFile, 'utf8');
   const lines = pem.split('\n').filter((l) => l && !l.startsWith('-----'));
   const der = Buffer.from(lines.join(''), 'base64');
-  const scalar = der.subarray(36, 68).toString('latin1');
-  try {
-    return execFileSync('grep', ['-rlaF', '-e', lines[0]!.slice(48), '-e', lines[1]!, '-e', scalar, tree], { encoding: 'latin1', timeout: 60_000 }).trim().split('\n').filter(Boolean);
-  } catch (e) {
-    if ((e as { status?: number }).status === 1) return [];
-    throw e;
-  }
+  const needles = [Buffer.from(lines[0]!.slice(48), 'latin1'), Buffer.from(lines[1]!, 'latin1'), der.subarray(36, 68)];
+  const found: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const full = path.join(dir, e.name);
+      if (e.isDirectory()) walk(full);
+      else if (e.isFile()) {
+        const data = fs.readFileSync(full);
+        if (needles.some((n) => data.includes(n))) found.push(full);
+      }
+    }
+  };
+  walk(tree);
+  return found;
 }
 
 function issuerOf(pem: string): string {
@@ -94,7 +101,10 @@ describe('a pod\'s own certificate from the public CA', () => {
 
   it('the server never had the pod\'s private key: it is nowhere in the server\'s files', async () => {
     const s = stack();
-    expect(filesHolding(s.serverRoot, path.join(s.podDir('pod'), 'tls.key'))).toEqual([]);
+    const key = path.join(s.podDir('pod'), 'tls.key');
+    // The search finds the key where it is: on the pod.
+    expect(filesHolding(s.podDir('pod'), key)).toContain(key);
+    expect(filesHolding(s.serverRoot, key)).toEqual([]);
   });
 
   it('the https entry on 443 is the public wildcard and redirects with verification on', async () => {
@@ -192,6 +202,33 @@ describe('renewal and removal', () => {
     }
     expect(renewed).toBe(true);
   }, 120_000);
+
+  it('a renewal the CA cannot complete: before the certificate runs out the pod serves a private one, and the public one follows when the CA is back', async () => {
+    const s = stack();
+    const dir = s.podDir('pod');
+    const issuer = () => fs.readFileSync(path.join(dir, 'tls.issuer'), 'utf8').trim();
+    expect(issuer()).toBe('acme');
+    pebble.fault({ mode: 'reset' });
+    try {
+      const deadline = Date.now() + VALIDITY_S * 1000 * 1.5;
+      let fellBack = false;
+      while (Date.now() < deadline) {
+        const t = await sClient(s.world, { address: ADDR.server, port: web.services[1]!.port, servername: web.fqdn });
+        const served = new X509Certificate(t.chain[0]!.pem);
+        expect(Date.parse(served.validTo), 'the certificate the pod serves has not run out').toBeGreaterThan(Date.now());
+        if (issuer() === 'private' && !/Pebble/.test(served.issuer)) {
+          fellBack = true;
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+      expect(fellBack, 'the pod took a private certificate while the CA was down').toBe(true);
+      expect(s.world.procs.log('pod-pipe2me')).toMatch(/no longer waiting for the public certificate \(the current certificate expires at/);
+    } finally {
+      pebble.fault({ mode: 'pass' });
+    }
+    await waitFor('the public certificate again', async () => issuer() === 'acme', { timeoutMs: 120_000, intervalMs: 500 });
+  }, 300_000);
 
   it('removing a subdomain revokes its public certificate at the ACME CA (cessationOfOperation)', async () => {
     const s = stack();
