@@ -291,7 +291,8 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
 
   let expiryTimer: NodeJS.Timeout | undefined;
   let refreshTimer: NodeJS.Timeout | undefined;
-  let bound: { host: string; port: number; socket: string } | undefined;
+  let bound: { host: string; port: number; asked: number; socket: string } | undefined;
+  let binding = false;
 
   const listenOn = async (srv: http.Server, ...args: [number, string] | [string]) => {
     await new Promise<void>((resolve, reject) => {
@@ -309,7 +310,8 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   /** Binds the loopback listener and nginx's socket where the configuration says, moving them if it changed. */
   const bind = async () => {
     const want = { host: opts.host ?? '127.0.0.1', port: opts.port ?? ctx.config.http.apiPort, socket: opts.socket ?? ctx.layout.nginx.apiSocket };
-    if (bound && bound.host === want.host && bound.port === want.port && bound.socket === want.socket) return;
+    // Compared with what was asked for (port 0 asks for any free port), not with the port that was given.
+    if (bound && bound.host === want.host && bound.asked === want.port && bound.socket === want.socket) return;
     if (bound) {
       await Promise.all([closeOf(server), closeOf(proxied)]);
       log(`moving the API to ${want.host}:${want.port} and ${want.socket}, as the configuration now says`);
@@ -320,7 +322,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     await listenOn(proxied, want.socket);
     // nginx's workers must be able to connect; the directory's mode keeps everyone else out.
     fs.chmodSync(want.socket, 0o666);
-    bound = { ...want, port: (server.address() as { port: number }).port };
+    bound = { ...want, asked: want.port, port: (server.address() as { port: number }).port };
   };
 
   return {
@@ -333,7 +335,10 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
         refreshTimer = setInterval(() => {
           ctx.refresh();
           acme();
-          bind().catch((e) => log(`could not move the API's listeners: ${(e as Error).message}; the old ones were closed`));
+          // One move at a time: closing waits for open connections, which can take longer than a second.
+          if (binding) return;
+          binding = true;
+          bind().catch((e) => log(`could not move the API's listeners: ${(e as Error).message}; the old ones were closed`)).finally(() => (binding = false));
         }, 1000);
       }
       const interval = opts.expiryIntervalMs ?? 5000;

@@ -3,7 +3,7 @@ import { CheckFailedError, DaemonError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import type { Layout } from '../render/layout.js';
 import { ensureDir } from '../util/fsx.js';
-import { hangUp, listProcesses, processTitle, runningPid, waitUntil, type ReloadOutcome } from './process.js';
+import { childrenOf, hangUp, processComm, processTitle, runningPid, waitUntil, type ReloadOutcome } from './process.js';
 
 export const NGINX = '/usr/sbin/nginx';
 
@@ -23,9 +23,10 @@ export async function checkNginx(L: Layout, stagedConfig: string): Promise<void>
   if (r.exitCode !== 0) throw new CheckFailedError('nginx (nginx -t)', stagedConfig, r.output);
 }
 
+/** The master's workers (polled every few ms during a reload: its own children file, not a walk of /proc). */
 function workers(master: number): { pid: number; shuttingDown: boolean }[] {
-  return listProcesses().filter((p) => p.ppid === master && p.comm === 'nginx')
-    .map((p) => ({ pid: p.pid, shuttingDown: /shutting down/.test(processTitle(p.pid)) }));
+  return childrenOf(master).filter((pid) => processComm(pid) === 'nginx')
+    .map((pid) => ({ pid, shuttingDown: /shutting down/.test(processTitle(pid)) }));
 }
 
 /**

@@ -82,6 +82,18 @@ function statFields(pid: number): string[] | undefined {
 }
 
 /** When a process started (clock ticks since boot, field 22 of /proc/PID/stat): with the pid, it names one process for good. */
+/**
+ * The children of a process, from its own /proc entry (one small read, whatever else runs on the
+ * machine; the threads of a single-threaded daemon are just its main one).
+ */
+export function childrenOf(pid: number): number[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
 export function processStartTime(pid: number): string | undefined {
   return statFields(pid)?.[19];
 }

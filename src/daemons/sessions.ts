@@ -173,22 +173,25 @@ function listeningPorts(procs: readonly ProcessInfo[]): Map<number, Set<number>>
 }
 
 async function killAndWait(pids: number[], graceMs = 2000): Promise<void> {
-  for (const pid of pids) {
+  // Each pid with its start time: a pid the kernel hands to a new process meanwhile is never signalled.
+  const targets = pids.map((pid) => ({ pid, start: processStartTime(pid) })).filter((t) => t.start !== undefined);
+  const same = (t: { pid: number; start: string | undefined }) => processRunning(t.pid) && processStartTime(t.pid) === t.start;
+  for (const t of targets) {
     try {
-      process.kill(pid, 'SIGTERM');
+      process.kill(t.pid, 'SIGTERM');
     } catch {
       /* already gone */
     }
   }
   const deadline = Date.now() + graceMs;
-  let left = pids;
+  let left = targets;
   while (left.length && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 25));
-    left = left.filter((p) => processRunning(p));
+    left = left.filter(same);
   }
-  for (const pid of left) {
+  for (const t of left.filter(same)) {
     try {
-      process.kill(pid, 'SIGKILL');
+      process.kill(t.pid, 'SIGKILL');
     } catch {
       /* gone */
     }
@@ -245,6 +248,18 @@ export function forgetRecords(d: SessionDirs, name: string): void {
   fs.rmSync(path.join(d.connsDir, name), { recursive: true, force: true });
 }
 
+/**
+ * Removes a pod's record directory if nothing is in it: a login that wrote a record after the sweep
+ * listed the directory keeps it (and its record), where removing the whole tree would lose that record.
+ */
+function removeIfEmpty(dir: string): void {
+  try {
+    fs.rmdirSync(dir);
+  } catch {
+    /* not empty (a record arrived), or already gone */
+  }
+}
+
 /** Removes records whose connection has ended (the holder and the lookup never outlive theirs to do it). */
 export function sweepStaleRecords(d: SessionDirs): number {
   let removed = 0;
@@ -255,7 +270,7 @@ export function sweepStaleRecords(d: SessionDirs): number {
       removed++;
     }
     // The directory stays while its pod is online; the holder makes it again when it is not there.
-    if (list.every((r) => !r.alive)) fs.rmSync(path.join(d.sessionsDir, name), { recursive: true, force: true });
+    if (list.every((r) => !r.alive)) removeIfEmpty(path.join(d.sessionsDir, name));
   }
   let names: string[] = [];
   try {
@@ -270,7 +285,7 @@ export function sweepStaleRecords(d: SessionDirs): number {
       fs.rmSync(path.join(d.connsDir, name, String(c.monitorPid)), { force: true });
       removed++;
     }
-    if (records.every((c) => !c.alive)) fs.rmSync(path.join(d.connsDir, name), { recursive: true, force: true });
+    if (records.every((c) => !c.alive)) removeIfEmpty(path.join(d.connsDir, name));
   }
   // The lookup appends a line per refused login; a key hammering the relay must not fill its disk.
   const refused = path.join(d.connsDir, '.refused');

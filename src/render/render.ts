@@ -50,15 +50,12 @@ export function renderSshd(c: Config, L: Layout): RenderedFile[] {
 }
 
 /**
- * The key index: one authorized_keys line per pod key, each with restrict, its own permitlisten options
- * and the forced session command, filed under the key's fingerprint (what sshd gives the key lookup). A
- * key of a subdomain without ports gets no line at all, and the result is checked line by line: a line
- * that could open more than its pod's ports must never reach the index.
- */
-/**
- * The key index's manifest: one line per published pod key, filed under the key's fingerprint. A key the
- * index cannot file (a fingerprint that is not one, a key some earlier pod already holds) is left out with
- * its reason — that pod cannot log in until it registers its key again — and every other pod's line is kept.
+ * The key index's manifest: one authorized_keys line per published pod key, each with restrict, its own
+ * permitlisten options and the forced session command, filed under the key's fingerprint (what sshd gives
+ * the key lookup). A key of a subdomain without ports gets no line at all, and the result is checked line
+ * by line: a line that could open more than its pod's ports must never reach the index. A key the index
+ * cannot file (a fingerprint that is not one, a key some earlier pod already holds) is left out with its
+ * reason — that pod cannot log in until it registers its key again — and every other pod's line is kept.
  */
 export function renderKeyList(subdomains: readonly RenderSubdomain[], L: Layout): RenderedFile {
   const keys: { name: string; file: string; publicKey: string; ports: number[] }[] = [];

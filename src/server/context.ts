@@ -58,7 +58,6 @@ export class LiveServer implements ServerContext {
   private stamp: string;
   private handle: Db;
   private problem: StaleConfig | null = null;
-  private readonly listeners: ((next: Config, previous: Config) => void)[] = [];
 
   constructor(readonly file: string, private readonly log: (m: string) => void = (m) => process.stderr.write(`${m}\n`)) {
     const { text, stamp } = readConfig(file);
@@ -88,11 +87,6 @@ export class LiveServer implements ServerContext {
     return this.problem;
   }
 
-  /** Called after a new configuration took effect (the API moves its listeners, say). */
-  onChange(fn: (next: Config, previous: Config) => void): void {
-    this.listeners.push(fn);
-  }
-
   /** Loads the file again if it changed. Returns whether the configuration in use changed. */
   refresh(): boolean {
     let read: { text: string; stamp: string };
@@ -116,23 +110,15 @@ export class LiveServer implements ServerContext {
     } catch (e) {
       return this.keep((e as Error).message, read.stamp);
     }
-    const previous = this.loaded.config;
     const next: Loaded = { config, layout: layout(config), hash, loadedAt: new Date().toISOString() };
     if (next.layout.stateDir !== this.loaded.layout.stateDir) {
-      let db: Db;
-      try {
-        db = openDb(next.layout.stateDir);
-      } catch (e) {
-        return this.keep(`paths.state moved to ${next.layout.stateDir}, which holds no usable state store (${(e as Error).message})`, read.stamp);
-      }
-      this.handle.close();
-      this.handle = db;
+      // Switching stores under a running process would close the handle an apply in flight is reading.
+      return this.keep(`paths.state changed to ${next.layout.stateDir}: a running process keeps its state store; restart it (pipe2me-ctl serve, watch) to use the new one`, read.stamp);
     }
     this.loaded = next;
     this.stamp = read.stamp;
     this.problem = null;
     this.log(`configuration reloaded from ${this.file} (${config.domain})`);
-    for (const fn of this.listeners) fn(config, previous);
     return true;
   }
 

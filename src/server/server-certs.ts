@@ -13,8 +13,10 @@
  * The CRL is regenerated when it has less than a week left, so it never goes stale between revocations.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { createPublicKey, X509Certificate } from 'node:crypto';
 import { acmeLib } from '../ca/acme/lib.js';
+import { withLock } from '../util/lock.js';
 import { parseCrl } from '../ca/x509.js';
 import { renewalTime, renewalWindow } from '../ca/acme/renewal.js';
 import { spkiSha256, type Issued } from '../ca/acme/order.js';
@@ -89,8 +91,16 @@ async function cachedWindow(ctx: ServerContext, pem: string, sha: string) {
   return w;
 }
 
-/** Queues an order for the public wildcard if there is none, or the live one is due for renewal. */
+/**
+ * Queues an order for the public wildcard if there is none, or the live one is due for renewal. Under a
+ * lock of its own: the CLI's apply, the watcher and the API all come here, and two of them deciding at
+ * once would each write a pending key and queue an order, one of which could then never be installed.
+ */
 export async function orderPublicWildcard(ctx: ServerContext, progress: (m: string) => void): Promise<void> {
+  await withLock(path.join(ctx.layout.lockDir, 'acme-wildcard.lock'), 'the public wildcard order', () => decideWildcardOrder(ctx, progress));
+}
+
+async function decideWildcardOrder(ctx: ServerContext, progress: (m: string) => void): Promise<void> {
   const names = wildcardNames(ctx);
   const open = latestServerOrder(ctx.db, names);
   if (open && (open.state === 'queued' || open.state === 'working')) return;

@@ -40,7 +40,11 @@ export interface IndexSync {
  */
 export function syncKeyIndex(dir: string, previous: Map<string, string>, next: Map<string, string>): IndexSync {
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-  const present = new Set(fs.readdirSync(dir).filter((f) => !f.startsWith('.')));
+  const listing = fs.readdirSync(dir);
+  // Temporary files of an apply that died between writing and renaming (applies hold the apply lock, so
+  // none is another's in progress).
+  for (const f of listing) if (f.startsWith('.') && /\.p2m-\d+-[0-9a-f]+\.tmp$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
+  const present = new Set(listing.filter((f) => !f.startsWith('.')));
   let removed = 0;
   const writes: { name: string; content: string; mode: number }[] = [];
   for (const [file, line] of next) {

@@ -57,12 +57,6 @@ export function currentPodCertificate(db: Db, subdomainId: string, at = now()): 
   return r ? toRecord(r) : undefined;
 }
 
-/** The soonest-expiring valid certificate of a kind and issuer (for status and alerts). */
-export function soonestExpiry(db: Db, at = now()): { kind: string; issuer: string; notAfter: number }[] {
-  return (db.prepare(`SELECT kind, issuer, MIN(not_after) AS not_after FROM certificates WHERE revoked_at IS NULL AND not_after > ? GROUP BY kind, issuer`).all(at) as { kind: string; issuer: string; not_after: number }[])
-    .map((r) => ({ kind: r.kind, issuer: r.issuer, notAfter: r.not_after }));
-}
-
 /** Valid (not revoked, not expired) certificates of each subdomain: the probe accepts any of them. */
 export function validFingerprints(db: Db, at = now()): Map<string, Set<string>> {
   const out = new Map<string, Set<string>>();

@@ -191,6 +191,13 @@ CREATE TABLE acme_failures (
 ) STRICT;
 CREATE INDEX acme_failures_by_name ON acme_failures(name, at);`,
   },
+  {
+    version: 6,
+    description: 'indexes for lookups every setup and every apply make at fleet scale: subdomains by token, certificates by fingerprint and by name',
+    sql: `CREATE INDEX subdomains_by_token ON subdomains(token_id);
+CREATE INDEX certificates_by_sha256 ON certificates(sha256);
+CREATE INDEX certificates_by_fqdn ON certificates(fqdn);`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

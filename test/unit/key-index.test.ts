@@ -55,9 +55,12 @@ describe('the key index directory', () => {
     fs.writeFileSync(path.join(dir, files[3]!), '');
     fs.rmSync(path.join(dir, files[4]!));
     fs.writeFileSync(path.join(dir, keyIndexFile(keyFor('gone').fingerprint)), 'stale\n');
+    const leftover = path.join(dir, `.${files[5]}.p2m-4242-0badcafe.tmp`);
+    fs.writeFileSync(leftover, 'half');
     const kept = inode(files[0]!);
     expect(syncKeyIndex(dir, new Map(), a)).toEqual({ written: 2, removed: 1 });
     expect(inode(files[0]!)).toBe(kept);
+    expect(fs.existsSync(leftover), 'a dead apply\'s temporary file is removed').toBe(false);
     for (const [f, l] of a) expect(fs.readFileSync(path.join(dir, f), 'utf8')).toBe(l + '\n');
   });
 
