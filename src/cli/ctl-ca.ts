@@ -10,6 +10,7 @@ import { renderTemplate } from '../render/templates.js';
 import { table } from './output.js';
 import { applyJson } from './format.js';
 import { parseIntOption, withServer } from './ctl-common.js';
+import { isoSeconds } from '../util/time.js';
 
 export function registerCaCommands(program: Command): void {
   program
@@ -104,7 +105,7 @@ Examples:
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const list = listOrders(ctx.db, o.limit);
-        const iso = (t: number) => new Date(t * 1000).toISOString().replace('.000Z', 'Z');
+        const iso = isoSeconds;
         out.result(list.map((x) => ({ id: x.id, names: x.names, purpose: x.purpose, state: x.state, attempts: x.attempts, next_attempt: x.state === 'queued' ? iso(x.nextAttemptAt) : null, last_error: x.lastError, certificate: x.certSerial, created: iso(x.createdAt) })),
           () => list.length === 0 ? (ctx.config.ca.issuer === 'acme' ? 'No ACME orders yet.' : 'No ACME orders: ca.issuer is private.') : table(
             list.map((x) => [x.id, x.names.join(','), x.state, String(x.attempts), x.state === 'queued' ? iso(x.nextAttemptAt) : '-', (x.lastError ?? '').slice(0, 80)]),

@@ -4,6 +4,7 @@
  * typed errors to their exit codes.
  */
 import { ExitCode, isPipe2meError } from '../util/errors.js';
+import { isoSeconds } from '../util/time.js';
 
 /**
  * Text for a terminal: every control character but newline and tab shown as \xNN. What a command prints
@@ -56,7 +57,7 @@ export function table(rows: string[][], header?: string[]): string {
 }
 
 export function isoTime(seconds: number | null | undefined): string {
-  return seconds ? new Date(seconds * 1000).toISOString().replace('.000Z', 'Z') : '-';
+  return seconds ? isoSeconds(seconds) : '-';
 }
 
 /**

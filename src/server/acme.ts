@@ -24,6 +24,7 @@ import { ConfigError } from '../util/errors.js';
 import { withLock } from '../util/lock.js';
 import * as path from 'node:path';
 
+
 /** How the CA's failed validations are budgeted: Let's Encrypt allows 5 per name per hour; pipe2me spends at most 3. */
 export const FAILED_VALIDATIONS_PER_HOUR = 3;
 
@@ -52,6 +53,8 @@ export function accountKeyFile(ctx: ServerContext): string {
 
 /** sha256 of a CSR's public key (SPKI DER): which key a certificate is for. */
 export function csrKeySha256(csrPem: string): string {
+  // Re-encoded by OpenSSL, as the pod's own key is (pod/certificate.ts keySha256): a CSR may carry the same
+  // key in another encoding (a compressed EC point), and the two hashes must match.
   const spki = createPublicKey({ key: parseCsr(csrPem).spkiDer, format: 'der', type: 'spki' }).export({ type: 'spki', format: 'der' });
   return spkiSha256(spki);
 }

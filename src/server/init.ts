@@ -106,25 +106,29 @@ function writeConfigSkeleton(o: InitOptions): void {
   atomicWrite(o.configFile, text, { mode: 0o644 });
 }
 
+/** A system user of pipe2me's (its own group, no home directory), made if it is missing; its passwd fields. */
+async function ensureSystemUser(user: string, o: { home: string; shell: string; what: string }, steps: InitStep[]): Promise<{ uid: number; gid: number; shell: string }> {
+  if ((await userUid(user)) === undefined) {
+    await run('useradd', ['--system', '--no-create-home', '--home-dir', o.home, '--shell', o.shell, '--user-group', user], { timeout: 30_000 });
+    steps.push({ what: `${o.what} ${user}`, status: 'created' });
+  } else {
+    steps.push({ what: `${o.what} ${user}`, status: 'kept' });
+  }
+  const r = await run('getent', ['passwd', user], { allowFailure: true, timeout: 10_000 });
+  const f = r.stdout.trim().split(':');
+  if (r.exitCode !== 0 || !Number.isInteger(Number(f[2])) || f.length < 7) throw new ConflictError('user_missing', `The ${o.what} ${user} could not be created.`);
+  return { uid: Number(f[2]), gid: Number(f[3]), shell: f[6]! };
+}
+
 async function ensureTunnelUser(c: Config, steps: InitStep[]): Promise<{ uid: number; gid: number }> {
   const user = c.ssh.tunnelUser;
-  let uid = await userUid(user);
-  if (uid === undefined) {
-    // A system user with a real shell: sshd runs forced commands through the login shell, and nologin
-    // would refuse them. The key's forced command is the only thing it ever runs.
-    await run('useradd', ['--system', '--no-create-home', '--home-dir', '/', '--shell', '/bin/sh', '--user-group', user], { timeout: 30_000 });
-    steps.push({ what: `tunnel user ${user}`, status: 'created' });
-    uid = await userUid(user);
-  } else {
-    steps.push({ what: `tunnel user ${user}`, status: 'kept' });
-  }
-  if (uid === undefined) throw new ConflictError('user_missing', `The tunnel user ${user} could not be created.`);
+  // A system user with a real shell: sshd runs forced commands through the login shell, and nologin
+  // would refuse them. The key's forced command is the only thing it ever runs.
+  const u = await ensureSystemUser(user, { home: '/', shell: '/bin/sh', what: 'tunnel user' }, steps);
   // useradd leaves the password field '!' (locked); with UsePAM no, sshd then refuses even key logins.
   await run('usermod', ['-p', '*', user], { timeout: 30_000 });
-  const r = await run('getent', ['passwd', user], { timeout: 10_000 });
-  const f = r.stdout.trim().split(':');
-  if (f[6] !== '/bin/sh') await run('usermod', ['--shell', '/bin/sh', user], { timeout: 30_000 });
-  return { uid, gid: Number(f[3]) };
+  if (u.shell !== '/bin/sh') await run('usermod', ['--shell', '/bin/sh', user], { timeout: 30_000 });
+  return { uid: u.uid, gid: u.gid };
 }
 
 /** The primary group of nginx's worker user: the one group that may enter the trusted-socket directory. */
@@ -141,16 +145,8 @@ async function workerGroup(c: Config): Promise<number> {
 
 /** The key lookup's user: a system user that can log in to nothing. */
 async function ensureKeysUser(c: Config, steps: InitStep[]): Promise<{ uid: number; gid: number }> {
-  const user = c.ssh.keysUser;
-  if ((await userUid(user)) === undefined) {
-    await run('useradd', ['--system', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', '--user-group', user], { timeout: 30_000 });
-    steps.push({ what: `key lookup user ${user}`, status: 'created' });
-  } else {
-    steps.push({ what: `key lookup user ${user}`, status: 'kept' });
-  }
-  const r = await run('getent', ['passwd', user], { timeout: 10_000 });
-  const f = r.stdout.trim().split(':');
-  return { uid: Number(f[2]), gid: Number(f[3]) };
+  const u = await ensureSystemUser(c.ssh.keysUser, { home: '/nonexistent', shell: '/usr/sbin/nologin', what: 'key lookup user' }, steps);
+  return { uid: u.uid, gid: u.gid };
 }
 
 export async function initServer(o: InitOptions): Promise<InitReport> {

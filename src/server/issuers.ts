@@ -14,6 +14,7 @@ import { now, type CertificateRecord, type SubdomainRecord } from '../state/type
 import { AcmeService, csrKeySha256 } from './acme.js';
 import { issuePrivatePodCertificate, privatePodCertificate, revokePrivate, type IssuedPodCertificate } from './ca.js';
 import type { ServerContext } from './context.js';
+import { isoSeconds } from '../util/time.js';
 
 export type PodCertificateAnswer =
   | { status: 'issued'; certificate: IssuedPodCertificate; order: OrderView | null }
@@ -28,7 +29,7 @@ export interface OrderView {
   last_error: string | null;
 }
 
-const iso = (s: number) => new Date(s * 1000).toISOString().replace('.000Z', 'Z');
+const iso = isoSeconds;
 
 export function orderView(o: AcmeOrder): OrderView {
   return { id: o.id, state: o.state, attempts: o.attempts, next_attempt: o.state === 'queued' ? iso(o.nextAttemptAt) : null, last_error: o.lastError };

@@ -13,6 +13,7 @@ import { getMappings, mappingNote } from '../state/mappings.js';
 import { podCertificateSummary, revokeSubdomainCertificates } from './issuers.js';
 import { recentProbes as probeHistory } from '../state/probes.js';
 import { sessionDirs } from './keys.js';
+import { isoSeconds } from '../util/time.js';
 
 /** What `list` shows per subdomain: no per-subdomain queries, so that listing 10,000 stays cheap. */
 export interface SubdomainSummary {
@@ -42,7 +43,7 @@ export interface SubdomainView extends SubdomainSummary {
   certificate: ReturnType<typeof podCertificateSummary>;
 }
 
-const iso = (s: number) => new Date(s * 1000).toISOString().replace('.000Z', 'Z');
+const iso = isoSeconds;
 
 export function summarizeSubdomain(s: SubdomainRecord, session: SessionRecord | undefined): SubdomainSummary {
   return {

@@ -7,11 +7,13 @@
  * a TypeError. Its transport settings are process-wide; pipe2me talks to one ACME CA per process.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 import type acme from 'acme-client';
 import { acmeAgent, acmeLib, type AcmeLib } from './lib.js';
 import { atomicWrite, ensureDir } from '../../util/fsx.js';
+
 
 export interface AcmeSettings {
   directoryUrl: string;
@@ -126,7 +128,7 @@ export async function openAccount(s: AcmeSettings, files: AccountFiles, url: { g
   const lib = await acmeLib();
   configure(lib, s);
   if (!fs.existsSync(files.keyFile)) {
-    ensureDir(pathDir(files.keyFile), 0o700);
+    ensureDir(path.dirname(files.keyFile), 0o700);
     const key = await lib.crypto.createPrivateEcdsaKey('P-256');
     atomicWrite(files.keyFile, key, { mode: 0o600 });
   }
@@ -150,6 +152,3 @@ export async function openAccount(s: AcmeSettings, files: AccountFiles, url: { g
   return client;
 }
 
-function pathDir(file: string): string {
-  return file.slice(0, file.lastIndexOf('/')) || '/';
-}
