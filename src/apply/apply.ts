@@ -9,11 +9,9 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LiveServer, snapshot, type ServerContext } from '../server/context.js';
-import { renderAll, ALL_UNITS } from '../render/render.js';
+import { ALL_UNITS } from '../render/render.js';
 import type { DroppedEntry, RenderedFile, Unit } from '../render/types.js';
 import { getMeta, setMeta } from '../state/db.js';
-import { renderSnapshot } from '../state/subdomains.js';
-import { allChallenges } from '../state/acme.js';
 import { now } from '../state/types.js';
 import { ensureDir, fsyncDir, readIfExists, writeFresh } from '../util/fsx.js';
 import { withLock } from '../util/lock.js';
@@ -26,10 +24,13 @@ import { pidAlive, type ReloadOutcome } from '../daemons/process.js';
 import { checkNft, loadNft } from '../daemons/nft.js';
 import { plan, type FileChange, type LiveFile, type Plan, type Reload } from './plan.js';
 import { ensureServerCertificates } from '../server/server-certs.js';
+import { recordRendered, renderForApply, type RenderOutcome } from './render-state.js';
 
 export interface ApplyOptions {
   units?: readonly Unit[];
   dryRun?: boolean;
+  /** Render every per-pod file whole instead of patching what changed (`apply --full`). */
+  full?: boolean;
   progress?: (message: string) => void;
 }
 
@@ -42,6 +43,8 @@ export interface ReloadReport extends Reload {
 
 export interface ApplyReport {
   plan: Plan;
+  /** How each per-pod file was rendered: patched with the pods that changed, or whole and why. */
+  rendered: RenderOutcome['how'];
   dryRun: boolean;
   reloads: ReloadReport[];
   serial: number | null;
@@ -57,10 +60,10 @@ export interface ApplyReport {
 const SERIAL_KEY = 'zone_serial';
 const STAGE_PREFIX = '.p2m-stage-';
 
-function readLive(files: readonly RenderedFile[]): Map<string, LiveFile | undefined> {
+function readLive(files: readonly RenderedFile[], read: ReadonlyMap<string, string | undefined> = new Map()): Map<string, LiveFile | undefined> {
   const live = new Map<string, LiveFile | undefined>();
   for (const f of files) {
-    const content = readIfExists(f.path);
+    const content = read.has(f.path) ? read.get(f.path) : readIfExists(f.path);
     live.set(f.path, content === undefined ? undefined : { content, mode: fs.statSync(f.path).mode });
   }
   return live;
@@ -159,11 +162,15 @@ export function lockFile(ctx: ServerContext): string {
 }
 
 /** Plans without touching anything (no lock, no certificates, no staging): `pipe2me-ctl plan`. */
-export function planOnly(live: ServerContext, units: readonly Unit[] = ALL_UNITS): Plan {
+export function planOnly(live: ServerContext, units: readonly Unit[] = ALL_UNITS, opts: { full?: boolean } = {}): Plan & { render: RenderOutcome } {
   const ctx = snapshot(live);
-  const rendered = renderAll(ctx.config, renderSnapshot(ctx.db), units, { challenges: units.includes('dns') ? allChallenges(ctx.db) : [] });
+  const L = ctx.layout;
+  // Every per-pod file is read once: the renderer patches it, the planner compares with it.
+  const perPod = [L.sshd.keyList, L.nginx.httpEntryMap, L.nginx.httpsEntryMap, L.nginx.sniRouteMap, L.nginx.sniPortMap, L.bind.zone, L.nsd.zone];
+  const contents = new Map(perPod.map((p) => [p, readIfExists(p)]));
+  const render = renderForApply(ctx.config, L, ctx.db, units, contents, opts);
   const stored = getMeta(ctx.db, SERIAL_KEY);
-  return plan(rendered, readLive(rendered), { storedSerial: stored ? Number(stored) : null, now: now() });
+  return { ...plan(render.files, readLive(render.files, contents), { storedSerial: stored ? Number(stored) : null, now: now() }), render };
 }
 
 export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promise<ApplyReport> {
@@ -176,17 +183,19 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
   const progress = opts.progress ?? (() => {});
   return withLock(lockFile(ctx), 'apply', async () => {
     const renewed = !opts.dryRun && units.includes('nginx') ? await ensureServerCertificates(ctx, progress) : false;
-    const p = planOnly(ctx, units);
+    const p = planOnly(ctx, units, { full: opts.full });
     // New certificates under the same file names: nginx serves them only after a reload.
     if (renewed && !p.reloads.some((r) => r.action === 'nginx-reload')) p.reloads.push({ unit: 'nginx', action: 'nginx-reload', why: 'the server\'s certificates were renewed' });
     const dropped = p.changes.flatMap((c) => c.file.dropped ?? []);
     for (const d of dropped) progress(`left out of the ${d.where}: ${d.owner} ${d.type} ${d.value} (${d.why})`);
-    const report: ApplyReport = { plan: p, dryRun: Boolean(opts.dryRun), reloads: [], serial: p.serial, durationMs: 0, dropped, staleConfig: stale };
+    const report: ApplyReport = { plan: p, rendered: p.render.how, dryRun: Boolean(opts.dryRun), reloads: [], serial: p.serial, durationMs: 0, dropped, staleConfig: stale };
     const L = ctx.layout;
     // An apply killed after its renames but before it removed its staging directory leaves one behind
     // with nothing left to change: sweep before deciding there is nothing to do.
     if (!opts.dryRun) sweepStaleStages([L.sshd.dir, L.nginx.dir, L.bind.dir]);
+    const record = () => recordRendered(ctx.config, L, ctx.db, p.render, new Map(p.changes.filter((c) => p.render.how.some((h) => h.path === c.file.path)).map((c) => [c.file.path, c.content])));
     if (opts.dryRun || (p.changedUnits.length === 0 && p.reloads.length === 0)) {
+      if (!opts.dryRun) record();
       report.durationMs = performance.now() - started;
       return report;
     }
@@ -224,6 +233,8 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
       for (const s of stagedUnits) fs.rmSync(s.dir, { recursive: true, force: true });
     }
     if (p.serial !== null) setMeta(ctx.db, SERIAL_KEY, String(p.serial));
+    // The files are in place: the next apply may patch them.
+    record();
 
     // One reload per daemon at most, and the daemons do not depend on each other: they reload side by
     // side (at 10,000 subdomains nginx takes ~60 ms and BIND ~130 ms to take their new files).

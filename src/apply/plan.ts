@@ -44,6 +44,11 @@ export function zoneSerial(content: string | undefined): number | null {
   return m && /^\d+$/.test(m[2]!) ? Number(m[2]) : null;
 }
 
+/** A live zone as the renderer gives it: its serial replaced by the placeholder the planner fills in. */
+export function withSerialPlaceholder(content: string): string {
+  return withSerial(content, SERIAL_PLACEHOLDER);
+}
+
 function withSerial(content: string, serial: number | string): string {
   return content.replace(SOA_SERIAL_RE, `$1${serial}$3`);
 }

@@ -192,16 +192,19 @@ Examples:
     .addHelpText('after', `
 Examples:
   pipe2me-ctl plan
-  pipe2me-ctl plan --json           # changed files, reloads and the diff as one document`)
-    .action(async (_o, cmd: Command) =>
+  pipe2me-ctl plan --json           # changed files, reloads and the diff as one document
+  pipe2me-ctl plan --full           # every per-pod file rendered whole: after patches, nothing to change`)
+    .option('--full', 'render every per-pod file whole instead of patching the pods that changed')
+    .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        const p = planOnly(ctx);
+        const p = planOnly(ctx, undefined, { full: Boolean(o.full) });
         const diff = planDiff(p);
         out.result({
           changed_units: p.changedUnits,
           files: p.changes.map((c) => ({ path: c.file.path, unit: c.file.unit, change: c.change, mode_changed: c.modeChanged })),
           reloads: p.reloads,
           zone_serial: p.serial,
+          rendered: p.render.how,
           diff,
         }, () => (diff ? diff + '\n' + p.reloads.map((r) => `would reload: ${r.action} (${r.why})`).join('\n') : 'Nothing to change: every rendered file is up to date.'));
       }));
@@ -210,14 +213,20 @@ Examples:
     .command('apply')
     .description('Render every daemon\'s files from the state, check them with the daemons\' own checkers, swap them in atomically, reload what changed.')
     .option('--dry-run', 'render and compare only; write nothing, reload nothing')
+    .option('--full', 'render every per-pod file whole from the state instead of patching the pods that changed since the last apply')
     .addHelpText('after', `
+An apply patches the per-pod files (the key index, nginx's maps, the zone) with the pods that changed
+since the last apply, and renders a file whole when it cannot prove the patch equal to a whole render
+(the file is missing or was edited, the configuration changed). --full renders everything whole.
+
 Examples:
   pipe2me-ctl apply
-  pipe2me-ctl apply --dry-run`)
+  pipe2me-ctl apply --dry-run
+  pipe2me-ctl apply --full --json`)
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         if (!o.dryRun) await expireSweep(ctx, { apply: false, progress: (m) => out.progress(m) });
-        const r = await apply(ctx, { dryRun: Boolean(o.dryRun), progress: (m) => out.progress(m) });
+        const r = await apply(ctx, { dryRun: Boolean(o.dryRun), full: Boolean(o.full), progress: (m) => out.progress(m) });
         out.result(applyJson(r), () => applySummary(r));
       }));
 

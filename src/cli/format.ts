@@ -13,6 +13,7 @@ export function applySummary(r: ApplyReport): string {
     lines.push(`  ${rl.status === 'reloaded' ? 'reloaded' : 'not running'}: ${rl.detail}${rl.servedAfterMs !== undefined ? `; serving it after ${rl.servedAfterMs.toFixed(0)} ms` : ''}`);
   }
   for (const d of r.dropped) lines.push(`  left out of the ${d.where}: ${d.owner} ${d.type} ${d.value} (${d.why})`);
+  for (const h of r.rendered) if (h.mode === 'whole' && h.why !== 'a full apply') lines.push(`  rendered whole: ${h.path} (${h.why})`);
   if (r.staleConfig) lines.push(`  NOTE: applied with the last good configuration; the file does not validate: ${r.staleConfig.problem.split('\n')[0]}`);
   if (r.dryRun) for (const rl of r.plan.reloads) lines.push(`  would reload: ${rl.action} (${rl.why})`);
   return lines.join('\n');
@@ -28,6 +29,7 @@ export function applyJson(r: ApplyReport) {
     dropped: r.dropped,
     stale_config: r.staleConfig,
     ...(r.keyIndex ? { key_index: r.keyIndex } : {}),
+    rendered: r.rendered,
     duration_ms: Math.round(r.durationMs),
   };
 }

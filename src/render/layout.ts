@@ -6,6 +6,8 @@ export interface Layout {
   stateDir: string;
   stateDb: string;
   lockDir: string;
+  /** What the last apply rendered, per per-pod file: its digest and the render journal's position (src/apply/render-state.ts). */
+  renderManifest: string;
   publicDir: string;
   crlFile: string;
   caCertFile: string;
@@ -49,6 +51,7 @@ export function layout(c: Config): Layout {
     stateDir: p.state,
     stateDb: path.join(p.state, 'state.db'),
     lockDir: path.join(p.state, 'locks'),
+    renderManifest: path.join(p.state, 'rendered.json'),
     publicDir: path.join(p.state, 'public'),
     crlFile: path.join(p.state, 'public', 'crl.pem'),
     caCertFile: path.join(p.state, 'public', 'ca.pem'),

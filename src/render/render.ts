@@ -4,9 +4,8 @@
  */
 import type { Config } from '../config/types.js';
 import { Pipe2meError, ExitCode } from '../util/errors.js';
-import { httpEntryTarget, httpsEntryTarget, isPublished, passthroughPort, podRecords, serverRecords, type AddressRecord } from './entries.js';
-import { publishRefusal } from '../net/address.js';
-import { keyIndexFile } from '../ssh/key-index.js';
+import type { AddressRecord } from './entries.js';
+import { assemble, assertKeyLineRestricted, keyListSpec, nginxMapSpecs, zoneSpec, type FragmentSpec } from './fragments.js';
 import { layout, type Layout } from './layout.js';
 import { renderTemplate } from './templates.js';
 import { SERIAL_PLACEHOLDER, type DroppedEntry, type RenderedFile, type RenderSubdomain, type Unit } from './types.js';
@@ -52,81 +51,37 @@ export function renderSshd(c: Config, L: Layout): RenderedFile[] {
 /**
  * The key index's manifest: one authorized_keys line per published pod key, each with restrict, its own
  * permitlisten options and the forced session command, filed under the key's fingerprint (what sshd gives
- * the key lookup). A key of a subdomain without ports gets no line at all, and the result is checked line
- * by line: a line that could open more than its pod's ports must never reach the index. A key the index
+ * the key lookup). A key of a subdomain without ports gets no line at all, and every line is checked as it
+ * is built: a line that could open more than its pod's ports must never reach the index. A key the index
  * cannot file (a fingerprint that is not one, a key some earlier pod already holds) is left out with its
  * reason — that pod cannot log in until it registers its key again — and every other pod's line is kept.
  */
 export function renderKeyList(subdomains: readonly RenderSubdomain[], L: Layout): RenderedFile {
-  const keys: { name: string; file: string; publicKey: string; ports: number[] }[] = [];
-  const dropped: DroppedEntry[] = [];
-  const owners = new Map<string, string>();
-  for (const s of subdomains) {
-    if (!isPublished(s) || !s.key) continue;
-    const leave = (why: string) => dropped.push({ where: 'key index', owner: s.fqdn, type: 'ssh key', value: forLog(s.key!.fingerprint), why });
-    let file: string;
-    try {
-      file = keyIndexFile(s.key.fingerprint);
-    } catch {
-      leave('its fingerprint is not a SHA256 fingerprint; the pod must register its key again');
-      continue;
-    }
-    const first = owners.get(file);
-    if (first !== undefined) {
-      leave(`the same key is ${first}'s; one key opens one pod's ports only`);
-      continue;
-    }
-    owners.set(file, s.name);
-    keys.push({ name: s.name, file, publicKey: s.key.publicKey, ports: s.ports.map((p) => p.port) });
-  }
-  const content = renderTemplate('sshd/keys.list.hbs', { keys, sessionScript: L.sshd.sessionScript });
-  assertKeyLinesRestricted(content, keys);
-  return { unit: 'keys', path: L.sshd.keyList, content, mode: 0o644, order: 0, ...(dropped.length ? { dropped } : {}) };
+  return toFile(keyListSpec(L), subdomains);
 }
 
-/** A stored value in a log line: printable ASCII only, and short. */
-function forLog(v: string): string {
-  return v.replace(/[^\x20-\x7e]/g, '?').slice(0, 60);
+function toFile(spec: FragmentSpec, subdomains: readonly RenderSubdomain[]): RenderedFile {
+  const { content, dropped } = assemble(spec, subdomains);
+  return { unit: spec.unit, path: spec.path, content, mode: spec.mode, order: spec.order, ...(dropped.length ? { dropped } : {}) };
 }
 
+/** A whole key index manifest checked line by line against the keys it should hold, in order. */
 export function assertKeyLinesRestricted(content: string, keys: { name: string; file: string; ports: number[] }[]): void {
   const lines = content.split('\n').filter((l) => l.trim() && !l.startsWith('#'));
-  const fail = (why: string) => {
-    throw new Pipe2meError('render_refused', `Refused to render the key index: ${why}. Nothing was written.`, ExitCode.internal, 500);
-  };
-  if (lines.length !== keys.length) fail(`expected ${keys.length} key lines, got ${lines.length}`);
-  // Plain string checks: this runs over every line of a file that has tens of thousands at scale.
+  if (lines.length !== keys.length) {
+    throw new Pipe2meError('render_refused', `Refused to render the key index: expected ${keys.length} key lines, got ${lines.length}. Nothing was written.`, ExitCode.internal, 500);
+  }
   const files = new Set<string>();
   lines.forEach((entry, i) => {
     const k = keys[i]!;
-    if (!entry.startsWith(`${k.file} `) || !/^[A-Za-z0-9_-]{43}$/.test(k.file)) fail(`the line for ${k.name} is not filed under its key's fingerprint`);
+    assertKeyLineRestricted(entry, k);
     // One key, one pod: the lookup could only ever print one of two lines filed under the same key.
-    if (files.has(k.file)) fail(`the key of ${k.name} is filed for another pod too`);
+    if (files.has(k.file)) throw new Pipe2meError('render_refused', `Refused to render the key index: the key of ${k.name} is filed for another pod too. Nothing was written.`, ExitCode.internal, 500);
     files.add(k.file);
-    const line = entry.slice(k.file.length + 1);
-    const options = `restrict,port-forwarding,${k.ports.map((p) => `permitlisten="${p}"`).join(',')},command="exec /`;
-    if (k.ports.length === 0 || !line.startsWith(options)) fail(`the line for ${k.name} does not start with restrict, port-forwarding and exactly its own ports`);
-    const rest = line.slice(options.length - 1);
-    const end = rest.indexOf('" ssh-');
-    if (end < 0 || !rest.slice(0, end).endsWith(` ${k.name}`) || rest.slice(0, end).includes('"')) fail(`the line for ${k.name} has no forced command`);
-    if (!line.endsWith(` pipe2me:${k.name}`)) fail(`the line for ${k.name} does not end with its name`);
   });
 }
 
 export function renderNginx(c: Config, L: Layout, subdomains: readonly RenderSubdomain[]): RenderedFile[] {
-  const live = subdomains.filter(isPublished);
-  const http = live.flatMap((s) => {
-    const target = httpEntryTarget(s);
-    return target ? [{ fqdn: s.fqdn, target }] : [];
-  });
-  const https = live.flatMap((s) => {
-    const target = httpsEntryTarget(s);
-    return target ? [{ fqdn: s.fqdn, target }] : [];
-  });
-  const passthrough = live.flatMap((s) => {
-    const port = passthroughPort(s);
-    return port ? [{ fqdn: s.fqdn, port }] : [];
-  });
   const N = L.nginx;
   const conf = renderTemplate('nginx/nginx.conf.hbs', {
     ...listenAddresses(c),
@@ -152,50 +107,11 @@ export function renderNginx(c: Config, L: Layout, subdomains: readonly RenderSub
     maxBodyBytes: c.api.maxBodyBytes,
   });
   return [
-    { unit: 'nginx', path: N.httpEntryMap, content: renderTemplate('nginx/http-entry.map.hbs', { entries: http }), mode: 0o644, order: 0 },
-    { unit: 'nginx', path: N.httpsEntryMap, content: renderTemplate('nginx/https-entry.map.hbs', { entries: https }), mode: 0o644, order: 0 },
-    { unit: 'nginx', path: N.sniRouteMap, content: renderTemplate('nginx/sni-route.map.hbs', { entries: passthrough, passthroughSocket: N.passthroughSocket }), mode: 0o644, order: 0 },
-    { unit: 'nginx', path: N.sniPortMap, content: renderTemplate('nginx/sni-port.map.hbs', { entries: passthrough }), mode: 0o644, order: 0 },
+    ...nginxMapSpecs(L).map((spec) => toFile(spec, subdomains)),
     { unit: 'nginx', path: N.config, content: conf, mode: 0o644, order: 1 },
   ];
 }
 
-
-/**
- * The zone's records apart from SOA and NS: nameserver glue, the server's own name, the apex, every pod.
- * A pod's address passes the publishing rules (src/net/address.ts) or is dropped with its reason: no
- * single pod's data can make the zone one that the nameserver's checker refuses, which would stop every
- * later apply for every pod.
- */
-export function zoneRecords(c: Config, subdomains: readonly RenderSubdomain[]): { records: AddressRecord[]; dropped: DroppedEntry[] } {
-  const records: AddressRecord[] = [];
-  const dropped: DroppedEntry[] = [];
-  const inZone = (name: string) => name === c.domain || name.endsWith('.' + c.domain);
-  const glue = new Map<string, string>();
-  for (const ns of [c.dns.primary, ...c.dns.secondaries]) if (inZone(ns.name)) glue.set(ns.name, ns.ipv4);
-  for (const [owner, value] of glue) records.push({ owner, type: 'A', value, source: 'config' });
-  for (const owner of [c.domain, c.server.fqdn]) {
-    if (glue.has(owner)) continue;
-    records.push(...serverRecords(owner, c));
-  }
-  const policy = { allowNonGlobal: c.dns.allowNonGlobal };
-  for (const s of subdomains) {
-    if (!isPublished(s)) continue;
-    let kept = 0;
-    for (const r of podRecords(s, c)) {
-      const why = r.source === 'pod' ? publishRefusal(r.value, r.type, policy) : null;
-      if (why === null) {
-        records.push(r);
-        kept++;
-      } else {
-        dropped.push({ where: 'zone', owner: r.owner, type: r.type, value: r.value, why });
-      }
-    }
-    // A pod whose own address was refused still has a name: the server's, where its tunnel is.
-    if (kept === 0) records.push(...serverRecords(s.fqdn, c));
-  }
-  return { records, dropped };
-}
 
 /** Extra state a render needs besides the subdomains. */
 export interface RenderExtras {
@@ -203,12 +119,9 @@ export interface RenderExtras {
   challenges?: readonly { owner: string; value: string }[];
 }
 
-export function renderZone(c: Config, L: Layout, subdomains: readonly RenderSubdomain[], extras: RenderExtras = {}): RenderedFile {
-  const path = c.dns.daemon === 'bind' ? L.bind.zone : L.nsd.zone;
-  const { records, dropped } = zoneRecords(c, subdomains);
-  // Only records in this zone: anything else could not be served by it.
-  const challenges = (extras.challenges ?? []).filter((r) => r.owner.endsWith(`.${c.domain}`));
-  const content = renderTemplate('zone/zone.hbs', {
+/** The zone's head (SOA, NS, the zone's own records) from its template; the serial is the planner's. */
+function zoneHead(c: Config): (records: AddressRecord[]) => string {
+  return (records) => renderTemplate('zone/zone.hbs', {
     domain: c.domain,
     ttl: c.dns.ttl,
     primary: c.dns.primary.name,
@@ -216,9 +129,24 @@ export function renderZone(c: Config, L: Layout, subdomains: readonly RenderSubd
     serial: SERIAL_PLACEHOLDER,
     nameservers: [c.dns.primary.name, ...c.dns.secondaries.map((s) => s.name)],
     records,
-    challenges,
   });
-  return { unit: 'dns', path, content, mode: 0o644, order: 0, ...(dropped.length ? { dropped } : {}) };
+}
+
+export function zoneFileSpec(c: Config, L: Layout, extras: RenderExtras = {}): FragmentSpec {
+  return zoneSpec(c, L, zoneHead(c), extras.challenges ?? []);
+}
+
+export function renderZone(c: Config, L: Layout, subdomains: readonly RenderSubdomain[], extras: RenderExtras = {}): RenderedFile {
+  return toFile(zoneFileSpec(c, L, extras), subdomains);
+}
+
+/** Every per-pod file of the given units, as head, pods' lines and tail (see fragments.ts). */
+export function fragmentSpecs(c: Config, L: Layout, units: readonly Unit[], extras: RenderExtras = {}): FragmentSpec[] {
+  const out: FragmentSpec[] = [];
+  if (units.includes('keys')) out.push(keyListSpec(L));
+  if (units.includes('nginx')) out.push(...nginxMapSpecs(L));
+  if (units.includes('dns')) out.push(zoneFileSpec(c, L, extras));
+  return out;
 }
 
 export function renderDnsConfig(c: Config, L: Layout): RenderedFile {

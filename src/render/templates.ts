@@ -58,6 +58,22 @@ const CHECKS: Record<string, Check> = {
   base64: (v) => (str(v) && /^[A-Za-z0-9+/]+={0,2}$/.test(v) ? undefined : 'is not base64'),
 };
 
+/**
+ * One value checked by its format's helper outside a template: for the per-pod lines that render.ts and
+ * fragments.ts build in code (tens of thousands per file, patched one pod at a time), with exactly the
+ * refusals a template would give.
+ */
+export function checked(where: string, helper: 'label' | 'hostname' | 'ipv4' | 'ipv6' | 'port' | 'int' | 'path' | 'word' | 'url' | 'sshkey' | 'acmeowner' | 'acmevalue', value: unknown): string {
+  const why = CHECKS[helper]!(value);
+  if (why !== undefined) throw new RenderRefusedError(where, helper, value, why);
+  return String(value);
+}
+
+/** What identifies the templates this build renders with (their precompiled code, or their sources). */
+export function templatesDigestSource(names: readonly string[]): string {
+  return names.map((n) => `${n}\n${PRECOMPILED[n] !== undefined ? String(PRECOMPILED[n]) : fs.readFileSync(path.join(TEMPLATES_DIR, n), 'utf8')}`).join('\n');
+}
+
 export function createEnvironment(): typeof Handlebars {
   const hb = Handlebars.create();
   for (const [name, check] of Object.entries(CHECKS)) {

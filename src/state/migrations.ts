@@ -198,6 +198,47 @@ CREATE INDEX acme_failures_by_name ON acme_failures(name, at);`,
 CREATE INDEX certificates_by_sha256 ON certificates(sha256);
 CREATE INDEX certificates_by_fqdn ON certificates(fqdn);`,
   },
+  {
+    version: 7,
+    description: 'the render journal: which subdomains changed since each rendered file was written, kept by triggers so that no write can be missed',
+    // Triggers rather than calls in every writer: a write that changes what a subdomain renders to can
+    // come from the CLI, the API, the probe, expiry or a migration, and one forgotten call would leave a
+    // file stale until the next full apply. The journal holds one row per subdomain name (its latest
+    // change); render_seq counts changes; pruned_through says up to which change rows may be gone.
+    sql: `CREATE TABLE render_seq (
+  id             INTEGER PRIMARY KEY CHECK (id = 1),
+  seq            INTEGER NOT NULL,
+  pruned_through INTEGER NOT NULL
+) STRICT;
+INSERT INTO render_seq (id, seq, pruned_through) VALUES (1, 0, 0);
+CREATE TABLE render_journal (
+  name TEXT PRIMARY KEY,
+  seq  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX render_journal_by_seq ON render_journal(seq);
+${journalTrigger('subdomains_insert', 'INSERT ON subdomains', ['NEW.name'])}
+${journalTrigger('subdomains_delete', 'DELETE ON subdomains', ['OLD.name'])}
+${journalTrigger('subdomains_update', 'UPDATE OF name, fqdn, status, passthrough, route, direct_ipv4 ON subdomains', ['OLD.name', 'NEW.name'])}
+${journalTrigger('ports_insert', 'INSERT ON ports', ['(SELECT name FROM subdomains WHERE id = NEW.subdomain_id)'])}
+${journalTrigger('ports_delete', 'DELETE ON ports', ['(SELECT name FROM subdomains WHERE id = OLD.subdomain_id)'])}
+${journalTrigger('ports_update', 'UPDATE ON ports', ['(SELECT name FROM subdomains WHERE id = OLD.subdomain_id)', '(SELECT name FROM subdomains WHERE id = NEW.subdomain_id)'])}
+${journalTrigger('keys_insert', 'INSERT ON ssh_keys', ['(SELECT name FROM subdomains WHERE id = NEW.subdomain_id)'])}
+${journalTrigger('keys_delete', 'DELETE ON ssh_keys', ['(SELECT name FROM subdomains WHERE id = OLD.subdomain_id)'])}
+${journalTrigger('keys_update', 'UPDATE ON ssh_keys', ['(SELECT name FROM subdomains WHERE id = OLD.subdomain_id)', '(SELECT name FROM subdomains WHERE id = NEW.subdomain_id)'])}`,
+  },
 ];
+
+/**
+ * A trigger that records, for each name the change touches, that it changed (a name that is NULL — the
+ * subdomain of a cascaded delete, already gone — is skipped: its own delete recorded it).
+ */
+function journalTrigger(id: string, event: string, names: string[]): string {
+  const rows = names.map((n) => `  INSERT INTO render_journal (name, seq) SELECT n, (SELECT seq FROM render_seq) FROM (SELECT ${n} AS n) WHERE n IS NOT NULL
+    ON CONFLICT (name) DO UPDATE SET seq = excluded.seq;`).join('\n');
+  return `CREATE TRIGGER render_journal_${id} AFTER ${event} BEGIN
+  UPDATE render_seq SET seq = seq + 1;
+${rows}
+END;`;
+}
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -191,15 +191,32 @@ function load(db: Db, rows: SubdomainRow[]): SubdomainRecord[] {
   return rows.map((r) => toRecord(r, byId.get(r.id) ?? [], keys.get(r.id)));
 }
 
-/** Every subdomain as rendering needs it, in name order: raw rows, few columns, no per-row objects from SQLite. */
-export function renderSnapshot(db: Db): RenderSubdomain[] {
-  const ports = portsBySubdomain(db.prepare('SELECT subdomain_id, port, protocol, position FROM ports ORDER BY subdomain_id, position').raw().all());
-  const rows = db.prepare(`SELECT s.id, s.name, s.fqdn, s.status, s.passthrough, s.route, s.direct_ipv4, k.public_key, k.fingerprint
-    FROM subdomains s LEFT JOIN ssh_keys k ON k.subdomain_id = s.id ORDER BY s.name`).raw().all() as [string, string, string, 'active' | 'expired', number, 'server' | 'direct', string | null, string | null, string | null][];
+type RenderRow = [string, string, string, 'active' | 'expired', number, 'server' | 'direct', string | null, string | null, string | null];
+const RENDER_COLUMNS = 's.id, s.name, s.fqdn, s.status, s.passthrough, s.route, s.direct_ipv4, k.public_key, k.fingerprint';
+
+function toRender(rows: RenderRow[], ports: Map<string, PortRecord[]>): RenderSubdomain[] {
   return rows.map(([id, name, fqdn, status, passthrough, route, directIpv4, publicKey, fingerprint]) => ({
     name, fqdn, status, passthrough: passthrough === 1, route, directIpv4, ports: ports.get(id) ?? [],
     key: publicKey === null || fingerprint === null ? null : { publicKey, fingerprint },
   }));
+}
+
+/** Every subdomain as rendering needs it, in name order: raw rows, few columns, no per-row objects from SQLite. */
+export function renderSnapshot(db: Db): RenderSubdomain[] {
+  const ports = portsBySubdomain(db.prepare('SELECT subdomain_id, port, protocol, position FROM ports ORDER BY subdomain_id, position').raw().all());
+  const rows = db.prepare(`SELECT ${RENDER_COLUMNS} FROM subdomains s LEFT JOIN ssh_keys k ON k.subdomain_id = s.id ORDER BY s.name`).raw().all() as RenderRow[];
+  return toRender(rows, ports);
+}
+
+/** The named subdomains as rendering needs them (those that exist), in name order: what an incremental apply re-renders. */
+export function renderSnapshotOf(db: Db, names: readonly string[]): RenderSubdomain[] {
+  if (names.length === 0) return [];
+  const list = JSON.stringify(names);
+  const ports = portsBySubdomain(db.prepare(`SELECT p.subdomain_id, p.port, p.protocol, p.position FROM ports p JOIN subdomains s ON s.id = p.subdomain_id
+    WHERE s.name IN (SELECT value FROM json_each(?)) ORDER BY p.subdomain_id, p.position`).raw().all(list));
+  const rows = db.prepare(`SELECT ${RENDER_COLUMNS} FROM subdomains s LEFT JOIN ssh_keys k ON k.subdomain_id = s.id
+    WHERE s.name IN (SELECT value FROM json_each(?)) ORDER BY s.name`).raw().all(list) as RenderRow[];
+  return toRender(rows, ports);
 }
 
 export function listSubdomains(db: Db): SubdomainRecord[] {

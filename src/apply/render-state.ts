@@ -1,0 +1,152 @@
+/**
+ * What an apply renders: the small files always whole; each per-pod file (the key index's manifest,
+ * nginx's maps, the zone) by patching the live file with the pods that changed since it was written,
+ * when that provably gives what a full render would; otherwise whole. The render manifest records, per
+ * per-pod file, the digest of what the last apply wrote and the render journal's position it took in; a
+ * file that is missing, edited by hand, written by an older format or configuration, or older than the
+ * journal's memory is rendered whole, and so is every file of `apply --full`.
+ */
+import { createHash } from 'node:crypto';
+import type { Config } from '../config/types.js';
+import { fragmentSpecs, renderAll } from '../render/render.js';
+import { FRAGMENT_FORMAT, assemble, type FragmentSpec } from '../render/fragments.js';
+import { patchFile } from '../render/incremental.js';
+import { templatesDigestSource } from '../render/templates.js';
+import type { Layout } from '../render/layout.js';
+import type { DroppedEntry, RenderedFile, RenderSubdomain, Unit } from '../render/types.js';
+import { allChallenges } from '../state/acme.js';
+import type { Db } from '../state/db.js';
+import { changedSince, journalPosition, pruneJournal, readConsistently } from '../state/render-journal.js';
+import { renderSnapshot, renderSnapshotOf } from '../state/subdomains.js';
+import { atomicWrite, readIfExists } from '../util/fsx.js';
+import { withSerialPlaceholder } from './plan.js';
+
+/** Past this many changed pods a whole render is as cheap as patching (and simpler to reason about). */
+export const PATCH_LIMIT = 2000;
+
+const PER_POD_TEMPLATES = ['sshd/keys.list.hbs', 'nginx/http-entry.map.hbs', 'nginx/https-entry.map.hbs', 'nginx/sni-route.map.hbs', 'nginx/sni-port.map.hbs', 'zone/zone.hbs'];
+
+interface ManifestEntry {
+  sha256: string;
+  /** The render journal's position this file's content takes in. */
+  seq: number;
+}
+
+export interface RenderManifest {
+  format: number;
+  /** The configuration, the templates and the line format this manifest's files were rendered with. */
+  digest: string;
+  files: Record<string, ManifestEntry>;
+}
+
+export interface RenderOutcome {
+  files: RenderedFile[];
+  /** Per per-pod file: patched (with how many pods) or rendered whole (and why). */
+  how: { path: string; mode: 'patched' | 'whole'; pods?: number; why?: string }[];
+  /** The journal position the rendered content takes in (for the manifest). */
+  seq: number;
+}
+
+export function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+export function renderDigest(c: Config): string {
+  return sha256(`${FRAGMENT_FORMAT}\n${JSON.stringify(c)}\n${templatesDigestSource(PER_POD_TEMPLATES)}`);
+}
+
+export function readManifest(L: Layout): RenderManifest | null {
+  const text = readIfExists(L.renderManifest);
+  if (text === undefined) return null;
+  try {
+    const m = JSON.parse(text) as RenderManifest;
+    return m && m.format === 1 && typeof m.digest === 'string' && m.files && typeof m.files === 'object' ? m : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Renders the given units. `live` holds the per-pod files as they are on disk (read once by the caller,
+ * which compares them with the result too).
+ */
+export function renderForApply(c: Config, L: Layout, db: Db, units: readonly Unit[], live: ReadonlyMap<string, string | undefined>, opts: { full?: boolean } = {}): RenderOutcome {
+  const manifest = opts.full ? null : readManifest(L);
+  const digest = renderDigest(c);
+  return readConsistently(db, () => {
+    const position = journalPosition(db);
+    const challenges = units.includes('dns') ? allChallenges(db) : [];
+    const specs = fragmentSpecs(c, L, units, { challenges });
+    const perPod = new Set(specs.map((s) => s.path));
+    const files = renderAll(c, [], units, { challenges }).filter((f) => !perPod.has(f.path));
+    const how: RenderOutcome['how'] = [];
+
+    // Which files can be brought forward, and from which journal position.
+    const plans = specs.map((spec) => {
+      const why = wholeBecause(spec, manifest, digest, live.get(spec.path), position.prunedThrough, opts.full);
+      if (why) return { spec, why, names: [] as string[] };
+      const names = changedSince(db, manifest!.files[spec.path]!.seq, PATCH_LIMIT);
+      return names.length > PATCH_LIMIT ? { spec, why: `more than ${PATCH_LIMIT} pods changed`, names } : { spec, why: null, names };
+    });
+    let all: RenderSubdomain[] | undefined;
+    const changed = [...new Set(plans.filter((p) => p.why === null).flatMap((p) => p.names))].sort();
+    const rows = new Map(renderSnapshotOf(db, changed).map((s) => [s.name, s]));
+
+    for (const p of plans) {
+      let result: { content: string; dropped: DroppedEntry[] } | null = null;
+      let why = p.why;
+      if (why === null) {
+        const current = live.get(p.spec.path)!;
+        const patched = patchFile(p.spec, p.spec.unit === 'dns' ? withSerialPlaceholder(current) : current, p.names, rows);
+        if ('refused' in patched) why = patched.refused;
+        else {
+          result = patched;
+          how.push({ path: p.spec.path, mode: 'patched', pods: p.names.length });
+        }
+      }
+      if (result === null) {
+        all ??= renderSnapshot(db);
+        result = assemble(p.spec, all);
+        how.push({ path: p.spec.path, mode: 'whole', why: why ?? 'asked for' });
+      }
+      files.push(toRendered(p.spec, result));
+    }
+    return { files, how, seq: position.seq };
+  });
+}
+
+function wholeBecause(spec: FragmentSpec, m: RenderManifest | null, digest: string, live: string | undefined, prunedThrough: number, full?: boolean): string | null {
+  if (full) return 'a full apply';
+  if (!m) return 'no render manifest';
+  if (m.digest !== digest) return 'the configuration or the templates changed';
+  const entry = m.files[spec.path];
+  if (!entry) return 'not in the render manifest';
+  if (live === undefined) return 'the file is missing';
+  if (sha256(live) !== entry.sha256) return 'the file is not what the last apply wrote';
+  if (entry.seq < prunedThrough) return 'older than the render journal';
+  return null;
+}
+
+function toRendered(spec: FragmentSpec, r: { content: string; dropped: DroppedEntry[] }): RenderedFile {
+  return { unit: spec.unit, path: spec.path, content: r.content, mode: spec.mode, order: spec.order, ...(r.dropped.length ? { dropped: r.dropped } : {}) };
+}
+
+/**
+ * After an apply: record what is now live in each per-pod file it rendered, and let the journal forget
+ * what every per-pod file has taken in.
+ */
+export function recordRendered(c: Config, L: Layout, db: Db, outcome: RenderOutcome, liveNow: ReadonlyMap<string, string>): void {
+  const before = readManifest(L);
+  const digest = renderDigest(c);
+  const files: Record<string, ManifestEntry> = before && before.digest === digest ? { ...before.files } : {};
+  for (const h of outcome.how) {
+    const content = liveNow.get(h.path);
+    if (content === undefined) delete files[h.path];
+    else files[h.path] = { sha256: sha256(content), seq: outcome.seq };
+  }
+  const next: RenderManifest = { format: 1, digest, files };
+  const text = JSON.stringify(next, null, 1) + '\n';
+  if (readIfExists(L.renderManifest) !== text) atomicWrite(L.renderManifest, text, { mode: 0o644 });
+  const all = fragmentSpecs(c, L, ['keys', 'nginx', 'dns']).map((s) => s.path);
+  if (all.every((p) => files[p] !== undefined)) pruneJournal(db, Math.min(...all.map((p) => files[p]!.seq)));
+}
