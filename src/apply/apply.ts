@@ -16,7 +16,7 @@ import { now } from '../state/types.js';
 import { ensureDir, fsyncDir, readIfExists, writeFresh } from '../util/fsx.js';
 import { withLock } from '../util/lock.js';
 import { checkKeyList, checkSshdConfig, reloadSshd } from '../daemons/sshd.js';
-import { parseKeyList, syncKeyIndex } from '../ssh/key-index.js';
+import { parseKeyList, syncKeyIndex, syncKeyIndexDelta } from '../ssh/key-index.js';
 import { checkNginx, reloadNginx } from '../daemons/nginx.js';
 import { checkBind, reloadBind } from '../daemons/bind.js';
 import { checkNsd, reloadNsd } from '../daemons/nsd.js';
@@ -107,14 +107,14 @@ function stageUnit(unit: Unit, changes: readonly FileChange[]): Staged {
   return { unit, dir, paths };
 }
 
-async function checkUnit(ctx: ServerContext, s: Staged): Promise<void> {
+async function checkUnit(ctx: ServerContext, s: Staged, keyDelta: RenderOutcome['keyDelta']): Promise<void> {
   const L = ctx.layout;
   const staged = (p: string) => s.paths.get(p);
   switch (s.unit) {
     case 'sshd':
       return checkSshdConfig(staged(L.sshd.config), [staged(L.sshd.sessionScript), staged(L.sshd.keysCommand)]);
     case 'keys':
-      return checkKeyList(staged(L.sshd.keyList)!, readIfExists(L.sshd.keyList));
+      return checkKeyList(staged(L.sshd.keyList)!, keyDelta ? { added: keyDelta.added } : { live: readIfExists(L.sshd.keyList) });
     case 'nginx':
       return checkNginx(L, staged(L.nginx.config)!);
     case 'dns':
@@ -193,7 +193,7 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     // An apply killed after its renames but before it removed its staging directory leaves one behind
     // with nothing left to change: sweep before deciding there is nothing to do.
     if (!opts.dryRun) sweepStaleStages([L.sshd.dir, L.nginx.dir, L.bind.dir]);
-    const record = () => recordRendered(ctx.config, L, ctx.db, p.render, new Map(p.changes.filter((c) => p.render.how.some((h) => h.path === c.file.path)).map((c) => [c.file.path, c.content])));
+    const record = () => recordRendered(ctx.config, L, ctx.db, p.render);
     if (opts.dryRun || (p.changedUnits.length === 0 && p.reloads.length === 0)) {
       if (!opts.dryRun) record();
       report.durationMs = performance.now() - started;
@@ -206,7 +206,7 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
       for (const unit of p.changedUnits) stagedUnits.push(stageUnit(unit, p.changes.filter((c) => c.file.unit === unit)));
       progress(`checking ${p.changedUnits.join(', ')}`);
       // Checkers run side by side; the first refusal is reported, and then nothing is renamed.
-      const results = await Promise.allSettled(stagedUnits.map((s) => checkUnit(ctx, s)));
+      const results = await Promise.allSettled(stagedUnits.map((s) => checkUnit(ctx, s, p.render.keyDelta)));
       const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (refused) throw refused.reason;
 
@@ -218,8 +218,11 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
         // between is healed by the next one, which compares the directory with the manifest again.
         const keyList = changed.find((c) => c.file.path === L.sshd.keyList);
         if (keyList) {
-          const sync = syncKeyIndex(L.sshd.keysDir, parseKeyList(keyList.before), parseKeyList(keyList.content));
-          report.keyIndex = sync;
+          // A patched manifest says exactly which lines went and came; a whole one is compared with the last.
+          const delta = p.render.keyDelta;
+          report.keyIndex = delta
+            ? syncKeyIndexDelta(L.sshd.keysDir, parseKeyList(delta.removed.join('\n')), parseKeyList(delta.added.join('\n')))
+            : syncKeyIndex(L.sshd.keysDir, parseKeyList(keyList.before), parseKeyList(keyList.content));
         }
         const dirs = new Set<string>();
         for (const c of changed) {

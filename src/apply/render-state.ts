@@ -7,6 +7,7 @@
  * journal's memory is rendered whole, and so is every file of `apply --full`.
  */
 import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
 import type { Config } from '../config/types.js';
 import { fragmentSpecs, renderAll } from '../render/render.js';
 import { FRAGMENT_FORMAT, assemble, type FragmentSpec } from '../render/fragments.js';
@@ -26,9 +27,13 @@ export const PATCH_LIMIT = 2000;
 
 const PER_POD_TEMPLATES = ['sshd/keys.list.hbs', 'nginx/http-entry.map.hbs', 'nginx/https-entry.map.hbs', 'nginx/sni-route.map.hbs', 'nginx/sni-port.map.hbs', 'zone/zone.hbs'];
 
+/**
+ * Which file the last apply wrote: its inode, size and modification time in nanoseconds (what make and git
+ * trust to tell a file changed; hashing tens of MiB on every apply is what incremental apply avoids), and
+ * the render journal's position its content takes in.
+ */
 interface ManifestEntry {
-  sha256: string;
-  /** The render journal's position this file's content takes in. */
+  identity: string;
   seq: number;
 }
 
@@ -41,14 +46,26 @@ export interface RenderManifest {
 
 export interface RenderOutcome {
   files: RenderedFile[];
+  /** When the key index's manifest was patched: the lines it lost and gained (the index follows exactly these). */
+  keyDelta?: { removed: string[]; added: string[] };
   /** Per per-pod file: patched (with how many pods) or rendered whole (and why). */
   how: { path: string; mode: 'patched' | 'whole'; pods?: number; why?: string }[];
   /** The journal position the rendered content takes in (for the manifest). */
   seq: number;
 }
 
-export function sha256(text: string): string {
+function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
+}
+
+/** A file's identity (see ManifestEntry), or undefined when it does not exist. */
+export function fileIdentity(file: string): string | undefined {
+  try {
+    const st = fs.statSync(file, { bigint: true });
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
+  } catch {
+    return undefined;
+  }
 }
 
 export function renderDigest(c: Config): string {
@@ -60,7 +77,7 @@ export function readManifest(L: Layout): RenderManifest | null {
   if (text === undefined) return null;
   try {
     const m = JSON.parse(text) as RenderManifest;
-    return m && m.format === 1 && typeof m.digest === 'string' && m.files && typeof m.files === 'object' ? m : null;
+    return m && m.format === 2 && typeof m.digest === 'string' && m.files && typeof m.files === 'object' ? m : null;
   } catch {
     return null;
   }
@@ -77,18 +94,20 @@ export function renderForApply(c: Config, L: Layout, db: Db, units: readonly Uni
     const position = journalPosition(db);
     const challenges = units.includes('dns') ? allChallenges(db) : [];
     const specs = fragmentSpecs(c, L, units, { challenges });
+    const identities = new Map(specs.map((spec) => [spec.path, fileIdentity(spec.path)]));
     const perPod = new Set(specs.map((s) => s.path));
     const files = renderAll(c, [], units, { challenges }).filter((f) => !perPod.has(f.path));
     const how: RenderOutcome['how'] = [];
 
     // Which files can be brought forward, and from which journal position.
     const plans = specs.map((spec) => {
-      const why = wholeBecause(spec, manifest, digest, live.get(spec.path), position.prunedThrough, opts.full);
+      const why = wholeBecause(spec, manifest, digest, live.get(spec.path), identities.get(spec.path), position.prunedThrough, opts.full);
       if (why) return { spec, why, names: [] as string[] };
       const names = changedSince(db, manifest!.files[spec.path]!.seq, PATCH_LIMIT);
       return names.length > PATCH_LIMIT ? { spec, why: `more than ${PATCH_LIMIT} pods changed`, names } : { spec, why: null, names };
     });
     let all: RenderSubdomain[] | undefined;
+    let keyDelta: RenderOutcome['keyDelta'];
     const changed = [...new Set(plans.filter((p) => p.why === null).flatMap((p) => p.names))].sort();
     const rows = new Map(renderSnapshotOf(db, changed).map((s) => [s.name, s]));
 
@@ -101,6 +120,7 @@ export function renderForApply(c: Config, L: Layout, db: Db, units: readonly Uni
         if ('refused' in patched) why = patched.refused;
         else {
           result = patched;
+          if (p.spec.unit === 'keys') keyDelta = { removed: patched.removed, added: patched.added };
           how.push({ path: p.spec.path, mode: 'patched', pods: p.names.length });
         }
       }
@@ -111,18 +131,18 @@ export function renderForApply(c: Config, L: Layout, db: Db, units: readonly Uni
       }
       files.push(toRendered(p.spec, result));
     }
-    return { files, how, seq: position.seq };
+    return { files, how, seq: position.seq, ...(keyDelta ? { keyDelta } : {}) };
   });
 }
 
-function wholeBecause(spec: FragmentSpec, m: RenderManifest | null, digest: string, live: string | undefined, prunedThrough: number, full?: boolean): string | null {
+function wholeBecause(spec: FragmentSpec, m: RenderManifest | null, digest: string, live: string | undefined, identity: string | undefined, prunedThrough: number, full?: boolean): string | null {
   if (full) return 'a full apply';
   if (!m) return 'no render manifest';
   if (m.digest !== digest) return 'the configuration or the templates changed';
   const entry = m.files[spec.path];
   if (!entry) return 'not in the render manifest';
-  if (live === undefined) return 'the file is missing';
-  if (sha256(live) !== entry.sha256) return 'the file is not what the last apply wrote';
+  if (live === undefined || identity === undefined) return 'the file is missing';
+  if (identity !== entry.identity) return 'the file is not what the last apply wrote';
   if (entry.seq < prunedThrough) return 'older than the render journal';
   return null;
 }
@@ -135,16 +155,16 @@ function toRendered(spec: FragmentSpec, r: { content: string; dropped: DroppedEn
  * After an apply: record what is now live in each per-pod file it rendered, and let the journal forget
  * what every per-pod file has taken in.
  */
-export function recordRendered(c: Config, L: Layout, db: Db, outcome: RenderOutcome, liveNow: ReadonlyMap<string, string>): void {
+export function recordRendered(c: Config, L: Layout, db: Db, outcome: RenderOutcome): void {
   const before = readManifest(L);
   const digest = renderDigest(c);
   const files: Record<string, ManifestEntry> = before && before.digest === digest ? { ...before.files } : {};
   for (const h of outcome.how) {
-    const content = liveNow.get(h.path);
-    if (content === undefined) delete files[h.path];
-    else files[h.path] = { sha256: sha256(content), seq: outcome.seq };
+    const identity = fileIdentity(h.path);
+    if (identity === undefined) delete files[h.path];
+    else files[h.path] = { identity, seq: outcome.seq };
   }
-  const next: RenderManifest = { format: 1, digest, files };
+  const next: RenderManifest = { format: 2, digest, files };
   const text = JSON.stringify(next, null, 1) + '\n';
   if (readIfExists(L.renderManifest) !== text) atomicWrite(L.renderManifest, text, { mode: 0o644 });
   const all = fragmentSpecs(c, L, ['keys', 'nginx', 'dns']).map((s) => s.path);

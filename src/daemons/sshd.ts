@@ -33,9 +33,13 @@ export async function checkSshdConfig(stagedConfig: string | undefined, stagedSc
  * options). Lines that are already live passed this check when they went live, so only new lines are
  * checked: with 10,000 pods, checking them all on every registration costs ~0.2 s.
  */
-export async function checkKeyList(staged: string, live: string | undefined): Promise<void> {
-  const known = new Set(parseKeyList(live).values());
-  const fresh = [...parseKeyList(fs.readFileSync(staged, 'utf8')).values()].filter((l) => !known.has(l));
+export async function checkKeyList(staged: string, was: { live: string | undefined } | { added: string[] }): Promise<void> {
+  let fresh: string[];
+  if ('added' in was) fresh = [...parseKeyList(was.added.join('\n')).values()];
+  else {
+    const known = new Set(parseKeyList(was.live).values());
+    fresh = [...parseKeyList(fs.readFileSync(staged, 'utf8')).values()].filter((l) => !known.has(l));
+  }
   if (fresh.length === 0) return;
   const file = path.join(path.dirname(staged), 'new-keys');
   fs.writeFileSync(file, fresh.join('\n') + '\n', { mode: 0o600 });

@@ -66,3 +66,22 @@ export function syncKeyIndex(dir: string, previous: Map<string, string>, next: M
   }
   return { written, removed };
 }
+
+/**
+ * Brings the index forward by a patch's delta: the lines a patched manifest lost and gained. A file whose
+ * line went is removed unless the same file came back with a new line (a pod whose ports changed); every
+ * gained line is written. Costs what changed, whatever the fleet's size; a whole apply (syncKeyIndex)
+ * still compares the directory with the manifest and heals anything else.
+ */
+export function syncKeyIndexDelta(dir: string, removed: Map<string, string>, added: Map<string, string>): IndexSync {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const writes = [...added].filter(([file, line]) => removed.get(file) !== line).map(([name, line]) => ({ name, content: line + '\n', mode: 0o644 }));
+  atomicWriteMany(dir, writes);
+  let gone = 0;
+  for (const file of removed.keys()) {
+    if (added.has(file)) continue;
+    fs.rmSync(path.join(dir, file), { force: true });
+    gone++;
+  }
+  return { written: writes.length, removed: gone };
+}

@@ -21,6 +21,7 @@ import type { Config } from '../../src/config/types.js';
 import { keyFor, testConfig } from '../helpers/fixtures.js';
 import { patchFile } from '../../src/render/incremental.js';
 import { keyListSpec } from '../../src/render/fragments.js';
+import { parseKeyList, syncKeyIndex, syncKeyIndexDelta } from '../../src/ssh/key-index.js';
 
 const UNITS: Unit[] = ['keys', 'nginx', 'dns'];
 let dir: string;
@@ -60,7 +61,11 @@ function applyFiles(opts: { full?: boolean } = {}) {
   const liveFiles = new Map([...live].map(([k, v]) => [k, v === undefined ? undefined : { content: v, mode: 0o644 }]));
   const p = plan(out.files, liveFiles, { storedSerial: null, now: 1_800_000_000 });
   for (const ch of p.changes) if (ch.change !== 'unchanged') fs.writeFileSync(ch.file.path, ch.content);
-  recordRendered(c, L, db, out, new Map(p.changes.map((ch) => [ch.file.path, ch.content])));
+  // The key index directory follows the manifest as apply makes it: by the patch's delta, or by comparison.
+  const keys = p.changes.find((ch) => ch.file.path === L.sshd.keyList)!;
+  if (out.keyDelta) syncKeyIndexDelta(L.sshd.keysDir, parseKeyList(out.keyDelta.removed.join('\n')), parseKeyList(out.keyDelta.added.join('\n')));
+  else syncKeyIndex(L.sshd.keysDir, parseKeyList(keys.before), parseKeyList(keys.content));
+  recordRendered(c, L, db, out);
   return out;
 }
 
@@ -70,8 +75,12 @@ function expectEqualToFull(): void {
   for (const p of perPodPaths()) {
     const want = full.find((f) => f.path === p)!.content;
     const have = read(p)!;
-    expect(p.endsWith('.zone') || p === L.bind.zone ? withSerialPlaceholder(have) : have, p).toBe(want);
+    expect(p === L.bind.zone ? withSerialPlaceholder(have) : have, p).toBe(want);
   }
+  // One file per key line, holding exactly that line; nothing else.
+  const lines = parseKeyList(full.find((f) => f.path === L.sshd.keyList)!.content);
+  expect(fs.readdirSync(L.sshd.keysDir).sort()).toEqual([...lines.keys()].sort());
+  for (const [file, line] of lines) expect(fs.readFileSync(path.join(L.sshd.keysDir, file), 'utf8')).toBe(line + '\n');
 }
 
 function rng(seed: number) {
@@ -158,10 +167,11 @@ describe('incremental rendering', () => {
     expect(db.prepare('SELECT COUNT(*) FROM render_journal').pluck().get()).toBe(0);
   });
 
-  it('refuses to patch a file whose pods are out of order or hold a line of no pod, rather than guess', () => {
+  it('refuses to patch a file that holds a line of no pod or does not end with a line, rather than guess', () => {
     const spec = keyListSpec(L);
     expect(patchFile(spec, spec.head + 'garbage without a name\n', ['a'], new Map())).toEqual({ refused: expect.stringMatching(/belongs to no pod/) });
-    expect(patchFile(spec, `${spec.head}X pipe2me:b\nX pipe2me:a\n`, ['c'], new Map())).toEqual({ refused: 'its pods are not in name order' });
+    expect(patchFile(spec, `${spec.head}X pipe2me:a\nX pipe2me:b\n`, ['c', 'b'], new Map())).toEqual({ refused: 'the changed pods are not in name order' });
+    expect(patchFile(spec, `${spec.head}X pipe2me:a\nX pipe2me:b`, ['c'], new Map())).toEqual({ refused: "its pods' part does not end with a line" });
     expect(patchFile(spec, 'not the head\n', [], new Map())).toEqual({ refused: 'its head is not what the configuration renders' });
   });
 });
