@@ -18,7 +18,7 @@ import { withLock } from '../util/lock.js';
 import { checkKeyList, checkSshdConfig, reloadSshd } from '../daemons/sshd.js';
 import { parseKeyList, syncKeyIndex, syncKeyIndexDelta } from '../ssh/key-index.js';
 import { checkNginx, reloadNginx } from '../daemons/nginx.js';
-import { checkBind, reloadBind } from '../daemons/bind.js';
+import { checkBind, reloadBind, updateBind } from '../daemons/bind.js';
 import { checkNsd, reloadNsd } from '../daemons/nsd.js';
 import { pidAlive, type ReloadOutcome } from '../daemons/process.js';
 import { checkNft, loadNft } from '../daemons/nft.js';
@@ -107,7 +107,7 @@ function stageUnit(unit: Unit, changes: readonly FileChange[]): Staged {
   return { unit, dir, paths };
 }
 
-async function checkUnit(ctx: ServerContext, s: Staged, keyDelta: RenderOutcome['keyDelta']): Promise<void> {
+async function checkUnit(ctx: ServerContext, s: Staged, keyDelta: RenderOutcome['keyDelta'], dynamicUpdate: boolean): Promise<void> {
   const L = ctx.layout;
   const staged = (p: string) => s.paths.get(p);
   switch (s.unit) {
@@ -118,8 +118,10 @@ async function checkUnit(ctx: ServerContext, s: Staged, keyDelta: RenderOutcome[
     case 'nginx':
       return checkNginx(L, staged(L.nginx.config)!);
     case 'dns':
+      // A dynamic update is checked by named itself, which takes all of it or none; a whole zone is
+      // checked here before named ever sees it.
       return ctx.config.dns.daemon === 'bind'
-        ? checkBind(ctx.config, staged(L.bind.config), staged(L.bind.zone))
+        ? checkBind(ctx.config, staged(L.bind.config), dynamicUpdate ? undefined : staged(L.bind.zone))
         : checkNsd(ctx.config, staged(L.nsd.config), staged(L.nsd.zone));
     case 'firewall':
       return checkNft(staged(L.sshd.firewall)!);
@@ -150,6 +152,7 @@ async function reload(ctx: ServerContext, r: Reload, serial: number | null): Pro
     case 'firewall-load':
       return loadNft(ctx.layout.sshd.firewall);
     case 'dns-reconfig':
+    case 'dns-update':
     case 'dns-reload-zone': {
       const reconfig = r.action === 'dns-reconfig';
       return ctx.config.dns.daemon === 'bind' ? reloadBind(ctx.config, ctx.layout, reconfig, serial) : reloadNsd(ctx.config, ctx.layout, reconfig, serial);
@@ -184,6 +187,12 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
   return withLock(lockFile(ctx), 'apply', async () => {
     const renewed = !opts.dryRun && units.includes('nginx') ? await ensureServerCertificates(ctx, progress) : false;
     const p = planOnly(ctx, units, { full: opts.full });
+    // A full apply has every daemon load what it renders whole, changed or not: the way back from a
+    // daemon that lost its files (named's served zone removed, say) or missed a reload.
+    if (opts.full && !opts.dryRun) {
+      if (units.includes('nginx') && !p.reloads.some((r) => r.unit === 'nginx')) p.reloads.push({ unit: 'nginx', action: 'nginx-reload', why: 'a full apply' });
+      if (units.includes('dns') && !p.reloads.some((r) => r.unit === 'dns')) p.reloads.push({ unit: 'dns', action: 'dns-reload-zone', why: 'a full apply' });
+    }
     // New certificates under the same file names: nginx serves them only after a reload.
     if (renewed && !p.reloads.some((r) => r.action === 'nginx-reload')) p.reloads.push({ unit: 'nginx', action: 'nginx-reload', why: 'the server\'s certificates were renewed' });
     const dropped = p.changes.flatMap((c) => c.file.dropped ?? []);
@@ -194,6 +203,9 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     // with nothing left to change: sweep before deciding there is nothing to do.
     if (!opts.dryRun) sweepStaleStages([L.sshd.dir, L.nginx.dir, L.bind.dir]);
     const record = () => recordRendered(ctx.config, L, ctx.db, p.render);
+    // BIND takes a patched zone as a dynamic update of exactly the changed records (see daemons/bind.ts).
+    const dynamicUpdate = ctx.config.dns.daemon === 'bind' && p.render.zoneDelta !== undefined && p.reloads.some((r) => r.action === 'dns-reload-zone');
+    if (dynamicUpdate) for (const r of p.reloads) if (r.action === 'dns-reload-zone') r.action = 'dns-update';
     if (opts.dryRun || (p.changedUnits.length === 0 && p.reloads.length === 0)) {
       if (!opts.dryRun) record();
       report.durationMs = performance.now() - started;
@@ -206,7 +218,7 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
       for (const unit of p.changedUnits) stagedUnits.push(stageUnit(unit, p.changes.filter((c) => c.file.unit === unit)));
       progress(`checking ${p.changedUnits.join(', ')}`);
       // Checkers run side by side; the first refusal is reported, and then nothing is renamed.
-      const results = await Promise.allSettled(stagedUnits.map((s) => checkUnit(ctx, s, p.render.keyDelta)));
+      const results = await Promise.allSettled(stagedUnits.map((s) => checkUnit(ctx, s, p.render.keyDelta, dynamicUpdate)));
       const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (refused) throw refused.reason;
 
@@ -242,7 +254,19 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     // One reload per daemon at most, and the daemons do not depend on each other: they reload side by
     // side (at 10,000 subdomains nginx takes ~60 ms and BIND ~130 ms to take their new files).
     for (const r of p.reloads) progress(`reloading: ${r.action} (${r.why})`);
-    const outcomes = await Promise.all(p.reloads.map((r) => reload(ctx, r, p.serial)));
+    const zoneDelta = p.render.zoneDelta;
+    const zoneContent = p.changes.find((c) => c.file.path === L.bind.zone)?.content ?? '';
+    const outcomes = await Promise.all(p.reloads.map(async (r) => {
+      if (r.action !== 'dns-update' || !zoneDelta) return reload(ctx, r, p.serial);
+      const soa = /^@ IN SOA .*$/m.exec(zoneContent)?.[0] ?? '';
+      try {
+        return await updateBind(ctx.config, L, { ...zoneDelta, soa }, p.serial);
+      } catch (e) {
+        // named holds none of it: without the rendered zone the next apply renders, checks and loads it whole.
+        fs.rmSync(L.bind.zone, { force: true });
+        throw e;
+      }
+    }));
     p.reloads.forEach((r, i) => report.reloads.push({ ...r, ...outcomes[i]! }));
     report.durationMs = performance.now() - started;
     return report;

@@ -25,7 +25,7 @@ export interface FileChange {
 
 export interface Reload {
   unit: Unit;
-  action: 'sshd-reload' | 'nginx-reload' | 'dns-reload-zone' | 'dns-reconfig' | 'firewall-load';
+  action: 'sshd-reload' | 'nginx-reload' | 'dns-reload-zone' | 'dns-update' | 'dns-reconfig' | 'firewall-load';
   why: string;
 }
 

@@ -48,6 +48,8 @@ export interface RenderOutcome {
   files: RenderedFile[];
   /** When the key index's manifest was patched: the lines it lost and gained (the index follows exactly these). */
   keyDelta?: { removed: string[]; added: string[] };
+  /** When the zone was patched: the record lines it lost and gained (a dynamic update carries exactly these). */
+  zoneDelta?: { removed: string[]; added: string[] };
   /** Per per-pod file: patched (with how many pods) or rendered whole (and why). */
   how: { path: string; mode: 'patched' | 'whole'; pods?: number; why?: string }[];
   /** The journal position the rendered content takes in (for the manifest). */
@@ -108,6 +110,7 @@ export function renderForApply(c: Config, L: Layout, db: Db, units: readonly Uni
     });
     let all: RenderSubdomain[] | undefined;
     let keyDelta: RenderOutcome['keyDelta'];
+    let zoneDelta: RenderOutcome['zoneDelta'];
     const changed = [...new Set(plans.filter((p) => p.why === null).flatMap((p) => p.names))].sort();
     const rows = new Map(renderSnapshotOf(db, changed).map((s) => [s.name, s]));
 
@@ -121,6 +124,7 @@ export function renderForApply(c: Config, L: Layout, db: Db, units: readonly Uni
         else {
           result = patched;
           if (p.spec.unit === 'keys') keyDelta = { removed: patched.removed, added: patched.added };
+          if (p.spec.unit === 'dns') zoneDelta = { removed: patched.removed, added: patched.added };
           how.push({ path: p.spec.path, mode: 'patched', pods: p.names.length });
         }
       }
@@ -131,7 +135,7 @@ export function renderForApply(c: Config, L: Layout, db: Db, units: readonly Uni
       }
       files.push(toRendered(p.spec, result));
     }
-    return { files, how, seq: position.seq, ...(keyDelta ? { keyDelta } : {}) };
+    return { files, how, seq: position.seq, ...(keyDelta ? { keyDelta } : {}), ...(zoneDelta ? { zoneDelta } : {}) };
   });
 }
 
@@ -153,15 +157,16 @@ function toRendered(spec: FragmentSpec, r: { content: string; dropped: DroppedEn
 
 /**
  * After an apply: record what is now live in each per-pod file it rendered, and let the journal forget
- * what every per-pod file has taken in.
+ * what every per-pod file has taken in. A file in `forget` is left out (its daemon did not take it: the
+ * next apply renders it whole).
  */
-export function recordRendered(c: Config, L: Layout, db: Db, outcome: RenderOutcome): void {
+export function recordRendered(c: Config, L: Layout, db: Db, outcome: RenderOutcome, forget: readonly string[] = []): void {
   const before = readManifest(L);
   const digest = renderDigest(c);
   const files: Record<string, ManifestEntry> = before && before.digest === digest ? { ...before.files } : {};
   for (const h of outcome.how) {
     const identity = fileIdentity(h.path);
-    if (identity === undefined) delete files[h.path];
+    if (identity === undefined || forget.includes(h.path)) delete files[h.path];
     else files[h.path] = { identity, seq: outcome.seq };
   }
   const next: RenderManifest = { format: 2, digest, files };

@@ -1,10 +1,12 @@
-/** The authoritative BIND instance: checks, rndc reloads. */
+/** The authoritative BIND instance: checks, whole loads through rndc, dynamic updates through nsupdate. */
 import type { Config } from '../config/types.js';
 import { CheckFailedError, DaemonError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import type { Layout } from '../render/layout.js';
 import { runningPid, type ReloadOutcome } from './process.js';
 import { waitForSerial } from './dns-query.js';
+import * as fs from 'node:fs';
+import { atomicWrite, readIfExists } from '../util/fsx.js';
 
 export async function checkBind(c: Config, stagedConfig: string | undefined, stagedZone: string | undefined): Promise<void> {
   if (stagedConfig) {
@@ -21,21 +23,95 @@ function rndc(c: Config, L: Layout, args: string[]) {
   return run('rndc', ['-k', L.bind.rndcKey, '-s', '127.0.0.1', '-p', String(c.dns.controlPort), ...args], { allowFailure: true, timeout: 30_000 });
 }
 
+/**
+ * A whole load: named's served copy becomes the rendered zone. A dynamic zone must be frozen first (named
+ * then writes out what it holds and takes no updates), its journal goes with the old copy, and thawing
+ * loads the new one. A zone that is not dynamic yet (named runs a configuration from before) is reloaded
+ * after the reconfiguration that makes it dynamic.
+ */
 export async function reloadBind(c: Config, L: Layout, reconfig: boolean, serial: number | null): Promise<ReloadOutcome> {
   const start = performance.now();
   const pid = runningPid(L.bind.pidFile, 'named');
-  if (pid === undefined) return { status: 'not-running', detail: `no named at ${L.bind.pidFile}; the new files are used when it starts` };
-  const steps = reconfig ? [['reconfig'], ['reload', c.domain]] : [['reload', c.domain]];
-  for (const args of steps) {
+  if (pid === undefined) {
+    placeServedZone(L);
+    return { status: 'not-running', detail: `no named at ${L.bind.pidFile}; the new files are used when it starts` };
+  }
+  const done: string[] = [];
+  const step = async (args: string[], mayFail = false): Promise<boolean> => {
     const r = await rndc(c, L, args);
-    if (r.exitCode !== 0) {
-      throw new DaemonError('reload_failed', `rndc ${args.join(' ')} failed (exit ${r.exitCode}): ${r.output}`, {
-        hint: 'The checked files are in place; look at named\'s log, then run `pipe2me-ctl apply` again.',
-      });
+    if (r.exitCode === 0) {
+      done.push(args.join(' '));
+      return true;
     }
+    if (mayFail) return false;
+    throw new DaemonError('reload_failed', `rndc ${args.join(' ')} failed (exit ${r.exitCode}): ${r.output}`, {
+      hint: 'The checked files are in place; look at named\'s log, then run `pipe2me-ctl apply --full` again.',
+    });
+  };
+  // Fails when the zone is not dynamic (or not loaded): then there is nothing to freeze.
+  const frozen = await step(['freeze', c.domain], true);
+  placeServedZone(L);
+  if (reconfig) await step(['reconfig']);
+  if (frozen) await step(['thaw', c.domain]);
+  else if (!reconfig) await step(['reload', c.domain]);
+  await waitForSerial(c, serial, 'named');
+  return { status: 'reloaded', detail: `rndc ${done.join(', ')}`, servedAfterMs: performance.now() - start };
+}
+
+/** named's served copy := the rendered zone, and the journal of the old copy is gone. */
+function placeServedZone(L: Layout): void {
+  const zone = readIfExists(L.bind.zone);
+  if (zone === undefined) return;
+  atomicWrite(L.bind.servedZone, zone, { mode: 0o644 });
+  fs.rmSync(`${L.bind.servedZone}.jnl`, { force: true });
+}
+
+export interface ZoneDelta {
+  /** Zone file lines (owner ttl IN type data) that went and came. */
+  removed: string[];
+  added: string[];
+  /** The zone's SOA line as rendered, with the new serial ("@ IN SOA ..."). */
+  soa: string;
+}
+
+/**
+ * The changed records as one dynamic update (RFC 2136), TSIG-signed with the rndc key, over TCP: named
+ * applies all of it or none, checks it as it does a zone, and serves it when nsupdate returns. The SOA
+ * goes with it, so named serves exactly the serial the planner chose. Every line was built by the zone's
+ * checked line builders (no newline, no quote beyond the TXT value's own), so none can smuggle a command.
+ */
+export function updateScript(c: Config, d: ZoneDelta): string {
+  const came = new Set(d.added);
+  const went = new Set(d.removed);
+  const soa = d.soa.replace(/^@ IN SOA /, `${c.domain}. ${c.dns.ttl} IN SOA `);
+  return [
+    `server ${c.server.ipv4} 53`,
+    `zone ${c.domain}`,
+    ...d.removed.filter((l) => !came.has(l)).map((l) => `update delete ${l}`),
+    ...d.added.filter((l) => !went.has(l)).map((l) => `update add ${l}`),
+    `update add ${soa}`,
+    'send',
+    '',
+  ].join('\n');
+}
+
+export async function updateBind(c: Config, L: Layout, d: ZoneDelta, serial: number | null): Promise<ReloadOutcome> {
+  const start = performance.now();
+  const pid = runningPid(L.bind.pidFile, 'named');
+  if (pid === undefined) {
+    placeServedZone(L);
+    return { status: 'not-running', detail: `no named at ${L.bind.pidFile}; the new zone is used when it starts` };
+  }
+  const script = updateScript(c, d);
+  const r = await run('nsupdate', ['-v', '-t', '10', '-k', L.bind.rndcKey], { input: script, allowFailure: true, timeout: 30_000 });
+  if (r.exitCode !== 0) {
+    throw new DaemonError('update_failed', `named refused the dynamic update of ${c.domain} (nsupdate exit ${r.exitCode}): ${r.output.trim().slice(0, 500)}`, {
+      hint: 'Nothing of it is served. Run `pipe2me-ctl apply --full`: it checks the whole zone and loads it.',
+    });
   }
   await waitForSerial(c, serial, 'named');
-  return { status: 'reloaded', detail: `rndc ${steps.map((s) => s.join(' ')).join(', ')}`, servedAfterMs: performance.now() - start };
+  const changes = script.split('\n').filter((l) => l.startsWith('update ')).length - 1;
+  return { status: 'reloaded', detail: `dynamic update of ${changes} record(s)`, servedAfterMs: performance.now() - start };
 }
 
 export function namedArgv(L: Layout): string[] {

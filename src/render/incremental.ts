@@ -14,7 +14,7 @@ import type { DroppedEntry, RenderSubdomain } from './types.js';
 export interface PatchedFile {
   content: string;
   dropped: DroppedEntry[];
-  /** The lines the patch took out and put in (the key index is brought forward by exactly these). */
+  /** The lines the patch took out and put in (the key index and a dynamic zone are brought forward by exactly these), the tail's included. */
   removed: string[];
   added: string[];
 }
@@ -95,5 +95,10 @@ export function patchFile(spec: FragmentSpec, live: string, changed: readonly st
     copied = end;
   }
   out.push(body.slice(copied), spec.tail);
+  const oldTail = rest.slice(tailAt);
+  if (oldTail !== spec.tail) {
+    removed.push(...oldTail.split('\n').filter(Boolean));
+    added.push(...spec.tail.split('\n').filter(Boolean));
+  }
   return { content: out.join(''), dropped, removed, added };
 }

@@ -40,7 +40,12 @@ export interface Layout {
      */
     socketDir: string; httpsSocket: string; passthroughSocket: string; apiSocket: string;
   };
-  bind: { dir: string; config: string; zone: string; rndcKey: string; workDir: string; pidFile: string };
+  /**
+   * zone: what pipe2me renders (checked, compared, the record of what DNS should hold); servedZone: named's
+   * own copy of it, loaded from `zone` on a whole load and kept up to date by named itself between them
+   * (dynamic updates, with its journal next to it).
+   */
+  bind: { dir: string; config: string; zone: string; servedZone: string; rndcKey: string; workDir: string; pidFile: string };
   nsd: { dir: string; config: string; zone: string; pidFile: string; controlSocket: string; workDir: string };
 }
 
@@ -96,6 +101,7 @@ export function layout(c: Config): Layout {
       zone: path.join(p.dns, `${c.domain}.zone`),
       rndcKey: path.join(p.dns, 'rndc.key'),
       workDir: path.join(p.state, 'bind'),
+      servedZone: path.join(p.state, 'bind', 'zone.db'),
       pidFile: path.join(run, 'named.pid'),
     },
     nsd: {

@@ -156,7 +156,7 @@ export function renderDnsConfig(c: Config, L: Layout): RenderedFile {
       unit: 'dns', path: L.bind.config, mode: 0o644, order: 1,
       content: renderTemplate('bind/named.conf.hbs', {
         ...listenAddresses(c), domain: c.domain, rndcKey: L.bind.rndcKey, workDir: L.bind.workDir, pidFile: L.bind.pidFile,
-        controlPort: c.dns.controlPort, zoneFile: L.bind.zone, secondaries, responsesPerSecond: c.dns.responsesPerSecond,
+        controlPort: c.dns.controlPort, servedZone: L.bind.servedZone, secondaries, responsesPerSecond: c.dns.responsesPerSecond,
       }),
     };
   }

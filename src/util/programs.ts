@@ -13,6 +13,7 @@ export const PROGRAMS = {
   'named-checkzone': 'bind9-utils',
   rndc: 'bind9-utils',
   'tsig-keygen': 'bind9',
+  nsupdate: 'bind9-dnsutils',
   nsd: 'nsd',
   'nsd-checkconf': 'nsd',
   'nsd-checkzone': 'nsd',

@@ -222,6 +222,40 @@ describe.each(['bind', 'nsd'] as const)('server with %s', (dns) => {
     });
   }
 
+  it('a change is applied as a patch of the changed pods only, and a full apply renders the same files and has every daemon load them', async () => {
+    const s = stack!;
+    const soa = async () => (await dig(s.world, { server: ADDR.server, name: DOMAIN, type: 'SOA' })).answers[0]!.data.split(/\s+/)[2];
+    const c = (await s.ctl<SubdomainJson>(['add-subdomain', '--ports', 'http', '--no-apply'])).json;
+    const applied = await s.ctl<{ rendered: { path: string; mode: string; pods?: number }[]; reloads: { action: string; detail: string }[]; zone_serial: number }>(['apply']);
+    expect(applied.json.rendered.length).toBe(6);
+    // Patched, each with the pods it had not taken in yet (the key's registration applied the key index only).
+    expect(applied.json.rendered.filter((h) => h.mode !== 'patched' || !h.pods || h.pods > 2)).toEqual([]);
+    if (dns === 'bind') {
+      // BIND takes the change as a dynamic update of exactly the new record (and the SOA), no zone reload.
+      expect(applied.json.reloads).toContainEqual(expect.objectContaining({ action: 'dns-update', detail: 'dynamic update of 1 record(s)' }));
+      expect(fs.existsSync(`${s.layout.bind.servedZone}.jnl`), "named's journal of the update").toBe(true);
+    } else {
+      expect(applied.json.reloads).toContainEqual(expect.objectContaining({ action: 'dns-reload-zone' }));
+    }
+    expect((await dig(s.world, { server: ADDR.server, name: c.fqdn })).answers.map((x) => x.data)).toEqual([ADDR.server]);
+    expect(await soa()).toBe(String(applied.json.zone_serial));
+    const before = liveFiles(s);
+    const full = await s.ctl<{ rendered: { mode: string }[]; files: { change: string }[]; reloads: { action: string; detail: string }[] }>(['apply', '--full']);
+    expect(full.json.rendered.every((h) => h.mode === 'whole')).toBe(true);
+    // Whole, the files are byte for byte what the patches made.
+    expect(full.json.files.every((f) => f.change === 'unchanged')).toBe(true);
+    expect(liveFiles(s)).toEqual(before);
+    expect(full.json.reloads.map((r) => r.action).sort()).toEqual(['dns-reload-zone', 'nginx-reload']);
+    if (dns === 'bind') {
+      expect(full.json.reloads.find((r) => r.action === 'dns-reload-zone')!.detail).toBe(`rndc freeze ${DOMAIN}, thaw ${DOMAIN}`);
+      expect(fs.existsSync(`${s.layout.bind.servedZone}.jnl`), 'the journal went with the old copy').toBe(false);
+    }
+    expect((await dig(s.world, { server: ADDR.server, name: c.fqdn })).answers.map((x) => x.data)).toEqual([ADDR.server]);
+    expect(await soa()).toBe(String(applied.json.zone_serial));
+    await s.ctl(['remove', c.name]);
+    await waitFor('the removed name is gone', async () => (await dig(s.world, { server: ADDR.server, name: c.fqdn })).status === 'NXDOMAIN', { timeoutMs: 5000 });
+  });
+
   it('after remove, sshd, nginx and DNS have all forgotten the name, and its ports are free', async () => {
     const s = stack!;
     const ssh = new SshClient(s, keyA);
