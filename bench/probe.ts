@@ -1,5 +1,6 @@
 /**
- * One probe run over 10,000 subdomains × 3 ports with simulated pods, and the one zone reload it makes.
+ * One probe run over 50,000 subdomains × 1 port (the most one IPv4 address holds) with simulated pods, and
+ * the one zone change it makes.
  * The simulated pods are listeners in the world: one process behind the router (every port forwarded to it
  * by a plain DNAT rule, as UPnP mappings would be) and one in the server's namespace standing in for the
  * pods' tunnel ends; both greet like a service that speaks first, so every check compares real answers.
@@ -13,11 +14,12 @@ import { ADDR, dig } from '../test/world/index.js';
 import { openDb, writeTx } from '../src/state/db.js';
 import { newId } from '../src/util/secrets.js';
 import { randomEd25519Key } from '../test/stack/seed.js';
-import { mr, progress, standalone, stats, table, type BenchSection } from './lib/report.js';
+import { QUICK, mr, progress, standalone, stats, table, type BenchSection } from './lib/report.js';
 
-const PODS = 10_000;
-const FIRST = 20_000;
-const LAST = FIRST + PODS * 3 - 1;
+const PODS = QUICK ? 2_000 : 50_000;
+const PORTS = 1;
+const FIRST = 10_000;
+const LAST = FIRST + PODS * PORTS - 1;
 const RUNS = 3;
 const SIM = path.join(path.dirname(fileURLToPath(import.meta.url)), 'bin', 'sim-listeners.mjs');
 
@@ -33,7 +35,7 @@ function seed(stack: Stack): void {
       for (let i = 0; i < PODS; i++) {
         const id = newId();
         sub.run(id, `sim-${i}`, `sim-${i}.${stack.config.domain}`, ADDR.routerWan);
-        for (let k = 0; k < 3; k++, p++) {
+        for (let k = 0; k < PORTS; k++, p++) {
           port.run(p, id, k);
           map.run(id, p, p, ADDR.routerWan);
         }
@@ -47,15 +49,15 @@ function seed(stack: Stack): void {
 }
 
 export async function main(): Promise<BenchSection> {
-  const stack = await Stack.create({ log: null, portRange: [FIRST, 59_999] });
+  const stack = await Stack.create({ log: null, portRange: [FIRST, Math.max(LAST, FIRST + 1000)] });
   const runs: { ms: number; direct: number; changed: number; applied: boolean }[] = [];
   let reloadMs = 0;
   try {
-    // 30,000 public ports reach into Linux's default ephemeral range (32768-60999): move the ephemeral
+    // 50,000 public ports reach into Linux's default ephemeral range (32768-60999): move the ephemeral
     // range out of the way in these namespaces before anything connects, as a server with such a range must.
     for (const host of ['srv', 'pod'] as const) await stack.world.inNs(host, ['sysctl', '-qw', 'net.ipv4.ip_local_port_range=60000 65000']);
     await stack.startServer();
-    progress(`seeding ${PODS} subdomains with ${PODS * 3} mapped ports`);
+    progress(`seeding ${PODS} subdomains with ${PODS * PORTS} mapped ports`);
     seed(stack);
     await stack.ctl(['apply'], { timeout: 300_000 });
     const w = stack.world;
@@ -94,14 +96,16 @@ export async function main(): Promise<BenchSection> {
   const first = runs[0]!;
   const later = stats(runs.slice(1).map((r) => r.ms / 1000));
   const md = [
-    `One \`pipe2me-ctl probe\` over ${PODS.toLocaleString('en')} subdomains × 3 ports (${(PODS * 3).toLocaleString('en')} direct checks, each compared with the same port through the tunnel end: ${(PODS * 6).toLocaleString('en')} connections), concurrency 256, timeout 3 s per connection. Wall time of the whole command (s):`,
+    `One \`pipe2me-ctl probe\` over ${PODS.toLocaleString('en')} subdomains × ${PORTS} port (${(PODS * PORTS).toLocaleString('en')} direct checks, each compared with the same port through the tunnel end: ${(PODS * PORTS * 2).toLocaleString('en')} connections), concurrency 256, timeout 3 s per connection. Wall time of the whole command (s):`,
     '',
     table(['run', 's', 'went direct', 'zone rewritten'], [
       ['first (all change)', (first.ms / 1000).toFixed(1), String(first.changed), first.applied ? 'once' : 'no'],
       [`next ${runs.length - 1} (nothing changes), median [min–max]`, mr(later, 1), '0', 'no'],
     ]),
     '',
-    `After the first run, the last of the 10,000 names answered with the router's address ${(reloadMs).toFixed(0)} ms after the command returned (the zone is reloaded once, inside the run).`,
+    `After the first run, the last of the ${PODS.toLocaleString('en')} names answered with the router's address ${(reloadMs).toFixed(0)} ms after the command returned (the zone changes once, inside the run).`,
+    '',
+    `**Target**: a probe run over 50,000 × 1 port ≤ 45 s: **${PODS === 50_000 ? ((Math.max(first.ms, ...runs.map((r) => r.ms)) / 1000) <= 45 ? 'met' : 'missed') : 'not measured (quick run)'}** (slowest run ${(Math.max(...runs.map((r) => r.ms)) / 1000).toFixed(1)} s).`,
   ].join('\n');
   return { title: 'Probe', markdown: md };
 }

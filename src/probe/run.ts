@@ -46,7 +46,7 @@ export interface ProbeReport {
   direct: number;
   changed: string[];
   results: SubdomainProbe[];
-  applied: { changed_units: string[]; zone_serial: number | null } | null;
+  applied: { changed_units: string[]; zone_serial: number | null; reloads: { action: string; detail: string }[] } | null;
 }
 
 /** Which ports the direct route needs, pure: every service port, and the entries when there is a web service. */
@@ -167,6 +167,6 @@ export async function probeAll(ctx: ServerContext, opts: { names?: string[]; pro
     direct: results.filter((r) => r.route === 'direct').length,
     changed,
     results,
-    applied: applied ? { changed_units: applied.plan.changedUnits, zone_serial: applied.serial } : null,
+    applied: applied ? { changed_units: applied.plan.changedUnits, zone_serial: applied.serial, reloads: applied.reloads.map((r) => ({ action: r.action, detail: r.detail })) } : null,
   };
 }
