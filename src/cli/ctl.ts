@@ -9,6 +9,7 @@ import { registerWatchCommand } from './ctl-watch.js';
 import { registerServiceCommands } from './ctl-service.js';
 import { registerCaCommands } from './ctl-ca.js';
 import { registerDaemonsCommand } from './ctl-daemons.js';
+import { registerConfigCommands } from './ctl-config.js';
 
 export function buildProgram(): Command {
   const program = new Command('pipe2me-ctl');
@@ -28,6 +29,8 @@ Typical first steps:
   pipe2me-ctl apply                                                 # render, check, swap, reload
 ${EXIT_CODES_HELP}`);
   registerSubdomainCommands(program);
+  // After the setup commands: it gives their check-config its action (the capacity report).
+  registerConfigCommands(program);
   registerWatchCommand(program);
   registerServiceCommands(program);
   registerCaCommands(program);

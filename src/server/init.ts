@@ -21,6 +21,8 @@ import { userUid } from '../daemons/sessions.js';
 import { initCa } from './ca.js';
 import { addressScope } from '../net/address.js';
 import { assertUnderRoot, assertUsableRoot } from './trial-root.js';
+import { capacityJson, capacitySummary, relayCapacity, type CapacityJson } from './capacity.js';
+import { readHostFacts } from './host-facts.js';
 
 export interface InitOptions {
   configFile: string;
@@ -42,7 +44,8 @@ export interface InitOptions {
 
 export interface InitStep {
   what: string;
-  status: 'created' | 'kept' | 'updated' | 'warning';
+  /** 'checked': a finding about this machine (the relay's capacity), not a change. */
+  status: 'created' | 'kept' | 'updated' | 'warning' | 'checked';
   path?: string;
 }
 
@@ -61,6 +64,8 @@ export function ephemeralOverlap(first: number, last: number, rangeText: string 
 export interface InitReport {
   config: string;
   steps: InitStep[];
+  /** How many pods this relay can hold and what limits it (the same report as check-config's). */
+  capacity: CapacityJson;
 }
 
 /**
@@ -232,5 +237,10 @@ export async function initServer(o: InitOptions): Promise<InitReport> {
   } finally {
     db.close();
   }
-  return { config: o.configFile, steps };
+
+  // Last, so that an operator reads it after what init did: what this machine lets the relay hold.
+  const capacity = relayCapacity(c, readHostFacts());
+  steps.push({ what: capacitySummary(capacity), status: 'checked' });
+  for (const w of capacity.warnings) steps.push({ what: w, status: 'warning' });
+  return { config: o.configFile, steps, capacity: capacityJson(capacity) };
 }

@@ -217,6 +217,18 @@ describe('the playbook on a fresh Debian 12', () => {
     expect(config).toContain(`ipv4: ${ADDR}`);
     const check = await must('chroot', [root.dir, '/usr/local/bin/pipe2me-ctl', '--json', 'check-config'], MIN);
     expect(JSON.parse(check.stdout).valid).toBe(true);
+    // It reports the relay's capacity, from the sshd unit as the playbook installed it.
+    const capacity = JSON.parse(check.stdout).capacity;
+    expect(capacity.sshd_unit).toEqual({ source: 'installed', files: ['/etc/systemd/system/pipe2me-sshd.service'] });
+    expect(capacity.limits.map((l: { limit: string }) => l.limit)).toEqual(['ports', 'tasks', 'pid_max', 'memory', 'fds', 'address']);
+    expect(capacity.limits[1].basis).toMatch(/^the sshd unit: TasksMax=103000, /);
+    expect(capacity.limits[0]).toEqual({ limit: 'ports', pods: 5000, basis: 'ports 20000-29999: 10,000 ports, 2 per pod' });
+    expect(capacity.pods).toBeGreaterThan(0);
+    // Where this machine's kernel.pid_max is below what that TasksMax needs (103,000 + 2,048), the role
+    // raised it in sysctl.d; in a chroot it leaves the running kernel (the host's) alone.
+    const sysctl = inRoot('etc/sysctl.d/60-pipe2me.conf');
+    if (Number(fs.readFileSync('/proc/sys/kernel/pid_max', 'utf8')) < 105_048) expect(fs.readFileSync(sysctl, 'utf8')).toMatch(/^kernel\.pid_max = 4194304$/m);
+    else expect(fs.existsSync(sysctl)).toBe(false);
 
     // init made the tunnel user and the state store at this release's schema.
     const passwd = fs.readFileSync(inRoot('etc/passwd'), 'utf8');
