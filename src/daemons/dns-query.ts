@@ -1,11 +1,10 @@
 /**
- * Asking a nameserver directly for a zone's SOA serial, over UDP with a timeout: how apply knows that a
+ * Asking a nameserver directly for a zone's SOA serial, over TCP with a timeout: how apply knows that a
  * reload it asked for is being served (rndc and nsd-control return before the new zone is live).
  */
-import dgram from 'node:dgram';
+import * as net from 'node:net';
 import dnsPacket from 'dns-packet';
 import { randomBytes } from 'node:crypto';
-import { isIPv6 } from 'node:net';
 import type { Config } from '../config/types.js';
 import { DaemonError } from '../util/errors.js';
 import { waitUntil } from './process.js';
@@ -13,40 +12,38 @@ import { waitUntil } from './process.js';
 type Answer = dnsPacket.Packet & { rcode?: string };
 
 /**
- * One question to one nameserver over UDP, the answer decoded by dns-packet. Node's own resolver is not used
- * because c-ares (1.23 and later) caches answers for their TTL: a wait for a new serial would see the old
- * one for as long as the SOA's TTL.
+ * One question to one nameserver over TCP, the answer decoded by dns-packet. TCP because these questions
+ * come in quick succession while a wait polls: the nameservers' response-rate limiting (which pipe2me
+ * configures against reflection) slips and drops identical UDP answers, and never applies to TCP. Node's
+ * own resolver is not used because c-ares (1.23 and later) caches answers for their TTL: a wait for a new
+ * serial would see the old one for as long as the SOA's TTL.
  */
 async function ask<T>(server: string, name: string, type: 'SOA' | 'TXT', pick: (a: Answer) => T | null, timeoutMs: number): Promise<T | null> {
   const id = randomBytes(2).readUInt16BE(0);
-  const query = dnsPacket.encode({ type: 'query', id, flags: 0, questions: [{ type, class: 'IN', name: name.replace(/\.$/, '') }] });
-  const sock = dgram.createSocket(isIPv6(server) ? 'udp6' : 'udp4');
-  try {
-    return await new Promise<T | null>((resolve) => {
-      const timer = setTimeout(() => resolve(null), timeoutMs);
-      sock.on('message', (m) => {
-        let a: Answer;
-        try {
-          a = dnsPacket.decode(m) as Answer;
-        } catch {
-          return; // not a DNS message: keep waiting for the real answer
-        }
-        if (a.id !== id || a.type !== 'response') return;
-        const v = pick(a);
-        if (v !== null) {
-          clearTimeout(timer);
-          resolve(v);
-        }
-      });
-      sock.on('error', () => {
-        clearTimeout(timer);
-        resolve(null);
-      });
-      sock.send(query, 53, server);
+  const query = dnsPacket.streamEncode({ type: 'query', id, flags: 0, questions: [{ type, class: 'IN', name: name.replace(/\.$/, '') }] });
+  return new Promise<T | null>((resolve) => {
+    const sock = net.connect({ host: server, port: 53 });
+    let buf = Buffer.alloc(0);
+    const done = (v: T | null) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(v);
+    };
+    const timer = setTimeout(() => done(null), timeoutMs);
+    sock.on('connect', () => sock.write(query));
+    sock.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;
+      let a: Answer;
+      try {
+        a = dnsPacket.streamDecode(buf) as Answer;
+      } catch {
+        return done(null);
+      }
+      done(a.id === id && a.type === 'response' ? pick(a) : null);
     });
-  } finally {
-    sock.close();
-  }
+    sock.on('error', () => done(null));
+  });
 }
 
 /** The serial of the SOA a NOERROR answer holds, or null. */
