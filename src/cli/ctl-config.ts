@@ -1,8 +1,7 @@
 /**
  * pipe2me-ctl check-config: validates the configuration and shows the relay's capacity on this machine
- * (src/server/capacity.ts). The command is declared with the setup commands (ctl-subdomains.ts); this
- * module gives it its action, so that the capacity report lives apart from them. Warnings are printed,
- * never an exit code: a valid file exits 0 whatever the machine allows.
+ * (src/server/capacity.ts). Warnings are printed, never an exit code: a valid file exits 0 whatever the
+ * machine allows.
  */
 import type { Command } from 'commander';
 import { configFileFrom, loadConfig } from '../config/load.js';
@@ -34,21 +33,18 @@ function checkConfig(cmd: Command): void {
   );
 }
 
-/** Gives `check-config` its action (declaring it if no other module has). */
 export function registerConfigCommands(program: Command): void {
-  let cmd = program.commands.find((c) => c.name() === 'check-config');
-  if (!cmd) {
-    cmd = program
-      .command('check-config')
-      .description('Validate the configuration file and exit: 0 if it is valid, 3 with every problem otherwise. Touches nothing (no state store needed), so tools can check a file before putting it in place.')
-      .addHelpText('after', `
-Examples:
-  pipe2me-ctl check-config`);
-  }
-  cmd
+  program
+    .command('check-config')
+    .description('Validate the configuration file and exit: 0 if it is valid, 3 with every problem otherwise. Touches nothing (no state store needed), so tools can check a file before putting it in place.')
     .addHelpText('after', `
 It also prints how many pods this relay can hold and which limit comes first (the port range, the sshd
 unit's TasksMax, kernel.pid_max, memory, fs.file-max, one IPv4 address), with a warning and the fix for a
-limit far below the others; warnings do not change the exit code.`)
+limit far below the others; warnings do not change the exit code.
+
+Examples:
+  pipe2me-ctl check-config
+  pipe2me-ctl check-config --config /tmp/new-pipe2me.yml     # a file before it replaces the live one
+  pipe2me-ctl check-config --json | jq .capacity.pods`)
     .action(async (_o, c: Command) => checkConfig(c));
 }

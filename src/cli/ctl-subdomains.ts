@@ -72,20 +72,6 @@ An existing configuration is never overwritten: the flags only fill a new one.`)
     });
 
   program
-    .command('check-config')
-    .description('Validate the configuration file and exit: 0 if it is valid, 3 with every problem otherwise. Touches nothing (no state store needed), so tools can check a file before putting it in place.')
-    .addHelpText('after', `
-Examples:
-  pipe2me-ctl check-config
-  pipe2me-ctl check-config --config /tmp/new-pipe2me.yml     # a file before it replaces the live one`)
-    .action(async (_o, cmd: Command) => {
-      const g = globals(cmd);
-      const file = configFileFrom(g.config);
-      const c = loadConfig(file);
-      new Output(g).result({ config: file, valid: true, domain: c.domain, dns_daemon: c.dns.daemon }, () => `${file} is valid (domain ${c.domain}, DNS by ${c.dns.daemon})`);
-    });
-
-  program
     .command('add-subdomain')
     .description('Create a subdomain: a readable unique name, one public port per service, and a claim token for its pod.')
     .requiredOption('--ports <list>', 'services to publish, comma-separated, in order: http, https, tcp (e.g. http,https,tcp)')

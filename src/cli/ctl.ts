@@ -29,7 +29,6 @@ Typical first steps:
   pipe2me-ctl apply                                                 # render, check, swap, reload
 ${EXIT_CODES_HELP}`);
   registerSubdomainCommands(program);
-  // After the setup commands: it gives their check-config its action (the capacity report).
   registerConfigCommands(program);
   registerWatchCommand(program);
   registerServiceCommands(program);
