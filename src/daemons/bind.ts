@@ -3,8 +3,8 @@ import type { Config } from '../config/types.js';
 import { CheckFailedError, DaemonError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import type { Layout } from '../render/layout.js';
-import { runningPid, type ReloadOutcome } from './process.js';
-import { waitForSerial } from './dns-query.js';
+import { runningPid, waitUntil, type ReloadOutcome } from './process.js';
+import { soaSerial, waitForSerial } from './dns-query.js';
 import * as fs from 'node:fs';
 import { atomicWrite, readIfExists } from '../util/fsx.js';
 
@@ -50,12 +50,53 @@ export async function reloadBind(c: Config, L: Layout, reconfig: boolean, serial
   };
   // Fails when the zone is not dynamic (or not loaded): then there is nothing to freeze.
   const frozen = await step(['freeze', c.domain], true);
+  // Freezing makes named write what it holds into its copy, and `rndc freeze` returns before that write
+  // is done: a copy put in place before it would be overwritten with the old zone (seen at 50,000 pods).
+  if (frozen) {
+    try {
+      await waitForDump(c, L);
+    } catch (e) {
+      await rndc(c, L, ['thaw', c.domain]); // never leave the zone taking no updates
+      throw e;
+    }
+  }
   placeServedZone(L);
   if (reconfig) await step(['reconfig']);
   if (frozen) await step(['thaw', c.domain]);
   else if (!reconfig) await step(['reload', c.domain]);
   await waitForSerial(c, serial, 'named');
   return { status: 'reloaded', detail: `rndc ${done.join(', ')}`, servedAfterMs: performance.now() - start };
+}
+
+/** The SOA serial at the head of a zone file, in pipe2me's format or in the one named writes. */
+export function fileSerial(file: string): number | null {
+  let head = '';
+  try {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const buf = Buffer.alloc(4096);
+      head = buf.subarray(0, fs.readSync(fd, buf, 0, buf.length, 0)).toString('latin1');
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return null;
+  }
+  const m = /\bSOA\s+\S+\s+\S+\s+\(?\s*(\d+)/.exec(head);
+  return m ? Number(m[1]) : null;
+}
+
+/** Until named's copy holds the serial it serves: its dump of the frozen zone is then complete. */
+async function waitForDump(c: Config, L: Layout, timeoutMs = 10_000): Promise<void> {
+  const took = await waitUntil(async () => {
+    const served = await soaSerial(c.server.ipv4, c.domain, 1000);
+    return served !== null && fileSerial(L.bind.servedZone) === served;
+  }, timeoutMs, 10);
+  if (took === null) {
+    throw new DaemonError('reload_timeout', `named did not write out the frozen zone ${c.domain} within ${timeoutMs / 1000} s.`, {
+      hint: 'Look at named\'s log; run `rndc thaw` for the zone if it stays frozen, then `pipe2me-ctl apply --full`.',
+    });
+  }
 }
 
 /** named's served copy := the rendered zone, and the journal of the old copy is gone. */
