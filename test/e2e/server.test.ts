@@ -119,6 +119,35 @@ describe.each(['bind', 'nsd'] as const)('server with %s', (dns) => {
     expect(r.body).toContain('no service is published under this name');
   });
 
+  it('the key lookup prints exactly the pod\'s own line for its key, and nothing at all for odd input', async () => {
+    const s = stack!;
+    const c = s.config.ssh;
+    // As sshd runs it: the unprivileged key lookup user, the login's user and the offered key's fingerprint.
+    // Its parent process stands for the connection (the lookup records it, and cutting the pod's sessions
+    // kills it): `timeout` is that parent here, gone when the lookup ends, never this test's process.
+    const lookup = (...args: string[]) => run('timeout', ['10', 'setpriv', '--reuid', c.keysUser, '--regid', c.keysUser, '--clear-groups', '/bin/sh', s.layout.sshd.keysCommand, ...args], { allowFailure: true, timeout: 15_000 });
+    const fp = (await run('ssh-keygen', ['-l', '-E', 'sha256', '-f', keyA + '.pub'], { timeout: 10_000 })).stdout.split(' ')[1]!;
+    const own = await lookup(c.tunnelUser, fp);
+    expect(own.exitCode).toBe(0);
+    expect(own.stdout.trim().split('\n')).toHaveLength(1);
+    expect(own.stdout).toMatch(new RegExp(`^restrict,port-forwarding,${a.ports.map((p) => `permitlisten="${p.port}"`).join(',')},command="exec \\S+ alpha" ssh-ed25519 \\S+ pipe2me:alpha\\n$`));
+    const odd: [string, string[]][] = [
+      ['another user', ['root', fp]],
+      ['no fingerprint', [c.tunnelUser]],
+      ['an unknown key', [c.tunnelUser, 'SHA256:' + 'A'.repeat(43)]],
+      ['an MD5 fingerprint', [c.tunnelUser, 'MD5:' + fp.slice(7)]],
+      ['a newline in it', [c.tunnelUser, fp.slice(0, 20) + '\n' + fp.slice(21)]],
+      ['a path in it', [c.tunnelUser, 'SHA256:../../../../../../etc/passwd' + 'A'.repeat(8)]],
+      ['a huge one', [c.tunnelUser, 'SHA256:' + 'A'.repeat(100_000)]],
+      ['a key type and blob instead', [c.tunnelUser, 'ssh-dss AAAAB3NzaC1kc3MAAACBAP']],
+      ['an extra argument', [c.tunnelUser, fp, 'x']],
+    ];
+    for (const [what, args] of odd) {
+      const r = await lookup(...args);
+      expect(r.stdout, what).toBe('');
+    }
+  });
+
   it("a pod key opens its own -R port and nothing else: no other port, command, pty, -L, -D, -W", async () => {
     const s = stack!;
     const ssh = new SshClient(s, keyA);
