@@ -2,19 +2,21 @@
  * Regenerates BENCHMARKS.md: runs every benchmark section in turn (each builds its own world and removes
  * it), and writes their tables with a description of the machine they ran on.
  *
- *   npm run bench                      # all sections, then BENCHMARKS.md is rewritten
- *   npm run bench -- control-plane     # some sections only; BENCHMARKS.md is left alone
+ *   npm run bench                              # all sections, then BENCHMARKS.md is rewritten
+ *   npm run bench -- control-plane             # some sections only; BENCHMARKS.md is left alone
+ *   npm run bench -- --update control-plane    # some sections, each replacing its own in BENCHMARKS.md
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { machine, progress, type BenchSection } from './lib/report.js';
 
-const SECTIONS = ['control-plane', 'probe', 'data-path', 'recovery', 'dns-follow', 'ttfb', 'acme'] as const;
+const SECTIONS = ['control-plane', 'probe', 'data-path', 'recovery', 'dns-follow', 'ttfb', 'acme', 'fleet'] as const;
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 // vite-node keeps only the arguments after the script; an empty list means every section.
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const update = process.argv.includes('--update');
 const chosen = wanted.length ? SECTIONS.filter((s) => wanted.includes(s)) : [...SECTIONS];
 const unknown = wanted.filter((w) => !(SECTIONS as readonly string[]).includes(w));
 if (unknown.length) {
@@ -31,6 +33,24 @@ for (const name of chosen) {
   const section = await mod.main();
   results.push({ ...section, markdown: `${section.markdown}\n\n_(this section took ${((performance.now() - t) / 1000).toFixed(0)} s)_` });
   process.stdout.write(`\n## ${section.title}\n\n${section.markdown}\n`);
+}
+
+if (wanted.length && update) {
+  // Each section run replaces its own (from its heading to the next one); the others, and the machine
+  // they ran on, stay as they were, with the date of this run next to each replaced section.
+  const file = path.join(here, '..', 'BENCHMARKS.md');
+  let doc = fs.readFileSync(file, 'utf8');
+  results.forEach((s, i) => {
+    const body = `## ${s.title}\n\n_(run again on its own on ${started.toISOString().slice(0, 10)}: \`npm run bench -- --update ${chosen[i]}\`)_\n\n${s.markdown}\n\n`;
+    const at = doc.indexOf(`\n## ${s.title}\n`);
+    if (at < 0) doc = doc.trimEnd() + '\n\n' + body;
+    else {
+      const next = doc.indexOf('\n## ', at + 1);
+      doc = doc.slice(0, at + 1) + body + (next < 0 ? '' : doc.slice(next + 1));
+    }
+  });
+  fs.writeFileSync(file, doc.trimEnd() + '\n');
+  progress('BENCHMARKS.md: sections replaced');
 }
 
 if (wanted.length === 0) {

@@ -69,9 +69,13 @@ export function checked(where: string, helper: 'label' | 'hostname' | 'ipv4' | '
   return String(value);
 }
 
-/** What identifies the templates this build renders with (their precompiled code, or their sources). */
+/**
+ * What identifies the templates: their sources as installed (templates/ ships with the package, the build
+ * precompiles the same files). The same in the bundled CLIs, the API and a run from the sources, so that
+ * any of them may patch what another rendered.
+ */
 export function templatesDigestSource(names: readonly string[]): string {
-  return names.map((n) => `${n}\n${PRECOMPILED[n] !== undefined ? String(PRECOMPILED[n]) : fs.readFileSync(path.join(TEMPLATES_DIR, n), 'utf8')}`).join('\n');
+  return names.map((n) => `${n}\n${fs.readFileSync(path.join(TEMPLATES_DIR, n), 'utf8')}`).join('\n');
 }
 
 export function createEnvironment(): typeof Handlebars {
