@@ -21,8 +21,8 @@ export const PER_POD = {
 
 /** A login in flight holds the monitor, its pre-auth child and, briefly, the key lookup (AuthorizedKeysCommand). */
 export const TASKS_PER_LOGIN = 3;
-/** The hard bound of `MaxStartups 200:30:2000` in templates/sshd/sshd_config.hbs: the most logins in flight. */
-export const MAX_LOGINS_IN_FLIGHT = 2000;
+/** The hard bound of `MaxStartups 100:30:200` in templates/sshd/sshd_config.hbs: the most logins in flight. */
+export const MAX_LOGINS_IN_FLIGHT = 200;
 /** Tasks of the unit that are not pods: the listener and every login MaxStartups lets in at once. */
 export const LOGIN_HEADROOM_TASKS = 1 + TASKS_PER_LOGIN * MAX_LOGINS_IN_FLIGHT;
 /**

@@ -39,7 +39,7 @@ describe('relay capacity', () => {
     expect(cap.servicesPerPod).toBe(2);
     expect(cap.assumption).toMatch(/^2 services per pod \(assumed: .*ports\.max_per_subdomain 16 is only a bound, at which the range holds 625 pods\)$/);
     expect(pods(cap, 'ports')).toBe(5000);
-    expect(pods(cap, 'tasks')).toBe(Math.floor((103_000 - LOGIN_HEADROOM_TASKS) / 3)); // 32,333
+    expect(pods(cap, 'tasks')).toBe(Math.floor((103_000 - LOGIN_HEADROOM_TASKS) / 3)); // 34,133
     expect(pods(cap, 'pid_max')).toBe(Math.floor((PID_MAX_64BIT - SYSTEM_RESERVE_PIDS - LOGIN_HEADROOM_TASKS) / 3));
     expect(pods(cap, 'memory')).toBe(Math.floor((24 * 1024 * 0.75) / 2.3)); // 8,013
     expect(pods(cap, 'address')).toBe(32_255);
@@ -58,17 +58,17 @@ describe('relay capacity', () => {
   });
 
   it('TasksMax far above the port range: "the port range allows 5,000 pods but TasksMax allows 8,000: widen"', () => {
-    const cap = relayCapacity(testConfig(), machine({ limits: { tasksMax: { kind: 'count', count: 30_001 } }, memTotalBytes: 64 * GiB }));
+    const cap = relayCapacity(testConfig(), machine({ limits: { tasksMax: { kind: 'count', count: 24_601 } }, memTotalBytes: 64 * GiB }));
     expect(pods(cap, 'tasks')).toBe(8000);
     expect(cap.firstLimit).toBe('ports');
     expect(cap.warnings).toHaveLength(1);
-    expect(cap.warnings[0]).toMatch(/^the port range 20000-29999 allows 5,000 pods of 2 services, but the sshd unit's TasksMax=30001 allows 8,000: widen it to 20000-35999 \(ports\.last 35999\) to hold 8,000; it overlaps/);
+    expect(cap.warnings[0]).toMatch(/^the port range 20000-29999 allows 5,000 pods of 2 services, but the sshd unit's TasksMax=24601 allows 8,000: widen it to 20000-35999 \(ports\.last 35999\) to hold 8,000; it overlaps/);
   });
 
   it('no warning when the next limit is close above the port range', () => {
-    // TasksMax=24000 (the earlier unit): 5,999 pods, less than 1.25 x 5,000.
-    const cap = relayCapacity(testConfig(), machine({ installed: true, limits: { tasksMax: { kind: 'count', count: 24_000 } } }));
-    expect(pods(cap, 'tasks')).toBe(5999);
+    // TasksMax=18000: 5,799 pods, less than 1.25 x 5,000.
+    const cap = relayCapacity(testConfig(), machine({ installed: true, limits: { tasksMax: { kind: 'count', count: 18_000 } } }));
+    expect(pods(cap, 'tasks')).toBe(5799);
     expect(cap.firstLimit).toBe('ports');
     expect(cap.warnings).toEqual([]);
   });
@@ -93,23 +93,23 @@ describe('relay capacity', () => {
     const c = ports(10000, 32767);
     const cap = relayCapacity(c, machine({ pidMax: 32768, memTotalBytes: 64 * GiB }));
     expect(pods(cap, 'ports')).toBe(11_384);
-    expect(cap.pods).toBe(Math.floor((32768 - 2048 - 6001) / 3)); // 8,239
+    expect(cap.pods).toBe(Math.floor((32768 - 2048 - 601) / 3)); // 10,039
     expect(cap.firstLimit).toBe('pid_max');
     expect(cap.firstLimitLabel).toBe('kernel.pid_max 32768');
     expect(cap.warnings).toEqual([
-      'kernel.pid_max 32768 allows ~8,239 pods, fewer than the 11,384 the port range 10000-32767 hands out: past that the whole machine runs out of process ids. ' +
-      `Raise it (11,384 pods need at least 42,201) with sysctl -w kernel.pid_max=4194304 and keep that in /etc/sysctl.d/ (the Ansible role does both).`,
+      'kernel.pid_max 32768 allows ~10,039 pods, fewer than the 11,384 the port range 10000-32767 hands out: past that the whole machine runs out of process ids. ' +
+      `Raise it (11,384 pods need at least 36,801) with sysctl -w kernel.pid_max=4194304 and keep that in /etc/sysctl.d/ (the Ansible role does both).`,
     ]);
   });
 
   it('an installed unit with a low TasksMax below the port range: raise TasksMax, with the value', () => {
     const cap = relayCapacity(ports(20000, 49999), machine({ installed: true, limits: { tasksMax: { kind: 'count', count: 24_000 } } }));
     expect(cap.firstLimit).toBe('tasks');
-    expect(cap.pods).toBe(5999);
-    expect(cap.limits.find((l) => l.name === 'tasks')!.basis).toBe('the sshd unit: TasksMax=24000, less 6,001 for the listener and 2,000 logins in flight, 3 per pod');
-    // 15,000 pods: 45,000 tasks + 6,001, rounded up to the thousand.
+    expect(cap.pods).toBe(7799);
+    expect(cap.limits.find((l) => l.name === 'tasks')!.basis).toBe('the sshd unit: TasksMax=24000, less 601 for the listener and 200 logins in flight, 3 per pod');
+    // 15,000 pods: 45,000 tasks + 601, rounded up to the thousand.
     expect(cap.warnings.find((w) => w.startsWith("the sshd unit's TasksMax=24000"))).toBe(
-      "the sshd unit's TasksMax=24000 allows 5,999 pods, fewer than the 15,000 the port range 20000-49999 hands out: logins past that fail. Raise it to TasksMax=52000 (systemctl edit pipe2me-sshd.service, in [Service]) or narrow the port range.",
+      "the sshd unit's TasksMax=24000 allows 7,799 pods, fewer than the 15,000 the port range 20000-49999 hands out: logins past that fail. Raise it to TasksMax=46000 (systemctl edit pipe2me-sshd.service, in [Service]) or narrow the port range.",
     );
   });
 
@@ -149,7 +149,7 @@ describe('relay capacity', () => {
     expect(pods(full, 'address')).toBe(Math.floor(IPV4_PORT_CEILING / 2));
     expect(full.firstLimit).toBe('address');
     expect(full.warnings).toEqual([]);
-    const high = relayCapacity(ports(60000, 64999), machine({ memTotalBytes: 64 * GiB, limits: { tasksMax: { kind: 'count', count: 30_001 } } }));
+    const high = relayCapacity(ports(60000, 64999), machine({ memTotalBytes: 64 * GiB, limits: { tasksMax: { kind: 'count', count: 24_601 } } }));
     expect(high.warnings[0]).toMatch(/widen it to 49536-65535 \(ports\.first 49536, ports\.last 65535\) to hold 8,000; it overlaps the ephemeral port range/);
   });
 
