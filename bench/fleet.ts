@@ -27,6 +27,7 @@ import { keyIndexFile } from '../src/ssh/key-index.js';
 import { PodFiles, type PodState } from '../src/pod/files.js';
 import { sshWrapperScript, tunnelArgv, tunnelEnv } from '../src/pod/tunnel.js';
 import { run } from '../src/util/exec.js';
+import { statFields } from '../src/daemons/process.js';
 import { loadAverage, QUICK, mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
 import { benchHelperArgv, epochNow, sleep } from './lib/kit.js';
 
@@ -112,14 +113,6 @@ function newPodKey(comment: string): PodKey {
 
 // ----------------------------------------------------------------------------------------- /proc
 
-function statFields(pid: number): string[] | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return undefined;
-  }
-}
 
 /** utime + stime (+ cutime + cstime with children) in 10 ms ticks. */
 function cpuTicksOf(pid: number, withChildren: boolean): number {

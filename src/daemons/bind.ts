@@ -31,11 +31,8 @@ function rndc(c: Config, L: Layout, args: string[]) {
  */
 export async function reloadBind(c: Config, L: Layout, reconfig: boolean, serial: number | null): Promise<ReloadOutcome> {
   const start = performance.now();
-  const pid = runningPid(L.bind.pidFile, 'named');
-  if (pid === undefined) {
-    placeServedZone(L);
-    return { status: 'not-running', detail: `no named at ${L.bind.pidFile}; the new files are used when it starts` };
-  }
+  const idle = notRunning(L);
+  if (idle) return idle;
   const done: string[] = [];
   const step = async (args: string[], mayFail = false): Promise<boolean> => {
     const r = await rndc(c, L, args);
@@ -99,6 +96,13 @@ async function waitForDump(c: Config, L: Layout, timeoutMs = 10_000): Promise<vo
   }
 }
 
+/** With no named running, its copy is simply put in place: named loads it when it starts. */
+function notRunning(L: Layout): ReloadOutcome | undefined {
+  if (runningPid(L.bind.pidFile, 'named') !== undefined) return undefined;
+  placeServedZone(L);
+  return { status: 'not-running', detail: `no named at ${L.bind.pidFile}; the new files are used when it starts` };
+}
+
 /** named's served copy := the rendered zone, and the journal of the old copy is gone. */
 function placeServedZone(L: Layout): void {
   const zone = readIfExists(L.bind.zone);
@@ -138,11 +142,8 @@ export function updateScript(c: Config, d: ZoneDelta): string {
 
 export async function updateBind(c: Config, L: Layout, d: ZoneDelta, serial: number | null): Promise<ReloadOutcome> {
   const start = performance.now();
-  const pid = runningPid(L.bind.pidFile, 'named');
-  if (pid === undefined) {
-    placeServedZone(L);
-    return { status: 'not-running', detail: `no named at ${L.bind.pidFile}; the new zone is used when it starts` };
-  }
+  const idle = notRunning(L);
+  if (idle) return idle;
   const script = updateScript(c, d);
   const r = await run('nsupdate', ['-v', '-t', '10', '-k', L.bind.rndcKey], { input: script, allowFailure: true, timeout: 30_000 });
   if (r.exitCode !== 0) {

@@ -72,7 +72,7 @@ export function hangUp(pidFile: string, program: string): ReloadOutcome {
 }
 
 /** The fields of /proc/PID/stat after the command name ("S ppid pgrp …"), or undefined if it is gone. */
-function statFields(pid: number): string[] | undefined {
+export function statFields(pid: number): string[] | undefined {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
