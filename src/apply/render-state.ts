@@ -52,8 +52,9 @@ export interface RenderOutcome {
   zoneDelta?: { removed: string[]; added: string[] };
   /** Per per-pod file: patched (with how many pods) or rendered whole (and why). */
   how: { path: string; mode: 'patched' | 'whole'; pods?: number; why?: string }[];
-  /** The journal position the rendered content takes in (for the manifest). */
+  /** The journal position the rendered content takes in, and the digest it was rendered with (for the manifest). */
   seq: number;
+  digest: string;
 }
 
 function sha256(text: string): string {
@@ -131,11 +132,11 @@ export function renderForApply(c: Config, L: Layout, db: Db, units: readonly Uni
       if (result === null) {
         all ??= renderSnapshot(db);
         result = assemble(p.spec, all);
-        how.push({ path: p.spec.path, mode: 'whole', why: why ?? 'asked for' });
+        how.push({ path: p.spec.path, mode: 'whole', why: why! });
       }
       files.push(toRendered(p.spec, result));
     }
-    return { files, how, seq: position.seq, ...(keyDelta ? { keyDelta } : {}), ...(zoneDelta ? { zoneDelta } : {}) };
+    return { files, how, seq: position.seq, digest, ...(keyDelta ? { keyDelta } : {}), ...(zoneDelta ? { zoneDelta } : {}) };
   });
 }
 
@@ -157,16 +158,15 @@ function toRendered(spec: FragmentSpec, r: { content: string; dropped: DroppedEn
 
 /**
  * After an apply: record what is now live in each per-pod file it rendered, and let the journal forget
- * what every per-pod file has taken in. A file in `forget` is left out (its daemon did not take it: the
- * next apply renders it whole).
+ * what every per-pod file has taken in.
  */
-export function recordRendered(c: Config, L: Layout, db: Db, outcome: RenderOutcome, forget: readonly string[] = []): void {
+export function recordRendered(c: Config, L: Layout, db: Db, outcome: RenderOutcome): void {
   const before = readManifest(L);
-  const digest = renderDigest(c);
+  const digest = outcome.digest;
   const files: Record<string, ManifestEntry> = before && before.digest === digest ? { ...before.files } : {};
   for (const h of outcome.how) {
     const identity = fileIdentity(h.path);
-    if (identity === undefined || forget.includes(h.path)) delete files[h.path];
+    if (identity === undefined) delete files[h.path];
     else files[h.path] = { identity, seq: outcome.seq };
   }
   const next: RenderManifest = { format: 2, digest, files };

@@ -3,9 +3,8 @@
  * reading the templates; apply/ decides what changes on disk.
  */
 import type { Config } from '../config/types.js';
-import { Pipe2meError, ExitCode } from '../util/errors.js';
 import type { AddressRecord } from './entries.js';
-import { assemble, assertKeyLineRestricted, keyListSpec, nginxMapSpecs, zoneSpec, type FragmentSpec } from './fragments.js';
+import { assemble, keyListSpec, nginxMapSpecs, zoneSpec, type FragmentSpec } from './fragments.js';
 import { layout, type Layout } from './layout.js';
 import { renderTemplate } from './templates.js';
 import { SERIAL_PLACEHOLDER, type DroppedEntry, type RenderedFile, type RenderSubdomain, type Unit } from './types.js';
@@ -63,22 +62,6 @@ export function renderKeyList(subdomains: readonly RenderSubdomain[], L: Layout)
 function toFile(spec: FragmentSpec, subdomains: readonly RenderSubdomain[]): RenderedFile {
   const { content, dropped } = assemble(spec, subdomains);
   return { unit: spec.unit, path: spec.path, content, mode: spec.mode, order: spec.order, ...(dropped.length ? { dropped } : {}) };
-}
-
-/** A whole key index manifest checked line by line against the keys it should hold, in order. */
-export function assertKeyLinesRestricted(content: string, keys: { name: string; file: string; ports: number[] }[]): void {
-  const lines = content.split('\n').filter((l) => l.trim() && !l.startsWith('#'));
-  if (lines.length !== keys.length) {
-    throw new Pipe2meError('render_refused', `Refused to render the key index: expected ${keys.length} key lines, got ${lines.length}. Nothing was written.`, ExitCode.internal, 500);
-  }
-  const files = new Set<string>();
-  lines.forEach((entry, i) => {
-    const k = keys[i]!;
-    assertKeyLineRestricted(entry, k);
-    // One key, one pod: the lookup could only ever print one of two lines filed under the same key.
-    if (files.has(k.file)) throw new Pipe2meError('render_refused', `Refused to render the key index: the key of ${k.name} is filed for another pod too. Nothing was written.`, ExitCode.internal, 500);
-    files.add(k.file);
-  });
 }
 
 export function renderNginx(c: Config, L: Layout, subdomains: readonly RenderSubdomain[]): RenderedFile[] {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { renderAll, assertKeyLinesRestricted } from '../../src/render/render.js';
+import { renderAll } from '../../src/render/render.js';
+import { assertKeyLineRestricted } from '../../src/render/fragments.js';
 import { RenderRefusedError, renderTemplate } from '../../src/render/templates.js';
 import { sub, testConfig } from '../helpers/fixtures.js';
 
@@ -25,13 +26,13 @@ describe('renderers refuse what a format cannot hold', () => {
     const F = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
     const s = sub('ok', ['http'], 20000);
     const own = /restrict, port-forwarding and exactly its own ports/;
-    expect(() => assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA ssh-ed25519 AAAA pipe2me:ok\n`, [{ name: 'ok', file: F, ports: [20000] }])).toThrow(own);
-    expect(() => assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,command="exec /x ok" ssh-ed25519 AAAA pipe2me:ok\n`, [{ name: 'ok', file: F, ports: [20000] }])).toThrow(own);
-    expect(() => assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000",permitlisten="20001",command="exec /x ok" ssh-ed25519 AAAA pipe2me:ok\n`, [{ name: 'ok', file: F, ports: [20000] }])).toThrow(own);
-    expect(() => assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000" ssh-ed25519 AAAA\n`, [{ name: 'ok', file: F, ports: [20000] }])).toThrow(own);
-    expect(() => assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000",command="exec /x other" ssh-ed25519 AAAA\n`, [{ name: 'ok', file: F, ports: [20000] }])).toThrow(/forced command/);
-    expect(() => assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000",command="exec /x ok" ssh-ed25519 AAAA pipe2me:ok\n`, [{ name: 'ok', file: F, ports: [] }])).toThrow(own);
-    assertKeyLinesRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000",command="exec /x ok" ssh-ed25519 AAAA pipe2me:ok\n`, [{ name: 'ok', file: F, ports: [20000] }]);
+    expect(() => assertKeyLineRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA ssh-ed25519 AAAA pipe2me:ok`, { name: 'ok', file: F, ports: [20000] })).toThrow(own);
+    expect(() => assertKeyLineRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,command="exec /x ok" ssh-ed25519 AAAA pipe2me:ok`, { name: 'ok', file: F, ports: [20000] })).toThrow(own);
+    expect(() => assertKeyLineRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000",permitlisten="20001",command="exec /x ok" ssh-ed25519 AAAA pipe2me:ok`, { name: 'ok', file: F, ports: [20000] })).toThrow(own);
+    expect(() => assertKeyLineRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000" ssh-ed25519 AAAA`, { name: 'ok', file: F, ports: [20000] })).toThrow(own);
+    expect(() => assertKeyLineRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000",command="exec /x other" ssh-ed25519 AAAA`, { name: 'ok', file: F, ports: [20000] })).toThrow(/forced command/);
+    expect(() => assertKeyLineRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000",command="exec /x ok" ssh-ed25519 AAAA pipe2me:ok`, { name: 'ok', file: F, ports: [] })).toThrow(own);
+    assertKeyLineRestricted(`AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA restrict,port-forwarding,permitlisten="20000",command="exec /x ok" ssh-ed25519 AAAA pipe2me:ok`, { name: 'ok', file: F, ports: [20000] });
     // A published subdomain's key always gets exactly its ports.
     const [file] = renderAll(testConfig(), [s], ['keys']);
     expect(file!.content).toContain('permitlisten="20000",command=');
