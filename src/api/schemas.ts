@@ -56,11 +56,42 @@ export const mappingsBody = {
           internal_port: { type: 'integer', minimum: 1, maximum: 65535 },
           external_ip: { type: ['string', 'null'], maxLength: 45 },
           lease_seconds: { type: ['integer', 'null'], minimum: 0, maximum: 31536000 },
+          // How the router mapped it; pods from before NAT-PMP support send nothing (UPnP).
+          via: { enum: ['upnp', 'natpmp'] },
         },
       },
     },
     // Why the pod has no (or fewer) mappings: shown in status and `pipe2me-ctl show`. One line of text:
     // no control characters (they would drive the operator's terminal).
+    note: { type: 'string', maxLength: 500, pattern: '^[^\\u0000-\\u001f\\u007f-\\u009f]*$' },
+  },
+} as const;
+
+/**
+ * The pod's IPv6 report: its own global address (null: none, or it stopped publishing it) and the ports
+ * open to it there — through a pinhole in its router's firewall, or open because nothing filters.
+ */
+export const ipv6Body = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['address', 'openings'],
+  properties: {
+    address: { type: ['string', 'null'], maxLength: 45 },
+    openings: {
+      type: 'array',
+      maxItems: 70,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['port', 'via'],
+        properties: {
+          port: { type: 'integer', minimum: 1, maximum: 65535 },
+          internal_port: { type: 'integer', minimum: 1, maximum: 65535 },
+          via: { enum: ['pinhole', 'open'] },
+          lease_seconds: { type: ['integer', 'null'], minimum: 0, maximum: 31536000 },
+        },
+      },
+    },
     note: { type: 'string', maxLength: 500, pattern: '^[^\\u0000-\\u001f\\u007f-\\u009f]*$' },
   },
 } as const;

@@ -39,6 +39,6 @@ export function statusView(ctx: ServerContext, s: SubdomainRecord) {
   const v = viewSubdomain(ctx, s);
   return {
     ...v,
-    mappings: getMappings(ctx.db, s.id).map((m) => ({ external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp })),
+    mappings: getMappings(ctx.db, s.id).map((m) => ({ family: m.family, external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, via: m.via })),
   };
 }

@@ -40,23 +40,30 @@ export function subdomainDetails(v: SubdomainView): string {
   if (v.entry.http) lines.push(`  entry ${v.entry.http} -> first ${v.ports.some((p) => p.protocol === 'http') ? 'http' : 'https'} service`);
   if (v.entry.https) lines.push(`  entry ${v.entry.https} -> first https service${v.passthrough ? ' (TLS passes through to the pod)' : ''}`);
   lines.push(`  status ${v.status}, created ${v.created}, expires ${v.expires ?? 'never'}`);
-  lines.push(`  route: ${v.route === 'direct' ? `direct to the pod's router ${v.direct_ipv4}` : 'through this server (tunnel)'}${v.route_reason ? ` — ${v.route_reason}` : ''}`);
+  lines.push(`  route IPv4 (A): ${v.route === 'direct' ? `direct to the pod's router ${v.direct_ipv4}` : 'through this server (tunnel)'}${v.route_reason ? ` — ${v.route_reason}` : ''}`);
+  if (v.reported_ipv6 || v.route6 === 'direct' || v.route6_reason) {
+    lines.push(`  route IPv6 (AAAA): ${v.route6 === 'direct' ? `direct to the pod's own address ${v.direct_ipv6}` : 'through this server (tunnel)'}${v.route6_reason ? ` — ${v.route6_reason}` : ''}`);
+  }
   lines.push(`  pod key: ${v.key ? `${v.key.algorithm} ${v.key.fingerprint}` : 'none registered yet'}`);
-  lines.push(`  online: ${v.online ? `since ${v.online.since} from ${v.online.from}` : 'no'}`);
+  lines.push(`  online: ${v.online ? `since ${v.online.since} from ${v.online.from} (IPv${v.online.family})` : 'no'}`);
   if (v.claim_pending) lines.push('  claim: pending (the pod has not claimed it yet)');
-  if (v.mappings.length) lines.push(`  router mappings: ${v.mappings.map((m) => `${m.external_ip ?? '?'}:${m.external_port}->${m.internal_port}`).join(', ')}`);
+  const v4 = v.mappings.filter((m) => m.family === 4);
+  const v6 = v.mappings.filter((m) => m.family === 6);
+  if (v4.length) lines.push(`  router mappings: ${v4.map((m) => `${m.external_ip ?? '?'}:${m.external_port}->${m.internal_port} (${m.via === 'natpmp' ? 'NAT-PMP' : 'UPnP'})`).join(', ')}`);
   if (v.mapping_note) lines.push(`  the pod says: ${v.mapping_note}`);
+  if (v.reported_ipv6) lines.push(`  IPv6: the pod is at ${v.reported_ipv6}; ${v6.length ? `open ${v6.map((m) => `${m.external_port} (${m.via === 'pinhole' ? 'pinhole' : 'nothing filters'})`).join(', ')}` : 'no port open'}`);
+  if (v.ipv6_note) lines.push(`  the pod says about IPv6: ${v.ipv6_note}`);
   const c = v.certificate;
   lines.push(`  certificate: ${c.serial ? `${c.issuer === 'acme' ? 'from the ACME CA' : 'from the private CA'}, serial ${c.serial}, until ${c.not_after}` : 'none yet'}` +
     (c.order ? `; ACME order ${c.order.state} (attempt ${c.order.attempts}${c.order.next_attempt ? `, next at ${c.order.next_attempt}` : ''}${c.order.last_error ? `: ${c.order.last_error}` : ''})` : ''));
-  for (const p of v.probes) lines.push(`  probe ${p.at} ${p.ok ? 'ok  ' : 'FAIL'} ${p.address ?? '-'} -> ${p.route}: ${p.reason}`);
+  for (const p of v.probes) lines.push(`  probe ${p.at} IPv${p.family} ${p.ok ? 'ok  ' : 'FAIL'} ${p.address ?? '-'} -> ${p.route}: ${p.reason}`);
   return lines.join('\n');
 }
 
 export function subdomainTable(views: SubdomainSummary[]): string {
   if (views.length === 0) return 'No subdomains yet. Add one: pipe2me-ctl add-subdomain --ports http,https';
   return table(
-    views.map((v) => [v.name, v.ports.map((p) => `${p.protocol}:${p.port}`).join(','), v.status, v.route, v.online ? 'yes' : 'no', v.expires ?? 'never']),
-    ['NAME', 'PORTS', 'STATUS', 'ROUTE', 'ONLINE', 'EXPIRES'],
+    views.map((v) => [v.name, v.ports.map((p) => `${p.protocol}:${p.port}`).join(','), v.status, v.route, v.route6, v.online ? 'yes' : 'no', v.expires ?? 'never']),
+    ['NAME', 'PORTS', 'STATUS', 'ROUTE4', 'ROUTE6', 'ONLINE', 'EXPIRES'],
   );
 }

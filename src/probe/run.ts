@@ -10,14 +10,14 @@ import { httpEntryTarget } from '../render/entries.js';
 import { readSessions } from '../daemons/sessions.js';
 import { allMappings } from '../state/mappings.js';
 import { listSubdomains, setObserved } from '../state/subdomains.js';
-import { recordProbeRun } from '../state/probes.js';
+import { recordProbeRun, type ProbeOutcome } from '../state/probes.js';
 import { validFingerprints } from '../state/certificates.js';
 import { writeTx } from '../state/db.js';
 import { now, type MappingRecord, type SubdomainRecord } from '../state/types.js';
-import { isIPv4 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import { publishRefusal, unmapIPv4 } from '../net/address.js';
 import { checkEntryHttp, checkHttpLikeTunnel, checkTcpLikeTunnel, checkTls, type CheckResult } from './checks.js';
-import { decide, type Decision } from './decide.js';
+import { decide } from './decide.js';
 
 export const ENTRY_HTTP_PORT = 80;
 export const ENTRY_HTTPS_PORT = 443;
@@ -31,6 +31,8 @@ export interface PortCheck {
 export interface SubdomainProbe {
   name: string;
   fqdn: string;
+  /** Each family is probed and decided on its own: 4 for the A record (the router), 6 for AAAA (the pod's own address). */
+  family: 4 | 6;
   address: string | null;
   ok: boolean;
   reason: string;
@@ -43,7 +45,10 @@ export interface ProbeReport {
   started: string;
   durationMs: number;
   probed: number;
+  /** Pods whose IPv4 route is direct (A at their router). */
   direct: number;
+  /** Pods whose IPv6 route is direct (AAAA at their own address). */
+  direct6: number;
   changed: string[];
   results: SubdomainProbe[];
   applied: { changed_units: string[]; zone_serial: number | null; reloads: { action: string; detail: string }[] } | null;
@@ -70,57 +75,84 @@ async function pool<T>(items: T[], limit: number, fn: (t: T) => Promise<void>, o
   await Promise.all(workers);
 }
 
+interface Pending { s: SubdomainRecord; family: 4 | 6; address: string | null; pre: string | null; checks: PortCheck[]; results: Map<number, CheckResult> }
+
+/**
+ * What to test for one subdomain in one family, pure apart from the checks it returns: the address (the
+ * IPv4 one the pod's session came from, or the pod's own IPv6 one it reported from that address), why
+ * there is nothing to test, or one check per port the direct route needs.
+ */
+function planFamily(ctx: ServerContext, s: SubdomainRecord, family: 4 | 6, opened: MappingRecord[] | undefined, seen: string | null, valid: Set<string>): Omit<Pending, 'results'> {
+  const c = ctx.config;
+  const timeout = c.probe.timeoutMs;
+  const policy = { allowNonGlobal: c.dns.allowNonGlobal };
+  const mapped = new Map<number, MappingRecord>((opened ?? []).map((m) => [m.externalPort, m]));
+  const need = requiredPorts(s);
+  let address: string | null = null;
+  let pre: string | null = null;
+  if (family === 4) {
+    // The A record can only ever hold the IPv4 address the pod's session came from, and only one that may be published.
+    address = seen && isIPv4(seen) && publishRefusal(seen, 'A', policy) === null ? seen : null;
+    if (mapped.size === 0) pre = 'the pod reported no router mappings';
+    else if (!seen) pre = 'the server has not seen the pod connect over IPv4, so it has no address of its router to test';
+    else if (!address) pre = `the pod's session address is never published: ${publishRefusal(seen, 'A', policy)}`;
+  } else {
+    const reported = s.reportedIpv6;
+    address = reported && publishRefusal(reported, 'AAAA', policy) === null ? reported : null;
+    if (!reported) pre = 'the pod reported no IPv6 address';
+    else if (!address) pre = `the pod's IPv6 address is never published: ${publishRefusal(reported, 'AAAA', policy)}`;
+    else if (!c.server.ipv6) pre = 'the server has no IPv6 address (server.ipv6), so it cannot test the pod over IPv6';
+    else if (mapped.size === 0) pre = 'the pod reported no port open at its IPv6 address';
+  }
+  if (!pre) {
+    const missing = need.filter((n) => !mapped.has(n.port)).map((n) => n.port);
+    if (missing.length) pre = family === 4 ? `not every port is mapped on the router (missing ${missing.join(', ')})` : `not every port is open at the pod's IPv6 address (missing ${missing.join(', ')})`;
+  }
+  const checks: PortCheck[] = pre ? [] : need.map((n) => {
+    const a = address!;
+    if (n.role === 'entry-http') {
+      const target = httpEntryTarget(s);
+      return { port: n.port, what: 'http entry', run: () => checkEntryHttp(a, n.port, s.fqdn, `${target}/`, timeout) };
+    }
+    if (n.role === 'entry-https') return { port: n.port, what: 'https entry', run: () => checkTls(a, n.port, s.fqdn, valid, timeout) };
+    if (n.protocol === 'https') return { port: n.port, what: 'https', run: () => checkTls(a, n.port, s.fqdn, valid, timeout) };
+    if (n.protocol === 'http') return { port: n.port, what: 'http', run: () => checkHttpLikeTunnel(a, n.port, s.fqdn, n.port, timeout) };
+    return { port: n.port, what: 'tcp', run: () => checkTcpLikeTunnel(a, n.port, n.port, timeout) };
+  });
+  return { s, family, address, pre, checks };
+}
+
 export async function probeAll(ctx: ServerContext, opts: { names?: string[]; progress?: (m: string) => void; applyDns?: boolean } = {}): Promise<ProbeReport> {
   const started = Date.now();
   const t = now();
   const c = ctx.config;
-  const timeout = c.probe.timeoutMs;
   const sessions = readSessions(ctx.layout.sessionsDir);
-  const mappings = allMappings(ctx.db);
+  const mappings4 = allMappings(ctx.db, 4);
+  const mappings6 = allMappings(ctx.db, 6);
   const fingerprints = validFingerprints(ctx.db, t);
   const subs = listSubdomains(ctx.db).filter((s) => s.status === 'active' && s.ports.length > 0 && (!opts.names || opts.names.includes(s.name)));
 
-  // Remember where each live pod connects from over IPv4: the probe's address, and history for `show`.
+  // Remember where each live pod connects from, per family: the IPv4 one is the probe's address for A,
+  // both are history for `show`.
   writeTx(ctx.db, () => {
     for (const s of subs) {
       const live = sessions.get(s.name);
       const ip = live?.alive ? unmapIPv4(live.clientIp) : '';
-      if (isIPv4(ip) && ip !== s.observedIpv4) setObserved(ctx.db, s.id, ip, live!.since || t);
+      if (isIPv4(ip) && ip !== s.observedIpv4) setObserved(ctx.db, s.id, 4, ip, live!.since || t);
+      else if (isIPv6(ip) && ip !== s.observedIpv6) setObserved(ctx.db, s.id, 6, ip, live!.since || t);
     }
   });
-  const policy = { allowNonGlobal: c.dns.allowNonGlobal };
 
-  interface Pending { s: SubdomainRecord; address: string | null; pre: string | null; checks: PortCheck[]; results: Map<number, CheckResult> }
   const pending: Pending[] = [];
   for (const s of subs) {
-    const mapped = new Map<number, MappingRecord>((mappings.get(s.id) ?? []).map((m) => [m.externalPort, m]));
     const live = sessions.get(s.name);
-    const seen = live?.alive ? unmapIPv4(live.clientIp) : s.observedIpv4;
-    // The A record can only ever hold the IPv4 address the pod's session came from, and only one that may be published.
-    const address = seen && isIPv4(seen) && publishRefusal(seen, 'A', policy) === null ? seen : null;
-    const need = requiredPorts(s);
-    let pre: string | null = null;
-    if (mapped.size === 0) pre = 'the pod reported no router mappings';
-    else if (!seen) pre = 'the server has not seen the pod connect, so it has no address to test';
-    else if (!isIPv4(seen)) pre = `the pod connects over IPv6 (${seen}), so the server has no IPv4 address of its router to test`;
-    else if (!address) pre = `the pod's session address is never published: ${publishRefusal(seen, 'A', policy)}`;
-    else {
-      const missing = need.filter((n) => !mapped.has(n.port)).map((n) => n.port);
-      if (missing.length) pre = `not every port is mapped on the router (missing ${missing.join(', ')})`;
-    }
+    const liveIp = live?.alive ? unmapIPv4(live.clientIp) : null;
+    const seen4 = liveIp && isIPv4(liveIp) ? liveIp : s.observedIpv4;
     const valid = fingerprints.get(s.id) ?? new Set<string>();
-    const checks: PortCheck[] = pre ? [] : need.map((n) => {
-      const a = address!;
-      if (n.role === 'entry-http') {
-        const target = httpEntryTarget(s);
-        return { port: n.port, what: 'http entry', run: () => checkEntryHttp(a, n.port, s.fqdn, `${target}/`, timeout) };
-      }
-      if (n.role === 'entry-https') return { port: n.port, what: 'https entry', run: () => checkTls(a, n.port, s.fqdn, valid, timeout) };
-      if (n.protocol === 'https') return { port: n.port, what: 'https', run: () => checkTls(a, n.port, s.fqdn, valid, timeout) };
-      if (n.protocol === 'http') return { port: n.port, what: 'http', run: () => checkHttpLikeTunnel(a, n.port, s.fqdn, n.port, timeout) };
-      return { port: n.port, what: 'tcp', run: () => checkTcpLikeTunnel(a, n.port, n.port, timeout) };
-    });
-    pending.push({ s, address, pre, checks, results: new Map() });
+    pending.push({ ...planFamily(ctx, s, 4, mappings4.get(s.id), seen4, valid), results: new Map() });
+    // IPv6 is decided only for pods that take part in it: one that reported an address, or whose AAAA
+    // still points at it (so that it falls back); the others would only fill the history with "none".
+    if (s.reportedIpv6 || s.route6 === 'direct') pending.push({ ...planFamily(ctx, s, 6, mappings6.get(s.id), null, valid), results: new Map() });
   }
 
   const all = pending.flatMap((p) => p.checks.map((ch) => ({ p, ch })));
@@ -137,24 +169,25 @@ export async function probeAll(ctx: ServerContext, opts: { names?: string[]; pro
   });
 
   const results: SubdomainProbe[] = [];
-  const decisions: { s: SubdomainRecord; d: Decision; address: string | null; ok: boolean; detail: unknown }[] = [];
+  const outcomes: ProbeOutcome[] = [];
   for (const p of pending) {
     const ports = p.checks.map((ch) => ({ port: ch.port, what: ch.what, ...p.results.get(ch.port)! }));
     const bad = ports.filter((x) => !x.ok);
     const ok = !p.pre && bad.length === 0;
     const reason = p.pre ?? (ok ? `every port answers as this pod at ${p.address}` : bad.map((b) => `${b.what} ${b.port}: ${b.detail}`).join('; '));
-    const d = decide({ route: p.s.route, directIpv4: p.s.directIpv4, streak: p.s.probeStreak, lastFallbackAt: p.s.lastFallbackAt },
-      { ok, address: p.address, reason }, { recoverAfter: c.probe.recoverAfter, flapWindowSeconds: c.probe.flapWindowSeconds }, t);
-    decisions.push({ s: p.s, d, address: p.address, ok, detail: { reason, ports } });
-    results.push({ name: p.s.name, fqdn: p.s.fqdn, address: p.address, ok, reason: d.reason, ports, route: d.route, changed: d.changed });
+    const prev = p.family === 4
+      ? { route: p.s.route, direct: p.s.directIpv4, streak: p.s.probeStreak, lastFallbackAt: p.s.lastFallbackAt }
+      : { route: p.s.route6, direct: p.s.directIpv6, streak: p.s.probe6Streak, lastFallbackAt: p.s.lastFallback6At };
+    const d = decide(prev, { ok, address: p.address, reason }, { recoverAfter: c.probe.recoverAfter, flapWindowSeconds: c.probe.flapWindowSeconds }, t);
+    outcomes.push({
+      subdomainId: p.s.id, family: p.family, address: p.address, ok, route: d.route, detail: { reason, ports },
+      decision: { route: d.route, direct: d.direct, reason: d.reason, streak: d.streak, ...(d.changedAt ? { changedAt: d.changedAt } : {}), ...(d.fallbackAt ? { fallbackAt: d.fallbackAt } : {}) },
+    });
+    results.push({ name: p.s.name, fqdn: p.s.fqdn, family: p.family, address: p.address, ok, reason: d.reason, ports, route: d.route, changed: d.changed });
   }
+  recordProbeRun(ctx.db, t, outcomes);
 
-  recordProbeRun(ctx.db, t, decisions.map(({ s, d, address, ok, detail }) => ({
-    subdomainId: s.id, address, ok, route: d.route, detail,
-    decision: { route: d.route, directIpv4: d.directIpv4, reason: d.reason, streak: d.streak, ...(d.changedAt ? { changedAt: d.changedAt } : {}), ...(d.fallbackAt ? { fallbackAt: d.fallbackAt } : {}) },
-  })));
-
-  const changed = results.filter((r) => r.changed).map((r) => r.name);
+  const changed = [...new Set(results.filter((r) => r.changed).map((r) => r.name))];
   let applied: ApplyReport | null = null;
   if (changed.length && opts.applyDns !== false) {
     opts.progress?.(`${changed.length} route(s) changed; rewriting the zone once`);
@@ -163,8 +196,9 @@ export async function probeAll(ctx: ServerContext, opts: { names?: string[]; pro
   return {
     started: new Date(started).toISOString(),
     durationMs: Date.now() - started,
-    probed: pending.length,
-    direct: results.filter((r) => r.route === 'direct').length,
+    probed: subs.length,
+    direct: results.filter((r) => r.family === 4 && r.route === 'direct').length,
+    direct6: results.filter((r) => r.family === 6 && r.route === 'direct').length,
     changed,
     results,
     applied: applied ? { changed_units: applied.plan.changedUnits, zone_serial: applied.serial, reloads: applied.reloads.map((r) => ({ action: r.action, detail: r.detail })) } : null,

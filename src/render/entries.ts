@@ -39,12 +39,17 @@ export interface AddressRecord {
 }
 
 /**
- * A pod's records: its router's verified address when the probe found the direct route working,
- * otherwise the server's addresses (the tunnel is always there as the fallback).
+ * A pod's records, one decision per address family, each on its own: A is its router's verified address
+ * while the IPv4 route is direct, else the server's; AAAA is the pod's own verified address while the IPv6
+ * route is direct, else the server's IPv6 when it has one, else none. The tunnel is always the fallback.
  */
-export function podRecords(s: Pick<SubdomainRecord, 'fqdn' | 'route' | 'directIpv4'>, c: Config): AddressRecord[] {
-  if (s.route === 'direct' && s.directIpv4) return [{ owner: s.fqdn, type: 'A', value: s.directIpv4, source: 'pod' }];
-  return serverRecords(s.fqdn, c);
+export function podRecords(s: Pick<SubdomainRecord, 'fqdn' | 'route' | 'directIpv4' | 'route6' | 'directIpv6'>, c: Config): AddressRecord[] {
+  const out: AddressRecord[] = [];
+  if (s.route === 'direct' && s.directIpv4) out.push({ owner: s.fqdn, type: 'A', value: s.directIpv4, source: 'pod' });
+  else out.push({ owner: s.fqdn, type: 'A', value: c.server.ipv4, source: 'config' });
+  if (s.route6 === 'direct' && s.directIpv6) out.push({ owner: s.fqdn, type: 'AAAA', value: s.directIpv6, source: 'pod' });
+  else if (c.server.ipv6) out.push({ owner: s.fqdn, type: 'AAAA', value: c.server.ipv6, source: 'config' });
+  return out;
 }
 
 export function serverRecords(owner: string, c: Config): AddressRecord[] {

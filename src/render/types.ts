@@ -41,6 +41,8 @@ export interface RenderSubdomain {
   passthrough: boolean;
   route: 'server' | 'direct';
   directIpv4: string | null;
+  route6: 'server' | 'direct';
+  directIpv6: string | null;
   ports: { port: number; protocol: 'http' | 'https' | 'tcp'; position: number }[];
   /** The canonical key and its SHA256 fingerprint (what sshd hands the key lookup). */
   key: { publicKey: string; fingerprint: string } | null;

@@ -24,8 +24,8 @@ export function fallBackOnMove(ctx: ServerContext, s: SubdomainRecord, live: Ses
   if (!moved) return null;
   // Not a fall-back in the flapping sense (the forward did not fail, the address moved): the new address
   // needs one good probe, not probe.recover_after of them.
-  setRoute(ctx.db, s.id, {
-    route: 'server', directIpv4: null, streak: 0, changedAt: now(),
+  setRoute(ctx.db, s.id, 4, {
+    route: 'server', direct: null, streak: 0, changedAt: now(),
     reason: `back to the server: the pod now connects from ${moved}, not from its router's verified address ${s.directIpv4}; it is probed there next`,
   });
   return moved;

@@ -9,7 +9,9 @@ import { httpEntryTarget, httpsEntryTarget, serviceUrl } from '../render/entries
 import { createSubdomain, deleteSubdomain, expireDue, requireSubdomain, type CreatedSubdomain } from '../state/subdomains.js';
 import { now, type SubdomainRecord } from '../state/types.js';
 import { cutSessions, forgetRecords, liveSession, type SessionRecord } from '../daemons/sessions.js';
-import { getMappings, mappingNote } from '../state/mappings.js';
+import { getMappings, ipv6Note, mappingNote } from '../state/mappings.js';
+import { isIPv4 } from 'node:net';
+import { unmapIPv4 } from '../net/address.js';
 import { podCertificateSummary, revokeSubdomainCertificates } from './issuers.js';
 import { recentProbes as probeHistory } from '../state/probes.js';
 import { sessionDirs } from './keys.js';
@@ -28,17 +30,27 @@ export interface SubdomainSummary {
   route: SubdomainRecord['route'];
   route_reason: string | null;
   direct_ipv4: string | null;
+  /** The IPv6 route, decided on its own (AAAA at the pod's own address while direct). */
+  route6: SubdomainRecord['route6'];
+  route6_reason: string | null;
+  direct_ipv6: string | null;
+  /** The IPv6 address the pod reported as its own (tested by the probe before it is ever published). */
+  reported_ipv6: string | null;
   key: { algorithm: string; fingerprint: string } | null;
-  online: { since: string; from: string } | null;
+  /** `family`: over which the session arrived (a pod on an IPv6-only network tunnels over IPv6). */
+  online: { since: string; from: string; family: 4 | 6 } | null;
   claim_pending: boolean;
 }
 
 /** What `show` and the API show: the summary, the router mappings and the recent probes. */
 export interface SubdomainView extends SubdomainSummary {
-  mappings: { external_port: number; internal_port: number; external_ip: string | null; reported: string }[];
+  /** Openings on the way to the pod: IPv4 router mappings (`via` upnp or natpmp) and IPv6 ones (pinhole, or open). */
+  mappings: { family: 4 | 6; external_port: number; internal_port: number; external_ip: string | null; via: string; lease_seconds: number | null; reported: string }[];
   /** What the pod said about mappings it could not make. */
   mapping_note: string | null;
-  probes: { at: string; address: string | null; ok: boolean; route: string; reason: string }[];
+  /** What the pod said about its IPv6 address or pinholes. */
+  ipv6_note: string | null;
+  probes: { at: string; family: 4 | 6; address: string | null; ok: boolean; route: string; reason: string }[];
   /** The certificate the pod should serve (which issuer signed it) and its ACME order, if one is open. */
   certificate: ReturnType<typeof podCertificateSummary>;
 }
@@ -61,8 +73,12 @@ export function summarizeSubdomain(s: SubdomainRecord, session: SessionRecord | 
     route: s.route,
     route_reason: s.routeReason,
     direct_ipv4: s.directIpv4,
+    route6: s.route6,
+    route6_reason: s.route6Reason,
+    direct_ipv6: s.directIpv6,
+    reported_ipv6: s.reportedIpv6,
     key: s.key ? { algorithm: s.key.algorithm, fingerprint: s.key.fingerprint } : null,
-    online: session?.alive ? { since: iso(session.since), from: session.clientIp } : null,
+    online: session?.alive ? { since: iso(session.since), from: unmapIPv4(session.clientIp), family: isIPv4(unmapIPv4(session.clientIp)) ? 4 : 6 } : null,
     claim_pending: s.claimPending,
   };
 }
@@ -70,8 +86,9 @@ export function summarizeSubdomain(s: SubdomainRecord, session: SessionRecord | 
 export function viewSubdomain(ctx: ServerContext, s: SubdomainRecord): SubdomainView {
   return {
     ...summarizeSubdomain(s, liveSession(ctx.layout.sessionsDir, s.name)),
-    mappings: getMappings(ctx.db, s.id).map((m) => ({ external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, reported: iso(m.reportedAt) })),
+    mappings: getMappings(ctx.db, s.id).map((m) => ({ family: m.family, external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, via: m.via, lease_seconds: m.leaseSeconds, reported: iso(m.reportedAt) })),
     mapping_note: mappingNote(ctx.db, s.id),
+    ipv6_note: ipv6Note(ctx.db, s.id),
     probes: recentProbes(ctx, s.id),
     certificate: podCertificateSummary(ctx, s),
   };

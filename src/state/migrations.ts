@@ -226,6 +226,41 @@ ${journalTrigger('keys_insert', 'INSERT ON ssh_keys', ['(SELECT name FROM subdom
 ${journalTrigger('keys_delete', 'DELETE ON ssh_keys', ['(SELECT name FROM subdomains WHERE id = OLD.subdomain_id)'])}
 ${journalTrigger('keys_update', 'UPDATE ON ssh_keys', ['(SELECT name FROM subdomains WHERE id = OLD.subdomain_id)', '(SELECT name FROM subdomains WHERE id = NEW.subdomain_id)'])}`,
   },
+  {
+    version: 8,
+    description: 'the direct route per address family: an IPv6 route decided on its own (the pod\'s own address, its pinholes), and how each opening was made (UPnP IGD, NAT-PMP, an IGD2 pinhole, nothing to open)',
+    // mappings gets a family and a method, and its key must include the family: SQLite cannot change a
+    // primary key in place, so the table is rebuilt. The render journal's update trigger is recreated
+    // to follow the IPv6 route too (the AAAA record is rendered from it).
+    sql: `ALTER TABLE subdomains ADD COLUMN route6 TEXT NOT NULL DEFAULT 'server' CHECK (route6 IN ('server', 'direct'));
+ALTER TABLE subdomains ADD COLUMN route6_changed_at INTEGER;
+ALTER TABLE subdomains ADD COLUMN route6_reason TEXT;
+ALTER TABLE subdomains ADD COLUMN direct_ipv6 TEXT;
+ALTER TABLE subdomains ADD COLUMN probe6_streak INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE subdomains ADD COLUMN last_fallback6_at INTEGER;
+ALTER TABLE subdomains ADD COLUMN observed_ipv6 TEXT;
+ALTER TABLE subdomains ADD COLUMN observed6_at INTEGER;
+ALTER TABLE subdomains ADD COLUMN reported_ipv6 TEXT;
+ALTER TABLE subdomains ADD COLUMN ipv6_note TEXT;
+CREATE TABLE mappings_v8 (
+  subdomain_id  TEXT NOT NULL REFERENCES subdomains(id) ON DELETE CASCADE,
+  family        INTEGER NOT NULL DEFAULT 4 CHECK (family IN (4, 6)),
+  external_port INTEGER NOT NULL,
+  internal_port INTEGER NOT NULL,
+  external_ip   TEXT,
+  via           TEXT NOT NULL DEFAULT 'upnp' CHECK (via IN ('upnp', 'natpmp', 'pinhole', 'open')),
+  lease_seconds INTEGER,
+  reported_at   INTEGER NOT NULL,
+  PRIMARY KEY (subdomain_id, family, external_port)
+) STRICT;
+INSERT INTO mappings_v8 (subdomain_id, family, external_port, internal_port, external_ip, via, reported_at)
+  SELECT subdomain_id, 4, external_port, internal_port, external_ip, 'upnp', reported_at FROM mappings;
+DROP TABLE mappings;
+ALTER TABLE mappings_v8 RENAME TO mappings;
+ALTER TABLE probe_results ADD COLUMN family INTEGER NOT NULL DEFAULT 4 CHECK (family IN (4, 6));
+DROP TRIGGER render_journal_subdomains_update;
+${journalTrigger('subdomains_update', 'UPDATE OF name, fqdn, status, passthrough, route, direct_ipv4, route6, direct_ipv6 ON subdomains', ['OLD.name', 'NEW.name'])}`,
+  },
 ];
 
 /**

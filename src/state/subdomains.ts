@@ -25,12 +25,22 @@ interface SubdomainRow {
   last_fallback_at: number | null;
   observed_ipv4: string | null;
   observed_at: number | null;
+  route6: 'server' | 'direct';
+  route6_changed_at: number | null;
+  route6_reason: string | null;
+  direct_ipv6: string | null;
+  probe6_streak: number;
+  last_fallback6_at: number | null;
+  observed_ipv6: string | null;
+  observed6_at: number | null;
+  reported_ipv6: string | null;
 }
 
 /** The columns a record needs; secrets' hashes are never read back, only whether they are set. */
 const COLUMNS = `id, name, fqdn, status, created_at, expires_at, passthrough, token_id,
   secret_hash IS NOT NULL AS claimed, claim_hash IS NOT NULL AS claim_pending, route, route_changed_at, route_reason,
-  direct_ipv4, probe_streak, last_fallback_at, observed_ipv4, observed_at`;
+  direct_ipv4, probe_streak, last_fallback_at, observed_ipv4, observed_at,
+  route6, route6_changed_at, route6_reason, direct_ipv6, probe6_streak, last_fallback6_at, observed_ipv6, observed6_at, reported_ipv6`;
 
 interface KeyRow { subdomain_id: string; algorithm: string; public_key: string; fingerprint: string; bits: number | null; added_at: number }
 
@@ -52,6 +62,15 @@ function toRecord(r: SubdomainRow, ports: PortRecord[], key: KeyRow | undefined)
     lastFallbackAt: r.last_fallback_at,
     observedIpv4: r.observed_ipv4,
     observedAt: r.observed_at,
+    route6: r.route6,
+    route6ChangedAt: r.route6_changed_at,
+    route6Reason: r.route6_reason,
+    directIpv6: r.direct_ipv6,
+    probe6Streak: r.probe6_streak,
+    lastFallback6At: r.last_fallback6_at,
+    observedIpv6: r.observed_ipv6,
+    observed6At: r.observed6_at,
+    reportedIpv6: r.reported_ipv6,
     claimPending: r.claim_pending === 1,
     claimed: r.claimed === 1,
     ports,
@@ -191,12 +210,12 @@ function load(db: Db, rows: SubdomainRow[]): SubdomainRecord[] {
   return rows.map((r) => toRecord(r, byId.get(r.id) ?? [], keys.get(r.id)));
 }
 
-type RenderRow = [string, string, string, 'active' | 'expired', number, 'server' | 'direct', string | null, string | null, string | null];
-const RENDER_COLUMNS = 's.id, s.name, s.fqdn, s.status, s.passthrough, s.route, s.direct_ipv4, k.public_key, k.fingerprint';
+type RenderRow = [string, string, string, 'active' | 'expired', number, 'server' | 'direct', string | null, 'server' | 'direct', string | null, string | null, string | null];
+const RENDER_COLUMNS = 's.id, s.name, s.fqdn, s.status, s.passthrough, s.route, s.direct_ipv4, s.route6, s.direct_ipv6, k.public_key, k.fingerprint';
 
 function toRender(rows: RenderRow[], ports: Map<string, PortRecord[]>): RenderSubdomain[] {
-  return rows.map(([id, name, fqdn, status, passthrough, route, directIpv4, publicKey, fingerprint]) => ({
-    name, fqdn, status, passthrough: passthrough === 1, route, directIpv4, ports: ports.get(id) ?? [],
+  return rows.map(([id, name, fqdn, status, passthrough, route, directIpv4, route6, directIpv6, publicKey, fingerprint]) => ({
+    name, fqdn, status, passthrough: passthrough === 1, route, directIpv4, route6, directIpv6, ports: ports.get(id) ?? [],
     key: publicKey === null || fingerprint === null ? null : { publicKey, fingerprint },
   }));
 }
@@ -270,7 +289,7 @@ export function expireDue(db: Db, at = now()): SubdomainRecord[] {
     const rows = db.prepare(`SELECT ${COLUMNS} FROM subdomains WHERE status = 'active' AND expires_at IS NOT NULL AND expires_at <= ?`).all(at) as SubdomainRow[];
     const records = load(db, rows);
     for (const r of rows) {
-      db.prepare("UPDATE subdomains SET status = 'expired', route = 'server', direct_ipv4 = NULL WHERE id = ?").run(r.id);
+      db.prepare("UPDATE subdomains SET status = 'expired', route = 'server', direct_ipv4 = NULL, route6 = 'server', direct_ipv6 = NULL WHERE id = ?").run(r.id);
       db.prepare('DELETE FROM ports WHERE subdomain_id = ?').run(r.id);
       db.prepare('DELETE FROM mappings WHERE subdomain_id = ?').run(r.id);
     }
@@ -313,12 +332,28 @@ export function authenticateSubdomain(db: Db, id: string, secret: string): Subdo
   return row ? load(db, [row])[0] : undefined;
 }
 
-export function setObserved(db: Db, id: string, ipv4: string, at: number): void {
-  db.prepare('UPDATE subdomains SET observed_ipv4 = ?, observed_at = ? WHERE id = ?').run(ipv4, at, id);
+/** Where the pod's session came from, kept per family (the IPv4 one is what the probe tests for A). */
+export function setObserved(db: Db, id: string, family: 4 | 6, address: string, at: number): void {
+  if (family === 4) db.prepare('UPDATE subdomains SET observed_ipv4 = ?, observed_at = ? WHERE id = ?').run(address, at, id);
+  else db.prepare('UPDATE subdomains SET observed_ipv6 = ?, observed6_at = ? WHERE id = ?').run(address, at, id);
 }
 
-export function setRoute(db: Db, id: string, fields: { route: 'server' | 'direct'; directIpv4: string | null; reason: string; streak: number; changedAt?: number; fallbackAt?: number }): void {
-  db.prepare(`UPDATE subdomains SET route = ?, direct_ipv4 = ?, route_reason = ?, probe_streak = ?,
-              route_changed_at = COALESCE(?, route_changed_at), last_fallback_at = COALESCE(?, last_fallback_at) WHERE id = ?`)
-    .run(fields.route, fields.directIpv4, fields.reason, fields.streak, fields.changedAt ?? null, fields.fallbackAt ?? null, id);
+export interface RouteFields {
+  route: 'server' | 'direct';
+  /** The verified address DNS points at while direct (the router's IPv4, the pod's own IPv6). */
+  direct: string | null;
+  reason: string;
+  streak: number;
+  changedAt?: number;
+  fallbackAt?: number;
+}
+
+/** One family's route decision; the other family's columns are never touched. */
+export function setRoute(db: Db, id: string, family: 4 | 6, fields: RouteFields): void {
+  const sql = family === 4
+    ? `UPDATE subdomains SET route = ?, direct_ipv4 = ?, route_reason = ?, probe_streak = ?,
+              route_changed_at = COALESCE(?, route_changed_at), last_fallback_at = COALESCE(?, last_fallback_at) WHERE id = ?`
+    : `UPDATE subdomains SET route6 = ?, direct_ipv6 = ?, route6_reason = ?, probe6_streak = ?,
+              route6_changed_at = COALESCE(?, route6_changed_at), last_fallback6_at = COALESCE(?, last_fallback6_at) WHERE id = ?`;
+  db.prepare(sql).run(fields.route, fields.direct, fields.reason, fields.streak, fields.changedAt ?? null, fields.fallbackAt ?? null, id);
 }

@@ -34,6 +34,19 @@ export interface SubdomainRecord {
   lastFallbackAt: number | null;
   observedIpv4: string | null;
   observedAt: number | null;
+  /** The IPv6 route, decided on its own: AAAA points at the pod's own address while it is 'direct'. */
+  route6: Route;
+  route6ChangedAt: number | null;
+  route6Reason: string | null;
+  /** The pod's own IPv6 address the probe verified. */
+  directIpv6: string | null;
+  probe6Streak: number;
+  lastFallback6At: number | null;
+  /** Where the pod's session last came from over IPv6 (a pod on an IPv6-only network). */
+  observedIpv6: string | null;
+  observed6At: number | null;
+  /** The IPv6 address the pod says it has (proven by reporting it from that address); the probe tests it. */
+  reportedIpv6: string | null;
   claimPending: boolean;
   claimed: boolean;
   ports: PortRecord[];
@@ -76,15 +89,26 @@ export interface CertificateRecord {
   keySha256: string | null;
 }
 
+/**
+ * How a port on the way to the pod was opened: a UPnP IGD or NAT-PMP mapping on its router (IPv4), an
+ * IGD2 pinhole in its router's IPv6 firewall, or nothing to open (an IPv6 path that does not filter).
+ */
+export const MAPPING_METHODS = ['upnp', 'natpmp', 'pinhole', 'open'] as const;
+export type MappingMethod = (typeof MAPPING_METHODS)[number];
+
 export interface MappingRecord {
+  family: 4 | 6;
   externalPort: number;
   internalPort: number;
   externalIp: string | null;
+  via: MappingMethod;
+  leaseSeconds: number | null;
   reportedAt: number;
 }
 
 export interface ProbeResultRecord {
   at: number;
+  family: 4 | 6;
   address: string | null;
   ok: boolean;
   route: Route;

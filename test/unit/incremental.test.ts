@@ -111,8 +111,8 @@ describe('incremental rendering', () => {
           if (what < 0.25 || !s) createSubdomain(db, { protocols: [pick(['http', 'https', 'tcp'] as const), ...(r() < 0.5 ? [pick(['http', 'https', 'tcp'] as const)] : [])], passthrough: r() < 0.3, expiresAt: null }, ctx);
           else if (what < 0.4) deleteSubdomain(db, s.id);
           else if (what < 0.6) setSshKey(db, s.id, { algorithm: 'ssh-ed25519', ...keyFor(`k${seed}-${keyN++}`), bits: 256 });
-          else if (what < 0.75) setRoute(db, s.id, { route: 'direct', directIpv4: pick(ADDRESSES), reason: 'test', streak: 3 });
-          else if (what < 0.85) setRoute(db, s.id, { route: 'server', directIpv4: null, reason: 'test', streak: 0 });
+          else if (what < 0.75) setRoute(db, s.id, 4, { route: 'direct', direct: pick(ADDRESSES), reason: 'test', streak: 3 });
+          else if (what < 0.85) setRoute(db, s.id, 4, { route: 'server', direct: null, reason: 'test', streak: 0 });
           else if (what < 0.9) {
             setExpiry(db, s.id, 1);
             expireDue(db);
