@@ -5,12 +5,13 @@
 import { Command } from 'commander';
 import * as fs from 'node:fs';
 import { ExitCode, InputError, UnreachableError } from '../util/errors.js';
-import { upnpCompanion } from '../pod/upnp.js';
-import { requirePrograms } from '../util/which.js';
+import { directRouteCompanion } from '../pod/router/index.js';
+import { requirePrograms, which } from '../util/which.js';
+import { isIPv6 } from 'node:net';
 import { defaultPodDir, PodFiles, type PodState } from '../pod/files.js';
 import { setup } from '../pod/setup.js';
 import { installedIssuer, requestCertificate } from '../pod/certificate.js';
-import { apiClientFor, certificateNotAfter, readStatus, start, stop, type RouteInfo } from '../pod/run.js';
+import { apiClientFor, certificateNotAfter, readStatus, routeInfo, start, stop, type RouteInfo } from '../pod/run.js';
 import { installService, renderService } from '../pod/service.js';
 import { EXIT_CODES_HELP, Output, runProgram, type GlobalOptions } from './output.js';
 import { serviceUrl } from '../render/entries.js';
@@ -38,7 +39,7 @@ async function currentView(f: PodFiles, s: PodState, cached: RouteInfo | null): 
     const client = apiClientFor(f, s, 5000);
     const v = await client.call<RouteInfo & { route_reason?: string | null; certificate?: ServerCertificateView }>('GET', `/v1/subdomains/${s.id}`);
     return {
-      route: { route: v.route, reason: v.route_reason ?? null, direct_ipv4: v.direct_ipv4 ?? null, online: v.online ?? null, source: 'server', as_of: new Date().toISOString() },
+      route: { ...routeInfo(v), source: 'server', as_of: new Date().toISOString() },
       certificate: v.certificate ?? null,
     };
   } catch (e) {
@@ -112,10 +113,14 @@ tunnel set on the same pod, with a name of its choosing. The operator's \`pipe2m
 
   program
     .command('start')
-    .description('Run the tunnel in the foreground (for systemd/launchd): reconnects on its own, logs each state change, renews the certificate, and maps the router\'s ports by UPnP for the direct route.')
-    .option('--no-upnp', 'do not ask the router for port mappings (clients then always go through the server)')
+    .description('Run the tunnel in the foreground (for systemd/launchd): reconnects on its own, logs each state change, renews the certificate, and opens the direct route: router port mappings by UPnP IGD or NAT-PMP (IPv4), pinholes at this machine\'s own IPv6 address.')
+    .option('--no-upnp', 'no router port mappings at all, neither UPnP nor NAT-PMP (IPv4 clients then always go through the server)')
+    .option('--map-with <protocols>', 'router protocols to try for IPv4 mappings, in order: upnp, natpmp (comma-separated)', 'upnp,natpmp')
     .option('--igd <url>', 'the router\'s UPnP description URL (skips discovery), e.g. http://192.168.1.1:5000/rootDesc.xml')
-    .option('--upnp-lease <seconds>', 'lease of each router mapping; renewed at half of it', (v) => Number(v), 3600)
+    .option('--natpmp-gateway <address>', 'the router\'s LAN address for NAT-PMP (default: the default route\'s gateway)')
+    .option('--upnp-lease <seconds>', 'lease of each router mapping and IPv6 pinhole; renewed at half of it (pinholes: at most 86400)', (v) => Number(v), 3600)
+    .option('--ipv6 <address>', 'the IPv6 direct route: "auto" (this machine\'s global address), an address of this machine, or "off"', 'auto')
+    .option('--igd6 <url>', 'the router\'s UPnP description URL at its IPv6 address, for pinholes, e.g. http://[2001:db8:1::1]:5000/rootDesc.xml')
     .option('--status-interval <seconds>', 'how often to ask the server which route clients take', (v) => Number(v), 60)
     .option('--on-renew <command...>', 'after each new certificate, run COMMAND with its arguments (no shell), e.g. to reload a web server; everything after it is the command', (v: string) => {
       try {
@@ -129,17 +134,34 @@ tunnel set on the same pod, with a name of its choosing. The operator's \`pipe2m
     .addHelpText('after', `
 Examples:
   pipe2me start                     # usually run by the service: pipe2me install-service
-  pipe2me start --no-upnp           # always through the server
+  pipe2me start --no-upnp --ipv6 off   # always through the server
   pipe2me start --igd http://192.168.1.1:5000/rootDesc.xml --upnp-lease 7200
+  pipe2me start --map-with natpmp --natpmp-gateway 192.168.1.1
+  pipe2me start --ipv6 2001:db8:1::10 --igd6 'http://[2001:db8:1::1]:5000/rootDesc.xml'
   pipe2me start --on-renew systemctl reload nginx
-  pipe2me start --on-renew caddy reload --config /etc/caddy/Caddyfile`)
+  pipe2me start --on-renew caddy reload --config /etc/caddy/Caddyfile
+
+The IPv6 direct route translates public ports to local ones with nftables on this machine, which needs
+root or CAP_NET_ADMIN; without it the IPv6 route stays on the server and the pod says why.`)
     .action(async (o, cmd: Command) => {
       const gl = g(cmd);
       const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
       if (!Number.isInteger(o.upnpLease) || o.upnpLease < 0) throw new InputError('bad_option', '--upnp-lease must be a whole number of seconds (0: permanent).');
       if (!Number.isInteger(o.statusInterval) || o.statusInterval < 1) throw new InputError('bad_option', '--status-interval must be a whole number of seconds.');
-      const companions = o.upnp ? [upnpCompanion({ leaseSeconds: o.upnpLease, ...(o.igd ? { igdUrl: o.igd } : {}) })] : [];
-      if (o.upnp) requirePrograms(['upnpc']);
+      const protocols = String(o.mapWith).split(',').map((x) => x.trim()).filter(Boolean);
+      const unknown = protocols.filter((p) => p !== 'upnp' && p !== 'natpmp');
+      if (unknown.length || protocols.length === 0) throw new InputError('bad_option', `--map-with takes upnp and/or natpmp, comma-separated (got ${JSON.stringify(o.mapWith)}).`);
+      if (o.ipv6 !== 'auto' && o.ipv6 !== 'off' && !isIPv6(o.ipv6)) throw new InputError('bad_option', `--ipv6 must be auto, off or an IPv6 address of this machine (got ${JSON.stringify(String(o.ipv6).slice(0, 60))}).`);
+      // A protocol whose client is not installed is skipped with a word, not a refusal to start.
+      const program = { upnp: 'upnpc', natpmp: 'natpmpc' } as const;
+      const usable = (protocols as ('upnp' | 'natpmp')[]).filter((p) => {
+        if (which(program[p])) return true;
+        log(`router: ${program[p]} is not installed, so ${p === 'upnp' ? 'UPnP' : 'NAT-PMP'} is not tried`);
+        return false;
+      });
+      const ipv4 = o.upnp && usable.length ? { protocols: usable, leaseSeconds: o.upnpLease, ...(o.igd ? { igdUrl: o.igd } : {}), ...(o.natpmpGateway ? { natpmpGateway: o.natpmpGateway } : {}) } : null;
+      const ipv6 = o.ipv6 === 'off' ? null : { address: o.ipv6 as string, leaseSeconds: o.upnpLease, ...(o.igd6 ? { igdUrl: o.igd6 } : {}) };
+      const companions = ipv4 || ipv6 ? [directRouteCompanion({ ipv4, ipv6 })] : [];
       const code = await start({ dir: gl.dir, log, companions, statusIntervalMs: o.statusInterval * 1000, ...(o.onRenew ? { onRenew: o.onRenew as string[] } : {}) });
       process.exitCode = code;
     });
@@ -185,7 +207,8 @@ Examples:
         },
         services: s.services.map((x) => ({ ...x, url: serviceUrl(s.fqdn, x.protocol, x.port) })),
         mappings: running ? status?.mappings ?? [] : [],
-        upnp: running ? status?.extra?.upnp ?? null : null,
+        router: running ? status?.extra?.router ?? null : null,
+        ipv6: running ? status?.extra?.ipv6 ?? null : null,
         expires: s.expires,
       };
       out.result(data, () => {
@@ -194,9 +217,16 @@ Examples:
         else lines.push(`  tunnel: ${status?.tunnel.state ?? 'unknown'} since ${status?.tunnel.since ?? '?'}${status?.tunnel.detail ? ` — ${status.tunnel.detail}` : ''}`);
         if (route) {
           const age = route.as_of ? Math.max(0, Math.round((Date.now() - Date.parse(route.as_of)) / 1000)) : null;
-          lines.push(`  route: ${route.route === 'direct' ? `clients go straight to your router ${route.direct_ipv4}` : 'clients go through the server (tunnel)'}${route.reason ? ` — ${route.reason}` : ''}` +
+          lines.push(`  route IPv4: ${route.route === 'direct' ? `clients go straight to your router ${route.direct_ipv4}` : 'clients go through the server (tunnel)'}${route.reason ? ` — ${route.reason}` : ''}` +
             (route.source === 'server' ? '' : ` (as last known${age !== null ? `, ${age} s ago` : ''}: the server could not be asked now — ${route.unreachable})`));
+          lines.push(`  route IPv6: ${route.route6 === 'direct' ? `clients go straight to this machine at ${route.direct_ipv6}` : 'clients go through the server (tunnel)'}${route.route6_reason ? ` — ${route.route6_reason}` : ''}`);
         }
+        const r4 = data.router as { protocol: string | null; problem: string | null; mappings: { external_port: number; ok: boolean; detail: string }[] } | null;
+        if (r4) lines.push(`  router (IPv4): ${r4.protocol ? `${r4.protocol === 'natpmp' ? 'NAT-PMP' : 'UPnP IGD'}, mapped ${r4.mappings.filter((m) => m.ok).map((m) => m.external_port).join(', ') || 'nothing'}` : 'no mapping protocol answers'}${r4.problem ? ` — ${r4.problem}` : ''}` +
+          r4.mappings.filter((m) => !m.ok).map((m) => `; ${m.external_port}: ${m.detail}`).join(''));
+        const r6 = data.ipv6 as { address: string | null; problem: string | null; openings: { port: number; ok: boolean; via: string | null; detail: string }[] } | null;
+        if (r6) lines.push(`  IPv6: ${r6.address ?? 'no global address'}${r6.openings.length ? `, open ${r6.openings.filter((o) => o.ok).map((o) => `${o.port} (${o.via === 'pinhole' ? 'pinhole' : 'no filter to open'})`).join(', ') || 'nothing'}` : ''}${r6.problem ? ` — ${r6.problem}` : ''}` +
+          r6.openings.filter((o) => !o.ok).map((o) => `; ${o.port}: ${o.detail}`).join(''));
         lines.push(...urls(s.fqdn, s.services).map((u) => `  ${u}`));
         const ord = data.certificate.order;
         lines.push(`  certificate: ${notAfter ? `valid until ${notAfter.toISOString()} (${data.certificate.days_left} days), ${data.certificate.issuer === 'acme' ? 'from the public ACME CA' : 'from the server\'s CA'}` : 'none yet (pipe2me renew)'}` +

@@ -55,18 +55,23 @@ export function normalizeServer(url: string): URL {
   return u;
 }
 
+export interface CallOptions {
+  /** Send from this local address (the pod proves it holds an IPv6 address by reporting it from there). */
+  from?: string;
+}
+
 export class ApiClient {
   private readonly base: URL;
   constructor(private readonly opts: ApiClientOptions) {
     this.base = normalizeServer(opts.server);
   }
 
-  async call<T>(method: string, path: string, body?: unknown, what = `${method} ${path}`): Promise<T> {
-    return (await this.request<T>(method, path, body, what)).json;
+  async call<T>(method: string, path: string, body?: unknown, what = `${method} ${path}`, o: CallOptions = {}): Promise<T> {
+    return (await this.request<T>(method, path, body, what, o)).json;
   }
 
   /** Like call, with the status of a 2xx answer (202: accepted, not done yet). */
-  async request<T>(method: string, path: string, body?: unknown, what = `${method} ${path}`): Promise<{ status: number; json: T }> {
+  async request<T>(method: string, path: string, body?: unknown, what = `${method} ${path}`, o: CallOptions = {}): Promise<{ status: number; json: T }> {
     const url = new URL(path, this.base);
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const headers: Record<string, string> = { accept: 'application/json' };
@@ -79,7 +84,9 @@ export class ApiClient {
     const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
       // A fresh connection per call (agent: false): a pod calls rarely, and a kept-alive socket from before
       // a change of its public address would only fail with ECONNRESET.
-      const req = https.request(url, { method, headers, timeout, agent: false, ...(this.opts.ca ? { ca: this.opts.ca } : {}) }, (res) => {
+      // A source address pins the family too: an IPv6 source can only reach the server's IPv6 address.
+      const source = o.from ? { localAddress: o.from, family: o.from.includes(':') ? 6 : 4 } : {};
+      const req = https.request(url, { method, headers, timeout, agent: false, ...source, ...(this.opts.ca ? { ca: this.opts.ca } : {}) }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));

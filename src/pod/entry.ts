@@ -33,10 +33,18 @@ function handler(target: string | null, status: number, what: string) {
   };
 }
 
+/** On every address of both families (IPv6 direct reaches them too); IPv4 only where the host has no IPv6. */
 async function listen(server: http.Server | https.Server): Promise<number> {
-  await new Promise<void>((resolve, reject) => {
+  const on = (host: string) => new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '0.0.0.0', () => resolve());
+    server.listen({ port: 0, host, ipv6Only: false }, () => {
+      server.removeListener('error', reject);
+      resolve();
+    });
+  });
+  await on('::').catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EAFNOSUPPORT' && e.code !== 'EADDRNOTAVAIL') throw e;
+    return on('0.0.0.0');
   });
   return (server.address() as AddressInfo).port;
 }

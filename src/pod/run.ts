@@ -22,9 +22,22 @@ export interface RouteInfo {
   route: 'server' | 'direct';
   reason: string | null;
   direct_ipv4: string | null;
+  /** The IPv6 route, decided on its own: AAAA at this pod's own address while direct. */
+  route6?: 'server' | 'direct';
+  route6_reason?: string | null;
+  direct_ipv6?: string | null;
   online: { since: string; from: string } | null;
   /** When the server said so (ISO). */
   checked_at?: string;
+}
+
+/** The route as the server's status answer says it, both families. */
+export function routeInfo(v: RouteInfo & { route_reason?: string | null }): RouteInfo {
+  return {
+    route: v.route, reason: v.route_reason ?? null, direct_ipv4: v.direct_ipv4 ?? null,
+    route6: v.route6 ?? 'server', route6_reason: v.route6_reason ?? null, direct_ipv6: v.direct_ipv6 ?? null,
+    online: v.online ?? null, checked_at: new Date().toISOString(),
+  };
 }
 
 export interface PodStatus {
@@ -163,10 +176,15 @@ export async function start(o: StartOptions): Promise<number> {
         serverCertificate = sha;
         if (sha !== installedSha256(f)) void certificateTick(true);
       }
-      const changed = !route || route.route !== v.route || route.direct_ipv4 !== v.direct_ipv4;
-      route = { route: v.route, reason: v.route_reason ?? null, direct_ipv4: v.direct_ipv4 ?? null, online: v.online ?? null, checked_at: new Date().toISOString() } as RouteInfo;
+      const prev = route;
+      route = routeInfo(v);
       mappings = v.mappings ?? [];
-      if (changed) log(`route: clients reach ${s.fqdn} ${route.route === 'direct' ? `directly at the router ${route.direct_ipv4}` : 'through the server (tunnel)'}${route.reason ? ` — ${route.reason}` : ''}`);
+      if (!prev || prev.route !== route.route || prev.direct_ipv4 !== route.direct_ipv4) {
+        log(`route: IPv4 clients reach ${s.fqdn} ${route.route === 'direct' ? `directly at the router ${route.direct_ipv4}` : 'through the server (tunnel)'}${route.reason ? ` — ${route.reason}` : ''}`);
+      }
+      if ((prev?.route6 ?? 'server') !== route.route6 || (prev?.direct_ipv6 ?? null) !== route.direct_ipv6) {
+        log(`route: IPv6 clients reach ${s.fqdn} ${route.route6 === 'direct' ? `directly at ${route.direct_ipv6}` : 'through the server (tunnel)'}${route.route6_reason ? ` — ${route.route6_reason}` : ''}`);
+      }
     } catch (e) {
       if (isPipe2meError(e) && e instanceof DeniedError) {
         log(`the server refuses this pod: ${e.message}${e.hint ? ` (${e.hint})` : ''}; stopping`);

@@ -76,9 +76,10 @@ describe('the direct route', () => {
     await mappingsReported(web.fqdn, 4); // http, https, and the entry ports 80 and 443
     await mappingsReported(raw.fqdn, 1);
     expect((await answer(ADDR.server, web.fqdn)).data).toBe(ADDR.server);
-    const st = await stack().pod<{ upnp: { external_ip: string; mappings: { ok: boolean }[] } }>(['status']);
-    expect(st.json.upnp.external_ip).toBe(ADDR.routerWan);
-    expect(st.json.upnp.mappings.every((m) => m.ok)).toBe(true);
+    const st = await stack().pod<{ router: { protocol: string; external_ip: string; mappings: { ok: boolean; via: string }[] } }>(['status']);
+    expect(st.json.router.protocol).toBe('upnp');
+    expect(st.json.router.external_ip).toBe(ADDR.routerWan);
+    expect(st.json.router.mappings.every((m) => m.ok && m.via === 'upnp')).toBe(true);
   });
 
   it('one probe run sends both pods direct and changes the zone once', async () => {

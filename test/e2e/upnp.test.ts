@@ -26,11 +26,11 @@ describe('UPnP on an uncooperative router', () => {
     const s = stack();
     await s.world.stop(MINIUPNPD);
     await s.startPod('pod');
-    await waitFor('no gateway logged', async () => s.world.procs.log('pod-pipe2me').includes('no UPnP gateway found'), { timeoutMs: 20_000 });
-    const st = await s.pod<{ tunnel: { state: string }; upnp: { problem: string } }>(['status']);
+    await waitFor('no gateway logged', async () => s.world.procs.log('pod-pipe2me').includes('no UPnP IGD or NAT-PMP gateway answers'), { timeoutMs: 20_000 });
+    const st = await s.pod<{ tunnel: { state: string }; router: { problem: string } }>(['status']);
     expect(st.json.tunnel.state).toBe('up');
-    expect(st.json.upnp.problem).toBe('no UPnP gateway found on the LAN');
-    await waitFor('server knows', async () => (await routeOf()).mapping_note === 'no UPnP gateway found on the LAN', { timeoutMs: 10_000 });
+    expect(st.json.router.problem).toBe('no UPnP IGD or NAT-PMP gateway found on the LAN');
+    await waitFor('server knows', async () => (await routeOf()).mapping_note === 'no UPnP IGD or NAT-PMP gateway found on the LAN', { timeoutMs: 10_000 });
     const probe = await s.ctl<{ results: { reason: string }[] }>(['probe']);
     expect(probe.json.results[0]!.reason).toBe('the pod reported no router mappings');
     await s.world.stop('pod-pipe2me');
