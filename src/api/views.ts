@@ -24,6 +24,8 @@ export function setupInfo(ctx: ServerContext, s: SubdomainRecord, secret: string
     passthrough: v.passthrough,
     ssh: {
       host: ctx.config.server.ipv4,
+      // A pod on an IPv6-only network tunnels to this one.
+      host6: ctx.config.server.ipv6,
       port: ctx.config.ssh.port,
       user: ctx.config.ssh.tunnelUser,
       host_key: hostKeyLine(ctx),

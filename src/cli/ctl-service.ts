@@ -38,7 +38,7 @@ Examples:
         out.result(r, () => {
           if (r.probed === 0) return 'Nothing to probe: no active subdomains.';
           const lines = [`probed ${r.probed} subdomain(s) in ${r.durationMs} ms: IPv4 ${r.direct} direct, ${r.probed - r.direct} through the server${r.direct6 ? `; IPv6 ${r.direct6} direct` : ''}${r.changed.length ? `; changed: ${r.changed.join(', ')}` : ''}`];
-          for (const x of r.results) lines.push(`  ${x.name.padEnd(24)} ${x.route.padEnd(6)} ${x.changed ? '(changed) ' : ''}${x.reason}`);
+          for (const x of r.results) lines.push(`  ${x.name.padEnd(24)} IPv${x.family} ${x.route.padEnd(6)} ${x.changed ? '(changed) ' : ''}${x.reason}`);
           if (r.applied) lines.push(`  zone rewritten once (serial ${r.applied.zone_serial})`);
           return lines.join('\n');
         });

@@ -27,7 +27,8 @@ export interface PodState {
   services: PodService[];
   passthrough: boolean;
   expires: string | null;
-  ssh: { host: string; port: number; user: string; hostKeyAlias: string };
+  /** `host` is the server's IPv4 address, `host6` its IPv6 one (a pod on an IPv6-only network tunnels there). */
+  ssh: { host: string; host6?: string | null; port: number; user: string; hostKeyAlias: string };
   createdAt: string;
 }
 

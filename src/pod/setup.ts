@@ -40,7 +40,7 @@ export interface SetupAnswer {
   ports: { port: number; protocol: 'http' | 'https' | 'tcp'; url: string }[];
   entry: { http: string | null; https: string | null };
   passthrough: boolean;
-  ssh: { host: string; port: number; user: string; host_key: string; host_key_alias: string };
+  ssh: { host: string; host6?: string | null; port: number; user: string; host_key: string; host_key_alias: string };
   ca: string | null;
   api: string;
 }
@@ -134,7 +134,7 @@ export async function setup(o: SetupOptions): Promise<{ state: PodState; answer:
     services,
     passthrough: answer.passthrough,
     expires: answer.expires,
-    ssh: { host: answer.ssh.host, port: answer.ssh.port, user: answer.ssh.user, hostKeyAlias: answer.ssh.host_key_alias },
+    ssh: { host: answer.ssh.host, host6: answer.ssh.host6 ?? null, port: answer.ssh.port, user: answer.ssh.user, hostKeyAlias: answer.ssh.host_key_alias },
     createdAt: new Date().toISOString(),
   };
   f.write(state);

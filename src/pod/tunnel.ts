@@ -4,6 +4,7 @@
  * "up" from "down", restarts it when it ends, and reports every state change.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as readline from 'node:readline';
 import type { PodFiles, PodState } from './files.js';
 
@@ -54,8 +55,44 @@ export function tunnelArgv(s: PodState, f: PodFiles, t: TunnelTiming = DEFAULT_T
     // signal that the link died. Nothing else is printed on a good connection.
     '-p', String(s.ssh.port),
     ...s.services.flatMap((svc) => ['-R', `${svc.port}:${svc.localHost.includes(':') ? `[${svc.localHost}]` : svc.localHost}:${svc.localPort}`]),
-    `${s.ssh.user}@${s.ssh.host}`,
+    `${s.ssh.user}@${tunnelHost(s)}`,
   ];
+}
+
+/**
+ * Which of the server's addresses the tunnel goes to: the IPv4 one whenever this machine has an IPv4
+ * default route (the server must see the router's IPv4 address for the IPv4 direct route), the IPv6 one
+ * on an IPv6-only network. Decided when the tunnel starts; where the routing table cannot be read
+ * (macOS), IPv4.
+ */
+export function tunnelHost(s: Pick<PodState, 'ssh'>, routes: { v4: boolean; v6: boolean } = defaultRoutes()): string {
+  const h6 = s.ssh.host6;
+  if (h6 && !routes.v4 && routes.v6) return h6;
+  return s.ssh.host;
+}
+
+/** Whether this machine has a default route per family (Linux /proc; both true where it cannot tell). */
+export function defaultRoutes(read: (p: string) => string | null = readProc): { v4: boolean; v6: boolean } {
+  const v4 = read('/proc/net/route');
+  const v6 = read('/proc/net/ipv6_route');
+  if (v4 === null && v6 === null) return { v4: true, v6: true };
+  // /proc/net/route: "Iface Destination Gateway ..." with the destination in hex; 00000000 is the default.
+  const hasV4 = (v4 ?? '').split('\n').slice(1).some((l) => l.trim().split(/\s+/)[1] === '00000000');
+  // /proc/net/ipv6_route: destination (32 hex) and its prefix length first; ::/0 that is not the
+  // "unreachable" placeholder (flags with RTF_REJECT 0x0200, device lo) is a default route.
+  const hasV6 = (v6 ?? '').split('\n').some((l) => {
+    const f = l.trim().split(/\s+/);
+    return f[0] === '0'.repeat(32) && f[1] === '00' && f[9] !== 'lo' && (parseInt(f[8] ?? '0', 16) & 0x0200) === 0;
+  });
+  return { v4: hasV4, v6: hasV6 };
+}
+
+function readProc(p: string): string | null {
+  try {
+    return fs.readFileSync(p, 'utf8');
+  } catch {
+    return null;
+  }
 }
 
 /** The reconnect backoff: full jitter over a window that doubles per failure, capped (seconds). */
