@@ -32,16 +32,24 @@ export const ADDR = {
 
 /**
  * The world's internet speaks IPv6 too: 2001:db8::/32 (RFC 3849, documentation) inside the namespaces
- * only. Every internet host has an address on one /64; the router's LAN stays IPv4-only unless a test
- * adds a prefix there.
+ * only. Every internet host has an address on one /64; the router's LAN stays IPv4-only unless the
+ * world is created with `lan6: true`, which routes LAN6_CIDR to the pods (see topology.ts).
  */
+export const INTERNET6_CIDR = '2001:db8:0:1::/64';
 export const INTERNET6_PREFIX_LEN = 64;
+/** The routed IPv6 prefix of the pod's LAN (`lan6: true`): the router routes it, nobody NATs it. */
+export const LAN6_CIDR = '2001:db8:77::/64';
+export const LAN6_PREFIX_LEN = 64;
 export const ADDR6 = {
   server: '2001:db8:0:1::1',
   routerWan: '2001:db8:0:1::2',
   client: '2001:db8:0:1::3',
   ns2: '2001:db8:0:1::5',
   ca: '2001:db8:0:1::20',
+  /** The router's LAN address with `lan6`: the pods' IPv6 gateway and the IGD over IPv6 (IGD6_URL). */
+  routerLan: '2001:db8:77::1',
+  /** The first pod's global address with `lan6`. Further pods get ::11, ::12, ... (podAddress6). */
+  pod: '2001:db8:77::10',
 } as const;
 
 export const STUN_PORT = 3478;
@@ -49,9 +57,25 @@ export const STUN_ALT_PORT = 3479;
 export const IGD_HTTP_PORT = 5000;
 /** The URL `upnpc -u` takes; it skips the 2 s SSDP discovery. */
 export const IGD_URL = `http://${ADDR.routerLan}:${IGD_HTTP_PORT}/rootDesc.xml`;
+/**
+ * The same IGD over IPv6 (`lan6: true`), for `upnpc -6 -u IGD6_URL ...`. Pinholes (WANIPv6FirewallControl)
+ * must be asked for over IPv6: miniupnpd only lets a client open a pinhole to the very address its
+ * request came from (compared as text with the InternalClient argument).
+ */
+export const IGD6_URL = `http://[${ADDR6.routerLan}]:${IGD_HTTP_PORT}/rootDesc.xml`;
 
 /** The LAN address of pod number `index` (1 is "pod", 2 is "pod2", ...). */
 export function podAddress(index: number): string {
   if (!Number.isInteger(index) || index < 1 || index > 100) throw new RangeError(`pod index ${index} is out of range 1..100`);
   return `192.168.77.${9 + index}`;
+}
+
+/**
+ * The global IPv6 address of pod number `index` with `lan6` (1 is "pod" 2001:db8:77::10, 2 is "pod2"
+ * ::11, ...): the same digits as the IPv4 address's last byte, read as hex, so 2001:db8:77::10 is
+ * 192.168.77.10's. Always in the canonical text form (RFC 5952), which is what miniupnpd compares.
+ */
+export function podAddress6(index: number): string {
+  if (!Number.isInteger(index) || index < 1 || index > 100) throw new RangeError(`pod index ${index} is out of range 1..100`);
+  return `2001:db8:77::${9 + index}`;
 }

@@ -5,6 +5,9 @@
  *
  *   --pods N            pods behind the router (default 1)
  *   --no-upnp           skip miniupnpd/STUN
+ *   --natpmp-only       miniupnpd speaks NAT-PMP only (routerProtocols { upnp: false, natpmp: true })
+ *   --lan6              route 2001:db8:77::/64 to the LAN (pinholes via upnpc -6 -u IGD6_URL)
+ *   --no-router-ipv4    IPv6-only uplink (routerIpv4: false)
  *   --track-user NAME   remove this (existing) user at teardown
  *
  * Prints one JSON line once ready: {"prefix", "root", "namespaces", "daemons": [{name, pid}]}.
@@ -21,6 +24,9 @@ function arg(name: string): string | undefined {
 const world = await World.create({
   pods: Number(arg('--pods') ?? 1),
   upnp: !process.argv.includes('--no-upnp'),
+  ...(process.argv.includes('--natpmp-only') ? { routerProtocols: { upnp: false, natpmp: true } } : {}),
+  lan6: process.argv.includes('--lan6'),
+  routerIpv4: !process.argv.includes('--no-router-ipv4'),
   log: (line) => process.stderr.write(line + '\n'),
 });
 const user = arg('--track-user');

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { RunOptions, RunResult } from '../../src/util/exec.js';
-import { IGD_URL } from './addresses.js';
+import { IGD6_URL, IGD_URL } from './addresses.js';
 import { Processes, inNs, waitDns, waitTcp, type Daemon, type DaemonSpec, type ExitInfo } from './processes.js';
 import { netnsInodeOfName, pidsInNetns } from './procfs.js';
 import {
@@ -31,7 +31,7 @@ import {
 } from './registry.js';
 import type { NsRunner } from './runner.js';
 import { Topology, namespaceNames, sweepNamespaces, type HostName } from './topology.js';
-import { startRouterUpnp, type RouterUpnp } from './upnp.js';
+import { startRouterUpnp, type RouterProtocols, type RouterUpnp } from './upnp.js';
 import { assertUserName, deleteUser, type TrackedUser } from './users.js';
 import type { WaitOptions } from './wait.js';
 
@@ -40,8 +40,25 @@ export interface WorldOptions {
   pods?: number;
   /** Start miniupnpd (and STUN) on the router (default true). */
   upnp?: boolean;
-  /** Run the STUN server (default: same as upnp). Without it miniupnpd refuses to forward. */
+  /** Run the STUN server (default: same as upnp, but off with routerIpv4: false). Without it miniupnpd refuses to forward. */
   stun?: boolean;
+  /**
+   * What the router's miniupnpd speaks (default both): `{ upnp: false, natpmp: true }` is a router with
+   * NAT-PMP only (no IGD at IGD_URL: nothing listens on port 5000), `{ upnp: true, natpmp: false }` one
+   * with UPnP IGD only (NAT-PMP requests on UDP 5351 get ICMP port unreachable).
+   */
+  routerProtocols?: RouterProtocols;
+  /**
+   * Route the IPv6 prefix 2001:db8:77::/64 to the LAN (default false): router lan0 2001:db8:77::1, pods
+   * ::10, ::11 ..., IPv6 forwarded without NAT behind a stateful filter that lets new inbound
+   * connections in only through miniupnpd's IGD2 pinholes (`upnpc -6 -u IGD6_URL -A ...`).
+   */
+  lan6?: boolean;
+  /**
+   * The router has its IPv4 WAN address 203.0.113.2 and NATs the LAN (default true). false: an IPv6-only
+   * uplink, no IPv4 leaves the LAN; with lan6 the pods reach the internet over IPv6 only.
+   */
+  routerIpv4?: boolean;
   /** How long each daemon may take to get ready during bring-up (default 10 s). */
   readyTimeoutMs?: number;
   /** Time a daemon gets between SIGTERM and SIGKILL at teardown (default 2 s). */
@@ -100,6 +117,8 @@ export class World implements NsRunner {
   readonly topology: Topology;
   readonly procs: Processes;
   readonly igdUrl = IGD_URL;
+  /** The IGD over IPv6 (lan6 worlds): what `upnpc -6 -u` takes to open pinholes. */
+  readonly igd6Url = IGD6_URL;
   readonly timings: WorldTimings = { upMs: 0, downMs: undefined, phases: {} };
   /** Worlds of dead owners that this world's creation swept away. */
   readonly swept: SweptWorld[] = [];
@@ -120,7 +139,7 @@ export class World implements NsRunner {
     this.root = worldRoot(prefix);
     this.logDir = path.join(this.root, 'logs');
     this.scratchDir = path.join(this.root, 'scratch');
-    this.topology = new Topology({ prefix, pods: options.pods });
+    this.topology = new Topology({ prefix, pods: options.pods, lan6: options.lan6, routerIpv4: options.routerIpv4 });
     this.procs = new Processes({
       ns: (h) => this.ns(h),
       logDir: this.logDir,
@@ -143,10 +162,16 @@ export class World implements NsRunner {
     const t0 = performance.now();
     if (process.getuid?.() !== 0) throw new Error('a test world needs root (network namespaces, nftables, miniupnpd, userdel)');
     const upnp = opts.upnp ?? true;
+    const routerProtocols = { upnp: opts.routerProtocols?.upnp ?? true, natpmp: opts.routerProtocols?.natpmp ?? true };
+    if (!routerProtocols.upnp && !routerProtocols.natpmp) throw new Error('routerProtocols: miniupnpd must speak UPnP or NAT-PMP (for neither, use upnp: false)');
     const options = {
       pods: opts.pods ?? 1,
       upnp,
-      stun: opts.stun ?? upnp,
+      // An IPv6-only router has no use for STUN (IPv4 only), so no stund unless asked for.
+      stun: opts.stun ?? (upnp && (opts.routerIpv4 ?? true)),
+      routerProtocols,
+      lan6: opts.lan6 ?? false,
+      routerIpv4: opts.routerIpv4 ?? true,
       readyTimeoutMs: opts.readyTimeoutMs ?? 10_000,
       teardownGraceMs: opts.teardownGraceMs ?? 2000,
       handleSignals: opts.handleSignals ?? true,
@@ -184,7 +209,13 @@ export class World implements NsRunner {
 
       if (options.upnp) {
         t = performance.now();
-        world.upnp = await startRouterUpnp(world, { stun: options.stun, readyTimeoutMs: options.readyTimeoutMs });
+        world.upnp = await startRouterUpnp(world, {
+          stun: options.stun,
+          readyTimeoutMs: options.readyTimeoutMs,
+          protocols: options.routerProtocols,
+          lan6: options.lan6,
+          routerIpv4: options.routerIpv4,
+        });
         world.timings.phases['upnp'] = performance.now() - t;
       }
     } catch (e) {
@@ -211,9 +242,22 @@ export class World implements NsRunner {
     return this.topology.ns(host);
   }
 
-  /** The host's main address (for "rtr": its current public address). */
+  /** The host's main address (for "rtr": its current public address; throws with routerIpv4: false). */
   address(host: HostName): string {
     return this.topology.address(host);
+  }
+
+  /** The host's IPv6 address (internet hosts always, "rtr" its wan0; pods only with lan6). */
+  address6(host: HostName): string {
+    return this.topology.address6(host);
+  }
+
+  get lan6(): boolean {
+    return this.topology.lan6;
+  }
+
+  get routerIpv4(): boolean {
+    return this.topology.routerIpv4;
   }
 
   get routerPublicAddress(): string {
