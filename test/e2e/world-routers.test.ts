@@ -237,6 +237,11 @@ describe('a world with an IPv6 LAN (lan6)', () => {
     expect(peerOf(six.received)).toBe(pod6);
     const four = await tcpExchange(world, { from: 'pod', address: ADDR.server, port: WHOAMI_PORT, until: '\n' });
     expect(peerOf(four.received)).toBe(ADDR.routerWan);
+    // UPnP over IPv4 is as before.
+    const map = await upnpc(world, ['-a', ADDR.pod, String(POD_PORT), '18080', 'TCP', '600']);
+    expect(map.stdout).toContain(`external ${ADDR.routerWan}:18080 TCP is redirected to internal ${ADDR.pod}:${POD_PORT}`);
+    expect(peerOf((await tcpExchange(world, { from: 'cli', address: ADDR.routerWan, port: 18080, until: '\n' })).received)).toBe(ADDR.client);
+    expect((await upnpc(world, ['-d', '18080', 'TCP'])).stdout).toContain('UPNP_DeletePortMapping() returned : 0');
   });
 
   it('drops inbound IPv6 without a pinhole, lets it in through one, and drops it again once deleted', async () => {
