@@ -137,7 +137,10 @@ export function ipv4Companion(opts: Ipv4Options) {
         stopped = true;
         clearTimeout(timer);
         if (gateway && mapper) {
-          for (const o of outcomes.filter((x) => x.ok)) await mapper.remove(gateway, o);
+          // All at once: a stopping pod has a few seconds (systemd, a test's teardown) before it is killed.
+          const m = mapper;
+          const g = gateway;
+          await Promise.all(outcomes.filter((x) => x.ok).map((o) => m.remove(g, o)));
           if (outcomes.some((o) => o.ok)) log(`mappings removed (${NAMES[mapper.method]})`);
         }
         outcomes = [];

@@ -75,7 +75,7 @@ export function ipv6Companion(opts: Ipv6Options) {
     const log = (m: string) => ctx.log(`ipv6: ${m}`);
 
     const closeAll = async () => {
-      for (const o of openings) if (o.id !== null) await pinholes.remove(o.id);
+      await Promise.all(openings.filter((o) => o.id !== null).map((o) => pinholes.remove(o.id!)));
       openings = [];
     };
 
