@@ -18,16 +18,14 @@ import { PodFiles } from '../src/pod/files.js';
 import { DEFAULT_TIMING, TUNNEL_CIPHERS, tunnelArgv } from '../src/pod/tunnel.js';
 import { aliveWindowSeconds } from '../src/render/render.js';
 import { loadAverage, QUICK, machine, mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
-import { benchHelperArgv, cpuPercent, cpuTicks, startPlainSshd, waitListening, type PlainSsh } from './lib/kit.js';
+import { cpuPercent, cpuTicks, startPlainSshd, waitListening, type PlainSsh } from './lib/kit.js';
+import { IPERF_SECONDS, PINGPONG_COUNT, PINGPONG_WARMUP, iperf, pingpong } from './lib/traffic.js';
 
 // With BENCH_QUICK=1: 1 run, 1 s iperf3.
 const REPS = QUICK ? 1 : 3;
-const IPERF_SECONDS = QUICK ? 1 : 5;
 const IPERF_PORT = 5201;
 const ECHO_PORT = 7007;
 const PLAIN_SSHD_PORT = 4422;
-const PINGPONG_WARMUP = 200;
-const PINGPONG_COUNT = 1000;
 const NEW_CONNECTIONS = 50;
 
 interface SetupJson {
@@ -59,30 +57,6 @@ interface Run {
 }
 
 // ------------------------------------------------------------------------------------ measurements
-
-async function iperf(world: World, address: string, port: number, extra: readonly string[]): Promise<number> {
-  let last = '';
-  // iperf3 serves one test at a time and refuses ("the server is busy") while it still winds the last one down.
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const r = await world.inNs('cli', ['iperf3', '-c', address, '-p', String(port), '-t', String(IPERF_SECONDS), '-J', ...extra], { timeout: (IPERF_SECONDS + 25) * 1000, allowFailure: true });
-    try {
-      const j = JSON.parse(r.stdout) as { error?: string; end?: { sum_received?: { bits_per_second: number } } };
-      if (!j.error && j.end?.sum_received) return j.end.sum_received.bits_per_second / 1e9;
-      last = j.error ?? 'no sum_received';
-    } catch {
-      last = r.output.slice(-300);
-    }
-    await new Promise((res) => setTimeout(res, 1000));
-  }
-  throw new Error(`iperf3 to ${address}:${port} ${extra.join(' ')} failed: ${last}`);
-}
-
-async function pingpong(world: World, address: string, port: number): Promise<{ medianUs: number; p99Us: number }> {
-  const r = await world.inNs('cli', benchHelperArgv('pingpong.mjs', [address, port, PINGPONG_WARMUP, PINGPONG_COUNT, 60_000]), { timeout: 70_000 });
-  const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { ok: boolean; medianUs: number; p99Us: number; error?: string };
-  if (!j.ok) throw new Error(`ping-pong to ${address}:${port} failed: ${j.error}`);
-  return j;
-}
 
 async function measure(world: World, p: PathSpec): Promise<Run> {
   // CPU of the ssh client (pod) and sshd (server) during the single-stream upload: the tunnel's ceiling.
