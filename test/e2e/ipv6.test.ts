@@ -105,11 +105,23 @@ describe('the IPv6 direct route through a router that opens only its pinholes', 
     const hdr = path.join(dir, 'impostor.headers');
     const body = path.join(dir, 'impostor.json');
     fs.writeFileSync(hdr, `Authorization: Bearer ${secret}\nContent-Type: application/json\n`, { mode: 0o600 });
-    fs.writeFileSync(body, JSON.stringify({ address: ADDR6.ns2, openings: [{ port: port(tcp), via: 'open' }] }));
+    const report = (what: unknown) => {
+      fs.writeFileSync(body, JSON.stringify(what));
+      return curl(stack().world, `https://server.${DOMAIN}/v1/subdomains/${id}/ipv6`, { from: 'pod', method: 'PUT', cacert: stack().caFile(), extraArgs: ['-H', `@${hdr}`, '--data-binary', `@${body}`] });
+    };
     try {
-      const c = await curl(stack().world, `https://server.${DOMAIN}/v1/subdomains/${id}/ipv6`, { from: 'pod', method: 'PUT', cacert: stack().caFile(), extraArgs: ['-H', `@${hdr}`, '--data-binary', `@${body}`] });
+      const c = await report({ address: ADDR6.ns2, openings: [{ port: port(tcp), via: 'open' }] });
       expect(c.status).toBe(403);
       expect(c.body).toMatch(/address_not_proven/);
+      // Nor anything that is not a global unicast address, nor what is not an address at all: clear errors.
+      const local = await report({ address: 'fe80::1', openings: [{ port: port(tcp), via: 'open' }] });
+      expect(local.status).toBe(400);
+      expect(local.body).toMatch(/address_not_publishable.*link-local/);
+      const junk = await report({ address: '2001:db8::1\nevil', openings: [] });
+      expect(junk.status).toBe(400);
+      const other = await report({ address: POD6, openings: [{ port: 22, via: 'open' }] });
+      expect(other.status).toBe(400);
+      expect(other.body).toMatch(/mapping_not_yours/);
     } finally {
       fs.rmSync(hdr, { force: true });
       fs.rmSync(body, { force: true });
