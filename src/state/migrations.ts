@@ -261,6 +261,30 @@ ALTER TABLE probe_results ADD COLUMN family INTEGER NOT NULL DEFAULT 4 CHECK (fa
 DROP TRIGGER render_journal_subdomains_update;
 ${journalTrigger('subdomains_update', 'UPDATE OF name, fqdn, status, passthrough, route, direct_ipv4, route6, direct_ipv6 ON subdomains', ['OLD.name', 'NEW.name'])}`,
   },
+  {
+    version: 9,
+    description: 'what the metrics need from every process (counters, histograms and last-run marks the probe, apply and the API keep in the store), and operator credentials for the status page',
+    // Counters live in the store, not in one process's memory: the probe runs from a timer, apply from the
+    // CLI, the API and the watcher, and Prometheus scrapes only the API. Each row is one series: the metric
+    // name and its labels in a canonical JSON form; a process adds to it in the transaction that did the work.
+    sql: `CREATE TABLE metric_counters (
+  name   TEXT NOT NULL,
+  labels TEXT NOT NULL,
+  value  REAL NOT NULL,
+  PRIMARY KEY (name, labels)
+) STRICT;
+CREATE TABLE metric_marks (
+  name  TEXT PRIMARY KEY,
+  value REAL NOT NULL,
+  at    INTEGER NOT NULL
+) STRICT;
+CREATE TABLE operators (
+  name        TEXT PRIMARY KEY,
+  secret_hash TEXT NOT NULL UNIQUE,
+  created_at  INTEGER NOT NULL,
+  last_used   INTEGER
+) STRICT;`,
+  },
 ];
 
 /**

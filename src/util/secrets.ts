@@ -1,11 +1,11 @@
 /**
- * Bearer secrets (tokens, claim tokens, per-subdomain secrets): 256 bits from the OS CSPRNG with a
+ * Bearer secrets (tokens, claim tokens, per-subdomain secrets, operator secrets): 256 bits from the OS CSPRNG with a
  * readable prefix that says what the secret is. Only a SHA-256 digest is stored: the secrets are
  * high-entropy, so a fast hash is enough and a leaked state file reveals none of them.
  */
 import { createHash, randomBytes } from 'node:crypto';
 
-export type SecretKind = 'p2mt' | 'p2mc' | 'p2ms';
+export type SecretKind = 'p2mt' | 'p2mc' | 'p2ms' | 'p2mo';
 
 export function newSecret(kind: SecretKind): string {
   return `${kind}_${randomBytes(32).toString('base64url')}`;
