@@ -125,6 +125,7 @@ export type Handler = (req: IncomingMessage, res: ServerResponse, params: Params
 
 interface Route {
   method: string;
+  path: string;
   pattern: RegExp;
   keys: string[];
   handler: Handler;
@@ -139,11 +140,12 @@ export class Router {
       keys.push(k);
       return '([A-Za-z0-9_-]{1,128})';
     }) + '$');
-    this.routes.push({ method, pattern, keys, handler });
+    this.routes.push({ method, path, pattern, keys, handler });
     return this;
   }
 
-  match(method: string, path: string): { handler: Handler; params: Params } {
+  /** The handler, its parameters and the route's pattern (what metrics label a request with). */
+  match(method: string, path: string): { handler: Handler; params: Params; route: string } {
     let pathMatched = false;
     for (const r of this.routes) {
       const m = r.pattern.exec(path);
@@ -152,7 +154,7 @@ export class Router {
       if (r.method !== method) continue;
       const params: Params = {};
       r.keys.forEach((k, i) => (params[k] = m[i + 1]!));
-      return { handler: r.handler, params };
+      return { handler: r.handler, params, route: r.path };
     }
     if (pathMatched) throw new HttpError(405, 'method_not_allowed', `${method} is not allowed here.`);
     throw new HttpError(404, 'not_found', 'No such API endpoint.', { hint: 'The endpoints are listed in the README (API).' });

@@ -14,8 +14,13 @@
  *   POST   /v1/subdomains/:id/sessions/reset {} -> cut this pod's own stale sessions
  *   POST   /v1/subdomains/:id/extend    {}
  *   DELETE /v1/subdomains/:id
+ *   GET    /metrics                     Prometheus text format (loopback listener only, never through nginx)
  */
 import * as http from 'node:http';
+import client from 'prom-client';
+import { ApiMetrics } from '../metrics/api.js';
+import { scrapeFleet } from '../metrics/collect.js';
+import { foldLogins } from '../metrics/logins.js';
 import * as fs from 'node:fs';
 import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { publishRefusal, unmapIPv4 } from '../net/address.js';
@@ -41,6 +46,7 @@ import { DeniedError } from '../util/errors.js';
 import { readIfExists } from '../util/fsx.js';
 import { HttpError, RateLimiter, readJson, Router, sendError, sendJson, validateBody } from './http.js';
 import * as S from './schemas.js';
+import { registerStatusRoutes } from '../status/routes.js';
 import { setupInfo, statusView } from './views.js';
 
 export interface ApiOptions {
@@ -118,6 +124,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   const perAddress = new RateLimiter(() => ctx.config.api.ratePerMinute);
   const perCredential = new RateLimiter(() => ctx.config.api.ratePerMinute);
   const router = new Router();
+  const metrics = new ApiMetrics();
 
   const body = async <T>(req: http.IncomingMessage, schema: object): Promise<T> => validateBody<T>(schema, await readJson(req, ctx.config.api.maxBodyBytes));
 
@@ -309,12 +316,26 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     sendJson(res, 200, { removed: r.removed.fqdn, cut_sessions: r.cutSessions.length, revoked: r.revoked });
   });
 
+  registerStatusRoutes(router, ctx, { clientAddress, log });
+
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const started = performance.now();
+    let route = 'unmatched';
+    res.once('finish', () => metrics.observe(route, req.method ?? 'GET', res.statusCode, (performance.now() - started) / 1000));
     try {
       perAddress.check('a:' + clientAddress(req));
       const url = new URL(req.url ?? '/', 'http://localhost');
-      const { handler, params } = router.match(req.method ?? 'GET', url.pathname);
-      await handler(req, res, params);
+      // The metrics are for the operator's Prometheus on this machine: never through nginx, never public.
+      if (url.pathname === '/metrics' && !viaNginx.has(req.socket) && req.method === 'GET') {
+        route = '/metrics';
+        const reg = client.Registry.merge([await scrapeFleet(ctx), metrics.registry]);
+        res.writeHead(200, { 'content-type': reg.contentType });
+        res.end(await reg.metrics());
+        return;
+      }
+      const m = router.match(req.method ?? 'GET', url.pathname);
+      route = m.route;
+      await m.handler(req, res, m.params);
     } catch (e) {
       sendError(res, e, log);
     }
@@ -392,6 +413,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
             const expired = await expireSweep(ctx, { apply: true, progress: log });
             if (expired.length) log(`expired ${expired.map((s) => s.fqdn).join(', ')}`);
             sweepStaleRecords(sessionDirs(ctx));
+            foldLogins(ctx);
           } catch (e) {
             log(`expiry sweep failed: ${(e as Error).message}`);
           } finally {

@@ -12,6 +12,7 @@ import { LiveServer, snapshot, type ServerContext } from '../server/context.js';
 import { ALL_UNITS } from '../render/render.js';
 import type { DroppedEntry, RenderedFile, Unit } from '../render/types.js';
 import { getMeta, setMeta } from '../state/db.js';
+import { recordApplyMetrics } from './apply-metrics.js';
 import { now } from '../state/types.js';
 import { ensureDir, fsyncDir, readIfExists, writeFresh } from '../util/fsx.js';
 import { withLock } from '../util/lock.js';
@@ -184,9 +185,19 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
   if (stale) opts.progress?.(`applying with the last good configuration: ${live instanceof LiveServer ? live.file : 'the file'} does not validate (${stale.problem.split('\n')[0]})`);
   const units = opts.units ?? ALL_UNITS;
   const progress = opts.progress ?? (() => {});
-  return withLock(lockFile(ctx), 'apply', async () => {
+  // What the run did, for the store's metrics (the API exposes them; apply runs in every process).
+  const steps: Record<string, number> = {};
+  let stepStart = performance.now();
+  const step = (name: string) => {
+    const t = performance.now();
+    steps[name] = (t - stepStart) / 1000;
+    stepStart = t;
+  };
+  let failedUnit: string | null = null;
+  const run = async (): Promise<ApplyReport> => {
     const renewed = !opts.dryRun && units.includes('nginx') ? await ensureServerCertificates(ctx, progress) : false;
     const p = planOnly(ctx, units, { full: opts.full });
+    step('plan');
     // A full apply has every daemon load what it renders whole, changed or not: the way back from a
     // daemon that lost its files (named's served zone removed, say) or missed a reload.
     if (opts.full && !opts.dryRun) {
@@ -219,8 +230,12 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
       progress(`checking ${p.changedUnits.join(', ')}`);
       // Checkers run side by side; the first refusal is reported, and then nothing is renamed.
       const results = await Promise.allSettled(stagedUnits.map((s) => checkUnit(ctx, s, p.render.keyDelta, dynamicUpdate)));
-      const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (refused) throw refused.reason;
+      const refusedAt = results.findIndex((r) => r.status === 'rejected');
+      if (refusedAt >= 0) {
+        failedUnit = stagedUnits[refusedAt]!.unit;
+        throw (results[refusedAt] as PromiseRejectedResult).reason;
+      }
+      step('check');
 
       withSignalsHeld(() => {
         const changed = p.changes
@@ -250,6 +265,7 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     if (p.serial !== null) setMeta(ctx.db, SERIAL_KEY, String(p.serial));
     // The files are in place: the next apply may patch them.
     record();
+    step('swap');
 
     // One reload per daemon at most, and the daemons do not depend on each other: they reload side by
     // side (at 10,000 subdomains nginx takes ~60 ms and BIND ~130 ms to take their new files).
@@ -257,18 +273,34 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     const zoneDelta = p.render.zoneDelta;
     const zoneContent = p.changes.find((c) => c.file.path === L.bind.zone)?.content ?? '';
     const outcomes = await Promise.all(p.reloads.map(async (r) => {
-      if (r.action !== 'dns-update' || !zoneDelta) return reload(ctx, r, p.serial);
-      const soa = /^@ IN SOA .*$/m.exec(zoneContent)?.[0] ?? '';
       try {
-        return await updateBind(ctx.config, L, { ...zoneDelta, soa }, p.serial);
+        if (r.action !== 'dns-update' || !zoneDelta) return await reload(ctx, r, p.serial);
+        const soa = /^@ IN SOA .*$/m.exec(zoneContent)?.[0] ?? '';
+        try {
+          return await updateBind(ctx.config, L, { ...zoneDelta, soa }, p.serial);
+        } catch (e) {
+          // named holds none of it: without the rendered zone the next apply renders, checks and loads it whole.
+          fs.rmSync(L.bind.zone, { force: true });
+          throw e;
+        }
       } catch (e) {
-        // named holds none of it: without the rendered zone the next apply renders, checks and loads it whole.
-        fs.rmSync(L.bind.zone, { force: true });
+        failedUnit ??= r.unit;
         throw e;
       }
     }));
+    step('reload');
     p.reloads.forEach((r, i) => report.reloads.push({ ...r, ...outcomes[i]! }));
     report.durationMs = performance.now() - started;
     return report;
+  };
+  return withLock(lockFile(ctx), 'apply', async () => {
+    try {
+      const report = await run();
+      if (!opts.dryRun) recordApplyMetrics(ctx.db, { ok: true, steps, reloads: report.reloads.map((r) => r.unit) });
+      return report;
+    } catch (e) {
+      if (!opts.dryRun) recordApplyMetrics(ctx.db, { ok: false, steps, reloads: [], failedUnit: failedUnit ?? 'none' });
+      throw e;
+    }
   });
 }

@@ -111,6 +111,7 @@ interface RawConfig {
     responses_per_second: number;
   };
   firewall: { enabled: boolean; table: string; ssh_new_per_second: number; ssh_burst: number };
+  metrics: { per_pod: boolean; tunnel_bytes: boolean };
   ca: {
     validity_days: number; renew_before_days: number; allowed_curves: string[]; min_rsa_bits: number; issuer: 'private' | 'acme';
     acme: { directory_url: string; email: string; eab_kid: string | null; eab_hmac_key_file: string | null; trust_roots_file: string | null; wait_seconds: number; propagation_timeout_seconds: number; retry_base_seconds: number } | null;
@@ -196,6 +197,7 @@ export function configFromDocument(doc: unknown, file: string): Config {
       responsesPerSecond: raw.dns.responses_per_second,
     },
     firewall: { enabled: raw.firewall.enabled, table: raw.firewall.table, sshNewPerSecond: raw.firewall.ssh_new_per_second, sshBurst: raw.firewall.ssh_burst },
+    metrics: { perPod: raw.metrics.per_pod, tunnelBytes: raw.metrics.tunnel_bytes },
     ca: {
       validityDays: raw.ca.validity_days,
       renewBeforeDays: raw.ca.renew_before_days,

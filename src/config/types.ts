@@ -48,6 +48,8 @@ export interface Config {
     responsesPerSecond: number;
   };
   firewall: { enabled: boolean; table: string; sshNewPerSecond: number; sshBurst: number };
+  /** What /metrics exposes beyond the fleet-wide series. */
+  metrics: { perPod: boolean; tunnelBytes: boolean };
   ca: {
     validityDays: number; renewBeforeDays: number; allowedCurves: string[]; minRsaBits: number;
     issuer: 'private' | 'acme';

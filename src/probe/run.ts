@@ -13,6 +13,8 @@ import { listSubdomains, setObserved } from '../state/subdomains.js';
 import { recordProbeRun, type ProbeOutcome } from '../state/probes.js';
 import { validFingerprints } from '../state/certificates.js';
 import { writeTx } from '../state/db.js';
+import { bumpCounter, observeHistogram, setMark } from '../state/metrics.js';
+import { DURATION_BUCKETS } from '../metrics/catalogue.js';
 import { now, type MappingRecord, type SubdomainRecord } from '../state/types.js';
 import { isIPv4, isIPv6 } from 'node:net';
 import { publishRefusal, unmapIPv4 } from '../net/address.js';
@@ -122,6 +124,21 @@ function planFamily(ctx: ServerContext, s: SubdomainRecord, family: 4 | 6, opene
   return { s, family, address, pre, checks };
 }
 
+/** What a run did, in the store's counters (the API exposes them: the probe runs from a timer, not in the API). */
+function recordProbeMetrics(ctx: ServerContext, results: SubdomainProbe[], pending: Pending[], seconds: number): void {
+  const db = ctx.db;
+  writeTx(db, () => {
+    bumpCounter(db, 'pipe2me_probe_runs_total');
+    observeHistogram(db, 'pipe2me_probe_duration_seconds', {}, seconds, DURATION_BUCKETS);
+    results.forEach((r, i) => {
+      const family = r.family === 4 ? 'ipv4' : 'ipv6';
+      bumpCounter(db, 'pipe2me_probe_results_total', { family, outcome: pending[i]!.pre ? 'skipped' : r.ok ? 'ok' : 'failed' });
+      if (r.changed) bumpCounter(db, 'pipe2me_route_changes_total', { family, route: r.route });
+    });
+    setMark(db, 'probe_last_run', Date.now() / 1000);
+  });
+}
+
 export async function probeAll(ctx: ServerContext, opts: { names?: string[]; progress?: (m: string) => void; applyDns?: boolean } = {}): Promise<ProbeReport> {
   const started = Date.now();
   const t = now();
@@ -188,6 +205,7 @@ export async function probeAll(ctx: ServerContext, opts: { names?: string[]; pro
   recordProbeRun(ctx.db, t, outcomes);
 
   const changed = [...new Set(results.filter((r) => r.changed).map((r) => r.name))];
+  recordProbeMetrics(ctx, results, pending, (Date.now() - started) / 1000);
   let applied: ApplyReport | null = null;
   if (changed.length && opts.applyDns !== false) {
     opts.progress?.(`${changed.length} route(s) changed; rewriting the zone once`);

@@ -153,7 +153,10 @@ export function renderDnsConfig(c: Config, L: Layout): RenderedFile {
 }
 
 export function renderFirewall(c: Config, L: Layout): RenderedFile {
-  const content = renderTemplate('nftables/pipe2me.nft.hbs', { enabled: c.firewall.enabled, table: c.firewall.table, sshPort: c.ssh.port, rate: c.firewall.sshNewPerSecond, burst: c.firewall.sshBurst });
+  const content = renderTemplate('nftables/pipe2me.nft.hbs', {
+    any: c.firewall.enabled || c.metrics.tunnelBytes, enabled: c.firewall.enabled, countBytes: c.metrics.tunnelBytes,
+    table: c.firewall.table, sshPort: c.ssh.port, rate: c.firewall.sshNewPerSecond, burst: c.firewall.sshBurst, firstPort: c.ports.first, lastPort: c.ports.last,
+  });
   return { unit: 'firewall', path: L.sshd.firewall, content, mode: 0o644, order: 0 };
 }
 
