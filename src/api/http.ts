@@ -77,7 +77,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
  * says only that, with a stable code and an id: what failed (paths, a checker's output, a stack) is for
  * the operator and goes to the server's log under the same id, never to a token holder.
  */
-export function sendError(res: ServerResponse, e: unknown, log: (m: string) => void): void {
+export function sendError(res: ServerResponse, e: unknown, log: (m: string, fields?: { event: string; outcome: string; code: string; status: number }) => void): void {
   if (res.headersSent) {
     res.destroy();
     return;
@@ -91,7 +91,7 @@ export function sendError(res: ServerResponse, e: unknown, log: (m: string) => v
   const id = randomBytes(6).toString('hex');
   const status = isPipe2meError(e) ? e.httpStatus : 500;
   const code = isPipe2meError(e) ? e.code : 'internal';
-  log(isPipe2meError(e) ? `error ${id} ${e.code}: ${e.message}` : `internal error ${id}: ${(e as Error)?.stack ?? String(e)}`);
+  log(isPipe2meError(e) ? `error ${id} ${e.code}: ${e.message}` : `internal error ${id}: ${(e as Error)?.stack ?? String(e)}`, { event: "request_failed", outcome: "failed", code, status });
   sendJson(res, status, {
     error: { code, message: 'The server could not complete this request; its operator has been told. Try again later.', request_id: id },
   });

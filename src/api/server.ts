@@ -21,6 +21,7 @@ import client from 'prom-client';
 import { ApiMetrics } from '../metrics/api.js';
 import { scrapeFleet } from '../metrics/collect.js';
 import { foldLogins } from '../metrics/logins.js';
+import { createLog, type Log } from '../util/log.js';
 import * as fs from 'node:fs';
 import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { publishRefusal, unmapIPv4 } from '../net/address.js';
@@ -52,7 +53,7 @@ import { setupInfo, statusView } from './views.js';
 export interface ApiOptions {
   host?: string;
   port?: number;
-  log?: (m: string) => void;
+  log?: Log;
   /** The unix socket nginx proxies to (default: the layout's, in nginx's private socket directory). */
   socket?: string;
   /** How often to expire subdomains whose time is up (ms); 0 disables. */
@@ -96,7 +97,7 @@ function checkReportedPorts(s: SubdomainRecord, ports: readonly number[], once: 
 }
 
 export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
-  const log = opts.log ?? ((m: string) => process.stderr.write(`${new Date().toISOString()} api: ${m}\n`));
+  const log: Log = opts.log ?? createLog('api');
   const queue = new ApplyQueue(ctx, log);
   // The ACME worker, when the configuration (as it is now) says ca.issuer: acme.
   let acmeService: AcmeService | undefined;
@@ -118,7 +119,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   const prober = new PromptProber(async (name) => {
     const r = await probeAll(ctx, { names: [name], progress: () => {} });
     const x = r.results[0];
-    if (x?.changed) log(`prompt probe of ${x.fqdn}: ${x.route} (${x.reason})`);
+    for (const y of r.results.filter((z) => z.changed)) log(`prompt probe of ${y.fqdn}: IPv${y.family} ${y.route} (${y.reason})`, { event: 'route_changed', subdomain: y.name, family: `ipv${y.family}`, outcome: y.route, reason: y.reason });
   });
   // Limits are read at every request: they follow the configuration as it is now.
   const perAddress = new RateLimiter(() => ctx.config.api.ratePerMinute);
@@ -178,7 +179,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
       addSubdomainRecord(ctx, { name: b.name, protocols: b.protocols, lifespanSeconds: t.lifespanSeconds, passthrough: b.passthrough ?? false, tokenId: t.id, withSecret: true },
         Math.min(t.maxPorts, ctx.config.ports.maxPerSubdomain)));
     await queue.request(['keys', 'nginx', 'dns']);
-    log(`created ${created.record.fqdn} (${created.record.ports.map((p) => `${p.protocol}:${p.port}`).join(',')}) for ${clientAddress(req)}`);
+    log(`created ${created.record.fqdn} (${created.record.ports.map((p) => `${p.protocol}:${p.port}`).join(',')}) for ${clientAddress(req)}`, { event: 'subdomain_created', subdomain: created.record.name, outcome: 'ok', client: clientAddress(req) });
     sendJson(res, 201, setupInfo(ctx, created.record, created.secret!));
   });
 
@@ -191,7 +192,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     perCredential.check('c:' + hashSecret(b.claim_token));
     const claimed = claimSubdomain(ctx.db, b.claim_token);
     if (!claimed) throw denied();
-    log(`claimed ${claimed.record.fqdn} from ${clientAddress(req)}`);
+    log(`claimed ${claimed.record.fqdn} from ${clientAddress(req)}`, { event: 'subdomain_claimed', subdomain: claimed.record.name, outcome: 'ok', client: clientAddress(req) });
     sendJson(res, 200, setupInfo(ctx, claimed.record, claimed.secret));
   });
 
@@ -201,7 +202,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     let s = authenticate(req, p.id!);
     const moved = fallBackOnMove(ctx, s, liveSession(ctx.layout.sessionsDir, s.name));
     if (moved) {
-      log(`${s.fqdn}: now connects from ${moved}, not from ${s.directIpv4}: back to the server`);
+      log(`${s.fqdn}: now connects from ${moved}, not from ${s.directIpv4}: back to the server`, { event: 'route_changed', subdomain: s.name, family: 'ipv4', outcome: 'server', reason: 'address_moved' });
       await queue.request(['dns']);
       if (ctx.config.probe.prompt) prober.soon(s.name, 2000);
       s = getSubdomainById(ctx.db, s.id)!;
@@ -214,7 +215,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     const b = await body<{ public_key: string }>(req, S.sshKeyBody);
     // The key index is written at once; sshd's key lookup reads it at the next login, no reload.
     const r = await registerPodKey(ctx, s, b.public_key, (units) => queue.request(units));
-    if (r.replaced) log(`${s.fqdn}: key ${r.replaced} replaced by ${r.key.fingerprint}; ${r.cutSessions} of its connections cut`);
+    if (r.replaced) log(`${s.fqdn}: key ${r.replaced} replaced by ${r.key.fingerprint}; ${r.cutSessions} of its connections cut`, { event: 'key_replaced', subdomain: s.name, outcome: 'ok', cut_sessions: r.cutSessions });
     sendJson(res, 200, { fingerprint: r.key.fingerprint, algorithm: r.key.algorithm, bits: r.key.bits, ports: s.ports.map((x) => x.port) });
   });
 
@@ -292,7 +293,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     const s = authenticate(req, p.id!);
     await body(req, S.extendBody);
     const r = await cutSessions({ ...sessionDirs(ctx), tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((x) => x.port) });
-    if (r.killed.length) log(`cut ${r.killed.length} stale session(s) of ${s.fqdn} at its request`);
+    if (r.killed.length) log(`cut ${r.killed.length} stale session(s) of ${s.fqdn} at its request`, { event: 'sessions_reset', subdomain: s.name, outcome: 'ok', cut_sessions: r.killed.length });
     sendJson(res, 200, { cut_sessions: r.killed.length });
   });
 
@@ -312,7 +313,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     const s = authenticate(req, p.id!);
     const r = await removeSubdomain(ctx, s.name, { apply: false, reason: 'given up by its pod' });
     await queue.request(['nginx', 'dns']);
-    log(`destroyed ${s.fqdn} at the pod's request`);
+    log(`destroyed ${s.fqdn} at the pod's request`, { event: 'subdomain_removed', subdomain: s.name, outcome: 'ok', by: 'pod' });
     sendJson(res, 200, { removed: r.removed.fqdn, cut_sessions: r.cutSessions.length, revoked: r.revoked });
   });
 
@@ -376,7 +377,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     if (bound && bound.host === want.host && bound.asked === want.port && bound.socket === want.socket) return;
     if (bound) {
       await Promise.all([closeOf(server), closeOf(proxied)]);
-      log(`moving the API to ${want.host}:${want.port} and ${want.socket}, as the configuration now says`);
+      log(`moving the API to ${want.host}:${want.port} and ${want.socket}, as the configuration now says`, { event: 'api_moved', outcome: 'ok' });
     }
     await listenOn(server, want.port, want.host);
     // A socket left by a serve that died would make listen fail; nothing else may own this path.
@@ -400,7 +401,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
           // One move at a time: closing waits for open connections, which can take longer than a second.
           if (binding) return;
           binding = true;
-          bind().catch((e) => log(`could not move the API's listeners: ${(e as Error).message}; the old ones were closed`)).finally(() => (binding = false));
+          bind().catch((e) => log(`could not move the API's listeners: ${(e as Error).message}; the old ones were closed`, { event: 'api_moved', outcome: 'failed' })).finally(() => (binding = false));
         }, 1000);
       }
       const interval = opts.expiryIntervalMs ?? 5000;
@@ -411,11 +412,11 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
           busy = true;
           try {
             const expired = await expireSweep(ctx, { apply: true, progress: log });
-            if (expired.length) log(`expired ${expired.map((s) => s.fqdn).join(', ')}`);
+            for (const s of expired) log(`expired ${s.fqdn}`, { event: 'subdomain_expired', subdomain: s.name, outcome: 'ok' });
             sweepStaleRecords(sessionDirs(ctx));
             foldLogins(ctx);
           } catch (e) {
-            log(`expiry sweep failed: ${(e as Error).message}`);
+            log(`expiry sweep failed: ${(e as Error).message}`, { event: 'expiry_sweep', outcome: 'failed' });
           } finally {
             busy = false;
           }

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { configFileFrom } from '../config/load.js';
 import { closeServer, openServer, type ServerContext } from '../server/context.js';
 import { InputError } from '../util/errors.js';
+import { parseLogFormat, type LogFormat } from '../util/log.js';
 import { validateLookupName } from '../names/names.js';
 import type { TokenRecord } from '../state/types.js';
 import { readIfExists } from '../util/fsx.js';
@@ -62,3 +63,11 @@ export function caPin(ctx: ServerContext): string | null {
   return 'sha256:' + new X509Certificate(pem).fingerprint256.replace(/:/g, '').toLowerCase();
 }
 
+/** --log-format, refused with the usage exit code. */
+export function parseLogFormatOption(v: string): LogFormat {
+  try {
+    return parseLogFormat(v);
+  } catch (e) {
+    throw new InputError('bad_option', `${(e as Error).message}.`);
+  }
+}

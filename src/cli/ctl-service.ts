@@ -8,7 +8,8 @@ import { createApi } from '../api/server.js';
 import { probeAll } from '../probe/run.js';
 import { formatDuration } from '../config/duration.js';
 import { isoTime, table } from './output.js';
-import { withServer, parseIntOption, collectSubdomainNames, tokenJson, caPin } from './ctl-common.js';
+import { createLog, type LogFormat } from '../util/log.js';
+import { withServer, parseIntOption, parseLogFormatOption, collectSubdomainNames, tokenJson, caPin } from './ctl-common.js';
 
 const bound = (n: number | null) => (n === null ? 'unbounded' : String(n));
 
@@ -26,15 +27,23 @@ export function registerServiceCommands(program: Command): void {
     .description('Test every pod\'s direct route (its router mappings) and point its DNS name at the router when every port answers as that pod, at the server otherwise. Run every minute by a systemd timer or cron.')
     .option('--name <name...>', 'probe only these subdomains (names or fully qualified names)', collectSubdomainNames)
     .option('--no-apply', 'decide and record, but do not rewrite the zone')
+    .option('--log-format <format>', 'one line per route change and one per run on stderr: text, or json', parseLogFormatOption, 'text')
     .addHelpText('after', `
 Examples:
   pipe2me-ctl probe                 # what systemd/pipe2me-probe.timer runs every minute
-  pipe2me-ctl probe --name calm-red-otter home-lab --no-apply`)
+  pipe2me-ctl probe --name calm-red-otter home-lab --no-apply
+  pipe2me-ctl probe --log-format json 2>>/var/log/pipe2me-probe.json`)
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         // Resolve the names first: an unknown one is exit 4 like everywhere else, not a silent "nothing to probe".
         const names = (o.name as string[] | undefined)?.map((n) => requireSubdomain(ctx.db, n).name);
         const r = await probeAll(ctx, { names, progress: (m) => out.progress(m), applyDns: Boolean(o.apply) });
+        const log = createLog('probe', o.logFormat as LogFormat);
+        for (const x of r.results.filter((y) => y.changed)) {
+          log(`${x.fqdn}: IPv${x.family} ${x.route} (${x.reason})`, { event: 'route_changed', subdomain: x.name, family: `ipv${x.family}`, outcome: x.route, reason: x.reason });
+        }
+        log(`probed ${r.probed} subdomain(s) in ${r.durationMs} ms: ${r.direct} direct over IPv4, ${r.direct6} over IPv6, ${r.changed.length} changed`,
+          { event: 'probe_run', outcome: 'ok', probed: r.probed, direct_ipv4: r.direct, direct_ipv6: r.direct6, changed: r.changed.length, duration_ms: r.durationMs });
         out.result(r, () => {
           if (r.probed === 0) return 'Nothing to probe: no active subdomains.';
           const lines = [`probed ${r.probed} subdomain(s) in ${r.durationMs} ms: IPv4 ${r.direct} direct, ${r.probed - r.direct} through the server${r.direct6 ? `; IPv6 ${r.direct6} direct` : ''}${r.changed.length ? `; changed: ${r.changed.join(', ')}` : ''}`];
@@ -121,10 +130,13 @@ Example:
     .command('serve')
     .description("Run the API pods talk to (setup, keys, certificates, mappings, status), on loopback behind nginx's TLS.")
     .option('--listen <host:port>', 'where to listen (default 127.0.0.1:<http.api_port>)')
+    .option('--log-format <format>', 'one line per event: text, or json (for journald and Loki)', parseLogFormatOption, 'text')
     .addHelpText('after', `
 Examples:
   pipe2me-ctl serve                 # usually run by systemd (systemd/pipe2me-api.service)
-  pipe2me-ctl serve --listen 127.0.0.1:8471`)
+  pipe2me-ctl serve --listen 127.0.0.1:8471 --log-format json
+
+It also serves GET /metrics (Prometheus) on the loopback listener, never through nginx.`)
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         let host: string | undefined;
@@ -135,7 +147,7 @@ Examples:
           host = m[1];
           port = Number(m[2]);
         }
-        const api = createApi(ctx, { host, port });
+        const api = createApi(ctx, { host, port, log: createLog('api', o.logFormat as LogFormat) });
         let addr;
         try {
           addr = await api.listen();

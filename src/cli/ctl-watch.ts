@@ -14,9 +14,10 @@ import { configFileFrom } from '../config/load.js';
 import { closeServer, openServer } from '../server/context.js';
 import { expireSweep } from '../server/subdomains.js';
 import { isPipe2meError } from '../util/errors.js';
-import { globals, parseIntOption } from './ctl-common.js';
+import { globals, parseIntOption, parseLogFormatOption } from './ctl-common.js';
 import { applySummary } from './format.js';
 import { Output } from './output.js';
+import { createLog, type LogFormat } from '../util/log.js';
 
 export function registerWatchCommand(program: Command): void {
   program
@@ -26,15 +27,16 @@ export function registerWatchCommand(program: Command): void {
     .option('--poll <ms>', 'how often to look at the state store\'s change counter', parseIntOption('--poll'), 250)
     .option('--expiry-interval <seconds>', 'how often to look for expired subdomains', parseIntOption('--expiry-interval'), 5)
     .option('--verbose', 'log every change it notices')
+    .option('--log-format <format>', 'one line per event: text, or json (for journald and Loki)', parseLogFormatOption, 'text')
     .addHelpText('after', `
 Examples:
   pipe2me-ctl watch                 # usually run by systemd (systemd/pipe2me-watch.service)
-  pipe2me-ctl watch --debounce 1000 --verbose`)
+  pipe2me-ctl watch --debounce 1000 --verbose --log-format json`)
     .action(async (o, cmd: Command) => {
       const g = globals(cmd);
       const out = new Output(g);
       const file = configFileFrom(g.config);
-      const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
+      const log = createLog('watch', o.logFormat as LogFormat);
       // Live: every apply renders from the file as it is now (a file that does not validate is reported
       // once and the last good configuration kept).
       const ctx = openServer(file, log);
@@ -47,13 +49,13 @@ Examples:
           if (ctx.refresh()) seen = dataVersion();
           await expireSweep(ctx, { apply: false, progress: log });
           const r = await apply(ctx, { progress: log });
-          if (r.plan.changedUnits.length) log(applySummary(r));
+          if (r.plan.changedUnits.length) log(applySummary(r), { event: 'apply', outcome: 'ok', units: r.plan.changedUnits, duration_ms: Math.round(r.durationMs) });
         } catch (e) {
-          log(`apply failed: ${(e as Error).message}${isPipe2meError(e) && e.hint ? ` (hint: ${e.hint})` : ''}`);
+          log(`apply failed: ${(e as Error).message}${isPipe2meError(e) && e.hint ? ` (hint: ${e.hint})` : ''}`, { event: 'apply', outcome: 'failed', daemon: (isPipe2meError(e) ? (e.data?.['daemon'] as string | undefined) : undefined) ?? null });
         }
       };
       const schedule = (why: string) => {
-        if (o.verbose) log(why);
+        if (o.verbose) log(why, { event: 'change_seen' });
         clearTimeout(timer);
         timer = setTimeout(() => {
           running = running.then(cycle);
@@ -71,7 +73,7 @@ Examples:
             schedule('the state store changed');
           }
         } catch (e) {
-          log(`cannot read the state store: ${(e as Error).message}`);
+          log(`cannot read the state store: ${(e as Error).message}`, { event: 'state_unreadable', outcome: 'failed' });
         }
       }, o.poll);
       const expiry = setInterval(() => {
@@ -79,7 +81,7 @@ Examples:
           try {
             await expireSweep(ctx, { apply: true, progress: log });
           } catch (e) {
-            log(`expiry sweep failed: ${(e as Error).message}`);
+            log(`expiry sweep failed: ${(e as Error).message}`, { event: 'expiry_sweep', outcome: 'failed' });
           }
         });
       }, o.expiryInterval * 1000);

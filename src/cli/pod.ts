@@ -8,6 +8,7 @@ import { ExitCode, InputError, UnreachableError } from '../util/errors.js';
 import { directRouteCompanion } from '../pod/router/index.js';
 import { requirePrograms, which } from '../util/which.js';
 import { isIPv6 } from 'node:net';
+import { createLog, type LogFormat } from '../util/log.js';
 import { defaultPodDir, PodFiles, type PodState } from '../pod/files.js';
 import { setup } from '../pod/setup.js';
 import { installedIssuer, requestCertificate } from '../pod/certificate.js';
@@ -122,6 +123,7 @@ tunnel set on the same pod, with a name of its choosing. The operator's \`pipe2m
     .option('--ipv6 <address>', 'the IPv6 direct route: "auto" (this machine\'s global address), an address of this machine, or "off"', 'auto')
     .option('--igd6 <url>', 'the router\'s UPnP description URL at its IPv6 address, for pinholes, e.g. http://[2001:db8:1::1]:5000/rootDesc.xml')
     .option('--status-interval <seconds>', 'how often to ask the server which route clients take', (v) => Number(v), 60)
+    .option('--log-format <format>', 'one line per event on stderr: text, or json (for journald and Loki)', 'text')
     .option('--on-renew <command...>', 'after each new certificate, run COMMAND with its arguments (no shell), e.g. to reload a web server; everything after it is the command', (v: string) => {
       try {
         const a = JSON.parse(v) as unknown;
@@ -145,7 +147,10 @@ The IPv6 direct route translates public ports to local ones with nftables on thi
 root or CAP_NET_ADMIN; without it the IPv6 route stays on the server and the pod says why.`)
     .action(async (o, cmd: Command) => {
       const gl = g(cmd);
-      const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
+      if (o.logFormat !== 'text' && o.logFormat !== 'json') throw new InputError('bad_option', `--log-format takes text or json (got ${JSON.stringify(String(o.logFormat).slice(0, 40))}).`);
+      const base = createLog('', o.logFormat as LogFormat);
+      // The event is what the line is about: its first word (tunnel, route, router, ipv6, certificate, …).
+      const log = (m: string) => base(m, { event: /^([a-z0-9-]+)[: ]/i.exec(m)?.[1]?.toLowerCase() ?? 'message' });
       if (!Number.isInteger(o.upnpLease) || o.upnpLease < 0) throw new InputError('bad_option', '--upnp-lease must be a whole number of seconds (0: permanent).');
       if (!Number.isInteger(o.statusInterval) || o.statusInterval < 1) throw new InputError('bad_option', '--status-interval must be a whole number of seconds.');
       const protocols = String(o.mapWith).split(',').map((x) => x.trim()).filter(Boolean);

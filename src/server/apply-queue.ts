@@ -6,6 +6,8 @@
 import { apply, type ApplyReport } from '../apply/apply.js';
 import type { Unit } from '../render/types.js';
 import type { ServerContext } from './context.js';
+import { isPipe2meError } from '../util/errors.js';
+import type { Log } from '../util/log.js';
 
 interface Waiter {
   resolve: (r: ApplyReport) => void;
@@ -17,7 +19,7 @@ export class ApplyQueue {
   private pendingUnits = new Set<Unit>();
   private waiters: Waiter[] = [];
 
-  constructor(private readonly ctx: ServerContext, private readonly log: (m: string) => void = () => {}) {}
+  constructor(private readonly ctx: ServerContext, private readonly log: Log = () => {}) {}
 
   request(units: readonly Unit[]): Promise<ApplyReport> {
     for (const u of units) this.pendingUnits.add(u);
@@ -35,10 +37,10 @@ export class ApplyQueue {
       this.pendingUnits = new Set();
       try {
         const r = await apply(this.ctx, { units });
-        if (r.plan.changedUnits.length) this.log(`applied ${r.plan.changedUnits.join(', ')} in ${r.durationMs.toFixed(0)} ms`);
+        if (r.plan.changedUnits.length) this.log(`applied ${r.plan.changedUnits.join(', ')} in ${r.durationMs.toFixed(0)} ms`, { event: 'apply', outcome: 'ok', units: r.plan.changedUnits, duration_ms: Math.round(r.durationMs) });
         for (const w of waiters) w.resolve(r);
       } catch (e) {
-        this.log(`apply failed: ${(e as Error).message}`);
+        this.log(`apply failed: ${(e as Error).message}`, { event: 'apply', outcome: 'failed', daemon: (isPipe2meError(e) ? (e.data?.['daemon'] as string | undefined) : undefined) ?? null });
         for (const w of waiters) w.reject(e);
       }
     }
