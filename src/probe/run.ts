@@ -97,6 +97,7 @@ function planFamily(ctx: ServerContext, s: SubdomainRecord, family: 4 | 6, opene
     address = seen && isIPv4(seen) && publishRefusal(seen, 'A', policy) === null ? seen : null;
     if (mapped.size === 0) pre = 'the pod reported no router mappings';
     else if (!seen) pre = 'the server has not seen the pod connect over IPv4, so it has no address of its router to test';
+    else if (!isIPv4(seen)) pre = `the pod connects over IPv6 (${seen}), so the server has no IPv4 address of its router to test`;
     else if (!address) pre = `the pod's session address is never published: ${publishRefusal(seen, 'A', policy)}`;
   } else {
     const reported = s.reportedIpv6;
@@ -164,7 +165,8 @@ export async function probeAll(ctx: ServerContext, opts: { names?: string[]; pro
   for (const s of subs) {
     const live = sessions.get(s.name);
     const liveIp = live?.alive ? unmapIPv4(live.clientIp) : null;
-    const seen4 = liveIp && isIPv4(liveIp) ? liveIp : s.observedIpv4;
+    // A live session is where the pod is now (over IPv6 it says nothing of its router's IPv4 address).
+    const seen4 = liveIp ?? s.observedIpv4;
     const valid = fingerprints.get(s.id) ?? new Set<string>();
     pending.push({ ...planFamily(ctx, s, 4, mappings4.get(s.id), seen4, valid), results: new Map() });
     // IPv6 is decided only for pods that take part in it: one that reported an address, or whose AAAA

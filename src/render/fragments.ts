@@ -166,7 +166,7 @@ export function headRecords(c: Config): AddressRecord[] {
  * A pod's records. Its own address passes the publishing rules (src/net/address.ts) or is dropped with
  * its reason: no single pod's data can make the zone one that the nameserver's checker refuses, which
  * would stop every later apply for every pod. A pod whose own address was refused still has a name: the
- * server's, where its tunnel is.
+ * server's (in that family), where its tunnel is.
  */
 export function podZoneRecords(s: RenderSubdomain, c: Config): { records: AddressRecord[]; dropped: DroppedEntry[] } {
   if (!isPublished(s)) return { records: [], dropped: [] };
@@ -178,7 +178,10 @@ export function podZoneRecords(s: RenderSubdomain, c: Config): { records: Addres
     if (why === null) records.push(r);
     else dropped.push({ where: 'zone', owner: r.owner, type: r.type, value: r.value, why });
   }
-  if (records.length === 0) records.push(...serverRecords(s.fqdn, c));
+  // Per family: a refused A falls back to the server's A, a refused AAAA to the server's AAAA (if any).
+  for (const d of dropped) {
+    if (!records.some((r) => r.type === d.type)) records.push(...serverRecords(s.fqdn, c).filter((r) => r.type === d.type));
+  }
   return { records, dropped };
 }
 

@@ -135,17 +135,17 @@ describe('the IPv6 direct route through a router that opens only its pinholes', 
 
   it('pinholes are renewed at half their lease (same pinhole, past its first lease) and removed on stop', async () => {
     await stack().world.stop('pod-pipe2me');
-    await stack().startPod('pod', ['--igd6', stack().world.igd6Url, '--upnp-lease', '6']);
+    await stack().startPod('pod', ['--igd6', stack().world.igd6Url, '--upnp-lease', '10']);
     let first = 0;
     await waitFor('a pinhole', async () => {
       const h = (await listPinholes(stack().world)).find((x) => x.internalAddress === POD6);
       first = h?.id ?? 0;
       return first > 0;
     }, { timeoutMs: 20_000, intervalMs: 200 });
-    await new Promise((r) => setTimeout(r, 9000)); // past the 6 s lease
+    await new Promise((r) => setTimeout(r, 13_000)); // past the 10 s lease
     const still = (await listPinholes(stack().world)).filter((x) => x.internalAddress === POD6);
     expect(still.map((h) => h.id)).toEqual([first]);
-    expect(stack().world.procs.log('miniupnpd')).toMatch(new RegExp(`updating lease duration to 6 for pinhole with ID: ${first}`));
+    expect(stack().world.procs.log('miniupnpd')).toMatch(new RegExp(`updating lease duration to 10 for pinhole with ID: ${first}`));
 
     await stack().world.stop('pod-pipe2me');
     expect((await listPinholes(stack().world)).filter((x) => x.internalAddress === POD6)).toEqual([]);

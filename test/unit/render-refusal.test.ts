@@ -80,6 +80,21 @@ describe('a pod address that may not be published is dropped, the zone still ren
     });
   }
 
+  it('per family: a refused AAAA falls back to the server\'s AAAA and leaves the pod\'s verified A alone', () => {
+    const c = testConfig({ server: { ipv4: '203.0.113.1', ipv6: '2001:db8:0:1::1' } });
+    const bad6 = sub('six', ['http'], 20000, { route: 'direct', directIpv4: '8.8.4.4', route6: 'direct', directIpv6: 'fe80::1' });
+    const ok6 = sub('ok', ['http'], 20001, { route6: 'direct', directIpv6: '2a00:1450:4001:80b::200e' });
+    const [zone] = renderAll(c, [bad6, ok6], ['dns']);
+    expect(zone!.dropped).toEqual([{ where: 'zone', owner: 'six.pipe.test', type: 'AAAA', value: 'fe80::1', why: expect.stringMatching(/link-local/) }]);
+    expect(zone!.content).toContain('six.pipe.test. 30 IN A 8.8.4.4');
+    expect(zone!.content).toContain('six.pipe.test. 30 IN AAAA 2001:db8:0:1::1');
+    expect(zone!.content).toContain('ok.pipe.test. 30 IN A 203.0.113.1');
+    expect(zone!.content).toContain('ok.pipe.test. 30 IN AAAA 2a00:1450:4001:80b::200e');
+    // An IPv4 address where the IPv6 route's address belongs is refused the same way.
+    const [z2] = renderAll(c, [sub('mixed', ['http'], 20002, { route6: 'direct', directIpv6: '8.8.8.8' })], ['dns']);
+    expect(z2!.dropped![0]!.why).toMatch(/IPv4 address, not one an AAAA record can hold/);
+  });
+
   it('a lab (dns.allow_non_global) publishes private and documentation addresses, never loopback or link-local', () => {
     const c = testConfig({ dns: { daemon: 'bind', ttl: 30, allow_non_global: true } });
     const subs = [
