@@ -10,8 +10,14 @@ function recordApplyMetrics(db: Db, r: { ok: boolean; steps: Record<string, numb
       const at = Date.now() / 1000;
       bumpCounter(db, 'pipe2me_apply_runs_total', { outcome: r.ok ? 'ok' : 'failed' });
       for (const [name, seconds] of Object.entries(r.steps)) observeHistogram(db, 'pipe2me_apply_step_duration_seconds', { step: name }, seconds, DURATION_BUCKETS);
-      for (const unit of r.reloads) bumpCounter(db, 'pipe2me_reloads_total', { daemon: unit });
-      if (!r.ok) bumpCounter(db, 'pipe2me_apply_failures_total', { daemon: r.failedUnit ?? 'none' });
+      for (const unit of r.reloads) {
+        bumpCounter(db, 'pipe2me_reloads_total', { daemon: unit });
+        setMark(db, `reload_ok:${unit}`, at);
+      }
+      if (!r.ok) {
+        bumpCounter(db, 'pipe2me_apply_failures_total', { daemon: r.failedUnit ?? 'none' });
+        if (r.failedUnit) setMark(db, `reload_failed:${r.failedUnit}`, at);
+      }
       setMark(db, 'apply_last_run', at);
       setMark(db, 'apply_last_failed', r.ok ? 0 : 1);
       if (r.ok) setMark(db, 'apply_last_success', at);

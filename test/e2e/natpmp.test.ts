@@ -62,6 +62,32 @@ describe('a router that speaks only NAT-PMP', () => {
     expect(c.body).toContain(`peer ${ADDR.client}`); // the pod sees the client itself: no tunnel in between
   });
 
+  it('pipe2me-ctl status shows the whole server on one screen, and exits 8 when a daemon is down', async () => {
+    interface StatusJson { daemons: { name: string; running: boolean; last_reload: string | null }[]; api: { answering: boolean }; pods: { active: number; online: number; direct_ipv4: number }; certificates: { kind: string; issuer: string }[]; last_probe: string | null; last_apply: { ok: boolean } | null; problems: string[] }
+    const st = await stack().ctl<StatusJson>(['status']);
+    expect(st.exitCode, st.json.problems.join('; ')).toBe(0);
+    expect(st.json.daemons.map((d) => [d.name, d.running])).toEqual([['sshd', true], ['nginx', true], ['named', true]]);
+    expect(st.json.daemons.find((d) => d.name === 'named')!.last_reload).not.toBeNull();
+    expect(st.json.api.answering).toBe(true);
+    expect(st.json.pods).toMatchObject({ active: 1, online: 1, direct_ipv4: 1 });
+    expect(st.json.certificates.some((c) => c.kind === 'pod' && c.issuer === 'private')).toBe(true);
+    expect(st.json.last_probe).not.toBeNull();
+    expect(st.json.last_apply?.ok).toBe(true);
+    const text = await stack().ctl(['status'], { json: false });
+    expect(text.stdout).toMatch(/pods: 1 active, 1 online \(100 %\); direct over IPv4 1 \(100 %\)/);
+    expect(text.stdout).toContain('all well');
+
+    const nginx = stack().world.procs.get('nginx').spec;
+    await stack().world.stop('nginx');
+    try {
+      const down = await stack().ctl<StatusJson>(['status'], { allowFailure: true });
+      expect(down.exitCode).toBe(8);
+      expect(down.json.problems).toContain('nginx is not running');
+    } finally {
+      await stack().world.start(nginx);
+    }
+  });
+
   it('stop removes the NAT-PMP mappings from the router and the name goes back to the server', async () => {
     await stack().world.stop('pod-pipe2me');
     expect(await routerRedirects()).toBe(0);
