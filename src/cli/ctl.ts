@@ -9,7 +9,9 @@ import { registerWatchCommand } from './ctl-watch.js';
 import { registerServiceCommands } from './ctl-service.js';
 import { registerCaCommands } from './ctl-ca.js';
 import { registerDaemonsCommand } from './ctl-daemons.js';
+import { registerStatusCommand } from './ctl-status.js';
 import { registerConfigCommands } from './ctl-config.js';
+import { registerOperatorCommands } from './ctl-operator.js';
 
 export function buildProgram(): Command {
   const program = new Command('pipe2me-ctl');
@@ -34,6 +36,8 @@ ${EXIT_CODES_HELP}`);
   registerServiceCommands(program);
   registerCaCommands(program);
   registerDaemonsCommand(program);
+  registerStatusCommand(program);
+  registerOperatorCommands(program);
   return program;
 }
 
