@@ -14,6 +14,7 @@
  *   POST   /v1/subdomains/:id/sessions/reset {} -> cut this pod's own stale sessions
  *   POST   /v1/subdomains/:id/extend    {}
  *   DELETE /v1/subdomains/:id
+ *   GET    /status, /status/:name       the operator's status page, HTML (src/status/; HTTP Basic as an operator)
  *   GET    /metrics                     Prometheus text format (loopback listener only, never through nginx)
  */
 import * as http from 'node:http';

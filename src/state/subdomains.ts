@@ -242,6 +242,25 @@ export function listSubdomains(db: Db): SubdomainRecord[] {
   return load(db, db.prepare(`SELECT ${COLUMNS} FROM subdomains ORDER BY name`).all() as SubdomainRow[]);
 }
 
+/**
+ * One page of subdomains in name order — those whose name contains `contains` (lower case; all when
+ * empty) — and how many match: the status page's list. Ports and keys are read for that page only, so
+ * a page costs about the same at 50,000 subdomains as at 50.
+ */
+export function subdomainPage(db: Db, o: { contains?: string; limit: number; offset: number }): { total: number; records: SubdomainRecord[] } {
+  const needle = o.contains ?? '';
+  const where = needle ? 'WHERE instr(name, @needle) > 0' : '';
+  const total = db.prepare(`SELECT count(*) FROM subdomains ${where}`).pluck().get(needle ? { needle } : {}) as number;
+  const rows = db.prepare(`SELECT ${COLUMNS} FROM subdomains ${where} ORDER BY name LIMIT @limit OFFSET @offset`)
+    .all({ ...(needle ? { needle } : {}), limit: o.limit, offset: o.offset }) as SubdomainRow[];
+  if (rows.length === 0) return { total, records: [] };
+  const ids = JSON.stringify(rows.map((r) => r.id));
+  const byId = portsBySubdomain(db.prepare('SELECT subdomain_id, port, protocol, position FROM ports WHERE subdomain_id IN (SELECT value FROM json_each(?)) ORDER BY subdomain_id, position').raw().all(ids));
+  const keys = new Map<string, KeyRow>();
+  for (const k of db.prepare('SELECT * FROM ssh_keys WHERE subdomain_id IN (SELECT value FROM json_each(?))').all(ids) as KeyRow[]) keys.set(k.subdomain_id, k);
+  return { total, records: rows.map((r) => toRecord(r, byId.get(r.id) ?? [], keys.get(r.id))) };
+}
+
 export function getSubdomainById(db: Db, id: string): SubdomainRecord | undefined {
   const row = db.prepare(`SELECT ${COLUMNS} FROM subdomains WHERE id = ?`).get(id) as SubdomainRow | undefined;
   return row ? load(db, [row])[0] : undefined;
