@@ -10,11 +10,9 @@
 import * as fs from 'node:fs';
 import { Stack } from '../test/stack/stack.js';
 import { ADDR, curl, dig } from '../test/world/index.js';
-import { openDb, writeTx } from '../src/state/db.js';
-import { newId } from '../src/util/secrets.js';
 import { CTL } from '../test/stack/stack.js';
 import { QUICK, mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
-import { randomEd25519Key } from '../test/stack/seed.js';
+import { seedSubdomains as seed } from './lib/seed.js';
 import { openServer, closeServer } from '../src/server/context.js';
 import { planOnly } from '../src/apply/apply.js';
 import { renderSnapshot } from '../src/state/subdomains.js';
@@ -25,30 +23,6 @@ const LEVELS = QUICK ? [0, 1000] : [0, 10000, 50000];
 const TOP = LEVELS[LEVELS.length - 1]!;
 const REPS = QUICK ? 1 : 5;
 
-
-/** Adds subdomains straight into the state (one https service each, with a key): seeding, not what is measured. */
-function seed(stack: Stack, count: number, startIndex: number): void {
-  const db = openDb(stack.layout.stateDir);
-  try {
-    writeTx(db, () => {
-      const maxPort = (db.prepare('SELECT MAX(port) FROM ports').pluck().get() as number | null) ?? stack.config.ports.first - 1;
-      const sub = db.prepare("INSERT INTO subdomains (id, name, fqdn, status, created_at) VALUES (?, ?, ?, 'active', ?)");
-      const port = db.prepare('INSERT INTO ports (port, subdomain_id, protocol, position) VALUES (?, ?, ?, ?)');
-      const key = db.prepare('INSERT INTO ssh_keys (subdomain_id, algorithm, public_key, fingerprint, bits, added_at) VALUES (?, ?, ?, ?, ?, ?)');
-      let p = maxPort + 1;
-      for (let i = 0; i < count; i++) {
-        const id = newId();
-        const name = `seed-${startIndex + i}`;
-        sub.run(id, name, `${name}.${stack.config.domain}`, 1);
-        port.run(p++, id, 'https', 0);
-        const k = randomEd25519Key();
-        key.run(id, 'ssh-ed25519', k.publicKey, k.fingerprint, 256, 1);
-      }
-    });
-  } finally {
-    db.close();
-  }
-}
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
   const t = performance.now();
