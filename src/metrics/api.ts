@@ -16,6 +16,9 @@ export class ApiMetrics {
     const l = API_METRICS['pipe2me_api_request_duration_seconds']!;
     this.latency = new client.Histogram({ name: 'pipe2me_api_request_duration_seconds', help: l.help, labelNames: ['route'], buckets: [...API_BUCKETS], registers: [this.registry] });
     client.collectDefaultMetrics({ register: this.registry });
+    // prom-client's gauges named like counters (promtool check metrics: 'non-counter metrics should not have
+    // "_total" suffix'); each is the sum over the type label of its namesake without _total, which stays.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name);
   }
 
   /** One request done: its route pattern ('unmatched' when no route took it), method, status, seconds. */

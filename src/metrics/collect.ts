@@ -110,11 +110,21 @@ export async function scrapeFleet(ctx: ServerContext, o: ScrapeOptions = {}): Pr
   add(reg, 'pipe2me_certificate_expiry_soonest_timestamp_seconds', soonestExpiry(ctx.db).map((x) => ({ labels: { issuer: x.issuer, kind: x.kind }, value: x.notAfter })));
   add(reg, 'pipe2me_acme_orders', Object.entries(acmeOrderCounts(ctx.db)).map(([state, value]) => ({ labels: { state }, value })));
 
+  // Labels need not be unique (nor given: ''): tokens that share one are one series, summed — two samples
+  // of one series in a scrape would be dropped by Prometheus as duplicates.
   const tokens = tokenUse(ctx.db).filter((t) => !t.revoked);
-  add(reg, 'pipe2me_token_subdomains', tokens.map((t) => ({ labels: { token: t.label }, value: t.subdomains })));
-  add(reg, 'pipe2me_token_subdomains_limit', tokens.filter((t) => t.maxSubdomains !== null).map((t) => ({ labels: { token: t.label }, value: t.maxSubdomains! })));
-  add(reg, 'pipe2me_token_ports', tokens.map((t) => ({ labels: { token: t.label }, value: t.ports })));
-  add(reg, 'pipe2me_token_ports_limit', tokens.filter((t) => t.maxTotalPorts !== null).map((t) => ({ labels: { token: t.label }, value: t.maxTotalPorts! })));
+  const byLabel = (pick: (t: (typeof tokens)[number]) => number | null): Values => {
+    const m = new Map<string, number>();
+    for (const t of tokens) {
+      const v = pick(t);
+      if (v !== null) m.set(t.label, (m.get(t.label) ?? 0) + v);
+    }
+    return [...m].map(([token, value]) => ({ labels: { token }, value }));
+  };
+  add(reg, 'pipe2me_token_subdomains', byLabel((t) => t.subdomains));
+  add(reg, 'pipe2me_token_subdomains_limit', byLabel((t) => t.maxSubdomains));
+  add(reg, 'pipe2me_token_ports', byLabel((t) => t.ports));
+  add(reg, 'pipe2me_token_ports_limit', byLabel((t) => t.maxTotalPorts));
 
   const marks = readMarks(ctx.db);
   const mark = (name: string, metric: string) => {
