@@ -80,20 +80,56 @@ function recordFiles(dir: string): { file: string; monitorPid: number; fields: s
   return out;
 }
 
+/** One session record's fields as a record (null: not one), its monitor looked up in /proc. */
+function sessionOf(name: string, monitorPidOfFile: number, fields: string[], mtimeMs: number): SessionRecord | null {
+  const [sessionPid, monitorPid, start, ip, port] = fields;
+  if (!start || Number(monitorPid) !== monitorPidOfFile) return null;
+  return { name, monitorPid: monitorPidOfFile, sessionPid: Number(sessionPid), since: Math.floor(mtimeMs / 1000), clientIp: ip ?? '', clientPort: Number(port), alive: monitorAlive(monitorPidOfFile, start) };
+}
+
+const newestFirst = (a: SessionRecord, b: SessionRecord) => b.since - a.since || b.monitorPid - a.monitorPid;
+
 function readSessionDir(sessionsDir: string, name: string): SessionRecord[] {
   const out: SessionRecord[] = [];
   for (const r of recordFiles(path.join(sessionsDir, name))) {
-    const [sessionPid, monitorPid, start, ip, port] = r.fields;
-    if (!start || Number(monitorPid) !== r.monitorPid) continue;
-    let since = 0;
+    let mtimeMs: number;
     try {
-      since = Math.floor(fs.statSync(r.file).mtimeMs / 1000);
+      mtimeMs = fs.statSync(r.file).mtimeMs;
     } catch {
       continue;
     }
-    out.push({ name, monitorPid: r.monitorPid, sessionPid: Number(sessionPid), since, clientIp: ip ?? '', clientPort: Number(port), alive: monitorAlive(r.monitorPid, start) });
+    const rec = sessionOf(name, r.monitorPid, r.fields, mtimeMs);
+    if (rec) out.push(rec);
   }
-  return out.sort((a, b) => b.since - a.since || b.monitorPid - a.monitorPid);
+  return out.sort(newestFirst);
+}
+
+/**
+ * readSessions without holding the event loop: the API answers other requests while a scrape or the
+ * status page counts a large fleet (about 0.1 ms of file reads per online pod).
+ */
+export async function readSessionsAsync(sessionsDir: string, concurrency = 32): Promise<Map<string, SessionRecord>> {
+  const out = new Map<string, SessionRecord>();
+  const names = (await fs.promises.readdir(sessionsDir).catch(() => [] as string[])).filter((n) => NAME_RE.test(n));
+  let next = 0;
+  const worker = async () => {
+    while (next < names.length) {
+      const name = names[next++]!;
+      const dir = path.join(sessionsDir, name);
+      const files = (await fs.promises.readdir(dir).catch(() => [] as string[])).filter((f) => /^\d+$/.test(f));
+      const list: SessionRecord[] = [];
+      for (const f of files) {
+        const file = path.join(dir, f);
+        const [text, st] = await Promise.all([fs.promises.readFile(file, 'utf8').catch(() => ''), fs.promises.stat(file).catch(() => null)]);
+        const rec = text && st ? sessionOf(name, Number(f), text.trim().split(/\s+/), st.mtimeMs) : null;
+        if (rec) list.push(rec);
+      }
+      const live = list.sort(newestFirst).find((r) => r.alive);
+      if (live) out.set(name, live);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, names.length) }, worker));
+  return out;
 }
 
 /** One pod's session records, newest first (dead ones too, marked): one small directory, whatever the fleet. */

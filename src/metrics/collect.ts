@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import client from 'prom-client';
 import type { ServerContext } from '../server/context.js';
-import { readSessions } from '../daemons/sessions.js';
+import { readSessionsAsync } from '../daemons/sessions.js';
 import { readCounters, readMarks } from '../state/metrics.js';
 import { acmeOrderCounts, activeRoutes, allocatedPorts, podCertificateExpiry, portOwners, soonestExpiry, subdomainCounts, tokenUse } from '../state/fleet-stats.js';
 import { reasonClass } from '../probe/reasons.js';
@@ -83,7 +83,7 @@ export async function scrapeFleet(ctx: ServerContext, o: ScrapeOptions = {}): Pr
   add(reg, 'pipe2me_subdomains', [{ labels: { status: 'active' }, value: counts.active }, { labels: { status: 'expired' }, value: counts.expired }]);
 
   const routes = activeRoutes(ctx.db);
-  const sessions = readSessions(ctx.layout.sessionsDir);
+  const sessions = await readSessionsAsync(ctx.layout.sessionsDir);
   const online = routes.filter((r) => sessions.get(r.name)?.alive);
   add(reg, 'pipe2me_pods', [{ labels: {}, value: routes.length }]);
   add(reg, 'pipe2me_pods_online', [{ labels: {}, value: online.length }]);

@@ -17,7 +17,7 @@ import { findSubdomain, subdomainPage } from '../state/subdomains.js';
 import { authenticateOperator, type OperatorRecord } from '../state/operators.js';
 import { recentProbes } from '../state/probes.js';
 import { currentCertificates, fleetCounts, latestProbes, soonestCertificateExpiry } from '../state/status-page.js';
-import { liveSession, readSessions } from '../daemons/sessions.js';
+import { liveSession, readSessionsAsync } from '../daemons/sessions.js';
 import { now } from '../state/types.js';
 import { isoSeconds } from '../util/time.js';
 import { isPipe2meError } from '../util/errors.js';
@@ -110,11 +110,13 @@ export function registerStatusRoutes(router: Router, ctx: ServerContext, deps: S
   // certificate: at 50,000 pods that takes seconds, so it is counted at most every SUMMARY_TTL_MS and
   // shared by every page view meanwhile (the page says when it was counted).
   let counted: FleetSummary | undefined;
-  const summary = (): FleetSummary => {
+  const summary = async (): Promise<FleetSummary> => {
     const at = now();
     if (!counted || Date.now() - counted.countedAt * 1000 >= SUMMARY_TTL_MS || counted.countedAt > at) {
       const soonest = soonestCertificateExpiry(ctx.db, at);
-      counted = { ...fleetCounts(ctx.db), online: readSessions(ctx.layout.sessionsDir).size, soonest: soonest ?? null, countedAt: at };
+      // Read without holding the event loop: the API goes on answering pods meanwhile.
+      const online = (await readSessionsAsync(ctx.layout.sessionsDir)).size;
+      counted = { ...fleetCounts(ctx.db), online, soonest: soonest ?? null, countedAt: at };
     }
     return counted;
   };
@@ -136,7 +138,7 @@ export function registerStatusRoutes(router: Router, ctx: ServerContext, deps: S
       }
     };
 
-  router.add('GET', '/status', guarded((req, res) => {
+  router.add('GET', '/status', guarded(async (req, res) => {
     const operator = signIn(req, res);
     if (!operator) return;
     const url = new URL(req.url ?? '/status', 'http://localhost');
@@ -151,7 +153,7 @@ export function registerStatusRoutes(router: Router, ctx: ServerContext, deps: S
     const sessionsDir = ctx.layout.sessionsDir;
     send(res, 200, renderList({
       ...frame(operator),
-      summary: summary(),
+      summary: await summary(),
       // Only this page's pods' session records: one small directory each.
       rows: records.map((s) => ({ ...summarizeSubdomain(s, liveSession(sessionsDir, s.name)), probes: probes.get(s.id) ?? {}, certificate: certs.get(s.id) ?? null })),
       q, page, perPage: PER_PAGE, matching: total,
