@@ -119,7 +119,6 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   };
   const prober = new PromptProber(async (name) => {
     const r = await probeAll(ctx, { names: [name], progress: () => {} });
-    const x = r.results[0];
     for (const y of r.results.filter((z) => z.changed)) log(`prompt probe of ${y.fqdn}: IPv${y.family} ${y.route} (${y.reason})`, { event: 'route_changed', subdomain: y.name, family: `ipv${y.family}`, outcome: y.route, reason: y.reason });
   });
   // Limits are read at every request: they follow the configuration as it is now.

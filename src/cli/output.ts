@@ -78,6 +78,13 @@ export async function runProgram(program: { parseAsync(argv: readonly string[]):
 
 /** The single top-level error handler of a CLI. */
 export async function runMain(main: () => Promise<void>, wantsJson: () => boolean): Promise<never> {
+  // A reader that stops early (`pipe2me-ctl --help | head`) closes the pipe: that is the end, not a crash.
+  for (const s of [process.stdout, process.stderr]) {
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(Number(process.exitCode ?? 0));
+      throw e;
+    });
+  }
   try {
     await main();
     return await exitFlushed(Number(process.exitCode ?? ExitCode.ok));

@@ -6,7 +6,7 @@ import { Command } from 'commander';
 import * as fs from 'node:fs';
 import { ExitCode, InputError, UnreachableError } from '../util/errors.js';
 import { directRouteCompanion } from '../pod/router/index.js';
-import { requirePrograms, which } from '../util/which.js';
+import { which } from '../util/which.js';
 import { isIPv6 } from 'node:net';
 import { createLog, type LogFormat } from '../util/log.js';
 import { defaultPodDir, PodFiles, type PodState } from '../pod/files.js';

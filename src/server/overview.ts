@@ -64,7 +64,7 @@ export async function overview(ctx: ServerContext, nowMs = Date.now()): Promise<
     direct_ipv4: routes.filter((r) => r.route === 'direct').length,
     direct_ipv6: routes.filter((r) => r.route6 === 'direct').length,
   };
-  const certificates = soonestExpiry(ctx.db, Math.floor(nowMs / 1000))
+  const certificates = soonestExpiry(ctx.db)
     .map((x) => ({ issuer: x.issuer, kind: x.kind, fqdn: x.fqdn, not_after: isoSeconds(x.notAfter), days_left: Math.floor((x.notAfter * 1000 - nowMs) / 86400_000) }))
     .sort((a, b) => a.days_left - b.days_left);
   const lastApply = marks.get('apply_last_run');
@@ -89,7 +89,10 @@ export function problemsOf(o: Omit<Overview, 'problems'>, nowMs: number): string
   if (o.last_apply && !o.last_apply.ok) out.push(`the last apply (${o.last_apply.at}) failed: pipe2me-ctl apply says why`);
   if (o.pods.active > 0 && o.last_probe && nowMs - Date.parse(o.last_probe) > 5 * 60_000) out.push(`the probe last ran at ${o.last_probe}, more than 5 minutes ago`);
   if (o.pods.active > 0 && !o.last_probe) out.push('the probe has never run (pipe2me-ctl probe; systemd: pipe2me-probe.timer)');
-  for (const cert of o.certificates) if (cert.days_left < 14) out.push(`the ${cert.kind} certificate of ${cert.fqdn} (${cert.issuer}) expires in ${cert.days_left} days`);
+  for (const cert of o.certificates) {
+    if (cert.days_left < 0) out.push(`the ${cert.kind} certificate of ${cert.fqdn} (${cert.issuer}) expired ${-cert.days_left} day(s) ago and is still the newest one`);
+    else if (cert.days_left < 14) out.push(`the ${cert.kind} certificate of ${cert.fqdn} (${cert.issuer}) expires in ${cert.days_left} days`);
+  }
   if (o.ports.allocated / o.ports.range > 0.9) out.push(`${o.ports.allocated} of ${o.ports.range} public ports are in use`);
   return out;
 }

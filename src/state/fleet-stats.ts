@@ -24,10 +24,17 @@ export function allocatedPorts(db: Db): number {
   return db.prepare("SELECT COUNT(*) FROM ports p JOIN subdomains s ON s.id = p.subdomain_id WHERE s.status = 'active'").pluck().get() as number;
 }
 
-/** The soonest expiry of certificates still valid and not revoked, by issuer and kind. */
-export function soonestExpiry(db: Db, at = now()): { issuer: string; kind: string; notAfter: number; fqdn: string }[] {
-  return (db.prepare(`SELECT issuer, kind, MIN(not_after) AS not_after, fqdn FROM certificates
-    WHERE revoked_at IS NULL AND not_after > ? AND (kind = 'server' OR subdomain_id IS NOT NULL) GROUP BY issuer, kind`).all(at) as { issuer: string; kind: string; not_after: number; fqdn: string }[])
+/**
+ * The soonest expiry among the certificates in use, by issuer and kind: for each name (a pod's, the
+ * server's) its newest certificate that is not revoked — the one served — even when it has expired
+ * already (a renewal that failed must keep the alert firing, not drop out of it). Older certificates of a
+ * name that a newer one replaced are not counted.
+ */
+export function soonestExpiry(db: Db): { issuer: string; kind: string; notAfter: number; fqdn: string }[] {
+  return (db.prepare(`SELECT issuer, kind, MIN(not_after) AS not_after, fqdn FROM certificates c
+    WHERE revoked_at IS NULL AND (kind = 'server' OR subdomain_id IN (SELECT id FROM subdomains WHERE status = 'active'))
+      AND not_after = (SELECT MAX(c2.not_after) FROM certificates c2 WHERE c2.fqdn = c.fqdn AND c2.kind = c.kind AND c2.revoked_at IS NULL)
+    GROUP BY issuer, kind`).all() as { issuer: string; kind: string; not_after: number; fqdn: string }[])
     .map((r) => ({ issuer: r.issuer, kind: r.kind, notAfter: r.not_after, fqdn: r.fqdn }));
 }
 
