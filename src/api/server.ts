@@ -324,10 +324,12 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     let route = 'unmatched';
     res.once('finish', () => metrics.observe(route, req.method ?? 'GET', res.statusCode, (performance.now() - started) / 1000));
     try {
-      perAddress.check('a:' + clientAddress(req));
       const url = new URL(req.url ?? '/', 'http://localhost');
-      // The metrics are for the operator's Prometheus on this machine: never through nginx, never public.
-      if (url.pathname === '/metrics' && !viaNginx.has(req.socket) && req.method === 'GET') {
+      // The metrics are for the operator's Prometheus on this machine: never through nginx, never public,
+      // and not counted against the per-address limit (a scrape every second must not lock pods out).
+      const scrape = url.pathname === '/metrics' && !viaNginx.has(req.socket) && req.method === 'GET';
+      if (!scrape) perAddress.check('a:' + clientAddress(req));
+      if (scrape) {
         route = '/metrics';
         const reg = client.Registry.merge([await scrapeFleet(ctx), metrics.registry]);
         res.writeHead(200, { 'content-type': reg.contentType });
