@@ -97,26 +97,61 @@ export function sendError(res: ServerResponse, e: unknown, log: (m: string, fiel
   });
 }
 
-/** Fixed-window counters per key: cheap, and enough to stop a runaway client. */
+/**
+ * Fixed-window counters per key, in windows of one clock minute: O(1) per request whatever the number of
+ * keys (a new minute drops the old counts at once), and never more than MAX_KEYS keys held — past that a
+ * new key is not tracked (the per-address limit still applies), so random credentials cannot make every
+ * request slower.
+ */
 export class RateLimiter {
-  private windows = new Map<string, { start: number; count: number }>();
+  static readonly MAX_KEYS = 100_000;
+  private slot = -1;
+  private counts = new Map<string, number>();
   constructor(private readonly perMinute: () => number) {}
 
-  check(key: string, now = Date.now()): void {
-    const w = this.windows.get(key);
-    if (!w || now - w.start >= 60_000) {
-      this.windows.set(key, { start: now, count: 1 });
-      if (this.windows.size > 100_000) this.prune(now);
-      return;
-    }
-    if (++w.count > this.perMinute()) {
-      const retry = Math.ceil((60_000 - (now - w.start)) / 1000);
-      throw new HttpError(429, 'rate_limited', `Too many requests; try again in ${retry} s.`, { data: { retry_after: retry } });
+  private roll(now: number): void {
+    const slot = Math.floor(now / 60_000);
+    if (slot !== this.slot) {
+      this.slot = slot;
+      this.counts = new Map();
     }
   }
 
-  private prune(now: number): void {
-    for (const [k, w] of this.windows) if (now - w.start >= 60_000) this.windows.delete(k);
+  /** Seconds until the key may go on, if it is past the limit in this window. */
+  blockedFor(key: string, now = Date.now()): number | undefined {
+    this.roll(now);
+    return (this.counts.get(key) ?? 0) > this.perMinute() ? Math.max(1, Math.ceil((60_000 - (now % 60_000)) / 1000)) : undefined;
+  }
+
+  check(key: string, now = Date.now()): void {
+    this.roll(now);
+    const n = (this.counts.get(key) ?? 0) + 1;
+    if (n === 1 && this.counts.size >= RateLimiter.MAX_KEYS) return;
+    this.counts.set(key, n);
+    if (n > this.perMinute()) {
+      const retry = Math.max(1, Math.ceil((60_000 - (now % 60_000)) / 1000));
+      throw new HttpError(429, 'rate_limited', `Too many requests; try again in ${retry} s.`, { data: { retry_after: retry } });
+    }
+  }
+}
+
+/**
+ * The key a source address is limited under: an IPv4 address itself, an IPv6 address by its /64 (one
+ * subscriber's prefix, as sshd and the firewall count it), so that a /64 is not 2^64 sources.
+ */
+export function addressKey(ip: string): string {
+  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
+  if (v4 || !ip.includes(':')) return v4 ?? ip;
+  try {
+    const full = new URL(`http://[${ip.split('%')[0]}]/`).hostname.slice(1, -1);
+    // Expand "::" to get the first four groups.
+    const [head = '', tail = ''] = full.split('::');
+    const h = head ? head.split(':') : [];
+    const t = tail ? tail.split(':') : [];
+    const groups = full.includes('::') ? [...h, ...Array(8 - h.length - t.length).fill('0'), ...t] : h;
+    return `${groups.slice(0, 4).join(':')}::/64`;
+  } catch {
+    return ip;
   }
 }
 

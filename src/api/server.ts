@@ -46,7 +46,7 @@ import { LiveServer } from '../server/context.js';
 import { looksLikeSecret, hashSecret } from '../util/secrets.js';
 import { DeniedError } from '../util/errors.js';
 import { readIfExists } from '../util/fsx.js';
-import { HttpError, RateLimiter, readJson, Router, sendError, sendJson, validateBody } from './http.js';
+import { addressKey, HttpError, RateLimiter, readJson, Router, sendError, sendJson, validateBody } from './http.js';
 import * as S from './schemas.js';
 import { registerStatusRoutes } from '../status/routes.js';
 import { setupInfo, statusView } from './views.js';
@@ -78,6 +78,18 @@ function clientAddress(req: http.IncomingMessage): string {
   const forwarded = req.headers['x-real-ip'];
   if (viaNginx.has(req.socket) && typeof forwarded === 'string' && isIP(forwarded)) return forwarded;
   return req.socket.remoteAddress ?? 'local';
+}
+
+/**
+ * A scrape from this machine: the peer is a loopback address (a listener moved with --listen 0.0.0.0 does
+ * not serve the fleet's metrics to the network) and the Host is a loopback name or address (a browser
+ * page that rebinds a name to 127.0.0.1 is not let in).
+ */
+function localScrape(req: http.IncomingMessage): boolean {
+  const peer = unmapIPv4(req.socket.remoteAddress ?? '');
+  const host = (req.headers.host ?? '').replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
+  const loop = (a: string) => a === '::1' || /^127\./.test(a);
+  return loop(peer) && (host === 'localhost' || loop(host));
 }
 
 /** An IPv6 address in one spelling (lower case, zeros compressed), so that two spellings compare equal. */
@@ -264,7 +276,8 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     const b = await body<{ address: string | null; openings: { port: number; internal_port?: number; via: 'pinhole' | 'open'; lease_seconds?: number | null }[]; note?: string }>(req, S.ipv6Body);
     let address: string | null = null;
     if (b.address !== null) {
-      if (!isIPv6(b.address)) throw new HttpError(400, 'invalid_request', `address must be an IPv6 address (got ${JSON.stringify(b.address.slice(0, 45))}).`);
+      // A zone index (fe80::1%eth0) names an interface of the pod's, not an address anyone else can reach.
+      if (!isIPv6(b.address) || b.address.includes('%')) throw new HttpError(400, 'invalid_request', `address must be an IPv6 address without a zone index (got ${JSON.stringify(b.address.slice(0, 45))}).`);
       address = canonicalIpv6(b.address);
       const refusal = publishRefusal(address, 'AAAA', { allowNonGlobal: ctx.config.dns.allowNonGlobal });
       if (refusal) throw new HttpError(400, 'address_not_publishable', `${refusal}; pipe2me publishes only global unicast IPv6 addresses.`, { hint: 'Report a global address of this machine, or null for none.' });
@@ -327,8 +340,8 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
       const url = new URL(req.url ?? '/', 'http://localhost');
       // The metrics are for the operator's Prometheus on this machine: never through nginx, never public,
       // and not counted against the per-address limit (a scrape every second must not lock pods out).
-      const scrape = url.pathname === '/metrics' && !viaNginx.has(req.socket) && req.method === 'GET';
-      if (!scrape) perAddress.check('a:' + clientAddress(req));
+      const scrape = url.pathname === '/metrics' && !viaNginx.has(req.socket) && req.method === 'GET' && localScrape(req);
+      if (!scrape) perAddress.check('a:' + addressKey(clientAddress(req)));
       if (scrape) {
         route = '/metrics';
         const reg = client.Registry.merge([await scrapeFleet(ctx), metrics.registry]);

@@ -31,7 +31,9 @@ To give an operator a new secret, remove it and add it again.`)
           `operator ${record.name} added`,
           `  secret (shown once; only its hash is kept): ${secret}`,
           `  status page: ${url} — sign in as ${record.name} with the secret`,
-          `  e.g. curl -u '${record.name}:${secret}' ${url}`,
+          `  for scripts, keep it in a file only you can read (not on a command line):`,
+          `    printf 'user = "${record.name}:%s"\\n' "$SECRET" > ~/.pipe2me-status.curlrc; chmod 600 ~/.pipe2me-status.curlrc`,
+          `    curl -K ~/.pipe2me-status.curlrc ${url}`,
         ].join('\n'));
       }));
 

@@ -106,6 +106,7 @@ export interface PublishPolicy {
 export function publishRefusal(ip: string, type: 'A' | 'AAAA', policy: PublishPolicy): string | null {
   const family = addressFamily(ip);
   if (family === null) return `${JSON.stringify(ip.slice(0, 60))} is not an IP address`;
+  if (ip.includes('%')) return `${JSON.stringify(ip.slice(0, 60))} has a zone index: it names an interface, not a public address`;
   if (type === 'A' && family !== 4) return `${ip} is an IPv6 address, not one an A record can hold`;
   if (type === 'AAAA' && family !== 6) return `${ip} is an IPv4 address, not one an AAAA record can hold`;
   const scope = addressScope(ip)!;

@@ -39,20 +39,38 @@ export interface HttpAnswer {
   contentType: string | null;
 }
 
+/**
+ * What a pod's endpoint says, cut to a length the probe's history and reasons can hold: the text comes
+ * from whoever answers at the pod's address, and one pod must not fill the store (or a log line).
+ */
+export function podText(v: string | undefined | null, max = 200): string | null {
+  if (v === undefined || v === null) return null;
+  // eslint-disable-next-line no-control-regex
+  const clean = v.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
+}
+
 export async function httpHead(host: string, port: number, hostHeader: string, timeoutMs: number): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host, port, method: 'GET', path: '/', headers: { host: hostHeader, 'user-agent': 'pipe2me-probe', connection: 'close' }, agent: false, timeout: timeoutMs }, (res) => {
+      clearTimeout(deadline);
       res.resume();
       resolve({
         status: res.statusCode ?? 0,
-        location: (res.headers.location as string | undefined) ?? null,
-        server: (res.headers.server as string | undefined) ?? null,
-        contentType: (res.headers['content-type'] as string | undefined)?.split(';')[0] ?? null,
+        location: podText(res.headers.location as string | undefined),
+        server: podText(res.headers.server as string | undefined),
+        contentType: podText((res.headers['content-type'] as string | undefined)?.split(';')[0]),
       });
       req.destroy();
     });
+    // `timeout` is for a silent socket only: an endpoint that keeps talking (100 Continue every half
+    // second, headers byte by byte) would hold the check, and the whole run, forever. A hard deadline too.
+    const deadline = setTimeout(() => req.destroy(new Error(`no http answer within ${timeoutMs} ms`)), timeoutMs);
     req.on('timeout', () => req.destroy(new Error(`no http answer within ${timeoutMs} ms`)));
-    req.on('error', reject);
+    req.on('error', (e) => {
+      clearTimeout(deadline);
+      reject(e);
+    });
     req.end();
   });
 }

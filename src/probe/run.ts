@@ -7,11 +7,11 @@
 import type { ServerContext } from '../server/context.js';
 import { apply, type ApplyReport } from '../apply/apply.js';
 import { httpEntryTarget } from '../render/entries.js';
-import { readSessions } from '../daemons/sessions.js';
-import { allMappings } from '../state/mappings.js';
-import { listSubdomains, setObserved } from '../state/subdomains.js';
+import { liveSession, readSessions, type SessionRecord } from '../daemons/sessions.js';
+import { allMappings, getMappings } from '../state/mappings.js';
+import { findSubdomain, listSubdomains, setObserved } from '../state/subdomains.js';
 import { recordProbeRun, type ProbeOutcome } from '../state/probes.js';
-import { validFingerprints } from '../state/certificates.js';
+import { validFingerprints, validFingerprintsOf } from '../state/certificates.js';
 import { writeTx } from '../state/db.js';
 import { bumpCounter, observeHistogram, setMark } from '../state/metrics.js';
 import { DURATION_BUCKETS } from '../metrics/catalogue.js';
@@ -140,15 +140,45 @@ function recordProbeMetrics(ctx: ServerContext, results: SubdomainProbe[], pendi
   });
 }
 
+interface ProbeInputs {
+  subs: SubdomainRecord[];
+  sessions: Map<string, SessionRecord>;
+  mappings4: Map<string, MappingRecord[]>;
+  mappings6: Map<string, MappingRecord[]>;
+  fingerprints: Map<string, Set<string>>;
+}
+
+function fleetInputs(ctx: ServerContext, t: number): ProbeInputs {
+  return {
+    subs: listSubdomains(ctx.db), sessions: readSessions(ctx.layout.sessionsDir),
+    mappings4: allMappings(ctx.db, 4), mappings6: allMappings(ctx.db, 6), fingerprints: validFingerprints(ctx.db, t),
+  };
+}
+
+function namedInputs(ctx: ServerContext, names: readonly string[], t: number): ProbeInputs {
+  const out: ProbeInputs = { subs: [], sessions: new Map(), mappings4: new Map(), mappings6: new Map(), fingerprints: new Map() };
+  for (const name of names) {
+    const s = findSubdomain(ctx.db, name);
+    if (!s) continue;
+    out.subs.push(s);
+    const live = liveSession(ctx.layout.sessionsDir, s.name);
+    if (live) out.sessions.set(s.name, live);
+    const m = getMappings(ctx.db, s.id);
+    out.mappings4.set(s.id, m.filter((x) => x.family === 4));
+    out.mappings6.set(s.id, m.filter((x) => x.family === 6));
+    out.fingerprints.set(s.id, validFingerprintsOf(ctx.db, s.id, t));
+  }
+  return out;
+}
+
 export async function probeAll(ctx: ServerContext, opts: { names?: string[]; progress?: (m: string) => void; applyDns?: boolean } = {}): Promise<ProbeReport> {
   const started = Date.now();
   const t = now();
   const c = ctx.config;
-  const sessions = readSessions(ctx.layout.sessionsDir);
-  const mappings4 = allMappings(ctx.db, 4);
-  const mappings6 = allMappings(ctx.db, 6);
-  const fingerprints = validFingerprints(ctx.db, t);
-  const subs = listSubdomains(ctx.db).filter((s) => s.status === 'active' && s.ports.length > 0 && (!opts.names || opts.names.includes(s.name)));
+  // A run over named pods (the API's prompt probes: one pod) reads only those pods' records, not the fleet's.
+  const inputs = opts.names ? namedInputs(ctx, opts.names, t) : fleetInputs(ctx, t);
+  const { sessions, mappings4, mappings6, fingerprints } = inputs;
+  const subs = inputs.subs.filter((s) => s.status === 'active' && s.ports.length > 0);
 
   // Remember where each live pod connects from, per family: the IPv4 one is the probe's address for A,
   // both are history for `show`.

@@ -34,7 +34,7 @@ const CHECKS: Record<string, Check> = {
   // A host name, no trailing dot.
   hostname: (v) => (str(v) && HOSTNAME_RE.test(v) ? undefined : 'is not a host name'),
   ipv4: (v) => (str(v) && isIPv4(v) ? undefined : 'is not an IPv4 address'),
-  ipv6: (v) => (str(v) && isIPv6(v) ? undefined : 'is not an IPv6 address'),
+  ipv6: (v) => (str(v) && isIPv6(v) && !v.includes('%') ? undefined : 'is not an IPv6 address (without a zone index)'),
   port: (v) => (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 65535 ? undefined : 'is not a port number'),
   int: (v) => (Number.isInteger(v) && (v as number) >= 0 ? undefined : 'is not a non-negative integer'),
   // An absolute path in sshd_config, nginx.conf, named.conf, nsd.conf, a shell script: no whitespace,

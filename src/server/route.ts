@@ -33,25 +33,34 @@ export function fallBackOnMove(ctx: ServerContext, s: SubdomainRecord, live: Ses
 
 /**
  * Probe runs for single pods, soon after something says their route may have changed: one at a time, each
- * pod at most once per `minGapMs`, and never while one for the same pod is waiting.
+ * pod at most once per `minGapMs` counted from the end of its last run, never twice in the queue (a pod
+ * waiting or being probed is not queued again), and no more than `maxQueued` pods waiting — past that a
+ * request is dropped (the timer's run probes everyone anyway), so no pod can grow the queue or starve the
+ * others.
  */
 export class PromptProber {
   private readonly due = new Map<string, NodeJS.Timeout>();
+  private readonly busy = new Set<string>();
   private readonly last = new Map<string, number>();
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
 
-  constructor(private readonly run: (name: string) => Promise<void>, private readonly minGapMs = 5000) {}
+  constructor(private readonly run: (name: string) => Promise<void>, private readonly minGapMs = 5000, private readonly maxQueued = 1000) {}
 
   soon(name: string, delayMs: number): void {
-    if (this.closed || this.due.has(name)) return;
+    if (this.closed || this.due.has(name) || this.busy.has(name) || this.due.size + this.busy.size >= this.maxQueued) return;
     const wait = Math.max(delayMs, (this.last.get(name) ?? 0) + this.minGapMs - Date.now());
     const timer = setTimeout(() => {
       this.due.delete(name);
+      this.busy.add(name);
       this.chain = this.chain.then(async () => {
-        if (this.closed) return;
-        this.last.set(name, Date.now());
-        await this.run(name).catch(() => undefined);
+        try {
+          if (!this.closed) await this.run(name).catch(() => undefined);
+        } finally {
+          this.busy.delete(name);
+          this.last.set(name, Date.now());
+          if (this.last.size > 100_000) this.last.clear();
+        }
       });
     }, wait);
     timer.unref();

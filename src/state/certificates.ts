@@ -68,6 +68,11 @@ export function validFingerprints(db: Db, at = now()): Map<string, Set<string>> 
   return out;
 }
 
+/** The same for one subdomain (a prompt probe of one pod). */
+export function validFingerprintsOf(db: Db, subdomainId: string, at = now()): Set<string> {
+  return new Set((db.prepare('SELECT sha256 FROM certificates WHERE subdomain_id = ? AND revoked_at IS NULL AND not_after > ?').pluck().all(subdomainId, at) as string[]).map((x) => x.toLowerCase()));
+}
+
 /** The certificate with this DER fingerprint, if pipe2me recorded it. */
 export function certificateBySha256(db: Db, sha256: string): CertificateRecord | undefined {
   const r = db.prepare('SELECT * FROM certificates WHERE sha256 = ? ORDER BY issued_at DESC LIMIT 1').get(sha256.toLowerCase()) as Row | undefined;

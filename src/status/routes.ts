@@ -21,7 +21,7 @@ import { liveSession, readSessionsAsync } from '../daemons/sessions.js';
 import { now } from '../state/types.js';
 import { isoSeconds } from '../util/time.js';
 import { isPipe2meError } from '../util/errors.js';
-import { HttpError, RateLimiter, type Router } from '../api/http.js';
+import { addressKey, HttpError, RateLimiter, type Router } from '../api/http.js';
 import { parseBasicAuth } from './auth.js';
 import { PAGE_HEADERS, PER_PAGE, REALM, renderList, renderMessage, renderPod, renderUnauthorized, type FleetSummary, type Frame } from './page.js';
 
@@ -43,34 +43,26 @@ function send(res: ServerResponse, status: number, body: string, headers: Record
   res.end(body);
 }
 
-/** Counts failures per key with the API's RateLimiter, and keeps a key refused until its window ends. */
+/**
+ * Counts failures per key with the API's RateLimiter: a key past the limit is refused until its
+ * window (the clock minute) ends. O(1) per request, whatever the number of keys.
+ */
 class FailureLimit {
   private readonly counter = new RateLimiter(() => FAILURES_PER_MINUTE);
-  private readonly refused = new Map<string, number>();
 
   /** Seconds until the key may try again, if it is refused now. */
   refusedFor(key: string, at = Date.now()): number | undefined {
-    const until = this.refused.get(key);
-    if (until === undefined) return undefined;
-    if (until <= at) {
-      this.refused.delete(key);
-      return undefined;
-    }
-    return Math.ceil((until - at) / 1000);
+    return this.counter.blockedFor(key, at);
   }
 
   /** Counts one failure; the seconds to wait if that one went past the limit. */
   fail(key: string, at = Date.now()): number | undefined {
     try {
       this.counter.check(key, at);
-      return undefined;
     } catch (e) {
       if (!(e instanceof HttpError) || e.httpStatus !== 429) throw e;
-      const retry = Number(e.data?.retry_after ?? 60);
-      if (this.refused.size > 10_000) for (const [k, until] of this.refused) if (until <= at) this.refused.delete(k);
-      this.refused.set(key, at + retry * 1000);
-      return retry;
     }
+    return this.counter.blockedFor(key, at);
   }
 }
 
@@ -83,7 +75,7 @@ export function registerStatusRoutes(router: Router, ctx: ServerContext, deps: S
   /** The operator the request signs in as; otherwise the 401 (or 429) has been sent. */
   function signIn(req: IncomingMessage, res: ServerResponse): OperatorRecord | undefined {
     const from = deps.clientAddress(req);
-    const key = 'o:' + from;
+    const key = 'o:' + addressKey(from);
     const wait = failures.refusedFor(key);
     if (wait !== undefined) {
       tooMany(res, wait);

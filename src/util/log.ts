@@ -20,7 +20,7 @@ export interface EventFields {
 export type Log = (message: string, fields?: EventFields) => void;
 
 // Tokens, claims, pod and operator secrets: a prefix and 43 base64url characters.
-const SECRET = /\bp2m[tcso]_[A-Za-z0-9_-]{20,}/g;
+const SECRET = /p2m[tcso]_[A-Za-z0-9_-]{20,}/g;
 
 export function redact(text: string): string {
   return text.replace(SECRET, (m) => `${m.slice(0, 5)}…(redacted)`);
@@ -35,7 +35,9 @@ function clean(v: unknown): unknown {
 
 /** The line for one event, pure. */
 export function formatEvent(format: LogFormat, processName: string, at: Date, message: string, fields: EventFields = {}): string {
-  if (format === 'text') return `${at.toISOString()} ${processName ? `${processName}: ` : ''}${redact(message)}\n`;
+  // Text goes to a terminal: control characters (from a pod's headers, a router's answers) are escaped.
+  // eslint-disable-next-line no-control-regex
+  if (format === 'text') return `${at.toISOString()} ${processName ? `${processName}: ` : ''}${redact(message).replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}\n`;
   const { event, ...rest } = fields;
   return `${JSON.stringify({ ts: at.toISOString(), process: processName, event: event ?? 'message', message: redact(message), ...(clean(rest) as object) })}\n`;
 }

@@ -5,6 +5,7 @@
  * whether the A record may point at the router), and removed on stop. The tunnel stays up whatever
  * happens here: it is the fallback.
  */
+import { isIPv4 } from 'node:net';
 import type { Companion, StartContext } from '../run.js';
 import type { EntryResponders } from '../entry.js';
 import type { Gateway, PortMapper, WantedMapping } from './types.js';
@@ -28,6 +29,8 @@ export interface Ipv4Options {
 }
 
 const LOCAL = new Set(['localhost', '127.0.0.1', '::1']);
+/** The API's bound on a reported lease (a year). */
+const MAX_REPORTED_LEASE = 31_536_000;
 
 /** What the router must forward for the IPv4 direct route, pure: the services and the web entries. */
 export function wantedMappings(s: Pick<PodState, 'services' | 'passthrough'>, entries: Pick<EntryResponders, 'httpPort' | 'httpsPort'> | null): WantedMapping[] {
@@ -63,7 +66,9 @@ export function ipv4Companion(opts: Ipv4Options) {
     const log = (m: string) => ctx.log(`router: ${m}`);
 
     const report = async () => {
-      const mappings = outcomes.filter((o) => o.ok).map((o) => ({ external_port: o.externalPort, internal_port: o.internalPort, external_ip: gateway?.externalIp ?? null, lease_seconds: o.lease, via: mapper?.method ?? 'upnp' }));
+      // What the router said is reported only in shapes the server takes: an IPv4 address, a lease of at most a year.
+      const ext = gateway?.externalIp && isIPv4(gateway.externalIp) ? gateway.externalIp : null;
+      const mappings = outcomes.filter((o) => o.ok).map((o) => ({ external_port: o.externalPort, internal_port: o.internalPort, external_ip: ext, lease_seconds: Math.min(o.lease, MAX_REPORTED_LEASE), via: mapper?.method ?? 'upnp' }));
       const note = problem ?? outcomes.filter((o) => !o.ok).map((o) => `${o.externalPort}: ${o.detail}`).join('; ');
       const key = JSON.stringify({ mappings, note });
       if (key === lastReport) return;
@@ -126,8 +131,9 @@ export function ipv4Companion(opts: Ipv4Options) {
         log(problem);
       }
       await report();
-      // Renew at half the shortest lease granted (a permanent one is still re-checked, to notice an address change).
-      const every = Math.max(5, Math.floor((shortestLease || 600) / 2)) * 1000;
+      // Renew at half the shortest lease granted (a permanent one is still re-checked, to notice an address
+      // change), and at least twice a day whatever a router grants (a timer past 2^31 ms would fire at once).
+      const every = Math.min(Math.max(5, Math.floor((shortestLease || 600) / 2)), 12 * 3600) * 1000;
       if (!stopped) timer = setTimeout(() => void cycle(), gateway ? every : Math.min(every, 60_000));
     };
     void cycle();
