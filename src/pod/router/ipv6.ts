@@ -123,13 +123,16 @@ export function ipv6Companion(opts: Ipv6Options) {
             await closeAll();
           } else {
             const fw = await pinholes.firewall();
-            if (fw.detail !== firewall) log(fw.found ? `the router's IPv6 firewall: ${fw.detail}` : `${fw.detail}: no pinholes to open; the ports count as open if nothing filters (the server's probe tells)`);
+            // A router that gave this pod pinholes is still one until renewing them fails: one status
+            // query that went unanswered (a busy router) must not close the pod's pinholes.
+            const igd = fw.found || openings.some((o) => o.via === 'pinhole' && o.ok);
+            if (fw.detail !== firewall) log(fw.found ? `the router's IPv6 firewall: ${fw.detail}` : igd ? `the router did not say how its IPv6 firewall is (${fw.detail}); renewing the pinholes it gave` : `${fw.detail}: no pinholes to open; the ports count as open if nothing filters (the server's probe tells)`);
             firewall = fw.detail;
             const next: Opening[] = [];
             for (const w of wanted) {
               const prev = openings.find((o) => o.externalPort === w.externalPort && o.internalPort === w.internalPort);
               let o: Opening;
-              if (!fw.found) {
+              if (!igd) {
                 if (prev?.id) await pinholes.remove(prev.id);
                 o = { ...w, ok: true, via: 'open', id: null, lease: null, detail: 'nothing to open' };
               } else if (prev?.id && (await pinholes.renew(prev.id, lease))) {
