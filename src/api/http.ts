@@ -98,38 +98,45 @@ export function sendError(res: ServerResponse, e: unknown, log: (m: string, fiel
 }
 
 /**
- * Fixed-window counters per key, in windows of one clock minute: O(1) per request whatever the number of
- * keys (a new minute drops the old counts at once), and never more than MAX_KEYS keys held — past that a
- * new key is not tracked (the per-address limit still applies), so random credentials cannot make every
- * request slower.
+ * Fixed-window counters per key — a window is the minute from the key's first request — kept in two
+ * generations of a minute each: a key lives in the generation it was first seen in, and a generation is
+ * dropped whole once every window in it has ended. So a request costs O(1) whatever the number of keys,
+ * and never more than MAX_KEYS keys are held — past that a new key is not tracked (the per-address limit
+ * still applies), so random credentials cannot make every request slower.
  */
 export class RateLimiter {
   static readonly MAX_KEYS = 100_000;
-  private slot = -1;
-  private counts = new Map<string, number>();
+  private genStart = -Infinity;
+  private current = new Map<string, { start: number; count: number }>();
+  private previous = new Map<string, { start: number; count: number }>();
   constructor(private readonly perMinute: () => number) {}
 
-  private roll(now: number): void {
-    const slot = Math.floor(now / 60_000);
-    if (slot !== this.slot) {
-      this.slot = slot;
-      this.counts = new Map();
+  private find(key: string, now: number): { start: number; count: number } | undefined {
+    if (now - this.genStart >= 60_000) {
+      // Windows in `previous` all began more than a minute ago: gone. `current` becomes `previous`.
+      this.previous = now - this.genStart >= 120_000 ? new Map() : this.current;
+      this.current = new Map();
+      this.genStart = now;
     }
+    const w = this.current.get(key) ?? this.previous.get(key);
+    return w && now - w.start < 60_000 ? w : undefined;
   }
 
-  /** Seconds until the key may go on, if it is past the limit in this window. */
+  /** Seconds until the key may go on, if it is past the limit in its window. */
   blockedFor(key: string, now = Date.now()): number | undefined {
-    this.roll(now);
-    return (this.counts.get(key) ?? 0) > this.perMinute() ? Math.max(1, Math.ceil((60_000 - (now % 60_000)) / 1000)) : undefined;
+    const w = this.find(key, now);
+    return w && w.count > this.perMinute() ? Math.max(1, Math.ceil((60_000 - (now - w.start)) / 1000)) : undefined;
   }
 
   check(key: string, now = Date.now()): void {
-    this.roll(now);
-    const n = (this.counts.get(key) ?? 0) + 1;
-    if (n === 1 && this.counts.size >= RateLimiter.MAX_KEYS) return;
-    this.counts.set(key, n);
-    if (n > this.perMinute()) {
-      const retry = Math.max(1, Math.ceil((60_000 - (now % 60_000)) / 1000));
+    let w = this.find(key, now);
+    if (!w) {
+      if (this.current.size + this.previous.size >= RateLimiter.MAX_KEYS) return;
+      w = { start: now, count: 0 };
+      this.current.set(key, w);
+    }
+    if (++w.count > this.perMinute()) {
+      const retry = Math.max(1, Math.ceil((60_000 - (now - w.start)) / 1000));
       throw new HttpError(429, 'rate_limited', `Too many requests; try again in ${retry} s.`, { data: { retry_after: retry } });
     }
   }

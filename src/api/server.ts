@@ -153,6 +153,8 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     perCredential.check('s:' + hashSecret(m[1]!));
     const s = authenticateSubdomain(ctx.db, id, m[1]!);
     if (!s) {
+      // A wrong secret counts against its address after all (see handle): guessing stays limited there.
+      perAddress.check('a:' + addressKey(clientAddress(req)));
       // The pod did send its secret: if the subdomain was removed, say so (and when), not "wrong credentials".
       const gone = removedSubdomain(ctx.db, id, m[1]!);
       if (gone) {
@@ -341,7 +343,10 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
       // The metrics are for the operator's Prometheus on this machine: never through nginx, never public,
       // and not counted against the per-address limit (a scrape every second must not lock pods out).
       const scrape = url.pathname === '/metrics' && !viaNginx.has(req.socket) && req.method === 'GET' && localScrape(req);
-      if (!scrape) perAddress.check('a:' + addressKey(clientAddress(req)));
+      // Pods with a secret are limited per secret, not per address: a fleet behind one NAT address or one
+      // IPv6 /64 must not lock each other out (a wrong secret is counted against the address in authenticate).
+      const podCall = /^Bearer p2ms_[A-Za-z0-9_-]{43}$/.test(req.headers.authorization ?? '');
+      if (!scrape && !podCall) perAddress.check('a:' + addressKey(clientAddress(req)));
       if (scrape) {
         route = '/metrics';
         const reg = client.Registry.merge([await scrapeFleet(ctx), metrics.registry]);

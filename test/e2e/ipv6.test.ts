@@ -149,7 +149,7 @@ describe('the IPv6 direct route through a router that opens only its pinholes', 
 
     // The pod's stop withdraws its address through the API, which answers once DNS has the change: under a
     // loaded machine that takes longer than the world's default 3 s before SIGKILL (systemd gives 30 s).
-    await stack().world.stop('pod-pipe2me', { graceMs: 20_000 });
+    await stack().world.procs.stop('pod-pipe2me', { graceMs: 20_000 });
     expect((await listPinholes(stack().world)).filter((x) => x.internalAddress === POD6)).toEqual([]);
     const v = await show(tcp);
     expect(v.reported_ipv6).toBeNull();
