@@ -39,6 +39,12 @@ export const csrBody = {
   properties: { csr: { type: 'string', minLength: 1, maxLength: 16384 } },
 } as const;
 
+/**
+ * What a pod says about mappings or openings it could not make: shown in status and `pipe2me-ctl show`.
+ * One line of text: no control characters (they would drive the operator's terminal).
+ */
+const podNote = { type: 'string', maxLength: 500, pattern: '^[^\\u0000-\\u001f\\u007f-\\u009f]*$' } as const;
+
 export const mappingsBody = {
   type: 'object',
   additionalProperties: false,
@@ -61,9 +67,7 @@ export const mappingsBody = {
         },
       },
     },
-    // Why the pod has no (or fewer) mappings: shown in status and `pipe2me-ctl show`. One line of text:
-    // no control characters (they would drive the operator's terminal).
-    note: { type: 'string', maxLength: 500, pattern: '^[^\\u0000-\\u001f\\u007f-\\u009f]*$' },
+    note: podNote,
   },
 } as const;
 
@@ -92,7 +96,7 @@ export const ipv6Body = {
         },
       },
     },
-    note: { type: 'string', maxLength: 500, pattern: '^[^\\u0000-\\u001f\\u007f-\\u009f]*$' },
+    note: podNote,
   },
 } as const;
 

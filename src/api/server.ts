@@ -9,8 +9,8 @@
  *   GET    /v1/subdomains/:id           status                       (Authorization: Bearer <secret>)
  *   PUT    /v1/subdomains/:id/ssh-key   {public_key}
  *   POST   /v1/subdomains/:id/certificate {csr} -> certificate and chain
- *   PUT    /v1/subdomains/:id/mappings  {mappings: [{external_port, internal_port, external_ip?, via?}], note?}  (IPv4 router mappings)
- *   PUT    /v1/subdomains/:id/ipv6      {address, openings: [{port, via, lease_seconds?}], note?}  (sent from that address)
+ *   PUT    /v1/subdomains/:id/mappings  IPv4 router mappings       (direct-reports.ts)
+ *   PUT    /v1/subdomains/:id/ipv6      the pod's own IPv6 address (direct-reports.ts; sent from that address)
  *   POST   /v1/subdomains/:id/sessions/reset {} -> cut this pod's own stale sessions
  *   POST   /v1/subdomains/:id/extend    {}
  *   DELETE /v1/subdomains/:id
@@ -24,8 +24,8 @@ import { scrapeFleet } from '../metrics/collect.js';
 import { foldLogins } from '../metrics/logins.js';
 import { createLog, type Log } from '../util/log.js';
 import * as fs from 'node:fs';
-import { isIP, isIPv4, isIPv6 } from 'node:net';
-import { publishRefusal, unmapIPv4 } from '../net/address.js';
+import { isIP } from 'node:net';
+import { unmapIPv4 } from '../net/address.js';
 import type { ServerContext } from '../server/context.js';
 import { ApplyQueue } from '../server/apply-queue.js';
 import { addSubdomainRecord, expireSweep, removeSubdomain } from '../server/subdomains.js';
@@ -34,14 +34,13 @@ import type { IssuedPodCertificate } from '../server/ca.js';
 import { AcmeService } from '../server/acme.js';
 import { installServerCertificate, orderPublicWildcard } from '../server/server-certs.js';
 import { reloadNginx } from '../daemons/nginx.js';
-import { authenticateSubdomain, claimSubdomain, getSubdomainById, removedSubdomain, setExpiry, setRoute } from '../state/subdomains.js';
+import { authenticateSubdomain, claimSubdomain, getSubdomainById, removedSubdomain, setExpiry } from '../state/subdomains.js';
 import { withToken, getToken } from '../state/tokens.js';
-import { replaceIpv6Openings, replaceMappings } from '../state/mappings.js';
 import { now, type SubdomainRecord } from '../state/types.js';
 import { registerPodKey, sessionDirs } from '../server/keys.js';
 import { cutSessions, liveSession, sweepStaleRecords } from '../daemons/sessions.js';
 import { fallBackOnMove, PromptProber } from '../server/route.js';
-import { probeAll, requiredPorts } from '../probe/run.js';
+import { probeAll } from '../probe/run.js';
 import { LiveServer } from '../server/context.js';
 import { looksLikeSecret, hashSecret } from '../util/secrets.js';
 import { DeniedError } from '../util/errors.js';
@@ -49,6 +48,7 @@ import { readIfExists } from '../util/fsx.js';
 import { addressKey, HttpError, RateLimiter, readJson, Router, sendError, sendJson, validateBody } from './http.js';
 import * as S from './schemas.js';
 import { registerStatusRoutes } from '../status/routes.js';
+import { registerDirectRouteReports } from './direct-reports.js';
 import { setupInfo, statusView } from './views.js';
 
 export interface ApiOptions {
@@ -90,23 +90,6 @@ function localScrape(req: http.IncomingMessage): boolean {
   const host = (req.headers.host ?? '').replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
   const loop = (a: string) => a === '::1' || /^127\./.test(a);
   return loop(peer) && (host === 'localhost' || loop(host));
-}
-
-/** An IPv6 address in one spelling (lower case, zeros compressed), so that two spellings compare equal. */
-function canonicalIpv6(ip: string): string {
-  return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
-}
-
-/** Reported ports must be the subdomain's own (or the entries 80/443), each once. */
-function checkReportedPorts(s: SubdomainRecord, ports: readonly number[], once: string): Set<number> {
-  const allowed = new Set([...s.ports.map((x) => x.port), 80, 443]);
-  const seen = new Set<number>();
-  for (const port of ports) {
-    if (!allowed.has(port)) throw new HttpError(400, 'mapping_not_yours', `Port ${port} is not one of this subdomain's public ports (or 80/443).`);
-    if (seen.has(port)) throw new HttpError(400, 'duplicate_mapping', `Port ${port} is listed twice; ${once}.`, { hint: 'Send each port once.' });
-    seen.add(port);
-  }
-  return seen;
 }
 
 export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
@@ -251,56 +234,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     sendJson(res, 200, { certificate: c.certificate ? certificateBody(c.certificate) : null, order: c.order });
   });
 
-  router.add('PUT', '/v1/subdomains/:id/mappings', async (req, res, p) => {
-    const s = authenticate(req, p.id!);
-    const b = await body<{ mappings: { external_port: number; internal_port: number; external_ip?: string | null; lease_seconds?: number | null; via?: 'upnp' | 'natpmp' }[]; note?: string }>(req, S.mappingsBody);
-    const ports = checkReportedPorts(s, b.mappings.map((m) => m.external_port), 'a router forwards each external port to one place');
-    for (const m of b.mappings) {
-      if (m.external_ip && !isIPv4(m.external_ip)) throw new HttpError(400, 'invalid_request', 'external_ip must be an IPv4 address.');
-    }
-    replaceMappings(ctx.db, s.id, b.mappings.map((m) => ({ externalPort: m.external_port, internalPort: m.internal_port, externalIp: m.external_ip ?? null, via: m.via ?? 'upnp', leaseSeconds: m.lease_seconds ?? null })), b.note?.trim() || null);
-    if (s.route === 'direct' && !s.ports.every((x) => ports.has(x.port))) {
-      // A mapping the pod gave up must not keep clients on a dead route until the next probe.
-      setRoute(ctx.db, s.id, 4, { route: 'server', direct: null, reason: 'the pod reported its router mappings gone', streak: 0, changedAt: now(), fallbackAt: now() });
-      await queue.request(['dns']);
-    } else if (ctx.config.probe.prompt && requiredPorts(s).every((x) => ports.has(x.port))) {
-      // Every port the direct route needs is mapped: test it now, not at the next timer run.
-      prober.soon(s.name, 500);
-    }
-    sendJson(res, 200, statusView(ctx, getSubdomainById(ctx.db, s.id)!));
-  });
-
-  // The pod's own IPv6 address and the ports open to it there. The report must come from that very
-  // address: a completed TCP handshake from it is the pod's proof that it holds the address, so that no
-  // pod can point its name at someone else's host (the probe then checks that it answers as the pod).
-  router.add('PUT', '/v1/subdomains/:id/ipv6', async (req, res, p) => {
-    const s = authenticate(req, p.id!);
-    const b = await body<{ address: string | null; openings: { port: number; internal_port?: number; via: 'pinhole' | 'open'; lease_seconds?: number | null }[]; note?: string }>(req, S.ipv6Body);
-    let address: string | null = null;
-    if (b.address !== null) {
-      // A zone index (fe80::1%eth0) names an interface of the pod's, not an address anyone else can reach.
-      if (!isIPv6(b.address) || b.address.includes('%')) throw new HttpError(400, 'invalid_request', `address must be an IPv6 address without a zone index (got ${JSON.stringify(b.address.slice(0, 45))}).`);
-      address = canonicalIpv6(b.address);
-      const refusal = publishRefusal(address, 'AAAA', { allowNonGlobal: ctx.config.dns.allowNonGlobal });
-      if (refusal) throw new HttpError(400, 'address_not_publishable', `${refusal}; pipe2me publishes only global unicast IPv6 addresses.`, { hint: 'Report a global address of this machine, or null for none.' });
-      const from = unmapIPv4(clientAddress(req));
-      if (!isIPv6(from) || canonicalIpv6(from) !== address) {
-        throw new HttpError(403, 'address_not_proven', `This report came from ${from}, not from ${address}: a pod proves that it holds an IPv6 address by reporting it from that address.`,
-          { hint: 'Send the report over IPv6 with the reported address as the source address (pipe2me start does).' });
-      }
-    }
-    const ports = checkReportedPorts(s, b.openings.map((o) => o.port), 'each port is open once');
-    replaceIpv6Openings(ctx.db, s.id, address, b.openings.map((o) => ({ externalPort: o.port, internalPort: o.internal_port ?? o.port, externalIp: address, via: o.via, leaseSeconds: o.lease_seconds ?? null })), b.note?.trim() || null);
-    const still = address !== null && address === s.directIpv6 && s.ports.every((x) => ports.has(x.port));
-    if (s.route6 === 'direct' && !still) {
-      // Address gone or moved, or a port closed: AAAA must not keep clients on a dead route until the next probe.
-      const reason = address === null ? 'the pod reported no IPv6 address any more' : address !== s.directIpv6 ? `the pod now reports ${address}, not its verified ${s.directIpv6}; it is probed there next` : 'the pod reported ports closed at its IPv6 address';
-      setRoute(ctx.db, s.id, 6, { route: 'server', direct: null, reason: `back to the server: ${reason}`, streak: 0, changedAt: now(), ...(address === s.directIpv6 ? { fallbackAt: now() } : {}) });
-      await queue.request(['dns']);
-    }
-    if (address && ctx.config.probe.prompt && requiredPorts(s).every((x) => ports.has(x.port))) prober.soon(s.name, 500);
-    sendJson(res, 200, statusView(ctx, getSubdomainById(ctx.db, s.id)!));
-  });
+  registerDirectRouteReports(router, { ctx, authenticate, body, clientAddress, requestApply: (units) => queue.request(units), probeSoon: (name) => prober.soon(name, 500) });
 
   // A pod whose link came back finds its ports still held by its own stale session (sshd has not noticed
   // the old connection died): it asks for that session to be cut instead of waiting for ClientAlive.
