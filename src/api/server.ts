@@ -367,7 +367,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
           try {
             const expired = await expireSweep(ctx, { apply: true, progress: log });
             for (const s of expired) log(`expired ${s.fqdn}`, { event: 'subdomain_expired', subdomain: s.name, outcome: 'ok' });
-            sweepStaleRecords(sessionDirs(ctx));
+            await sweepStaleRecords(sessionDirs(ctx));
             foldLogins(ctx);
           } catch (e) {
             log(`expiry sweep failed: ${(e as Error).message}`, { event: 'expiry_sweep', outcome: 'failed' });

@@ -296,10 +296,30 @@ function removeIfEmpty(dir: string): void {
   }
 }
 
-/** Removes records whose connection has ended (the holder and the lookup never outlive theirs to do it). */
-export function sweepStaleRecords(d: SessionDirs): number {
+/** Pods swept between two yields to the event loop: a slice of a few tens of milliseconds at most. */
+const SWEEP_SLICE = 256;
+
+/**
+ * Removes records whose connection has ended (the holder and the lookup never outlive theirs to do it).
+ * It runs in the API every few seconds over every pod with records: slice by slice, giving the event loop
+ * back in between, so that at tens of thousands of online pods the API goes on answering meanwhile.
+ */
+export async function sweepStaleRecords(d: SessionDirs): Promise<number> {
   let removed = 0;
-  for (const [name, list] of readSessionRecords(d.sessionsDir)) {
+  const names = (dir: string) => {
+    try {
+      return fs.readdirSync(dir).filter((n) => NAME_RE.test(n));
+    } catch {
+      return [];
+    }
+  };
+  const yieldNow = () => new Promise<void>((r) => setImmediate(r));
+  let n = 0;
+  for (const name of names(d.sessionsDir)) {
+    if (++n % SWEEP_SLICE === 0) await yieldNow();
+    const list = readSessionDir(d.sessionsDir, name);
+    // No record (yet): the holder may have just made the directory and be about to write into it.
+    if (list.length === 0) continue;
     for (const r of list) {
       if (r.alive) continue;
       fs.rmSync(path.join(d.sessionsDir, name, String(r.monitorPid)), { force: true });
@@ -308,13 +328,8 @@ export function sweepStaleRecords(d: SessionDirs): number {
     // The directory stays while its pod is online; the holder makes it again when it is not there.
     if (list.every((r) => !r.alive)) removeIfEmpty(path.join(d.sessionsDir, name));
   }
-  let names: string[] = [];
-  try {
-    names = fs.readdirSync(d.connsDir).filter((n) => NAME_RE.test(n));
-  } catch {
-    /* none yet */
-  }
-  for (const name of names) {
+  for (const name of names(d.connsDir)) {
+    if (++n % SWEEP_SLICE === 0) await yieldNow();
     const records = readConnections(d.connsDir, name);
     for (const c of records) {
       if (c.alive) continue;

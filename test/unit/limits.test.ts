@@ -2,13 +2,17 @@
  * What keeps one client or one pod from slowing everyone: the API's rate limiter (O(1) per request, a
  * /64 is one source), the probe's hard deadline and bounded text, the prompt prober's bounded queue.
  */
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { addressKey, RateLimiter } from '../../src/api/http.js';
 import { httpHead, podText } from '../../src/probe/checks.js';
 import { PromptProber } from '../../src/server/route.js';
 import { formatEvent } from '../../src/util/log.js';
 import { publishRefusal } from '../../src/net/address.js';
+import { sweepStaleRecords } from '../../src/daemons/sessions.js';
 
 describe('the rate limiter', () => {
   it('limits per key per minute from its first request, and a new window starts afresh', () => {
@@ -96,5 +100,31 @@ describe('odd input from pods and routers', () => {
     expect(publishRefusal('fe80::1%eth0', 'AAAA', { allowNonGlobal: true })).toMatch(/zone index/);
     expect(publishRefusal('2001:db8::1%1', 'AAAA', { allowNonGlobal: true })).toMatch(/zone index/);
     expect(formatEvent('text', 'pod', new Date(0), 'router says \u001b[2Jhi\nthere')).toBe('1970-01-01T00:00:00.000Z pod: router says \\u001b[2Jhi\\u000athere\n');
+  });
+});
+
+describe('the stale-record sweep', () => {
+  it('removes dead records and gives the event loop back while it goes through many pods', async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'p2m-sweep-'));
+    try {
+      const sessionsDir = path.join(root, 'sessions');
+      const connsDir = path.join(root, 'conns');
+      for (let i = 0; i < 3000; i++) {
+        // A record of a connection whose monitor is long gone (no such pid).
+        fs.mkdirSync(path.join(sessionsDir, `pod-${i}`), { recursive: true });
+        fs.writeFileSync(path.join(sessionsDir, `pod-${i}`, '4000000'), '4000001 4000000 123 203.0.113.2 5000 203.0.113.1 4444\n');
+      }
+      fs.mkdirSync(connsDir, { recursive: true });
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 0);
+      const removed = await sweepStaleRecords({ sessionsDir, connsDir });
+      clearInterval(timer);
+      expect(removed).toBe(3000);
+      expect(fs.readdirSync(sessionsDir)).toEqual([]);
+      // 3,000 pods in slices of 256: the loop ran timers in between, not once at the end.
+      expect(ticks).toBeGreaterThanOrEqual(5);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
   });
 });
