@@ -15,7 +15,6 @@ import {
   World,
   cutPodLink,
   forgetAllMappings,
-  helperArgv,
   hexToIpv6,
   listNamespaces,
   listPinholes,
@@ -27,29 +26,15 @@ import {
   tcpExchange,
   waitFor,
   worldRoot,
-  type DaemonSpec,
   type HostName,
+  whoamiSpec as whoami,
+  whoamiPeer as peerOf,
 } from '../world/index.js';
 
 const WHOAMI_PORT = 7000;
 const POD_PORT = 8080;
 
-/** A TCP server that answers "peer <address> <port>"; on "::" it takes IPv4 and IPv6 alike. */
-function whoami(name: string, host: HostName, address: string, port: number): DaemonSpec {
-  return {
-    name,
-    host,
-    argv: helperArgv('serve.mjs', ['whoami', address, port]),
-    ready: async (d, procs) => {
-      await procs.waitLog(d.name, 'listening');
-    },
-  };
-}
 
-/** The peer address a whoami saw; an IPv4 peer of a server on "::" shows as ::ffff:a.b.c.d. */
-function peerOf(received: string): string | undefined {
-  return /^peer (\S+) \d+/.exec(received)?.[1]?.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
-}
 
 async function natpmpc(world: World, args: string[], from: HostName = 'pod') {
   return world.inNs(from, ['natpmpc', '-g', ADDR.routerLan, ...args], { timeout: 10_000, allowFailure: true });

@@ -42,29 +42,16 @@ import {
   worldRoot,
   worldProcesses,
   writeRecord,
-  type DaemonSpec,
   type HostName,
   type TeardownReport,
+  whoamiSpec as whoami,
+  whoamiPeer as peerOf,
 } from '../world/index.js';
 
 const WHOAMI_PORT = 7000;
 const POD_PORT = 8080;
 
-/** A TCP server that answers "peer <address> <port>" and then echoes. */
-function whoami(name: string, host: HostName, address: string, port: number): DaemonSpec {
-  return {
-    name,
-    host,
-    argv: helperArgv('serve.mjs', ['whoami', address, port]),
-    ready: async (d, procs) => {
-      await procs.waitLog(d.name, 'listening');
-    },
-  };
-}
 
-function peerOf(received: string): string | undefined {
-  return /^peer (\S+) \d+/.exec(received)?.[1];
-}
 
 async function upnpc(world: World, args: string[], from: HostName = 'pod') {
   return world.inNs(from, ['upnpc', '-u', IGD_URL, '-i', ...args], { timeout: 10_000, allowFailure: true });

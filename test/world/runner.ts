@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RunOptions, RunResult } from '../../src/util/exec.js';
 import type { HostName } from './topology.js';
+import type { DaemonSpec } from './processes.js';
 
 export interface NsRunner {
   /** Run argv inside the host's namespace, with a timeout (see processes.ts `inNs`). */
@@ -20,6 +21,23 @@ export const HELPER_DIR = fileURLToPath(new URL('./bin/', import.meta.url));
 
 export function helperArgv(script: string, args: readonly (string | number)[]): string[] {
   return [process.execPath, path.join(HELPER_DIR, script), ...args.map(String)];
+}
+
+/** serve.mjs whoami as a daemon: a TCP server that answers "peer <address> <port>" (on "::" both families). */
+export function whoamiSpec(name: string, host: HostName, address: string, port: number): DaemonSpec {
+  return {
+    name,
+    host,
+    argv: helperArgv('serve.mjs', ['whoami', address, port]),
+    ready: async (d, procs) => {
+      await procs.waitLog(d.name, 'listening');
+    },
+  };
+}
+
+/** The peer address a whoami saw; an IPv4 peer of a server on "::" (::ffff:a.b.c.d) in its plain form. */
+export function whoamiPeer(received: string): string | undefined {
+  return /^peer (\S+) \d+/.exec(received)?.[1]?.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
 }
 
 /** Run a helper that prints one JSON object, and return it parsed. */
