@@ -1,0 +1,553 @@
+/**
+ * Connecting to the PostgreSQL state store: a libpq-style URL (several hosts allowed), and a pool that
+ * follows a failover by itself.
+ *
+ * The URL (`state.url`) is what libpq takes, within what `pg` can do:
+ *
+ *   postgres://USER@HOST[:PORT][,HOST[:PORT]…]/DATABASE[?PARAM=VALUE&…]      (postgresql:// too)
+ *
+ *   - HOST: a name, an IPv4 address, `[IPv6]`, or a Unix socket directory percent-encoded
+ *     (`%2Frun%2Fpostgresql`) or given as `?host=/run/postgresql`; PORT defaults to 5432. No host at all
+ *     (`postgres:///pipe2me`) is Debian's socket directory /var/run/postgresql, as for libpq.
+ *   - USER defaults to the system user's name, DATABASE to USER (libpq's defaults).
+ *   - target_session_attrs: `read-write` (connect only to a primary: `SELECT pg_is_in_recovery()` is false)
+ *     or `any`. Default: `any` with one host, `read-write` with several — a list of hosts is a primary and
+ *     its standbys, and pipe2me writes (libpq's default would be `any` either way).
+ *   - connect_timeout (seconds, per host; 0: none), application_name: they win over the options' values.
+ *   - sslmode: disable (the default; libpq's `prefer` has no equivalent in pg and is refused, like allow),
+ *     require (encrypted, not verified), verify-ca, verify-full (the server's certificate against
+ *     `sslrootcert`, or the system's CAs without it; verify-full also checks the host name);
+ *     sslcert/sslkey: a client certificate.
+ *   - Never a password: a URL with one is refused. It comes from `state.password_file` or PGPASSWORD
+ *     through `PostgresOptions.password`, and appears in no message, log line or redactUrl() output.
+ *
+ * Everything pg would otherwise take from the environment (PGHOST, PGUSER, PGPASSWORD, PGSSLMODE,
+ * PGAPPNAME, ~/.pgpass) is set explicitly, so only the URL and the options decide.
+ *
+ * The pool keeps one `pg.Pool` per host, made when first needed, and remembers which host is current.
+ * connect() takes a client from the current host; when none is known it tries the hosts in their order
+ * (each bounded by the connect timeout) and the first that qualifies becomes current. A connection-level
+ * failure (refused, reset, timed out, the server shutting down or not accepting connections yet, a write
+ * refused as read-only, SQLSTATE class 08) forgets the current host, on a client in use as on an idle one:
+ * the next connect() searches again, so a promoted standby is found without a restart. Callers retry;
+ * a failure that says "no server now" is a StoreUnavailableError (503, exit code 11).
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import type * as tls from 'node:tls';
+import type { PostgresCursor, PostgresPool, PostgresPoolClient, PostgresQueryResult } from 'kysely';
+import pg from 'pg';
+import { ConfigError, ExitCode, Pipe2meError, type ErrorDetails } from '../../util/errors.js';
+
+export interface PostgresOptions {
+  /** The password of the URL's user (from state.password_file or PGPASSWORD); never in the URL. */
+  password?: string;
+  /** Connections per host (default 10). */
+  max?: number;
+  /** Per host and attempt (default 5000); the URL's connect_timeout wins. Also bounds waiting for a free connection. */
+  connectTimeoutMs?: number;
+  /** An idle connection is closed after this (default 30000). */
+  idleTimeoutMs?: number;
+  /** statement_timeout of every session (default: the server's). */
+  statementTimeoutMs?: number;
+  /** Default 'pipe2me'; the URL's application_name wins. */
+  applicationName?: string;
+}
+
+export interface PostgresHost {
+  /** A host name, an IP address (IPv6 without brackets) or a Unix socket directory (starts with /). */
+  host: string;
+  port: number;
+}
+
+export interface ParsedPostgresUrl {
+  hosts: PostgresHost[];
+  database: string;
+  user: string;
+  targetSessionAttrs: 'read-write' | 'any';
+  /** The query parameters as given (decoded). */
+  params: Record<string, string>;
+}
+
+/** No server of the state store can be used right now (none reachable, or none read-write). Temporary. */
+export class StoreUnavailableError extends Pipe2meError {
+  constructor(message: string, details: ErrorDetails = {}) {
+    super('store_unavailable', message, ExitCode.unreachable, 503, {
+      hint:
+        'This is temporary: pipe2me uses the store again as soon as a server answers (a promoted standby too) — retry. ' +
+        'The command exits with 11 (a server could not be reached). Check the servers (pg_isready -h HOST -p PORT) and state.url.',
+      ...details,
+    });
+  }
+}
+
+export interface FailoverPoolClient extends PostgresPoolClient {
+  /** The host this connection goes to (as currentHost() names it). */
+  readonly host: string;
+}
+
+/** Kysely's PostgresPool (PostgresDialect({ pool })), over every host of the URL. */
+export interface FailoverPool extends PostgresPool {
+  connect(): Promise<FailoverPoolClient>;
+  /** Close every connection; idempotent. */
+  end(): Promise<void>;
+  /** The host connect() currently uses, as `host:port` (`[v6]:port`; a socket: its path), or undefined while none is known. */
+  currentHost(): string | undefined;
+}
+
+const DEFAULT_PORT = 5432;
+/** Debian's libpq default when a URL names no host. */
+const DEFAULT_SOCKET_DIR = '/var/run/postgresql';
+const SUPPORTED_PARAMS = ['host', 'port', 'dbname', 'user', 'target_session_attrs', 'connect_timeout', 'application_name', 'sslmode', 'sslrootcert', 'sslcert', 'sslkey'];
+const URL_HINT = 'Write it as postgres://USER@HOST:PORT[,HOST2:PORT2]/DATABASE[?target_session_attrs=read-write&sslmode=verify-full&sslrootcert=/path/ca.pem].';
+const PASSWORD_HINT = 'Put the password in the file named by state.password_file (mode 0600, the password alone) or in the PGPASSWORD environment variable, and take it out of the URL.';
+
+// ------------------------------------------------------------------------------------------- URLs
+
+/**
+ * The URL with any password replaced by *** (userinfo and a `password` parameter; also `password=` in a
+ * key=value connection string). Safe for logs and errors, also for URLs that do not parse: when in doubt
+ * it hides more, never less.
+ */
+export function redactUrl(url: string): string {
+  let out = url;
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(out);
+  if (scheme) {
+    const rest = out.slice(scheme[0].length);
+    const firstAt = rest.indexOf('@');
+    const colon = rest.indexOf(':');
+    // A ':' before the first '@' may start a password. It ends at an '@', perhaps not the first (an
+    // unencoded '@' in it): hide up to the last one.
+    if (firstAt >= 0 && colon >= 0 && colon < firstAt) out = `${scheme[0]}${rest.slice(0, colon)}:***${rest.slice(rest.lastIndexOf('@'))}`;
+  }
+  out = out.replace(/([?&]password=)[^&]*/gi, '$1***');
+  out = out.replace(/(^|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)/gi, '$1$2***');
+  return out;
+}
+
+function decode(s: string, what: string, shown: string, echo: boolean): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw new ConfigError(`The PostgreSQL URL ${shown} has a malformed percent-encoding in its ${what}${echo ? ` (${JSON.stringify(s)})` : ''}.`, { hint: URL_HINT });
+  }
+}
+
+/** Parse a libpq-style URL (see the top of this file). Throws ConfigError, never with a password in it. */
+export function parsePostgresUrl(url: string): ParsedPostgresUrl {
+  const shown = redactUrl(url);
+  // Parts of the URL are quoted in messages only when it cannot hold a password at all (no '@').
+  const echo = !url.includes('@');
+  const fail: (what: string, hint?: string) => never = (what, hint = URL_HINT) => {
+    throw new ConfigError(`The PostgreSQL URL ${shown} ${what}`, { hint });
+  };
+  const refusePassword = (): never => {
+    throw new ConfigError(`The PostgreSQL URL ${shown} contains a password; pipe2me does not take one in the URL (it would end up in configuration dumps, process lists and logs).`, {
+      hint: PASSWORD_HINT,
+    });
+  };
+
+  const scheme = /^postgres(?:ql)?:\/\//i.exec(url);
+  if (!scheme) fail('does not start with postgres:// or postgresql://.');
+  let rest = url.slice(scheme![0].length);
+
+  // libpq: user information is what comes before an '@' that comes before any '/'.
+  let urlUser: string | undefined;
+  const stop = rest.search(/[@/]/);
+  if (stop >= 0 && rest[stop] === '@') {
+    const info = rest.slice(0, stop);
+    if (info.includes(':')) refusePassword();
+    urlUser = info === '' ? undefined : decode(info, 'user name', shown, false);
+    rest = rest.slice(stop + 1);
+  }
+
+  const q = rest.indexOf('?');
+  const beforeQuery = q >= 0 ? rest.slice(0, q) : rest;
+  const query = q >= 0 ? rest.slice(q + 1) : '';
+  const slash = beforeQuery.indexOf('/');
+  const authority = slash >= 0 ? beforeQuery.slice(0, slash) : beforeQuery;
+  const dbPath = slash >= 0 ? beforeQuery.slice(slash + 1) : '';
+
+  const params: Record<string, string> = {};
+  for (const pair of query.split('&')) {
+    if (pair === '') continue;
+    const eq = pair.indexOf('=');
+    if (eq <= 0) fail(`has a query parameter without a value${echo ? ` (${JSON.stringify(pair)})` : ''}: write name=value.`);
+    const key = decode(pair.slice(0, eq), 'query', shown, echo);
+    if (key === 'password') refusePassword();
+    if (!SUPPORTED_PARAMS.includes(key)) {
+      fail(`has ${echo ? `the parameter ${JSON.stringify(key)}` : 'a parameter'} that pipe2me does not support.`, `Supported: ${SUPPORTED_PARAMS.join(', ')}. ${URL_HINT}`);
+    }
+    params[key] = decode(pair.slice(eq + 1), 'query', shown, echo);
+  }
+
+  // Hosts: the URL's list, or the host parameter's (it wins, as in libpq); ports likewise.
+  const entries: { host: string; port: number | undefined }[] = [];
+  const hostList = params['host'] !== undefined ? params['host'] : authority;
+  const fromParam = params['host'] !== undefined;
+  if (hostList === '') {
+    entries.push({ host: DEFAULT_SOCKET_DIR, port: undefined });
+  } else {
+    for (const raw of hostList.split(',')) {
+      if (raw === '') fail('has an empty host in its host list.');
+      let host: string;
+      let portText: string | undefined;
+      if (raw.startsWith('[')) {
+        const close = raw.indexOf(']');
+        if (close < 0) fail(`has an IPv6 address without its closing "]"${echo ? ` (${JSON.stringify(raw)})` : ''}.`);
+        host = raw.slice(1, close);
+        const after = raw.slice(close + 1);
+        if (after !== '' && !after.startsWith(':')) fail(`has something after an IPv6 address${echo ? ` (${JSON.stringify(raw)})` : ''}: write [ADDRESS]:PORT.`);
+        portText = after === '' ? undefined : after.slice(1);
+        if (!net.isIPv6(host)) fail(`has ${echo ? JSON.stringify(host) : 'a host'} in brackets, which is not an IPv6 address.`);
+      } else if (fromParam) {
+        // The host parameter: names and socket directories, no ports (those are the port parameter's).
+        host = decode(raw, 'host', shown, echo);
+      } else {
+        const c = raw.indexOf(':');
+        host = decode(c >= 0 ? raw.slice(0, c) : raw, 'host', shown, echo);
+        portText = c >= 0 ? raw.slice(c + 1) : undefined;
+      }
+      if (host.startsWith('/')) {
+        // A socket directory.
+      } else if (net.isIP(host) === 0 && !/^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$/.test(host)) {
+        fail(`has ${echo ? JSON.stringify(host) : 'a host'} that is neither a host name, an IP address ([…] for IPv6) nor a socket directory.`);
+      }
+      entries.push({ host, port: portText === undefined ? undefined : parsePort(portText, fail, echo) });
+    }
+  }
+  if (params['port'] !== undefined) {
+    const ports = params['port'].split(',').map((p) => parsePort(p, fail, echo));
+    if (ports.length !== 1 && ports.length !== entries.length) fail(`has ${ports.length} ports in its port parameter for ${entries.length} hosts: give one, or one per host.`);
+    entries.forEach((e, i) => (e.port = ports.length === 1 ? ports[0] : ports[i]));
+  }
+  const hosts = entries.map((e) => ({ host: e.host, port: e.port ?? DEFAULT_PORT }));
+
+  const user = params['user'] ?? urlUser ?? systemUser();
+  if (!user) fail('names no user, and the system user\'s name is unknown: write postgres://USER@HOST/DATABASE.');
+  const database = params['dbname'] ?? (dbPath === '' ? user : decode(dbPath, 'database name', shown, echo));
+
+  const tsa = params['target_session_attrs'] ?? (hosts.length > 1 ? 'read-write' : 'any');
+  if (tsa !== 'read-write' && tsa !== 'any') {
+    fail(`has target_session_attrs=${JSON.stringify(tsa)}; pipe2me takes read-write or any.`, 'pipe2me writes to the store: read-write picks the primary of a list of hosts; any takes the first host that answers.');
+  }
+  if (params['connect_timeout'] !== undefined && !/^\d{1,6}$/.test(params['connect_timeout'])) fail('has a connect_timeout that is not a whole number of seconds.');
+  const sslmode = params['sslmode'];
+  if (sslmode !== undefined && !['disable', 'require', 'verify-ca', 'verify-full'].includes(sslmode)) {
+    fail(`has sslmode=${JSON.stringify(sslmode)}; pipe2me takes disable, require, verify-ca or verify-full.`,
+      'libpq\'s prefer and allow fall back to an unencrypted connection, which the pg driver cannot do: say disable, or require/verify-full for TLS.');
+  }
+  if ((params['sslcert'] === undefined) !== (params['sslkey'] === undefined)) fail('has only one of sslcert and sslkey: a client certificate needs both.');
+  return { hosts, database, user: user!, targetSessionAttrs: tsa as 'read-write' | 'any', params };
+}
+
+function parsePort(text: string, fail: (what: string) => never, echo: boolean): number {
+  const n = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 1 && n <= 65535)) fail(`has a port that is not a number from 1 to 65535${echo ? ` (${JSON.stringify(text)})` : ''}.`);
+  return n;
+}
+
+function systemUser(): string | undefined {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return undefined;
+  }
+}
+
+/** How currentHost() and messages name a host. */
+export function hostKey(h: PostgresHost): string {
+  if (h.host.startsWith('/')) return `${h.host.replace(/\/+$/, '')}/.s.PGSQL.${h.port}`;
+  return `${h.host.includes(':') ? `[${h.host}]` : h.host}:${h.port}`;
+}
+
+// ------------------------------------------------------------------------------------------ types
+
+/**
+ * int8 (bigint, OID 20) as a JS number, not pg's default string: counts (`count(*)` is int8), epoch
+ * seconds, ports and ids are int8 columns on PostgreSQL, and the store's code (shared with SQLite, whose
+ * integers come back as numbers) does arithmetic and comparisons on them. Every such value is far below
+ * 2^53; one that is not is an error rather than a silently rounded number. Scoped to these pools (a
+ * TypeOverrides), not pg's global parsers. numeric (e.g. SUM of a bigint) stays a string: cast in SQL.
+ */
+const TYPES = new pg.TypeOverrides();
+function parseInt8(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n)) throw new RangeError(`bigint ${text} is beyond JavaScript's exact integers`);
+  return n;
+}
+TYPES.setTypeParser(20, parseInt8);
+const parseTextArray = (pg.types.getTypeParser as (oid: number, format: 'text') => (text: string) => (string | null)[])(1016, 'text');
+TYPES.setTypeParser(1016, (text: string) => parseTextArray(text).map((v) => (v === null ? null : parseInt8(v))));
+
+// ---------------------------------------------------------------------------------------- failures
+
+const HOST_FAILURE_ERRNO = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'ECONNABORTED', 'ENOTFOUND', 'EAI_AGAIN', 'ENOENT']);
+/** admin_shutdown, crash_shutdown, cannot_connect_now, read_only_sql_transaction (a standby took the write). */
+const HOST_FAILURE_SQLSTATE = new Set(['57P01', '57P02', '57P03', '25006']);
+/** pg's own messages for a dead or timed-out connection (they carry no code). */
+const HOST_FAILURE_MESSAGE = /Connection terminated|not queryable|timeout expired|connection timeout|Connection ended/i;
+/** pg-pool's, when all `max` connections are in use for the whole connect timeout: not the host's fault. */
+const POOL_BUSY_MESSAGE = 'timeout exceeded when trying to connect';
+
+class NotPrimaryError extends Error {
+  constructor() {
+    super('the server is in recovery (a standby), and target_session_attrs is read-write');
+    this.name = 'NotPrimaryError';
+  }
+}
+
+/** Does this error say the host (or our connection to it) is gone, rather than that a statement failed? */
+export function isConnectionFailure(e: unknown, depth = 0): boolean {
+  if (!(e instanceof Error) || depth > 4) return false;
+  if (e instanceof NotPrimaryError) return true;
+  const code = (e as { code?: unknown }).code;
+  if (typeof code === 'string' && (HOST_FAILURE_ERRNO.has(code) || HOST_FAILURE_SQLSTATE.has(code) || /^08[0-9A-Z]{3}$/.test(code))) return true;
+  if (HOST_FAILURE_MESSAGE.test(e.message)) return true;
+  if (e instanceof AggregateError && e.errors.some((x) => isConnectionFailure(x, depth + 1))) return true;
+  return e.cause !== undefined && isConnectionFailure(e.cause, depth + 1);
+}
+
+// -------------------------------------------------------------------------------------------- pool
+
+interface Failure {
+  host: string;
+  error: string;
+}
+
+class Client implements FailoverPoolClient {
+  /** A connection-level failure was seen: destroy it on release instead of pooling it. */
+  broken = false;
+
+  constructor(
+    readonly raw: pg.PoolClient,
+    readonly host: string,
+    private readonly owner: Failover,
+  ) {}
+
+  query<R>(sql: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>>;
+  query<R>(cursor: PostgresCursor<R>): PostgresCursor<R>;
+  query<R>(a: string | PostgresCursor<R>, parameters?: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>> | PostgresCursor<R> {
+    if (typeof a !== 'string') {
+      // A cursor (pg-cursor, a Submittable): its errors come through read(); the client's 'error' listener sees a dead connection.
+      return (this.raw as unknown as { query(c: PostgresCursor<R>): PostgresCursor<R> }).query(a);
+    }
+    return this.raw.query(a, parameters as unknown[]).then(
+      (r) => r as unknown as PostgresQueryResult<R>,
+      (e: unknown) => {
+        throw this.owner.queryFailed(this, e);
+      },
+    );
+  }
+
+  release(destroy?: boolean): void {
+    const d = Boolean(destroy) || this.broken;
+    this.raw.release(d ? true : undefined);
+  }
+}
+
+class Failover implements FailoverPool {
+  private readonly pools = new Map<string, pg.Pool>();
+  private readonly targets = new Map<string, PostgresHost>();
+  private readonly wrappers = new WeakMap<pg.PoolClient, Client>();
+  private current: string | undefined;
+  private searching: Promise<string> | undefined;
+  private ending: Promise<void> | undefined;
+  private readonly base: pg.PoolConfig;
+  private readonly readWrite: boolean;
+  private readonly connectTimeoutMs: number;
+  private readonly max: number;
+
+  constructor(
+    parsed: ParsedPostgresUrl,
+    private readonly shownUrl: string,
+    private readonly password: string | undefined,
+    opts: PostgresOptions,
+  ) {
+    for (const h of parsed.hosts) this.targets.set(hostKey(h), h);
+    this.readWrite = parsed.targetSessionAttrs === 'read-write';
+    const urlTimeout = parsed.params['connect_timeout'];
+    this.connectTimeoutMs = urlTimeout !== undefined ? Number(urlTimeout) * 1000 : (opts.connectTimeoutMs ?? 5000);
+    this.max = opts.max ?? 10;
+    const secret = password;
+    this.base = {
+      user: parsed.user,
+      database: parsed.database,
+      // A function: pg then never falls back to PGPASSWORD or ~/.pgpass (it would for a missing password).
+      password: () => secret as string,
+      ssl: sslOptions(parsed),
+      max: this.max,
+      idleTimeoutMillis: opts.idleTimeoutMs ?? 30_000,
+      connectionTimeoutMillis: this.connectTimeoutMs,
+      application_name: parsed.params['application_name'] ?? opts.applicationName ?? 'pipe2me',
+      ...(opts.statementTimeoutMs !== undefined ? { statement_timeout: opts.statementTimeoutMs } : {}),
+      keepAlive: true,
+      types: TYPES,
+    };
+  }
+
+  currentHost(): string | undefined {
+    return this.current;
+  }
+
+  async connect(): Promise<FailoverPoolClient> {
+    if (this.ending) throw new Error('the PostgreSQL pool has been closed');
+    const failures: Failure[] = [];
+    for (let round = 0; round < 2; round++) {
+      const key = this.current ?? (await this.findServer());
+      let raw: pg.PoolClient;
+      try {
+        raw = await this.poolFor(key).connect();
+      } catch (e) {
+        if (e instanceof Error && e.message === POOL_BUSY_MESSAGE) {
+          throw new StoreUnavailableError(`All ${this.max} connections to the PostgreSQL server ${key} stayed in use for ${this.connectTimeoutMs / 1000} s.`, {
+            hint: 'Too much at once for the pool: retry; if it persists, raise the connection limit or look for long transactions.',
+            data: { host: key },
+          });
+        }
+        this.forget(key);
+        failures.push({ host: key, error: this.describe(e) });
+        continue;
+      }
+      let c = this.wrappers.get(raw);
+      if (!c) {
+        c = new Client(raw, key, this);
+        this.wrappers.set(raw, c);
+      }
+      return c;
+    }
+    throw this.unavailable(failures);
+  }
+
+  /** The first host (in URL order) that accepts a connection and qualifies; shared by concurrent callers. */
+  private findServer(): Promise<string> {
+    this.searching ??= this.search().finally(() => (this.searching = undefined));
+    return this.searching;
+  }
+
+  private async search(): Promise<string> {
+    const failures: Failure[] = [];
+    for (const key of this.targets.keys()) {
+      try {
+        // A new connection is checked by the pool's onConnect (read-write: not in recovery); a pooled one
+        // was checked when it was made, and a server cannot leave primary mode without dropping it.
+        (await this.poolFor(key).connect()).release();
+        if (!this.ending) this.current = key;
+        return key;
+      } catch (e) {
+        failures.push({ host: key, error: this.describe(e) });
+      }
+    }
+    throw this.unavailable(failures);
+  }
+
+  private poolFor(key: string): pg.Pool {
+    let pool = this.pools.get(key);
+    if (pool) return pool;
+    const target = this.targets.get(key)!;
+    const checkTimeout = this.connectTimeoutMs;
+    pool = new pg.Pool({
+      ...this.base,
+      host: target.host,
+      port: target.port,
+      ...(this.readWrite
+        ? {
+            onConnect: async (client: pg.ClientBase) => {
+              const r = await client.query({ text: 'SELECT pg_is_in_recovery() AS r', ...(checkTimeout > 0 ? { query_timeout: checkTimeout } : {}) } as pg.QueryConfig);
+              if (r.rows[0]?.r !== false) throw new NotPrimaryError();
+            },
+          }
+        : {}),
+    });
+    // An idle client's failure (the server went away) comes here; without a listener it would crash the process.
+    pool.on('error', (e) => this.clientFailed(key, e));
+    // A client in use gets 'error' too when its connection dies, even between queries, and pg-pool listens
+    // only while it is idle: keep one listener on every client for good.
+    pool.on('connect', (client) => client.on('error', (e: Error) => this.clientFailed(key, e)));
+    this.pools.set(key, pool);
+    return pool;
+  }
+
+  private clientFailed(key: string, e: unknown): void {
+    if (isConnectionFailure(e)) this.forget(key);
+  }
+
+  /** From a Client: classify a query's failure; a connection-level one forgets the host and becomes StoreUnavailableError. */
+  queryFailed(c: Client, e: unknown): unknown {
+    if (!isConnectionFailure(e)) return e;
+    c.broken = true;
+    this.forget(c.host);
+    return new StoreUnavailableError(`The PostgreSQL server ${c.host} failed during a statement: ${this.describe(e)}`, {
+      cause: e,
+      data: { host: c.host, ...(typeof (e as { code?: unknown }).code === 'string' ? { pg_code: (e as { code: string }).code } : {}) },
+    });
+  }
+
+  private forget(key: string): void {
+    if (this.current === key) this.current = undefined;
+  }
+
+  private unavailable(failures: Failure[]): StoreUnavailableError {
+    const what = this.readWrite ? 'accepted a read-write connection' : 'accepted a connection';
+    const auth = failures.some((f) => /\b28P01\b|\b28000\b|password/i.test(f.error));
+    return new StoreUnavailableError(
+      `No PostgreSQL server of ${this.shownUrl} ${what}:\n${failures.map((f) => `  ${f.host}: ${f.error}`).join('\n')}`,
+      {
+        data: { hosts: failures },
+        ...(auth ? { hint: `A server refused the credentials: check the user in state.url and the password (state.password_file or PGPASSWORD). ${PASSWORD_HINT.split('.')[0]}.` } : {}),
+      },
+    );
+  }
+
+  /** One line about a failure, never with the password in it. */
+  private describe(e: unknown): string {
+    const err = e instanceof Error ? e : new Error(String(e));
+    const code = (err as { code?: unknown }).code;
+    let text = err instanceof AggregateError && err.errors.length > 0 ? err.errors.map((x: unknown) => (x instanceof Error ? x.message : String(x))).join('; ') : err.message;
+    if (err.cause instanceof Error && err.cause.message && !text.includes(err.cause.message)) text += ` (${err.cause.message})`;
+    if (typeof code === 'string' && !text.includes(code)) text = `${code}: ${text}`;
+    if (this.password && this.password.length >= 3) text = text.split(this.password).join('***');
+    return text.replace(/\s+/g, ' ').trim().slice(0, 300);
+  }
+
+  end(): Promise<void> {
+    this.ending ??= Promise.all([...this.pools.values()].map((p) => p.end().catch(() => {}))).then(() => {
+      this.current = undefined;
+    });
+    return this.ending;
+  }
+}
+
+function sslOptions(p: ParsedPostgresUrl): false | tls.ConnectionOptions {
+  const mode = p.params['sslmode'] ?? 'disable';
+  if (mode === 'disable') return false;
+  const read = (param: string): Buffer | undefined => {
+    const file = p.params[param];
+    if (file === undefined) return undefined;
+    try {
+      return fs.readFileSync(file);
+    } catch (e) {
+      throw new ConfigError(`Cannot read the ${param} file ${file} named in the PostgreSQL URL: ${(e as Error).message}`, { hint: `Fix the path or the file's permissions (pipe2me runs as ${systemUser() ?? 'its user'}).` });
+    }
+  };
+  const client = { ...(p.params['sslcert'] !== undefined ? { cert: read('sslcert'), key: read('sslkey') } : {}) };
+  if (mode === 'require') return { rejectUnauthorized: false, ...client };
+  const ca = read('sslrootcert');
+  return {
+    rejectUnauthorized: true,
+    ...(ca ? { ca } : {}),
+    // verify-ca: the chain, not the name (libpq's meaning).
+    ...(mode === 'verify-ca' ? { checkServerIdentity: () => undefined } : {}),
+    ...client,
+  };
+}
+
+/**
+ * A pool over the URL's hosts for Kysely's PostgresDialect: `new Kysely({ dialect: new PostgresDialect({ pool }) })`.
+ * Throws ConfigError for a bad URL (or an unreadable TLS file); connects only when first used.
+ */
+export function openPostgresPool(url: string, opts: PostgresOptions): FailoverPool {
+  const parsed = parsePostgresUrl(url);
+  return new Failover(parsed, redactUrl(url), opts.password, opts);
+}
