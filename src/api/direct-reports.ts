@@ -21,7 +21,7 @@ import { statusView } from './views.js';
 
 export interface DirectReportDeps {
   ctx: ServerContext;
-  authenticate: (req: http.IncomingMessage, id: string) => SubdomainRecord;
+  authenticate: (req: http.IncomingMessage, id: string) => Promise<SubdomainRecord>;
   body: <T>(req: http.IncomingMessage, schema: object) => Promise<T>;
   clientAddress: (req: http.IncomingMessage) => string;
   /** Applies and returns once the daemons serve the result. */
@@ -48,29 +48,29 @@ function checkReportedPorts(s: SubdomainRecord, ports: readonly number[], once: 
 
 export function registerDirectRouteReports(router: Router, d: DirectReportDeps): void {
   router.add('PUT', '/v1/subdomains/:id/mappings', async (req, res, p) => {
-    const s = d.authenticate(req, p.id!);
+    const s = await d.authenticate(req, p.id!);
     const b = await d.body<{ mappings: { external_port: number; internal_port: number; external_ip?: string | null; lease_seconds?: number | null; via?: 'upnp' | 'natpmp' }[]; note?: string }>(req, S.mappingsBody);
     const ports = checkReportedPorts(s, b.mappings.map((m) => m.external_port), 'a router forwards each external port to one place');
     for (const m of b.mappings) {
       if (m.external_ip && !isIPv4(m.external_ip)) throw new HttpError(400, 'invalid_request', 'external_ip must be an IPv4 address.');
     }
-    replaceMappings(d.ctx.db, s.id, b.mappings.map((m) => ({ externalPort: m.external_port, internalPort: m.internal_port, externalIp: m.external_ip ?? null, via: m.via ?? 'upnp', leaseSeconds: m.lease_seconds ?? null })), b.note?.trim() || null);
+    await replaceMappings(d.ctx.db, s.id, b.mappings.map((m) => ({ externalPort: m.external_port, internalPort: m.internal_port, externalIp: m.external_ip ?? null, via: m.via ?? 'upnp', leaseSeconds: m.lease_seconds ?? null })), b.note?.trim() || null);
     if (s.route === 'direct' && !s.ports.every((x) => ports.has(x.port))) {
       // A mapping the pod gave up must not keep clients on a dead route until the next probe.
-      setRoute(d.ctx.db, s.id, 4, { route: 'server', direct: null, reason: 'the pod reported its router mappings gone', streak: 0, changedAt: now(), fallbackAt: now() });
+      await setRoute(d.ctx.db, s.id, 4, { route: 'server', direct: null, reason: 'the pod reported its router mappings gone', streak: 0, changedAt: now(), fallbackAt: now() });
       await d.requestApply(['dns']);
     } else if (d.ctx.config.probe.prompt && requiredPorts(s).every((x) => ports.has(x.port))) {
       // Every port the direct route needs is mapped: test it now, not at the next timer run.
       d.probeSoon(s.name);
     }
-    sendJson(res, 200, statusView(d.ctx, getSubdomainById(d.ctx.db, s.id)!));
+    sendJson(res, 200, await statusView(d.ctx, (await getSubdomainById(d.ctx.db, s.id))!));
   });
 
   // The pod's own IPv6 address and the ports open to it there. The report must come from that very
   // address: a completed TCP handshake from it is the pod's proof that it holds the address, so that no
   // pod can point its name at someone else's host (the probe then checks that it answers as the pod).
   router.add('PUT', '/v1/subdomains/:id/ipv6', async (req, res, p) => {
-    const s = d.authenticate(req, p.id!);
+    const s = await d.authenticate(req, p.id!);
     const b = await d.body<{ address: string | null; openings: { port: number; internal_port?: number; via: 'pinhole' | 'open'; lease_seconds?: number | null }[]; note?: string }>(req, S.ipv6Body);
     let address: string | null = null;
     if (b.address !== null) {
@@ -86,15 +86,15 @@ export function registerDirectRouteReports(router: Router, d: DirectReportDeps):
       }
     }
     const ports = checkReportedPorts(s, b.openings.map((o) => o.port), 'each port is open once');
-    replaceIpv6Openings(d.ctx.db, s.id, address, b.openings.map((o) => ({ externalPort: o.port, internalPort: o.internal_port ?? o.port, externalIp: address, via: o.via, leaseSeconds: o.lease_seconds ?? null })), b.note?.trim() || null);
+    await replaceIpv6Openings(d.ctx.db, s.id, address, b.openings.map((o) => ({ externalPort: o.port, internalPort: o.internal_port ?? o.port, externalIp: address, via: o.via, leaseSeconds: o.lease_seconds ?? null })), b.note?.trim() || null);
     const still = address !== null && address === s.directIpv6 && s.ports.every((x) => ports.has(x.port));
     if (s.route6 === 'direct' && !still) {
       // Address gone or moved, or a port closed: AAAA must not keep clients on a dead route until the next probe.
       const reason = address === null ? 'the pod reported no IPv6 address any more' : address !== s.directIpv6 ? `the pod now reports ${address}, not its verified ${s.directIpv6}; it is probed there next` : 'the pod reported ports closed at its IPv6 address';
-      setRoute(d.ctx.db, s.id, 6, { route: 'server', direct: null, reason: `back to the server: ${reason}`, streak: 0, changedAt: now(), ...(address === s.directIpv6 ? { fallbackAt: now() } : {}) });
+      await setRoute(d.ctx.db, s.id, 6, { route: 'server', direct: null, reason: `back to the server: ${reason}`, streak: 0, changedAt: now(), ...(address === s.directIpv6 ? { fallbackAt: now() } : {}) });
       await d.requestApply(['dns']);
     }
     if (address && d.ctx.config.probe.prompt && requiredPorts(s).every((x) => ports.has(x.port))) d.probeSoon(s.name);
-    sendJson(res, 200, statusView(d.ctx, getSubdomainById(d.ctx.db, s.id)!));
+    sendJson(res, 200, await statusView(d.ctx, (await getSubdomainById(d.ctx.db, s.id))!));
   });
 }

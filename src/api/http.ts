@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { Pipe2meError, ExitCode, isPipe2meError } from '../util/errors.js';
+import { storeUnavailable } from '../state/errors.js';
 
 export class HttpError extends Pipe2meError {
   constructor(status: number, code: string, message: string, extra: { hint?: string; data?: Record<string, unknown> } = {}) {
@@ -89,6 +90,13 @@ export function sendError(res: ServerResponse, e: unknown, log: (m: string, fiel
     return;
   }
   const id = randomBytes(6).toString('hex');
+  const down = storeUnavailable(e);
+  if (down) {
+    // Temporary and the same for everyone: said plainly, with when to retry; the details go to the log.
+    log(`error ${id} store_unavailable: ${down.message}`, { event: 'request_failed', outcome: 'failed', code: 'store_unavailable', status: 503 });
+    sendJson(res, 503, { error: { code: 'store_unavailable', message: 'The server cannot reach its state store right now; try again in a few seconds.', request_id: id, retry_after: 5 } }, { 'retry-after': '5' });
+    return;
+  }
   const status = isPipe2meError(e) ? e.httpStatus : 500;
   const code = isPipe2meError(e) ? e.code : 'internal';
   log(isPipe2meError(e) ? `error ${id} ${e.code}: ${e.message}` : `internal error ${id}: ${(e as Error)?.stack ?? String(e)}`, { event: "request_failed", outcome: "failed", code, status });

@@ -26,7 +26,7 @@ import { createLog, type Log } from '../util/log.js';
 import * as fs from 'node:fs';
 import { isIP } from 'node:net';
 import { unmapIPv4 } from '../net/address.js';
-import type { ServerContext } from '../server/context.js';
+import { onStore, type ServerContext } from '../server/context.js';
 import { ApplyQueue } from '../server/apply-queue.js';
 import { addSubdomainRecord, expireSweep, removeSubdomain } from '../server/subdomains.js';
 import { podCertificate, requestPodCertificate } from '../server/issuers.js';
@@ -50,6 +50,7 @@ import * as S from './schemas.js';
 import { registerStatusRoutes } from '../status/routes.js';
 import { registerDirectRouteReports } from './direct-reports.js';
 import { setupInfo, statusView } from './views.js';
+import { shareSessions } from '../server/shared-sessions.js';
 
 export interface ApiOptions {
   host?: string;
@@ -129,17 +130,17 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     hint: 'Send the secret you received at setup: Authorization: Bearer p2ms_...',
   });
 
-  function authenticate(req: http.IncomingMessage, id: string): SubdomainRecord {
+  async function authenticate(req: http.IncomingMessage, id: string): Promise<SubdomainRecord> {
     const auth = req.headers.authorization ?? '';
     const m = /^Bearer (\S+)$/.exec(auth);
     if (!m || !looksLikeSecret(m[1], 'p2ms')) throw unauthorized();
     perCredential.check('s:' + hashSecret(m[1]!));
-    const s = authenticateSubdomain(ctx.db, id, m[1]!);
+    const s = await authenticateSubdomain(ctx.db, id, m[1]!);
     if (!s) {
       // A wrong secret counts against its address after all (see handle): guessing stays limited there.
       perAddress.check('a:' + addressKey(clientAddress(req)));
       // The pod did send its secret: if the subdomain was removed, say so (and when), not "wrong credentials".
-      const gone = removedSubdomain(ctx.db, id, m[1]!);
+      const gone = await removedSubdomain(ctx.db, id, m[1]!);
       if (gone) {
         throw new DeniedError('subdomain_removed', `${gone.fqdn} was removed at ${new Date(gone.removedAt * 1000).toISOString()} (${gone.reason}).`, {
           httpStatus: 410, hint: 'This pod\'s setup is of no use any more: set up again with a new token or claim (pipe2me setup --force).',
@@ -172,12 +173,12 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     }
     perCredential.check('t:' + hashSecret(b.token));
     // The quota is checked and the token used in the same transaction as the allocation.
-    const created = withToken(ctx.db, b.token, b.protocols.length, (t) =>
-      addSubdomainRecord(ctx, { name: b.name, protocols: b.protocols, lifespanSeconds: t.lifespanSeconds, passthrough: b.passthrough ?? false, tokenId: t.id, withSecret: true },
+    const created = await withToken(ctx.db, b.token, b.protocols.length, (t, tx) =>
+      addSubdomainRecord(onStore(ctx, tx), { name: b.name, protocols: b.protocols, lifespanSeconds: t.lifespanSeconds, passthrough: b.passthrough ?? false, tokenId: t.id, withSecret: true },
         Math.min(t.maxPorts, ctx.config.ports.maxPerSubdomain)));
     await queue.request(['keys', 'nginx', 'dns']);
     log(`created ${created.record.fqdn} (${created.record.ports.map((p) => `${p.protocol}:${p.port}`).join(',')}) for ${clientAddress(req)}`, { event: 'subdomain_created', subdomain: created.record.name, outcome: 'ok', client: clientAddress(req) });
-    sendJson(res, 201, setupInfo(ctx, created.record, created.secret!));
+    sendJson(res, 201, await setupInfo(ctx, created.record, created.secret!));
   });
 
   router.add('POST', '/v1/claim', async (req, res) => {
@@ -187,28 +188,28 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     });
     if (!looksLikeSecret(b.claim_token, 'p2mc')) throw denied();
     perCredential.check('c:' + hashSecret(b.claim_token));
-    const claimed = claimSubdomain(ctx.db, b.claim_token);
+    const claimed = await claimSubdomain(ctx.db, b.claim_token);
     if (!claimed) throw denied();
     log(`claimed ${claimed.record.fqdn} from ${clientAddress(req)}`, { event: 'subdomain_claimed', subdomain: claimed.record.name, outcome: 'ok', client: clientAddress(req) });
-    sendJson(res, 200, setupInfo(ctx, claimed.record, claimed.secret));
+    sendJson(res, 200, await setupInfo(ctx, claimed.record, claimed.secret));
   });
 
   // What the pod asks when its tunnel comes up (and now and then): also the moment to notice that it
   // now connects from another address than the router address its direct route was verified at.
   router.add('GET', '/v1/subdomains/:id', async (req, res, p) => {
-    let s = authenticate(req, p.id!);
-    const moved = fallBackOnMove(ctx, s, liveSession(ctx.layout.sessionsDir, s.name));
+    let s = await authenticate(req, p.id!);
+    const moved = await fallBackOnMove(ctx, s, liveSession(ctx.layout.sessionsDir, s.name));
     if (moved) {
       log(`${s.fqdn}: now connects from ${moved}, not from ${s.directIpv4}: back to the server`, { event: 'route_changed', subdomain: s.name, family: 'ipv4', outcome: 'server', reason: 'address_moved' });
       await queue.request(['dns']);
       if (ctx.config.probe.prompt) prober.soon(s.name, 2000);
-      s = getSubdomainById(ctx.db, s.id)!;
+      s = (await getSubdomainById(ctx.db, s.id))!;
     }
-    sendJson(res, 200, statusView(ctx, s));
+    sendJson(res, 200, await statusView(ctx, s));
   });
 
   router.add('PUT', '/v1/subdomains/:id/ssh-key', async (req, res, p) => {
-    const s = authenticate(req, p.id!);
+    const s = await authenticate(req, p.id!);
     const b = await body<{ public_key: string }>(req, S.sshKeyBody);
     // The key index is written at once; sshd's key lookup reads it at the next login, no reload.
     const r = await registerPodKey(ctx, s, b.public_key, (units) => queue.request(units));
@@ -219,7 +220,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   // A new certificate for the pod's CSR: 200 with it, or — while an order at the ACME CA is under way —
   // 202 with a Retry-After, and a private CA certificate for the same key if the pod has none yet.
   router.add('POST', '/v1/subdomains/:id/certificate', async (req, res, p) => {
-    const s = authenticate(req, p.id!);
+    const s = await authenticate(req, p.id!);
     const b = await body<{ csr: string }>(req, S.csrBody);
     const a = await requestPodCertificate(ctx, s, b.csr, { acme: acme() });
     const cert = a.certificate ? certificateBody(a.certificate) : null;
@@ -229,8 +230,8 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
 
   // The certificate the pod should serve now: the public one as soon as its order finished.
   router.add('GET', '/v1/subdomains/:id/certificate', async (req, res, p) => {
-    const s = authenticate(req, p.id!);
-    const c = podCertificate(ctx, s);
+    const s = await authenticate(req, p.id!);
+    const c = await podCertificate(ctx, s);
     sendJson(res, 200, { certificate: c.certificate ? certificateBody(c.certificate) : null, order: c.order });
   });
 
@@ -239,7 +240,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   // A pod whose link came back finds its ports still held by its own stale session (sshd has not noticed
   // the old connection died): it asks for that session to be cut instead of waiting for ClientAlive.
   router.add('POST', '/v1/subdomains/:id/sessions/reset', async (req, res, p) => {
-    const s = authenticate(req, p.id!);
+    const s = await authenticate(req, p.id!);
     await body(req, S.extendBody);
     const r = await cutSessions({ ...sessionDirs(ctx), tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((x) => x.port) });
     if (r.killed.length) log(`cut ${r.killed.length} stale session(s) of ${s.fqdn} at its request`, { event: 'sessions_reset', subdomain: s.name, outcome: 'ok', cut_sessions: r.killed.length });
@@ -247,19 +248,19 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   });
 
   router.add('POST', '/v1/subdomains/:id/extend', async (req, res, p) => {
-    const s = authenticate(req, p.id!);
+    const s = await authenticate(req, p.id!);
     await body(req, S.extendBody);
-    const t = s.tokenId ? getToken(ctx.db, s.tokenId) : undefined;
+    const t = s.tokenId ? await getToken(ctx.db, s.tokenId) : undefined;
     if (!t || !t.extendable || t.lifespanSeconds === null || t.revokedAt !== null) {
       throw new DeniedError('not_extendable', `${s.fqdn} cannot be extended.`, { hint: 'Its token does not allow extending; ask the operator.' });
     }
     const expires = now() + t.lifespanSeconds;
-    setExpiry(ctx.db, s.id, expires);
-    sendJson(res, 200, statusView(ctx, getSubdomainById(ctx.db, s.id)!));
+    await setExpiry(ctx.db, s.id, expires);
+    sendJson(res, 200, await statusView(ctx, (await getSubdomainById(ctx.db, s.id))!));
   });
 
   router.add('DELETE', '/v1/subdomains/:id', async (req, res, p) => {
-    const s = authenticate(req, p.id!);
+    const s = await authenticate(req, p.id!);
     const r = await removeSubdomain(ctx, s.name, { apply: false, reason: 'given up by its pod' });
     await queue.request(['nginx', 'dns']);
     log(`destroyed ${s.fqdn} at the pod's request`, { event: 'subdomain_removed', subdomain: s.name, outcome: 'ok', by: 'pod' });
@@ -368,7 +369,8 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
             const expired = await expireSweep(ctx, { apply: true, progress: log });
             for (const s of expired) log(`expired ${s.fqdn}`, { event: 'subdomain_expired', subdomain: s.name, outcome: 'ok' });
             await sweepStaleRecords(sessionDirs(ctx));
-            foldLogins(ctx);
+            await shareSessions(ctx);
+            await foldLogins(ctx);
           } catch (e) {
             log(`expiry sweep failed: ${(e as Error).message}`, { event: 'expiry_sweep', outcome: 'failed' });
           } finally {

@@ -11,8 +11,8 @@ export function hostKeyLine(ctx: ServerContext): string {
   return `${pub[0]} ${pub[1]}`;
 }
 
-export function setupInfo(ctx: ServerContext, s: SubdomainRecord, secret: string) {
-  const v = viewSubdomain(ctx, s);
+export async function setupInfo(ctx: ServerContext, s: SubdomainRecord, secret: string) {
+  const v = await viewSubdomain(ctx, s);
   return {
     id: s.id,
     secret,
@@ -37,10 +37,10 @@ export function setupInfo(ctx: ServerContext, s: SubdomainRecord, secret: string
   };
 }
 
-export function statusView(ctx: ServerContext, s: SubdomainRecord) {
-  const v = viewSubdomain(ctx, s);
+export async function statusView(ctx: ServerContext, s: SubdomainRecord) {
+  const v = await viewSubdomain(ctx, s);
   return {
     ...v,
-    mappings: getMappings(ctx.db, s.id).map((m) => ({ family: m.family, external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, via: m.via })),
+    mappings: (await getMappings(ctx.db, s.id)).map((m) => ({ family: m.family, external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, via: m.via })),
   };
 }

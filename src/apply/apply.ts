@@ -166,14 +166,14 @@ export function lockFile(ctx: ServerContext): string {
 }
 
 /** Plans without touching anything (no lock, no certificates, no staging): `pipe2me-ctl plan`. */
-export function planOnly(live: ServerContext, units: readonly Unit[] = ALL_UNITS, opts: { full?: boolean } = {}): Plan & { render: RenderOutcome } {
+export async function planOnly(live: ServerContext, units: readonly Unit[] = ALL_UNITS, opts: { full?: boolean } = {}): Promise<Plan & { render: RenderOutcome }> {
   const ctx = snapshot(live);
   const L = ctx.layout;
   // Every per-pod file is read once: the renderer patches it, the planner compares with it.
   const perPod = [L.sshd.keyList, L.nginx.httpEntryMap, L.nginx.httpsEntryMap, L.nginx.sniRouteMap, L.nginx.sniPortMap, L.bind.zone, L.nsd.zone];
   const contents = new Map(perPod.map((p) => [p, readIfExists(p)]));
-  const render = renderForApply(ctx.config, L, ctx.db, units, contents, opts);
-  const stored = getMeta(ctx.db, SERIAL_KEY);
+  const render = await renderForApply(ctx.config, L, ctx.db, units, contents, opts);
+  const stored = await getMeta(ctx.db, SERIAL_KEY);
   return { ...plan(render.files, readLive(render.files, contents), { storedSerial: stored ? Number(stored) : null, now: now() }), render };
 }
 
@@ -196,7 +196,7 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
   let failedUnit: string | null = null;
   const run = async (): Promise<ApplyReport> => {
     const renewed = !opts.dryRun && units.includes('nginx') ? await ensureServerCertificates(ctx, progress) : false;
-    const p = planOnly(ctx, units, { full: opts.full });
+    const p = await planOnly(ctx, units, { full: opts.full });
     step('plan');
     // A full apply has every daemon load what it renders whole, changed or not: the way back from a
     // daemon that lost its files (named's served zone removed, say) or missed a reload.
@@ -218,7 +218,7 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     const dynamicUpdate = ctx.config.dns.daemon === 'bind' && p.render.zoneDelta !== undefined && p.reloads.some((r) => r.action === 'dns-reload-zone');
     if (dynamicUpdate) for (const r of p.reloads) if (r.action === 'dns-reload-zone') r.action = 'dns-update';
     if (opts.dryRun || (p.changedUnits.length === 0 && p.reloads.length === 0)) {
-      if (!opts.dryRun) record();
+      if (!opts.dryRun) await record();
       report.durationMs = performance.now() - started;
       return report;
     }
@@ -262,9 +262,9 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     } finally {
       for (const s of stagedUnits) fs.rmSync(s.dir, { recursive: true, force: true });
     }
-    if (p.serial !== null) setMeta(ctx.db, SERIAL_KEY, String(p.serial));
+    if (p.serial !== null) await setMeta(ctx.db, SERIAL_KEY, String(p.serial));
     // The files are in place: the next apply may patch them.
-    record();
+    await record();
     step('swap');
 
     // One reload per daemon at most, and the daemons do not depend on each other: they reload side by
@@ -296,10 +296,10 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
   return withLock(lockFile(ctx), 'apply', async () => {
     try {
       const report = await run();
-      if (!opts.dryRun) recordApplyMetrics(ctx.db, { ok: true, steps, reloads: report.reloads.map((r) => r.unit) });
+      if (!opts.dryRun) await recordApplyMetrics(ctx.db, { ok: true, steps, reloads: report.reloads.map((r) => r.unit) });
       return report;
     } catch (e) {
-      if (!opts.dryRun) recordApplyMetrics(ctx.db, { ok: false, steps, reloads: [], failedUnit: failedUnit ?? 'none' });
+      if (!opts.dryRun) await recordApplyMetrics(ctx.db, { ok: false, steps, reloads: [], failedUnit: failedUnit ?? 'none' });
       throw e;
     }
   });

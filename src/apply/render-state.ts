@@ -16,7 +16,7 @@ import { templatesDigestSource } from '../render/templates.js';
 import type { Layout } from '../render/layout.js';
 import type { DroppedEntry, RenderedFile, RenderSubdomain, Unit } from '../render/types.js';
 import { allChallenges } from '../state/acme.js';
-import type { Db } from '../state/db.js';
+import type { Store } from '../state/db.js';
 import { changedSince, journalPosition, pruneJournal, readConsistently } from '../state/render-journal.js';
 import { renderSnapshot, renderSnapshotOf } from '../state/subdomains.js';
 import { atomicWrite, readIfExists } from '../util/fsx.js';
@@ -90,12 +90,12 @@ export function readManifest(L: Layout): RenderManifest | null {
  * Renders the given units. `live` holds the per-pod files as they are on disk (read once by the caller,
  * which compares them with the result too).
  */
-export function renderForApply(c: Config, L: Layout, db: Db, units: readonly Unit[], live: ReadonlyMap<string, string | undefined>, opts: { full?: boolean } = {}): RenderOutcome {
+export async function renderForApply(c: Config, L: Layout, store: Store, units: readonly Unit[], live: ReadonlyMap<string, string | undefined>, opts: { full?: boolean } = {}): Promise<RenderOutcome> {
   const manifest = opts.full ? null : readManifest(L);
   const digest = renderDigest(c);
-  return readConsistently(db, () => {
-    const position = journalPosition(db);
-    const challenges = units.includes('dns') ? allChallenges(db) : [];
+  return await readConsistently(store, async (db) => {
+    const position = await journalPosition(db);
+    const challenges = units.includes('dns') ? await allChallenges(db) : [];
     const specs = fragmentSpecs(c, L, units, { challenges });
     const identities = new Map(specs.map((spec) => [spec.path, fileIdentity(spec.path)]));
     const perPod = new Set(specs.map((s) => s.path));
@@ -103,17 +103,21 @@ export function renderForApply(c: Config, L: Layout, db: Db, units: readonly Uni
     const how: RenderOutcome['how'] = [];
 
     // Which files can be brought forward, and from which journal position.
-    const plans = specs.map((spec) => {
+    const plans: { spec: FragmentSpec; why: string | null; names: string[] }[] = [];
+    for (const spec of specs) {
       const why = wholeBecause(spec, manifest, digest, live.get(spec.path), identities.get(spec.path), position.prunedThrough, opts.full);
-      if (why) return { spec, why, names: [] as string[] };
-      const names = changedSince(db, manifest!.files[spec.path]!.seq, PATCH_LIMIT);
-      return names.length > PATCH_LIMIT ? { spec, why: `more than ${PATCH_LIMIT} pods changed`, names } : { spec, why: null, names };
-    });
+      if (why) {
+        plans.push({ spec, why, names: [] });
+        continue;
+      }
+      const names = await changedSince(db, manifest!.files[spec.path]!.seq, PATCH_LIMIT);
+      plans.push(names.length > PATCH_LIMIT ? { spec, why: `more than ${PATCH_LIMIT} pods changed`, names } : { spec, why: null, names });
+    }
     let all: RenderSubdomain[] | undefined;
     let keyDelta: RenderOutcome['keyDelta'];
     let zoneDelta: RenderOutcome['zoneDelta'];
     const changed = [...new Set(plans.filter((p) => p.why === null).flatMap((p) => p.names))].sort();
-    const rows = new Map(renderSnapshotOf(db, changed).map((s) => [s.name, s]));
+    const rows = new Map((await renderSnapshotOf(db, changed)).map((s) => [s.name, s]));
 
     for (const p of plans) {
       let result: { content: string; dropped: DroppedEntry[] } | null = null;
@@ -130,7 +134,7 @@ export function renderForApply(c: Config, L: Layout, db: Db, units: readonly Uni
         }
       }
       if (result === null) {
-        all ??= renderSnapshot(db);
+        all ??= await renderSnapshot(db);
         result = assemble(p.spec, all);
         how.push({ path: p.spec.path, mode: 'whole', why: why! });
       }
@@ -160,7 +164,7 @@ function toRendered(spec: FragmentSpec, r: { content: string; dropped: DroppedEn
  * After an apply: record what is now live in each per-pod file it rendered, and let the journal forget
  * what every per-pod file has taken in.
  */
-export function recordRendered(c: Config, L: Layout, db: Db, outcome: RenderOutcome): void {
+export async function recordRendered(c: Config, L: Layout, db: Store, outcome: RenderOutcome): Promise<void> {
   const before = readManifest(L);
   const digest = outcome.digest;
   const files: Record<string, ManifestEntry> = before && before.digest === digest ? { ...before.files } : {};
@@ -173,5 +177,5 @@ export function recordRendered(c: Config, L: Layout, db: Db, outcome: RenderOutc
   const text = JSON.stringify(next, null, 1) + '\n';
   if (readIfExists(L.renderManifest) !== text) atomicWrite(L.renderManifest, text, { mode: 0o644 });
   const all = fragmentSpecs(c, L, ['keys', 'nginx', 'dns']).map((s) => s.path);
-  if (all.every((p) => files[p] !== undefined)) pruneJournal(db, Math.min(...all.map((p) => files[p]!.seq)));
+  if (all.every((p) => files[p] !== undefined)) await pruneJournal(db, Math.min(...all.map((p) => files[p]!.seq)));
 }

@@ -104,7 +104,7 @@ Examples:
   pipe2me-ctl ca orders --limit 10 --json`)
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        const list = listOrders(ctx.db, o.limit);
+        const list = await listOrders(ctx.db, o.limit);
         const iso = isoSeconds;
         out.result(list.map((x) => ({ id: x.id, names: x.names, purpose: x.purpose, state: x.state, attempts: x.attempts, next_attempt: x.state === 'queued' ? iso(x.nextAttemptAt) : null, last_error: x.lastError, certificate: x.certSerial, created: iso(x.createdAt) })),
           () => list.length === 0 ? (ctx.config.ca.issuer === 'acme' ? 'No ACME orders yet.' : 'No ACME orders: ca.issuer is private.') : table(
@@ -137,7 +137,7 @@ Examples:
     .action(async (serial: string, o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const r = await authority(ctx).revoke(serial, o.reason);
-        markRevoked(ctx.db, r.serial, o.reason);
+        await markRevoked(ctx.db, r.serial, o.reason);
         await publishTrust(ctx);
         out.result({ serial: r.serial, reason: o.reason, crl_revoked: r.crl.revokedSerials.length }, () => `revoked ${r.serial} (${o.reason}); the CRL now lists ${r.crl.revokedSerials.length} certificate(s)`);
       }));

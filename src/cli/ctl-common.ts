@@ -20,11 +20,11 @@ export function globals(cmd: Command): Globals {
 
 export async function withServer<T>(cmd: Command, fn: (ctx: ServerContext, out: Output) => Promise<T>): Promise<T> {
   const g = globals(cmd);
-  const ctx = openServer(configFileFrom(g.config));
+  const ctx = await openServer(configFileFrom(g.config));
   try {
     return await fn(ctx, new Output(g));
   } finally {
-    closeServer(ctx);
+    await closeServer(ctx);
   }
 }
 

@@ -25,7 +25,7 @@ Examples:
 To give an operator a new secret, remove it and add it again.`)
     .action(async (name: string, _o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        const { record, secret } = addOperator(ctx.db, name);
+        const { record, secret } = await addOperator(ctx.db, name);
         const url = `https://${ctx.config.server.fqdn}/status`;
         out.result({ name: record.name, secret, created: isoSeconds(record.createdAt), url }, () => [
           `operator ${record.name} added`,
@@ -45,7 +45,7 @@ Examples:
   pipe2me-ctl operator list --json`)
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        const list = listOperators(ctx.db);
+        const list = await listOperators(ctx.db);
         out.result(list.map((o) => ({ name: o.name, created: isoSeconds(o.createdAt), last_used: o.lastUsed ? isoSeconds(o.lastUsed) : null })),
           () => list.length === 0 ? 'No operators yet. Add one: pipe2me-ctl operator add NAME'
             : table(list.map((o) => [o.name, isoSeconds(o.createdAt), o.lastUsed ? isoSeconds(o.lastUsed) : 'never']), ['NAME', 'ADDED', 'LAST SIGNED IN']));
@@ -59,7 +59,7 @@ Example:
   pipe2me-ctl operator remove alice`)
     .action(async (name: string, _o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        removeOperator(ctx.db, name);
+        await removeOperator(ctx.db, name);
         out.result({ removed: name }, () => `operator ${name} removed; its secret no longer signs in`);
       }));
 }

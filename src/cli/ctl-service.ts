@@ -36,7 +36,7 @@ Examples:
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         // Resolve the names first: an unknown one is exit 4 like everywhere else, not a silent "nothing to probe".
-        const names = (o.name as string[] | undefined)?.map((n) => requireSubdomain(ctx.db, n).name);
+        const names = o.name ? await Promise.all((o.name as string[]).map(async (n) => (await requireSubdomain(ctx.db, n)).name)) : undefined;
         const r = await probeAll(ctx, { names, progress: (m) => out.progress(m), applyDns: Boolean(o.apply) });
         const log = createLog('probe', o.logFormat as LogFormat);
         for (const x of r.results.filter((y) => y.changed)) {
@@ -82,7 +82,7 @@ It prints the secret once, and the \`pipe2me setup\` command line to give to the
         const maxPorts = Math.min(o.maxPorts, ctx.config.ports.maxPerSubdomain);
         const maxSubdomains = o.singleUse ? 1 : (o.maxSubdomains as number | null);
         const maxTotalPorts = (o.maxTotalPorts as number | null | undefined) !== undefined ? (o.maxTotalPorts as number | null) : maxSubdomains === null ? null : maxSubdomains * maxPorts;
-        const { record, secret } = createToken(ctx.db, {
+        const { record, secret } = await createToken(ctx.db, {
           label: o.label, maxPorts,
           lifespanSeconds: o.lifespan ? parseDuration(o.lifespan, '--lifespan') : null,
           extendable: Boolean(o.extendable), singleUse: Boolean(o.singleUse), maxSubdomains, maxTotalPorts,
@@ -105,7 +105,7 @@ Examples:
   pipe2me-ctl token list --json`)
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        const list = listTokens(ctx.db);
+        const list = await listTokens(ctx.db);
         out.result(list.map(tokenJson), () => list.length === 0 ? 'No tokens. Create one: pipe2me-ctl token create --max-ports 4 --lifespan 30d' : table(
           list.map((t) => [t.id, t.label || '-', String(t.maxPorts), `${t.liveSubdomains}/${bound(t.maxSubdomains)}`, `${t.livePorts}/${bound(t.maxTotalPorts)}`,
             t.lifespanSeconds ? formatDuration(t.lifespanSeconds) : 'forever', t.extendable ? 'yes' : 'no',
@@ -122,7 +122,7 @@ Example:
   pipe2me-ctl token revoke 3f9c2a71b0d84e65`)
     .action(async (id: string, _o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        const t = revokeToken(ctx.db, id);
+        const t = await revokeToken(ctx.db, id);
         out.result(tokenJson(t), () => `token ${t.id} revoked`);
       }));
 

@@ -87,7 +87,7 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const lifespan = o.expires ? parseDuration(o.expires, '--expires') : ctx.config.subdomains.defaultLifespanSeconds;
-        const created = addSubdomainRecord(ctx, {
+        const created = await addSubdomainRecord(ctx, {
           name: o.name,
           protocols: String(o.ports).split(',').map((s: string) => s.trim()).filter(Boolean),
           lifespanSeconds: lifespan,
@@ -95,7 +95,7 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
           withClaim: true,
         });
         const applied = o.apply ? await apply(ctx, { progress: (m) => out.progress(m) }) : null;
-        const view = viewSubdomain(ctx, created.record);
+        const view = await viewSubdomain(ctx, created.record);
         out.result({ ...view, claim_token: created.claimToken, api: `https://${ctx.config.server.fqdn}/`, ca_pin: caPin(ctx), applied: applied ? applyJson(applied) : null }, () =>
           [
             subdomainDetails(view),
@@ -116,7 +116,7 @@ Examples:
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const sessions = readSessions(ctx.layout.sessionsDir);
-        const views = listSubdomains(ctx.db).map((s) => summarizeSubdomain(s, sessions.get(s.name)));
+        const views = (await listSubdomains(ctx.db)).map((s) => summarizeSubdomain(s, sessions.get(s.name)));
         out.result(views, () => subdomainTable(views));
       }));
 
@@ -130,7 +130,7 @@ Examples:
   pipe2me-ctl show calm-red-otter.pipe.example.com --json`)
     .action(async (name: string, _o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        const view = viewSubdomain(ctx, requireSubdomain(ctx.db, name));
+        const view = await viewSubdomain(ctx, await requireSubdomain(ctx.db, name));
         out.result(view, () => subdomainDetails(view));
       }));
 
@@ -165,7 +165,7 @@ Examples:
     .action(async (name: string, file: string, _o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const text = file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(file, 'utf8');
-        const s = requireSubdomain(ctx.db, name);
+        const s = await requireSubdomain(ctx.db, name);
         const { key, replaced, cutSessions, applied: r } = await registerPodKey(ctx, s, text, (units) => apply(ctx, { units, progress: (m) => out.progress(m) }));
         out.result({ name: s.name, algorithm: key.algorithm, fingerprint: key.fingerprint, bits: key.bits, replaced, cut_sessions: cutSessions, applied: applyJson(r) },
           () => [`${s.fqdn}: ${key.algorithm} key ${key.fingerprint} registered; it may listen on ports ${s.ports.map((p) => p.port).join(', ')} only.`,
@@ -183,7 +183,7 @@ Examples:
     .option('--full', 'render every per-pod file whole instead of patching the pods that changed')
     .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        const p = planOnly(ctx, undefined, { full: Boolean(o.full) });
+        const p = await planOnly(ctx, undefined, { full: Boolean(o.full) });
         const diff = planDiff(p);
         out.result({
           changed_units: p.changedUnits,

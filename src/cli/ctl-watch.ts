@@ -12,6 +12,7 @@ import type { Command } from 'commander';
 import { apply } from '../apply/apply.js';
 import { configFileFrom } from '../config/load.js';
 import { closeServer, openServer } from '../server/context.js';
+import { changeStamp } from '../state/db.js';
 import { expireSweep } from '../server/subdomains.js';
 import { isPipe2meError } from '../util/errors.js';
 import { globals, parseIntOption, parseLogFormatOption } from './ctl-common.js';
@@ -39,14 +40,14 @@ Examples:
       const log = createLog('watch', o.logFormat as LogFormat);
       // Live: every apply renders from the file as it is now (a file that does not validate is reported
       // once and the last good configuration kept).
-      const ctx = openServer(file, log);
-      const dataVersion = () => ctx.db.pragma('data_version', { simple: true }) as number;
+      const ctx = await openServer(file, log);
+      const dataVersion = () => changeStamp(ctx.db);
       let timer: NodeJS.Timeout | undefined;
       let running: Promise<void> = Promise.resolve();
 
       const cycle = async () => {
         try {
-          if (ctx.refresh()) seen = dataVersion();
+          if (ctx.refresh()) seen = await dataVersion();
           await expireSweep(ctx, { apply: false, progress: log });
           const r = await apply(ctx, { progress: log });
           if (r.plan.changedUnits.length) log(applySummary(r), { event: 'apply', outcome: 'ok', units: r.plan.changedUnits, duration_ms: Math.round(r.durationMs) });
@@ -64,17 +65,30 @@ Examples:
 
       const watcher = chokidar.watch(file, { ignoreInitial: true });
       watcher.on('all', (event) => schedule(`${event} ${file}`));
-      let seen = dataVersion();
+      let seen = await dataVersion();
+      // While the store cannot be read (PostgreSQL down, failing over), the poll says so once and backs off
+      // (doubling up to 30 s), then carries on: the tunnels and the daemons' files are not affected.
+      let failing = false;
+      let skipUntil = 0;
+      let inFlight = false;
+      let backoff = o.poll as number;
       const poll = setInterval(() => {
-        try {
-          const v = dataVersion();
+        if (inFlight || Date.now() < skipUntil) return;
+        inFlight = true;
+        dataVersion().finally(() => { inFlight = false; }).then((v) => {
+          if (failing) log('the state store answers again', { event: 'state_readable', outcome: 'ok' });
+          failing = false;
+          backoff = o.poll as number;
           if (v !== seen) {
             seen = v;
             schedule('the state store changed');
           }
-        } catch (e) {
-          log(`cannot read the state store: ${(e as Error).message}`, { event: 'state_unreadable', outcome: 'failed' });
-        }
+        }, (e: unknown) => {
+          if (!failing) log(`cannot read the state store, retrying with backoff: ${(e as Error).message}`, { event: 'state_unreadable', outcome: 'failed' });
+          failing = true;
+          backoff = Math.min(backoff * 2, 30_000);
+          skipUntil = Date.now() + backoff;
+        });
       }, o.poll);
       const expiry = setInterval(() => {
         running = running.then(async () => {
@@ -87,7 +101,7 @@ Examples:
       }, o.expiryInterval * 1000);
 
       await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
-      out.note(`watching ${file} and the state store ${ctx.layout.stateDb}; Ctrl-C to stop`);
+      out.note(`watching ${file} and the state store ${ctx.db.location}; Ctrl-C to stop`);
       // Once at start: covers whatever changed while nothing was watching.
       running = running.then(cycle);
       await new Promise<void>((resolve) => {
@@ -99,6 +113,6 @@ Examples:
       clearTimeout(timer);
       await watcher.close();
       await running;
-      closeServer(ctx);
+      await closeServer(ctx);
     });
 }

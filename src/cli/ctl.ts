@@ -12,6 +12,7 @@ import { registerDaemonsCommand } from './ctl-daemons.js';
 import { registerStatusCommand } from './ctl-status.js';
 import { registerConfigCommands } from './ctl-config.js';
 import { registerOperatorCommands } from './ctl-operator.js';
+import { registerStateCommands } from './ctl-state.js';
 
 export function buildProgram(): Command {
   const program = new Command('pipe2me-ctl');
@@ -38,6 +39,7 @@ ${EXIT_CODES_HELP}`);
   registerDaemonsCommand(program);
   registerStatusCommand(program);
   registerOperatorCommands(program);
+  registerStateCommands(program);
   return program;
 }
 

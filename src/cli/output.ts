@@ -4,6 +4,7 @@
  * typed errors to their exit codes.
  */
 import { ExitCode, isPipe2meError } from '../util/errors.js';
+import { storeUnavailable } from '../state/errors.js';
 import { isoSeconds } from '../util/time.js';
 
 /**
@@ -88,7 +89,9 @@ export async function runMain(main: () => Promise<void>, wantsJson: () => boolea
   try {
     await main();
     return await exitFlushed(Number(process.exitCode ?? ExitCode.ok));
-  } catch (e) {
+  } catch (thrown) {
+    // A store that cannot be reached is said as such (exit 11), whichever driver noticed it.
+    const e = storeUnavailable(thrown) ?? thrown;
     if (isPipe2meError(e)) {
       if (wantsJson()) process.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
       process.stderr.write(forTerminal(`error: ${e.message}\n` + (e.hint ? `hint: ${e.hint}\n` : '')));

@@ -119,6 +119,7 @@ interface RawConfig {
   subdomains: { reserved_names: string[]; default_lifespan: string | null };
   probe: { timeout_ms: number; concurrency: number; recover_after: number; flap_window: string; prompt: boolean };
   api: { rate_per_minute: number; max_body_bytes: number };
+  state: Config['state'];
   paths: Config['paths'];
 }
 
@@ -212,6 +213,7 @@ export function configFromDocument(doc: unknown, file: string): Config {
     subdomains: { reservedNames: raw.subdomains.reserved_names, defaultLifespanSeconds },
     probe: { timeoutMs: raw.probe.timeout_ms, concurrency: raw.probe.concurrency, recoverAfter: raw.probe.recover_after, flapWindowSeconds, prompt: raw.probe.prompt },
     api: { ratePerMinute: raw.api.rate_per_minute, maxBodyBytes: raw.api.max_body_bytes },
+    state: raw.state,
     paths: raw.paths,
   };
 }

@@ -58,5 +58,6 @@ export interface Config {
   subdomains: { reservedNames: string[]; defaultLifespanSeconds: number | null };
   probe: { timeoutMs: number; concurrency: number; recoverAfter: number; flapWindowSeconds: number; prompt: boolean };
   api: { ratePerMinute: number; maxBodyBytes: number };
+  state: { url?: string; password_file?: string; pool_size: number; connect_timeout_ms: number; statement_timeout_ms: number };
   paths: { state: string; ca: string; sshd: string; nginx: string; dns: string; run: string; log: string };
 }

@@ -42,8 +42,8 @@ function add(reg: client.Registry, name: string, values: Values, specs: Record<s
 }
 
 /** The store's counters and histograms: known names only, with their initial zeroes. */
-function storeMetrics(reg: client.Registry, ctx: ServerContext): void {
-  const rows = readCounters(ctx.db);
+async function storeMetrics(reg: client.Registry, ctx: ServerContext): Promise<void> {
+  const rows = await readCounters(ctx.db);
   // Logins: the store's share plus what the key lookup's files hold now.
   const pending = pendingLogins(ctx.layout.connsDir);
   for (const result of ['accepted', 'refused'] as const) {
@@ -79,10 +79,10 @@ export async function scrapeFleet(ctx: ServerContext, o: ScrapeOptions = {}): Pr
   const perPod = c.metrics.perPod;
   add(reg, 'pipe2me_build_info', [{ labels: { version: VERSION, node: process.version }, value: 1 }]);
 
-  const counts = subdomainCounts(ctx.db);
+  const counts = await subdomainCounts(ctx.db);
   add(reg, 'pipe2me_subdomains', [{ labels: { status: 'active' }, value: counts.active }, { labels: { status: 'expired' }, value: counts.expired }]);
 
-  const routes = activeRoutes(ctx.db);
+  const routes = await activeRoutes(ctx.db);
   const sessions = await readSessionsAsync(ctx.layout.sessionsDir);
   const online = routes.filter((r) => sessions.get(r.name)?.alive);
   add(reg, 'pipe2me_pods', [{ labels: {}, value: routes.length }]);
@@ -105,14 +105,14 @@ export async function scrapeFleet(ctx: ServerContext, o: ScrapeOptions = {}): Pr
   add(reg, 'pipe2me_pods_by_route', split(byRoute, 'route'));
   add(reg, 'pipe2me_pods_by_reason', split(byReason, 'reason'));
 
-  add(reg, 'pipe2me_ports_allocated', [{ labels: {}, value: allocatedPorts(ctx.db) }]);
+  add(reg, 'pipe2me_ports_allocated', [{ labels: {}, value: await allocatedPorts(ctx.db) }]);
   add(reg, 'pipe2me_ports_range_size', [{ labels: {}, value: c.ports.last - c.ports.first + 1 }]);
-  add(reg, 'pipe2me_certificate_expiry_soonest_timestamp_seconds', soonestExpiry(ctx.db).map((x) => ({ labels: { issuer: x.issuer, kind: x.kind }, value: x.notAfter })));
-  add(reg, 'pipe2me_acme_orders', Object.entries(acmeOrderCounts(ctx.db)).map(([state, value]) => ({ labels: { state }, value })));
+  add(reg, 'pipe2me_certificate_expiry_soonest_timestamp_seconds', (await soonestExpiry(ctx.db)).map((x) => ({ labels: { issuer: x.issuer, kind: x.kind }, value: x.notAfter })));
+  add(reg, 'pipe2me_acme_orders', Object.entries(await acmeOrderCounts(ctx.db)).map(([state, value]) => ({ labels: { state }, value })));
 
   // Labels need not be unique (nor given: ''): tokens that share one are one series, summed — two samples
   // of one series in a scrape would be dropped by Prometheus as duplicates.
-  const tokens = tokenUse(ctx.db).filter((t) => !t.revoked);
+  const tokens = (await tokenUse(ctx.db)).filter((t) => !t.revoked);
   const byLabel = (pick: (t: (typeof tokens)[number]) => number | null): Values => {
     const m = new Map<string, number>();
     for (const t of tokens) {
@@ -126,7 +126,7 @@ export async function scrapeFleet(ctx: ServerContext, o: ScrapeOptions = {}): Pr
   add(reg, 'pipe2me_token_ports', byLabel((t) => t.ports));
   add(reg, 'pipe2me_token_ports_limit', byLabel((t) => t.maxTotalPorts));
 
-  const marks = readMarks(ctx.db);
+  const marks = await readMarks(ctx.db);
   const mark = (name: string, metric: string) => {
     const m = marks.get(name);
     if (m) add(reg, metric, [{ labels: {}, value: m.value }]);
@@ -136,7 +136,7 @@ export async function scrapeFleet(ctx: ServerContext, o: ScrapeOptions = {}): Pr
   mark('apply_last_success', 'pipe2me_apply_last_success_timestamp_seconds');
   mark('apply_last_failed', 'pipe2me_apply_last_run_failed');
 
-  storeMetrics(reg, ctx);
+  await storeMetrics(reg, ctx);
 
   const bytes = await (o.tunnelBytes ?? (() => readTunnelBytes(ctx)))().catch(() => null);
   if (bytes) {
@@ -150,9 +150,9 @@ export async function scrapeFleet(ctx: ServerContext, o: ScrapeOptions = {}): Pr
       { labels: { subdomain: r.name, family: 'ipv4' }, value: r.route === 'direct' ? 1 : 0 },
       { labels: { subdomain: r.name, family: 'ipv6' }, value: r.route6 === 'direct' ? 1 : 0 },
     ]));
-    add(reg, 'pipe2me_pod_certificate_expiry_timestamp_seconds', [...podCertificateExpiry(ctx.db)].map(([n, v]) => ({ labels: { subdomain: n }, value: v })));
+    add(reg, 'pipe2me_pod_certificate_expiry_timestamp_seconds', [...(await podCertificateExpiry(ctx.db))].map(([n, v]) => ({ labels: { subdomain: n }, value: v })));
     if (bytes) {
-      const owners = portOwners(ctx.db);
+      const owners = await portOwners(ctx.db);
       const per = new Map<string, { in: number; out: number }>();
       for (const [port, b] of bytes.perPort) {
         const name = owners.get(port);

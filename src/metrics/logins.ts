@@ -26,12 +26,12 @@ export function pendingLogins(connsDir: string): { accepted: number; refused: nu
 }
 
 /** Moves what a grown file counted into the store. A byte appended between the two steps is lost: one login. */
-export function foldLogins(ctx: ServerContext): void {
+export async function foldLogins(ctx: ServerContext): Promise<void> {
   for (const [result, name] of Object.entries(FILES)) {
     const file = path.join(ctx.layout.connsDir, name);
     const n = size(file);
     if (n <= FOLD_ABOVE) continue;
     fs.truncateSync(file, 0);
-    bumpCounter(ctx.db, 'pipe2me_tunnel_logins_total', { result }, n);
+    await bumpCounter(ctx.db, 'pipe2me_tunnel_logins_total', { result }, n);
   }
 }

@@ -126,17 +126,25 @@ function planFamily(ctx: ServerContext, s: SubdomainRecord, family: 4 | 6, opene
 }
 
 /** What a run did, in the store's counters (the API exposes them: the probe runs from a timer, not in the API). */
-function recordProbeMetrics(ctx: ServerContext, results: SubdomainProbe[], pending: Pending[], seconds: number): void {
-  const db = ctx.db;
-  writeTx(db, () => {
-    bumpCounter(db, 'pipe2me_probe_runs_total');
-    observeHistogram(db, 'pipe2me_probe_duration_seconds', {}, seconds, DURATION_BUCKETS);
-    results.forEach((r, i) => {
-      const family = r.family === 4 ? 'ipv4' : 'ipv6';
-      bumpCounter(db, 'pipe2me_probe_results_total', { family, outcome: pending[i]!.pre ? 'skipped' : r.ok ? 'ok' : 'failed' });
-      if (r.changed) bumpCounter(db, 'pipe2me_route_changes_total', { family, route: r.route });
-    });
-    setMark(db, 'probe_last_run', Date.now() / 1000);
+async function recordProbeMetrics(ctx: ServerContext, results: SubdomainProbe[], pending: Pending[], seconds: number): Promise<void> {
+  // Counted per outcome first: a few rows to bump, not one statement per pod.
+  const counts = new Map<string, { name: string; labels: Record<string, string>; n: number }>();
+  const count = (name: string, labels: Record<string, string>) => {
+    const key = `${name} ${JSON.stringify(labels)}`;
+    const c = counts.get(key) ?? { name, labels, n: 0 };
+    c.n++;
+    counts.set(key, c);
+  };
+  results.forEach((r, i) => {
+    const family = r.family === 4 ? 'ipv4' : 'ipv6';
+    count('pipe2me_probe_results_total', { family, outcome: pending[i]!.pre ? 'skipped' : r.ok ? 'ok' : 'failed' });
+    if (r.changed) count('pipe2me_route_changes_total', { family, route: r.route });
+  });
+  await writeTx(ctx.db, async (db) => {
+    await bumpCounter(db, 'pipe2me_probe_runs_total');
+    await observeHistogram(db, 'pipe2me_probe_duration_seconds', {}, seconds, DURATION_BUCKETS);
+    for (const c of counts.values()) await bumpCounter(db, c.name, c.labels, c.n);
+    await setMark(db, 'probe_last_run', Date.now() / 1000);
   });
 }
 
@@ -148,25 +156,25 @@ interface ProbeInputs {
   fingerprints: Map<string, Set<string>>;
 }
 
-function fleetInputs(ctx: ServerContext, t: number): ProbeInputs {
+async function fleetInputs(ctx: ServerContext, t: number): Promise<ProbeInputs> {
   return {
-    subs: listSubdomains(ctx.db), sessions: readSessions(ctx.layout.sessionsDir),
-    mappings4: allMappings(ctx.db, 4), mappings6: allMappings(ctx.db, 6), fingerprints: validFingerprints(ctx.db, t),
+    subs: await listSubdomains(ctx.db), sessions: readSessions(ctx.layout.sessionsDir),
+    mappings4: await allMappings(ctx.db, 4), mappings6: await allMappings(ctx.db, 6), fingerprints: await validFingerprints(ctx.db, t),
   };
 }
 
-function namedInputs(ctx: ServerContext, names: readonly string[], t: number): ProbeInputs {
+async function namedInputs(ctx: ServerContext, names: readonly string[], t: number): Promise<ProbeInputs> {
   const out: ProbeInputs = { subs: [], sessions: new Map(), mappings4: new Map(), mappings6: new Map(), fingerprints: new Map() };
   for (const name of names) {
-    const s = findSubdomain(ctx.db, name);
+    const s = await findSubdomain(ctx.db, name);
     if (!s) continue;
     out.subs.push(s);
     const live = liveSession(ctx.layout.sessionsDir, s.name);
     if (live) out.sessions.set(s.name, live);
-    const m = getMappings(ctx.db, s.id);
+    const m = await getMappings(ctx.db, s.id);
     out.mappings4.set(s.id, m.filter((x) => x.family === 4));
     out.mappings6.set(s.id, m.filter((x) => x.family === 6));
-    out.fingerprints.set(s.id, validFingerprintsOf(ctx.db, s.id, t));
+    out.fingerprints.set(s.id, await validFingerprintsOf(ctx.db, s.id, t));
   }
   return out;
 }
@@ -176,18 +184,18 @@ export async function probeAll(ctx: ServerContext, opts: { names?: string[]; pro
   const t = now();
   const c = ctx.config;
   // A run over named pods (the API's prompt probes: one pod) reads only those pods' records, not the fleet's.
-  const inputs = opts.names ? namedInputs(ctx, opts.names, t) : fleetInputs(ctx, t);
+  const inputs = opts.names ? await namedInputs(ctx, opts.names, t) : await fleetInputs(ctx, t);
   const { sessions, mappings4, mappings6, fingerprints } = inputs;
   const subs = inputs.subs.filter((s) => s.status === 'active' && s.ports.length > 0);
 
   // Remember where each live pod connects from, per family: the IPv4 one is the probe's address for A,
   // both are history for `show`.
-  writeTx(ctx.db, () => {
+  await writeTx(ctx.db, async (db) => {
     for (const s of subs) {
       const live = sessions.get(s.name);
       const ip = live?.alive ? unmapIPv4(live.clientIp) : '';
-      if (isIPv4(ip) && ip !== s.observedIpv4) setObserved(ctx.db, s.id, 4, ip, live!.since || t);
-      else if (isIPv6(ip) && ip !== s.observedIpv6) setObserved(ctx.db, s.id, 6, ip, live!.since || t);
+      if (isIPv4(ip) && ip !== s.observedIpv4) await setObserved(db, s.id, 4, ip, live!.since || t);
+      else if (isIPv6(ip) && ip !== s.observedIpv6) await setObserved(db, s.id, 6, ip, live!.since || t);
     }
   });
 
@@ -234,10 +242,10 @@ export async function probeAll(ctx: ServerContext, opts: { names?: string[]; pro
     });
     results.push({ name: p.s.name, fqdn: p.s.fqdn, family: p.family, address: p.address, ok, reason: d.reason, ports, route: d.route, changed: d.changed });
   }
-  recordProbeRun(ctx.db, t, outcomes);
+  await recordProbeRun(ctx.db, t, outcomes);
 
   const changed = [...new Set(results.filter((r) => r.changed).map((r) => r.name))];
-  recordProbeMetrics(ctx, results, pending, (Date.now() - started) / 1000);
+  await recordProbeMetrics(ctx, results, pending, (Date.now() - started) / 1000);
   let applied: ApplyReport | null = null;
   if (changed.length && opts.applyDns !== false) {
     opts.progress?.(`${changed.length} route(s) changed; rewriting the zone once`);

@@ -96,8 +96,8 @@ export class AcmeService {
     const meta = `acme_account_url ${s.directoryUrl}`;
     this.client = await openAccount(s, { keyFile: accountKeyFile(this.ctx) }, {
       get: () => getMeta(this.ctx.db, meta),
-      set: (u) => {
-        setMeta(this.ctx.db, meta, u);
+      set: async (u) => {
+        await setMeta(this.ctx.db, meta, u);
         this.opts.log(`ACME account registered at ${s.directoryUrl} for ${s.email}`);
       },
     });
@@ -106,15 +106,15 @@ export class AcmeService {
   }
 
   /** Queues an order and has it worked on soon. */
-  order(o: Parameters<typeof queueOrder>[1]): AcmeOrder {
-    const order = queueOrder(this.ctx.db, o);
+  async order(o: Parameters<typeof queueOrder>[1]): Promise<AcmeOrder> {
+    const order = await queueOrder(this.ctx.db, o);
     this.kick();
     return order;
   }
 
   /** Resolves with the order once it is valid or failed, or as it is after `ms`. */
   async waitFor(id: string, ms: number): Promise<AcmeOrder> {
-    const current = getOrder(this.ctx.db, id)!;
+    const current = (await getOrder(this.ctx.db, id))!;
     if (current.state === 'valid' || current.state === 'failed' || current.state === 'cancelled' || ms <= 0) return current;
     return new Promise((resolve) => {
       const list = this.waiters.get(id) ?? [];
@@ -124,7 +124,7 @@ export class AcmeService {
       };
       const timer = setTimeout(() => {
         this.waiters.set(id, (this.waiters.get(id) ?? []).filter((w) => w !== done));
-        resolve(getOrder(this.ctx.db, id)!);
+        getOrder(this.ctx.db, id).then((o) => resolve(o ?? current), () => resolve(current));
       }, ms);
       list.push(done);
       this.waiters.set(id, list);
@@ -140,9 +140,11 @@ export class AcmeService {
     }, 0);
   }
 
-  private scheduleNext(): void {
+  private async scheduleNext(): Promise<void> {
     if (this.stopped) return;
-    const due = nextDueAt(this.ctx.db);
+    // The store unreachable: look again in 10 s (the orders wait in the store, nothing is lost).
+    const due = await nextDueAt(this.ctx.db).catch(() => undefined);
+    if (this.stopped) return;
     const wait = due === undefined ? 10_000 : Math.max(0, (due - now()) * 1000);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.kick(), Math.min(wait, 10_000));
@@ -166,7 +168,7 @@ export class AcmeService {
     await this.opts.maintain?.().catch((e) => this.opts.log(`ACME: could not look at the server's certificates: ${(e as Error).message}`));
     await withLock(path.join(this.ctx.layout.lockDir, 'acme.lock'), 'ACME', async () => {
       await this.cleanOrphans();
-      for (let order = takeDueOrder(this.ctx.db); order; order = takeDueOrder(this.ctx.db)) {
+      for (let order = await takeDueOrder(this.ctx.db); order; order = await takeDueOrder(this.ctx.db)) {
         done.push(await this.work(order));
         if (this.stopped) break;
       }
@@ -176,9 +178,9 @@ export class AcmeService {
 
   /** Records of orders whose worker died are taken out of the zone. */
   private async cleanOrphans(): Promise<void> {
-    const orphans = orphanChallenges(this.ctx.db);
+    const orphans = await orphanChallenges(this.ctx.db);
     if (orphans.length === 0) return;
-    for (const id of orphans) removeChallenges(this.ctx.db, id);
+    for (const id of orphans) await removeChallenges(this.ctx.db, id);
     await this.opts.applyDns();
   }
 
@@ -191,10 +193,10 @@ export class AcmeService {
       this.waiters.delete(o.id);
     };
     // Failed validations are not retried blindly: past the budget, the name waits out the CA's hour.
-    if (recentFailures(this.ctx.db, order.names) >= FAILED_VALIDATIONS_PER_HOUR) {
+    if (await recentFailures(this.ctx.db, order.names) >= FAILED_VALIDATIONS_PER_HOUR) {
       const why = `${FAILED_VALIDATIONS_PER_HOUR} validations of ${order.names.join(', ')} failed within the hour; waiting before the next attempt`;
-      deferOrder(this.ctx.db, order.id, why, now() + 3600);
-      const o = getOrder(this.ctx.db, order.id)!;
+      await deferOrder(this.ctx.db, order.id, why, now() + 3600);
+      const o = (await getOrder(this.ctx.db, order.id))!;
       finish(o);
       return { order: o, timing };
     }
@@ -204,30 +206,30 @@ export class AcmeService {
       const issued = await fulfil(client, order.names, order.csrPem, {
         nameservers,
         publish: async (records) => {
-          addChallenges(this.ctx.db, order.id, records);
+          await addChallenges(this.ctx.db, order.id, records);
           await this.opts.applyDns();
         },
         withdraw: async () => {
-          if (removeChallenges(this.ctx.db, order.id)) await this.opts.applyDns();
+          if (await removeChallenges(this.ctx.db, order.id)) await this.opts.applyDns();
         },
       }, { propagationTimeoutMs: a.propagationTimeoutSeconds * 1000, timing });
-      if (!orderStillWanted(this.ctx.db, order.id)) {
+      if (!await orderStillWanted(this.ctx.db, order.id)) {
         // Replaced by a newer CSR, or its subdomain is gone: the certificate is of no use to anyone.
         await revokeAcme(client, issued.chainPem, 4).catch(() => undefined);
-        const o = getOrder(this.ctx.db, order.id)!;
+        const o = (await getOrder(this.ctx.db, order.id))!;
         finish(o);
         return { order: o, issued, timing };
       }
       const serial = acmeSerial(issued.serial);
       const fqdn = order.purpose === 'pod' ? order.names[0]! : order.names.find((n) => n.startsWith('*.')) ?? order.names[0]!;
-      recordCertificate(this.ctx.db, {
+      await recordCertificate(this.ctx.db, {
         serial, subdomainId: order.subdomainId, fqdn, kind: order.purpose, notBefore: sec(issued.notBefore), notAfter: sec(issued.notAfter),
         sha256: issued.sha256, issuer: 'acme', chainPem: issued.chainPem, keySha256: issued.keySha256,
       });
       if (order.purpose === 'server') await this.opts.onServerIssued?.(order, issued);
-      finishOrder(this.ctx.db, order.id, serial);
+      await finishOrder(this.ctx.db, order.id, serial);
       this.opts.log(`ACME: issued ${order.names.join(', ')} (serial ${issued.serial}, until ${issued.notAfter.toISOString()}) in ${Math.round(timing.issuedMs ?? 0)} ms (record published ${Math.round(timing.publishedMs ?? 0)}, served by every nameserver ${Math.round(timing.servedEverywhereMs ?? 0)}, validated ${Math.round(timing.validatedMs ?? 0)})`);
-      const o = getOrder(this.ctx.db, order.id)!;
+      const o = (await getOrder(this.ctx.db, order.id))!;
       finish(o);
       return { order: o, issued, timing };
     } catch (e) {
@@ -235,10 +237,10 @@ export class AcmeService {
       let why = f.message;
       if (f.kind === 'unreachable') why = `${why} (${await reachability(a.directoryUrl)})`;
       const next = this.nextAttempt(order, f);
-      if (f.kind === 'validation') recordFailure(this.ctx.db, order.names);
-      deferOrder(this.ctx.db, order.id, why, next);
+      if (f.kind === 'validation') await recordFailure(this.ctx.db, order.names);
+      await deferOrder(this.ctx.db, order.id, why, next);
       this.opts.log(`ACME: ${order.names.join(', ')}: ${why}; ${next === null ? 'given up' : `next attempt at ${new Date(next * 1000).toISOString()}`}`);
-      const o = getOrder(this.ctx.db, order.id)!;
+      const o = (await getOrder(this.ctx.db, order.id))!;
       finish(o);
       return { order: o, failure: f, timing };
     }

@@ -6,6 +6,8 @@
 import { CertificateAuthority, type CurveName } from '../ca/index.js';
 import type { ServerContext } from './context.js';
 import { markRevoked, recordCertificate } from '../state/certificates.js';
+import { loadCaFiles, saveCaFiles } from '../state/ca-files.js';
+import { LOCKS, withStoreLock } from '../state/store.js';
 import type { SubdomainRecord } from '../state/types.js';
 import { atomicWrite, ensureDir, readIfExists } from '../util/fsx.js';
 import * as path from 'node:path';
@@ -15,8 +17,15 @@ export function crlUrl(ctx: ServerContext): string {
 }
 
 export function authority(ctx: ServerContext): CertificateAuthority {
+  const store = ctx.db;
   return new CertificateAuthority(ctx.config.paths.ca, {
     csrPolicy: { allowedCurves: ctx.config.ca.allowedCurves as CurveName[], minRsaBits: ctx.config.ca.minRsaBits, maxBytes: 16 * 1024 },
+    // openssl's index and serial live in the store: one record of what was issued and revoked, whichever process signs.
+    book: {
+      load: (names) => loadCaFiles(store, names),
+      save: (files) => saveCaFiles(store, files),
+      lock: (fn) => withStoreLock(store, LOCKS.ca, fn),
+    },
   });
 }
 
@@ -61,7 +70,7 @@ export interface IssuedPodCertificate {
 /** Signs a pod's CSR with the private CA (the CSR is checked first: its name, its key). */
 export async function issuePrivatePodCertificate(ctx: ServerContext, s: SubdomainRecord, csrPem: string, keySha256: string | null = null): Promise<IssuedPodCertificate> {
   const c = await authority(ctx).signCsr(csrPem, s.fqdn, { days: ctx.config.ca.validityDays });
-  recordCertificate(ctx.db, {
+  await recordCertificate(ctx.db, {
     serial: c.serial, subdomainId: s.id, fqdn: s.fqdn, kind: 'pod', notBefore: sec(c.notBefore), notAfter: sec(c.notAfter),
     sha256: hexFingerprint(c.sha256Fingerprint), issuer: 'private', keySha256,
   });
@@ -89,7 +98,7 @@ export async function revokePrivate(ctx: ServerContext, serials: string[], reaso
     } catch (e) {
       if ((e as { code?: string }).code !== 'ca_already_revoked') throw e;
     }
-    markRevoked(ctx.db, serial, reason);
+    await markRevoked(ctx.db, serial, reason);
   }
   await ca.generateCrl(ctx.layout.crlFile);
 }

@@ -13,13 +13,13 @@ import * as fs from 'node:fs';
 import { parseConfigText } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { layout, type Layout } from '../render/layout.js';
-import { openDb, type Db } from '../state/db.js';
+import { openStore, type Store, type StoreTarget } from '../state/db.js';
 import { ConfigError } from '../util/errors.js';
 
 export interface ServerContext {
   readonly config: Config;
   readonly layout: Layout;
-  readonly db: Db;
+  readonly db: Store;
 }
 
 export interface StaleConfig {
@@ -56,15 +56,20 @@ function readConfig(file: string): { text: string; stamp: string } {
 export class LiveServer implements ServerContext {
   private loaded: Loaded;
   private stamp: string;
-  private handle: Db;
+  private handle!: Store;
   private problem: StaleConfig | null = null;
 
-  constructor(readonly file: string, private readonly log: (m: string) => void = (m) => process.stderr.write(`${m}\n`)) {
+  private constructor(readonly file: string, private readonly log: (m: string) => void) {
     const { text, stamp } = readConfig(file);
     const config = parseConfigText(text, file);
     this.loaded = { config, layout: layout(config), hash: hashOf(text), loadedAt: new Date().toISOString() };
     this.stamp = stamp;
-    this.handle = openDb(this.loaded.layout.stateDir);
+  }
+
+  static async open(file: string, log: (m: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<LiveServer> {
+    const live = new LiveServer(file, log);
+    live.handle = await openStore(storeTargetOf(live.loaded.config));
+    return live;
   }
 
   get config(): Config {
@@ -77,7 +82,7 @@ export class LiveServer implements ServerContext {
     return this.loaded.layout;
   }
 
-  get db(): Db {
+  get db(): Store {
     return this.handle;
   }
 
@@ -111,9 +116,9 @@ export class LiveServer implements ServerContext {
       return this.keep((e as Error).message, read.stamp);
     }
     const next: Loaded = { config, layout: layout(config), hash, loadedAt: new Date().toISOString() };
-    if (next.layout.stateDir !== this.loaded.layout.stateDir) {
+    if (next.layout.stateDir !== this.loaded.layout.stateDir || next.config.state.url !== this.loaded.config.state.url) {
       // Switching stores under a running process would close the handle an apply in flight is reading.
-      return this.keep(`paths.state changed to ${next.layout.stateDir}: a running process keeps its state store; restart it (pipe2me-ctl serve, watch) to use the new one`, read.stamp);
+      return this.keep('paths.state or state.url changed: a running process keeps its state store; restart it (pipe2me-ctl serve, watch) to use the new one', read.stamp);
     }
     this.loaded = next;
     this.stamp = read.stamp;
@@ -132,8 +137,8 @@ export class LiveServer implements ServerContext {
     return false;
   }
 
-  close(): void {
-    this.handle.close();
+  async close(): Promise<void> {
+    await this.handle.close();
   }
 }
 
@@ -141,8 +146,39 @@ function hashOf(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
-export function openServer(configFile: string, log?: (m: string) => void): LiveServer {
-  return new LiveServer(configFile, log);
+export function openServer(configFile: string, log?: (m: string) => void): Promise<LiveServer> {
+  return LiveServer.open(configFile, log);
+}
+
+/**
+ * How to reach the store this configuration names. The PostgreSQL password comes from state.password_file
+ * (which must not be readable by others) or PGPASSWORD — never from the URL, a command line or a log.
+ */
+export function storeTargetOf(config: Config): StoreTarget {
+  const st = config.state;
+  let password: string | undefined;
+  if (st.password_file) {
+    let mode: number;
+    try {
+      mode = fs.statSync(st.password_file).mode & 0o777;
+      password = fs.readFileSync(st.password_file, 'utf8').replace(/\r?\n$/, '');
+    } catch (e) {
+      throw new ConfigError(`state.password_file ${st.password_file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+        hint: 'Create it with the PostgreSQL password on one line, mode 0600, owned by the user pipe2me runs as.',
+      });
+    }
+    if ((mode & 0o077) !== 0) {
+      throw new ConfigError(`state.password_file ${st.password_file} is readable by others (mode ${mode.toString(8)}).`, { hint: `chmod 600 ${st.password_file}` });
+    }
+  } else if (process.env.PGPASSWORD) {
+    password = process.env.PGPASSWORD;
+  }
+  return {
+    stateDir: config.paths.state,
+    url: st.url,
+    password,
+    pool: { max: st.pool_size, connectTimeoutMs: st.connect_timeout_ms, statementTimeoutMs: st.statement_timeout_ms },
+  };
 }
 
 /** One configuration for the whole of an operation (an apply must not mix two). */
@@ -150,7 +186,12 @@ export function snapshot(ctx: ServerContext): ServerContext {
   return { config: ctx.config, layout: ctx.layout, db: ctx.db };
 }
 
-export function closeServer(ctx: ServerContext): void {
-  if (ctx instanceof LiveServer) ctx.close();
-  else ctx.db.close();
+export async function closeServer(ctx: ServerContext): Promise<void> {
+  if (ctx instanceof LiveServer) await ctx.close();
+  else await ctx.db.close();
+}
+
+/** The same context on another handle of the store: a transaction's, for work that must be inside it. */
+export function onStore(ctx: ServerContext, db: Store): ServerContext {
+  return { config: ctx.config, layout: ctx.layout, db };
 }

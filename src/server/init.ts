@@ -10,7 +10,8 @@ import { loadConfig, parseConfigText } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { layout } from '../render/layout.js';
 import { renderTemplate } from '../render/templates.js';
-import { openDb } from '../state/db.js';
+import { openStore } from '../state/db.js';
+import { storeTargetOf } from './context.js';
 import { ConfigError, ConflictError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import { atomicWrite, ensureDir } from '../util/fsx.js';
@@ -227,15 +228,16 @@ export async function initServer(o: InitOptions): Promise<InitReport> {
   const overlap = ephemeralOverlap(c.ports.first, c.ports.last, range);
   if (overlap) steps.push({ what: overlap, status: 'warning' });
 
-  const existed = fs.existsSync(L.stateDb);
-  const db = openDb(L.stateDir, { create: true });
-  steps.push({ what: 'state store', status: existed ? 'kept' : 'created', path: L.stateDb });
+  const target = storeTargetOf(c);
+  const existed = target.url?.startsWith('postgres') ? true : fs.existsSync(L.stateDb);
+  const db = await openStore(target, { create: true });
+  steps.push({ what: 'state store', status: existed ? 'kept' : 'created', path: db.location });
   try {
     progress('certificate authority');
     const ca = await initCa({ config: c, layout: L, db });
     steps.push({ what: `certificate authority (root sha256:${ca.sha256.slice(0, 16)}…)`, status: ca.created ? 'created' : 'kept', path: c.paths.ca });
   } finally {
-    db.close();
+    await db.close();
   }
 
   // Last, so that an operator reads it after what init did: what this machine lets the relay hold.

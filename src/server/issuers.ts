@@ -61,17 +61,17 @@ export async function requestPodCertificate(ctx: ServerContext, s: SubdomainReco
   if (c.ca.issuer === 'private' || !deps.acme) {
     if (c.ca.issuer === 'acme') {
       // No worker in this process: the order waits for the API's, and the pod starts with a private certificate.
-      queueOrder(ctx.db, { subdomainId: s.id, purpose: 'pod', names: [s.fqdn], csrPem: checked.pem, keySha256 });
+      await queueOrder(ctx.db, { subdomainId: s.id, purpose: 'pod', names: [s.fqdn], csrPem: checked.pem, keySha256 });
     }
     return { status: 'issued', certificate: await issuePrivatePodCertificate(ctx, s, checked.pem, keySha256), order: null };
   }
-  const order = deps.acme.order({ subdomainId: s.id, purpose: 'pod', names: [s.fqdn], csrPem: checked.pem, keySha256 });
+  const order = await deps.acme.order({ subdomainId: s.id, purpose: 'pod', names: [s.fqdn], csrPem: checked.pem, keySha256 });
   const done = await deps.acme.waitFor(order.id, c.ca.acme!.waitSeconds * 1000);
   if (done.state === 'valid') {
-    const cert = currentPodCertificate(ctx.db, s.id);
+    const cert = await currentPodCertificate(ctx.db, s.id);
     if (cert && cert.keySha256 === keySha256) return { status: 'issued', certificate: fromRecord(ctx, cert), order: orderView(done) };
   }
-  const current = currentPodCertificate(ctx.db, s.id);
+  const current = await currentPodCertificate(ctx.db, s.id);
   const retryAfterSeconds = Math.max(5, Math.min(300, done.nextAttemptAt - now() || 5));
   // Never without a certificate: a pod that has none, or whose certificate is in the last sixth of its
   // lifetime, gets the private CA's for this key now; the public one follows when the order completes.
@@ -82,16 +82,16 @@ export async function requestPodCertificate(ctx: ServerContext, s: SubdomainReco
 }
 
 /** The certificate a pod should serve now (the public one once it is issued), and its order if one is open. */
-export function podCertificate(ctx: ServerContext, s: SubdomainRecord): { certificate: IssuedPodCertificate | null; order: OrderView | null } {
-  const current = currentPodCertificate(ctx.db, s.id);
-  const order = latestOrderOf(ctx.db, s.id);
+export async function podCertificate(ctx: ServerContext, s: SubdomainRecord): Promise<{ certificate: IssuedPodCertificate | null; order: OrderView | null }> {
+  const current = await currentPodCertificate(ctx.db, s.id);
+  const order = await latestOrderOf(ctx.db, s.id);
   return { certificate: current ? fromRecord(ctx, current) : null, order: order ? orderView(order) : null };
 }
 
 /** What the status view says of a pod's certificate: enough for the pod to notice a new one. */
-export function podCertificateSummary(ctx: ServerContext, s: SubdomainRecord) {
-  const current = currentPodCertificate(ctx.db, s.id);
-  const order = latestOrderOf(ctx.db, s.id);
+export async function podCertificateSummary(ctx: ServerContext, s: SubdomainRecord) {
+  const current = await currentPodCertificate(ctx.db, s.id);
+  const order = await latestOrderOf(ctx.db, s.id);
   return {
     serial: current?.serial ?? null,
     issuer: current?.issuer ?? null,
@@ -110,7 +110,7 @@ const REASON_CODES = { unspecified: 0, keyCompromise: 1, superseded: 4, cessatio
  * reported and left; it expires on its own.
  */
 export async function revokeSubdomainCertificates(ctx: ServerContext, s: Pick<SubdomainRecord, 'fqdn'>, reason: keyof typeof REASON_CODES, deps: IssuerDeps & { log?: (m: string) => void } = {}): Promise<string[]> {
-  const live = liveCertificatesOfName(ctx.db, s.fqdn);
+  const live = await liveCertificatesOfName(ctx.db, s.fqdn);
   await revokePrivate(ctx, live.filter((r) => r.issuer === 'private').map((r) => r.serial), reason);
   const publicOnes = live.filter((r) => r.issuer === 'acme' && r.chainPem);
   if (publicOnes.length) {
@@ -118,7 +118,7 @@ export async function revokeSubdomainCertificates(ctx: ServerContext, s: Pick<Su
     for (const r of publicOnes) {
       try {
         await acme.revoke(r.chainPem!, REASON_CODES[reason]);
-        markRevoked(ctx.db, r.serial, reason);
+        await markRevoked(ctx.db, r.serial, reason);
       } catch (e) {
         deps.log?.(`could not revoke ${r.serial} at the ACME CA: ${(e as Error).message}; it expires ${iso(r.notAfter)}`);
       }

@@ -40,7 +40,7 @@ export async function registerPodKey(ctx: ServerContext, s: SubdomainRecord, tex
     throw new ConflictError('key_in_use', 'This is the tunnel server\'s own host key, not a key a pod may use.', { hint: 'Every pod needs its own key pair: create one (pipe2me setup does).' });
   }
   const old = s.key && s.key.fingerprint !== key.fingerprint ? s.key.fingerprint : null;
-  setSshKey(ctx.db, s.id, key);
+  await setSshKey(ctx.db, s.id, key);
   const applied = await applyUnits(['keys']);
   let cut = 0;
   if (old) {

@@ -43,7 +43,7 @@ function apiAnswers(port: number, timeoutMs = 1500): Promise<boolean> {
 export async function overview(ctx: ServerContext, nowMs = Date.now()): Promise<Overview> {
   const c = ctx.config;
   const L = ctx.layout;
-  const marks = readMarks(ctx.db);
+  const marks = await readMarks(ctx.db);
   const iso = (s: number | undefined) => (s === undefined ? null : isoSeconds(Math.floor(s)));
   const daemon = (name: string, unit: string, pidFile: string, comm: string): DaemonState => {
     const pid = runningPid(pidFile, comm) ?? null;
@@ -55,8 +55,8 @@ export async function overview(ctx: ServerContext, nowMs = Date.now()): Promise<
     c.dns.daemon === 'bind' ? daemon('named', 'dns', L.bind.pidFile, 'named') : daemon('nsd', 'dns', L.nsd.pidFile, 'nsd'),
   ];
   const answering = await apiAnswers(c.http.apiPort);
-  const counts = subdomainCounts(ctx.db);
-  const routes = activeRoutes(ctx.db);
+  const counts = await subdomainCounts(ctx.db);
+  const routes = await activeRoutes(ctx.db);
   const sessions = readSessions(L.sessionsDir);
   const pods = {
     active: counts.active, expired: counts.expired,
@@ -64,15 +64,15 @@ export async function overview(ctx: ServerContext, nowMs = Date.now()): Promise<
     direct_ipv4: routes.filter((r) => r.route === 'direct').length,
     direct_ipv6: routes.filter((r) => r.route6 === 'direct').length,
   };
-  const certificates = soonestExpiry(ctx.db)
+  const certificates = (await soonestExpiry(ctx.db))
     .map((x) => ({ issuer: x.issuer, kind: x.kind, fqdn: x.fqdn, not_after: isoSeconds(x.notAfter), days_left: Math.floor((x.notAfter * 1000 - nowMs) / 86400_000) }))
     .sort((a, b) => a.days_left - b.days_left);
   const lastApply = marks.get('apply_last_run');
   const o: Overview = {
     server: c.server.fqdn, at: new Date(nowMs).toISOString(), daemons,
     api: { answering, address: `127.0.0.1:${c.http.apiPort}` },
-    pods, ports: { allocated: allocatedPorts(ctx.db), range: c.ports.last - c.ports.first + 1 },
-    certificates, acme_orders: acmeOrderCounts(ctx.db),
+    pods, ports: { allocated: await allocatedPorts(ctx.db), range: c.ports.last - c.ports.first + 1 },
+    certificates, acme_orders: await acmeOrderCounts(ctx.db),
     last_probe: iso(marks.get('probe_last_run')?.value),
     last_apply: lastApply ? { at: iso(lastApply.value)!, ok: marks.get('apply_last_failed')?.value !== 1 } : null,
     problems: [],

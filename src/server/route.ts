@@ -19,12 +19,12 @@ export function movedFrom(s: Pick<SubdomainRecord, 'route' | 'directIpv4'>, live
 }
 
 /** Sends the pod back to the server because its router's address changed; returns whether it did. */
-export function fallBackOnMove(ctx: ServerContext, s: SubdomainRecord, live: SessionRecord | undefined): string | null {
+export async function fallBackOnMove(ctx: ServerContext, s: SubdomainRecord, live: SessionRecord | undefined): Promise<string | null> {
   const moved = movedFrom(s, live);
   if (!moved) return null;
   // Not a fall-back in the flapping sense (the forward did not fail, the address moved): the new address
   // needs one good probe, not probe.recover_after of them.
-  setRoute(ctx.db, s.id, 4, {
+  await setRoute(ctx.db, s.id, 4, {
     route: 'server', direct: null, streak: 0, changedAt: now(),
     reason: `back to the server: the pod now connects from ${moved}, not from its router's verified address ${s.directIpv4}; it is probed there next`,
   });

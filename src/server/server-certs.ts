@@ -50,13 +50,13 @@ export async function ensureServerCertificates(ctx: ServerContext, progress: (m:
   for (const [names, certFile, keyFile] of wanted) {
     const isWildcard = certFile === L.wildcardCert;
     // A public wildcard in place is renewed by its own issuer, not replaced by a private one.
-    if (isWildcard && ctx.config.ca.issuer === 'acme' && currentIsPublic(ctx, certFile)) continue;
+    if (isWildcard && ctx.config.ca.issuer === 'acme' && await currentIsPublic(ctx, certFile)) continue;
     const d = ca.needsRenewal(certFile, { beforeDays: ctx.config.ca.renewBeforeDays });
     if (!d.renew) continue;
     issued = true;
     progress(`issuing the server certificate for ${names.join(', ')} (${d.reason})`);
     const c = await ca.issueServerCertificate({ names, keyFile, certFile, days: Math.max(ctx.config.ca.validityDays, ctx.config.ca.renewBeforeDays * 3) });
-    recordCertificate(ctx.db, { serial: c.serial, subdomainId: null, fqdn: names[0]!, kind: 'server', notBefore: sec(c.notBefore), notAfter: sec(c.notAfter), sha256: hexFingerprint(c.sha256Fingerprint) });
+    await recordCertificate(ctx.db, { serial: c.serial, subdomainId: null, fqdn: names[0]!, kind: 'server', notBefore: sec(c.notBefore), notAfter: sec(c.notAfter), sha256: hexFingerprint(c.sha256Fingerprint) });
   }
   if (ctx.config.ca.issuer === 'acme') await orderPublicWildcard(ctx, progress);
   const crl = readIfExists(L.crlFile);
@@ -68,11 +68,11 @@ export async function ensureServerCertificates(ctx: ServerContext, progress: (m:
   return issued;
 }
 
-function currentIsPublic(ctx: ServerContext, certFile: string): boolean {
+async function currentIsPublic(ctx: ServerContext, certFile: string): Promise<boolean> {
   const pem = readIfExists(certFile);
   if (!pem) return false;
   try {
-    return certificateBySha256(ctx.db, hexFingerprint(new X509Certificate(pem).fingerprint256))?.issuer === 'acme';
+    return (await certificateBySha256(ctx.db, hexFingerprint(new X509Certificate(pem).fingerprint256)))?.issuer === 'acme';
   } catch {
     return false;
   }
@@ -81,13 +81,13 @@ function currentIsPublic(ctx: ServerContext, certFile: string): boolean {
 /** The CA's renewal window for the live public wildcard, asked at most every 6 hours (kept in the store). */
 async function cachedWindow(ctx: ServerContext, pem: string, sha: string) {
   const key = `acme_ari ${sha}`;
-  const cached = getMeta(ctx.db, key);
+  const cached = await getMeta(ctx.db, key);
   if (cached) {
     const c = JSON.parse(cached) as { at: number; start?: string; end?: string };
     if (Date.now() - c.at < 6 * 3600_000) return c.start && c.end ? { start: new Date(c.start), end: new Date(c.end) } : null;
   }
   const w = await renewalWindow(acmeSettings(ctx).directoryUrl, pem);
-  setMeta(ctx.db, key, JSON.stringify({ at: Date.now(), ...(w ? { start: w.start.toISOString(), end: w.end.toISOString() } : {}) }));
+  await setMeta(ctx.db, key, JSON.stringify({ at: Date.now(), ...(w ? { start: w.start.toISOString(), end: w.end.toISOString() } : {}) }));
   return w;
 }
 
@@ -102,12 +102,12 @@ export async function orderPublicWildcard(ctx: ServerContext, progress: (m: stri
 
 async function decideWildcardOrder(ctx: ServerContext, progress: (m: string) => void): Promise<void> {
   const names = wildcardNames(ctx);
-  const open = latestServerOrder(ctx.db, names);
+  const open = await latestServerOrder(ctx.db, names);
   if (open && (open.state === 'queued' || open.state === 'working')) return;
   // An order the CA refused for good is not placed again at once: the operator sees why (`ca orders`).
   if (open && open.state === 'failed' && Date.now() / 1000 - open.updatedAt < 3600) return;
   const pem = readIfExists(ctx.layout.wildcardCert);
-  if (pem && currentIsPublic(ctx, ctx.layout.wildcardCert)) {
+  if (pem && await currentIsPublic(ctx, ctx.layout.wildcardCert)) {
     const x = new X509Certificate(pem);
     const due = renewalTime(new Date(x.validFrom), new Date(x.validTo), await cachedWindow(ctx, pem, hexFingerprint(x.fingerprint256)));
     if (due.getTime() > Date.now()) return;
@@ -119,7 +119,7 @@ async function decideWildcardOrder(ctx: ServerContext, progress: (m: string) => 
   const key = await lib.crypto.createPrivateEcdsaKey('P-256');
   const [, csr] = await lib.crypto.createCsr({ commonName: names[0]!, altNames: names }, key);
   atomicWrite(pendingWildcardKey(ctx), key, { mode: 0o600 });
-  queueOrder(ctx.db, { subdomainId: null, purpose: 'server', names, csrPem: csr.toString(), keySha256: csrKeySha256(csr.toString()) });
+  await queueOrder(ctx.db, { subdomainId: null, purpose: 'server', names, csrPem: csr.toString(), keySha256: csrKeySha256(csr.toString()) });
 }
 
 /** Puts an issued public wildcard in place with its key; returns false if the key is not the order's. */

@@ -52,7 +52,7 @@ export interface SubdomainView extends SubdomainSummary {
   ipv6_note: string | null;
   probes: { at: string; family: 4 | 6; address: string | null; ok: boolean; route: string; reason: string }[];
   /** The certificate the pod should serve (which issuer signed it) and its ACME order, if one is open. */
-  certificate: ReturnType<typeof podCertificateSummary>;
+  certificate: Awaited<ReturnType<typeof podCertificateSummary>>;
 }
 
 const iso = isoSeconds;
@@ -83,19 +83,19 @@ export function summarizeSubdomain(s: SubdomainRecord, session: SessionRecord | 
   };
 }
 
-export function viewSubdomain(ctx: ServerContext, s: SubdomainRecord): SubdomainView {
+export async function viewSubdomain(ctx: ServerContext, s: SubdomainRecord): Promise<SubdomainView> {
   return {
     ...summarizeSubdomain(s, liveSession(ctx.layout.sessionsDir, s.name)),
-    mappings: getMappings(ctx.db, s.id).map((m) => ({ family: m.family, external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, via: m.via, lease_seconds: m.leaseSeconds, reported: iso(m.reportedAt) })),
-    mapping_note: mappingNote(ctx.db, s.id),
-    ipv6_note: ipv6Note(ctx.db, s.id),
-    probes: recentProbes(ctx, s.id),
-    certificate: podCertificateSummary(ctx, s),
+    mappings: (await getMappings(ctx.db, s.id)).map((m) => ({ family: m.family, external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, via: m.via, lease_seconds: m.leaseSeconds, reported: iso(m.reportedAt) })),
+    mapping_note: await mappingNote(ctx.db, s.id),
+    ipv6_note: await ipv6Note(ctx.db, s.id),
+    probes: await recentProbes(ctx, s.id),
+    certificate: await podCertificateSummary(ctx, s),
   };
 }
 
-function recentProbes(ctx: ServerContext, id: string) {
-  return probeHistory(ctx.db, id).map((r) => ({ ...r, at: iso(r.at) }));
+async function recentProbes(ctx: ServerContext, id: string) {
+  return (await probeHistory(ctx.db, id)).map((r) => ({ ...r, at: iso(r.at) }));
 }
 
 export interface AddInput {
@@ -109,7 +109,7 @@ export interface AddInput {
   withSecret?: boolean;
 }
 
-export function addSubdomainRecord(ctx: ServerContext, input: AddInput, maxPorts = ctx.config.ports.maxPerSubdomain): CreatedSubdomain {
+export function addSubdomainRecord(ctx: ServerContext, input: AddInput, maxPorts = ctx.config.ports.maxPerSubdomain): Promise<CreatedSubdomain> {
   const c = ctx.config;
   return createSubdomain(ctx.db, {
     name: input.name,
@@ -158,9 +158,9 @@ async function retire(ctx: ServerContext, subs: readonly SubdomainRecord[], reas
 
 export async function removeSubdomain(ctx: ServerContext, nameOrFqdn: string, opts: { apply: boolean; progress?: (m: string) => void; reason?: string }): Promise<RemoveResult & { revoked: string[] }> {
   const progress = opts.progress ?? (() => {});
-  const s = requireSubdomain(ctx.db, nameOrFqdn);
-  const view = viewSubdomain(ctx, s);
-  deleteSubdomain(ctx.db, s.id, opts.reason);
+  const s = await requireSubdomain(ctx.db, nameOrFqdn);
+  const view = await viewSubdomain(ctx, s);
+  await deleteSubdomain(ctx.db, s.id, opts.reason);
   const { cut, revoked } = await retire(ctx, [s], 'cessationOfOperation', progress);
   const applied = opts.apply ? await apply(ctx, { progress }) : null;
   return { removed: view, cutSessions: cut, applied, revoked };
@@ -169,7 +169,7 @@ export async function removeSubdomain(ctx: ServerContext, nameOrFqdn: string, op
 /** Expires every subdomain whose time is up: frees its ports, cuts its sessions, revokes its certificate. */
 export async function expireSweep(ctx: ServerContext, opts: { apply: boolean; progress?: (m: string) => void } = { apply: true }): Promise<SubdomainRecord[]> {
   const progress = opts.progress ?? (() => {});
-  const expired = expireDue(ctx.db);
+  const expired = await expireDue(ctx.db);
   if (expired.length === 0) return expired;
   for (const s of expired) progress(`expired: ${s.fqdn}`);
   await retire(ctx, expired, 'cessationOfOperation', progress);

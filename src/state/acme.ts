@@ -4,7 +4,8 @@
  * per name (the CA allows only a few per hour: they are counted so that none is spent blindly).
  */
 import { randomBytes } from 'node:crypto';
-import { writeTx, type Db } from './db.js';
+import { sql } from 'kysely';
+import { inList, writeTx, type Store } from './store.js';
 import { now } from './types.js';
 
 export type OrderState = 'queued' | 'working' | 'valid' | 'failed' | 'cancelled';
@@ -47,37 +48,45 @@ const toOrder = (r: Row): AcmeOrder => ({
   createdAt: r.created_at, updatedAt: r.updated_at,
 });
 
+/** Orders newest first: by creation time, then by the order they were queued in (seq) within one second. */
+const NEWEST = [sql`created_at DESC`, sql`seq DESC`] as const;
+
 /**
  * Queues an order for these names and CSR. An open order for the same subdomain (or, for the server, the
  * same names) is replaced: only the newest CSR matters, and two orders would spend the CA's limits twice.
  */
-export function queueOrder(db: Db, o: { subdomainId: string | null; purpose: 'pod' | 'server'; names: string[]; csrPem: string; keySha256: string }): AcmeOrder {
-  return writeTx(db, () => {
+export async function queueOrder(store: Store, o: { subdomainId: string | null; purpose: 'pod' | 'server'; names: string[]; csrPem: string; keySha256: string }): Promise<AcmeOrder> {
+  return writeTx(store, async (s) => {
     const t = now();
     const names = JSON.stringify([...o.names].sort());
-    if (o.subdomainId) db.prepare("UPDATE acme_orders SET state = 'cancelled', updated_at = ? WHERE subdomain_id = ? AND state IN ('queued', 'working')").run(t, o.subdomainId);
-    else db.prepare("UPDATE acme_orders SET state = 'cancelled', updated_at = ? WHERE subdomain_id IS NULL AND names = ? AND state IN ('queued', 'working')").run(t, names);
+    const open = s.q.updateTable('acme_orders').set({ state: 'cancelled', updated_at: t }).where('state', 'in', ['queued', 'working']);
+    if (o.subdomainId) await open.where('subdomain_id', '=', o.subdomainId).execute();
+    else await open.where('subdomain_id', 'is', null).where('names', '=', names).execute();
     const id = randomBytes(8).toString('hex');
-    db.prepare(`INSERT INTO acme_orders (id, subdomain_id, purpose, names, csr_pem, key_sha256, state, next_attempt_at, created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)`).run(id, o.subdomainId, o.purpose, names, o.csrPem, o.keySha256, t, t, t);
-    return getOrder(db, id)!;
+    const seq = Number((await s.q.selectFrom('acme_orders').select(sql<number>`coalesce(max(seq), 0)`.as('n')).executeTakeFirstOrThrow()).n) + 1;
+    await s.q.insertInto('acme_orders').values({
+      id, subdomain_id: o.subdomainId, purpose: o.purpose, names, csr_pem: o.csrPem, key_sha256: o.keySha256, state: 'queued', next_attempt_at: t,
+      created_at: t, updated_at: t, seq,
+    }).execute();
+    return (await getOrder(s, id))!;
   });
 }
 
-export function getOrder(db: Db, id: string): AcmeOrder | undefined {
-  const r = db.prepare('SELECT * FROM acme_orders WHERE id = ?').get(id) as Row | undefined;
+export async function getOrder(s: Store, id: string): Promise<AcmeOrder | undefined> {
+  const r = await s.q.selectFrom('acme_orders').selectAll().where('id', '=', id).executeTakeFirst();
   return r ? toOrder(r) : undefined;
 }
 
 /** The newest order of a subdomain (any state), for its status. */
-export function latestOrderOf(db: Db, subdomainId: string): AcmeOrder | undefined {
-  const r = db.prepare('SELECT * FROM acme_orders WHERE subdomain_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1').get(subdomainId) as Row | undefined;
+export async function latestOrderOf(s: Store, subdomainId: string): Promise<AcmeOrder | undefined> {
+  const r = await s.q.selectFrom('acme_orders').selectAll().where('subdomain_id', '=', subdomainId).orderBy(NEWEST[0]).orderBy(NEWEST[1]).limit(1).executeTakeFirst();
   return r ? toOrder(r) : undefined;
 }
 
 /** The newest order for the server's own names. */
-export function latestServerOrder(db: Db, names: string[]): AcmeOrder | undefined {
-  const r = db.prepare('SELECT * FROM acme_orders WHERE subdomain_id IS NULL AND names = ? ORDER BY created_at DESC, rowid DESC LIMIT 1').get(JSON.stringify([...names].sort())) as Row | undefined;
+export async function latestServerOrder(s: Store, names: string[]): Promise<AcmeOrder | undefined> {
+  const r = await s.q.selectFrom('acme_orders').selectAll().where('subdomain_id', 'is', null).where('names', '=', JSON.stringify([...names].sort()))
+    .orderBy(NEWEST[0]).orderBy(NEWEST[1]).limit(1).executeTakeFirst();
   return r ? toOrder(r) : undefined;
 }
 
@@ -85,77 +94,80 @@ export function latestServerOrder(db: Db, names: string[]): AcmeOrder | undefine
  * Takes the next due order for working on it (queued, its time has come), or one left 'working' by a
  * process that died (untouched for `staleSeconds`). Atomic: two workers never take the same order.
  */
-export function takeDueOrder(db: Db, at = now(), staleSeconds = 600): AcmeOrder | undefined {
-  return writeTx(db, () => {
-    const r = db.prepare(`SELECT * FROM acme_orders WHERE (state = 'queued' AND next_attempt_at <= ?) OR (state = 'working' AND updated_at < ?)
-                          ORDER BY next_attempt_at, created_at LIMIT 1`).get(at, at - staleSeconds) as Row | undefined;
+export async function takeDueOrder(store: Store, at = now(), staleSeconds = 600): Promise<AcmeOrder | undefined> {
+  return writeTx(store, async (s) => {
+    const r = await s.q.selectFrom('acme_orders').select('id')
+      .where((eb) => eb.or([eb.and([eb('state', '=', 'queued'), eb('next_attempt_at', '<=', at)]), eb.and([eb('state', '=', 'working'), eb('updated_at', '<', at - staleSeconds)])]))
+      .orderBy('next_attempt_at').orderBy('created_at').orderBy('seq').limit(1).executeTakeFirst();
     if (!r) return undefined;
-    db.prepare("UPDATE acme_orders SET state = 'working', attempts = attempts + 1, updated_at = ? WHERE id = ?").run(at, r.id);
-    return getOrder(db, r.id);
+    await s.q.updateTable('acme_orders').set((eb) => ({ state: 'working', attempts: eb('attempts', '+', 1), updated_at: at })).where('id', '=', r.id).execute();
+    return getOrder(s, r.id);
   });
 }
 
 /** The soonest time an order is due, if any is queued. */
-export function nextDueAt(db: Db): number | undefined {
-  const t = db.prepare("SELECT MIN(next_attempt_at) FROM acme_orders WHERE state = 'queued'").pluck().get() as number | null;
-  return t ?? undefined;
+export async function nextDueAt(s: Store): Promise<number | undefined> {
+  const r = await s.q.selectFrom('acme_orders').select((eb) => eb.fn.min('next_attempt_at').as('t')).where('state', '=', 'queued').executeTakeFirst();
+  return r?.t === null || r?.t === undefined ? undefined : Number(r.t);
 }
 
-export function finishOrder(db: Db, id: string, certSerial: string): void {
-  db.prepare("UPDATE acme_orders SET state = 'valid', cert_serial = ?, last_error = NULL, updated_at = ? WHERE id = ? AND state = 'working'").run(certSerial, now(), id);
+export async function finishOrder(s: Store, id: string, certSerial: string): Promise<void> {
+  await s.q.updateTable('acme_orders').set({ state: 'valid', cert_serial: certSerial, last_error: null, updated_at: now() }).where('id', '=', id).where('state', '=', 'working').execute();
 }
 
 /** Back to the queue with the reason and when to try again, or given up for good. */
-export function deferOrder(db: Db, id: string, error: string, nextAttemptAt: number | null): void {
-  if (nextAttemptAt === null) db.prepare("UPDATE acme_orders SET state = 'failed', last_error = ?, updated_at = ? WHERE id = ? AND state = 'working'").run(error, now(), id);
-  else db.prepare("UPDATE acme_orders SET state = 'queued', last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ? AND state = 'working'").run(error, nextAttemptAt, now(), id);
+export async function deferOrder(s: Store, id: string, error: string, nextAttemptAt: number | null): Promise<void> {
+  const set = nextAttemptAt === null
+    ? { state: 'failed' as const, last_error: error, updated_at: now() }
+    : { state: 'queued' as const, last_error: error, next_attempt_at: nextAttemptAt, updated_at: now() };
+  await s.q.updateTable('acme_orders').set(set).where('id', '=', id).where('state', '=', 'working').execute();
 }
 
 /** Still ours to work on (not cancelled by a newer CSR, not removed with its subdomain)? */
-export function orderStillWanted(db: Db, id: string): boolean {
-  return db.prepare("SELECT 1 FROM acme_orders WHERE id = ? AND state = 'working'").pluck().get(id) !== undefined;
+export async function orderStillWanted(s: Store, id: string): Promise<boolean> {
+  return (await s.q.selectFrom('acme_orders').select('id').where('id', '=', id).where('state', '=', 'working').executeTakeFirst()) !== undefined;
 }
 
-export function listOrders(db: Db, limit = 200): AcmeOrder[] {
-  return (db.prepare('SELECT * FROM acme_orders ORDER BY created_at DESC, rowid DESC LIMIT ?').all(limit) as Row[]).map(toOrder);
+export async function listOrders(s: Store, limit = 200): Promise<AcmeOrder[]> {
+  return (await s.q.selectFrom('acme_orders').selectAll().orderBy(NEWEST[0]).orderBy(NEWEST[1]).limit(limit).execute()).map(toOrder);
 }
 
 // --- dns-01 challenges: the TXT records the zone renders while an order needs them --------------------
 
-export function addChallenges(db: Db, orderId: string, records: { owner: string; value: string }[]): void {
-  writeTx(db, () => {
-    const ins = db.prepare('INSERT OR IGNORE INTO acme_challenges (order_id, owner, value) VALUES (?, ?, ?)');
-    for (const r of records) ins.run(orderId, r.owner, r.value);
-  });
+export async function addChallenges(s: Store, orderId: string, records: { owner: string; value: string }[]): Promise<void> {
+  if (records.length === 0) return;
+  await s.q.insertInto('acme_challenges').values(records.map((r) => ({ order_id: orderId, owner: r.owner, value: r.value })))
+    .onConflict((oc) => oc.doNothing()).execute();
 }
 
-export function removeChallenges(db: Db, orderId: string): number {
-  return db.prepare('DELETE FROM acme_challenges WHERE order_id = ?').run(orderId).changes;
+export async function removeChallenges(s: Store, orderId: string): Promise<number> {
+  return Number((await s.q.deleteFrom('acme_challenges').where('order_id', '=', orderId).executeTakeFirst()).numDeletedRows);
 }
 
 /** Every TXT record the zone must hold now. */
-export function allChallenges(db: Db): { owner: string; value: string }[] {
-  return db.prepare('SELECT DISTINCT owner, value FROM acme_challenges ORDER BY owner, value').all() as { owner: string; value: string }[];
+export async function allChallenges(s: Store): Promise<{ owner: string; value: string }[]> {
+  return s.q.selectFrom('acme_challenges').select(['owner', 'value']).distinct().orderBy('owner').orderBy('value').execute();
 }
 
 /** Challenges of orders that are no longer being worked on (their process died): to be cleaned up. */
-export function orphanChallenges(db: Db): string[] {
-  return db.prepare("SELECT DISTINCT c.order_id FROM acme_challenges c JOIN acme_orders o ON o.id = c.order_id WHERE o.state <> 'working'").pluck().all() as string[];
+export async function orphanChallenges(s: Store): Promise<string[]> {
+  return (await s.q.selectFrom('acme_challenges as c').innerJoin('acme_orders as o', 'o.id', 'c.order_id').select('c.order_id').distinct()
+    .where('o.state', '<>', 'working').execute()).map((r) => r.order_id);
 }
 
 // --- failed validations per name ----------------------------------------------------------------------
 
-export function recordFailure(db: Db, names: string[], at = now()): void {
-  writeTx(db, () => {
-    const ins = db.prepare('INSERT INTO acme_failures (name, at) VALUES (?, ?)');
-    for (const n of names) ins.run(n, at);
-    db.prepare('DELETE FROM acme_failures WHERE at < ?').run(at - 86400);
+export async function recordFailure(store: Store, names: string[], at = now()): Promise<void> {
+  await writeTx(store, async (s) => {
+    if (names.length > 0) await s.q.insertInto('acme_failures').values(names.map((name) => ({ name, at }))).execute();
+    await s.q.deleteFrom('acme_failures').where('at', '<', at - 86400).execute();
   });
 }
 
-/** How many validations failed for each name in the last `windowSeconds`. */
-export function recentFailures(db: Db, names: string[], windowSeconds = 3600, at = now()): number {
+/** How many validations failed for each name in the last `windowSeconds` (the most of any one name). */
+export async function recentFailures(s: Store, names: string[], windowSeconds = 3600, at = now()): Promise<number> {
   if (names.length === 0) return 0;
-  const q = db.prepare('SELECT COUNT(*) FROM acme_failures WHERE name = ? AND at > ?').pluck();
-  return Math.max(...names.map((n) => q.get(n, at - windowSeconds) as number));
+  const rows = await s.q.selectFrom('acme_failures').select(['name', sql<number>`count(*)`.as('n')]).where(inList(s, 'name', names))
+    .where('at', '>', at - windowSeconds).groupBy('name').execute();
+  return Math.max(0, ...rows.map((r) => Number(r.n)));
 }

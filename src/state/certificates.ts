@@ -3,7 +3,8 @@
  * (which recognises a pod by the certificates issued to it), and — for certificates from the ACME CA,
  * which the pod collects after the order finished — their chain.
  */
-import type { Db } from './db.js';
+import { sql } from 'kysely';
+import type { Store } from './store.js';
 import { now, type CertificateRecord } from './types.js';
 
 interface Row {
@@ -31,36 +32,43 @@ const toRecord = (r: Row): CertificateRecord => ({
 export type NewCertificate = Omit<CertificateRecord, 'issuedAt' | 'revokedAt' | 'revokeReason' | 'issuer' | 'chainPem' | 'keySha256'>
   & Partial<Pick<CertificateRecord, 'issuer' | 'chainPem' | 'keySha256'>>;
 
-export function recordCertificate(db: Db, c: NewCertificate): void {
-  db.prepare(`INSERT INTO certificates (serial, subdomain_id, fqdn, kind, not_before, not_after, sha256, issued_at, issuer, chain_pem, key_sha256)
-              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(serial) DO NOTHING`)
-    .run(c.serial, c.subdomainId, c.fqdn, c.kind, c.notBefore, c.notAfter, c.sha256, now(), c.issuer ?? 'private', c.chainPem ?? null, c.keySha256 ?? null);
+export async function recordCertificate(s: Store, c: NewCertificate): Promise<void> {
+  await s.q.insertInto('certificates').values({
+    serial: c.serial, subdomain_id: c.subdomainId, fqdn: c.fqdn, kind: c.kind, not_before: c.notBefore, not_after: c.notAfter, sha256: c.sha256,
+    issued_at: now(), issuer: c.issuer ?? 'private', chain_pem: c.chainPem ?? null, key_sha256: c.keySha256 ?? null,
+  }).onConflict((oc) => oc.column('serial').doNothing()).execute();
 }
 
-export function markRevoked(db: Db, serial: string, reason: string): void {
-  db.prepare('UPDATE certificates SET revoked_at = COALESCE(revoked_at, ?), revoke_reason = COALESCE(revoke_reason, ?) WHERE serial = ?').run(now(), reason, serial);
+export async function markRevoked(s: Store, serial: string, reason: string): Promise<void> {
+  await s.q.updateTable('certificates').set((eb) => ({
+    revoked_at: eb.fn.coalesce('revoked_at', eb.val(now())), revoke_reason: eb.fn.coalesce('revoke_reason', eb.val(reason)),
+  })).where('serial', '=', serial).execute();
 }
 
-export function certificatesOf(db: Db, subdomainId: string): CertificateRecord[] {
-  return (db.prepare('SELECT * FROM certificates WHERE subdomain_id = ? ORDER BY issued_at').all(subdomainId) as Row[]).map(toRecord);
+export async function certificatesOf(s: Store, subdomainId: string): Promise<CertificateRecord[]> {
+  return (await s.q.selectFrom('certificates').selectAll().where('subdomain_id', '=', subdomainId).orderBy('issued_at').orderBy('serial').execute()).map(toRecord);
 }
 
 /** The still-valid pod certificates of a name (looked up by fqdn: the subdomain's row may be gone). */
-export function liveCertificatesOfName(db: Db, fqdn: string, at = now()): CertificateRecord[] {
-  return (db.prepare("SELECT * FROM certificates WHERE fqdn = ? AND kind = 'pod' AND revoked_at IS NULL AND not_after > ? ORDER BY issued_at").all(fqdn, at) as Row[]).map(toRecord);
+export async function liveCertificatesOfName(s: Store, fqdn: string, at = now()): Promise<CertificateRecord[]> {
+  return (await s.q.selectFrom('certificates').selectAll().where('fqdn', '=', fqdn).where('kind', '=', 'pod').where('revoked_at', 'is', null)
+    .where('not_after', '>', at).orderBy('issued_at').orderBy('serial').execute()).map(toRecord);
 }
 
 /** The newest valid certificate of a pod: what it should serve (an ACME one wins over a private one of the same key). */
-export function currentPodCertificate(db: Db, subdomainId: string, at = now()): CertificateRecord | undefined {
-  const r = db.prepare(`SELECT * FROM certificates WHERE subdomain_id = ? AND kind = 'pod' AND revoked_at IS NULL AND not_after > ?
-                        ORDER BY (issuer = 'acme') DESC, not_before DESC, issued_at DESC LIMIT 1`).get(subdomainId, at) as Row | undefined;
+export async function currentPodCertificate(s: Store, subdomainId: string, at = now()): Promise<CertificateRecord | undefined> {
+  const r = await s.q.selectFrom('certificates').selectAll().where('subdomain_id', '=', subdomainId).where('kind', '=', 'pod').where('revoked_at', 'is', null)
+    .where('not_after', '>', at).orderBy(sql`CASE WHEN issuer = 'acme' THEN 1 ELSE 0 END`, 'desc').orderBy('not_before', 'desc').orderBy('issued_at', 'desc')
+    .limit(1).executeTakeFirst();
   return r ? toRecord(r) : undefined;
 }
 
 /** Valid (not revoked, not expired) certificates of each subdomain: the probe accepts any of them. */
-export function validFingerprints(db: Db, at = now()): Map<string, Set<string>> {
+export async function validFingerprints(s: Store, at = now()): Promise<Map<string, Set<string>>> {
   const out = new Map<string, Set<string>>();
-  for (const r of db.prepare('SELECT subdomain_id, sha256 FROM certificates WHERE subdomain_id IS NOT NULL AND revoked_at IS NULL AND not_after > ?').all(at) as Row[]) {
+  const rows = await s.q.selectFrom('certificates').select(['subdomain_id', 'sha256']).where('subdomain_id', 'is not', null).where('revoked_at', 'is', null)
+    .where('not_after', '>', at).execute();
+  for (const r of rows) {
     const set = out.get(r.subdomain_id!) ?? new Set<string>();
     set.add(r.sha256.toLowerCase());
     out.set(r.subdomain_id!, set);
@@ -69,12 +77,13 @@ export function validFingerprints(db: Db, at = now()): Map<string, Set<string>> 
 }
 
 /** The same for one subdomain (a prompt probe of one pod). */
-export function validFingerprintsOf(db: Db, subdomainId: string, at = now()): Set<string> {
-  return new Set((db.prepare('SELECT sha256 FROM certificates WHERE subdomain_id = ? AND revoked_at IS NULL AND not_after > ?').pluck().all(subdomainId, at) as string[]).map((x) => x.toLowerCase()));
+export async function validFingerprintsOf(s: Store, subdomainId: string, at = now()): Promise<Set<string>> {
+  const rows = await s.q.selectFrom('certificates').select('sha256').where('subdomain_id', '=', subdomainId).where('revoked_at', 'is', null).where('not_after', '>', at).execute();
+  return new Set(rows.map((r) => r.sha256.toLowerCase()));
 }
 
 /** The certificate with this DER fingerprint, if pipe2me recorded it. */
-export function certificateBySha256(db: Db, sha256: string): CertificateRecord | undefined {
-  const r = db.prepare('SELECT * FROM certificates WHERE sha256 = ? ORDER BY issued_at DESC LIMIT 1').get(sha256.toLowerCase()) as Row | undefined;
+export async function certificateBySha256(s: Store, sha256: string): Promise<CertificateRecord | undefined> {
+  const r = await s.q.selectFrom('certificates').selectAll().where('sha256', '=', sha256.toLowerCase()).orderBy('issued_at', 'desc').limit(1).executeTakeFirst();
   return r ? toRecord(r) : undefined;
 }

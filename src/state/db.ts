@@ -1,24 +1,28 @@
 /**
- * The state store: one SQLite file (WAL) that the CLI, the API and the probe use at once.
- * Every change is a BEGIN IMMEDIATE transaction, so two writers serialize instead of both reading a
- * name or a port as free. Migrations run on open; a store written by a newer pipe2me is refused.
+ * Opening the state store: SQLite in the state directory (the default), or the PostgreSQL database that
+ * `state.url` names. Migrations run on open on both engines; a store written by a newer pipe2me is refused.
  */
-import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ConfigError, Pipe2meError, ExitCode } from '../util/errors.js';
-import { MIGRATIONS, SCHEMA_VERSION } from './migrations.js';
+import { sql } from 'kysely';
+import { ConfigError } from '../util/errors.js';
+import { openSqliteStore } from './engines/sqlite.js';
+import type { Store } from './store.js';
 
-export type Db = Database.Database;
-
-export class DowngradeError extends Pipe2meError {
-  constructor(file: string, found: number) {
-    super('state_too_new', `The state store ${file} has schema version ${found}, but this pipe2me knows only up to version ${SCHEMA_VERSION}. It was written by a newer pipe2me.`,
-      ExitCode.config, 500, { hint: 'Install that newer pipe2me again (downgrades are refused so that no data is lost), or restore a backup made before the upgrade.' });
-  }
-}
+export { DowngradeError } from './errors.js';
+export { writeTx, readTx, type Store } from './store.js';
 
 export const STATE_FILE = 'state.db';
+
+/** Where the store is and how to reach it (the configuration's `paths.state` and `state` section). */
+export interface StoreTarget {
+  stateDir: string;
+  /** `sqlite:PATH` (the default: state.db in stateDir) or a libpq-style `postgres://…` URL without a password. */
+  url?: string | undefined;
+  /** PostgreSQL: the password, read from state.password_file or PGPASSWORD by the caller — never in the URL. */
+  password?: string | undefined;
+  pool?: { max?: number; connectTimeoutMs?: number; idleTimeoutMs?: number; statementTimeoutMs?: number } | undefined;
+}
 
 export interface OpenOptions {
   /** Create the file if missing (init). Otherwise a missing store is an error that says to run init. */
@@ -29,58 +33,67 @@ export function stateFile(stateDir: string): string {
   return path.join(stateDir, STATE_FILE);
 }
 
-export function openDb(stateDir: string, opts: OpenOptions = {}): Db {
-  const file = stateFile(stateDir);
+/** The SQLite file a target names, or undefined for PostgreSQL. */
+export function sqliteFileOf(target: StoreTarget): string | undefined {
+  const url = target.url ?? '';
+  if (url === '' ) return stateFile(target.stateDir);
+  if (url.startsWith('sqlite:')) return path.resolve(target.stateDir, url.slice('sqlite:'.length));
+  return undefined;
+}
+
+export function isPostgresUrl(url: string | undefined): boolean {
+  return url !== undefined && /^postgres(ql)?:\/\//.test(url);
+}
+
+export async function openStore(target: StoreTarget | string, opts: OpenOptions = {}): Promise<Store> {
+  const t: StoreTarget = typeof target === 'string' ? { stateDir: target } : target;
+  if (isPostgresUrl(t.url)) {
+    const { openPostgresStore } = await import('./engines/postgres.js');
+    return openPostgresStore(t.url!, { ...t.pool, ...(t.password !== undefined ? { password: t.password } : {}) });
+  }
+  const file = sqliteFileOf(t);
+  if (file === undefined) {
+    throw new ConfigError(`state.url ${JSON.stringify(String(t.url).slice(0, 60))} is neither sqlite:PATH nor postgres://…`, {
+      hint: 'Leave state.url out for the SQLite file in paths.state, or give postgres://USER@HOST:5432/DATABASE (the password in state.password_file).',
+    });
+  }
   if (!opts.create && !fs.existsSync(file)) {
     throw new ConfigError(`No state store at ${file}.`, { hint: 'Run `pipe2me-ctl init` first (with the same --config).' });
   }
   // Only created here if missing (tests, tools); init sets the directory's real mode (0711).
-  if (opts.create) fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const db = new Database(file);
-  // WAL lets readers (list, the probe, the API) run while one writer commits.
-  db.pragma('journal_mode = WAL');
-  db.pragma('busy_timeout = 15000');
-  db.pragma('foreign_keys = ON');
-  db.pragma('synchronous = NORMAL');
-  try {
-    fs.chmodSync(file, 0o600);
-  } catch {
-    /* read-only filesystems in tests: permissions are then the caller's business */
-  }
-  migrate(db, file);
-  return db;
+  if (opts.create) fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  return openSqliteStore(file);
 }
 
-export function schemaVersion(db: Db): number {
-  return db.pragma('user_version', { simple: true }) as number;
-}
-
-export function migrate(db: Db, file = 'state'): { from: number; to: number } {
-  const from = schemaVersion(db);
-  if (from > SCHEMA_VERSION) throw new DowngradeError(file, from);
-  for (const m of MIGRATIONS) {
-    if (m.version <= schemaVersion(db)) continue;
-    db.transaction(() => {
-      // Re-check inside the write lock: another process may have migrated meanwhile.
-      if (schemaVersion(db) >= m.version) return;
-      db.exec(m.sql);
-      m.run?.(db);
-      db.pragma(`user_version = ${m.version}`);
-    }).immediate();
-  }
-  return { from, to: schemaVersion(db) };
-}
-
-/** Run `fn` in a write transaction (BEGIN IMMEDIATE): serialized against every other writer. */
-export function writeTx<T>(db: Db, fn: () => T): T {
-  return db.transaction(fn).immediate();
-}
-
-export function getMeta(db: Db, key: string): string | undefined {
-  const row = db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
+export async function getMeta(s: Store, key: string): Promise<string | undefined> {
+  const row = await s.q.selectFrom('meta').select('value').where('key', '=', key).executeTakeFirst();
   return row?.value;
 }
 
-export function setMeta(db: Db, key: string, value: string): void {
-  db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+export async function setMeta(s: Store, key: string, value: string): Promise<void> {
+  await s.q.insertInto('meta').values({ key, value }).onConflict((oc) => oc.column('key').doUpdateSet({ value })).execute();
+}
+
+/** The schema version the store is at (PRAGMA user_version on SQLite, the schema_version row on PostgreSQL). */
+export async function schemaVersion(s: Store): Promise<number> {
+  if (s.engine === 'sqlite') {
+    const r = await sql<{ user_version: number }>`PRAGMA user_version`.execute(s.q);
+    return r.rows[0]?.user_version ?? 0;
+  }
+  const r = await sql<{ version: number }>`SELECT version FROM schema_version WHERE id = 1`.execute(s.q);
+  return r.rows[0]?.version ?? 0;
+}
+
+/**
+ * Something that changes whenever the store was written (by any process): the watcher polls it. SQLite's
+ * data_version (changes by other connections); on PostgreSQL the WAL insert position, which any commit
+ * moves (so does other activity on the server: that costs the watcher a no-op apply, never a missed change).
+ */
+export async function changeStamp(s: Store): Promise<string> {
+  if (s.engine === 'sqlite') {
+    const r = await sql<{ data_version: number }>`PRAGMA data_version`.execute(s.q);
+    return String(r.rows[0]?.data_version ?? 0);
+  }
+  const r = await sql<{ lsn: string }>`SELECT pg_current_wal_insert_lsn()::text AS lsn`.execute(s.q);
+  return r.rows[0]?.lsn ?? '';
 }

@@ -2,26 +2,28 @@
  * The fleet in numbers, for the metrics and `pipe2me-ctl status`: every figure is one aggregate query,
  * so that a scrape costs the same few queries at 10 or 50,000 pods.
  */
-import type { Db } from './db.js';
+import { sql } from 'kysely';
+import type { Store } from './store.js';
 import { now } from './types.js';
 
 export interface RouteRow { name: string; route: 'server' | 'direct'; routeReason: string | null; route6: 'server' | 'direct'; route6Reason: string | null; reportedIpv6: string | null }
 
-export function subdomainCounts(db: Db): Record<'active' | 'expired', number> {
+export async function subdomainCounts(s: Store): Promise<Record<'active' | 'expired', number>> {
   const out = { active: 0, expired: 0 };
-  for (const r of db.prepare('SELECT status, COUNT(*) AS n FROM subdomains GROUP BY status').all() as { status: 'active' | 'expired'; n: number }[]) out[r.status] = r.n;
+  for (const r of await s.q.selectFrom('subdomains').select(['status', sql<number>`count(*)`.as('n')]).groupBy('status').execute()) out[r.status] = Number(r.n);
   return out;
 }
 
 /** The route of every active subdomain with ports, both families (what the reason classes are counted from). */
-export function activeRoutes(db: Db): RouteRow[] {
-  return (db.prepare(`SELECT name, route, route_reason, route6, route6_reason, reported_ipv6 FROM subdomains s
-    WHERE status = 'active' AND EXISTS (SELECT 1 FROM ports p WHERE p.subdomain_id = s.id)`).raw().all() as [string, 'server' | 'direct', string | null, 'server' | 'direct', string | null, string | null][])
-    .map(([name, route, routeReason, route6, route6Reason, reportedIpv6]) => ({ name, route, routeReason, route6, route6Reason, reportedIpv6 }));
+export async function activeRoutes(s: Store): Promise<RouteRow[]> {
+  const rows = await s.q.selectFrom('subdomains as s').select(['name', 'route', 'route_reason', 'route6', 'route6_reason', 'reported_ipv6'])
+    .where('status', '=', 'active').where(sql<boolean>`EXISTS (SELECT 1 FROM ports p WHERE p.subdomain_id = s.id)`).execute();
+  return rows.map((r) => ({ name: r.name, route: r.route, routeReason: r.route_reason, route6: r.route6, route6Reason: r.route6_reason, reportedIpv6: r.reported_ipv6 }));
 }
 
-export function allocatedPorts(db: Db): number {
-  return db.prepare("SELECT COUNT(*) FROM ports p JOIN subdomains s ON s.id = p.subdomain_id WHERE s.status = 'active'").pluck().get() as number;
+export async function allocatedPorts(s: Store): Promise<number> {
+  const r = await sql<{ n: number }>`SELECT COUNT(*) AS n FROM ports p JOIN subdomains s ON s.id = p.subdomain_id WHERE s.status = 'active'`.execute(s.q);
+  return Number(r.rows[0]?.n ?? 0);
 }
 
 /**
@@ -30,40 +32,46 @@ export function allocatedPorts(db: Db): number {
  * already (a renewal that failed must keep the alert firing, not drop out of it). Older certificates of a
  * name that a newer one replaced are not counted.
  */
-export function soonestExpiry(db: Db): { issuer: string; kind: string; notAfter: number; fqdn: string }[] {
-  return (db.prepare(`SELECT issuer, kind, MIN(not_after) AS not_after, fqdn FROM certificates c
-    WHERE revoked_at IS NULL AND (kind = 'server' OR subdomain_id IN (SELECT id FROM subdomains WHERE status = 'active'))
-      AND not_after = (SELECT MAX(c2.not_after) FROM certificates c2 WHERE c2.fqdn = c.fqdn AND c2.kind = c.kind AND c2.revoked_at IS NULL)
-    GROUP BY issuer, kind`).all() as { issuer: string; kind: string; not_after: number; fqdn: string }[])
-    .map((r) => ({ issuer: r.issuer, kind: r.kind, notAfter: r.not_after, fqdn: r.fqdn }));
+export async function soonestExpiry(s: Store): Promise<{ issuer: string; kind: string; notAfter: number; fqdn: string }[]> {
+  // The name of the soonest certificate per group: the smallest fqdn among those expiring first (one
+  // answer on both engines, where SQLite alone would pick the row of MIN() as a bare column).
+  const r = await sql<{ issuer: string; kind: string; not_after: number; fqdn: string }>`WITH served AS (
+      SELECT issuer, kind, not_after, fqdn FROM certificates c
+      WHERE revoked_at IS NULL AND (kind = 'server' OR subdomain_id IN (SELECT id FROM subdomains WHERE status = 'active'))
+        AND not_after = (SELECT MAX(c2.not_after) FROM certificates c2 WHERE c2.fqdn = c.fqdn AND c2.kind = c.kind AND c2.revoked_at IS NULL))
+    SELECT g.issuer, g.kind, g.not_after, (SELECT MIN(fqdn) FROM served x WHERE x.issuer = g.issuer AND x.kind = g.kind AND x.not_after = g.not_after) AS fqdn
+    FROM (SELECT issuer, kind, MIN(not_after) AS not_after FROM served GROUP BY issuer, kind) g ORDER BY g.issuer, g.kind`.execute(s.q);
+  return r.rows.map((x) => ({ issuer: x.issuer, kind: x.kind, notAfter: Number(x.not_after), fqdn: x.fqdn }));
 }
 
 /** Per pod, the expiry of its newest certificate (the opt-in per-pod series). */
-export function podCertificateExpiry(db: Db, at = now()): Map<string, number> {
+export async function podCertificateExpiry(s: Store, at = now()): Promise<Map<string, number>> {
   const out = new Map<string, number>();
-  for (const [name, notAfter] of db.prepare(`SELECT s.name, MAX(c.not_after) FROM certificates c JOIN subdomains s ON s.id = c.subdomain_id
-    WHERE c.revoked_at IS NULL AND c.not_after > ? AND s.status = 'active' GROUP BY s.name`).raw().all(at) as [string, number][]) out.set(name, notAfter);
+  const r = await sql<{ name: string; not_after: number }>`SELECT s.name, MAX(c.not_after) AS not_after FROM certificates c JOIN subdomains s ON s.id = c.subdomain_id
+    WHERE c.revoked_at IS NULL AND c.not_after > ${at} AND s.status = 'active' GROUP BY s.name`.execute(s.q);
+  for (const x of r.rows) out.set(x.name, Number(x.not_after));
   return out;
 }
 
-export function acmeOrderCounts(db: Db): Record<string, number> {
+export async function acmeOrderCounts(s: Store): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
-  for (const r of db.prepare('SELECT state, COUNT(*) AS n FROM acme_orders GROUP BY state').all() as { state: string; n: number }[]) out[r.state] = r.n;
+  for (const r of await s.q.selectFrom('acme_orders').select(['state', sql<number>`count(*)`.as('n')]).groupBy('state').execute()) out[r.state] = Number(r.n);
   return out;
 }
 
 /** Each token's use against its quotas (operators name tokens: a handful, a bounded label). */
-export function tokenUse(db: Db): { label: string; subdomains: number; maxSubdomains: number | null; ports: number; maxTotalPorts: number | null; revoked: boolean }[] {
-  return (db.prepare(`SELECT t.label, t.max_subdomains, t.max_total_ports, t.revoked_at,
+export async function tokenUse(s: Store): Promise<{ label: string; subdomains: number; maxSubdomains: number | null; ports: number; maxTotalPorts: number | null; revoked: boolean }[]> {
+  const r = await sql<{ label: string; max_subdomains: number | null; max_total_ports: number | null; revoked_at: number | null; subs: number; ports: number }>`SELECT t.label, t.max_subdomains, t.max_total_ports, t.revoked_at,
       (SELECT COUNT(*) FROM subdomains s WHERE s.token_id = t.id AND s.status = 'active') AS subs,
       (SELECT COUNT(*) FROM ports p JOIN subdomains s ON s.id = p.subdomain_id WHERE s.token_id = t.id AND s.status = 'active') AS ports
-    FROM tokens t ORDER BY t.label`).all() as { label: string; max_subdomains: number | null; max_total_ports: number | null; revoked_at: number | null; subs: number; ports: number }[])
-    .map((r) => ({ label: r.label, subdomains: r.subs, maxSubdomains: r.max_subdomains, ports: r.ports, maxTotalPorts: r.max_total_ports, revoked: r.revoked_at !== null }));
+    FROM tokens t ORDER BY t.label, t.id`.execute(s.q);
+  return r.rows.map((x) => ({ label: x.label, subdomains: Number(x.subs), maxSubdomains: x.max_subdomains, ports: Number(x.ports), maxTotalPorts: x.max_total_ports, revoked: x.revoked_at !== null }));
 }
 
 /** Public port → subdomain name, for the per-pod byte counters. */
-export function portOwners(db: Db): Map<number, string> {
+export async function portOwners(s: Store): Promise<Map<number, string>> {
   const out = new Map<number, string>();
-  for (const [port, name] of db.prepare("SELECT p.port, s.name FROM ports p JOIN subdomains s ON s.id = p.subdomain_id WHERE s.status = 'active'").raw().all() as [number, string][]) out.set(port, name);
+  const rows = await s.q.selectFrom('ports as p').innerJoin('subdomains as s', 's.id', 'p.subdomain_id').select(['p.port', 's.name']).where('s.status', '=', 'active').execute();
+  for (const r of rows) out.set(r.port, r.name);
   return out;
 }

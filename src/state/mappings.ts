@@ -4,7 +4,7 @@
  * The probe tests them, `show` and the status views display them. A report for one family replaces only
  * that family's rows.
  */
-import { writeTx, type Db } from './db.js';
+import { writeTx, type Store } from './store.js';
 import { now, type MappingMethod, type MappingRecord } from './types.js';
 
 interface Row { family: 4 | 6; external_port: number; internal_port: number; external_ip: string | null; via: MappingMethod; lease_seconds: number | null; reported_at: number }
@@ -21,18 +21,21 @@ function toRecord(r: Row): MappingRecord {
   return { family: r.family, externalPort: r.external_port, internalPort: r.internal_port, externalIp: r.external_ip, via: r.via, leaseSeconds: r.lease_seconds, reportedAt: r.reported_at };
 }
 
-function insertAll(db: Db, subdomainId: string, family: 4 | 6, mappings: readonly ReportedMapping[]): void {
-  db.prepare('DELETE FROM mappings WHERE subdomain_id = ? AND family = ?').run(subdomainId, family);
-  const ins = db.prepare('INSERT INTO mappings (subdomain_id, family, external_port, internal_port, external_ip, via, lease_seconds, reported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+async function insertAll(s: Store, subdomainId: string, family: 4 | 6, mappings: readonly ReportedMapping[]): Promise<void> {
+  await s.q.deleteFrom('mappings').where('subdomain_id', '=', subdomainId).where('family', '=', family).execute();
+  if (mappings.length === 0) return;
   const at = now();
-  for (const m of mappings) ins.run(subdomainId, family, m.externalPort, m.internalPort, m.externalIp, m.via, m.leaseSeconds ?? null, at);
+  await s.q.insertInto('mappings').values(mappings.map((m) => ({
+    subdomain_id: subdomainId, family, external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, via: m.via,
+    lease_seconds: m.leaseSeconds ?? null, reported_at: at,
+  }))).execute();
 }
 
 /** The pod's IPv4 router mappings (and why there are none or fewer), replacing what it reported before. */
-export function replaceMappings(db: Db, subdomainId: string, mappings: readonly ReportedMapping[], note: string | null = null): void {
-  writeTx(db, () => {
-    db.prepare('UPDATE subdomains SET mapping_note = ? WHERE id = ?').run(note, subdomainId);
-    insertAll(db, subdomainId, 4, mappings);
+export async function replaceMappings(store: Store, subdomainId: string, mappings: readonly ReportedMapping[], note: string | null = null): Promise<void> {
+  await writeTx(store, async (s) => {
+    await s.q.updateTable('subdomains').set({ mapping_note: note }).where('id', '=', subdomainId).execute();
+    await insertAll(s, subdomainId, 4, mappings);
   });
 }
 
@@ -40,21 +43,21 @@ export function replaceMappings(db: Db, subdomainId: string, mappings: readonly 
  * The pod's IPv6 report: its own address (null: it has none, or stopped publishing one) and the ports
  * open to it there. The IPv4 rows stay as they are.
  */
-export function replaceIpv6Openings(db: Db, subdomainId: string, address: string | null, openings: readonly ReportedMapping[], note: string | null = null): void {
-  writeTx(db, () => {
-    db.prepare('UPDATE subdomains SET reported_ipv6 = ?, ipv6_note = ? WHERE id = ?').run(address, note, subdomainId);
-    insertAll(db, subdomainId, 6, address ? openings : []);
+export async function replaceIpv6Openings(store: Store, subdomainId: string, address: string | null, openings: readonly ReportedMapping[], note: string | null = null): Promise<void> {
+  await writeTx(store, async (s) => {
+    await s.q.updateTable('subdomains').set({ reported_ipv6: address, ipv6_note: note }).where('id', '=', subdomainId).execute();
+    await insertAll(s, subdomainId, 6, address ? openings : []);
   });
 }
 
-export function getMappings(db: Db, subdomainId: string): MappingRecord[] {
-  return (db.prepare('SELECT * FROM mappings WHERE subdomain_id = ? ORDER BY family, external_port').all(subdomainId) as Row[]).map(toRecord);
+export async function getMappings(s: Store, subdomainId: string): Promise<MappingRecord[]> {
+  return (await s.q.selectFrom('mappings').selectAll().where('subdomain_id', '=', subdomainId).orderBy('family').orderBy('external_port').execute()).map(toRecord);
 }
 
 /** Every subdomain's openings of one family, by subdomain id. */
-export function allMappings(db: Db, family: 4 | 6 = 4): Map<string, MappingRecord[]> {
+export async function allMappings(s: Store, family: 4 | 6 = 4): Promise<Map<string, MappingRecord[]>> {
   const out = new Map<string, MappingRecord[]>();
-  for (const r of db.prepare('SELECT * FROM mappings WHERE family = ? ORDER BY subdomain_id, external_port').all(family) as (Row & { subdomain_id: string })[]) {
+  for (const r of await s.q.selectFrom('mappings').selectAll().where('family', '=', family).orderBy('subdomain_id').orderBy('external_port').execute()) {
     const list = out.get(r.subdomain_id) ?? [];
     list.push(toRecord(r));
     out.set(r.subdomain_id, list);
@@ -62,10 +65,10 @@ export function allMappings(db: Db, family: 4 | 6 = 4): Map<string, MappingRecor
   return out;
 }
 
-export function mappingNote(db: Db, subdomainId: string): string | null {
-  return (db.prepare('SELECT mapping_note FROM subdomains WHERE id = ?').pluck().get(subdomainId) as string | null | undefined) ?? null;
+export async function mappingNote(s: Store, subdomainId: string): Promise<string | null> {
+  return (await s.q.selectFrom('subdomains').select('mapping_note').where('id', '=', subdomainId).executeTakeFirst())?.mapping_note ?? null;
 }
 
-export function ipv6Note(db: Db, subdomainId: string): string | null {
-  return (db.prepare('SELECT ipv6_note FROM subdomains WHERE id = ?').pluck().get(subdomainId) as string | null | undefined) ?? null;
+export async function ipv6Note(s: Store, subdomainId: string): Promise<string | null> {
+  return (await s.q.selectFrom('subdomains').select('ipv6_note').where('id', '=', subdomainId).executeTakeFirst())?.ipv6_note ?? null;
 }

@@ -1,6 +1,10 @@
 /**
- * Versioned schema migrations. PRAGMA user_version holds the version; each migration runs in one
- * transaction. Never edit a released migration: add the next one.
+ * Versioned schema migrations, one numbered set for both engines. On SQLite PRAGMA user_version holds the
+ * version; on PostgreSQL the schema_version row. Each migration runs in one transaction. Never edit a
+ * released migration: add the next one.
+ *
+ * PostgreSQL stores begin at version 9 (the first with PostgreSQL): its whole schema at that version is
+ * one statement list (engines/postgres-schema.ts); every later migration carries its PostgreSQL form.
  */
 import type Database from 'better-sqlite3';
 import { parsePublicKey } from '../ssh/pubkey.js';
@@ -9,9 +13,14 @@ export interface Migration {
   version: number;
   description: string;
   sql: string;
-  /** Data changes SQL cannot express, in the same transaction, after `sql`. */
+  /** Data changes SQL cannot express, in the same transaction, after `sql` (SQLite stores made before PostgreSQL existed). */
   run?: (db: Database.Database) => void;
+  /** The same change on PostgreSQL (from version 10; versions up to 9 are in its baseline schema). */
+  postgres?: string;
 }
+
+/** The version PostgreSQL's baseline schema stands for. */
+export const POSTGRES_BASELINE_VERSION = 9;
 
 export const MIGRATIONS: Migration[] = [
   {
@@ -284,6 +293,48 @@ CREATE TABLE operators (
   created_at  INTEGER NOT NULL,
   last_used   INTEGER
 ) STRICT;`,
+  },
+  {
+    version: 10,
+    description: 'what several relays must share: the online sessions each relay holds (with a lease it renews), the private CA\'s index, serial and CRL number, and the order ACME orders were queued in (SQLite\'s rowid is not portable)',
+    // The session holder on the data path still writes its records to local files (it must never wait on
+    // the store); the API mirrors them into `sessions`. The CA's files are openssl's own formats, kept
+    // whole: openssl reads and writes them, pipe2me loads them before and saves them after, under the lock.
+    sql: `CREATE TABLE sessions (
+  subdomain_id TEXT NOT NULL REFERENCES subdomains(id) ON DELETE CASCADE,
+  relay        TEXT NOT NULL,
+  family       INTEGER NOT NULL CHECK (family IN (4, 6)),
+  address      TEXT NOT NULL,
+  client_port  INTEGER NOT NULL,
+  started_at   INTEGER NOT NULL,
+  lease_until  INTEGER NOT NULL,
+  PRIMARY KEY (subdomain_id, relay)
+) STRICT;
+CREATE INDEX sessions_by_relay ON sessions(relay, lease_until);
+CREATE TABLE ca_files (
+  name       TEXT PRIMARY KEY,
+  content    TEXT NOT NULL,
+  updated_at INTEGER NOT NULL
+) STRICT;
+ALTER TABLE acme_orders ADD COLUMN seq INTEGER;
+UPDATE acme_orders SET seq = rowid;`,
+    postgres: `CREATE TABLE sessions (
+  subdomain_id text COLLATE "C" NOT NULL REFERENCES subdomains(id) ON DELETE CASCADE,
+  relay        text COLLATE "C" NOT NULL,
+  family       bigint NOT NULL CHECK (family IN (4, 6)),
+  address      text COLLATE "C" NOT NULL,
+  client_port  bigint NOT NULL,
+  started_at   bigint NOT NULL,
+  lease_until  bigint NOT NULL,
+  PRIMARY KEY (subdomain_id, relay)
+);
+CREATE INDEX sessions_by_relay ON sessions(relay, lease_until);
+CREATE TABLE ca_files (
+  name       text COLLATE "C" PRIMARY KEY,
+  content    text COLLATE "C" NOT NULL,
+  updated_at bigint NOT NULL
+);
+ALTER TABLE acme_orders ADD COLUMN seq bigint;`,
   },
 ];
 

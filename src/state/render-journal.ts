@@ -4,7 +4,7 @@
  * file was written at and re-renders only those; a file whose sequence is older than what the journal
  * still holds is rendered whole.
  */
-import type { Db } from './db.js';
+import { readTx, writeTx, type Store } from './store.js';
 
 export interface JournalPosition {
   /** The latest change. */
@@ -13,27 +13,27 @@ export interface JournalPosition {
   prunedThrough: number;
 }
 
-export function journalPosition(db: Db): JournalPosition {
-  const [seq, prunedThrough] = db.prepare('SELECT seq, pruned_through FROM render_seq WHERE id = 1').raw().get() as [number, number];
-  return { seq, prunedThrough };
+export async function journalPosition(s: Store): Promise<JournalPosition> {
+  const r = await s.q.selectFrom('render_seq').select(['seq', 'pruned_through']).where('id', '=', 1).executeTakeFirstOrThrow();
+  return { seq: r.seq, prunedThrough: r.pruned_through };
 }
 
 /** The names changed after `since` (at most `limit` + 1, so that a caller can tell "too many"). */
-export function changedSince(db: Db, since: number, limit: number): string[] {
-  return db.prepare('SELECT name FROM render_journal WHERE seq > ? ORDER BY name LIMIT ?').pluck().all(since, limit + 1) as string[];
+export async function changedSince(s: Store, since: number, limit: number): Promise<string[]> {
+  return (await s.q.selectFrom('render_journal').select('name').where('seq', '>', since).orderBy('name').limit(limit + 1).execute()).map((r) => r.name);
 }
 
 /** Forgets the changes every rendered file has taken in (up to `through`). */
-export function pruneJournal(db: Db, through: number): void {
-  db.transaction(() => {
-    const { prunedThrough } = journalPosition(db);
+export async function pruneJournal(store: Store, through: number): Promise<void> {
+  await writeTx(store, async (s) => {
+    const { prunedThrough } = await journalPosition(s);
     if (through <= prunedThrough) return;
-    db.prepare('DELETE FROM render_journal WHERE seq <= ?').run(through);
-    db.prepare('UPDATE render_seq SET pruned_through = ? WHERE id = 1').run(through);
-  }).immediate();
+    await s.q.deleteFrom('render_journal').where('seq', '<=', through).execute();
+    await s.q.updateTable('render_seq').set({ pruned_through: through }).where('id', '=', 1).execute();
+  });
 }
 
 /** A read of the journal and of the rows it names, from one snapshot of the store. */
-export function readConsistently<T>(db: Db, fn: () => T): T {
-  return db.transaction(fn).deferred();
+export function readConsistently<T>(s: Store, fn: (t: Store) => Promise<T>): Promise<T> {
+  return readTx(s, fn);
 }

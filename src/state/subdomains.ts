@@ -2,7 +2,8 @@
 import { ConflictError, InputError, NotFoundError, QuotaError } from '../util/errors.js';
 import { generateName, validateLookupName, validateName } from '../names/names.js';
 import { hashSecret, newId, newSecret } from '../util/secrets.js';
-import { writeTx, type Db } from './db.js';
+import { sql } from 'kysely';
+import { containsText, countAll, flag, inList, writeTx, type Store } from './store.js';
 import { now, PROTOCOLS, type PortRecord, type Protocol, type SshKeyRecord, type SubdomainRecord } from './types.js';
 import type { RenderSubdomain } from '../render/types.js';
 
@@ -37,10 +38,15 @@ interface SubdomainRow {
 }
 
 /** The columns a record needs; secrets' hashes are never read back, only whether they are set. */
-const COLUMNS = `id, name, fqdn, status, created_at, expires_at, passthrough, token_id,
-  secret_hash IS NOT NULL AS claimed, claim_hash IS NOT NULL AS claim_pending, route, route_changed_at, route_reason,
-  direct_ipv4, probe_streak, last_fallback_at, observed_ipv4, observed_at,
-  route6, route6_changed_at, route6_reason, direct_ipv6, probe6_streak, last_fallback6_at, observed_ipv6, observed6_at, reported_ipv6`;
+const PLAIN_COLUMNS = ['id', 'name', 'fqdn', 'status', 'created_at', 'expires_at', 'passthrough', 'token_id', 'route', 'route_changed_at', 'route_reason',
+  'direct_ipv4', 'probe_streak', 'last_fallback_at', 'observed_ipv4', 'observed_at',
+  'route6', 'route6_changed_at', 'route6_reason', 'direct_ipv6', 'probe6_streak', 'last_fallback6_at', 'observed_ipv6', 'observed6_at', 'reported_ipv6'] as const;
+
+/** Subdomain rows as records read them (a query to add WHERE/ORDER to). */
+function selectRows(s: Store) {
+  return s.q.selectFrom('subdomains').select(PLAIN_COLUMNS)
+    .select([flag(sql`secret_hash IS NOT NULL`).as('claimed'), flag(sql`claim_hash IS NOT NULL`).as('claim_pending')]);
+}
 
 interface KeyRow { subdomain_id: string; algorithm: string; public_key: string; fingerprint: string; bits: number | null; added_at: number }
 
@@ -127,8 +133,8 @@ export function tooManyPorts(asked: number, maxPorts: number): QuotaError {
 }
 
 /** The lowest free ports of the range. O(ports in use), fine for tens of thousands. */
-function allocatePorts(db: Db, range: PortRange, count: number): number[] {
-  const used = db.prepare('SELECT port FROM ports WHERE port BETWEEN ? AND ? ORDER BY port').pluck().all(range.first, range.last) as number[];
+async function allocatePorts(s: Store, range: PortRange, count: number): Promise<number[]> {
+  const used = (await s.q.selectFrom('ports').select('port').where('port', '>=', range.first).where('port', '<=', range.last).orderBy('port').execute()).map((r) => r.port);
   const out: number[] = [];
   let i = 0;
   for (let p = range.first; p <= range.last && out.length < count; p++) {
@@ -144,102 +150,100 @@ function allocatePorts(db: Db, range: PortRange, count: number): number[] {
   return out;
 }
 
-export function createSubdomain(db: Db, input: CreateSubdomainInput, ctx: CreateSubdomainContext): CreatedSubdomain {
+export async function createSubdomain(store: Store, input: CreateSubdomainInput, ctx: CreateSubdomainContext): Promise<CreatedSubdomain> {
   const protocols = parseProtocols(input.protocols, ctx.maxPorts);
   const requested = input.name === undefined ? undefined : validateName(input.name, ctx.reserved);
   const reserved = new Set(ctx.reserved);
-  return writeTx(db, () => {
-    const taken = db.prepare('SELECT 1 FROM subdomains WHERE name = ?').pluck();
+  return writeTx(store, async (s) => {
+    const taken = async (n: string) => (await s.q.selectFrom('subdomains').select('id').where('name', '=', n).executeTakeFirst()) !== undefined;
     let name: string;
     if (requested !== undefined) {
-      if (taken.get(requested)) throw new ConflictError('name_taken', `The name ${requested} is already in use.`, { hint: 'Choose another name, or leave --name out to get a generated one.' });
+      if (await taken(requested)) throw new ConflictError('name_taken', `The name ${requested} is already in use.`, { hint: 'Choose another name, or leave --name out to get a generated one.' });
       name = requested;
     } else {
       let attempt = 0;
       do {
         if (++attempt > 100) throw new ConflictError('names_exhausted', 'Could not find a free generated name after 100 tries.', { hint: 'Give a name with --name.' });
         name = generateName();
-      } while (taken.get(name) || reserved.has(name));
+      } while (reserved.has(name) || (await taken(name)));
     }
     const id = newId();
-    const createdAt = now();
     const claimToken = input.withClaim ? newSecret('p2mc') : undefined;
     const secret = input.withSecret ? newSecret('p2ms') : undefined;
-    db.prepare(`INSERT INTO subdomains (id, name, fqdn, status, created_at, expires_at, passthrough, token_id, secret_hash, claim_hash)
-                VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)`)
-      .run(id, name, `${name}.${ctx.domain}`, createdAt, input.expiresAt, input.passthrough ? 1 : 0, input.tokenId ?? null,
-        secret ? hashSecret(secret) : null, claimToken ? hashSecret(claimToken) : null);
-    const ports = allocatePorts(db, ctx.range, protocols.length);
-    const insertPort = db.prepare('INSERT INTO ports (port, subdomain_id, protocol, position) VALUES (?, ?, ?, ?)');
-    protocols.forEach((protocol, i) => insertPort.run(ports[i], id, protocol, i));
-    const record = getSubdomainById(db, id)!;
+    await s.q.insertInto('subdomains').values({
+      id, name, fqdn: `${name}.${ctx.domain}`, status: 'active', created_at: now(), expires_at: input.expiresAt, passthrough: input.passthrough ? 1 : 0,
+      token_id: input.tokenId ?? null, secret_hash: secret ? hashSecret(secret) : null, claim_hash: claimToken ? hashSecret(claimToken) : null,
+    }).execute();
+    const ports = await allocatePorts(s, ctx.range, protocols.length);
+    await s.q.insertInto('ports').values(protocols.map((protocol, i) => ({ port: ports[i]!, subdomain_id: id, protocol, position: i }))).execute();
+    const record = (await getSubdomainById(s, id))!;
     return { record, ...(claimToken ? { claimToken } : {}), ...(secret ? { secret } : {}) };
   });
 }
 
-/** Raw port rows (subdomain_id, port, protocol, position), sorted by subdomain and position → ports per subdomain. */
-function portsBySubdomain(rows: unknown[]): Map<string, PortRecord[]> {
+type PortRow = { subdomain_id: string; port: number; protocol: Protocol; position: number };
+
+/** Port rows sorted by subdomain and position → ports per subdomain. */
+function portsBySubdomain(rows: readonly PortRow[]): Map<string, PortRecord[]> {
   const byId = new Map<string, PortRecord[]>();
   let currentId = '';
   let current: PortRecord[] = [];
-  for (const [sid, port, protocol, position] of rows as [string, number, Protocol, number][]) {
-    if (sid !== currentId) {
-      currentId = sid;
+  for (const r of rows) {
+    if (r.subdomain_id !== currentId) {
+      currentId = r.subdomain_id;
       current = [];
-      byId.set(sid, current);
+      byId.set(currentId, current);
     }
-    current.push({ port, protocol, position });
+    current.push({ port: r.port, protocol: r.protocol, position: r.position });
   }
   return byId;
 }
 
-/**
- * Records with their ports and keys. For the whole store (10,000 subdomains and more, on every apply) the
- * ports come as raw rows already ordered by subdomain and position, which is several times cheaper than
- * an object per row and a sort per subdomain.
- */
-function load(db: Db, rows: SubdomainRow[]): SubdomainRecord[] {
+const PORT_COLUMNS = ['subdomain_id', 'port', 'protocol', 'position'] as const;
+
+/** Records with their ports and keys: for one or a few rows by id, for many the whole tables in one read each. */
+async function load(s: Store, rows: SubdomainRow[]): Promise<SubdomainRecord[]> {
   if (rows.length === 0) return [];
-  const single = rows.length === 1 ? rows[0]!.id : undefined;
-  const byId = portsBySubdomain(single
-    ? db.prepare('SELECT subdomain_id, port, protocol, position FROM ports WHERE subdomain_id = ? ORDER BY position').raw().all(single)
-    : db.prepare('SELECT subdomain_id, port, protocol, position FROM ports ORDER BY subdomain_id, position').raw().all());
+  const ids = rows.map((r) => r.id);
+  const few = rows.length <= 500;
+  const portQuery = s.q.selectFrom('ports').select(PORT_COLUMNS);
+  const portRows = await (few ? portQuery.where(inList(s, 'subdomain_id', ids)) : portQuery).orderBy('subdomain_id').orderBy('position').execute();
+  const keyQuery = s.q.selectFrom('ssh_keys').selectAll();
+  const keyRows = await (few ? keyQuery.where(inList(s, 'subdomain_id', ids)) : keyQuery).execute();
+  const byId = portsBySubdomain(portRows);
   const keys = new Map<string, KeyRow>();
-  const keyRows = (single ? db.prepare('SELECT * FROM ssh_keys WHERE subdomain_id = ?').all(single) : db.prepare('SELECT * FROM ssh_keys').all()) as KeyRow[];
   for (const k of keyRows) keys.set(k.subdomain_id, k);
   return rows.map((r) => toRecord(r, byId.get(r.id) ?? [], keys.get(r.id)));
 }
 
-type RenderRow = [string, string, string, 'active' | 'expired', number, 'server' | 'direct', string | null, 'server' | 'direct', string | null, string | null, string | null];
-const RENDER_COLUMNS = 's.id, s.name, s.fqdn, s.status, s.passthrough, s.route, s.direct_ipv4, s.route6, s.direct_ipv6, k.public_key, k.fingerprint';
-
-function toRender(rows: RenderRow[], ports: Map<string, PortRecord[]>): RenderSubdomain[] {
-  return rows.map(([id, name, fqdn, status, passthrough, route, directIpv4, route6, directIpv6, publicKey, fingerprint]) => ({
-    name, fqdn, status, passthrough: passthrough === 1, route, directIpv4, route6, directIpv6, ports: ports.get(id) ?? [],
-    key: publicKey === null || fingerprint === null ? null : { publicKey, fingerprint },
+async function renderRows(s: Store, names: readonly string[] | undefined): Promise<RenderSubdomain[]> {
+  let portQuery = s.q.selectFrom('ports as p').innerJoin('subdomains as s', 's.id', 'p.subdomain_id').select(['p.subdomain_id', 'p.port', 'p.protocol', 'p.position']);
+  if (names) portQuery = portQuery.where(inList(s, 's.name', names));
+  const ports = portsBySubdomain(await portQuery.orderBy('p.subdomain_id').orderBy('p.position').execute());
+  let rowQuery = s.q.selectFrom('subdomains as s').leftJoin('ssh_keys as k', 'k.subdomain_id', 's.id')
+    .select(['s.id', 's.name', 's.fqdn', 's.status', 's.passthrough', 's.route', 's.direct_ipv4', 's.route6', 's.direct_ipv6', 'k.public_key', 'k.fingerprint']);
+  if (names) rowQuery = rowQuery.where(inList(s, 's.name', names));
+  const rows = await rowQuery.orderBy('s.name').execute();
+  return rows.map((r) => ({
+    name: r.name, fqdn: r.fqdn, status: r.status, passthrough: r.passthrough === 1, route: r.route, directIpv4: r.direct_ipv4, route6: r.route6,
+    directIpv6: r.direct_ipv6, ports: ports.get(r.id) ?? [],
+    key: r.public_key === null || r.fingerprint === null ? null : { publicKey: r.public_key, fingerprint: r.fingerprint },
   }));
 }
 
-/** Every subdomain as rendering needs it, in name order: raw rows, few columns, no per-row objects from SQLite. */
-export function renderSnapshot(db: Db): RenderSubdomain[] {
-  const ports = portsBySubdomain(db.prepare('SELECT subdomain_id, port, protocol, position FROM ports ORDER BY subdomain_id, position').raw().all());
-  const rows = db.prepare(`SELECT ${RENDER_COLUMNS} FROM subdomains s LEFT JOIN ssh_keys k ON k.subdomain_id = s.id ORDER BY s.name`).raw().all() as RenderRow[];
-  return toRender(rows, ports);
+/** Every subdomain as rendering needs it, in name order, few columns. */
+export function renderSnapshot(s: Store): Promise<RenderSubdomain[]> {
+  return renderRows(s, undefined);
 }
 
 /** The named subdomains as rendering needs them (those that exist), in name order: what an incremental apply re-renders. */
-export function renderSnapshotOf(db: Db, names: readonly string[]): RenderSubdomain[] {
+export async function renderSnapshotOf(s: Store, names: readonly string[]): Promise<RenderSubdomain[]> {
   if (names.length === 0) return [];
-  const list = JSON.stringify(names);
-  const ports = portsBySubdomain(db.prepare(`SELECT p.subdomain_id, p.port, p.protocol, p.position FROM ports p JOIN subdomains s ON s.id = p.subdomain_id
-    WHERE s.name IN (SELECT value FROM json_each(?)) ORDER BY p.subdomain_id, p.position`).raw().all(list));
-  const rows = db.prepare(`SELECT ${RENDER_COLUMNS} FROM subdomains s LEFT JOIN ssh_keys k ON k.subdomain_id = s.id
-    WHERE s.name IN (SELECT value FROM json_each(?)) ORDER BY s.name`).raw().all(list) as RenderRow[];
-  return toRender(rows, ports);
+  return renderRows(s, names);
 }
 
-export function listSubdomains(db: Db): SubdomainRecord[] {
-  return load(db, db.prepare(`SELECT ${COLUMNS} FROM subdomains ORDER BY name`).all() as SubdomainRow[]);
+export async function listSubdomains(s: Store): Promise<SubdomainRecord[]> {
+  return load(s, await selectRows(s).orderBy('name').execute());
 }
 
 /**
@@ -247,114 +251,114 @@ export function listSubdomains(db: Db): SubdomainRecord[] {
  * empty) — and how many match: the status page's list. Ports and keys are read for that page only, so
  * a page costs about the same at 50,000 subdomains as at 50.
  */
-export function subdomainPage(db: Db, o: { contains?: string; limit: number; offset: number }): { total: number; records: SubdomainRecord[] } {
+export async function subdomainPage(s: Store, o: { contains?: string; limit: number; offset: number }): Promise<{ total: number; records: SubdomainRecord[] }> {
   const needle = o.contains ?? '';
-  const where = needle ? 'WHERE instr(name, @needle) > 0' : '';
-  const total = db.prepare(`SELECT count(*) FROM subdomains ${where}`).pluck().get(needle ? { needle } : {}) as number;
-  const rows = db.prepare(`SELECT ${COLUMNS} FROM subdomains ${where} ORDER BY name LIMIT @limit OFFSET @offset`)
-    .all({ ...(needle ? { needle } : {}), limit: o.limit, offset: o.offset }) as SubdomainRow[];
-  if (rows.length === 0) return { total, records: [] };
-  const ids = JSON.stringify(rows.map((r) => r.id));
-  const byId = portsBySubdomain(db.prepare('SELECT subdomain_id, port, protocol, position FROM ports WHERE subdomain_id IN (SELECT value FROM json_each(?)) ORDER BY subdomain_id, position').raw().all(ids));
-  const keys = new Map<string, KeyRow>();
-  for (const k of db.prepare('SELECT * FROM ssh_keys WHERE subdomain_id IN (SELECT value FROM json_each(?))').all(ids) as KeyRow[]) keys.set(k.subdomain_id, k);
-  return { total, records: rows.map((r) => toRecord(r, byId.get(r.id) ?? [], keys.get(r.id))) };
+  let count = s.q.selectFrom('subdomains').select(countAll().as('n'));
+  let page = selectRows(s);
+  if (needle) {
+    count = count.where(containsText(s, 'name', needle));
+    page = page.where(containsText(s, 'name', needle));
+  }
+  const total = Number((await count.executeTakeFirstOrThrow()).n);
+  const rows = await page.orderBy('name').limit(o.limit).offset(o.offset).execute();
+  return { total, records: await load(s, rows) };
 }
 
-export function getSubdomainById(db: Db, id: string): SubdomainRecord | undefined {
-  const row = db.prepare(`SELECT ${COLUMNS} FROM subdomains WHERE id = ?`).get(id) as SubdomainRow | undefined;
-  return row ? load(db, [row])[0] : undefined;
+export async function getSubdomainById(s: Store, id: string): Promise<SubdomainRecord | undefined> {
+  const row = await selectRows(s).where('id', '=', id).executeTakeFirst();
+  return row ? (await load(s, [row]))[0] : undefined;
 }
 
 /**
  * Looks a subdomain up by its name or fqdn, as a person typed it. A malformed name throws InputError
  * (it cannot name any subdomain, and saying so beats "not found"); a well-formed unknown one is undefined.
  */
-export function findSubdomain(db: Db, nameOrFqdn: string): SubdomainRecord | undefined {
+export async function findSubdomain(s: Store, nameOrFqdn: string): Promise<SubdomainRecord | undefined> {
   const key = validateLookupName(nameOrFqdn);
-  const row = db.prepare(`SELECT ${COLUMNS} FROM subdomains WHERE name = ? OR fqdn = ?`).get(key, key) as SubdomainRow | undefined;
-  return row ? load(db, [row])[0] : undefined;
+  const row = await selectRows(s).where((eb) => eb.or([eb('name', '=', key), eb('fqdn', '=', key)])).executeTakeFirst();
+  return row ? (await load(s, [row]))[0] : undefined;
 }
 
-export function requireSubdomain(db: Db, nameOrFqdn: string): SubdomainRecord {
-  const s = findSubdomain(db, nameOrFqdn);
-  if (!s) throw new NotFoundError('no_such_subdomain', `No subdomain named ${JSON.stringify(nameOrFqdn.slice(0, 80))}.`, { hint: 'See the names with `pipe2me-ctl list`.' });
-  return s;
+export async function requireSubdomain(s: Store, nameOrFqdn: string): Promise<SubdomainRecord> {
+  const found = await findSubdomain(s, nameOrFqdn);
+  if (!found) throw new NotFoundError('no_such_subdomain', `No subdomain named ${JSON.stringify(nameOrFqdn.slice(0, 80))}.`, { hint: 'See the names with `pipe2me-ctl list`.' });
+  return found;
 }
 
 /**
  * Deletes a subdomain; its ports, key, mappings and probe history go with it (ON DELETE CASCADE). What
  * became of it is kept for 90 days, so that its pod, asking with its secret, is told so and when.
  */
-export function deleteSubdomain(db: Db, id: string, reason = 'removed by the operator'): void {
-  writeTx(db, () => {
+export async function deleteSubdomain(store: Store, id: string, reason = 'removed by the operator'): Promise<void> {
+  await writeTx(store, async (s) => {
     const t = now();
-    db.prepare(`INSERT OR REPLACE INTO removed_subdomains (id, fqdn, secret_hash, removed_at, reason)
-                SELECT id, fqdn, secret_hash, ?, ? FROM subdomains WHERE id = ?`).run(t, reason, id);
-    db.prepare('DELETE FROM subdomains WHERE id = ?').run(id);
-    db.prepare('DELETE FROM removed_subdomains WHERE removed_at < ?').run(t - 90 * 86400);
+    const row = await s.q.selectFrom('subdomains').select(['id', 'fqdn', 'secret_hash']).where('id', '=', id).executeTakeFirst();
+    if (row) {
+      await s.q.insertInto('removed_subdomains').values({ id: row.id, fqdn: row.fqdn, secret_hash: row.secret_hash, removed_at: t, reason })
+        .onConflict((oc) => oc.column('id').doUpdateSet({ fqdn: row.fqdn, secret_hash: row.secret_hash, removed_at: t, reason })).execute();
+    }
+    await s.q.deleteFrom('subdomains').where('id', '=', id).execute();
+    await s.q.deleteFrom('removed_subdomains').where('removed_at', '<', t - 90 * 86400).execute();
   });
 }
 
 /** A removed subdomain, if this id and its secret were one (the id alone tells nothing). */
-export function removedSubdomain(db: Db, id: string, secret: string): { fqdn: string; removedAt: number; reason: string } | undefined {
-  const r = db.prepare('SELECT fqdn, removed_at, reason FROM removed_subdomains WHERE id = ? AND secret_hash = ?').get(id, hashSecret(secret)) as { fqdn: string; removed_at: number; reason: string } | undefined;
+export async function removedSubdomain(s: Store, id: string, secret: string): Promise<{ fqdn: string; removedAt: number; reason: string } | undefined> {
+  const r = await s.q.selectFrom('removed_subdomains').select(['fqdn', 'removed_at', 'reason']).where('id', '=', id).where('secret_hash', '=', hashSecret(secret)).executeTakeFirst();
   return r ? { fqdn: r.fqdn, removedAt: r.removed_at, reason: r.reason } : undefined;
 }
 
 /** Marks every active subdomain whose time is up as expired and frees its ports. Returns them. */
-export function expireDue(db: Db, at = now()): SubdomainRecord[] {
-  return writeTx(db, () => {
-    const rows = db.prepare(`SELECT ${COLUMNS} FROM subdomains WHERE status = 'active' AND expires_at IS NOT NULL AND expires_at <= ?`).all(at) as SubdomainRow[];
-    const records = load(db, rows);
+export async function expireDue(store: Store, at = now()): Promise<SubdomainRecord[]> {
+  return writeTx(store, async (s) => {
+    const rows = await selectRows(s).where('status', '=', 'active').where('expires_at', 'is not', null).where('expires_at', '<=', at).execute();
+    const records = await load(s, rows);
     for (const r of rows) {
-      db.prepare("UPDATE subdomains SET status = 'expired', route = 'server', direct_ipv4 = NULL, route6 = 'server', direct_ipv6 = NULL WHERE id = ?").run(r.id);
-      db.prepare('DELETE FROM ports WHERE subdomain_id = ?').run(r.id);
-      db.prepare('DELETE FROM mappings WHERE subdomain_id = ?').run(r.id);
+      await s.q.updateTable('subdomains').set({ status: 'expired', route: 'server', direct_ipv4: null, route6: 'server', direct_ipv6: null }).where('id', '=', r.id).execute();
+      await s.q.deleteFrom('ports').where('subdomain_id', '=', r.id).execute();
+      await s.q.deleteFrom('mappings').where('subdomain_id', '=', r.id).execute();
     }
     return records;
   });
 }
 
-export function setExpiry(db: Db, id: string, expiresAt: number | null): void {
-  db.prepare('UPDATE subdomains SET expires_at = ? WHERE id = ?').run(expiresAt, id);
+export async function setExpiry(s: Store, id: string, expiresAt: number | null): Promise<void> {
+  await s.q.updateTable('subdomains').set({ expires_at: expiresAt }).where('id', '=', id).execute();
 }
 
-export function setSshKey(db: Db, id: string, key: Omit<SshKeyRecord, 'addedAt'>): void {
-  writeTx(db, () => {
-    const other = db.prepare('SELECT subdomain_id FROM ssh_keys WHERE fingerprint = ? AND subdomain_id <> ?').pluck().get(key.fingerprint, id);
+export async function setSshKey(store: Store, id: string, key: Omit<SshKeyRecord, 'addedAt'>): Promise<void> {
+  await writeTx(store, async (s) => {
+    const other = await s.q.selectFrom('ssh_keys').select('subdomain_id').where('fingerprint', '=', key.fingerprint).where('subdomain_id', '<>', id).executeTakeFirst();
     if (other) {
       // One key, one pod: the key index files a line under the key's fingerprint, so a second pod's line would replace the first's.
       throw new ConflictError('key_in_use', 'This ssh key is already registered for another subdomain.', { hint: 'Every pod needs its own key pair: create a new one (pipe2me setup does).' });
     }
-    db.prepare(`INSERT INTO ssh_keys (subdomain_id, algorithm, public_key, fingerprint, bits, added_at) VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT(subdomain_id) DO UPDATE SET algorithm = excluded.algorithm, public_key = excluded.public_key,
-                fingerprint = excluded.fingerprint, bits = excluded.bits, added_at = excluded.added_at`)
-      .run(id, key.algorithm, key.publicKey, key.fingerprint, key.bits, now());
+    const row = { algorithm: key.algorithm, public_key: key.publicKey, fingerprint: key.fingerprint, bits: key.bits, added_at: now() };
+    await s.q.insertInto('ssh_keys').values({ subdomain_id: id, ...row }).onConflict((oc) => oc.column('subdomain_id').doUpdateSet(row)).execute();
   });
 }
 
 /** Turns a pending claim into the per-subdomain secret. Returns the new secret, or undefined if the claim token is unknown/used. */
-export function claimSubdomain(db: Db, claimToken: string): { record: SubdomainRecord; secret: string } | undefined {
-  return writeTx(db, () => {
-    const row = db.prepare("SELECT id FROM subdomains WHERE claim_hash = ? AND status = 'active'").get(hashSecret(claimToken)) as { id: string } | undefined;
+export async function claimSubdomain(store: Store, claimToken: string): Promise<{ record: SubdomainRecord; secret: string } | undefined> {
+  return writeTx(store, async (s) => {
+    const row = await s.q.selectFrom('subdomains').select('id').where('claim_hash', '=', hashSecret(claimToken)).where('status', '=', 'active').executeTakeFirst();
     if (!row) return undefined;
     const secret = newSecret('p2ms');
-    db.prepare('UPDATE subdomains SET claim_hash = NULL, secret_hash = ? WHERE id = ?').run(hashSecret(secret), row.id);
-    return { record: getSubdomainById(db, row.id)!, secret };
+    await s.q.updateTable('subdomains').set({ claim_hash: null, secret_hash: hashSecret(secret) }).where('id', '=', row.id).execute();
+    return { record: (await getSubdomainById(s, row.id))!, secret };
   });
 }
 
 /** The subdomain a per-subdomain secret belongs to, if it matches this id. */
-export function authenticateSubdomain(db: Db, id: string, secret: string): SubdomainRecord | undefined {
-  const row = db.prepare(`SELECT ${COLUMNS} FROM subdomains WHERE id = ? AND secret_hash = ?`).get(id, hashSecret(secret)) as SubdomainRow | undefined;
-  return row ? load(db, [row])[0] : undefined;
+export async function authenticateSubdomain(s: Store, id: string, secret: string): Promise<SubdomainRecord | undefined> {
+  const row = await selectRows(s).where('id', '=', id).where('secret_hash', '=', hashSecret(secret)).executeTakeFirst();
+  return row ? (await load(s, [row]))[0] : undefined;
 }
 
 /** Where the pod's session came from, kept per family (the IPv4 one is what the probe tests for A). */
-export function setObserved(db: Db, id: string, family: 4 | 6, address: string, at: number): void {
-  if (family === 4) db.prepare('UPDATE subdomains SET observed_ipv4 = ?, observed_at = ? WHERE id = ?').run(address, at, id);
-  else db.prepare('UPDATE subdomains SET observed_ipv6 = ?, observed6_at = ? WHERE id = ?').run(address, at, id);
+export async function setObserved(s: Store, id: string, family: 4 | 6, address: string, at: number): Promise<void> {
+  const set = family === 4 ? { observed_ipv4: address, observed_at: at } : { observed_ipv6: address, observed6_at: at };
+  await s.q.updateTable('subdomains').set(set).where('id', '=', id).execute();
 }
 
 export interface RouteFields {
@@ -368,11 +372,11 @@ export interface RouteFields {
 }
 
 /** One family's route decision; the other family's columns are never touched. */
-export function setRoute(db: Db, id: string, family: 4 | 6, fields: RouteFields): void {
-  const sql = family === 4
-    ? `UPDATE subdomains SET route = ?, direct_ipv4 = ?, route_reason = ?, probe_streak = ?,
-              route_changed_at = COALESCE(?, route_changed_at), last_fallback_at = COALESCE(?, last_fallback_at) WHERE id = ?`
-    : `UPDATE subdomains SET route6 = ?, direct_ipv6 = ?, route6_reason = ?, probe6_streak = ?,
-              route6_changed_at = COALESCE(?, route6_changed_at), last_fallback6_at = COALESCE(?, last_fallback6_at) WHERE id = ?`;
-  db.prepare(sql).run(fields.route, fields.direct, fields.reason, fields.streak, fields.changedAt ?? null, fields.fallbackAt ?? null, id);
+export async function setRoute(s: Store, id: string, family: 4 | 6, f: RouteFields): Promise<void> {
+  const set = family === 4
+    ? { route: f.route, direct_ipv4: f.direct, route_reason: f.reason, probe_streak: f.streak,
+        ...(f.changedAt !== undefined ? { route_changed_at: f.changedAt } : {}), ...(f.fallbackAt !== undefined ? { last_fallback_at: f.fallbackAt } : {}) }
+    : { route6: f.route, direct_ipv6: f.direct, route6_reason: f.reason, probe6_streak: f.streak,
+        ...(f.changedAt !== undefined ? { route6_changed_at: f.changedAt } : {}), ...(f.fallbackAt !== undefined ? { last_fallback6_at: f.fallbackAt } : {}) };
+  await s.q.updateTable('subdomains').set(set).where('id', '=', id).execute();
 }

@@ -5,7 +5,8 @@
  */
 import { DeniedError, NotFoundError, QuotaError } from '../util/errors.js';
 import { hashSecret, newId, newSecret } from '../util/secrets.js';
-import { writeTx, type Db } from './db.js';
+import { sql } from 'kysely';
+import { writeTx, type Store } from './store.js';
 import { tooManyPorts } from './subdomains.js';
 import { now, type TokenRecord } from './types.js';
 
@@ -44,10 +45,12 @@ function toRecord(r: TokenRow): TokenRecord {
 }
 
 /** Every token with what its live subdomains use now (subdomains that expired or were removed give their share back). */
-const WITH_USE = `SELECT t.*,
-  (SELECT COUNT(*) FROM subdomains s WHERE s.token_id = t.id AND s.status = 'active') AS live_subdomains,
-  (SELECT COUNT(*) FROM ports p JOIN subdomains s ON s.id = p.subdomain_id WHERE s.token_id = t.id AND s.status = 'active') AS live_ports
-  FROM tokens t`;
+function withUse(s: Store) {
+  return s.q.selectFrom('tokens as t').selectAll('t').select([
+    sql<number>`(SELECT COUNT(*) FROM subdomains s WHERE s.token_id = t.id AND s.status = 'active')`.as('live_subdomains'),
+    sql<number>`(SELECT COUNT(*) FROM ports p JOIN subdomains s ON s.id = p.subdomain_id WHERE s.token_id = t.id AND s.status = 'active')`.as('live_ports'),
+  ]);
+}
 
 export interface NewToken {
   label: string;
@@ -61,30 +64,31 @@ export interface NewToken {
   maxTotalPorts: number | null;
 }
 
-export function createToken(db: Db, t: NewToken): { record: TokenRecord; secret: string } {
+export async function createToken(s: Store, t: NewToken): Promise<{ record: TokenRecord; secret: string }> {
   const secret = newSecret('p2mt');
   const id = newId(8);
-  db.prepare(`INSERT INTO tokens (id, secret_hash, label, max_ports, lifespan_seconds, extendable, single_use, created_at, max_subdomains, max_total_ports)
-              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-    .run(id, hashSecret(secret), t.label, t.maxPorts, t.lifespanSeconds, t.extendable ? 1 : 0, t.singleUse ? 1 : 0, now(), t.maxSubdomains, t.maxTotalPorts);
-  return { record: getToken(db, id)!, secret };
+  await s.q.insertInto('tokens').values({
+    id, secret_hash: hashSecret(secret), label: t.label, max_ports: t.maxPorts, lifespan_seconds: t.lifespanSeconds, extendable: t.extendable ? 1 : 0,
+    single_use: t.singleUse ? 1 : 0, created_at: now(), max_subdomains: t.maxSubdomains, max_total_ports: t.maxTotalPorts,
+  }).execute();
+  return { record: (await getToken(s, id))!, secret };
 }
 
-export function listTokens(db: Db): TokenRecord[] {
-  return (db.prepare(`${WITH_USE} ORDER BY t.created_at, t.id`).all() as TokenRow[]).map(toRecord);
+export async function listTokens(s: Store): Promise<TokenRecord[]> {
+  return (await withUse(s).orderBy('t.created_at').orderBy('t.id').execute()).map(toRecord);
 }
 
-export function getToken(db: Db, id: string): TokenRecord | undefined {
-  const r = db.prepare(`${WITH_USE} WHERE t.id = ?`).get(id) as TokenRow | undefined;
+export async function getToken(s: Store, id: string): Promise<TokenRecord | undefined> {
+  const r = await withUse(s).where('t.id', '=', id).executeTakeFirst();
   return r ? toRecord(r) : undefined;
 }
 
-export function revokeToken(db: Db, id: string): TokenRecord {
-  return writeTx(db, () => {
-    const t = getToken(db, id);
+export async function revokeToken(store: Store, id: string): Promise<TokenRecord> {
+  return writeTx(store, async (s) => {
+    const t = await getToken(s, id);
     if (!t) throw new NotFoundError('no_such_token', `No token with id ${JSON.stringify(id.slice(0, 40))}.`, { hint: 'See the ids with `pipe2me-ctl token list`.' });
-    if (t.revokedAt === null) db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ?').run(now(), id);
-    return getToken(db, id)!;
+    if (t.revokedAt === null) await s.q.updateTable('tokens').set({ revoked_at: now() }).where('id', '=', id).execute();
+    return (await getToken(s, id))!;
   });
 }
 
@@ -92,8 +96,8 @@ export function revokeToken(db: Db, id: string): TokenRecord {
  * Finds a usable token by its secret. Must be called inside the write transaction that also uses it.
  * The same message for unknown and revoked tokens: a caller learns nothing about which tokens exist.
  */
-export function tokenForUse(db: Db, secret: string): TokenRecord {
-  const r = db.prepare(`${WITH_USE} WHERE t.secret_hash = ?`).get(hashSecret(secret)) as TokenRow | undefined;
+export async function tokenForUse(s: Store, secret: string): Promise<TokenRecord> {
+  const r = await withUse(s).where('t.secret_hash', '=', hashSecret(secret)).executeTakeFirst();
   const denied = () => new DeniedError('token_invalid', 'The token is not valid: it is unknown, revoked or already used.', {
     httpStatus: 401,
     hint: 'Ask the server operator for a new token (pipe2me-ctl token create).',
@@ -103,8 +107,8 @@ export function tokenForUse(db: Db, secret: string): TokenRecord {
   return toRecord(r);
 }
 
-export function recordTokenUse(db: Db, id: string): void {
-  db.prepare('UPDATE tokens SET uses = uses + 1 WHERE id = ?').run(id);
+export async function recordTokenUse(s: Store, id: string): Promise<void> {
+  await s.q.updateTable('tokens').set((eb) => ({ uses: eb('uses', '+', 1) })).where('id', '=', id).execute();
 }
 
 /**
@@ -126,12 +130,12 @@ export function assertTokenQuota(t: TokenRecord, ports: number): void {
   }
 }
 
-export function withToken<T>(db: Db, secret: string, ports: number, fn: (t: TokenRecord) => T): T {
-  return writeTx(db, () => {
-    const t = tokenForUse(db, secret);
+export async function withToken<T>(store: Store, secret: string, ports: number, fn: (t: TokenRecord, s: Store) => Promise<T>): Promise<T> {
+  return writeTx(store, async (s) => {
+    const t = await tokenForUse(s, secret);
     assertTokenQuota(t, ports);
-    const out = fn(t);
-    recordTokenUse(db, t.id);
+    const out = await fn(t, s);
+    await recordTokenUse(s, t.id);
     return out;
   });
 }

@@ -73,7 +73,7 @@ export function registerStatusRoutes(router: Router, ctx: ServerContext, deps: S
     send(res, 429, renderMessage('Too many failed sign-ins', `This address sent too many wrong credentials. Try again in ${retry} s.`), { 'retry-after': String(retry) });
 
   /** The operator the request signs in as; otherwise the 401 (or 429) has been sent. */
-  function signIn(req: IncomingMessage, res: ServerResponse): OperatorRecord | undefined {
+  async function signIn(req: IncomingMessage, res: ServerResponse): Promise<OperatorRecord | undefined> {
     const from = deps.clientAddress(req);
     const key = 'o:' + addressKey(from);
     const wait = failures.refusedFor(key);
@@ -83,7 +83,7 @@ export function registerStatusRoutes(router: Router, ctx: ServerContext, deps: S
     }
     const header = req.headers.authorization;
     const creds = parseBasicAuth(header);
-    const operator = creds ? authenticateOperator(ctx.db, creds.name, creds.secret) : undefined;
+    const operator = creds ? await authenticateOperator(ctx.db, creds.name, creds.secret) : undefined;
     if (operator) return operator;
     // A browser asks first without credentials (then shows its sign-in dialog): only wrong ones count.
     if (header !== undefined) {
@@ -105,10 +105,10 @@ export function registerStatusRoutes(router: Router, ctx: ServerContext, deps: S
   const summary = async (): Promise<FleetSummary> => {
     const at = now();
     if (!counted || Date.now() - counted.countedAt * 1000 >= SUMMARY_TTL_MS || counted.countedAt > at) {
-      const soonest = soonestCertificateExpiry(ctx.db, at);
+      const soonest = await soonestCertificateExpiry(ctx.db, at);
       // Read without holding the event loop: the API goes on answering pods meanwhile.
       const online = (await readSessionsAsync(ctx.layout.sessionsDir)).size;
-      counted = { ...fleetCounts(ctx.db), online, soonest: soonest ?? null, countedAt: at };
+      counted = { ...(await fleetCounts(ctx.db)), online, soonest: soonest ?? null, countedAt: at };
     }
     return counted;
   };
@@ -131,17 +131,17 @@ export function registerStatusRoutes(router: Router, ctx: ServerContext, deps: S
     };
 
   router.add('GET', '/status', guarded(async (req, res) => {
-    const operator = signIn(req, res);
+    const operator = await signIn(req, res);
     if (!operator) return;
     const url = new URL(req.url ?? '/status', 'http://localhost');
     const q = (url.searchParams.get('q') ?? '').trim().toLowerCase().slice(0, 63);
     const asked = Number(url.searchParams.get('page') ?? '1');
     const page = Number.isInteger(asked) && asked >= 1 ? Math.min(asked, 1_000_000) : 1;
     const db = ctx.db;
-    const { total, records } = subdomainPage(db, { contains: q, limit: PER_PAGE, offset: (page - 1) * PER_PAGE });
+    const { total, records } = await subdomainPage(db, { contains: q, limit: PER_PAGE, offset: (page - 1) * PER_PAGE });
     const ids = records.map((r) => r.id);
-    const probes = latestProbes(db, ids);
-    const certs = currentCertificates(db, ids);
+    const probes = await latestProbes(db, ids);
+    const certs = await currentCertificates(db, ids);
     const sessionsDir = ctx.layout.sessionsDir;
     send(res, 200, renderList({
       ...frame(operator),
@@ -152,19 +152,19 @@ export function registerStatusRoutes(router: Router, ctx: ServerContext, deps: S
     }));
   }));
 
-  router.add('GET', '/status/:name', guarded((req, res, params) => {
-    const operator = signIn(req, res);
+  router.add('GET', '/status/:name', guarded(async (req, res, params) => {
+    const operator = await signIn(req, res);
     if (!operator) return;
     const f = frame(operator);
     let s;
     try {
-      s = findSubdomain(ctx.db, params.name!);
+      s = await findSubdomain(ctx.db, params.name!);
     } catch (e) {
       if (!isPipe2meError(e)) throw e;
     }
     if (!s) return send(res, 404, renderMessage('No such pod', `No pod is named “${params.name!.slice(0, 80)}”.`, f));
-    const view = viewSubdomain(ctx, s);
-    view.probes = recentProbes(ctx.db, s.id, PROBE_HISTORY).map((p) => ({ ...p, at: isoSeconds(p.at) }));
+    const view = await viewSubdomain(ctx, s);
+    view.probes = (await recentProbes(ctx.db, s.id, PROBE_HISTORY)).map((p) => ({ ...p, at: isoSeconds(p.at) }));
     send(res, 200, renderPod({ ...f, view }));
   }));
 }

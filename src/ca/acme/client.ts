@@ -124,7 +124,7 @@ export interface AccountFiles {
  * A client for the configured CA with the account registered once and reused: the key is a file beside
  * the private CA's, the account URL is remembered (`rememberUrl`) so that later runs do not register again.
  */
-export async function openAccount(s: AcmeSettings, files: AccountFiles, url: { get(): string | undefined; set(u: string): void }): Promise<acme.Client> {
+export async function openAccount(s: AcmeSettings, files: AccountFiles, url: { get(): Promise<string | undefined>; set(u: string): Promise<void> }): Promise<acme.Client> {
   const lib = await acmeLib();
   configure(lib, s);
   if (!fs.existsSync(files.keyFile)) {
@@ -133,7 +133,7 @@ export async function openAccount(s: AcmeSettings, files: AccountFiles, url: { g
     atomicWrite(files.keyFile, key, { mode: 0o600 });
   }
   const accountKey = fs.readFileSync(files.keyFile);
-  const known = url.get();
+  const known = await url.get();
   const client = new lib.Client({
     directoryUrl: s.directoryUrl, accountKey,
     ...(known ? { accountUrl: known } : {}),
@@ -147,7 +147,7 @@ export async function openAccount(s: AcmeSettings, files: AccountFiles, url: { g
     } catch (e) {
       throw classify(e);
     }
-    url.set(client.getAccountUrl());
+    await url.set(client.getAccountUrl());
   }
   return client;
 }

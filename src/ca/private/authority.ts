@@ -9,14 +9,14 @@
 import { DEFAULT_CSR_POLICY, type CsrPolicy } from '../csr.js';
 import type { IndexEntry, RevocationReason } from '../index-db.js';
 import type { RenewalDecision } from '../x509.js';
-import { CaDirectory } from './directory.js';
+import { CaDirectory, type CaBook } from './directory.js';
 import { init, type InitOptions, type InitResult } from './init.js';
 import { installIntermediate, type InstallIntermediateInput, type InstallIntermediateResult } from './intermediate.js';
 import { list, rootPem, show, type ShownCertificate } from './list.js';
 import { generateCrl, revoke, type CrlResult } from './revoke.js';
 import { issueServerCertificate, needsRenewal, signCsr, type ServerCertificateInput, type SignedCertificate } from './sign.js';
 
-export type { CaKeyAlgorithm } from './directory.js';
+export type { CaBook, CaKeyAlgorithm } from './directory.js';
 export type { InitOptions, InitResult } from './init.js';
 export type { InstallIntermediateInput, InstallIntermediateResult } from './intermediate.js';
 export type { ShownCertificate } from './list.js';
@@ -30,6 +30,8 @@ export interface CertificateAuthorityOptions {
   opensslTimeoutMs?: number;
   /** How long to wait for another signer to release the CA lock, ms. */
   lockTimeoutMs?: number;
+  /** Where openssl's index, serial and CRL number are shared (the state store). */
+  book?: CaBook;
 }
 
 export class CertificateAuthority {
@@ -38,7 +40,7 @@ export class CertificateAuthority {
   private readonly csrPolicy: CsrPolicy;
 
   constructor(dir: string, opts: CertificateAuthorityOptions = {}) {
-    this.directory = new CaDirectory(dir, { opensslTimeoutMs: opts.opensslTimeoutMs ?? 20_000, lockTimeoutMs: opts.lockTimeoutMs ?? 120_000 });
+    this.directory = new CaDirectory(dir, { opensslTimeoutMs: opts.opensslTimeoutMs ?? 20_000, lockTimeoutMs: opts.lockTimeoutMs ?? 120_000, ...(opts.book ? { book: opts.book } : {}) });
     this.dir = this.directory.dir;
     this.csrPolicy = opts.csrPolicy ?? DEFAULT_CSR_POLICY;
   }

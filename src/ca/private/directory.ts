@@ -55,17 +55,32 @@ export interface CaDirectoryOptions {
   opensslTimeoutMs: number;
   /** How long to wait for another signer to release the CA lock, ms. */
   lockTimeoutMs: number;
+  /** Where openssl's database is shared (the state store): loaded before and saved after every writing operation. */
+  book?: CaBook;
 }
+
+/** The CA's database files kept outside the directory (the store), so that every server sees one index and one serial. */
+export interface CaBook {
+  load(names: readonly string[]): Promise<Map<string, string>>;
+  save(files: ReadonlyMap<string, string>): Promise<void>;
+  /** Held around the whole operation, across machines (the directory's file lock covers only this one). */
+  lock<T>(fn: () => Promise<T>): Promise<T>;
+}
+
+/** openssl ca's database: what the book keeps. */
+export const BOOK_FILES = ['index.txt', 'index.txt.attr', 'serial', 'crlnumber'] as const;
 
 export class CaDirectory {
   readonly dir: string;
   private readonly timeout: number;
   private readonly lockTimeoutMs: number;
+  private readonly book: CaBook | undefined;
 
   constructor(dir: string, opts: CaDirectoryOptions) {
     this.dir = path.resolve(dir);
     this.timeout = opts.opensslTimeoutMs;
     this.lockTimeoutMs = opts.lockTimeoutMs;
+    this.book = opts.book;
   }
 
   /** A path inside the CA directory. */
@@ -93,7 +108,8 @@ export class CaDirectory {
   }
 
   private async lockedAcrossProcesses<T>(fn: () => Promise<T>): Promise<T> {
-    return withLock(
+    const book = this.book;
+    const inside = () => withLock(
       this.p('ca.lock'),
       'CA',
       async () => {
@@ -101,10 +117,23 @@ export class CaDirectory {
         // Re-rendered every time so a moved directory or a hand edit cannot make openssl sign with
         // something other than what the template says.
         if (stored !== undefined) writeIfChanged(this.p('openssl.cnf'), renderOpensslCnf(this.settingsFrom(stored)), 0o600);
-        return fn();
+        if (!book) return fn();
+        // The book is the truth: what another process (or server) wrote there replaces the local copy
+        // before openssl reads it; what this operation wrote goes back only once it succeeded.
+        const before = await book.load(BOOK_FILES);
+        for (const [name, content] of before) writeIfChanged(this.p(name), content, 0o600);
+        const out = await fn();
+        const after = new Map<string, string>();
+        for (const name of BOOK_FILES) {
+          const content = readIfExists(this.p(name));
+          if (content !== undefined && content !== before.get(name)) after.set(name, content);
+        }
+        if (after.size) await book.save(after);
+        return out;
       },
       { timeoutMs: this.lockTimeoutMs },
     );
+    return book ? book.lock(inside) : inside();
   }
 
   /**

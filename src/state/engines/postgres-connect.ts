@@ -39,6 +39,7 @@ import type * as tls from 'node:tls';
 import type { PostgresCursor, PostgresPool, PostgresPoolClient, PostgresQueryResult } from 'kysely';
 import pg from 'pg';
 import { ConfigError, ExitCode, Pipe2meError, type ErrorDetails } from '../../util/errors.js';
+import { StoreUnavailableError } from '../errors.js';
 
 export interface PostgresOptions {
   /** The password of the URL's user (from state.password_file or PGPASSWORD); never in the URL. */
@@ -70,17 +71,7 @@ export interface ParsedPostgresUrl {
   params: Record<string, string>;
 }
 
-/** No server of the state store can be used right now (none reachable, or none read-write). Temporary. */
-export class StoreUnavailableError extends Pipe2meError {
-  constructor(message: string, details: ErrorDetails = {}) {
-    super('store_unavailable', message, ExitCode.unreachable, 503, {
-      hint:
-        'This is temporary: pipe2me uses the store again as soon as a server answers (a promoted standby too) — retry. ' +
-        'The command exits with 11 (a server could not be reached). Check the servers (pg_isready -h HOST -p PORT) and state.url.',
-      ...details,
-    });
-  }
-}
+export { StoreUnavailableError };
 
 export interface FailoverPoolClient extends PostgresPoolClient {
   /** The host this connection goes to (as currentHost() names it). */
