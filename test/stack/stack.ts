@@ -4,6 +4,7 @@
  * own CLIs, run inside the world's namespaces; the world itself only builds the network and runs
  * processes. Used by the end-to-end tests and by the demo.
  */
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +17,7 @@ import { sshdArgv } from '../../src/daemons/sshd.js';
 import { namedArgv } from '../../src/daemons/bind.js';
 import { nsdArgv } from '../../src/daemons/nsd.js';
 import { trialUsers } from '../../src/server/init.js';
+import { startPostgresIn, type PgServer } from './postgres.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CTL = path.join(ROOT, 'bin', 'pipe2me-ctl.js');
@@ -37,6 +39,12 @@ export interface StackOptions extends WorldOptions {
   promptProbe?: boolean;
   /** Give the server its IPv6 address too (server.ipv6: sshd, nginx and the nameserver listen on it). */
   ipv6?: boolean;
+  /**
+   * The state store: SQLite (the default) or PostgreSQL run in the server's namespace (127.0.0.1:5432,
+   * password auth), optionally with a streaming standby on 127.0.0.1:5433 listed in state.url too.
+   * PIPE2ME_TEST_STORE=postgres makes PostgreSQL the default for every stack.
+   */
+  store?: 'sqlite' | 'postgres' | 'postgres+standby';
 }
 
 export interface CliResult<T = unknown> {
@@ -134,8 +142,10 @@ export class Stack {
       ...(this.opts.portRange ? ['--ports', this.opts.portRange.join('-')] : []),
       ...(this.opts.ipv6 ? ['--ipv6', ADDR6.server] : []),
       ...(this.opts.secondary ? ['--secondary', `ns2.${DOMAIN}=${ADDR.ns2}`] : [])], { timeout: 120_000 });
+    const store = this.opts.store ?? (process.env.PIPE2ME_TEST_STORE === 'postgres' ? 'postgres' : 'sqlite');
+    const stateConfig = store === 'sqlite' ? '' : await this.startPostgres(store === 'postgres+standby');
     // The test config shortens the probe.
-    const text = fs.readFileSync(this.configFile, 'utf8') + `\nprobe:\n  timeout_ms: 1500\n  flap_window: ${this.opts.flapWindow ?? '2m'}\n  prompt: ${this.opts.promptProbe ?? true}\n` + (this.opts.configExtra ?? '') + (o.configExtra ?? '');
+    const text = fs.readFileSync(this.configFile, 'utf8') + stateConfig + `\nprobe:\n  timeout_ms: 1500\n  flap_window: ${this.opts.flapWindow ?? '2m'}\n  prompt: ${this.opts.promptProbe ?? true}\n` + (this.opts.configExtra ?? '') + (o.configExtra ?? '');
     fs.writeFileSync(this.configFile, text);
     await this.ctl(['init'], { timeout: 120_000 });
     this.config = loadConfig(this.configFile);
@@ -152,6 +162,22 @@ export class Stack {
       ready: () => this.world.waitTcp('srv', '127.0.0.1', this.config.http.apiPort),
     });
     if (this.opts.secondary) await this.startSecondary();
+  }
+
+  /** The PostgreSQL servers of the state store (when the stack uses PostgreSQL): the primary first. */
+  pg: PgServer[] = [];
+
+  /** PostgreSQL for the state store in the server's namespace, and the state section that points at it. */
+  private async startPostgres(standby: boolean): Promise<string> {
+    const password = randomBytes(12).toString('hex');
+    const primary = await startPostgresIn(this.world, { host: 'srv', name: 'postgres', address: '127.0.0.1', port: 5432, password });
+    this.pg = [primary];
+    if (standby) this.pg.push(await startPostgresIn(this.world, { host: 'srv', name: 'postgres-standby', address: '127.0.0.1', port: 5433, standbyOf: primary }));
+    const passwordFile = path.join(this.serverRoot, 'etc', 'pipe2me', 'db.password');
+    fs.mkdirSync(path.dirname(passwordFile), { recursive: true });
+    fs.writeFileSync(passwordFile, `${password}\n`, { mode: 0o600 });
+    const hosts = this.pg.map((p) => `127.0.0.1:${p.port}`).join(',');
+    return `\nstate:\n  url: postgres://${primary.user}@${hosts}/${primary.database}${standby ? '?target_session_attrs=read-write' : ''}\n  password_file: ${passwordFile}\n  connect_timeout_ms: 1500\n`;
   }
 
   /** A secondary on ns2 that learns the zone by NOTIFY + AXFR from the primary. */
