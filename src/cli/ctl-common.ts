@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { configFileFrom } from '../config/load.js';
 import { closeServer, openServer, type ServerContext } from '../server/context.js';
 import { InputError } from '../util/errors.js';
+import { storeUnavailable } from '../state/errors.js';
 import { parseLogFormat, type LogFormat } from '../util/log.js';
 import { validateLookupName } from '../names/names.js';
 import type { TokenRecord } from '../state/types.js';
@@ -25,6 +26,27 @@ export async function withServer<T>(cmd: Command, fn: (ctx: ServerContext, out: 
     return await fn(ctx, new Output(g));
   } finally {
     await closeServer(ctx);
+  }
+}
+
+/**
+ * Runs `fn` again while the state store cannot be reached (a PostgreSQL restart or failover), backing off
+ * 1, 2, 4 … 10 s with jitter and saying each time what it waits for, until `waitSeconds` have passed; then
+ * the last error stands (exit 11). Anything else fails at once. For commands a timer runs (the probe).
+ */
+export async function retryWhileStoreDown<T>(fn: () => Promise<T>, o: { waitSeconds: number; say: (m: string) => void }): Promise<T> {
+  const deadline = Date.now() + o.waitSeconds * 1000;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      const down = storeUnavailable(e);
+      if (!down) throw e;
+      const wait = Math.min(10_000, 1000 * 2 ** attempt) * (0.5 + Math.random() / 2);
+      if (Date.now() + wait > deadline) throw down;
+      o.say(`waiting for the state store (${down.message.split('\n')[0]}); trying again in ${(wait / 1000).toFixed(1)} s`);
+      await new Promise((r) => setTimeout(r, wait));
+    }
   }
 }
 

@@ -84,7 +84,7 @@ describe('pipe2me on PostgreSQL', () => {
     expect(rows(after, 'probe_results')).toBeGreaterThan(before);
   });
 
-  it('with the database down the tunnel serves, the API answers 503 store_unavailable, the CLI exits 11; all recover alone', async () => {
+  it('with the database down the tunnel serves, the API answers 503 store_unavailable, the CLI exits 11, the probe waits; all recover alone', async () => {
     const s = stack();
     const [primary, standby] = s.pg;
     await waitCaughtUp(standby!);
@@ -101,11 +101,21 @@ describe('pipe2me on PostgreSQL', () => {
       expect(list.stderr).toMatch(/No PostgreSQL server of postgres:\/\/pipe2me@127.0.0.1:5432,127.0.0.1:5433\/pipe2me.* accepted a read-write connection/);
       expect(list.stderr).toMatch(/hint: .*temporary/i);
       expect(list.stderr).not.toContain(primary!.password!);
-      // A pod's status call is refused the same way, and its tunnel is not touched.
       expect(await tunnelServes()).toBe(true);
-    } finally {
+    } catch (e) {
       await primary!.start();
+      throw e;
     }
+    // The probe, as its timer runs it, waits for the store (saying so) instead of failing.
+    const probing = s.ctl(['probe', '--wait-for-store', '40', '--log-format', 'json'], { json: false, timeout: 90_000 });
+    await new Promise((r) => setTimeout(r, 2500));
+    await primary!.start();
+    const probed = await probing;
+    expect(probed.exitCode).toBe(0);
+    const waits = probed.stderr.split('\n').filter((l) => l.includes('"event":"state_unreachable"'));
+    expect(waits.length).toBeGreaterThan(0);
+    expect(waits[0]).toMatch(/waiting for the state store .*trying again in/);
+    expect(probed.stderr).toContain('"event":"probe_run"');
     // The same API process, without a restart.
     await waitFor('the API to use the store again', async () => (await api('POST', '/v1/subdomains', { token, protocols: ['http'] })).status === 201, { timeoutMs: 30_000, intervalMs: 500 });
     expect((await s.ctl(['list'])).exitCode).toBe(0);
