@@ -1,5 +1,6 @@
 /** The certificate authority library: pure checks and rendering, and the CA directory driven through openssl. */
 export { CertificateAuthority } from './private/authority.js';
+export type { CaBook } from './private/authority.js';
 export type {
   CaKeyAlgorithm,
   CertificateAuthorityOptions,

@@ -12,6 +12,7 @@
  */
 import { sql, type Expression, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
 import type { Schema } from './schema.js';
+import { withLock } from '../util/lock.js';
 
 export type Engine = 'sqlite' | 'postgres';
 
@@ -92,11 +93,11 @@ export function countAll(): RawBuilder<number> {
 
 /**
  * Runs `fn` holding a named lock across every process and relay that shares the store: a session
- * advisory lock on PostgreSQL (released when `fn` ends or the connection dies), nothing on SQLite, whose
- * processes share one machine and take their file locks (src/util/lock.ts) already.
+ * advisory lock on PostgreSQL (released when `fn` ends or the connection dies); on SQLite, whose users
+ * share one machine, a lock file beside the store (src/util/lock.ts: released by the kernel if its holder dies).
  */
 export async function withStoreLock<T>(s: Store, key: number, fn: () => Promise<T>): Promise<T> {
-  if (s.engine === 'sqlite') return fn();
+  if (s.engine === 'sqlite') return withLock(`${s.location}.lock-${key.toString(16)}`, 'the state store', fn);
   return s.q.connection().execute(async (conn) => {
     await sql`SELECT pg_advisory_lock(${key})`.execute(conn);
     try {
