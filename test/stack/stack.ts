@@ -144,6 +144,7 @@ export class Stack {
       ...(this.opts.secondary ? ['--secondary', `ns2.${DOMAIN}=${ADDR.ns2}`] : [])], { timeout: 120_000 });
     const store = this.opts.store ?? (process.env.PIPE2ME_TEST_STORE === 'postgres' ? 'postgres' : 'sqlite');
     const stateConfig = store === 'sqlite' ? '' : await this.startPostgres(store === 'postgres+standby');
+    if (store !== 'sqlite') console.log(`[stack] the state store is PostgreSQL (${this.pg.map((p) => `${p.host}:${p.port}`).join(', ')})`);
     // The test config shortens the probe.
     const text = fs.readFileSync(this.configFile, 'utf8') + stateConfig + `\nprobe:\n  timeout_ms: 1500\n  flap_window: ${this.opts.flapWindow ?? '2m'}\n  prompt: ${this.opts.promptProbe ?? true}\n` + (this.opts.configExtra ?? '') + (o.configExtra ?? '');
     fs.writeFileSync(this.configFile, text);
