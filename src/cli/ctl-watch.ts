@@ -25,7 +25,7 @@ export function registerWatchCommand(program: Command): void {
     .command('watch')
     .description('Keep running: re-apply when the configuration or the state changes (debounced), and expire subdomains on time.')
     .option('--debounce <ms>', 'wait this long after the last change', parseIntOption('--debounce'), 300)
-    .option('--poll <ms>', 'how often to look at the state store\'s change counter', parseIntOption('--poll'), 250)
+    .option('--poll <ms>', 'how often to look at what the rendered files depend on in the state store (its render journal, ACME\'s dns-01 records)', parseIntOption('--poll'), 250)
     .option('--expiry-interval <seconds>', 'how often to look for expired subdomains', parseIntOption('--expiry-interval'), 5)
     .option('--verbose', 'log every change it notices')
     .option('--log-format <format>', 'one line per event: text, or json (for journald and Loki)', parseLogFormatOption, 'text')
@@ -64,6 +64,8 @@ Examples:
       };
 
       const watcher = chokidar.watch(file, { ignoreInitial: true });
+      // Listened for at once: the store is read (asynchronously) before it is awaited, and 'ready' comes only once.
+      const ready = new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
       watcher.on('all', (event) => schedule(`${event} ${file}`));
       let seen = await dataVersion();
       // While the store cannot be read (PostgreSQL down, failing over), the poll says so once and backs off
@@ -100,7 +102,7 @@ Examples:
         });
       }, o.expiryInterval * 1000);
 
-      await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
+      await ready;
       out.note(`watching ${file} and the state store ${ctx.db.location}; Ctrl-C to stop`);
       // Once at start: covers whatever changed while nothing was watching.
       running = running.then(cycle);

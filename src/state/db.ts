@@ -2,6 +2,7 @@
  * Opening the state store: SQLite in the state directory (the default), or the PostgreSQL database that
  * `state.url` names. Migrations run on open on both engines; a store written by a newer pipe2me is refused.
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { sql } from 'kysely';
@@ -85,15 +86,16 @@ export async function schemaVersion(s: Store): Promise<number> {
 }
 
 /**
- * Something that changes whenever the store was written (by any process): the watcher polls it. SQLite's
- * data_version (changes by other connections); on PostgreSQL the WAL insert position, which any commit
- * moves (so does other activity on the server: that costs the watcher a no-op apply, never a missed change).
+ * What the rendered files depend on, in a few bytes: the render journal's sequence (bumped by the store's
+ * triggers on every change to a subdomain, its ports, its key or its routes, by whichever process) and the
+ * dns-01 records ACME orders need published. The watcher polls it and applies when it moves. Writes that
+ * render to nothing (metrics, session leases, the probe's history) leave it alone, so a watcher on a busy
+ * store does not apply in a loop.
  */
 export async function changeStamp(s: Store): Promise<string> {
-  if (s.engine === 'sqlite') {
-    const r = await sql<{ data_version: number }>`PRAGMA data_version`.execute(s.q);
-    return String(r.rows[0]?.data_version ?? 0);
-  }
-  const r = await sql<{ lsn: string }>`SELECT pg_current_wal_insert_lsn()::text AS lsn`.execute(s.q);
-  return r.rows[0]?.lsn ?? '';
+  const seq = await s.q.selectFrom('render_seq').select('seq').where('id', '=', 1).executeTakeFirst();
+  const challenges = await s.q.selectFrom('acme_challenges').select(['owner', 'value']).orderBy('owner').orderBy('value').execute();
+  const h = createHash('sha256');
+  for (const c of challenges) h.update(`${c.owner} ${c.value}\n`);
+  return `${seq?.seq ?? 0}:${h.digest('hex').slice(0, 16)}`;
 }

@@ -8,7 +8,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ADDR, curl, dig, waitFor } from '../world/index.js';
-import { DOMAIN } from '../stack/stack.js';
+import { CTL, DOMAIN } from '../stack/stack.js';
 import { useStack } from '../stack/hooks.js';
 import { waitCaughtUp } from '../stack/postgres.js';
 
@@ -119,6 +119,27 @@ describe('pipe2me on PostgreSQL', () => {
     // The same API process, without a restart.
     await waitFor('the API to use the store again', async () => (await api('POST', '/v1/subdomains', { token, protocols: ['http'] })).status === 201, { timeoutMs: 30_000, intervalMs: 500 });
     expect((await s.ctl(['list'])).exitCode).toBe(0);
+  });
+
+  it('the watcher says once that it cannot read the store, backs off, and applies what changed once the store is back', async () => {
+    const s = stack();
+    const [primary] = s.pg;
+    await s.world.start({ name: 'watch', host: 'srv', argv: [process.execPath, CTL, '-c', s.configFile, 'watch', '--debounce', '200', '--poll', '300'], ready: (d, p) => p.waitLog(d.name, 'watching') });
+    await primary!.stop('fast');
+    try {
+      await waitFor('the watcher to notice', async () => s.world.procs.log('watch').includes('cannot read the state store, retrying with backoff'), { timeoutMs: 15_000, intervalMs: 200 });
+      await new Promise((r) => setTimeout(r, 2000));
+      // Said once, not at every poll.
+      expect(s.world.procs.log('watch').split('cannot read the state store').length - 1).toBe(1);
+      expect(s.world.procs.get('watch').running).toBe(true);
+    } finally {
+      await primary!.start();
+    }
+    await waitFor('the watcher to read the store again', async () => s.world.procs.log('watch').includes('the state store answers again'), { timeoutMs: 40_000, intervalMs: 250 });
+    // A change made without apply is applied by the watcher (it polls the store's change stamp).
+    const added = await s.ctl<SubdomainJson>(['add-subdomain', '--ports', 'http', '--no-apply']);
+    await waitFor('the watcher to apply the new name', async () => (await dig(s.world, { server: ADDR.server, name: added.json.fqdn })).answers[0]?.data === ADDR.server, { timeoutMs: 20_000, intervalMs: 250 });
+    await s.world.stop('watch');
   });
 
   it('a failover to the promoted standby is followed by the running API and by every command, without a restart', async () => {
