@@ -2,14 +2,12 @@
  * The status page's pure rendering (every value escaped, no script, the empty fleet, paging), its
  * credential parsing, and the batched queries behind the list (no query per pod).
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { escapeHtml, html, Html, PAGE_HEADERS, renderList, renderMessage, renderPod, renderUnauthorized, type ListModel, type PodRow } from '../../src/status/page.js';
 import { parseBasicAuth, validateOperatorName } from '../../src/status/auth.js';
 import type { SubdomainView } from '../../src/server/subdomains.js';
-import { openDb, type Db } from '../../src/state/db.js';
+import type { Store } from '../../src/state/db.js';
+import { ENGINES, closeTestStores, openTestStore, type TestStore } from '../helpers/stores.js';
 import { createSubdomain, subdomainPage } from '../../src/state/subdomains.js';
 import { recordProbeRun } from '../../src/state/probes.js';
 import { recordCertificate } from '../../src/state/certificates.js';
@@ -251,40 +249,40 @@ describe('operator credentials', () => {
   });
 });
 
-describe('the batched queries behind the list', () => {
-  let dir: string;
-  let db: Db;
+afterAll(closeTestStores);
+
+describe.each(ENGINES)('the batched queries behind the list (%s)', (engine) => {
+  let t: TestStore;
+  let db: Store;
   const ctx = { domain: 'pipe.test', range: { first: 20000, last: 20999 }, maxPorts: 4, reserved: [] };
 
-  beforeEach(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2m-status-'));
-    db = openDb(dir, { create: true });
+  beforeEach(async () => {
+    t = await openTestStore(engine);
+    db = t.store;
   });
-  afterEach(() => {
-    db.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  afterEach(() => t.cleanup());
 
-  it('a page in name order with the matching count; the latest probe per family and the current certificate of each pod', () => {
+  it('a page in name order with the matching count; the latest probe per family and the current certificate of each pod', async () => {
     const names = ['alpha-one', 'bravo-two', 'charlie-one', 'delta-two', 'echo-one'];
-    const ids = new Map(names.map((n) => [n, createSubdomain(db, { name: n, protocols: ['http', 'https'], expiresAt: null }, ctx).record.id]));
-    const page = subdomainPage(db, { contains: 'one', limit: 2, offset: 0 });
+    const ids = new Map<string, string>();
+    for (const n of names) ids.set(n, (await createSubdomain(db, { name: n, protocols: ['http', 'https'], expiresAt: null }, ctx)).record.id);
+    const page = await subdomainPage(db, { contains: 'one', limit: 2, offset: 0 });
     expect(page.total).toBe(3);
     expect(page.records.map((r) => r.name)).toEqual(['alpha-one', 'charlie-one']);
     expect(page.records[0]!.ports.map((p) => p.protocol)).toEqual(['http', 'https']);
-    expect(subdomainPage(db, { contains: 'one', limit: 2, offset: 2 }).records.map((r) => r.name)).toEqual(['echo-one']);
-    expect(subdomainPage(db, { limit: 100, offset: 0 }).total).toBe(5);
-    expect(subdomainPage(db, { contains: 'zzz', limit: 100, offset: 0 })).toEqual({ total: 0, records: [] });
+    expect((await subdomainPage(db, { contains: 'one', limit: 2, offset: 2 })).records.map((r) => r.name)).toEqual(['echo-one']);
+    expect((await subdomainPage(db, { limit: 100, offset: 0 })).total).toBe(5);
+    expect(await subdomainPage(db, { contains: 'zzz', limit: 100, offset: 0 })).toEqual({ total: 0, records: [] });
 
     const a = ids.get('alpha-one')!;
     const b = ids.get('bravo-two')!;
     const decision = (route: 'server' | 'direct', direct: string | null) => ({ route, direct, reason: `r-${route}`, streak: 1 });
-    recordProbeRun(db, NOW - 120, [{ subdomainId: a, family: 4, address: '203.0.113.2', ok: false, route: 'server', detail: { reason: 'old' }, decision: decision('server', null) }]);
-    recordProbeRun(db, NOW - 60, [
+    await recordProbeRun(db, NOW - 120, [{ subdomainId: a, family: 4, address: '203.0.113.2', ok: false, route: 'server', detail: { reason: 'old' }, decision: decision('server', null) }]);
+    await recordProbeRun(db, NOW - 60, [
       { subdomainId: a, family: 4, address: '203.0.113.2', ok: true, route: 'direct', detail: { reason: 'every port', ports: [] }, decision: decision('direct', '203.0.113.2') },
       { subdomainId: a, family: 6, address: '2001:db8::1', ok: false, route: 'server', detail: { reason: 'v6 closed' }, decision: decision('server', null) },
     ]);
-    const probes = latestProbes(db, [a, b]);
+    const probes = await latestProbes(db, [a, b]);
     expect(probes.get(a)).toEqual({
       4: { at: NOW - 60, address: '203.0.113.2', ok: true, route: 'direct', reason: 'every port' },
       6: { at: NOW - 60, address: '2001:db8::1', ok: false, route: 'server', reason: 'v6 closed' },
@@ -294,15 +292,15 @@ describe('the batched queries behind the list', () => {
     const cert = (serial: string, id: string, notAfter: number, issuer: 'private' | 'acme' = 'private', notBefore = NOW - 86400) =>
       recordCertificate(db, { serial, subdomainId: id, fqdn: 'x.pipe.test', kind: 'pod', notBefore, notAfter, sha256: serial.toLowerCase(), issuer });
     const at = Math.floor(Date.now() / 1000);
-    cert('A1', a, at + 90 * 86400);
-    cert('A2', a, at + 80 * 86400, 'acme'); // a public one wins over a newer private one
-    cert('A3', a, at + 95 * 86400, 'private', NOW);
-    cert('B1', b, at + 10 * 86400);
-    cert('B0', b, at - 10); // expired: never current
-    const current = currentCertificates(db, [a, b]);
+    await cert('A1', a, at + 90 * 86400);
+    await cert('A2', a, at + 80 * 86400, 'acme'); // a public one wins over a newer private one
+    await cert('A3', a, at + 95 * 86400, 'private', NOW);
+    await cert('B1', b, at + 10 * 86400);
+    await cert('B0', b, at - 10); // expired: never current
+    const current = await currentCertificates(db, [a, b]);
     expect(current.get(a)).toMatchObject({ serial: 'A2', issuer: 'acme' });
     expect(current.get(b)).toMatchObject({ serial: 'B1' });
-    expect(soonestCertificateExpiry(db)).toMatchObject({ name: 'bravo-two', serial: 'B1' });
-    expect(fleetCounts(db)).toEqual({ pods: 5, active: 5, direct4: 1, direct6: 0, withIpv6: 0 });
+    expect(await soonestCertificateExpiry(db)).toMatchObject({ name: 'bravo-two', serial: 'B1' });
+    expect(await fleetCounts(db)).toEqual({ pods: 5, active: 5, direct4: 1, direct6: 0, withIpv6: 0 });
   });
 });
