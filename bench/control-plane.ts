@@ -57,7 +57,7 @@ export async function main(): Promise<BenchSection> {
     const ctl = (args: string[]) => stack.ctl(args, { timeout: 300_000 });
     for (const n of LEVELS) {
       progress(`seeding to ${n} subdomains`);
-      seed(stack, n - have, have);
+      await seed(stack, n - have, have);
       have = n;
       await ctl(['apply', '--full']);
       const adds: number[] = [];
@@ -163,15 +163,15 @@ export async function main(): Promise<BenchSection> {
     };
     await part('Node start', '`node -e 0`', srv([process.execPath, '-e', '0']));
     await part('Node + loading pipe2me-ctl', '`pipe2me-ctl --help`', srv([process.execPath, CTL, '--help']));
-    const ctx = openServer(stack.configFile);
+    const ctx = await openServer(stack.configFile);
     try {
-      await part('state snapshot', 'SQLite: every subdomain, port and key', () => renderSnapshot(ctx.db));
-      const snap = renderSnapshot(ctx.db);
+      await part('state snapshot', `${ctx.db.engine === 'sqlite' ? 'SQLite' : 'PostgreSQL'}: every subdomain, port and key`, () => renderSnapshot(ctx.db));
+      const snap = await renderSnapshot(ctx.db);
       await part('whole render', 'every file in memory', () => renderAll(ctx.config, snap));
       await part('plan, whole', 'snapshot + whole render + reading the live files + comparing', () => planOnly(ctx, undefined, { full: true }));
       await part('plan, patched (nothing changed)', 'journal + reading and hashing the live files + comparing', () => planOnly(ctx));
     } finally {
-      closeServer(ctx);
+      await closeServer(ctx);
     }
   } finally {
     await stack.destroy();

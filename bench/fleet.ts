@@ -21,7 +21,8 @@ import * as readline from 'node:readline';
 import { WORLD_ENV, listPids, netnsInodeOfName, pidsInNetns, waitFor, type World } from '../test/world/index.js';
 import { DOMAIN, Stack } from '../test/stack/stack.js';
 import { randomEd25519Key } from '../test/stack/seed.js';
-import { openDb, writeTx } from '../src/state/db.js';
+import { storeTargetOf } from '../src/server/context.js';
+import { seedRows, type SeedRows } from './lib/seed.js';
 import { newId } from '../src/util/secrets.js';
 import { keyIndexFile } from '../src/ssh/key-index.js';
 import { PodFiles, type PodState } from '../src/pod/files.js';
@@ -420,38 +421,32 @@ class Fleet {
     const { stack } = this;
     this.fleetDir = this.world.mkdir('fleet', 0o700);
     const knownHosts = fs.readFileSync(this.realPod.files.knownHosts, 'utf8');
-    const db = openDb(this.L.stateDir);
     const pods: SimPod[] = [];
-    try {
-      writeTx(db, () => {
-        let p = ((db.prepare('SELECT MAX(port) FROM ports').pluck().get() as number | null) ?? stack.config.ports.first - 1) + 1;
-        const sub = db.prepare("INSERT INTO subdomains (id, name, fqdn, status, created_at) VALUES (?, ?, ?, 'active', ?)");
-        const port = db.prepare('INSERT INTO ports (port, subdomain_id, protocol, position) VALUES (?, ?, ?, ?)');
-        const key = db.prepare('INSERT INTO ssh_keys (subdomain_id, algorithm, public_key, fingerprint, bits, added_at) VALUES (?, ?, ?, ?, ?, ?)');
-        for (let i = 0; i < count; i++) {
-          const id = newId();
-          const name = `fleet-${i}`;
-          const fqdn = `${name}.${stack.config.domain}`;
-          sub.run(id, name, fqdn, 1);
-          const services = SERVICES.map((s, pos) => {
-            const n = p++;
-            port.run(n, id, s.protocol, pos);
-            return { protocol: s.protocol, port: n, localHost: '127.0.0.1', localPort: s.localPort };
-          });
-          const k = newPodKey(`fleet ${name}`);
-          key.run(id, 'ssh-ed25519', k.publicKey, k.fingerprint, 256, 1);
-          const dir = path.join(this.fleetDir, `p${i}`);
-          fs.mkdirSync(dir, { mode: 0o700 });
-          const files = new PodFiles(dir);
-          fs.writeFileSync(files.sshKey, k.privateKey, { mode: 0o600 });
-          fs.writeFileSync(files.sshPub, `${k.publicKey} fleet ${name}\n`, { mode: 0o644 });
-          fs.writeFileSync(files.knownHosts, knownHosts, { mode: 0o644 });
-          pods.push({ index: i, name, files, state: { ...this.realPod.state, id, name, fqdn, services } });
-        }
-      });
-    } finally {
-      db.close();
-    }
+    await seedRows(storeTargetOf(stack.config), (maxPort) => {
+      const rows: SeedRows = { subdomains: [], ports: [], ssh_keys: [] };
+      let p = (maxPort ?? stack.config.ports.first - 1) + 1;
+      for (let i = 0; i < count; i++) {
+        const id = newId();
+        const name = `fleet-${i}`;
+        const fqdn = `${name}.${stack.config.domain}`;
+        rows.subdomains.push({ id, name, fqdn, status: 'active', created_at: 1 });
+        const services = SERVICES.map((s, pos) => {
+          const n = p++;
+          rows.ports.push({ port: n, subdomain_id: id, protocol: s.protocol, position: pos });
+          return { protocol: s.protocol, port: n, localHost: '127.0.0.1', localPort: s.localPort };
+        });
+        const k = newPodKey(`fleet ${name}`);
+        rows.ssh_keys.push({ subdomain_id: id, algorithm: 'ssh-ed25519', public_key: k.publicKey, fingerprint: k.fingerprint, bits: 256, added_at: 1 });
+        const dir = path.join(this.fleetDir, `p${i}`);
+        fs.mkdirSync(dir, { mode: 0o700 });
+        const files = new PodFiles(dir);
+        fs.writeFileSync(files.sshKey, k.privateKey, { mode: 0o600 });
+        fs.writeFileSync(files.sshPub, `${k.publicKey} fleet ${name}\n`, { mode: 0o644 });
+        fs.writeFileSync(files.knownHosts, knownHosts, { mode: 0o644 });
+        pods.push({ index: i, name, files, state: { ...this.realPod.state, id, name, fqdn, services } });
+      }
+      return rows;
+    });
     // The generated private key must be one ssh reads: ssh-keygen -y gives back its public key.
     const back = (await this.world.inNs('pod', ['ssh-keygen', '-y', '-f', pods[0]!.files.sshKey], { timeout: 10_000 })).stdout.trim().split(' ').slice(0, 2).join(' ');
     const want = fs.readFileSync(pods[0]!.files.sshPub, 'utf8').trim().split(' ').slice(0, 2).join(' ');

@@ -43,7 +43,7 @@ export async function main(): Promise<BenchSection> {
     const load = { before: loadAverage(), after: '' };
     for (const n of LEVELS) {
       progress(`observability: seeding to ${n} subdomains`);
-      seedSubdomains(stack, n - have, have);
+      await seedSubdomains(stack, n - have, have);
       have = n;
       await stack.ctl(['apply', '--full'], { timeout: 300_000 });
       const metrics: { ms: number; bytes: number }[] = [];

@@ -11,7 +11,8 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Stack } from '../test/stack/stack.js';
 import { ADDR, dig } from '../test/world/index.js';
-import { openDb, writeTx } from '../src/state/db.js';
+import { storeTargetOf } from '../src/server/context.js';
+import { seedRows, type SeedRows } from './lib/seed.js';
 import { newId } from '../src/util/secrets.js';
 import { randomEd25519Key } from '../test/stack/seed.js';
 import { QUICK, mr, progress, standalone, stats, table, type BenchSection } from './lib/report.js';
@@ -23,29 +24,22 @@ const LAST = FIRST + PODS * PORTS - 1;
 const RUNS = 3;
 const SIM = path.join(path.dirname(fileURLToPath(import.meta.url)), 'bin', 'sim-listeners.mjs');
 
-function seed(stack: Stack): void {
-  const db = openDb(stack.layout.stateDir);
-  try {
-    writeTx(db, () => {
-      const sub = db.prepare("INSERT INTO subdomains (id, name, fqdn, status, created_at, observed_ipv4, observed_at) VALUES (?, ?, ?, 'active', 1, ?, 1)");
-      const port = db.prepare("INSERT INTO ports (port, subdomain_id, protocol, position) VALUES (?, ?, 'tcp', ?)");
-      const map = db.prepare('INSERT INTO mappings (subdomain_id, external_port, internal_port, external_ip, reported_at) VALUES (?, ?, ?, ?, 1)');
-      const key = db.prepare('INSERT INTO ssh_keys (subdomain_id, algorithm, public_key, fingerprint, bits, added_at) VALUES (?, ?, ?, ?, 256, 1)');
-      let p = FIRST;
-      for (let i = 0; i < PODS; i++) {
-        const id = newId();
-        sub.run(id, `sim-${i}`, `sim-${i}.${stack.config.domain}`, ADDR.routerWan);
-        for (let k = 0; k < PORTS; k++, p++) {
-          port.run(p, id, k);
-          map.run(id, p, p, ADDR.routerWan);
-        }
-        const k = randomEd25519Key();
-        key.run(id, 'ssh-ed25519', k.publicKey, k.fingerprint);
+function seed(stack: Stack): Promise<void> {
+  return seedRows(storeTargetOf(stack.config), () => {
+    const rows: SeedRows = { subdomains: [], ports: [], ssh_keys: [], mappings: [] };
+    let p = FIRST;
+    for (let i = 0; i < PODS; i++) {
+      const id = newId();
+      rows.subdomains.push({ id, name: `sim-${i}`, fqdn: `sim-${i}.${stack.config.domain}`, status: 'active', created_at: 1, observed_ipv4: ADDR.routerWan, observed_at: 1 });
+      for (let k = 0; k < PORTS; k++, p++) {
+        rows.ports.push({ port: p, subdomain_id: id, protocol: 'tcp', position: k });
+        rows.mappings!.push({ subdomain_id: id, external_port: p, internal_port: p, external_ip: ADDR.routerWan, reported_at: 1 });
       }
-    });
-  } finally {
-    db.close();
-  }
+      const k = randomEd25519Key();
+      rows.ssh_keys.push({ subdomain_id: id, algorithm: 'ssh-ed25519', public_key: k.publicKey, fingerprint: k.fingerprint, bits: 256, added_at: 1 });
+    }
+    return rows;
+  });
 }
 
 export async function main(): Promise<BenchSection> {
@@ -58,7 +52,7 @@ export async function main(): Promise<BenchSection> {
     for (const host of ['srv', 'pod'] as const) await stack.world.inNs(host, ['sysctl', '-qw', 'net.ipv4.ip_local_port_range=60000 65000']);
     await stack.startServer();
     progress(`seeding ${PODS} subdomains with ${PODS * PORTS} mapped ports`);
-    seed(stack);
+    await seed(stack);
     await stack.ctl(['apply'], { timeout: 300_000 });
     const w = stack.world;
     progress('starting the simulated pods (one listener per port) and their tunnel ends');

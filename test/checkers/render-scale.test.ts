@@ -7,7 +7,8 @@
 import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Stack } from '../stack/stack.js';
-import { openDb } from '../../src/state/db.js';
+import { openStore } from '../../src/state/db.js';
+import { storeTargetOf } from '../../src/server/context.js';
 import { createSubdomain, setSshKey } from '../../src/state/subdomains.js';
 import { parsePublicKey } from '../../src/ssh/pubkey.js';
 import { randomEd25519 } from '../stack/seed.js';
@@ -23,24 +24,24 @@ describe.each(['bind', 'nsd'] as const)('checkers accept what pipe2me renders (%
     await stack?.destroy();
   });
 
-  function seed(count: number) {
+  async function seed(count: number) {
     const c = stack!.config;
-    const db = openDb(stack!.layout.stateDir);
+    const db = await openStore(storeTargetOf(c));
     try {
       for (let i = 0; i < count; i++) {
-        const { record } = createSubdomain(db, { protocols: i % 3 === 0 ? ['http', 'https', 'tcp'] : ['https'], expiresAt: null, passthrough: i % 5 === 0 }, {
+        const { record } = await createSubdomain(db, { protocols: i % 3 === 0 ? ['http', 'https', 'tcp'] : ['https'], expiresAt: null, passthrough: i % 5 === 0 }, {
           domain: c.domain, range: { first: c.ports.first, last: c.ports.last }, maxPorts: 16, reserved: ['server'],
         });
-        setSshKey(db, record.id, parsePublicKey(randomEd25519()));
+        await setSshKey(db, record.id, parsePublicKey(randomEd25519()));
       }
     } finally {
-      db.close();
+      await db.close();
     }
   }
 
   for (const [total, add] of [[0, 0], [1, 1], [500, 499]] as const) {
     it(`${total} subdomain(s): apply renders, every checker accepts, and a second apply changes nothing`, async () => {
-      seed(add);
+      await seed(add);
       const r = await stack!.ctl<{ changed_units: string[]; files: { path: string }[] }>(['apply'], { timeout: 180_000 });
       expect(r.exitCode).toBe(0);
       const keys = fs.readFileSync(stack!.layout.sshd.keyList, 'utf8').split('\n').filter((l) => l.split(' ')[1]?.startsWith('restrict,'));

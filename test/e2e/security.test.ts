@@ -12,7 +12,8 @@ import { DOMAIN, ROOT } from '../stack/stack.js';
 import { useStack } from '../stack/hooks.js';
 import { SshClient } from '../stack/ssh.js';
 import { run } from '../../src/util/exec.js';
-import { openDb } from '../../src/state/db.js';
+import { openStore } from '../../src/state/db.js';
+import { storeTargetOf } from '../../src/server/context.js';
 import { createSubdomain, findSubdomain, setSshKey } from '../../src/state/subdomains.js';
 import { parsePublicKey } from '../../src/ssh/pubkey.js';
 import { readConnections } from '../../src/daemons/sessions.js';
@@ -168,15 +169,15 @@ describe('no single pod can stop the control plane', () => {
 
   it('an address in the store that may not be published is left out with its reason; the zone still goes live (2)', async () => {
     const s = stack();
-    const db = openDb(s.layout.stateDir);
+    const db = await openStore(storeTargetOf(s.config));
     try {
       // As an older pipe2me could have recorded them: an IPv6 address as the direct IPv4 one, a private address.
-      const six = findSubdomain(db, 'six-pod')!;
-      db.prepare("UPDATE subdomains SET route = 'direct', direct_ipv4 = ? WHERE id = ?").run('2001:db8:0:1::3', six.id);
-      const after = findSubdomain(db, 'after-six')!;
-      db.prepare("UPDATE subdomains SET route = 'direct', direct_ipv4 = ? WHERE id = ?").run('127.0.0.1', after.id);
+      const six = (await findSubdomain(db, 'six-pod'))!;
+      await db.q.updateTable('subdomains').set({ route: 'direct', direct_ipv4: '2001:db8:0:1::3' }).where('id', '=', six.id).execute();
+      const after = (await findSubdomain(db, 'after-six'))!;
+      await db.q.updateTable('subdomains').set({ route: 'direct', direct_ipv4: '127.0.0.1' }).where('id', '=', after.id).execute();
     } finally {
-      db.close();
+      await db.close();
     }
     const r = await s.ctl<{ zone_serial: number }>(['apply'], { allowFailure: true });
     expect(r.exitCode, r.stderr).toBe(0);
@@ -274,17 +275,17 @@ describe('a pod key is one pod, and opens only its own ports', () => {
 describe('no source can lock the fleet out', () => {
   it('400 idle connections from one host do not stop 30 pods behind one address from logging in at once (4)', async () => {
     const s = stack();
-    const db = openDb(s.layout.stateDir);
+    const db = await openStore(storeTargetOf(s.config));
     const keys: string[] = [];
     try {
       for (let i = 0; i < 30; i++) {
         const k = sshKey(`fleet-${i}`);
-        const created = createSubdomain(db, { name: `fleet-${i}`, protocols: ['tcp'], expiresAt: null }, { domain: DOMAIN, range: { first: s.config.ports.first, last: s.config.ports.last }, maxPorts: 4, reserved: [] });
-        setSshKey(db, created.record.id, parsePublicKey(k.pub));
+        const created = await createSubdomain(db, { name: `fleet-${i}`, protocols: ['tcp'], expiresAt: null }, { domain: DOMAIN, range: { first: s.config.ports.first, last: s.config.ports.last }, maxPorts: 4, reserved: [] });
+        await setSshKey(db, created.record.id, parsePublicKey(k.pub));
         keys.push(k.file);
       }
     } finally {
-      db.close();
+      await db.close();
     }
     await s.ctl(['apply']);
     await s.world.start({ name: 'flood', host: 'cli', argv: helperArgv('tcp-client.mjs', ['hold', ADDR.server, s.config.ssh.port, 400]), ready: (d, p) => p.waitLog(d.name, 'open ') });
@@ -360,11 +361,11 @@ describe('what a token holder learns, and what a local user can claim', () => {
     const sub = await tokenSubdomain(['tcp'], 'note-pod');
     const r = await api<{ error: { code: string } }>('PUT', `/v1/subdomains/${sub.id}/mappings`, { mappings: [], note: 'no router\u001b]0;pwned\u0007\u0000' }, { secret: sub.secret });
     expect(r.status).toBe(400);
-    const db = openDb(s.layout.stateDir);
+    const db = await openStore(storeTargetOf(s.config));
     try {
-      db.prepare('UPDATE subdomains SET mapping_note = ? WHERE name = ?').run('upnp failed\u001b[2J\u001b]0;pwned\u0007', 'note-pod');
+      await db.q.updateTable('subdomains').set({ mapping_note: 'upnp failed\u001b[2J\u001b]0;pwned\u0007' }).where('name', '=', 'note-pod').execute();
     } finally {
-      db.close();
+      await db.close();
     }
     const shown = await s.ctl(['show', 'note-pod'], { json: false });
     expect(shown.stdout).toContain('the pod says: upnp failed\\x1b[2J\\x1b]0;pwned\\x07');
