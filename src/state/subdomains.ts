@@ -371,12 +371,22 @@ export interface RouteFields {
   fallbackAt?: number;
 }
 
-/** One family's route decision; the other family's columns are never touched. */
-export async function setRoute(s: Store, id: string, family: 4 | 6, f: RouteFields): Promise<void> {
-  const set = family === 4
-    ? { route: f.route, direct_ipv4: f.direct, route_reason: f.reason, probe_streak: f.streak,
-        ...(f.changedAt !== undefined ? { route_changed_at: f.changedAt } : {}), ...(f.fallbackAt !== undefined ? { last_fallback_at: f.fallbackAt } : {}) }
-    : { route6: f.route, direct_ipv6: f.direct, route6_reason: f.reason, probe6_streak: f.streak,
-        ...(f.changedAt !== undefined ? { route6_changed_at: f.changedAt } : {}), ...(f.fallbackAt !== undefined ? { last_fallback6_at: f.fallbackAt } : {}) };
-  await s.q.updateTable('subdomains').set(set).where('id', '=', id).execute();
+/**
+ * One family's route decision; the other family's columns are never touched. The route and its address
+ * are written only when they change: they are what the render journal follows (its trigger fires on a
+ * column named in SET), so a probe run that confirms every pod's route journals none of them.
+ */
+export async function setRoute(store: Store, id: string, family: 4 | 6, f: RouteFields): Promise<void> {
+  await writeTx(store, async (s) => {
+    const notes = family === 4
+      ? { route_reason: f.reason, probe_streak: f.streak,
+          ...(f.changedAt !== undefined ? { route_changed_at: f.changedAt } : {}), ...(f.fallbackAt !== undefined ? { last_fallback_at: f.fallbackAt } : {}) }
+      : { route6_reason: f.reason, probe6_streak: f.streak,
+          ...(f.changedAt !== undefined ? { route6_changed_at: f.changedAt } : {}), ...(f.fallbackAt !== undefined ? { last_fallback6_at: f.fallbackAt } : {}) };
+    await s.q.updateTable('subdomains').set(notes).where('id', '=', id).execute();
+    const [route, direct] = family === 4 ? (['route', 'direct_ipv4'] as const) : (['route6', 'direct_ipv6'] as const);
+    await s.q.updateTable('subdomains').set({ [route]: f.route, [direct]: f.direct }).where('id', '=', id)
+      .where((eb) => eb.or([eb(route, '<>', f.route), f.direct === null ? eb(direct, 'is not', null) : eb.or([eb(direct, 'is', null), eb(direct, '<>', f.direct)])]))
+      .execute();
+  });
 }
