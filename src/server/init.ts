@@ -12,7 +12,7 @@ import { layout } from '../render/layout.js';
 import { renderTemplate } from '../render/templates.js';
 import { openStore } from '../state/db.js';
 import { storeTargetOf } from './context.js';
-import { ConfigError, ConflictError } from '../util/errors.js';
+import { ConfigError, ConflictError, InputError } from '../util/errors.js';
 import { run } from '../util/exec.js';
 import { atomicWrite, ensureDir } from '../util/fsx.js';
 import { generateRndcKey } from '../daemons/bind.js';
@@ -40,6 +40,9 @@ export interface InitOptions {
   secondaries?: { name: string; ipv4: string }[];
   /** Put every path under this directory (tests, demos, unprivileged trials). */
   root?: string;
+  /** A PostgreSQL store for a new configuration (state.url), and the file holding its password. */
+  stateUrl?: string;
+  statePasswordFile?: string;
   progress?: (m: string) => void;
 }
 
@@ -79,7 +82,8 @@ export function trialUsers(root: string | undefined): { tunnel: string; keys: st
   return { tunnel: `p2m-t-${tag}`, keys: `p2m-k-${tag}`, table: `pipe2me_${tag}` };
 }
 
-function writeConfigSkeleton(o: InitOptions): void {
+/** The text of a new configuration from init's flags (pure: what writeConfigSkeleton writes). */
+export function newConfigText(o: InitOptions): string {
   if (!o.domain || !o.ipv4) {
     throw new ConfigError(`No configuration at ${o.configFile}, and not enough to write one.`, {
       hint: 'Pass --domain and --ipv4 (e.g. pipe2me-ctl init --domain pipe.example.com --ipv4 198.51.100.10), or write the file from config/pipe2me.example.yml.',
@@ -87,7 +91,7 @@ function writeConfigSkeleton(o: InitOptions): void {
   }
   const users = trialUsers(o.root);
   const scope = addressScope(o.ipv4);
-  const text = renderTemplate('config/pipe2me.yml.hbs', {
+  return renderTemplate('config/pipe2me.yml.hbs', {
     domain: o.domain.toLowerCase(),
     serverName: 'server',
     ipv4: o.ipv4,
@@ -105,7 +109,13 @@ function writeConfigSkeleton(o: InitOptions): void {
     ttl: o.ttl ?? 60,
     secondaries: o.secondaries ?? [],
     root: o.root ? path.resolve(o.root) : null,
+    stateUrl: o.stateUrl ?? null,
+    statePasswordFile: o.statePasswordFile ? path.resolve(o.statePasswordFile) : null,
   });
+}
+
+function writeConfigSkeleton(o: InitOptions): void {
+  const text = newConfigText(o);
   ensureDir(path.dirname(o.configFile), 0o755);
   // Validate before writing: a skeleton that would not load is never left behind.
   parseConfigText(text, o.configFile);
@@ -165,6 +175,11 @@ export async function initServer(o: InitOptions): Promise<InitReport> {
     ensureDir(path.resolve(o.root), 0o755);
   }
   if (!fs.existsSync(o.configFile)) {
+    if (o.stateUrl !== undefined) {
+      // Refused before anything is written: not PostgreSQL, a password in it, a URL libpq would not take.
+      if (!/^postgres(ql)?:\/\//.test(o.stateUrl)) throw new InputError('bad_option', '--state-url must be a postgres:// URL.', { hint: 'e.g. --state-url postgres://pipe2me@db1.example.net:5432/pipe2me (leave it out for SQLite).' });
+      (await import('../state/engines/postgres-connect.js')).parsePostgresUrl(o.stateUrl);
+    }
     writeConfigSkeleton(o);
     steps.push({ what: 'configuration', status: 'created', path: o.configFile });
   } else {

@@ -138,15 +138,16 @@ export class Stack {
     const users = trialUsers(this.serverRoot);
     this.world.trackUser(users.tunnel);
     this.world.trackUser(users.keys);
+    const store = this.opts.store ?? (process.env.PIPE2ME_TEST_STORE === 'postgres' ? 'postgres' : 'sqlite');
+    // PostgreSQL first, so that init makes the configuration with it (--state-url) and migrates it.
+    const state = store === 'sqlite' ? [] : await this.startPostgres(store === 'postgres+standby');
+    if (store !== 'sqlite') console.log(`[stack] the state store is PostgreSQL (${this.pg.map((p) => `${p.host}:${p.port}`).join(', ')})`);
     await this.ctl(['init', '--domain', DOMAIN, '--ipv4', ADDR.server, '--root', this.serverRoot, '--dns', dns, '--ttl', '30',
       ...(this.opts.portRange ? ['--ports', this.opts.portRange.join('-')] : []),
       ...(this.opts.ipv6 ? ['--ipv6', ADDR6.server] : []),
-      ...(this.opts.secondary ? ['--secondary', `ns2.${DOMAIN}=${ADDR.ns2}`] : [])], { timeout: 120_000 });
-    const store = this.opts.store ?? (process.env.PIPE2ME_TEST_STORE === 'postgres' ? 'postgres' : 'sqlite');
-    const stateConfig = store === 'sqlite' ? '' : await this.startPostgres(store === 'postgres+standby');
-    if (store !== 'sqlite') console.log(`[stack] the state store is PostgreSQL (${this.pg.map((p) => `${p.host}:${p.port}`).join(', ')})`);
+      ...(this.opts.secondary ? ['--secondary', `ns2.${DOMAIN}=${ADDR.ns2}`] : []), ...state], { timeout: 120_000 });
     // The test config shortens the probe.
-    const text = fs.readFileSync(this.configFile, 'utf8') + stateConfig + `\nprobe:\n  timeout_ms: 1500\n  flap_window: ${this.opts.flapWindow ?? '2m'}\n  prompt: ${this.opts.promptProbe ?? true}\n` + (this.opts.configExtra ?? '') + (o.configExtra ?? '');
+    const text = fs.readFileSync(this.configFile, 'utf8') + `\nprobe:\n  timeout_ms: 1500\n  flap_window: ${this.opts.flapWindow ?? '2m'}\n  prompt: ${this.opts.promptProbe ?? true}\n` + (this.opts.configExtra ?? '') + (o.configExtra ?? '');
     fs.writeFileSync(this.configFile, text);
     await this.ctl(['init'], { timeout: 120_000 });
     this.config = loadConfig(this.configFile);
@@ -168,8 +169,8 @@ export class Stack {
   /** The PostgreSQL servers of the state store (when the stack uses PostgreSQL): the primary first. */
   pg: PgServer[] = [];
 
-  /** PostgreSQL for the state store in the server's namespace, and the state section that points at it. */
-  private async startPostgres(standby: boolean): Promise<string> {
+  /** PostgreSQL for the state store in the server's namespace, and init's flags that point at it. */
+  private async startPostgres(standby: boolean): Promise<string[]> {
     const password = randomBytes(12).toString('hex');
     const primary = await startPostgresIn(this.world, { host: 'srv', name: 'postgres', address: '127.0.0.1', port: 5432, password });
     this.pg = [primary];
@@ -178,7 +179,8 @@ export class Stack {
     fs.mkdirSync(path.dirname(passwordFile), { recursive: true });
     fs.writeFileSync(passwordFile, `${password}\n`, { mode: 0o600 });
     const hosts = this.pg.map((p) => `127.0.0.1:${p.port}`).join(',');
-    return `\nstate:\n  url: postgres://${primary.user}@${hosts}/${primary.database}${standby ? '?target_session_attrs=read-write' : ''}\n  password_file: ${passwordFile}\n  connect_timeout_ms: 1500\n`;
+    const url = `postgres://${primary.user}@${hosts}/${primary.database}?connect_timeout=2${standby ? '&target_session_attrs=read-write' : ''}`;
+    return ['--state-url', url, '--state-password-file', passwordFile];
   }
 
   /** A secondary on ns2 that learns the zone by NOTIFY + AXFR from the primary. */
