@@ -12,6 +12,7 @@
  */
 import { sql, type Expression, type Kysely, type RawBuilder, type SqlBool } from 'kysely';
 import type { Schema } from './schema.js';
+import * as path from 'node:path';
 import { withLock } from '../util/lock.js';
 
 export type Engine = 'sqlite' | 'postgres';
@@ -94,10 +95,13 @@ export function countAll(): RawBuilder<number> {
 /**
  * Runs `fn` holding a named lock across every process and relay that shares the store: a session
  * advisory lock on PostgreSQL (released when `fn` ends or the connection dies); on SQLite, whose users
- * share one machine, a lock file beside the store (src/util/lock.ts: released by the kernel if its holder dies).
+ * share one machine, a lock file beside the store (src/util/lock.ts: released by the kernel if its holder dies),
+ * in `state.db.locks/`.
  */
 export async function withStoreLock<T>(s: Store, key: number, fn: () => Promise<T>): Promise<T> {
-  if (s.engine === 'sqlite') return withLock(`${s.location}.lock-${key.toString(16)}`, 'the state store', fn);
+  // In a directory of its own: withLock makes its lock file's directory 0700, and the state directory's
+  // own mode (0711, nginx passes through it to public/) must stay as init set it.
+  if (s.engine === 'sqlite') return withLock(path.join(`${s.location}.locks`, key.toString(16)), 'the state store', fn);
   return s.q.connection().execute(async (conn) => {
     await sql`SELECT pg_advisory_lock(${key})`.execute(conn);
     try {

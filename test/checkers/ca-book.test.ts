@@ -91,6 +91,14 @@ describe.each(['sqlite', 'postgres'] as const)('the CA database in the %s store'
     expect(text.replace(/\s+/g, ' ').toUpperCase()).toContain(`SERIAL NUMBER: ${cert.serial.toUpperCase()}`);
   }, 60_000);
 
+  it('the store\'s lock leaves the state directory\'s mode as it was (nginx passes through it to public/)', async () => {
+    if (engine !== 'sqlite') return;
+    const stateDir = path.join(tmp.dir, 'state');
+    fs.chmodSync(stateDir, 0o711);
+    await a.signCsr(await csr('mode'), `mode.${DOMAIN}`);
+    expect(fs.statSync(stateDir).mode & 0o777).toBe(0o711);
+  }, 60_000);
+
   it('a refused signing leaves the store as it was', async () => {
     const before = await loadCaFiles(stores[0]!, ['index.txt', 'index.txt.attr', 'serial', 'crlnumber']);
     await expect(b.signCsr(await csr('elsewhere'), 'pod.other.example')).rejects.toThrow();
