@@ -51,6 +51,8 @@ import { registerStatusRoutes } from '../status/routes.js';
 import { registerDirectRouteReports } from './direct-reports.js';
 import { setupInfo, statusView } from './views.js';
 import { shareSessions } from '../server/shared-sessions.js';
+import { storeUnavailable } from '../state/errors.js';
+import { writeTx } from '../state/store.js';
 
 export interface ApiOptions {
   host?: string;
@@ -96,6 +98,19 @@ function localScrape(req: http.IncomingMessage): boolean {
 export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   const log: Log = opts.log ?? createLog('api');
   const queue = new ApplyQueue(ctx, log);
+  /**
+   * An apply after a change that is committed already (a subdomain made, its token spent): if the store
+   * goes away meanwhile, the pod still gets its answer — the change is in the store, and the next apply
+   * (the watcher's, or the next request's) renders it.
+   */
+  const applyAfterCommit = async (units: Parameters<ApplyQueue['request']>[0], name: string) => {
+    try {
+      await queue.request(units);
+    } catch (e) {
+      if (!storeUnavailable(e)) throw e;
+      log(`applying ${name} waits for the state store: ${(e as Error).message}`, { event: 'apply', outcome: 'deferred', subdomain: name });
+    }
+  };
   // The ACME worker, when the configuration (as it is now) says ca.issuer: acme.
   let acmeService: AcmeService | undefined;
   const acme = (): AcmeService | undefined => {
@@ -172,13 +187,16 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
       throw new DeniedError('token_invalid', 'The token is not valid: it is unknown, revoked or already used.', { httpStatus: 401 });
     }
     perCredential.check('t:' + hashSecret(b.token));
-    // The quota is checked and the token used in the same transaction as the allocation.
-    const created = await withToken(ctx.db, b.token, b.protocols.length, (t, tx) =>
-      addSubdomainRecord(onStore(ctx, tx), { name: b.name, protocols: b.protocols, lifespanSeconds: t.lifespanSeconds, passthrough: b.passthrough ?? false, tokenId: t.id, withSecret: true },
-        Math.min(t.maxPorts, ctx.config.ports.maxPerSubdomain)));
-    await queue.request(['keys', 'nginx', 'dns']);
+    // The quota is checked and the token used in the same transaction as the allocation, and the answer
+    // (with the secret, shown once) is read in it too: once the token is spent, the pod must get its answer.
+    const { created, info } = await withToken(ctx.db, b.token, b.protocols.length, async (t, tx) => {
+      const made = await addSubdomainRecord(onStore(ctx, tx), { name: b.name, protocols: b.protocols, lifespanSeconds: t.lifespanSeconds, passthrough: b.passthrough ?? false, tokenId: t.id, withSecret: true },
+        Math.min(t.maxPorts, ctx.config.ports.maxPerSubdomain));
+      return { created: made, info: await setupInfo(onStore(ctx, tx), made.record, made.secret!) };
+    });
+    await applyAfterCommit(['keys', 'nginx', 'dns'], created.record.name);
     log(`created ${created.record.fqdn} (${created.record.ports.map((p) => `${p.protocol}:${p.port}`).join(',')}) for ${clientAddress(req)}`, { event: 'subdomain_created', subdomain: created.record.name, outcome: 'ok', client: clientAddress(req) });
-    sendJson(res, 201, await setupInfo(ctx, created.record, created.secret!));
+    sendJson(res, 201, info);
   });
 
   router.add('POST', '/v1/claim', async (req, res) => {
@@ -188,10 +206,15 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     });
     if (!looksLikeSecret(b.claim_token, 'p2mc')) throw denied();
     perCredential.check('c:' + hashSecret(b.claim_token));
-    const claimed = await claimSubdomain(ctx.db, b.claim_token);
+    // The claim and the answer that carries the new secret in one transaction: a claim is spent only
+    // together with the answer (a store failing in between rolls both back, and the pod may ask again).
+    const claimed = await writeTx(ctx.db, async (tx) => {
+      const c = await claimSubdomain(tx, b.claim_token);
+      return c ? { ...c, info: await setupInfo(onStore(ctx, tx), c.record, c.secret) } : undefined;
+    });
     if (!claimed) throw denied();
     log(`claimed ${claimed.record.fqdn} from ${clientAddress(req)}`, { event: 'subdomain_claimed', subdomain: claimed.record.name, outcome: 'ok', client: clientAddress(req) });
-    sendJson(res, 200, await setupInfo(ctx, claimed.record, claimed.secret));
+    sendJson(res, 200, claimed.info);
   });
 
   // What the pod asks when its tunnel comes up (and now and then): also the moment to notice that it

@@ -262,9 +262,6 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     } finally {
       for (const s of stagedUnits) fs.rmSync(s.dir, { recursive: true, force: true });
     }
-    if (p.serial !== null) await setMeta(ctx.db, SERIAL_KEY, String(p.serial));
-    // The files are in place: the next apply may patch them.
-    await record();
     step('swap');
 
     // One reload per daemon at most, and the daemons do not depend on each other: they reload side by
@@ -290,6 +287,12 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     }));
     step('reload');
     p.reloads.forEach((r, i) => report.reloads.push({ ...r, ...outcomes[i]! }));
+    // Recorded only once the daemons serve the files: a store that fails here (a failover) leaves an apply
+    // that the next one repeats in full (nothing recorded: every file rendered whole, found equal, nothing
+    // reloaded twice), never files in place that no daemon was told about.
+    if (p.serial !== null) await setMeta(ctx.db, SERIAL_KEY, String(p.serial));
+    // The files are in place: the next apply may patch them.
+    await record();
     report.durationMs = performance.now() - started;
     return report;
   };

@@ -57,7 +57,8 @@ Examples:
 The switch, with the downtime it needs (seconds): docs/operations.md "Moving the state store to PostgreSQL".`)
     .action(async (o: { to: string; passwordFile?: string }, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        if (!isPostgresUrl(o.to)) throw new InputError('bad_url', `--to must be a postgres:// URL (got ${JSON.stringify(o.to.slice(0, 40))}).`, { hint: 'e.g. --to postgres://pipe2me@db1:5432/pipe2me' });
+        // Not echoed: a connection string given here by mistake may hold a password.
+        if (!isPostgresUrl(o.to)) throw new InputError('bad_url', '--to must be a postgres:// URL.', { hint: 'e.g. --to postgres://pipe2me@db1:5432/pipe2me (the password in --password-file or PGPASSWORD)' });
         if (ctx.db.engine !== 'sqlite') throw new InputError('not_sqlite', `The store in use is already on PostgreSQL (${ctx.db.location}).`, { hint: 'Copy between PostgreSQL servers with their own tools (pg_dump, replication).' });
         const password = o.passwordFile ? readPasswordFile(o.passwordFile) : process.env.PGPASSWORD;
         const pool = storeTargetOf(ctx.config).pool;

@@ -13,6 +13,7 @@ import { apply } from '../apply/apply.js';
 import { configFileFrom } from '../config/load.js';
 import { closeServer, openServer } from '../server/context.js';
 import { changeStamp } from '../state/db.js';
+import { storeUnavailable } from '../state/errors.js';
 import { expireSweep } from '../server/subdomains.js';
 import { isPipe2meError } from '../util/errors.js';
 import { globals, parseIntOption, parseLogFormatOption } from './ctl-common.js';
@@ -45,13 +46,21 @@ Examples:
       let timer: NodeJS.Timeout | undefined;
       let running: Promise<void> = Promise.resolve();
 
+      // A cycle that failed (the store away, a daemon refusing) is owed: the next time the store answers,
+      // one runs again whatever the poll sees — a change seen or a configuration loaded before the failure
+      // would otherwise wait for the next unrelated change.
+      let owed = false;
       const cycle = async () => {
         try {
+          owed = true;
           if (ctx.refresh()) seen = await dataVersion();
           await expireSweep(ctx, { apply: false, progress: log });
           const r = await apply(ctx, { progress: log });
+          owed = false;
           if (r.plan.changedUnits.length) log(applySummary(r), { event: 'apply', outcome: 'ok', units: r.plan.changedUnits, duration_ms: Math.round(r.durationMs) });
         } catch (e) {
+          // The store went away under the apply: the poll takes it from here (backoff, and the owed cycle once it answers).
+          if (storeUnavailable(e)) failing = true;
           log(`apply failed: ${(e as Error).message}${isPipe2meError(e) && e.hint ? ` (hint: ${e.hint})` : ''}`, { event: 'apply', outcome: 'failed', daemon: (isPipe2meError(e) ? (e.data?.['daemon'] as string | undefined) : undefined) ?? null });
         }
       };
@@ -73,17 +82,21 @@ Examples:
       let failing = false;
       let skipUntil = 0;
       let inFlight = false;
+      let sweeping = false;
       let backoff = o.poll as number;
       const poll = setInterval(() => {
         if (inFlight || Date.now() < skipUntil) return;
         inFlight = true;
         dataVersion().finally(() => { inFlight = false; }).then((v) => {
+          const recovered = failing;
           if (failing) log('the state store answers again', { event: 'state_readable', outcome: 'ok' });
           failing = false;
           backoff = o.poll as number;
           if (v !== seen) {
             seen = v;
             schedule('the state store changed');
+          } else if (recovered && owed) {
+            schedule('the state store answers again: the apply that failed runs now');
           }
         }, (e: unknown) => {
           if (!failing) log(`cannot read the state store, retrying with backoff: ${(e as Error).message}`, { event: 'state_unreadable', outcome: 'failed' });
@@ -93,11 +106,16 @@ Examples:
         });
       }, o.poll);
       const expiry = setInterval(() => {
+        // Not while the store cannot be read (the poll says so once): sweeps would only pile up behind each other.
+        if (failing || sweeping) return;
+        sweeping = true;
         running = running.then(async () => {
           try {
             await expireSweep(ctx, { apply: true, progress: log });
           } catch (e) {
             log(`expiry sweep failed: ${(e as Error).message}`, { event: 'expiry_sweep', outcome: 'failed' });
+          } finally {
+            sweeping = false;
           }
         });
       }, o.expiryInterval * 1000);

@@ -84,7 +84,8 @@ export function describeSchemaErrors(errors: ErrorObject[], doc: unknown): strin
       let what = e.message ?? 'is invalid';
       if (e.keyword === 'enum') what = `must be one of ${((e.params as { allowedValues: unknown[] }).allowedValues).map((v) => JSON.stringify(v)).join(', ')}`;
       if (e.keyword === 'format') what = 'is not valid';
-      line = `"${keyPath(e.instancePath)}" ${what} (got ${showValue(valueAt(doc, e.instancePath))}).${hint}`;
+      const got = node?.['x-secret'] ? 'the value is not shown: it may hold a password' : `got ${showValue(valueAt(doc, e.instancePath))}`;
+      line = `"${keyPath(e.instancePath)}" ${what} (${got}).${hint}`;
     }
     if (!seen.has(line)) {
       seen.add(line);

@@ -10,6 +10,8 @@ import { FORMATS } from './formats.js';
 export function makeAjv(forCode: boolean): Ajv {
   const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true, ...(forCode ? { code: { source: true, esm: true } } : {}) });
   ajv.addKeyword('x-hint');
+  // A value an error must not echo (it may hold a credential someone put there by mistake).
+  ajv.addKeyword('x-secret');
   for (const [name, re] of Object.entries(FORMATS)) ajv.addFormat(name, re);
   return ajv;
 }

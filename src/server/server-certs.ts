@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { createPublicKey, X509Certificate } from 'node:crypto';
 import { acmeLib } from '../ca/acme/lib.js';
 import { withLock } from '../util/lock.js';
-import { parseCrl } from '../ca/x509.js';
+import { normalizeSerial, parseCrl } from '../ca/x509.js';
 import { renewalTime, renewalWindow } from '../ca/acme/renewal.js';
 import { spkiSha256, type Issued } from '../ca/acme/order.js';
 import { certificateBySha256, recordCertificate } from '../state/certificates.js';
@@ -52,7 +52,17 @@ export async function ensureServerCertificates(ctx: ServerContext, progress: (m:
     // A public wildcard in place is renewed by its own issuer, not replaced by a private one.
     if (isWildcard && ctx.config.ca.issuer === 'acme' && await currentIsPublic(ctx, certFile)) continue;
     const d = ca.needsRenewal(certFile, { beforeDays: ctx.config.ca.renewBeforeDays });
-    if (!d.renew) continue;
+    if (!d.renew) {
+      // A certificate in place that the store does not know was issued by an apply that failed before it
+      // recorded it (the store went away): recorded now, and counted as new so that nginx loads it.
+      const pem = readIfExists(certFile);
+      if (pem && !(await certificateBySha256(ctx.db, hexFingerprint(new X509Certificate(pem).fingerprint256)))) {
+        const x = new X509Certificate(pem);
+        await recordCertificate(ctx.db, { serial: normalizeSerial(x.serialNumber), subdomainId: null, fqdn: names[0]!, kind: 'server', notBefore: sec(new Date(x.validFrom)), notAfter: sec(new Date(x.validTo)), sha256: hexFingerprint(x.fingerprint256) });
+        issued = true;
+      }
+      continue;
+    }
     issued = true;
     progress(`issuing the server certificate for ${names.join(', ')} (${d.reason})`);
     const c = await ca.issueServerCertificate({ names, keyFile, certFile, days: Math.max(ctx.config.ca.validityDays, ctx.config.ca.renewBeforeDays * 3) });

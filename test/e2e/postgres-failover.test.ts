@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { Kysely, PostgresDialect, sql, type Generated } from 'kysely';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openPostgresPool, StoreUnavailableError, type FailoverPool } from '../../src/state/engines/postgres-connect.js';
 import { closeAllPostgres, PG_BIN, startPostgres, startPostgresIn, waitCaughtUp, type PgServer } from '../stack/postgres.js';
 import { ADDR, World, commandLine, listPids } from '../world/index.js';
@@ -63,6 +63,78 @@ afterAll(async () => {
     expect(fs.existsSync(s.dataDir), s.dataDir).toBe(false);
     expect(processesOf(s), `postgres processes of ${s.dataDir}`).toEqual([]);
   }
+});
+
+/** The server's postmaster and every process it started (its backends, the WAL writer …). */
+function treeOf(s: PgServer): number[] {
+  const roots = processesOf(s);
+  const all = new Set(roots);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const p of listPids()) {
+      if (all.has(p)) continue;
+      let ppid = -1;
+      try {
+        ppid = Number(fs.readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[1]);
+      } catch {
+        continue;
+      }
+      if (all.has(ppid)) {
+        all.add(p);
+        grew = true;
+      }
+    }
+  }
+  return [...all];
+}
+
+describe('failover from a primary that goes silent (a partition, a frozen machine: no reset ever comes)', () => {
+  let frozen: number[] = [];
+  // Also when the test fails or times out: stopped processes would outlive every signal but SIGKILL.
+  const thaw = () => {
+    for (const p of frozen) {
+      try {
+        process.kill(p, 'SIGCONT');
+      } catch {
+        /* gone already */
+      }
+    }
+    frozen = [];
+  };
+  afterEach(thaw);
+
+  it('a query in flight gives up after the statement timeout and a margin, and the pool goes to the promoted standby', async () => {
+    const primary = await server();
+    const standby = await server({ standbyOf: primary });
+    const pool = openPostgresPool(`postgres://pipe2me@${primary.host}:${primary.port},${standby.host}:${standby.port}/pipe2me?target_session_attrs=read-write`, {
+      connectTimeoutMs: CONNECT_TIMEOUT_MS, statementTimeoutMs: 1500, max: 2,
+    });
+    const db = new Kysely<Db>({ dialect: new PostgresDialect({ pool }) });
+    try {
+      await sql`CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL, at bigint NOT NULL)`.execute(db);
+      await db.insertInto('notes').values({ body: 'before', at: 1 }).execute();
+      await waitCaughtUp(standby);
+      frozen = treeOf(primary);
+      expect(frozen.length).toBeGreaterThan(1);
+      for (const p of frozen) process.kill(p, 'SIGSTOP');
+      const inFlight = failure(db.insertInto('notes').values({ body: 'lost', at: 2 }).execute());
+      await standby.promote();
+      const t0 = performance.now();
+      const e = await inFlight;
+      // Bounded by the client's own timeout (statement timeout + 5 s), not by TCP's.
+      expect(e).toBeInstanceOf(StoreUnavailableError);
+      expect(performance.now() - t0).toBeLessThan(9000);
+      const r = await retryUntil(10_000, () => db.insertInto('notes').values({ body: 'after', at: 3 }).execute());
+      expect(r.ms).toBeLessThan(10_000);
+      expect(pool.currentHost()).toBe(hostOf(standby));
+      expect((await db.selectFrom('notes').select('body').orderBy('id').execute()).map((n) => n.body)).toEqual(['before', 'after']);
+    } finally {
+      thaw();
+      await db.destroy();
+      await primary.close();
+      await standby.close();
+    }
+  }, 60_000);
 });
 
 describe('failover: a primary and its standby behind one Kysely instance', () => {

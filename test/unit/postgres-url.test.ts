@@ -205,3 +205,34 @@ describe('the connect timeout', () => {
     }
   });
 });
+
+describe('a password put where it does not belong is never echoed', () => {
+  it('in the URL in any spelling (sslpassword, percent-encoded, an unknown name), by the parser and by redactUrl', () => {
+    for (const u of ['postgres://u@h/db?sslpassword=KeyPass123', 'postgres://u@h/db?pass%77ord=Secret123', 'postgres://h/db?passwd=Secret123', 'postgres://u:Secret123@h/db']) {
+      let message = '';
+      try {
+        parsePostgresUrl(u);
+      } catch (e) {
+        message = `${(e as Error).message} ${(e as ConfigError).hint ?? ''}`;
+      }
+      expect(message, u).toMatch(/The PostgreSQL URL /);
+      expect(message, u).not.toMatch(/KeyPass123|Secret123/);
+      expect(redactUrl(u), u).not.toMatch(/KeyPass123|Secret123/);
+    }
+    // What holds nothing secret is shown as written.
+    const plain = 'postgres://u@h1:5432,h2/db?target_session_attrs=read-write&connect_timeout=2';
+    expect(redactUrl(plain)).toBe(plain);
+  });
+
+  it('in the configuration: a state.url the schema refuses is named, its value not shown', async () => {
+    const { parseConfigText } = await import('../../src/config/load.js');
+    let message = '';
+    try {
+      parseConfigText('domain: pipe.test\nserver:\n  ipv4: 192.0.2.1\nstate:\n  url: "Postgres://pipe2me:Hunter2xx@db1/pipe2me"\n', '/etc/pipe2me/pipe2me.yml');
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(/"state\.url" must match pattern .*the value is not shown/);
+    expect(message).not.toContain('Hunter2xx');
+  });
+});

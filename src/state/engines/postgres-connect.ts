@@ -96,8 +96,11 @@ const PASSWORD_HINT = 'Put the password in the file named by state.password_file
 
 // ------------------------------------------------------------------------------------------- URLs
 
+/** Query parameters whose values redactUrl shows (nothing secret can be in them). */
+const SHOWN_PARAMS = new Set(['host', 'port', 'dbname', 'user', 'target_session_attrs', 'connect_timeout', 'application_name', 'sslmode']);
+
 /**
- * The URL with any password replaced by *** (userinfo and a `password` parameter; also `password=` in a
+ * The URL with any password replaced by *** (userinfo and every query value but harmless ones; also `password=` in a
  * key=value connection string). Safe for logs and errors, also for URLs that do not parse: when in doubt
  * it hides more, never less.
  */
@@ -112,7 +115,17 @@ export function redactUrl(url: string): string {
     // unencoded '@' in it): hide up to the last one.
     if (firstAt >= 0 && colon >= 0 && colon < firstAt) out = `${scheme[0]}${rest.slice(0, colon)}:***${rest.slice(rest.lastIndexOf('@'))}`;
   }
-  out = out.replace(/([?&]password=)[^&]*/gi, '$1***');
+  // Query values are shown only for parameters that can hold nothing secret; any other (password,
+  // sslpassword, a misspelt or percent-encoded name) has its value hidden.
+  out = out.replace(/([?&])([^=&]*)=([^&]*)/g, (m, sep: string, name: string) => {
+    let key = name;
+    try {
+      key = decodeURIComponent(name);
+    } catch {
+      /* an undecodable name is shown as written, its value hidden */
+    }
+    return SHOWN_PARAMS.has(key) ? m : `${sep}${name}=***`;
+  });
   out = out.replace(/(^|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)/gi, '$1$2***');
   return out;
 }
@@ -166,7 +179,7 @@ export function parsePostgresUrl(url: string): ParsedPostgresUrl {
     const eq = pair.indexOf('=');
     if (eq <= 0) fail(`has a query parameter without a value${echo ? ` (${JSON.stringify(pair)})` : ''}: write name=value.`);
     const key = decode(pair.slice(0, eq), 'query', shown, echo);
-    if (key === 'password') refusePassword();
+    if (key === 'password' || key === 'sslpassword') refusePassword();
     if (!SUPPORTED_PARAMS.includes(key)) {
       fail(`has ${echo ? `the parameter ${JSON.stringify(key)}` : 'a parameter'} that pipe2me does not support.`, `Supported: ${SUPPORTED_PARAMS.join(', ')}. ${URL_HINT}`);
     }
@@ -278,7 +291,7 @@ const HOST_FAILURE_ERRNO = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', '
 /** admin_shutdown, crash_shutdown, cannot_connect_now, read_only_sql_transaction (a standby took the write). */
 const HOST_FAILURE_SQLSTATE = new Set(['57P01', '57P02', '57P03', '25006']);
 /** pg's own messages for a dead or timed-out connection (they carry no code). */
-const HOST_FAILURE_MESSAGE = /Connection terminated|not queryable|timeout expired|connection timeout|Connection ended/i;
+const HOST_FAILURE_MESSAGE = /Connection terminated|not queryable|timeout expired|connection timeout|Connection ended|Query read timeout/i;
 /** pg-pool's, when all `max` connections are in use for the whole connect timeout: not the host's fault. */
 const POOL_BUSY_MESSAGE = 'timeout exceeded when trying to connect';
 
@@ -373,7 +386,13 @@ class Failover implements FailoverPool {
       connectionTimeoutMillis: this.connectTimeoutMs,
       application_name: parsed.params['application_name'] ?? opts.applicationName ?? 'pipe2me',
       ...(opts.statementTimeoutMs !== undefined ? { statement_timeout: opts.statementTimeoutMs } : {}),
+      // A primary that goes silent (a partition, a frozen machine) sends no reset: without a bound on the
+      // client's side a query would wait for TCP to give up (minutes to hours) holding its connection, and
+      // the pool would never look for the promoted standby. A query gets the statement timeout plus a
+      // margin, then fails as a lost connection (and the host is forgotten); idle sockets are probed after 10 s.
+      query_timeout: (opts.statementTimeoutMs ?? 30_000) + 5_000,
       keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
       types: TYPES,
     };
   }
