@@ -4,6 +4,7 @@ import { configFileFrom } from '../config/load.js';
 import { closeServer, openServer, type ServerContext } from '../server/context.js';
 import { InputError } from '../util/errors.js';
 import { storeUnavailable } from '../state/errors.js';
+import { schemaVersion } from '../state/db.js';
 import { parseLogFormat, type LogFormat } from '../util/log.js';
 import { validateLookupName } from '../names/names.js';
 import type { TokenRecord } from '../state/types.js';
@@ -19,9 +20,24 @@ export function globals(cmd: Command): Globals {
   return cmd.optsWithGlobals() as Globals;
 }
 
-export async function withServer<T>(cmd: Command, fn: (ctx: ServerContext, out: Output) => Promise<T>): Promise<T> {
+/**
+ * Opens the server (its configuration and store), runs `fn`, closes. With `waitForStore`, opening is
+ * retried while the store cannot be reached — only opening: work that may have committed part of itself
+ * (a probe run) is never run twice.
+ */
+export async function withServer<T>(cmd: Command, fn: (ctx: ServerContext, out: Output) => Promise<T>, o: { waitForStore?: { seconds: number; say: (m: string) => void } } = {}): Promise<T> {
   const g = globals(cmd);
-  const ctx = await openServer(configFileFrom(g.config));
+  const open = async () => {
+    const live = await openServer(configFileFrom(g.config));
+    try {
+      await schemaVersion(live.db);
+      return live;
+    } catch (e) {
+      await closeServer(live).catch(() => {});
+      throw e;
+    }
+  };
+  const ctx = o.waitForStore ? await retryWhileStoreDown(open, { waitSeconds: o.waitForStore.seconds, say: o.waitForStore.say }) : await openServer(configFileFrom(g.config));
   try {
     return await fn(ctx, new Output(g));
   } finally {

@@ -9,7 +9,7 @@ import { probeAll } from '../probe/run.js';
 import { formatDuration } from '../config/duration.js';
 import { isoTime, table } from './output.js';
 import { createLog, type LogFormat } from '../util/log.js';
-import { retryWhileStoreDown, withServer, parseIntOption, parseLogFormatOption, collectSubdomainNames, tokenJson, caPin } from './ctl-common.js';
+import { withServer, parseIntOption, parseLogFormatOption, collectSubdomainNames, tokenJson, caPin } from './ctl-common.js';
 
 const bound = (n: number | null) => (n === null ? 'unbounded' : String(n));
 
@@ -28,13 +28,13 @@ export function registerServiceCommands(program: Command): void {
     .option('--name <name...>', 'probe only these subdomains (names or fully qualified names)', collectSubdomainNames)
     .option('--no-apply', 'decide and record, but do not rewrite the zone')
     .option('--log-format <format>', 'one line per route change and one per run on stderr: text, or json', parseLogFormatOption, 'text')
-    .option('--wait-for-store <seconds>', 'while the state store cannot be reached (a database restart or failover), try again with backoff for this long, then exit 11', parseIntOption('--wait-for-store'), 45)
+    .option('--wait-for-store <seconds>', 'while the state store cannot be reached at the start (a database restart or failover), try again with backoff for this long, then exit 11 (a run the store fails under is not repeated: the next timer run probes again)', parseIntOption('--wait-for-store'), 45)
     .addHelpText('after', `
 Examples:
   pipe2me-ctl probe                 # what systemd/pipe2me-probe.timer runs every minute
   pipe2me-ctl probe --name calm-red-otter home-lab --no-apply
   pipe2me-ctl probe --log-format json 2>>/var/log/pipe2me-probe.json`)
-    .action(async (o, cmd: Command) => retryWhileStoreDown(() =>
+    .action(async (o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         // Resolve the names first: an unknown one is exit 4 like everywhere else, not a silent "nothing to probe".
         const names = o.name ? await Promise.all((o.name as string[]).map(async (n) => (await requireSubdomain(ctx.db, n)).name)) : undefined;
@@ -52,7 +52,7 @@ Examples:
           if (r.applied) lines.push(`  zone rewritten once (serial ${r.applied.zone_serial})`);
           return lines.join('\n');
         });
-      }), { waitSeconds: o.waitForStore as number, say: (m) => createLog('probe', o.logFormat as LogFormat)(m, { event: 'state_unreachable', outcome: 'waiting' }) }));
+      }, { waitForStore: { seconds: o.waitForStore as number, say: (m) => createLog('probe', o.logFormat as LogFormat)(m, { event: 'state_unreachable', outcome: 'waiting' }) } }));
 
   const token = program.command('token').description('Tokens: quota classes that let pods create their own subdomains through the API.')
     .addHelpText('after', `

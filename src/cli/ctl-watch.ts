@@ -59,8 +59,9 @@ Examples:
           owed = false;
           if (r.plan.changedUnits.length) log(applySummary(r), { event: 'apply', outcome: 'ok', units: r.plan.changedUnits, duration_ms: Math.round(r.durationMs) });
         } catch (e) {
-          // The store went away under the apply: the poll takes it from here (backoff, and the owed cycle once it answers).
-          if (storeUnavailable(e)) failing = true;
+          // The store went away under the apply: said once, as the poll says it, and the poll takes it from
+          // here (backoff doubling to 30 s; the owed cycle once the store answers).
+          if (storeUnavailable(e)) storeFailed(e);
           log(`apply failed: ${(e as Error).message}${isPipe2meError(e) && e.hint ? ` (hint: ${e.hint})` : ''}`, { event: 'apply', outcome: 'failed', daemon: (isPipe2meError(e) ? (e.data?.['daemon'] as string | undefined) : undefined) ?? null });
         }
       };
@@ -83,6 +84,12 @@ Examples:
       let skipUntil = 0;
       let inFlight = false;
       let sweeping = false;
+      function storeFailed(e: unknown): void {
+        if (!failing) log(`cannot read the state store, retrying with backoff: ${(e as Error).message}`, { event: 'state_unreadable', outcome: 'failed' });
+        failing = true;
+        backoff = Math.min(backoff * 2, 30_000);
+        skipUntil = Date.now() + backoff;
+      }
       let backoff = o.poll as number;
       const poll = setInterval(() => {
         if (inFlight || Date.now() < skipUntil) return;
@@ -98,12 +105,7 @@ Examples:
           } else if (recovered && owed) {
             schedule('the state store answers again: the apply that failed runs now');
           }
-        }, (e: unknown) => {
-          if (!failing) log(`cannot read the state store, retrying with backoff: ${(e as Error).message}`, { event: 'state_unreadable', outcome: 'failed' });
-          failing = true;
-          backoff = Math.min(backoff * 2, 30_000);
-          skipUntil = Date.now() + backoff;
-        });
+        }, storeFailed);
       }, o.poll);
       const expiry = setInterval(() => {
         // Not while the store cannot be read (the poll says so once): sweeps would only pile up behind each other.

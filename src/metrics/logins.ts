@@ -25,13 +25,17 @@ export function pendingLogins(connsDir: string): { accepted: number; refused: nu
   return { accepted: size(path.join(connsDir, FILES.accepted)), refused: size(path.join(connsDir, FILES.refused)) };
 }
 
-/** Moves what a grown file counted into the store. A byte appended between the two steps is lost: one login. */
+/**
+ * Moves what a grown file counted into the store: counted first, then the file emptied, so a store that
+ * cannot be written loses nothing (the file keeps growing and is folded next time). A byte appended
+ * between the two steps is lost: one login.
+ */
 export async function foldLogins(ctx: ServerContext): Promise<void> {
   for (const [result, name] of Object.entries(FILES)) {
     const file = path.join(ctx.layout.connsDir, name);
     const n = size(file);
     if (n <= FOLD_ABOVE) continue;
-    fs.truncateSync(file, 0);
     await bumpCounter(ctx.db, 'pipe2me_tunnel_logins_total', { result }, n);
+    fs.truncateSync(file, 0);
   }
 }

@@ -136,16 +136,21 @@ export class AcmeService {
     if (this.stopped) return;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
-      this.running = this.running.then(() => this.runDue()).catch((e) => this.opts.log(`ACME worker: ${(e as Error).message}`)).then(() => this.scheduleNext());
+      this.running = this.running.then(() => this.runDue()).then(() => false, (e) => {
+        this.opts.log(`ACME worker: ${(e as Error).message}`);
+        return true;
+      }).then((failed) => this.scheduleNext(failed));
     }, 0);
   }
 
-  private async scheduleNext(): Promise<void> {
+  private async scheduleNext(failed = false): Promise<void> {
     if (this.stopped) return;
     // The store unreachable: look again in 10 s (the orders wait in the store, nothing is lost).
     const due = await nextDueAt(this.ctx.db).catch(() => undefined);
     if (this.stopped) return;
-    const wait = due === undefined ? 10_000 : Math.max(0, (due - now()) * 1000);
+    // After a failed round (a store that reads but cannot write, after a failover to a standby) not at
+    // once, however due an order looks: that would be a loop as fast as the store answers.
+    const wait = due === undefined || failed ? 10_000 : Math.max(0, (due - now()) * 1000);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.kick(), Math.min(wait, 10_000));
     this.timer.unref();

@@ -11,6 +11,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
+import { storeUnavailable } from '../state/errors.js';
 import type { ServerContext } from '../server/context.js';
 import { summarizeSubdomain, viewSubdomain } from '../server/subdomains.js';
 import { findSubdomain, subdomainPage } from '../state/subdomains.js';
@@ -125,6 +126,11 @@ export function registerStatusRoutes(router: Router, ctx: ServerContext, deps: S
       } catch (e) {
         if (res.headersSent) return void res.destroy();
         const id = randomBytes(6).toString('hex');
+        if (storeUnavailable(e)) {
+          // Not our bug: the database is away (restarting, failing over). Said as such; it reloads itself.
+          deps.log(`status page: ${id}: the state store cannot be reached: ${(e as Error).message.split('\n')[0]}`);
+          return send(res, 503, renderMessage('The state store cannot be reached', 'The server cannot read its state store right now (a database restart or failover). The tunnels are not affected. Reload in a few seconds.'), { 'retry-after': '5' });
+        }
         deps.log(`status page: internal error ${id}: ${(e as Error)?.stack ?? String(e)}`);
         send(res, 500, renderMessage('The status page could not be made', `Something failed on the server; its log has the details under ${id}.`));
       }
