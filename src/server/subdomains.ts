@@ -156,12 +156,37 @@ async function retire(ctx: ServerContext, subs: readonly SubdomainRecord[], reas
   return { cut, revoked };
 }
 
+/**
+ * Pods removed or expired in the store whose retirement failed half-way (the store went away under its
+ * apply, say): every later expiry sweep of this process tries again, so that a freed port's old session
+ * is cut and its certificate revoked even though the store no longer lists the pod as due. Retiring is
+ * idempotent (a key already gone, no session left, a certificate already revoked).
+ */
+const owed = new Map<string, SubdomainRecord>();
+
+async function retireOrOwe(ctx: ServerContext, subs: readonly SubdomainRecord[], reason: 'cessationOfOperation' | 'superseded', progress: (m: string) => void) {
+  try {
+    return await retire(ctx, subs, reason, progress);
+  } catch (e) {
+    for (const s of subs) owed.set(s.id, s);
+    throw e;
+  }
+}
+
+async function retireOwed(ctx: ServerContext, progress: (m: string) => void): Promise<void> {
+  if (owed.size === 0) return;
+  const list = [...owed.values()];
+  progress(`retiring again what a failure left: ${list.map((s) => s.fqdn).join(', ')}`);
+  await retire(ctx, list, 'cessationOfOperation', progress);
+  for (const s of list) owed.delete(s.id);
+}
+
 export async function removeSubdomain(ctx: ServerContext, nameOrFqdn: string, opts: { apply: boolean; progress?: (m: string) => void; reason?: string }): Promise<RemoveResult & { revoked: string[] }> {
   const progress = opts.progress ?? (() => {});
   const s = await requireSubdomain(ctx.db, nameOrFqdn);
   const view = await viewSubdomain(ctx, s);
   await deleteSubdomain(ctx.db, s.id, opts.reason);
-  const { cut, revoked } = await retire(ctx, [s], 'cessationOfOperation', progress);
+  const { cut, revoked } = await retireOrOwe(ctx, [s], 'cessationOfOperation', progress);
   const applied = opts.apply ? await apply(ctx, { progress }) : null;
   return { removed: view, cutSessions: cut, applied, revoked };
 }
@@ -169,10 +194,11 @@ export async function removeSubdomain(ctx: ServerContext, nameOrFqdn: string, op
 /** Expires every subdomain whose time is up: frees its ports, cuts its sessions, revokes its certificate. */
 export async function expireSweep(ctx: ServerContext, opts: { apply: boolean; progress?: (m: string) => void } = { apply: true }): Promise<SubdomainRecord[]> {
   const progress = opts.progress ?? (() => {});
+  await retireOwed(ctx, progress);
   const expired = await expireDue(ctx.db);
   if (expired.length === 0) return expired;
   for (const s of expired) progress(`expired: ${s.fqdn}`);
-  await retire(ctx, expired, 'cessationOfOperation', progress);
+  await retireOrOwe(ctx, expired, 'cessationOfOperation', progress);
   if (opts.apply) await apply(ctx, { progress });
   return expired;
 }
