@@ -13,6 +13,7 @@ import { registerStatusCommand } from './ctl-status.js';
 import { registerConfigCommands } from './ctl-config.js';
 import { registerOperatorCommands } from './ctl-operator.js';
 import { registerStateCommands } from './ctl-state.js';
+import { storeUnavailable } from '../state/errors.js';
 
 export function buildProgram(): Command {
   const program = new Command('pipe2me-ctl');
@@ -44,5 +45,6 @@ ${EXIT_CODES_HELP}`);
 }
 
 export async function main(argv: readonly string[] = process.argv): Promise<void> {
-  await runProgram(buildProgram(), argv);
+  // A store that cannot be reached is said as such (exit 11), whichever driver noticed it.
+  await runProgram(buildProgram(), argv, (e) => storeUnavailable(e) ?? e);
 }

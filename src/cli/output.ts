@@ -4,7 +4,6 @@
  * typed errors to their exit codes.
  */
 import { ExitCode, isPipe2meError } from '../util/errors.js';
-import { storeUnavailable } from '../state/errors.js';
 import { isoSeconds } from '../util/time.js';
 
 /**
@@ -71,14 +70,18 @@ async function exitFlushed(code: number): Promise<never> {
 }
 
 /** Runs a CLI: parse argv with its commander program, under the one top-level error handler. */
-export async function runProgram(program: { parseAsync(argv: readonly string[]): Promise<unknown> }, argv: readonly string[] = process.argv): Promise<never> {
+/**
+ * `classify` turns an error from below (a driver's) into the project's own before it is reported: the
+ * server's CLI says a store that cannot be reached as such (exit 11); the pod has no store.
+ */
+export async function runProgram(program: { parseAsync(argv: readonly string[]): Promise<unknown> }, argv: readonly string[] = process.argv, classify?: (e: unknown) => unknown): Promise<never> {
   return runMain(async () => {
     await program.parseAsync(argv);
-  }, () => argv.includes('--json'));
+  }, () => argv.includes('--json'), classify);
 }
 
 /** The single top-level error handler of a CLI. */
-export async function runMain(main: () => Promise<void>, wantsJson: () => boolean): Promise<never> {
+export async function runMain(main: () => Promise<void>, wantsJson: () => boolean, classify?: (e: unknown) => unknown): Promise<never> {
   // A reader that stops early (`pipe2me-ctl --help | head`) closes the pipe: that is the end, not a crash.
   for (const s of [process.stdout, process.stderr]) {
     s.on('error', (e: NodeJS.ErrnoException) => {
@@ -90,8 +93,7 @@ export async function runMain(main: () => Promise<void>, wantsJson: () => boolea
     await main();
     return await exitFlushed(Number(process.exitCode ?? ExitCode.ok));
   } catch (thrown) {
-    // A store that cannot be reached is said as such (exit 11), whichever driver noticed it.
-    const e = storeUnavailable(thrown) ?? thrown;
+    const e = classify ? classify(thrown) : thrown;
     if (isPipe2meError(e)) {
       if (wantsJson()) process.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
       process.stderr.write(forTerminal(`error: ${e.message}\n` + (e.hint ? `hint: ${e.hint}\n` : '')));
