@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { apply, planOnly } from '../apply/apply.js';
 import { planDiff } from '../apply/plan.js';
-import { configFileFrom, DEFAULT_CONFIG_FILE, loadConfig } from '../config/load.js';
+import { configFileFrom, DEFAULT_CONFIG_FILE } from '../config/load.js';
 import { parseDuration } from '../config/duration.js';
 import { initServer } from '../server/init.js';
 import { rootConfigFile } from '../server/trial-root.js';

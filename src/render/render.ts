@@ -7,7 +7,7 @@ import type { AddressRecord } from './entries.js';
 import { assemble, keyListSpec, nginxMapSpecs, zoneSpec, type FragmentSpec } from './fragments.js';
 import { layout, type Layout } from './layout.js';
 import { renderTemplate } from './templates.js';
-import { SERIAL_PLACEHOLDER, type DroppedEntry, type RenderedFile, type RenderSubdomain, type Unit } from './types.js';
+import { SERIAL_PLACEHOLDER, type RenderedFile, type RenderSubdomain, type Unit } from './types.js';
 
 /** How long a dead session holds its ports (see templates/sshd/sshd_config.hbs). */
 export function aliveWindowSeconds(c: Config): number {

@@ -4,7 +4,8 @@
  * per name (the CA allows only a few per hour: they are counted so that none is spent blindly).
  */
 import { randomBytes } from 'node:crypto';
-import { sql } from 'kysely';
+import { sql, type Selectable } from 'kysely';
+import type { AcmeOrdersTable } from './schema.js';
 import { inList, writeTx, type Store } from './store.js';
 import { now } from './types.js';
 
@@ -26,21 +27,8 @@ export interface AcmeOrder {
   updatedAt: number;
 }
 
-interface Row {
-  id: string;
-  subdomain_id: string | null;
-  purpose: 'pod' | 'server';
-  names: string;
-  csr_pem: string;
-  key_sha256: string;
-  state: OrderState;
-  attempts: number;
-  next_attempt_at: number;
-  last_error: string | null;
-  cert_serial: string | null;
-  created_at: number;
-  updated_at: number;
-}
+/** A row as Kysely returns it (the table as src/state/schema.ts describes it). */
+type Row = Selectable<AcmeOrdersTable>;
 
 const toOrder = (r: Row): AcmeOrder => ({
   id: r.id, subdomainId: r.subdomain_id, purpose: r.purpose, names: JSON.parse(r.names) as string[], csrPem: r.csr_pem, keySha256: r.key_sha256,

@@ -3,25 +3,13 @@
  * (which recognises a pod by the certificates issued to it), and — for certificates from the ACME CA,
  * which the pod collects after the order finished — their chain.
  */
-import { sql } from 'kysely';
+import { sql, type Selectable } from 'kysely';
+import type { CertificatesTable } from './schema.js';
 import type { Store } from './store.js';
 import { now, type CertificateRecord } from './types.js';
 
-interface Row {
-  serial: string;
-  subdomain_id: string | null;
-  fqdn: string;
-  kind: 'pod' | 'server';
-  not_before: number;
-  not_after: number;
-  sha256: string;
-  issued_at: number;
-  revoked_at: number | null;
-  revoke_reason: string | null;
-  issuer: 'private' | 'acme';
-  chain_pem: string | null;
-  key_sha256: string | null;
-}
+/** A row as Kysely returns it (the table as src/state/schema.ts describes it). */
+type Row = Selectable<CertificatesTable>;
 
 const toRecord = (r: Row): CertificateRecord => ({
   serial: r.serial, subdomainId: r.subdomain_id, fqdn: r.fqdn, kind: r.kind, notBefore: r.not_before, notAfter: r.not_after,

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import { ConflictError } from '../util/errors.js';
-import { TABLES, type Schema } from './schema.js';
+import { TABLES } from './schema.js';
 import { readTx, writeTx, type Store } from './store.js';
 
 type Table = (typeof TABLES)[number];
