@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { Kysely, PostgresDialect, sql, type Generated } from 'kysely';
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openPostgresPool, StoreUnavailableError, type FailoverPool } from '../../src/state/engines/postgres-connect.js';
 import { closeAllPostgres, PG_BIN, startPostgres, startPostgresIn, waitCaughtUp, type PgServer } from '../stack/postgres.js';
@@ -114,6 +115,17 @@ describe('failover from a primary that goes silent (a partition, a frozen machin
       await sql`CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL, at bigint NOT NULL)`.execute(db);
       await db.insertInto('notes').values({ body: 'before', at: 1 }).execute();
       await waitCaughtUp(standby);
+      // With synchronous_commit off the primary may not have written the last commit out yet when the
+      // standby is compared with it: the row itself is what must be on the standby before the freeze.
+      await retryUntil(10_000, async () => {
+        const c = new pg.Client({ host: standby.host, port: standby.port, user: standby.user, database: standby.database });
+        await c.connect();
+        try {
+          if ((await c.query('SELECT count(*)::int AS n FROM notes')).rows[0].n !== 1) throw new Error('not replayed yet');
+        } finally {
+          await c.end();
+        }
+      });
       frozen = treeOf(primary);
       expect(frozen.length).toBeGreaterThan(1);
       for (const p of frozen) process.kill(p, 'SIGSTOP');
