@@ -159,11 +159,14 @@ export class Stack {
     await this.world.start({ name: 'nginx', host: 'srv', argv: nginxArgv(L), ready: () => this.world.waitTcp('cli', ADDR.server, 80) });
     const dnsArgv = dns === 'bind' ? namedArgv(L) : nsdArgv(L);
     await this.world.start({ name: dns === 'bind' ? 'named' : 'nsd', host: 'srv', argv: dnsArgv, ready: () => this.world.waitDns('cli', ADDR.server, `server.${DOMAIN}`) });
+    // The secondary's first transfer before anything can change the zone: a primary reloading during that AXFR
+    // (the API's first ACME order renders a TXT record at once) resets it, and a BIND secondary that never had
+    // the zone waits its own retry time before it asks again (longer than the 15 s the test waits: seen in CI).
+    if (this.opts.secondary) await this.startSecondary();
     await this.world.start({
       name: 'api', host: 'srv', argv: [process.execPath, CTL, '-c', this.configFile, 'serve'],
       ready: () => this.world.waitTcp('srv', '127.0.0.1', this.config.http.apiPort),
     });
-    if (this.opts.secondary) await this.startSecondary();
   }
 
   /** The PostgreSQL servers of the state store (when the stack uses PostgreSQL): the primary first. */
