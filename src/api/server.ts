@@ -50,7 +50,8 @@ import * as S from './schemas.js';
 import { registerStatusRoutes } from '../status/routes.js';
 import { registerDirectRouteReports } from './direct-reports.js';
 import { setupInfo, statusView } from './views.js';
-import { shareSessions } from '../server/shared-sessions.js';
+import { shareSessions } from '../server/relays/sessions.js';
+import { RelayHeartbeat } from '../server/relays/heartbeat.js';
 import { storeUnavailable } from '../state/errors.js';
 import { writeTx } from '../state/store.js';
 
@@ -62,6 +63,8 @@ export interface ApiOptions {
   socket?: string;
   /** How often to expire subdomains whose time is up (ms); 0 disables. */
   expiryIntervalMs?: number;
+  /** With relays: how often the heartbeat runs (0: never; tests that drive it themselves). */
+  relayIntervalMs?: number;
 }
 
 const VERSION = '1';
@@ -332,6 +335,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
 
   let expiryTimer: NodeJS.Timeout | undefined;
   let refreshTimer: NodeJS.Timeout | undefined;
+  let relayTimer: NodeJS.Timeout | undefined;
   let bound: { host: string; port: number; asked: number; socket: string } | undefined;
   let binding = false;
 
@@ -392,7 +396,8 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
             const expired = await expireSweep(ctx, { apply: true, progress: log });
             for (const s of expired) log(`expired ${s.fqdn}`, { event: 'subdomain_expired', subdomain: s.name, outcome: 'ok' });
             await sweepStaleRecords(sessionDirs(ctx));
-            await shareSessions(ctx);
+            // With relays the heartbeat shares the sessions every second (below).
+            if (!ctx.config.relays.relayed) await shareSessions(ctx);
             await foldLogins(ctx);
           } catch (e) {
             log(`expiry sweep failed: ${(e as Error).message}`, { event: 'expiry_sweep', outcome: 'failed' });
@@ -401,9 +406,34 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
           }
         }, interval);
       }
+      if (ctx.config.relays.relayed && (opts.relayIntervalMs ?? 1000) > 0) {
+        const beat = new RelayHeartbeat(ctx);
+        let beating = false;
+        let failing = false;
+        const tick = async () => {
+          if (beating) return;
+          beating = true;
+          try {
+            const r = await beat.beat();
+            if (failing) log('the relay\'s heartbeat reaches the state store again', { event: 'relay_heartbeat', outcome: 'ok' });
+            failing = false;
+            for (const name of r.markedDown) log(`relay ${name} stopped renewing its lease: marked down (its pods' names move to the relays that are up)`, { event: 'relay_down', relay: name, outcome: 'ok' });
+            if (r.moved) log(`${r.moved} pod(s) now point at this relay (their newest session is here)`, { event: 'relay_sessions', outcome: 'ok' });
+          } catch (e) {
+            // Said once per outage: the tunnels and the daemons do not depend on the store.
+            if (!failing) log(`the relay's heartbeat cannot reach the state store: ${(e as Error).message}`, { event: 'relay_heartbeat', outcome: 'failed' });
+            failing = true;
+          } finally {
+            beating = false;
+          }
+        };
+        void tick();
+        relayTimer = setInterval(() => void tick(), opts.relayIntervalMs ?? 1000);
+      }
       return { host: bound!.host, port: bound!.port };
     },
     async close(): Promise<void> {
+      clearInterval(relayTimer);
       clearInterval(expiryTimer);
       clearInterval(refreshTimer);
       await prober.close();

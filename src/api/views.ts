@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import type { ServerContext } from '../server/context.js';
 import { viewSubdomain } from '../server/subdomains.js';
 import { getMappings } from '../state/mappings.js';
+import { listRelays } from '../state/relays.js';
 import type { SubdomainRecord } from '../state/types.js';
 import { readIfExists } from '../util/fsx.js';
 
@@ -11,8 +12,24 @@ export function hostKeyLine(ctx: ServerContext): string {
   return `${pub[0]} ${pub[1]}`;
 }
 
+/**
+ * Every relay a pod may hold its tunnel to, with the ssh host key each relay registered in the store
+ * (pinned by the pod under the relay's own alias). Only with relays configured; a relay that has not
+ * started yet (no key in the store) is left out until it has.
+ */
+export async function relaysView(ctx: ServerContext) {
+  if (!ctx.config.relays.relayed) return undefined;
+  const keys = new Map((await listRelays(ctx.db)).map((r) => [r.name, r]));
+  return ctx.config.relays.list.flatMap((r) => {
+    const row = keys.get(r.name);
+    if (!row?.hostKey) return [];
+    return [{ name: r.name, host: r.ipv4, host6: r.ipv6, port: ctx.config.ssh.port, user: ctx.config.ssh.tunnelUser, host_key: row.hostKey, host_key_alias: `pipe2me-${r.fqdn}`, state: row.state }];
+  });
+}
+
 export async function setupInfo(ctx: ServerContext, s: SubdomainRecord, secret: string) {
   const v = await viewSubdomain(ctx, s);
+  const relays = await relaysView(ctx);
   return {
     id: s.id,
     secret,
@@ -32,6 +49,7 @@ export async function setupInfo(ctx: ServerContext, s: SubdomainRecord, secret: 
       // The pod pins the key under this alias, whatever address it connects to.
       host_key_alias: `pipe2me-${ctx.config.domain}`,
     },
+    ...(relays ? { relays } : {}),
     ca: readIfExists(ctx.layout.caCertFile) ?? null,
     api: `https://${ctx.config.server.fqdn}/`,
   };
@@ -39,8 +57,10 @@ export async function setupInfo(ctx: ServerContext, s: SubdomainRecord, secret: 
 
 export async function statusView(ctx: ServerContext, s: SubdomainRecord) {
   const v = await viewSubdomain(ctx, s);
+  const relays = await relaysView(ctx);
   return {
     ...v,
+    ...(relays ? { relays, relay: s.relay } : {}),
     mappings: (await getMappings(ctx.db, s.id)).map((m) => ({ family: m.family, external_port: m.externalPort, internal_port: m.internalPort, external_ip: m.externalIp, via: m.via })),
   };
 }

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LiveServer, snapshot, type ServerContext } from '../server/context.js';
 import { ALL_UNITS } from '../render/render.js';
-import type { DroppedEntry, RenderedFile, Unit } from '../render/types.js';
+import { SERIAL_PLACEHOLDER, type DroppedEntry, type RenderedFile, type Unit } from '../render/types.js';
 import { getMeta, setMeta } from '../state/db.js';
 import { recordApplyMetrics } from './apply-metrics.js';
 import { now } from '../state/types.js';
@@ -23,7 +23,7 @@ import { checkBind, reloadBind, updateBind } from '../daemons/bind.js';
 import { checkNsd, reloadNsd } from '../daemons/nsd.js';
 import { pidAlive, type ReloadOutcome } from '../daemons/process.js';
 import { checkNft, loadNft } from '../daemons/nft.js';
-import { plan, type FileChange, type LiveFile, type Plan, type Reload } from './plan.js';
+import { plan, zoneDigest, type FileChange, type LiveFile, type Plan, type Reload } from './plan.js';
 import { ensureServerCertificates } from '../server/server-certs.js';
 import { recordRendered, renderForApply, type RenderOutcome } from './render-state.js';
 
@@ -59,6 +59,8 @@ export interface ApplyReport {
 }
 
 const SERIAL_KEY = 'zone_serial';
+/** With relays: the zone the recorded serial belongs to (see plan.ts, PlanContext.storedZoneDigest). */
+const ZONE_DIGEST_KEY = 'zone_serial_digest';
 const STAGE_PREFIX = '.p2m-stage-';
 
 function readLive(files: readonly RenderedFile[], read: ReadonlyMap<string, string | undefined> = new Map()): Map<string, LiveFile | undefined> {
@@ -174,7 +176,8 @@ export async function planOnly(live: ServerContext, units: readonly Unit[] = ALL
   const contents = new Map(perPod.map((p) => [p, readIfExists(p)]));
   const render = await renderForApply(ctx.config, L, ctx.db, units, contents, opts);
   const stored = await getMeta(ctx.db, SERIAL_KEY);
-  return { ...plan(render.files, readLive(render.files, contents), { storedSerial: stored ? Number(stored) : null, now: now() }), render };
+  const storedZoneDigest = ctx.config.relays.relayed ? await getMeta(ctx.db, ZONE_DIGEST_KEY) : null;
+  return { ...plan(render.files, readLive(render.files, contents), { storedSerial: stored ? Number(stored) : null, storedZoneDigest, now: now() }), render };
 }
 
 export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promise<ApplyReport> {
@@ -290,7 +293,14 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     // Recorded only once the daemons serve the files: a store that fails here (a failover) leaves an apply
     // that the next one repeats in full (nothing recorded: every file rendered whole, found equal, nothing
     // reloaded twice), never files in place that no daemon was told about.
-    if (p.serial !== null) await setMeta(ctx.db, SERIAL_KEY, String(p.serial));
+    if (p.serial !== null && !ctx.config.relays.relayed) await setMeta(ctx.db, SERIAL_KEY, String(p.serial));
+    // With relays the store holds the serial of the zone last changed, by any relay, with its digest: a
+    // relay whose zone did not change must not put its older serial back.
+    const zone = p.changes.find((c) => c.file.unit === 'dns' && c.file.content.includes(SERIAL_PLACEHOLDER));
+    if (p.serial !== null && ctx.config.relays.relayed && zone && zone.change !== 'unchanged') {
+      await setMeta(ctx.db, SERIAL_KEY, String(p.serial));
+      await setMeta(ctx.db, ZONE_DIGEST_KEY, zoneDigest(zone.file.content));
+    }
     // The files are in place: the next apply may patch them.
     await record();
     report.durationMs = performance.now() - started;

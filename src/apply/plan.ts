@@ -3,6 +3,7 @@
  * would reload. The zone's serial is decided here: it changes only when the records change, and then it
  * always goes up (above the live serial, the last one recorded, and the clock).
  */
+import { createHash } from 'node:crypto';
 import { createTwoFilesPatch } from 'diff';
 import type { RenderedFile, Unit } from '../render/types.js';
 import { SERIAL_PLACEHOLDER } from '../render/types.js';
@@ -56,8 +57,19 @@ function withSerial(content: string, serial: number | string): string {
 export interface PlanContext {
   /** The last serial pipe2me recorded (state meta), if any. */
   storedSerial: number | null;
+  /**
+   * With relays: the zone (its digest with the serial left out) the last serial was recorded for, by
+   * whichever relay. A relay rendering the same zone takes the same serial, so that every nameserver of
+   * the zone serves one serial for one content.
+   */
+  storedZoneDigest?: string | null;
   /** Unix seconds, for the serial floor. */
   now: number;
+}
+
+/** The digest a zone's serial is recorded with in the store (the content with the serial left out). */
+export function zoneDigest(contentWithPlaceholder: string): string {
+  return createHash('sha256').update(contentWithPlaceholder).digest('hex');
 }
 
 /** RFC 1982 serials are 32-bit; pipe2me's start at the clock, which fits until 2106. */
@@ -73,7 +85,8 @@ export function plan(rendered: readonly RenderedFile[], live: ReadonlyMap<string
     if (content.includes(SERIAL_PLACEHOLDER)) {
       const liveSerial = zoneSerial(before?.content);
       const same = before !== undefined && liveSerial !== null && withSerial(before.content, SERIAL_PLACEHOLDER) === content;
-      serial = same ? liveSerial : nextSerial(liveSerial, ctx.storedSerial, ctx.now);
+      const shared = !same && ctx.storedZoneDigest && ctx.storedSerial !== null && ctx.storedSerial > (liveSerial ?? 0) && zoneDigest(content) === ctx.storedZoneDigest;
+      serial = same ? liveSerial : shared ? ctx.storedSerial : nextSerial(liveSerial, ctx.storedSerial, ctx.now);
       content = withSerial(content, serial!);
     }
     const change: ChangeKind = before === undefined ? 'create' : before.content === content ? 'unchanged' : 'update';

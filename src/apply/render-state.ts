@@ -19,6 +19,8 @@ import { allChallenges } from '../state/acme.js';
 import type { Store } from '../state/db.js';
 import { changedSince, journalPosition, pruneJournal, readConsistently } from '../state/render-journal.js';
 import { renderSnapshot, renderSnapshotOf } from '../state/subdomains.js';
+import { relayStates } from '../state/relays.js';
+import type { RelayStates } from '../render/relays.js';
 import { atomicWrite, readIfExists } from '../util/fsx.js';
 import { withSerialPlaceholder } from './plan.js';
 
@@ -71,8 +73,14 @@ export function fileIdentity(file: string): string | undefined {
   }
 }
 
-export function renderDigest(c: Config): string {
-  return sha256(`${FRAGMENT_FORMAT}\n${JSON.stringify(c)}\n${templatesDigestSource(PER_POD_TEMPLATES)}`);
+/**
+ * What every per-pod file was rendered with besides the pods: the configuration, the templates, the line
+ * format and (with relays) each relay's state — a relay going down or up moves the names of pods that
+ * did not change, so the files are rendered whole then.
+ */
+export function renderDigest(c: Config, relays: RelayStates = []): string {
+  const states = relays.length ? `\n${relays.map((r) => `${r.name}=${r.state}`).join(' ')}` : '';
+  return sha256(`${FRAGMENT_FORMAT}\n${JSON.stringify(c)}\n${templatesDigestSource(PER_POD_TEMPLATES)}${states}`);
 }
 
 export function readManifest(L: Layout): RenderManifest | null {
@@ -92,14 +100,15 @@ export function readManifest(L: Layout): RenderManifest | null {
  */
 export async function renderForApply(c: Config, L: Layout, store: Store, units: readonly Unit[], live: ReadonlyMap<string, string | undefined>, opts: { full?: boolean } = {}): Promise<RenderOutcome> {
   const manifest = opts.full ? null : readManifest(L);
-  const digest = renderDigest(c);
   return await readConsistently(store, async (db) => {
     const position = await journalPosition(db);
     const challenges = units.includes('dns') ? await allChallenges(db) : [];
-    const specs = fragmentSpecs(c, L, units, { challenges });
+    const relays = c.relays.relayed ? await relayStates(db) : [];
+    const digest = renderDigest(c, relays);
+    const specs = fragmentSpecs(c, L, units, { challenges, relays });
     const identities = new Map(specs.map((spec) => [spec.path, fileIdentity(spec.path)]));
     const perPod = new Set(specs.map((s) => s.path));
-    const files = renderAll(c, [], units, { challenges }).filter((f) => !perPod.has(f.path));
+    const files = renderAll(c, [], units, { challenges, relays }).filter((f) => !perPod.has(f.path));
     const how: RenderOutcome['how'] = [];
 
     // Which files can be brought forward, and from which journal position.

@@ -97,7 +97,9 @@ export function describeSchemaErrors(errors: ErrorObject[], doc: unknown): strin
 
 interface RawConfig {
   domain: string;
-  server: { name: string; ipv4: string; ipv6: string | null };
+  server: { name: string; ipv4?: string; ipv6: string | null };
+  relays?: { name: string; ipv4: string; ipv6: string | null }[];
+  relay?: string;
   ssh: { port: number; tunnel_user: string; keys_user: string; max_sessions_per_pod: number; per_source_max_startups: number; login_grace_seconds: number; client_alive_interval: number; client_alive_count_max: number; ciphers: string[] };
   ports: { first: number; last: number; max_per_subdomain: number };
   http: { redirect_status: 301 | 302 | 307 | 308; api_port: number; stream_module: string | null; worker_processes: number | string; worker_user: string };
@@ -162,13 +164,15 @@ export function configFromDocument(doc: unknown, file: string): Config {
     if (names.has(s.name)) problems.push(`"dns.secondaries" lists ${s.name} twice.`);
     names.add(s.name);
   }
+  const relays = relaysOf(raw, domain, process.env.PIPE2ME_RELAY, problems);
   if (problems.length) {
     throw new ConfigError(`${file} is not valid:\n${problems.map((l) => '  - ' + l).join('\n')}`, { data: { file, problems } });
   }
   return {
     file,
     domain,
-    server: { name: raw.server.name, fqdn: `${raw.server.name}.${domain}`, ipv4: raw.server.ipv4, ipv6: raw.server.ipv6 ?? null },
+    server: { name: raw.server.name, fqdn: `${raw.server.name}.${domain}`, ipv4: relays.here.ipv4, ipv6: relays.here.ipv6 },
+    relays: { list: relays.list, self: relays.here.name, relayed: relays.relayed },
     ssh: {
       port: raw.ssh.port,
       tunnelUser: raw.ssh.tunnel_user,
@@ -191,7 +195,10 @@ export function configFromDocument(doc: unknown, file: string): Config {
     dns: {
       daemon: raw.dns.daemon,
       ttl: raw.dns.ttl,
-      primary: { name: strip(raw.dns.primary.name ?? `ns1.${domain}`), ipv4: raw.dns.primary.ipv4 ?? raw.server.ipv4 },
+      // With relays every relay is a nameserver of the zone (<relay>.<domain>); the SOA names the first.
+      primary: relays.relayed && !raw.dns.primary.name
+        ? { name: relays.list[0]!.fqdn, ipv4: raw.dns.primary.ipv4 ?? relays.list[0]!.ipv4 }
+        : { name: strip(raw.dns.primary.name ?? `ns1.${domain}`), ipv4: raw.dns.primary.ipv4 ?? relays.here.ipv4 },
       secondaries,
       hostmaster: strip(raw.dns.hostmaster ?? `hostmaster.${domain}`),
       controlPort: raw.dns.control_port,
@@ -217,6 +224,44 @@ export function configFromDocument(doc: unknown, file: string): Config {
     state: raw.state,
     paths: raw.paths,
   };
+}
+
+/**
+ * The relays and this machine's one. Without `relays:`, one relay: the server itself. With them, every
+ * relay's addresses, and `relay:` (or PIPE2ME_RELAY) must name one of them; `server.ipv4`, if given too,
+ * must be that relay's (the file differs from relay to relay only in which relay it is).
+ */
+function relaysOf(raw: RawConfig, domain: string, fromEnv: string | undefined, problems: string[]) {
+  if (!raw.relays) {
+    if (raw.relay !== undefined) problems.push(`"relay" names ${showValue(raw.relay)}, but there is no "relays" list. Add relays: (every relay's name and addresses), or leave relay: out.`);
+    if (!raw.server.ipv4) problems.push('"server.ipv4" is missing. The server\'s public IPv4 address, e.g. 198.51.100.10.');
+    const one = { name: raw.server.name, fqdn: `${raw.server.name}.${domain}`, ipv4: raw.server.ipv4 ?? '0.0.0.0', ipv6: raw.server.ipv6 ?? null };
+    return { list: [one], here: one, relayed: false };
+  }
+  const list = raw.relays.map((r) => ({ name: r.name.toLowerCase(), fqdn: `${r.name.toLowerCase()}.${domain}`, ipv4: r.ipv4, ipv6: r.ipv6 ?? null }));
+  const seen = new Set<string>();
+  for (const r of list) {
+    if (seen.has(r.name)) problems.push(`"relays" lists ${r.name} twice. Give every relay its own name.`);
+    seen.add(r.name);
+    if (r.ipv6 !== null && !isIPv6(r.ipv6)) problems.push(`"relays" ${r.name}: ipv6 is not valid (got ${showValue(r.ipv6)}).`);
+    if (r.name === raw.server.name) problems.push(`"relays" ${r.name}: a relay may not be named like the server's own name (server.name ${raw.server.name}), which answers on every relay.`);
+  }
+  const addresses = new Map<string, string>();
+  for (const r of list) {
+    for (const a of [r.ipv4, r.ipv6]) {
+      if (a === null) continue;
+      const other = addresses.get(a);
+      if (other) problems.push(`"relays" ${other} and ${r.name} both have the address ${a}. Every relay has its own.`);
+      addresses.set(a, r.name);
+    }
+  }
+  const name = (fromEnv || raw.relay)?.toLowerCase();
+  const here = list.find((r) => r.name === name);
+  if (!name) problems.push(`"relay" is missing: say which of the relays (${list.map((r) => r.name).join(', ')}) this machine is, e.g. relay: ${list[0]!.name} (or set PIPE2ME_RELAY).`);
+  else if (!here) problems.push(`${fromEnv ? 'PIPE2ME_RELAY' : '"relay"'} names ${showValue(name)}, which is not in "relays" (${list.map((r) => r.name).join(', ')}).`);
+  else if (raw.server.ipv4 && raw.server.ipv4 !== here.ipv4) problems.push(`"server.ipv4" ${raw.server.ipv4} is not this relay's (${here.name}: ${here.ipv4}). Leave server.ipv4 out with relays.`);
+  const self = here ?? list[0]!;
+  return { list, here: self, relayed: true };
 }
 
 export function parseConfigText(text: string, file: string): Config {

@@ -7,6 +7,15 @@ export interface NameServer {
   ipv4: string;
 }
 
+/** One relay: a server of the fleet that shares the store with the others (one relay when none is configured). */
+export interface RelayConfig {
+  name: string;
+  /** Its nameserver's name in the zone: <name>.<domain>. */
+  fqdn: string;
+  ipv4: string;
+  ipv6: string | null;
+}
+
 export interface AcmeConfig {
   directoryUrl: string;
   email: string;
@@ -22,7 +31,13 @@ export interface Config {
   /** The file it was read from (for messages). */
   file: string;
   domain: string;
+  /** This machine: with relays, its addresses are this relay's. */
   server: { name: string; fqdn: string; ipv4: string; ipv6: string | null };
+  /**
+   * Every relay of the fleet in configuration order, and which one this machine is. Without `relays:` in
+   * the file, one relay named after the server with the server's addresses (relayed: false).
+   */
+  relays: { list: RelayConfig[]; self: string; relayed: boolean };
   ssh: {
     port: number;
     tunnelUser: string;

@@ -1,6 +1,7 @@
 /** Pure rules: where the entry redirects go and which address a pod's name points at. */
 import type { Config } from '../config/types.js';
 import type { SubdomainRecord } from '../state/types.js';
+import { relayView, type RelayView } from './relays.js';
 
 /** How a client reaches one service: a URL for http(s), host:port for raw tcp. */
 export function serviceUrl(fqdn: string, protocol: string, port: number): string {
@@ -40,21 +41,30 @@ export interface AddressRecord {
 
 /**
  * A pod's records, one decision per address family, each on its own: A is its router's verified address
- * while the IPv4 route is direct, else the server's; AAAA is the pod's own verified address while the IPv6
- * route is direct, else the server's IPv6 when it has one, else none. The tunnel is always the fallback.
+ * while the IPv4 route is direct, else its relay's (the server's, with one relay); AAAA is the pod's own
+ * verified address while the IPv6 route is direct, else the relay's IPv6 when it has one, else none. The
+ * tunnel is always the fallback.
  */
-export function podRecords(s: Pick<SubdomainRecord, 'fqdn' | 'route' | 'directIpv4' | 'route6' | 'directIpv6'>, c: Config): AddressRecord[] {
+export function podRecords(s: Pick<SubdomainRecord, 'name' | 'fqdn' | 'route' | 'directIpv4' | 'route6' | 'directIpv6' | 'relay'>, c: Config, view: RelayView = relayView(c, undefined)): AddressRecord[] {
   const out: AddressRecord[] = [];
+  const relay = view.forPod(s);
   if (s.route === 'direct' && s.directIpv4) out.push({ owner: s.fqdn, type: 'A', value: s.directIpv4, source: 'pod' });
-  else out.push({ owner: s.fqdn, type: 'A', value: c.server.ipv4, source: 'config' });
+  else out.push({ owner: s.fqdn, type: 'A', value: relay.ipv4, source: 'config' });
   if (s.route6 === 'direct' && s.directIpv6) out.push({ owner: s.fqdn, type: 'AAAA', value: s.directIpv6, source: 'pod' });
-  else if (c.server.ipv6) out.push({ owner: s.fqdn, type: 'AAAA', value: c.server.ipv6, source: 'config' });
+  else if (relay.ipv6) out.push({ owner: s.fqdn, type: 'AAAA', value: relay.ipv6, source: 'config' });
   return out;
 }
 
-export function serverRecords(owner: string, c: Config): AddressRecord[] {
-  const out: AddressRecord[] = [{ owner, type: 'A', value: c.server.ipv4, source: 'config' }];
-  if (c.server.ipv6) out.push({ owner, type: 'AAAA', value: c.server.ipv6, source: 'config' });
+/** The relay's records for a pod whose own address was refused (per family), as podRecords would give. */
+export function podRelayRecords(s: Pick<SubdomainRecord, 'name' | 'fqdn' | 'relay'>, c: Config, view: RelayView): AddressRecord[] {
+  const relay = view.forPod(s);
+  return [{ owner: s.fqdn, type: 'A', value: relay.ipv4, source: 'config' }, ...(relay.ipv6 ? [{ owner: s.fqdn, type: 'AAAA' as const, value: relay.ipv6, source: 'config' as const }] : [])];
+}
+
+/** The server's own names (the apex, server.<domain>): every relay serving. */
+export function serverRecords(owner: string, c: Config, view: RelayView = relayView(c, undefined)): AddressRecord[] {
+  const out: AddressRecord[] = view.serving.map((r) => ({ owner, type: 'A' as const, value: r.ipv4, source: 'config' as const }));
+  for (const r of view.serving) if (r.ipv6) out.push({ owner, type: 'AAAA', value: r.ipv6, source: 'config' });
   return out;
 }
 

@@ -11,7 +11,8 @@
 import type { Config } from '../config/types.js';
 import { publishRefusal } from '../net/address.js';
 import { keyIndexFile } from '../ssh/key-index.js';
-import { httpEntryTarget, httpsEntryTarget, isPublished, passthroughPort, podRecords, serverRecords, type AddressRecord } from './entries.js';
+import { httpEntryTarget, httpsEntryTarget, isPublished, passthroughPort, podRecords, podRelayRecords, serverRecords, type AddressRecord } from './entries.js';
+import { relayView, type RelayView } from './relays.js';
 import type { Layout } from './layout.js';
 import { checked, renderTemplate } from './templates.js';
 import type { DroppedEntry, RenderSubdomain, Unit } from './types.js';
@@ -149,17 +150,27 @@ function recordLine(r: AddressRecord, ttl: number): string {
 }
 
 /** The zone's own records before the pods': nameserver glue, the apex and the server's name. */
-export function headRecords(c: Config): AddressRecord[] {
+export function headRecords(c: Config, view: RelayView = relayView(c, undefined)): AddressRecord[] {
   const records: AddressRecord[] = [];
   const inZone = (name: string) => name === c.domain || name.endsWith('.' + c.domain);
   const glue = new Map<string, string>();
-  for (const ns of [c.dns.primary, ...c.dns.secondaries]) if (inZone(ns.name)) glue.set(ns.name, ns.ipv4);
+  // With relays every relay is a nameserver of the zone: its name and address, whether it is up or not
+  // (resolvers ask the others when one does not answer).
+  const relayNs = c.relays.relayed ? c.relays.list.map((r) => ({ name: r.fqdn, ipv4: r.ipv4 })) : [];
+  for (const ns of [c.dns.primary, ...relayNs, ...c.dns.secondaries]) if (inZone(ns.name) && !glue.has(ns.name)) glue.set(ns.name, ns.ipv4);
   for (const [owner, value] of glue) records.push({ owner, type: 'A', value, source: 'config' });
   for (const owner of [c.domain, c.server.fqdn]) {
     if (glue.has(owner)) continue;
-    records.push(...serverRecords(owner, c));
+    records.push(...serverRecords(owner, c, view));
   }
   return records;
+}
+
+/** The zone's nameservers: every relay (with relays), else the primary, then the secondaries. */
+export function zoneNameservers(c: Config): string[] {
+  const names = c.relays.relayed ? c.relays.list.map((r) => r.fqdn) : [c.dns.primary.name];
+  if (!names.includes(c.dns.primary.name)) names.unshift(c.dns.primary.name);
+  return [...names, ...c.dns.secondaries.map((s) => s.name).filter((n) => !names.includes(n))];
 }
 
 /**
@@ -168,19 +179,19 @@ export function headRecords(c: Config): AddressRecord[] {
  * would stop every later apply for every pod. A pod whose own address was refused still has a name: the
  * server's (in that family), where its tunnel is.
  */
-export function podZoneRecords(s: RenderSubdomain, c: Config): { records: AddressRecord[]; dropped: DroppedEntry[] } {
+export function podZoneRecords(s: RenderSubdomain, c: Config, view: RelayView = relayView(c, undefined)): { records: AddressRecord[]; dropped: DroppedEntry[] } {
   if (!isPublished(s)) return { records: [], dropped: [] };
   const records: AddressRecord[] = [];
   const dropped: DroppedEntry[] = [];
   const policy = { allowNonGlobal: c.dns.allowNonGlobal };
-  for (const r of podRecords(s, c)) {
+  for (const r of podRecords(s, c, view)) {
     const why = r.source === 'pod' ? publishRefusal(r.value, r.type, policy) : null;
     if (why === null) records.push(r);
     else dropped.push({ where: 'zone', owner: r.owner, type: r.type, value: r.value, why });
   }
   // Per family: a refused A falls back to the server's A, a refused AAAA to the server's AAAA (if any).
   for (const d of dropped) {
-    if (!records.some((r) => r.type === d.type)) records.push(...serverRecords(s.fqdn, c).filter((r) => r.type === d.type));
+    if (!records.some((r) => r.type === d.type)) records.push(...podRelayRecords(s, c, view).filter((r) => r.type === d.type));
   }
   return { records, dropped };
 }
@@ -196,13 +207,13 @@ export function challengeLines(c: Config, challenges: readonly { owner: string; 
     .join('');
 }
 
-export function zoneSpec(c: Config, L: Layout, headTemplate: (records: AddressRecord[]) => string, challenges: readonly { owner: string; value: string }[]): FragmentSpec {
+export function zoneSpec(c: Config, L: Layout, headTemplate: (records: AddressRecord[]) => string, challenges: readonly { owner: string; value: string }[], view: RelayView = relayView(c, undefined)): FragmentSpec {
   return {
     unit: 'dns', path: c.dns.daemon === 'bind' ? L.bind.zone : L.nsd.zone, mode: 0o644, order: 0,
-    head: headTemplate(headRecords(c)),
+    head: headTemplate(headRecords(c, view)),
     tail: challengeLines(c, challenges),
     lines(s) {
-      const { records, dropped } = podZoneRecords(s, c);
+      const { records, dropped } = podZoneRecords(s, c, view);
       return { text: records.map((r) => recordLine(r, c.dns.ttl)).join(''), dropped };
     },
     nameOf: (line) => (line.startsWith(CHALLENGE_PREFIX) ? null : firstLabel(line)),

@@ -4,7 +4,8 @@
  */
 import type { Config } from '../config/types.js';
 import type { AddressRecord } from './entries.js';
-import { assemble, keyListSpec, nginxMapSpecs, zoneSpec, type FragmentSpec } from './fragments.js';
+import { assemble, keyListSpec, nginxMapSpecs, zoneNameservers, zoneSpec, type FragmentSpec } from './fragments.js';
+import { relayView, type RelayStates } from './relays.js';
 import { layout, type Layout } from './layout.js';
 import { renderTemplate } from './templates.js';
 import { SERIAL_PLACEHOLDER, type RenderedFile, type RenderSubdomain, type Unit } from './types.js';
@@ -100,6 +101,8 @@ export function renderNginx(c: Config, L: Layout, subdomains: readonly RenderSub
 export interface RenderExtras {
   /** dns-01 records the ACME orders under way need in the zone. */
   challenges?: readonly { owner: string; value: string }[];
+  /** With relays: each relay's state in the store (what the pods' names and the server's name point at). */
+  relays?: RelayStates;
 }
 
 /** The zone's head (SOA, NS, the zone's own records) from its template; the serial is the planner's. */
@@ -110,13 +113,13 @@ function zoneHead(c: Config): (records: AddressRecord[]) => string {
     primary: c.dns.primary.name,
     hostmaster: c.dns.hostmaster,
     serial: SERIAL_PLACEHOLDER,
-    nameservers: [c.dns.primary.name, ...c.dns.secondaries.map((s) => s.name)],
+    nameservers: zoneNameservers(c),
     records,
   });
 }
 
 export function zoneFileSpec(c: Config, L: Layout, extras: RenderExtras = {}): FragmentSpec {
-  return zoneSpec(c, L, zoneHead(c), extras.challenges ?? []);
+  return zoneSpec(c, L, zoneHead(c), extras.challenges ?? [], relayView(c, extras.relays));
 }
 
 export function renderZone(c: Config, L: Layout, subdomains: readonly RenderSubdomain[], extras: RenderExtras = {}): RenderedFile {

@@ -43,6 +43,8 @@ export interface RenderSubdomain {
   directIpv4: string | null;
   route6: 'server' | 'direct';
   directIpv6: string | null;
+  /** The relay holding the pod's newest session, if any (with relays; see entries.podRecords). */
+  relay: string | null;
   ports: { port: number; protocol: 'http' | 'https' | 'tcp'; position: number }[];
   /** The canonical key and its SHA256 fingerprint (what sshd hands the key lookup). */
   key: { publicKey: string; fingerprint: string } | null;

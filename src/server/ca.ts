@@ -3,6 +3,8 @@
  * and the CRL (public/crl.pem, which nginx serves at http://<server>/crl.pem, the URL every issued
  * certificate names), the server's own certificates, pods' certificates, revocation.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { CertificateAuthority, type CurveName } from '../ca/index.js';
 import type { ServerContext } from './context.js';
 import { markRevoked, recordCertificate } from '../state/certificates.js';
@@ -10,7 +12,7 @@ import { loadCaFiles, saveCaFiles } from '../state/ca-files.js';
 import { LOCKS, withStoreLock } from '../state/store.js';
 import type { SubdomainRecord } from '../state/types.js';
 import { atomicWrite, ensureDir, readIfExists } from '../util/fsx.js';
-import * as path from 'node:path';
+import { ConfigError } from '../util/errors.js';
 
 export function crlUrl(ctx: ServerContext): string {
   return `http://${ctx.config.server.fqdn}/crl.pem`;
@@ -38,6 +40,13 @@ export async function publishTrust(ctx: ServerContext, ca = authority(ctx)): Pro
 }
 
 export async function initCa(ctx: ServerContext): Promise<{ created: boolean; sha256: string }> {
+  // A second relay of a store whose CA was made by the first: a new CA here would take over the shared
+  // index and serial and sign with a key no pod pinned. Refused until the CA directory is in place.
+  if (!fs.existsSync(path.join(ctx.config.paths.ca, 'ca.json')) && (await loadCaFiles(ctx.db, ['serial'])).size > 0) {
+    throw new ConfigError(`The state store already has a certificate authority (made by another relay), and ${ctx.config.paths.ca} has none.`, {
+      hint: `Copy the CA directory (paths.ca, mode 0700) from the relay that made it to ${ctx.config.paths.ca}, then run init again (docs/operations.md, "Several relays").`,
+    });
+  }
   const ca = authority(ctx);
   const r = await ca.init({
     commonName: `pipe2me CA for ${ctx.config.domain}`,

@@ -95,7 +95,10 @@ export async function schemaVersion(s: Store): Promise<number> {
 export async function changeStamp(s: Store): Promise<string> {
   const seq = await s.q.selectFrom('render_seq').select('seq').where('id', '=', 1).executeTakeFirst();
   const challenges = await s.q.selectFrom('acme_challenges').select(['owner', 'value']).orderBy('owner').orderBy('value').execute();
+  // A relay going down or up moves names too (see render/relays.ts).
+  const relays = await s.q.selectFrom('relays').select(['name', 'state']).orderBy('name').execute();
   const h = createHash('sha256');
   for (const c of challenges) h.update(`${c.owner} ${c.value}\n`);
+  for (const r of relays) h.update(`relay ${r.name} ${r.state}\n`);
   return `${seq?.seq ?? 0}:${h.digest('hex').slice(0, 16)}`;
 }

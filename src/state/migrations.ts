@@ -336,6 +336,35 @@ CREATE TABLE ca_files (
 );
 ALTER TABLE acme_orders ADD COLUMN seq bigint;`,
   },
+  {
+    version: 11,
+    description: 'several relays: each relay\'s heartbeat (a lease it renews, its ssh host key for the pods to pin, whether it is up or draining), and which relay a pod\'s name points at while it is not direct (the one holding its newest session)',
+    // subdomains.relay is written only when it changes (by the session mirror and the relays\' sweep), so
+    // the render journal sees a pod move, not every lease renewal. The journal's update trigger is
+    // recreated to follow it.
+    sql: `CREATE TABLE relays (
+  name        TEXT PRIMARY KEY,
+  host_key    TEXT,
+  state       TEXT NOT NULL DEFAULT 'up' CHECK (state IN ('up', 'down', 'draining')),
+  lease_until INTEGER NOT NULL,
+  changed_at  INTEGER NOT NULL
+) STRICT;
+ALTER TABLE subdomains ADD COLUMN relay TEXT;
+DROP TRIGGER render_journal_subdomains_update;
+${journalTrigger('subdomains_update', 'UPDATE OF name, fqdn, status, passthrough, route, direct_ipv4, route6, direct_ipv6, relay ON subdomains', ['OLD.name', 'NEW.name'])}`,
+    postgres: `CREATE TABLE relays (
+  name        text COLLATE "C" PRIMARY KEY,
+  host_key    text COLLATE "C",
+  state       text COLLATE "C" NOT NULL DEFAULT 'up' CHECK (state IN ('up', 'down', 'draining')),
+  lease_until bigint NOT NULL,
+  changed_at  bigint NOT NULL
+);
+ALTER TABLE subdomains ADD COLUMN relay text COLLATE "C";
+DROP TRIGGER render_journal_subdomains_update ON subdomains;
+CREATE TRIGGER render_journal_subdomains_update
+  AFTER UPDATE OF name, fqdn, status, passthrough, route, direct_ipv4, route6, direct_ipv6, relay ON subdomains
+  FOR EACH ROW EXECUTE FUNCTION render_journal_subdomains();`,
+  },
 ];
 
 /**

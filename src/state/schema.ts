@@ -54,6 +54,8 @@ export interface SubdomainsTable {
   observed6_at: number | null;
   reported_ipv6: string | null;
   ipv6_note: string | null;
+  /** Migration 11: the relay holding the pod's newest session (its name points there unless direct). */
+  relay: string | null;
 }
 
 export interface PortsTable { port: number; subdomain_id: string; protocol: 'http' | 'https' | 'tcp'; position: number }
@@ -142,6 +144,15 @@ export interface SessionsTable {
 /** Migration 10: the private CA's bookkeeping files (openssl's index, serial, CRL number) by name, so that it is shared. */
 export interface CaFilesTable { name: string; content: string; updated_at: number }
 
+/** Migration 11: one row per relay that ever ran, kept alive by its heartbeat. */
+export interface RelaysTable {
+  name: string;
+  host_key: string | null;
+  state: Generated<'up' | 'down' | 'draining'>;
+  lease_until: number;
+  changed_at: number;
+}
+
 export interface Schema {
   meta: MetaTable;
   tokens: TokensTable;
@@ -162,11 +173,12 @@ export interface Schema {
   operators: OperatorsTable;
   sessions: SessionsTable;
   ca_files: CaFilesTable;
+  relays: RelaysTable;
 }
 
 /** Every table, in an order that satisfies the foreign keys (parents first): what `state copy` walks. */
 export const TABLES = [
   'meta', 'tokens', 'subdomains', 'ports', 'ssh_keys', 'certificates', 'mappings', 'probe_results', 'removed_subdomains',
   'acme_orders', 'acme_challenges', 'acme_failures', 'render_seq', 'render_journal', 'metric_counters', 'metric_marks',
-  'operators', 'sessions', 'ca_files',
+  'operators', 'sessions', 'ca_files', 'relays',
 ] as const satisfies readonly (keyof Schema)[];

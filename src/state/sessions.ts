@@ -24,7 +24,7 @@ export interface OnlineSession extends SharedSession {
  * This relay's sessions are now exactly `live`, held until `leaseUntil`. Writes only what changed, and
  * renews the rest with one statement, so a mirror costs about the same at 10 or 50,000 online pods.
  */
-export async function mirrorSessions(store: Store, relay: string, live: readonly SharedSession[], leaseUntil: number): Promise<{ added: number; removed: number }> {
+export async function mirrorSessions(store: Store, relay: string, live: readonly SharedSession[], leaseUntil: number): Promise<{ added: number; removed: number; fresh: string[] }> {
   return writeTx(store, async (s) => {
     const rows = await s.q.selectFrom('sessions as x').innerJoin('subdomains as d', 'd.id', 'x.subdomain_id')
       .select(['d.name', 'x.family', 'x.address', 'x.client_port', 'x.started_at']).where('x.relay', '=', relay).execute();
@@ -46,7 +46,7 @@ export async function mirrorSessions(store: Store, relay: string, live: readonly
       if (values.length) await s.q.insertInto('sessions').values(values).execute();
     }
     await s.q.updateTable('sessions').set({ lease_until: leaseUntil }).where('relay', '=', relay).execute();
-    return { added: fresh.length, removed: gone.filter((n) => !want.has(n)).length };
+    return { added: fresh.length, removed: gone.filter((n) => !want.has(n)).length, fresh: fresh.map((x) => x.name) };
   });
 }
 

@@ -35,12 +35,13 @@ interface SubdomainRow {
   observed_ipv6: string | null;
   observed6_at: number | null;
   reported_ipv6: string | null;
+  relay: string | null;
 }
 
 /** The columns a record needs; secrets' hashes are never read back, only whether they are set. */
 const PLAIN_COLUMNS = ['id', 'name', 'fqdn', 'status', 'created_at', 'expires_at', 'passthrough', 'token_id', 'route', 'route_changed_at', 'route_reason',
   'direct_ipv4', 'probe_streak', 'last_fallback_at', 'observed_ipv4', 'observed_at',
-  'route6', 'route6_changed_at', 'route6_reason', 'direct_ipv6', 'probe6_streak', 'last_fallback6_at', 'observed_ipv6', 'observed6_at', 'reported_ipv6'] as const;
+  'route6', 'route6_changed_at', 'route6_reason', 'direct_ipv6', 'probe6_streak', 'last_fallback6_at', 'observed_ipv6', 'observed6_at', 'reported_ipv6', 'relay'] as const;
 
 /** Subdomain rows as records read them (a query to add WHERE/ORDER to). */
 function selectRows(s: Store) {
@@ -77,6 +78,7 @@ function toRecord(r: SubdomainRow, ports: PortRecord[], key: KeyRow | undefined)
     observedIpv6: r.observed_ipv6,
     observed6At: r.observed6_at,
     reportedIpv6: r.reported_ipv6,
+    relay: r.relay,
     claimPending: r.claim_pending === 1,
     claimed: r.claimed === 1,
     ports,
@@ -221,12 +223,12 @@ async function renderRows(s: Store, names: readonly string[] | undefined): Promi
   if (names) portQuery = portQuery.where(inList(s, 's.name', names));
   const ports = portsBySubdomain(await portQuery.orderBy('p.subdomain_id').orderBy('p.position').execute());
   let rowQuery = s.q.selectFrom('subdomains as s').leftJoin('ssh_keys as k', 'k.subdomain_id', 's.id')
-    .select(['s.id', 's.name', 's.fqdn', 's.status', 's.passthrough', 's.route', 's.direct_ipv4', 's.route6', 's.direct_ipv6', 'k.public_key', 'k.fingerprint']);
+    .select(['s.id', 's.name', 's.fqdn', 's.status', 's.passthrough', 's.route', 's.direct_ipv4', 's.route6', 's.direct_ipv6', 's.relay', 'k.public_key', 'k.fingerprint']);
   if (names) rowQuery = rowQuery.where(inList(s, 's.name', names));
   const rows = await rowQuery.orderBy('s.name').execute();
   return rows.map((r) => ({
     name: r.name, fqdn: r.fqdn, status: r.status, passthrough: r.passthrough === 1, route: r.route, directIpv4: r.direct_ipv4, route6: r.route6,
-    directIpv6: r.direct_ipv6, ports: ports.get(r.id) ?? [],
+    directIpv6: r.direct_ipv6, relay: r.relay, ports: ports.get(r.id) ?? [],
     key: r.public_key === null || r.fingerprint === null ? null : { publicKey: r.public_key, fingerprint: r.fingerprint },
   }));
 }

@@ -47,6 +47,8 @@ export interface SubdomainRecord {
   observed6At: number | null;
   /** The IPv6 address the pod says it has (proven by reporting it from that address); the probe tests it. */
   reportedIpv6: string | null;
+  /** With relays: the relay holding the pod's newest session (where its name points unless direct). */
+  relay: string | null;
   claimPending: boolean;
   claimed: boolean;
   ports: PortRecord[];

@@ -52,6 +52,7 @@ export function sub(name: string, protocols: Protocol[], firstPort: number, extr
     observedIpv6: null,
     observed6At: null,
     reportedIpv6: null,
+    relay: null,
     observedIpv4: null,
     observedAt: null,
     claimPending: false,

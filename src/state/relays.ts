@@ -1,0 +1,97 @@
+/**
+ * The relays as the store knows them: each relay renews its own row (a heartbeat with a lease) and any
+ * relay marks the others down whose lease ran out. What the zone points at follows from these rows, not
+ * from the clock, so that every relay renders the same zone from the same store.
+ */
+import { sql } from 'kysely';
+import { inList, writeTx, type Store } from './store.js';
+
+export type RelayState = 'up' | 'down' | 'draining';
+
+export interface RelayRow {
+  name: string;
+  hostKey: string | null;
+  state: RelayState;
+  leaseUntil: number;
+  changedAt: number;
+}
+
+/** This relay is alive until `leaseUntil`; a relay marked down comes back up (a draining one stays draining). */
+export async function heartbeat(store: Store, o: { name: string; hostKey: string | null; leaseUntil: number; now: number }): Promise<RelayState> {
+  return writeTx(store, async (s) => {
+    const row = await s.q.selectFrom('relays').select(['state', 'host_key']).where('name', '=', o.name).executeTakeFirst();
+    if (!row) {
+      await s.q.insertInto('relays').values({ name: o.name, host_key: o.hostKey, state: 'up', lease_until: o.leaseUntil, changed_at: o.now }).execute();
+      return 'up';
+    }
+    const state = row.state === 'down' ? 'up' : row.state;
+    const set: { lease_until: number; state?: RelayState; changed_at?: number; host_key?: string | null } = { lease_until: o.leaseUntil };
+    if (state !== row.state) Object.assign(set, { state, changed_at: o.now });
+    if (o.hostKey !== null && o.hostKey !== row.host_key) set.host_key = o.hostKey;
+    await s.q.updateTable('relays').set(set).where('name', '=', o.name).execute();
+    return state;
+  });
+}
+
+/** Relays (other than `self`) whose lease ran out before `now` are marked down; returns their names. */
+export async function markExpired(store: Store, self: string, now: number): Promise<string[]> {
+  return writeTx(store, async (s) => {
+    const rows = await s.q.selectFrom('relays').select('name').where('state', '!=', 'down').where('lease_until', '<', now).where('name', '!=', self).execute();
+    const names = rows.map((r) => r.name);
+    if (names.length) await s.q.updateTable('relays').set({ state: 'down', changed_at: now }).where(inList(s, 'name', names)).execute();
+    return names;
+  });
+}
+
+/** Marks a relay draining (its pods are moved off; new pods do not go there) or back up. */
+export async function setRelayState(store: Store, name: string, state: 'up' | 'draining', now: number): Promise<boolean> {
+  return writeTx(store, async (s) => {
+    const r = await s.q.updateTable('relays').set({ state, changed_at: now }).where('name', '=', name).where('state', '!=', state).executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  });
+}
+
+export async function listRelays(s: Store): Promise<RelayRow[]> {
+  const rows = await s.q.selectFrom('relays').select(['name', 'host_key', 'state', 'lease_until', 'changed_at']).orderBy('name').execute();
+  return rows.map((r) => ({ name: r.name, hostKey: r.host_key, state: r.state, leaseUntil: r.lease_until, changedAt: r.changed_at }));
+}
+
+/** What rendering needs: each relay's state, in name order (part of the render digest and the change stamp). */
+export async function relayStates(s: Store): Promise<{ name: string; state: RelayState }[]> {
+  return (await s.q.selectFrom('relays').select(['name', 'state']).orderBy('name').execute()).map((r) => ({ name: r.name, state: r.state }));
+}
+
+/**
+ * Points each named pod at the relay holding its newest live session (newest wins when a reconnect left
+ * an older session on another relay), writing only where that changes: a pod that moved is journalled
+ * once, a renewal not at all.
+ */
+export async function followSessions(store: Store, names: readonly string[], now: number): Promise<number> {
+  if (names.length === 0) return 0;
+  return writeTx(store, async (s) => {
+    let moved = 0;
+    for (let i = 0; i < names.length; i += 1000) {
+      const part = names.slice(i, i + 1000);
+      const newest = sql<string | null>`(SELECT x.relay FROM sessions x WHERE x.subdomain_id = subdomains.id AND x.lease_until > ${now} ORDER BY x.started_at DESC, x.relay LIMIT 1)`;
+      const r = await s.q.updateTable('subdomains').set({ relay: newest })
+        .where(inList(s, 'name', part))
+        .where(sql<boolean>`EXISTS (SELECT 1 FROM sessions x WHERE x.subdomain_id = subdomains.id AND x.lease_until > ${now})`)
+        .where(sql<boolean>`relay IS DISTINCT FROM ${newest}`)
+        .executeTakeFirst();
+      moved += Number(r.numUpdatedRows);
+    }
+    return moved;
+  });
+}
+
+/** Relays' sessions whose lease ran out: removed (a dead relay's pods then count only where they are now). */
+export async function dropExpiredSessions(s: Store, now: number): Promise<number> {
+  const r = await sql`DELETE FROM sessions WHERE lease_until < ${now}`.execute(s.q);
+  return Number(r.numAffectedRows ?? 0);
+}
+
+/** How many live sessions each relay holds (for `relay list` and the spread of new pods). */
+export async function sessionsPerRelay(s: Store, now: number): Promise<Map<string, number>> {
+  const rows = await s.q.selectFrom('sessions').select(['relay', sql<number>`count(*)`.as('n')]).where('lease_until', '>', now).groupBy('relay').execute();
+  return new Map(rows.map((r) => [r.relay, Number(r.n)]));
+}
