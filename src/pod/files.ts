@@ -17,6 +17,17 @@ export interface PodService {
   localPort: number;
 }
 
+/** One relay of the server's fleet, as the pod pins and dials it (with several relays). */
+export interface PodRelay {
+  name: string;
+  host: string;
+  host6: string | null;
+  port: number;
+  user: string;
+  hostKeyAlias: string;
+  hostKey: string;
+}
+
 export interface PodState {
   version: 1;
   server: string;
@@ -29,6 +40,8 @@ export interface PodState {
   expires: string | null;
   /** `host` is the server's IPv4 address, `host6` its IPv6 one (a pod on an IPv6-only network tunnels there). */
   ssh: { host: string; host6?: string | null; port: number; user: string; hostKeyAlias: string };
+  /** With several relays: every relay the tunnel may go to (the ssh wrapper walks them; see relays.ts). */
+  relays?: PodRelay[];
   createdAt: string;
 }
 
@@ -57,6 +70,9 @@ export class PodFiles {
   get sshWrapper() { return path.join(this.dir, 'ssh-backoff'); }
   /** Consecutive failed connection attempts ("now": the next one goes at once). */
   get backoffState() { return path.join(this.dir, 'backoff'); }
+  /** With several relays: the wrapper's list of relays, and which one the next attempt goes to. */
+  get relays() { return path.join(this.dir, 'relays'); }
+  get relayNext() { return path.join(this.dir, 'relay-next'); }
 
   exists(): boolean {
     return fs.existsSync(this.state);

@@ -16,6 +16,7 @@ import { collectCertificate, installedIssuer, installedSha256, pendingKeyGivenUp
 import { run } from '../util/exec.js';
 import { trustAnchor } from './trust.js';
 import { sshWrapperScript, TunnelSupervisor, tunnelArgv, tunnelEnv, type TunnelEvent } from './tunnel.js';
+import { checkRelays, relaysChanged, writeRelayFiles } from './relays.js';
 import { which } from '../util/which.js';
 
 export interface RouteInfo {
@@ -176,6 +177,15 @@ export async function start(o: StartOptions): Promise<number> {
         serverCertificate = sha;
         if (sha !== installedSha256(f)) void certificateTick(true);
       }
+      // The fleet's relays as the server lists them now: a relay added is pinned and dialled from the next
+      // attempt on (the answer came over the API's pinned TLS, with this pod's secret).
+      const relays = (v as { relays?: unknown }).relays === undefined ? null : checkRelays((v as { relays?: unknown }).relays);
+      if (relays && s.relays?.length && relaysChanged(s.relays, relays)) {
+        s.relays = relays;
+        f.write(s);
+        writeRelayFiles(f, s);
+        log(`relays: ${relays.map((r) => r.name).join(', ')} (as the server lists them now)`);
+      }
       const prev = route;
       route = routeInfo(v);
       mappings = v.mappings ?? [];
@@ -231,7 +241,13 @@ export async function start(o: StartOptions): Promise<number> {
   fs.writeFileSync(f.autosshLog, '', { mode: 0o644 });
   // The reconnect backoff lives in the ssh that autossh runs; the first attempt goes at once.
   const ssh = which('ssh') ?? 'ssh';
-  atomicWrite(f.sshWrapper, sshWrapperScript(f.backoffState, ssh), { mode: 0o700 });
+  const relayed = Boolean(s.relays?.length);
+  if (relayed) {
+    writeRelayFiles(f, s);
+    // Every start begins at the pod's home relay.
+    atomicWrite(f.relayNext, '0\n', { mode: 0o600 });
+  }
+  atomicWrite(f.sshWrapper, sshWrapperScript(f.backoffState, ssh, relayed ? { list: f.relays, next: f.relayNext } : undefined), { mode: 0o700 });
   const backoff = (v: string) => {
     try {
       atomicWrite(f.backoffState, `${v}\n`, { mode: 0o600 });

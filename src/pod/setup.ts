@@ -13,7 +13,7 @@ import { ApiClient, fetchPinnedCa, normalizeServer } from './api-client.js';
 import { PodFiles, type PodService, type PodState } from './files.js';
 import { createSshKey } from './keys.js';
 import { requestCertificate } from './certificate.js';
-import { knownHostsLine } from './tunnel.js';
+import { checkRelays, knownHostsText } from './relays.js';
 
 export interface SetupOptions {
   dir: string;
@@ -41,6 +41,8 @@ export interface SetupAnswer {
   entry: { http: string | null; https: string | null };
   passthrough: boolean;
   ssh: { host: string; host6?: string | null; port: number; user: string; host_key: string; host_key_alias: string };
+  /** With several relays: every relay, each with its own host key (see relays.ts). */
+  relays?: unknown;
   ca: string | null;
   api: string;
 }
@@ -74,7 +76,7 @@ function checkAnswer(a: SetupAnswer): void {
     /^[a-z_][a-z0-9_-]{0,30}$/.test(a.ssh?.user ?? '') && /^[0-9a-fA-F.:]+$|^[a-z0-9.-]+$/.test(a.ssh?.host ?? '') &&
     /^ssh-ed25519 [A-Za-z0-9+/]+=*$/.test(a.ssh?.host_key ?? '') && /^[a-z0-9.-]+$/.test(a.ssh?.host_key_alias ?? '') &&
     typeof a.secret === 'string' && a.secret.startsWith('p2ms_');
-  if (!ok) throw new UnreachableError('bad_answer', 'The server\'s answer to setup is not what a pipe2me server sends.');
+  if (!ok || (a.relays !== undefined && checkRelays(a.relays) === null)) throw new UnreachableError('bad_answer', 'The server\'s answer to setup is not what a pipe2me server sends.');
 }
 
 export async function setup(o: SetupOptions): Promise<{ state: PodState; answer: SetupAnswer; certificate: boolean }> {
@@ -135,10 +137,12 @@ export async function setup(o: SetupOptions): Promise<{ state: PodState; answer:
     passthrough: answer.passthrough,
     expires: answer.expires,
     ssh: { host: answer.ssh.host, host6: answer.ssh.host6 ?? null, port: answer.ssh.port, user: answer.ssh.user, hostKeyAlias: answer.ssh.host_key_alias },
+    ...(answer.relays !== undefined ? { relays: checkRelays(answer.relays)! } : {}),
     createdAt: new Date().toISOString(),
   };
   f.write(state);
-  atomicWrite(f.knownHosts, knownHostsLine(answer.ssh.host_key_alias, answer.ssh.host_key), { mode: 0o644 });
+  // Exactly the keys the server named: its own, and every relay's under that relay's alias.
+  atomicWrite(f.knownHosts, knownHostsText(state, { alias: answer.ssh.host_key_alias, key: answer.ssh.host_key }), { mode: 0o644 });
 
   const authed = new ApiClient({ server, secret: answer.secret, ...(trust ? { ca: trust } : {}) });
   progress('creating this pod\'s ssh key and registering it');

@@ -18,6 +18,15 @@ export interface TunnelTiming {
 
 export const DEFAULT_TIMING: TunnelTiming = { serverAliveInterval: 5, serverAliveCountMax: 3, connectTimeout: 10 };
 
+/**
+ * With several relays a dead relay must be noticed quickly, since another one is there to go to: a silent
+ * link is given up after 4–6 s (2 keepalives 2 s apart), a relay that does not answer a connect after 4 s.
+ */
+/** The destination autossh is given with several relays (ssh connects where the wrapper's HostName says). */
+export const RELAY_PLACEHOLDER = 'pipe2me-relay';
+
+export const RELAYED_TIMING: TunnelTiming = { serverAliveInterval: 2, serverAliveCountMax: 2, connectTimeout: 4 };
+
 export function knownHostsLine(alias: string, hostKey: string): string {
   return `${alias} ${hostKey}\n`;
 }
@@ -27,8 +36,10 @@ export function knownHostsLine(alias: string, hostKey: string): string {
  * session (no -N): OpenSSH sets TCP_NODELAY only when a session is set up, and without it every new
  * client connection through the tunnel stalls ~44 ms. The server's forced command holds the session.
  */
-export function tunnelArgv(s: PodState, f: PodFiles, t: TunnelTiming = DEFAULT_TIMING): string[] {
+export function tunnelArgv(s: PodState, f: PodFiles, t: TunnelTiming = s.relays?.length ? RELAYED_TIMING : DEFAULT_TIMING): string[] {
   const o = (k: string, v: string | number) => ['-o', `${k}=${v}`];
+  // With several relays the wrapper names the relay (its alias, port and address): see sshWrapperScript.
+  const relayed = Boolean(s.relays?.length);
   return [
     'autossh', '-M', '0',
     '-F', '/dev/null',
@@ -46,16 +57,17 @@ export function tunnelArgv(s: PodState, f: PodFiles, t: TunnelTiming = DEFAULT_T
     ...o('UserKnownHostsFile', f.knownHosts),
     ...o('GlobalKnownHostsFile', '/dev/null'),
     ...o('StrictHostKeyChecking', 'yes'),
-    ...o('HostKeyAlias', s.ssh.hostKeyAlias),
+    ...(relayed ? [] : o('HostKeyAlias', s.ssh.hostKeyAlias)),
     ...o('CheckHostIP', 'no'),
     ...o('UpdateHostKeys', 'no'),
     ...o('Ciphers', TUNNEL_CIPHERS),
     ...o('Compression', 'no'),
     // ssh's default LogLevel (INFO) is what reports "Timeout, server not responding": the supervisor's
     // signal that the link died. Nothing else is printed on a good connection.
-    '-p', String(s.ssh.port),
+    ...(relayed ? [] : ['-p', String(s.ssh.port)]),
     ...s.services.flatMap((svc) => ['-R', `${svc.port}:${svc.localHost.includes(':') ? `[${svc.localHost}]` : svc.localHost}:${svc.localPort}`]),
-    `${s.ssh.user}@${tunnelHost(s)}`,
+    // autossh wants a destination: with relays a placeholder, which the wrapper's -o HostName= replaces.
+    relayed ? RELAY_PLACEHOLDER : `${s.ssh.user}@${tunnelHost(s)}`,
   ];
 }
 
@@ -106,10 +118,33 @@ export const BACKOFF = { baseSeconds: 2, capSeconds: 30 } as const;
  * `base` s, later ones longer, never more than `cap` s. `pipe2me start` writes "now" (no wait) before the
  * first attempt and before a reconnect it asks for itself, and 0 once a session is up.
  */
-export function sshWrapperScript(stateFile: string, sshPath = 'ssh'): string {
+export function sshWrapperScript(stateFile: string, sshPath = 'ssh', relays?: { list: string; next: string }): string {
+  const q = (p: string) => `'${p.replace(/'/g, `'\\''`)}'`;
+  // With several relays: each attempt goes to the relay after the previous attempt's (see relays.ts).
+  const pick = relays ? `
+relays=${q(relays.list)}
+next=${q(relays.next)}
+if [ -s "$relays" ]; then
+  count=$(grep -c . "$relays")
+  i=0
+  [ -r "$next" ] && IFS= read -r i < "$next"
+  case $i in ''|*[!0-9]*) i=0 ;; esac
+  i=$((i % count))
+  echo "$(( (i + 1) % count ))" > "$next"
+  line=$(sed -n "$((i + 1))p" "$relays")
+  set -f
+  # name alias address port user: checked by pipe2me when it wrote the file.
+  set -- $line "$@"
+  set +f
+  name=$1 alias=$2 address=$3 port=$4 user=$5
+  shift 5
+  echo "pipe2me-relay: connecting to relay $name ($address)" >&2
+  # Given first, these win over anything later on the line (ssh keeps the first value of an option).
+  exec ${q(sshPath)} -o "HostName=$address" -o "HostKeyAlias=$alias" -o "Port=$port" -o "User=$user" "$@"
+fi` : '';
   return `#!/bin/sh
 # pipe2me: the ssh that autossh runs for this tunnel set; see src/pod/tunnel.ts (sshWrapperScript).
-state='${stateFile.replace(/'/g, `'\''`)}'
+state=${q(stateFile)}
 n=0
 [ -r "$state" ] && IFS= read -r n < "$state"
 if [ "$n" = now ]; then
@@ -126,8 +161,8 @@ else
   sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
   n=$((n + 1))
 fi
-echo "$n" > "$state"
-exec '${sshPath.replace(/'/g, `'\''`)}' "$@"
+echo "$n" > "$state"${pick}
+exec ${q(sshPath)} "$@"
 `;
 }
 

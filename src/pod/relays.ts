@@ -1,0 +1,72 @@
+/**
+ * The relays a pod may hold its tunnel to (with several relays): what the server said, checked, pinned
+ * (one known_hosts line per relay, each under its own alias), and the list the ssh wrapper walks — the
+ * pod's home relay first (a stable hash of its name, so that pods spread), then the others in order.
+ * Every connection attempt goes to the relay after the one the previous attempt went to: a pod whose
+ * relay died is on the next one at its first reconnect, and nothing moves it back (no flapping).
+ */
+import { isIPv4, isIPv6 } from 'node:net';
+import { stableHash } from '../render/relays.js';
+import { atomicWrite, readIfExists } from '../util/fsx.js';
+import type { PodFiles, PodRelay, PodState } from './files.js';
+import { defaultRoutes, knownHostsLine } from './tunnel.js';
+
+export interface RelayAnswer {
+  name: string;
+  host: string;
+  host6?: string | null;
+  port: number;
+  user: string;
+  host_key: string;
+  host_key_alias: string;
+}
+
+/** The server's list, if every entry has the shape a pipe2me server sends (it reaches ssh's arguments). */
+export function checkRelays(list: unknown): PodRelay[] | null {
+  if (!Array.isArray(list) || list.length === 0 || list.length > 64) return null;
+  const out: PodRelay[] = [];
+  for (const r of list as RelayAnswer[]) {
+    const ok = r && typeof r === 'object' && /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/.test(r.name ?? '') && isIPv4(r.host ?? '') &&
+      (r.host6 === undefined || r.host6 === null || isIPv6(r.host6)) && Number.isInteger(r.port) && r.port > 0 && r.port < 65536 &&
+      /^[a-z_][a-z0-9_-]{0,30}$/.test(r.user ?? '') && /^ssh-ed25519 [A-Za-z0-9+/]+=*$/.test(r.host_key ?? '') && /^[a-z0-9.-]{1,253}$/.test(r.host_key_alias ?? '');
+    if (!ok) return null;
+    out.push({ name: r.name, host: r.host, host6: r.host6 ?? null, port: r.port, user: r.user, hostKeyAlias: r.host_key_alias, hostKey: r.host_key });
+  }
+  return out;
+}
+
+/** known_hosts: the server's own alias (setup's) and every relay's, each with exactly its key. */
+export function knownHostsText(s: PodState, legacy: { alias: string; key: string } | null): string {
+  const lines = legacy ? [knownHostsLine(legacy.alias, legacy.key)] : [];
+  for (const r of s.relays ?? []) lines.push(knownHostsLine(r.hostKeyAlias, r.hostKey));
+  return lines.join('');
+}
+
+/** The order this pod tries the relays in: its home relay first, then on round the list. */
+export function relayOrder(s: Pick<PodState, 'name' | 'relays'>): PodRelay[] {
+  const list = s.relays ?? [];
+  if (list.length === 0) return [];
+  const home = stableHash(s.name) % list.length;
+  return [...list.slice(home), ...list.slice(0, home)];
+}
+
+/** The wrapper's list: one relay per line, "name alias address port user" (all checked above). */
+export function relaysFileText(s: Pick<PodState, 'name' | 'relays'>, routes = defaultRoutes()): string {
+  return relayOrder(s).map((r) => `${r.name} ${r.hostKeyAlias} ${r.host6 && !routes.v4 && routes.v6 ? r.host6 : r.host} ${r.port} ${r.user}\n`).join('');
+}
+
+/** Writes the pinned keys and the wrapper's list for the relays in `s` (nothing when there are none). */
+export function writeRelayFiles(f: PodFiles, s: PodState): void {
+  if (!s.relays?.length) return;
+  const current = readIfExists(f.knownHosts) ?? '';
+  // The setup's own line (the alias of the relay that answered setup) is kept first.
+  const first = current.split('\n')[0]?.split(' ');
+  const legacy = first && first.length >= 3 && first[0] === s.ssh.hostKeyAlias ? { alias: first[0]!, key: `${first[1]} ${first[2]}` } : null;
+  atomicWrite(f.knownHosts, knownHostsText(s, legacy), { mode: 0o644 });
+  atomicWrite(f.relays, relaysFileText(s), { mode: 0o644 });
+}
+
+/** Whether two relay lists differ in anything the pod pins or dials. */
+export function relaysChanged(a: readonly PodRelay[] | undefined, b: readonly PodRelay[]): boolean {
+  return JSON.stringify(a ?? []) !== JSON.stringify(b);
+}
