@@ -13,6 +13,7 @@ import { registerStatusCommand } from './ctl-status.js';
 import { registerConfigCommands } from './ctl-config.js';
 import { registerOperatorCommands } from './ctl-operator.js';
 import { registerStateCommands } from './ctl-state.js';
+import { registerRelayCommands } from './ctl-relays.js';
 import { storeUnavailable } from '../state/errors.js';
 
 export function buildProgram(): Command {
@@ -41,6 +42,7 @@ ${EXIT_CODES_HELP}`);
   registerStatusCommand(program);
   registerOperatorCommands(program);
   registerStateCommands(program);
+  registerRelayCommands(program);
   return program;
 }
 

@@ -53,6 +53,15 @@ export async function reloadNginx(L: Layout, timeoutMs = 10_000): Promise<Reload
   return { ...r, servedAfterMs: took };
 }
 
+/**
+ * The unix sockets nginx listens on itself (not the API's, in the same directory). A master that was
+ * killed leaves them behind and the next start fails with "Address already in use": whoever starts nginx
+ * removes them first (systemd/pipe2me-nginx.service does, with these paths).
+ */
+export function nginxOwnSockets(L: Layout): string[] {
+  return [L.nginx.httpsSocket, L.nginx.passthroughSocket];
+}
+
 export function nginxArgv(L: Layout): string[] {
   return [NGINX, '-p', L.nginx.prefix, '-e', 'stderr', '-c', L.nginx.config, '-g', 'daemon off;'];
 }

@@ -151,7 +151,7 @@ export async function start(o: StartOptions): Promise<number> {
       pid: process.pid,
       fqdn: s.fqdn,
       updated: new Date().toISOString(),
-      tunnel: { state: sup.state, since: new Date(sup.since).toISOString(), detail: lastDetail, last_error: sup.lastError, connects: sup.connects },
+      tunnel: { state: sup.state, since: new Date(sup.since).toISOString(), detail: lastDetail, last_error: sup.lastError, connects: sup.connects, ...(relayed ? { relay: currentRelay } : {}) },
       route,
       certificate: { not_after: certificateNotAfter(f)?.toISOString() ?? null, issuer: installedIssuer(f) },
       mappings,
@@ -242,6 +242,7 @@ export async function start(o: StartOptions): Promise<number> {
   // The reconnect backoff lives in the ssh that autossh runs; the first attempt goes at once.
   const ssh = which('ssh') ?? 'ssh';
   const relayed = Boolean(s.relays?.length);
+  let currentRelay: string | null = null;
   if (relayed) {
     writeRelayFiles(f, s);
     // Every start begins at the pod's home relay.
@@ -256,7 +257,16 @@ export async function start(o: StartOptions): Promise<number> {
     }
   };
   backoff('now');
-  const sup = new TunnelSupervisor(tunnelArgv(s, f), onEvent, tunnelEnv(f.autosshLog, f.sshWrapper), 1000, (line) => log(`ssh: ${line}`));
+  const sup = new TunnelSupervisor(tunnelArgv(s, f), onEvent, tunnelEnv(f.autosshLog, f.sshWrapper), 1000, (line) => {
+    // The wrapper says which relay each attempt goes to (see tunnel.ts).
+    const m = /^pipe2me-relay: connecting to relay (\S+)/.exec(line);
+    if (m) {
+      currentRelay = m[1]!;
+      log(`connecting to relay ${currentRelay}`);
+      return;
+    }
+    log(`ssh: ${line}`);
+  });
   sup.onKick = () => backoff('now');
 
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];

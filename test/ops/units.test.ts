@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.js';
 import { layout } from '../../src/render/layout.js';
 import { sshdArgv } from '../../src/daemons/sshd.js';
-import { nginxArgv } from '../../src/daemons/nginx.js';
+import { nginxArgv, nginxOwnSockets } from '../../src/daemons/nginx.js';
 import { namedArgv } from '../../src/daemons/bind.js';
 import { nsdArgv } from '../../src/daemons/nsd.js';
 import { ROOT, SYSTEMD_DIR, exec, execArgv, one, readUnit } from './helpers.js';
@@ -88,6 +88,11 @@ describe('systemd units', () => {
     expect(start('pipe2me-nsd.service')).toEqual(nsdArgv(L));
     // nginx daemonizes under the unit (Type=forking): pipe2me's argv without "-g 'daemon off;'".
     expect([...start('pipe2me-nginx.service'), '-g', 'daemon off;']).toEqual(nginxArgv(L));
+    // A killed master's unix listeners are removed before a start (else "Address already in use" forever),
+    // exactly nginx's own two: never the API's socket beside them.
+    const pre = (readUnit(path.join(SYSTEMD_DIR, 'pipe2me-nginx.service')).get('Service.ExecStartPre') ?? []).map((l) => execArgv(l));
+    expect(pre).toContainEqual(['/bin/rm', '-f', ...nginxOwnSockets(L)]);
+    expect(nginxOwnSockets(L)).not.toContain(L.nginx.apiSocket);
   });
 
   it('track and signal the same pid files that pipe2me renders and signals', () => {

@@ -28,6 +28,11 @@ export const ADDR = {
   ns2: '203.0.113.5',
   /** A public CA on the internet (the tests run Pebble there as the ACME CA). */
   ca: '203.0.113.20',
+  /** Further relays of a world with `relays: 2` or 3 (the first relay is srv). */
+  srv2: '203.0.113.11',
+  srv3: '203.0.113.12',
+  /** The shared store's database host of a world with relays (PostgreSQL). */
+  db: '203.0.113.30',
 } as const;
 
 /**
@@ -46,6 +51,9 @@ export const ADDR6 = {
   client: '2001:db8:0:1::3',
   ns2: '2001:db8:0:1::5',
   ca: '2001:db8:0:1::20',
+  srv2: '2001:db8:0:1::11',
+  srv3: '2001:db8:0:1::12',
+  db: '2001:db8:0:1::30',
   /** The router's LAN address with `lan6`: the pods' IPv6 gateway and the IGD over IPv6 (IGD6_URL). */
   routerLan: '2001:db8:77::1',
   /** The first pod's global address with `lan6`. Further pods get ::11, ::12, ... (podAddress6). */

@@ -177,7 +177,8 @@ export function parseDig(out: string): DigResult {
   const status = /->>HEADER<<-.*status: ([A-Z]+)/.exec(out)?.[1] ?? '';
   const flags = (/^;; flags: ([^;]*);/m.exec(out)?.[1] ?? '').trim().split(/\s+/).filter(Boolean);
   const section = (title: string): DnsRecord[] => {
-    const m = new RegExp(`^;; ${title} SECTION:\\n([\\s\\S]*?)(?:\\n\\n|\\n;;|$)`, 'm').exec(out);
+    // Not multiline: there `$` ends the first line, and a section would be cut to its first record.
+    const m = new RegExp(`(?:^|\\n);; ${title} SECTION:\\n([\\s\\S]*?)(?:\\n\\n|\\n;;|$)`).exec(out);
     if (!m?.[1]) return [];
     return m[1]
       .split('\n')

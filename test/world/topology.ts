@@ -35,7 +35,7 @@ import { netnsInodeOfName, pidsInNetns, signalPid } from './procfs.js';
 import { sleep } from './wait.js';
 
 export type PodName = 'pod' | `pod${number}`;
-export type InternetHost = 'srv' | 'rtr' | 'cli' | 'ns2' | 'ca';
+export type InternetHost = 'srv' | 'rtr' | 'cli' | 'ns2' | 'ca' | 'srv2' | 'srv3' | 'db';
 export type HostName = 'hub' | InternetHost | PodName;
 
 /** The router's interface names, fixed so that configs (miniupnpd, nft) can name them. */
@@ -55,6 +55,16 @@ export interface TopologySpec {
   lan6?: boolean;
   /** Give the router its IPv4 WAN address and NAT (default true); false: an IPv6-only uplink. */
   routerIpv4?: boolean;
+  /** Relays (1–3, default 1): 2 or 3 add the hosts srv2 (and srv3) and db (the shared store's database). */
+  relays?: number;
+}
+
+/** The internet hosts of a spec: the fixed ones, and the further relays and the database host. */
+function internetHostsOf(spec: Pick<TopologySpec, 'relays'>): InternetHost[] {
+  const relays = spec.relays ?? 1;
+  if (!Number.isInteger(relays) || relays < 1 || relays > 3) throw new RangeError(`relays must be 1..3, got ${relays}`);
+  const extra: InternetHost[] = relays === 1 ? [] : [...(['srv2', 'srv3'] as const).slice(0, relays - 1), 'db'];
+  return ['srv', 'rtr', 'cli', 'ns2', 'ca', ...extra];
 }
 
 /**
@@ -77,7 +87,7 @@ function podIndex(pod: PodName): number {
 
 /** Namespace names a spec will create, known before anything exists (the world records them first). */
 export function namespaceNames(spec: TopologySpec): string[] {
-  const hosts: HostName[] = ['hub', 'srv', 'rtr', 'cli', 'ns2', 'ca', ...podNames(spec.pods ?? 1)];
+  const hosts: HostName[] = ['hub', ...internetHostsOf(spec), ...podNames(spec.pods ?? 1)];
   return hosts.map((h) => `${spec.prefix}-${h}`);
 }
 
@@ -85,6 +95,7 @@ export class Topology {
   readonly prefix: string;
   readonly pods: readonly PodName[];
   readonly hosts: readonly HostName[];
+  readonly internetHosts: readonly InternetHost[];
   /** nsfs inode per namespace: identifies our namespaces even after their name is gone (leak checks). */
   readonly inodes = new Map<string, number>();
   /** The LAN has the routed IPv6 prefix (`lan6`). */
@@ -98,7 +109,8 @@ export class Topology {
     this.pods = podNames(spec.pods ?? 1);
     this.lan6 = spec.lan6 ?? false;
     this.routerIpv4 = spec.routerIpv4 ?? true;
-    this.hosts = ['hub', 'srv', 'rtr', 'cli', 'ns2', 'ca', ...this.pods];
+    this.internetHosts = internetHostsOf(spec);
+    this.hosts = ['hub', ...this.internetHosts, ...this.pods];
   }
 
   ns(host: HostName): string {
@@ -124,6 +136,11 @@ export class Topology {
         return ADDR.ns2;
       case 'ca':
         return ADDR.ca;
+      case 'srv2':
+      case 'srv3':
+      case 'db':
+        this.ns(host);
+        return ADDR[host];
       case 'hub':
         throw new Error('the hub has no address: it is only a bridge');
       default:
@@ -148,6 +165,11 @@ export class Topology {
         return ADDR6.ns2;
       case 'ca':
         return ADDR6.ca;
+      case 'srv2':
+      case 'srv3':
+      case 'db':
+        this.ns(host);
+        return ADDR6[host];
       case 'hub':
         throw new Error('the hub has no address: it is only a bridge');
       default:
@@ -181,7 +203,7 @@ export class Topology {
     }
 
     // The hub's bridge, one veth per internet host; the peer is born inside the host's namespace as wan0.
-    const internetHosts: InternetHost[] = ['srv', 'rtr', 'cli', 'ns2', 'ca'];
+    const internetHosts = this.internetHosts;
     await ipBatch(ns('hub'), [
       'link set lo up',
       'link add internet type bridge',
@@ -219,6 +241,7 @@ export class Topology {
       wanHost('cli', [ADDR.client], ADDR6.client),
       wanHost('ns2', [ADDR.ns2], ADDR6.ns2),
       wanHost('ca', [ADDR.ca], ADDR6.ca),
+      ...this.internetHosts.filter((h): h is 'srv2' | 'srv3' | 'db' => h === 'srv2' || h === 'srv3' || h === 'db').map((h) => wanHost(h, [ADDR[h]], ADDR6[h])),
       ...this.pods.map((p) =>
         ipBatch(ns(p), [
           'link set lo up',

@@ -59,6 +59,8 @@ export interface WorldOptions {
    * uplink, no IPv4 leaves the LAN; with lan6 the pods reach the internet over IPv6 only.
    */
   routerIpv4?: boolean;
+  /** Relays (1–3): 2 or 3 add the internet hosts srv2 (srv3) and db (see topology.ts). */
+  relays?: number;
   /** How long each daemon may take to get ready during bring-up (default 10 s). */
   readyTimeoutMs?: number;
   /** Time a daemon gets between SIGTERM and SIGKILL at teardown (default 2 s). */
@@ -139,7 +141,7 @@ export class World implements NsRunner {
     this.root = worldRoot(prefix);
     this.logDir = path.join(this.root, 'logs');
     this.scratchDir = path.join(this.root, 'scratch');
-    this.topology = new Topology({ prefix, pods: options.pods, lan6: options.lan6, routerIpv4: options.routerIpv4 });
+    this.topology = new Topology({ prefix, pods: options.pods, lan6: options.lan6, routerIpv4: options.routerIpv4, relays: options.relays });
     this.procs = new Processes({
       ns: (h) => this.ns(h),
       logDir: this.logDir,
@@ -148,7 +150,7 @@ export class World implements NsRunner {
     this.record = {
       prefix,
       ...currentOwner(),
-      namespaces: namespaceNames({ prefix, pods: options.pods }),
+      namespaces: namespaceNames({ prefix, pods: options.pods, relays: options.relays }),
       inodes: [],
       users: [],
       root: this.root,
@@ -172,6 +174,7 @@ export class World implements NsRunner {
       routerProtocols,
       lan6: opts.lan6 ?? false,
       routerIpv4: opts.routerIpv4 ?? true,
+      relays: opts.relays ?? 1,
       readyTimeoutMs: opts.readyTimeoutMs ?? 10_000,
       teardownGraceMs: opts.teardownGraceMs ?? 2000,
       handleSignals: opts.handleSignals ?? true,

@@ -1,0 +1,153 @@
+/**
+ * Two relays sharing one PostgreSQL store, pods behind the NAT router, a client on the internet: the pods
+ * spread over the relays, each pod's name answers the relay holding its session on every relay's
+ * nameserver, and when a relay dies its pods are on the other relay and their names follow within
+ * seconds, with nothing left pointing at the dead relay.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ADDR, curl, dig, waitFor, type HostName } from '../world/index.js';
+import { DOMAIN } from '../stack/stack.js';
+import { RelayFleet } from '../stack/relays.js';
+import { stableHash } from '../../src/render/relays.js';
+import { layout } from '../../src/render/layout.js';
+import { loadConfig } from '../../src/config/load.js';
+
+let fleet: RelayFleet | undefined;
+const PODS: HostName[] = ['pod', 'pod2', 'pod3'];
+/** Names that put two pods' home on relay-a and one on relay-b (the pod's list starts at its home: stableHash % 2). */
+const NAMES = pickNames();
+const pods: Record<string, { fqdn: string; http: number }> = {};
+const ADDRESS: Record<string, string> = { 'relay-a': ADDR.server, 'relay-b': ADDR.srv2 };
+
+function pickNames(): string[] {
+  const byHome: string[][] = [[], []];
+  for (let i = 0; byHome[0]!.length < 2 || byHome[1]!.length < 1; i++) {
+    const n = `node-${i}`;
+    byHome[stableHash(n) % 2]!.push(n);
+  }
+  return [byHome[0]![0]!, byHome[0]![1]!, byHome[1]![0]!];
+}
+
+function f(): RelayFleet {
+  if (!fleet) throw new Error('the fleet is not up (its set-up failed)');
+  return fleet;
+}
+
+/** The relay the pod's tunnel is up on, from its status file (null while it is not up). */
+function relayOf(host: HostName): string | null {
+  try {
+    const st = JSON.parse(fs.readFileSync(path.join(f().podDir(host), 'status.json'), 'utf8')) as { tunnel: { state: string; relay?: string | null } };
+    return st.tunnel.state === 'up' ? st.tunnel.relay ?? null : null;
+  } catch {
+    return null;
+  }
+}
+
+async function answers(server: string, name: string): Promise<string[]> {
+  // Over TCP: the nameservers' response-rate limiting drops a quick series of identical UDP queries.
+  const r = await dig(f().world, { from: 'cli', server, name, timeoutMs: 1000, tcp: true });
+  return r.ok ? r.answers.filter((a) => a.type === 'A').map((a) => a.data).sort() : [];
+}
+
+beforeAll(async () => {
+  fleet = await RelayFleet.create({ relays: 2, pods: 3 });
+  await fleet.start();
+  const t = await fleet.ctl<{ token: string; ca_pin: string }>('relay-a', ['token', 'create', '--max-ports', '2']);
+  for (const [i, host] of PODS.entries()) {
+    const set = await fleet.pod<{ fqdn: string; services: { port: number; protocol: string }[] }>(host, ['setup', '--server', `https://server.${DOMAIN}`, '--token', t.json.token, '--ca-pin', t.json.ca_pin, '--name', NAMES[i]!, '--protocols', 'http', '--ports', '8080'], { timeout: 120_000 });
+    pods[host] = { fqdn: set.json.fqdn, http: set.json.services[0]!.port };
+    await fleet.startPodService(host);
+    await fleet.startPod(host);
+  }
+}, 300_000);
+
+afterAll(async () => {
+  await fleet?.destroy();
+});
+
+afterEach((ctx) => {
+  if (ctx.task.result?.state === 'fail') console.log(fleet?.world.dumpLogs(40));
+});
+
+describe('two relays, one store', () => {
+  it('the pods spread over the relays; every relay\'s nameserver answers each pod\'s name with the relay its session is on; the client reaches each pod by name', async () => {
+    const s = f();
+    await waitFor('every pod up', async () => PODS.every((h) => relayOf(h) !== null), { timeoutMs: 30_000, intervalMs: 200 });
+    const on = PODS.map((h) => relayOf(h)!);
+    expect(new Set(on), `pods on ${on.join(', ')}`).toEqual(new Set(['relay-a', 'relay-b']));
+    for (const [i, h] of PODS.entries()) {
+      for (const ns of [ADDR.server, ADDR.srv2]) {
+        await waitFor(`${pods[h]!.fqdn} on ${ns} answers ${on[i]}`, async () => (await answers(ns, pods[h]!.fqdn)).join() === ADDRESS[on[i]!], { timeoutMs: 15_000, intervalMs: 200 });
+      }
+      const r = await curl(s.world, `http://${pods[h]!.fqdn}:${pods[h]!.http}/`, { from: 'cli' });
+      expect(r.status, r.error).toBe(200);
+      expect(r.body).toContain(h);
+    }
+    // The server's own name (API, https entry) answers every relay that is up, on every nameserver.
+    for (const ns of [ADDR.server, ADDR.srv2]) {
+      await waitFor(`server.${DOMAIN} on ${ns} answers both relays`, async () => (await answers(ns, `server.${DOMAIN}`)).join() === [ADDR.server, ADDR.srv2].sort().join(), { timeoutMs: 10_000, intervalMs: 200 });
+    }
+    const list = await s.ctl<{ relays: { name: string; state: string; sessions: number }[] }>('relay-b', ['relay', 'list']);
+    expect(list.json.relays.map((r) => [r.name, r.state])).toEqual([['relay-a', 'up'], ['relay-b', 'up']]);
+    expect(list.json.relays.reduce((n, r) => n + r.sessions, 0)).toBe(PODS.length);
+  });
+
+  it('relay-a killed: its pods are on relay-b within 10 s, their names answer relay-b within 10 s, the client reaches every pod again, and nothing points at relay-a', async () => {
+    const s = f();
+    const onA = PODS.filter((h) => relayOf(h) === 'relay-a');
+    expect(onA.length).toBeGreaterThan(0);
+    const t0 = Date.now();
+    s.killRelay('relay-a');
+    await waitFor('relay-a\'s pods on relay-b', async () => onA.every((h) => relayOf(h) === 'relay-b'), { timeoutMs: 15_000, intervalMs: 100 });
+    const podsBack = Date.now() - t0;
+    await waitFor('every name answers relay-b on relay-b\'s nameserver', async () => {
+      for (const h of PODS) if ((await answers(ADDR.srv2, pods[h]!.fqdn)).join() !== ADDR.srv2) return false;
+      return true;
+    }, { timeoutMs: 20_000, intervalMs: 100 });
+    const dnsMoved = Date.now() - t0;
+    console.log(`[relays] relay-a killed: its ${onA.length} pod(s) on relay-b after ${podsBack} ms, every name on relay-b after ${dnsMoved} ms`);
+    expect(podsBack).toBeLessThanOrEqual(10_000);
+    expect(dnsMoved).toBeLessThanOrEqual(10_000);
+    for (const h of PODS) {
+      const r = await curl(s.world, `http://${pods[h]!.fqdn}:${pods[h]!.http}/`, { from: 'cli' });
+      expect(r.status, `${h}: ${r.error}`).toBe(200);
+    }
+    // relay-a is marked down, and neither the server's name nor any pod's points at it.
+    await waitFor('relay-a marked down', async () => (await s.ctl<{ relays: { name: string; state: string }[] }>('relay-b', ['relay', 'list'])).json.relays.find((r) => r.name === 'relay-a')?.state === 'down', { timeoutMs: 10_000, intervalMs: 250 });
+    await waitFor('the server\'s name answers relay-b only', async () => (await answers(ADDR.srv2, `server.${DOMAIN}`)).join() === ADDR.srv2, { timeoutMs: 10_000, intervalMs: 200 });
+  });
+
+  it('relay-a returns: it is marked up, the pods stay where they are (nothing flaps), and its nameserver answers what relay-b\'s does', async () => {
+    const s = f();
+    for (const n of ['sshd', 'nginx', 'named', 'api', 'watch']) await s.world.stop(`relay-a-${n}`).catch(() => undefined);
+    await s.startRelay('relay-a');
+    await waitFor('relay-a up again', async () => (await s.ctl<{ relays: { name: string; state: string }[] }>('relay-b', ['relay', 'list'])).json.relays.every((r) => r.state === 'up'), { timeoutMs: 15_000, intervalMs: 250 });
+    await waitFor('relay-a\'s nameserver answers like relay-b\'s', async () => {
+      for (const h of PODS) if ((await answers(ADDR.server, pods[h]!.fqdn)).join() !== ADDR.srv2) return false;
+      return true;
+    }, { timeoutMs: 15_000, intervalMs: 200 });
+    // The same zone on both: one serial for one content.
+    const soa = async (ns: string) => (await dig(s.world, { from: 'cli', server: ns, name: DOMAIN, type: 'SOA' })).answers[0]?.data.split(' ')[2];
+    await waitFor('one serial on both nameservers', async () => (await soa(ADDR.server)) === (await soa(ADDR.srv2)), { timeoutMs: 10_000, intervalMs: 250 });
+    await new Promise((r) => setTimeout(r, 5000));
+    expect(PODS.map((h) => relayOf(h))).toEqual(PODS.map(() => 'relay-b'));
+  });
+
+  it('both relays creating subdomains at once (20 requests at each API, in parallel): no name and no port is given twice', async () => {
+    const s = f();
+    const t = await s.ctl<{ token: string }>('relay-a', ['token', 'create', '--max-ports', '2', '--max-subdomains', '100']);
+    const ca = s.world.path('relays', 'relay-a', 'ca-for-client.pem');
+    fs.copyFileSync(layout(loadConfig(s.relay('relay-a').configFile)).caCertFile, ca);
+    const create = (address: string) => curl(s.world, `https://server.${DOMAIN}/v1/subdomains`, {
+      from: 'cli', method: 'POST', headers: { 'content-type': 'application/json' }, data: JSON.stringify({ token: t.json.token, protocols: ['http', 'tcp'] }),
+      resolve: [`server.${DOMAIN}:443:${address}`], cacert: ca, timeoutMs: 60_000,
+    });
+    const answers = await Promise.all([ADDR.server, ADDR.srv2].flatMap((a) => Array.from({ length: 20 }, () => create(a))));
+    for (const a of answers) expect(a.status, `${a.error ?? ''} ${a.body.slice(0, 300)}`).toBe(201);
+    const made = answers.map((a) => JSON.parse(a.body) as { name: string; ports: { port: number }[] });
+    expect(new Set(made.map((m) => m.name)).size).toBe(40);
+    expect(new Set(made.flatMap((m) => m.ports.map((p) => p.port))).size).toBe(80);
+  }, 180_000);
+});

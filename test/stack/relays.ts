@@ -1,0 +1,185 @@
+/**
+ * A fleet of relays on top of the test world: PostgreSQL on the db host, relay-a on srv and relay-b (and
+ * relay-c) on srv2 (srv3), each with its own trial root, its own daemons (sshd, nginx, BIND, the API,
+ * the watcher) rendered by its own `pipe2me-ctl`, all sharing the one store. The configuration files
+ * differ only in `relay:` and the paths of each root; the CA directory is copied from the first relay
+ * to the others, as an operator does (docs/operations.md "Several relays").
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import yaml from 'js-yaml';
+import { ADDR, World, type HostName, type WorldOptions } from '../world/index.js';
+import { pidsInNetns, signalPid } from '../world/procfs.js';
+import { layout } from '../../src/render/layout.js';
+import { loadConfig } from '../../src/config/load.js';
+import { nginxArgv, nginxOwnSockets } from '../../src/daemons/nginx.js';
+import { sshdArgv } from '../../src/daemons/sshd.js';
+import { namedArgv } from '../../src/daemons/bind.js';
+import { trialUsers } from '../../src/server/init.js';
+import { startPostgresIn, type PgServer } from './postgres.js';
+import { CliError, CTL, DOMAIN, POD, POD_SERVICE, type CliResult } from './stack.js';
+
+export interface RelayHost {
+  name: string;
+  host: 'srv' | 'srv2' | 'srv3';
+  address: string;
+  root: string;
+  configFile: string;
+}
+
+export interface FleetOptions extends WorldOptions {
+  relays: 2 | 3;
+  /** The zone's TTL (default 5 s: the failover tests wait for clients that honour it). */
+  ttl?: number;
+}
+
+const HOSTS = [['relay-a', 'srv'], ['relay-b', 'srv2'], ['relay-c', 'srv3']] as const;
+
+export class RelayFleet {
+  readonly relays: RelayHost[];
+  pg!: PgServer;
+
+  private constructor(readonly world: World, readonly opts: FleetOptions) {
+    this.relays = HOSTS.slice(0, opts.relays).map(([name, host]) => ({
+      name, host, address: world.address(host), root: world.path('relays', name), configFile: world.path('relays', name, 'pipe2me.yml'),
+    }));
+  }
+
+  static async create(opts: FleetOptions): Promise<RelayFleet> {
+    const world = await World.create(opts);
+    const fleet = new RelayFleet(world, opts);
+    try {
+      // Pods and the client resolve through the relays' own nameservers, every one of them.
+      for (const h of ['cli', ...world.pods] as HostName[]) fleet.resolveVia(h, fleet.relays.map((r) => r.address));
+    } catch (e) {
+      await world.destroy().catch(() => {});
+      throw e;
+    }
+    return fleet;
+  }
+
+  relay(name: string): RelayHost {
+    const r = this.relays.find((x) => x.name === name);
+    if (!r) throw new Error(`no relay ${name}`);
+    return r;
+  }
+
+  resolveVia(host: HostName, nameservers: string[]): void {
+    const dir = path.join('/etc/netns', this.world.ns(host));
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'resolv.conf'), `${nameservers.map((n) => `nameserver ${n}`).join('\n')}\noptions timeout:1 attempts:2\n`);
+    this.world.onCleanup(`resolv.conf of ${host}`, () => fs.rmSync(dir, { recursive: true, force: true }));
+  }
+
+  async ctl<T = unknown>(relay: string, args: readonly string[], o: { allowFailure?: boolean; timeout?: number } = {}): Promise<CliResult<T>> {
+    const r = this.relay(relay);
+    return this.exec<T>(r.host, [process.execPath, CTL, '-c', r.configFile, '--json', ...args], o);
+  }
+
+  async pod<T = unknown>(host: HostName, args: readonly string[], o: { allowFailure?: boolean; timeout?: number } = {}): Promise<CliResult<T>> {
+    return this.exec<T>(host, [process.execPath, POD, '--dir', this.podDir(host), '--json', ...args], o);
+  }
+
+  podDir(host: HostName): string {
+    return this.world.path('pods', host);
+  }
+
+  private async exec<T>(host: HostName, argv: string[], o: { allowFailure?: boolean; timeout?: number }): Promise<CliResult<T>> {
+    const r = await this.world.inNs(host, argv, { allowFailure: true, timeout: o.timeout ?? 60_000 });
+    let json: unknown;
+    try {
+      json = r.stdout.trim() ? JSON.parse(r.stdout) : undefined;
+    } catch {
+      json = undefined;
+    }
+    const res = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, json: json as T };
+    if (r.exitCode !== 0 && !o.allowFailure) throw new CliError(argv.slice(1), res);
+    return res;
+  }
+
+  /** PostgreSQL, then every relay: init, configuration, apply, daemons. */
+  async start(): Promise<void> {
+    const first = this.relays[0]!;
+    const users = trialUsers(first.root);
+    this.world.trackUser(users.tunnel);
+    this.world.trackUser(users.keys);
+    const password = randomBytes(12).toString('hex');
+    this.pg = await startPostgresIn(this.world, { host: 'db', name: 'postgres', address: ADDR.db, port: 5432, password });
+    for (const r of this.relays) {
+      fs.mkdirSync(path.join(r.root, 'etc', 'pipe2me'), { recursive: true });
+      fs.writeFileSync(path.join(r.root, 'etc', 'pipe2me', 'db.password'), `${password}\n`, { mode: 0o600 });
+    }
+    const url = `postgres://${this.pg.user}@${ADDR.db}:5432/${this.pg.database}?connect_timeout=2`;
+    await this.ctl(first.name, ['init', '--domain', DOMAIN, '--ipv4', first.address, '--root', first.root, '--dns', 'bind', '--ttl', String(this.opts.ttl ?? 5),
+      '--state-url', url, '--state-password-file', path.join(first.root, 'etc', 'pipe2me', 'db.password')], { timeout: 120_000 });
+    // The shared configuration: relays and this relay's name; every other key as init wrote it.
+    const doc = yaml.load(fs.readFileSync(first.configFile, 'utf8')) as Record<string, Record<string, unknown>>;
+    delete doc['server']!['ipv4'];
+    doc['relays'] = this.relays.map((r) => ({ name: r.name, ipv4: r.address })) as never;
+    doc['probe'] = { timeout_ms: 1500, flap_window: '2m', prompt: true };
+    // The tests send bursts of requests from the one client address.
+    doc['api'] = { ...(doc['api'] ?? {}), rate_per_minute: 600 };
+    for (const r of this.relays) {
+      const text = yaml.dump({ ...doc, relay: r.name }).split(first.root).join(r.root);
+      fs.writeFileSync(r.configFile, text);
+    }
+    // The CA directory goes with the configuration (see the header).
+    const caDir = loadConfig(first.configFile).paths.ca;
+    for (const r of this.relays.slice(1)) {
+      const to = loadConfig(r.configFile).paths.ca;
+      fs.cpSync(caDir, to, { recursive: true, preserveTimestamps: true });
+      fs.chmodSync(to, 0o700);
+      await this.ctl(r.name, ['init', '--root', r.root], { timeout: 120_000 });
+    }
+    for (const r of this.relays) await this.startRelay(r.name);
+  }
+
+  /** A relay's apply and daemons; ready when its API answers and the store has its heartbeat. */
+  async startRelay(name: string): Promise<void> {
+    const r = this.relay(name);
+    await this.ctl(name, ['apply'], { timeout: 120_000 });
+    const c = loadConfig(r.configFile);
+    const L = layout(c);
+    const d = (n: string) => `${r.name}-${n}`;
+    await this.world.start({ name: d('sshd'), host: r.host, argv: sshdArgv(L), ready: (x, p) => p.waitLog(x.name, 'Server listening').then(() => undefined) });
+    // After killRelay: what a crashed nginx left (see nginxOwnSockets).
+    for (const sock of nginxOwnSockets(L)) fs.rmSync(sock, { force: true });
+    await this.world.start({ name: d('nginx'), host: r.host, argv: nginxArgv(L), ready: () => this.world.waitTcp('cli', r.address, 80) });
+    await this.world.start({ name: d('named'), host: r.host, argv: namedArgv(L), ready: () => this.world.waitDns('cli', r.address, `server.${DOMAIN}`) });
+    await this.world.start({ name: d('api'), host: r.host, argv: [process.execPath, CTL, '-c', r.configFile, 'serve'], ready: () => this.world.waitTcp(r.host, '127.0.0.1', c.http.apiPort) });
+    await this.world.start({ name: d('watch'), host: r.host, argv: [process.execPath, CTL, '-c', r.configFile, 'watch'], ready: (x, p) => p.waitLog(x.name, 'watching').then(() => undefined) });
+  }
+
+  /** Everything of a relay dies at once (its daemons, the pods' sessions on it): what a crashed machine does. */
+  killRelay(name: string): number {
+    const r = this.relay(name);
+    const inode = this.world.topology.inodes.get(this.world.ns(r.host));
+    if (inode === undefined) throw new Error(`no namespace for ${r.host}`);
+    const pids = pidsInNetns(new Set([inode]));
+    for (const pid of pids) signalPid(pid, 'SIGKILL');
+    return pids.length;
+  }
+
+  /** The pod's demo service (http 8080, https 8443 with its certificate). */
+  async startPodService(host: HostName): Promise<void> {
+    const dir = this.podDir(host);
+    await this.world.start({
+      name: `${host}-service`, host,
+      argv: [process.execPath, POD_SERVICE, host, '8080', '8443', path.join(dir, 'tls.key'), path.join(dir, 'fullchain.pem')],
+      ready: () => this.world.waitTcp(host, '127.0.0.1', 8080),
+    });
+  }
+
+  async startPod(host: HostName, extra: readonly string[] = []): Promise<void> {
+    await this.world.start({
+      name: `${host}-pipe2me`, host,
+      argv: [process.execPath, POD, '--dir', this.podDir(host), 'start', '--no-upnp', '--status-interval', '2', ...extra],
+      ready: (d, p) => p.waitLog(d.name, 'tunnel up').then(() => undefined),
+    });
+  }
+
+  async destroy(): Promise<void> {
+    await this.world.destroy();
+  }
+}
