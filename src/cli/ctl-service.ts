@@ -6,6 +6,7 @@ import { createToken, listTokens, revokeToken } from '../state/tokens.js';
 import { requireSubdomain } from '../state/subdomains.js';
 import { createApi } from '../api/server.js';
 import { probeAll } from '../probe/run.js';
+import { asSingleton } from '../server/relays/singletons.js';
 import { formatDuration } from '../config/duration.js';
 import { isoTime, table } from './output.js';
 import { createLog, type LogFormat } from '../util/log.js';
@@ -38,8 +39,17 @@ Examples:
       withServer(cmd, async (ctx, out) => {
         // Resolve the names first: an unknown one is exit 4 like everywhere else, not a silent "nothing to probe".
         const names = o.name ? await Promise.all((o.name as string[]).map(async (n) => (await requireSubdomain(ctx.db, n)).name)) : undefined;
-        const r = await probeAll(ctx, { names, progress: (m) => out.progress(m), applyDns: Boolean(o.apply) });
         const log = createLog('probe', o.logFormat as LogFormat);
+        // With relays the run over the whole fleet goes on one relay at a time (a lease in the store): the
+        // timer fires on every relay, and two runs at once would count each pod's results twice.
+        const job = names ? { ran: true as const, value: await probeAll(ctx, { names, progress: (m) => out.progress(m), applyDns: Boolean(o.apply) }) }
+          : await asSingleton(ctx, 'probe', () => probeAll(ctx, { progress: (m) => out.progress(m), applyDns: Boolean(o.apply) }));
+        if (!job.ran) {
+          log(`the probe runs on relay ${job.holder.holder} now (its lease until ${new Date(job.holder.until * 1000).toISOString()}): nothing to do on this relay`, { event: 'probe_run', outcome: 'skipped', relay: job.holder.holder });
+          out.result({ skipped: true, relay: job.holder.holder, lease_until: new Date(job.holder.until * 1000).toISOString() }, () => `skipped: the probe runs on relay ${job.holder.holder} now`);
+          return;
+        }
+        const r = job.value;
         for (const x of r.results.filter((y) => y.changed)) {
           log(`${x.fqdn}: IPv${x.family} ${x.route} (${x.reason})`, { event: 'route_changed', subdomain: x.name, family: `ipv${x.family}`, outcome: x.route, reason: x.reason });
         }

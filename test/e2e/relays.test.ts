@@ -94,6 +94,20 @@ describe('two relays, one store', () => {
     expect(list.json.relays.reduce((n, r) => n + r.sessions, 0)).toBe(PODS.length);
   });
 
+  it('the probe runs on one relay at a time: started on both at once, one probes the fleet and the other says which relay has it', async () => {
+    const s = f();
+    const [a, b] = await Promise.all(['relay-a', 'relay-b'].map((r) => s.ctl<{ skipped?: boolean; relay?: string; probed?: number }>(r, ['probe', '--no-apply'], { timeout: 120_000 })));
+    const runs = [a!.json, b!.json];
+    const ran = runs.filter((r) => !r.skipped);
+    const skipped = runs.filter((r) => r.skipped);
+    expect(ran).toHaveLength(1);
+    expect(ran[0]!.probed).toBeGreaterThanOrEqual(PODS.length);
+    expect(skipped).toHaveLength(1);
+    expect(skipped[0]!.relay).toBe(a!.json.skipped ? 'relay-b' : 'relay-a');
+    // The lease is given back at the end: the next run may go anywhere at once.
+    expect((await s.ctl<{ skipped?: boolean }>('relay-b', ['probe', '--no-apply'], { timeout: 120_000 })).json.skipped).toBeUndefined();
+  }, 180_000);
+
   it('relay-a killed: its pods are on relay-b within 10 s, their names answer relay-b within 10 s, the client reaches every pod again, and nothing points at relay-a', async () => {
     const s = f();
     const onA = PODS.filter((h) => relayOf(h) === 'relay-a');
@@ -150,4 +164,67 @@ describe('two relays, one store', () => {
     expect(new Set(made.map((m) => m.name)).size).toBe(40);
     expect(new Set(made.flatMap((m) => m.ports.map((p) => p.port))).size).toBe(80);
   }, 180_000);
+  it('relay-b cut off (its link blackholed, nothing told): its pods are on relay-a within 10 s and their names answer relay-a within 10 s', async () => {
+    const s = f();
+    const onB = PODS.filter((h) => relayOf(h) === 'relay-b');
+    expect(onB.length).toBe(PODS.length);
+    const t0 = Date.now();
+    await s.cutRelay('relay-b');
+    try {
+      await waitFor('relay-b\'s pods on relay-a', async () => onB.every((h) => relayOf(h) === 'relay-a'), { timeoutMs: 20_000, intervalMs: 100 });
+      const podsBack = Date.now() - t0;
+      await waitFor('every name answers relay-a on relay-a\'s nameserver', async () => {
+        for (const h of PODS) if ((await answers(ADDR.server, pods[h]!.fqdn)).join() !== ADDR.server) return false;
+        return true;
+      }, { timeoutMs: 20_000, intervalMs: 100 });
+      const dnsMoved = Date.now() - t0;
+      console.log(`[relays] relay-b cut off: its ${onB.length} pod(s) on relay-a after ${podsBack} ms, every name on relay-a after ${dnsMoved} ms`);
+      expect(podsBack).toBeLessThanOrEqual(10_000);
+      expect(dnsMoved).toBeLessThanOrEqual(10_000);
+      for (const h of PODS) expect((await curl(s.world, `http://${pods[h]!.fqdn}:${pods[h]!.http}/`, { from: 'cli' })).status).toBe(200);
+    } finally {
+      await s.restoreRelay('relay-b');
+    }
+    await waitFor('relay-b up again', async () => (await s.ctl<{ relays: { state: string }[] }>('relay-a', ['relay', 'list'])).json.relays.every((r) => r.state === 'up'), { timeoutMs: 20_000, intervalMs: 250 });
+  }, 90_000);
+
+  it('PostgreSQL down for 30 s: every tunnel keeps serving throughout, no relay is called down when it returns, and a failover afterwards still works', async () => {
+    const s = f();
+    await s.pg.stop('fast');
+    const until = Date.now() + 30_000;
+    let served = 0;
+    try {
+      while (Date.now() < until) {
+        for (const h of PODS) {
+          const r = await curl(s.world, `http://${pods[h]!.fqdn}:${pods[h]!.http}/`, { from: 'cli' });
+          expect(r.status, `${h} while the store is down: ${r.error}`).toBe(200);
+          served++;
+        }
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    } finally {
+      await s.pg.start();
+    }
+    expect(served).toBeGreaterThan(PODS.length * 5);
+    // Every lease ran out while the store was away: a relay must renew its own for a whole lease before it
+    // judges the others, so nobody is marked down now.
+    const seen = new Set<string>();
+    const watchUntil = Date.now() + 10_000;
+    while (Date.now() < watchUntil) {
+      const r = await s.ctl<{ relays: { name: string; state: string }[] }>('relay-b', ['relay', 'list'], { allowFailure: true });
+      for (const x of r.json?.relays ?? []) seen.add(`${x.name}=${x.state}`);
+      await new Promise((res) => setTimeout(res, 500));
+    }
+    expect([...seen].sort()).toEqual(['relay-a=up', 'relay-b=up']);
+    // And the fleet still fails over: relay-a (which holds every pod now) killed.
+    const t0 = Date.now();
+    s.killRelay('relay-a');
+    await waitFor('the pods on relay-b', async () => PODS.every((h) => relayOf(h) === 'relay-b'), { timeoutMs: 15_000, intervalMs: 100 });
+    await waitFor('every name answers relay-b', async () => {
+      for (const h of PODS) if ((await answers(ADDR.srv2, pods[h]!.fqdn)).join() !== ADDR.srv2) return false;
+      return true;
+    }, { timeoutMs: 15_000, intervalMs: 100 });
+    console.log(`[relays] after the store's outage, relay-a killed: pods and names on relay-b after ${Date.now() - t0} ms`);
+    expect(Date.now() - t0).toBeLessThanOrEqual(10_000);
+  }, 120_000);
 });

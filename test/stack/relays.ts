@@ -34,6 +34,13 @@ export interface FleetOptions extends WorldOptions {
   ttl?: number;
 }
 
+/** A blackhole on the relay's own side: loopback still works (its daemons keep talking to each other). */
+const CUT_RULES = `table inet p2m_test_cut {
+  chain in { type filter hook input priority -300; policy accept; iifname "wan0" drop; }
+  chain out { type filter hook output priority -300; policy accept; oifname "wan0" drop; }
+}
+`;
+
 const HOSTS = [['relay-a', 'srv'], ['relay-b', 'srv2'], ['relay-c', 'srv3']] as const;
 
 export class RelayFleet {
@@ -159,6 +166,17 @@ export class RelayFleet {
     const pids = pidsInNetns(new Set([inode]));
     for (const pid of pids) signalPid(pid, 'SIGKILL');
     return pids.length;
+  }
+
+  /** The relay's link blackholed: every packet in and out dropped (nft in its own namespace), nothing told. */
+  async cutRelay(name: string): Promise<void> {
+    const r = this.relay(name);
+    await this.world.inNs(r.host, ['nft', '-f', '-'], { input: CUT_RULES, timeout: 10_000 });
+  }
+
+  async restoreRelay(name: string): Promise<void> {
+    const r = this.relay(name);
+    await this.world.inNs(r.host, ['nft', 'delete', 'table', 'inet', 'p2m_test_cut'], { timeout: 10_000, allowFailure: true });
   }
 
   /** The pod's demo service (http 8080, https 8443 with its certificate). */

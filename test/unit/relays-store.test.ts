@@ -1,0 +1,85 @@
+/**
+ * What the relays share through the store, on both engines: heartbeats and their leases, a relay marked
+ * down only by another one and only once its lease ran out, a pod's name following its newest session
+ * (journalled once per move, not per renewal), and job leases that exactly one of two relays gets.
+ */
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ENGINES, closeTestStores, openTestStore, type TestStore } from '../helpers/stores.js';
+import { createSubdomain, getSubdomainById } from '../../src/state/subdomains.js';
+import { followSessions, heartbeat, listRelays, markExpired, relayStates, setRelayState } from '../../src/state/relays.js';
+import { mirrorSessions } from '../../src/state/sessions.js';
+import { releaseLease, takeLease } from '../../src/state/leases.js';
+import { journalPosition } from '../../src/state/render-journal.js';
+
+const ctx = { domain: 'pipe.test', range: { first: 20000, last: 29999 }, maxPorts: 4, reserved: [] };
+
+afterAll(closeTestStores);
+
+describe.each(ENGINES)('relays in the %s store', (engine) => {
+  let t: TestStore;
+  beforeEach(async () => {
+    t = await openTestStore(engine);
+  });
+  afterEach(async () => {
+    await t.cleanup();
+  });
+
+  it('a heartbeat registers the relay with its host key; an expired one is marked down by another relay, never by itself, and comes back up with its next heartbeat', async () => {
+    const s = t.store;
+    expect(await heartbeat(s, { name: 'a', hostKey: 'ssh-ed25519 AAAA', leaseUntil: 105, now: 100 })).toBe('up');
+    expect(await heartbeat(s, { name: 'b', hostKey: null, leaseUntil: 105, now: 100 })).toBe('up');
+    expect(await markExpired(s, 'b', 104)).toEqual([]);
+    expect(await markExpired(s, 'a', 110)).toEqual(['b']);
+    expect(await markExpired(s, 'b', 110)).toEqual(['a']);
+    expect(await relayStates(s)).toEqual([{ name: 'a', state: 'down' }, { name: 'b', state: 'down' }]);
+    expect(await heartbeat(s, { name: 'a', hostKey: 'ssh-ed25519 BBBB', leaseUntil: 120, now: 115 })).toBe('up');
+    const a = (await listRelays(s)).find((r) => r.name === 'a')!;
+    expect([a.state, a.hostKey, a.leaseUntil, a.changedAt]).toEqual(['up', 'ssh-ed25519 BBBB', 120, 115]);
+    // Draining stays draining through heartbeats, and is never "expired" back to up.
+    expect(await setRelayState(s, 'a', 'draining', 116)).toBe(true);
+    expect(await heartbeat(s, { name: 'a', hostKey: null, leaseUntil: 125, now: 120 })).toBe('draining');
+  });
+
+  it('a pod points at the relay of its newest session; renewals do not touch the journal, a move journals once', async () => {
+    const s = t.store;
+    const pod = (await createSubdomain(s, { protocols: ['http'], expiresAt: null }, ctx)).record;
+    const session = (startedAt: number) => [{ name: pod.name, family: 4 as const, address: '198.51.100.7', clientPort: 40000, startedAt }];
+    const a = await mirrorSessions(s, 'a', session(1000), 1010);
+    expect(a.fresh).toEqual([pod.name]);
+    expect(await followSessions(s, a.fresh, 1001)).toBe(1);
+    expect((await getSubdomainById(s, pod.id))!.relay).toBe('a');
+    // Renewed: nothing fresh, nothing moves, the journal stays where it was.
+    const before = (await journalPosition(s)).seq;
+    const again = await mirrorSessions(s, 'a', session(1000), 1012);
+    expect(again.fresh).toEqual([]);
+    expect(await followSessions(s, [pod.name], 1002)).toBe(0);
+    expect((await journalPosition(s)).seq).toBe(before);
+    // A reconnect to b (newer) wins, even while a's older row still counts.
+    const b = await mirrorSessions(s, 'b', session(1005), 1015);
+    expect(await followSessions(s, b.fresh, 1006)).toBe(1);
+    expect((await getSubdomainById(s, pod.id))!.relay).toBe('b');
+    expect((await journalPosition(s)).seq).toBeGreaterThan(before);
+    // a renewing its older row does not take the pod back.
+    await mirrorSessions(s, 'a', session(1000), 1020);
+    expect(await followSessions(s, [pod.name], 1007)).toBe(0);
+    expect((await getSubdomainById(s, pod.id))!.relay).toBe('b');
+  });
+
+  it('of two relays asking for a job\'s lease at once, exactly one gets it; it moves when it runs out or is given back', async () => {
+    const s = t.store;
+    // Two handles on PostgreSQL (relays share one there); on SQLite two handles in one process would wait
+    // on each other's lock (better-sqlite3 is synchronous), so both asks go through the one handle.
+    const other = engine === 'postgres' ? await t.open() : s;
+    const [x, y] = await Promise.all([takeLease(s, 'probe', 'a', 130, 100), takeLease(other, 'probe', 'b', 130, 100)]);
+    expect([x.held, y.held].filter(Boolean)).toHaveLength(1);
+    const holder = x.held ? 'a' : 'b';
+    const loser = holder === 'a' ? 'b' : 'a';
+    expect((await takeLease(s, 'probe', loser, 140, 110)).lease.holder).toBe(holder);
+    expect((await takeLease(s, 'probe', holder, 140, 110)).held).toBe(true);
+    expect((await takeLease(s, 'probe', loser, 160, 141)).held).toBe(true);
+    await releaseLease(s, 'probe', holder); // not the holder any more: nothing happens
+    expect((await takeLease(s, 'probe', holder, 170, 142)).held).toBe(false);
+    await releaseLease(s, 'probe', loser);
+    expect((await takeLease(s, 'probe', holder, 170, 142)).held).toBe(true);
+  });
+});
