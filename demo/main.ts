@@ -12,6 +12,8 @@ import * as path from 'node:path';
 import { ADDR, curl, dig, removeMapping, waitFor, type CurlResult } from '../test/world/index.js';
 import { DOMAIN, ROOT, Stack } from '../test/stack/stack.js';
 import { acmeConfig, startPebble, type Pebble } from '../test/stack/pebble.js';
+import { relaysChapter } from './relays.js';
+import type { RelayFleet } from '../test/stack/relays.js';
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const dim = (s: string) => (process.stdout.isTTY ? `\x1b[2m${s}\x1b[0m` : s);
@@ -19,7 +21,7 @@ const ok = (s: string) => `  ${process.stdout.isTTY ? '\x1b[32m✓\x1b[0m' : '�
 const T0 = performance.now();
 const secs = (from = T0) => `${((performance.now() - from) / 1000).toFixed(1)} s`;
 let step = 0;
-const STEPS = 8;
+const STEPS = 9;
 function heading(text: string) {
   console.log(`\n${bold(`[${++step}/${STEPS}] ${text}`)}`);
 }
@@ -28,10 +30,17 @@ function cmd(host: string, argv: string) {
 }
 
 let stack: Stack | undefined;
+let fleet: RelayFleet | undefined;
 let pebble: Pebble | undefined;
 let interrupted = false;
 
 async function teardown(): Promise<void> {
+  if (fleet) {
+    const f = fleet;
+    fleet = undefined;
+    const r = await f.world.destroy().catch((e: Error) => console.log(`\nTeardown problem: ${e.message}`));
+    if (r) console.log(`\n${bold('Teardown')} of the relays' world: ${r.sweptPids} process(es) swept, namespaces and ${path.join('/run/pipe2me-worlds', f.world.prefix)} removed.`);
+  }
   if (!stack) return;
   const s = stack;
   stack = undefined;
@@ -159,8 +168,12 @@ async function main(): Promise<void> {
   const h3 = await fetchAs(setup.services[0]!.url);
   console.log(ok(`${setup.fqdn} → ${h3.via} (the server) again; curl → "${h3.body.trim()}"  ${dim('(through the tunnel, which never went away)')}`));
 
+  // The second world: the first one goes first (both use the same addresses, in their own namespaces).
+  await teardown();
+  await relaysChapter({ heading, ok: (t) => console.log(ok(t)), cmd }, (f) => (fleet = f));
+
   heading('Done');
-  console.log(ok(`the whole story took ${secs()}; world up in ${(stack.world.timings.upMs / 1000).toFixed(2)} s`));
+  console.log(ok(`the whole story took ${secs()}`));
   console.log(dim(`  Try it yourself: README.md (Running a server, Setting up a pod). This demo lives in ${path.relative(process.cwd(), path.join(ROOT, 'demo', 'main.ts')) || 'demo/main.ts'}.`));
 }
 
@@ -179,6 +192,7 @@ try {
 } catch (e) {
   console.error(`\nThe demo failed: ${(e as Error).message}`);
   if (stack) console.error(stack.world.dumpLogs(25));
+  if (fleet) console.error(fleet.world.dumpLogs(25));
   await teardown();
   process.exitCode = 1;
 }
