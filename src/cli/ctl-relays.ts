@@ -1,6 +1,9 @@
 /** pipe2me-ctl relay: the relays of the fleet as the shared store sees them. */
 import type { Command } from 'commander';
-import { listRelays, sessionsPerRelay } from '../state/relays.js';
+import { listRelays, sessionsPerRelay, setRelayState } from '../state/relays.js';
+import { DaemonError, InputError, NotFoundError } from '../util/errors.js';
+import { parseIntOption } from './ctl-common.js';
+import type { ServerContext } from '../server/context.js';
 import { now } from '../state/types.js';
 import { table } from './output.js';
 import { withServer } from './ctl-common.js';
@@ -11,7 +14,8 @@ export function registerRelayCommands(program: Command): void {
     .addHelpText('after', `
 Examples:
   pipe2me-ctl relay list
-  pipe2me-ctl relay list --json`);
+  pipe2me-ctl relay drain relay-b      # its pods move to the other relays; then stop it
+  pipe2me-ctl relay undrain relay-b    # it takes pods again`);
 
   relay.command('list')
     .description('Every configured relay: its addresses, its state in the store (up, down, draining, or never started), its lease and how many pods hold their session there.')
@@ -39,4 +43,55 @@ Examples:
           ['RELAY', 'IPV4', 'STATE', 'LEASE', 'PODS'],
         ));
       }));
+
+  relay.command('drain <name>')
+    .description('Move every pod off a relay before it is stopped: it takes no new logins, its sessions are cut a few per second (each pod reconnects to another relay and its name follows), names of pods without a session and the server\'s own name stop pointing there. Waits until no pod holds a session there.')
+    .option('--wait <seconds>', 'how long to wait for the last pod to leave (0: do not wait)', parseIntOption('--wait'), 120)
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl relay drain relay-b && systemctl stop pipe2me-sshd   # on relay-b, for maintenance
+  pipe2me-ctl relay drain relay-b --wait 0 --json                  # mark it and return at once
+Exit 0 once the relay holds no session; 8 if pods were still there when --wait ran out (nothing is undone).`)
+    .action(async (name: string, o: { wait: number }, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        requireRelay(ctx, name);
+        const changed = await setRelayState(ctx.db, name, 'draining', now());
+        if (!changed && !(await listRelays(ctx.db)).some((r) => r.name === name)) {
+          throw new NotFoundError('relay_not_started', `Relay ${name} has never started (it has no heartbeat in the store): there is nothing to drain.`);
+        }
+        out.progress(`relay ${name} is draining: its pods move to the other relays`);
+        const deadline = Date.now() + o.wait * 1000;
+        let left = (await sessionsPerRelay(ctx.db, now())).get(name) ?? 0;
+        while (left > 0 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 1000));
+          const next = (await sessionsPerRelay(ctx.db, now())).get(name) ?? 0;
+          if (next !== left) out.progress(`${next} pod(s) still on ${name}`);
+          left = next;
+        }
+        if (left > 0 && o.wait > 0) {
+          throw new DaemonError('drain_incomplete', `${left} pod(s) still hold their session on ${name} after ${o.wait} s.`, {
+            hint: `The relay stays draining (no new logins). Wait longer (pipe2me-ctl relay drain ${name} --wait 600), or look at its pods in pipe2me-ctl relay list.`,
+          });
+        }
+        out.result({ relay: name, state: 'draining', sessions_left: left }, () => left === 0 ? `relay ${name} is drained: no pod holds a session there; it may be stopped` : `relay ${name} is draining (${left} pod(s) still there)`);
+      }));
+
+  relay.command('undrain <name>')
+    .description('A drained relay takes logins again (new pods and reconnecting ones may come to it); pods elsewhere are not moved back.')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl relay undrain relay-b`)
+    .action(async (name: string, _o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        requireRelay(ctx, name);
+        const changed = await setRelayState(ctx.db, name, 'up', now());
+        out.result({ relay: name, state: 'up', changed }, () => changed ? `relay ${name} takes pods again` : `relay ${name} was not draining`);
+      }));
+}
+
+function requireRelay(ctx: ServerContext, name: string): void {
+  if (!ctx.config.relays.relayed) throw new InputError('no_relays', 'This server has no relays: in the configuration.', { hint: 'Drain is for a fleet of relays (relays: in pipe2me.yml).' });
+  if (!ctx.config.relays.list.some((r) => r.name === name)) {
+    throw new NotFoundError('relay_not_found', `No relay ${JSON.stringify(name.slice(0, 64))} in the configuration.`, { hint: `Relays: ${ctx.config.relays.list.map((r) => r.name).join(', ')}.` });
+  }
 }

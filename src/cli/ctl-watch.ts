@@ -87,7 +87,9 @@ Examples:
       function storeFailed(e: unknown): void {
         if (!failing) log(`cannot read the state store, retrying with backoff: ${(e as Error).message}`, { event: 'state_unreadable', outcome: 'failed' });
         failing = true;
-        backoff = Math.min(backoff * 2, 30_000);
+        // With relays at most 2 s: a relay that saw the store come back after an outage must follow the
+        // fleet within a failover's seconds, not half a minute later.
+        backoff = Math.min(backoff * 2, ctx.config.relays.relayed ? 2000 : 30_000);
         skipUntil = Date.now() + backoff;
       }
       let backoff = o.poll as number;

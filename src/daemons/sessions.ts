@@ -16,6 +16,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { run } from '../util/exec.js';
+import { MOVING_LINE } from '../ssh/session-lines.js';
 import { listProcesses, processRunning, processStartTime, type ProcessInfo } from './process.js';
 
 export interface SessionRecord {
@@ -347,3 +348,26 @@ export async function sweepStaleRecords(d: SessionDirs): Promise<number> {
   }
   return removed;
 }
+
+
+/**
+ * Tells the pods of these sessions that they are about to be cut to move to another relay (a drain): one
+ * line on each session's stderr, written to its session holder's stderr (the `cat` the session script
+ * became). The pod then reconnects at once instead of after its backoff. Best effort: a session whose
+ * holder cannot be found is cut all the same.
+ */
+export function announceMove(records: readonly Pick<SessionRecord, 'sessionPid'>[], why: string): number {
+  const parents = new Set(records.map((r) => r.sessionPid));
+  let told = 0;
+  for (const p of listProcesses()) {
+    if (p.comm !== 'cat' || !parents.has(p.ppid)) continue;
+    try {
+      fs.writeFileSync(`/proc/${p.pid}/fd/2`, `${MOVING_LINE}: ${why.replace(/[^\x20-\x7e]/g, '?')}\n`);
+      told++;
+    } catch {
+      /* gone meanwhile, or not a session holder any more */
+    }
+  }
+  return told;
+}
+

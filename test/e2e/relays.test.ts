@@ -164,28 +164,68 @@ describe('two relays, one store', () => {
     expect(new Set(made.map((m) => m.name)).size).toBe(40);
     expect(new Set(made.flatMap((m) => m.ports.map((p) => p.port))).size).toBe(80);
   }, 180_000);
-  it('relay-b cut off (its link blackholed, nothing told): its pods are on relay-a within 10 s and their names answer relay-a within 10 s', async () => {
+  it('draining relay-b moves its pods to relay-a with no client request failing twice (a retry after 2 s), and undrain takes no pod back', async () => {
     const s = f();
-    const onB = PODS.filter((h) => relayOf(h) === 'relay-b');
+    expect(PODS.map((h) => relayOf(h))).toEqual(PODS.map(() => 'relay-b'));
+    let stop = false;
+    let single = 0;
+    let twice = 0;
+    let requests = 0;
+    const client = (async () => {
+      while (!stop) {
+        for (const h of PODS) {
+          const url = `http://${pods[h]!.fqdn}:${pods[h]!.http}/`;
+          requests++;
+          if ((await curl(s.world, url, { from: 'cli', timeoutMs: 2000 })).status === 200) continue;
+          single++;
+          await new Promise((r) => setTimeout(r, 2000));
+          if ((await curl(s.world, url, { from: 'cli', timeoutMs: 2000 })).status !== 200) twice++;
+        }
+      }
+    })();
+    const drain = await s.ctl<{ sessions_left: number }>('relay-a', ['relay', 'drain', 'relay-b', '--wait', '60'], { timeout: 90_000 });
+    expect(drain.json.sessions_left).toBe(0);
+    await waitFor('every pod on relay-a', async () => PODS.every((h) => relayOf(h) === 'relay-a'), { timeoutMs: 15_000, intervalMs: 200 });
+    await waitFor('every name and the server\'s on relay-a', async () => {
+      for (const n of [...PODS.map((h) => pods[h]!.fqdn), `server.${DOMAIN}`]) if ((await answers(ADDR.srv2, n)).join() !== ADDR.server) return false;
+      return true;
+    }, { timeoutMs: 15_000, intervalMs: 200 });
+    await new Promise((r) => setTimeout(r, 3000));
+    stop = true;
+    await client;
+    console.log(`[relays] drain of relay-b: ${requests} client requests, ${single} failed once and succeeded on the retry, ${twice} failed twice`);
+    expect(twice).toBe(0);
+    // A pod that tries relay-b while it drains is refused by its key lookup, and goes on to relay-a.
+    const listed = await s.ctl<{ relays: { name: string; state: string; sessions: number }[] }>('relay-a', ['relay', 'list']);
+    expect(listed.json.relays.find((r) => r.name === 'relay-b')).toMatchObject({ state: 'draining', sessions: 0 });
+    await s.ctl('relay-a', ['relay', 'undrain', 'relay-b']);
+    await waitFor('relay-b up', async () => (await s.ctl<{ relays: { name: string; state: string }[] }>('relay-a', ['relay', 'list'])).json.relays.every((r) => r.state === 'up'), { timeoutMs: 10_000, intervalMs: 250 });
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(PODS.map((h) => relayOf(h))).toEqual(PODS.map(() => 'relay-a'));
+  }, 180_000);
+
+  it('relay-a cut off (its link blackholed, nothing told): its pods are on relay-b within 10 s and their names answer relay-b within 10 s', async () => {
+    const s = f();
+    const onB = PODS.filter((h) => relayOf(h) === 'relay-a');
     expect(onB.length).toBe(PODS.length);
     const t0 = Date.now();
-    await s.cutRelay('relay-b');
+    await s.cutRelay('relay-a');
     try {
-      await waitFor('relay-b\'s pods on relay-a', async () => onB.every((h) => relayOf(h) === 'relay-a'), { timeoutMs: 20_000, intervalMs: 100 });
+      await waitFor('relay-a\'s pods on relay-b', async () => onB.every((h) => relayOf(h) === 'relay-b'), { timeoutMs: 20_000, intervalMs: 100 });
       const podsBack = Date.now() - t0;
-      await waitFor('every name answers relay-a on relay-a\'s nameserver', async () => {
-        for (const h of PODS) if ((await answers(ADDR.server, pods[h]!.fqdn)).join() !== ADDR.server) return false;
+      await waitFor('every name answers relay-b on relay-b\'s nameserver', async () => {
+        for (const h of PODS) if ((await answers(ADDR.srv2, pods[h]!.fqdn)).join() !== ADDR.srv2) return false;
         return true;
       }, { timeoutMs: 20_000, intervalMs: 100 });
       const dnsMoved = Date.now() - t0;
-      console.log(`[relays] relay-b cut off: its ${onB.length} pod(s) on relay-a after ${podsBack} ms, every name on relay-a after ${dnsMoved} ms`);
+      console.log(`[relays] relay-a cut off: its ${onB.length} pod(s) on relay-b after ${podsBack} ms, every name on relay-b after ${dnsMoved} ms`);
       expect(podsBack).toBeLessThanOrEqual(10_000);
       expect(dnsMoved).toBeLessThanOrEqual(10_000);
       for (const h of PODS) expect((await curl(s.world, `http://${pods[h]!.fqdn}:${pods[h]!.http}/`, { from: 'cli' })).status).toBe(200);
     } finally {
-      await s.restoreRelay('relay-b');
+      await s.restoreRelay('relay-a');
     }
-    await waitFor('relay-b up again', async () => (await s.ctl<{ relays: { state: string }[] }>('relay-a', ['relay', 'list'])).json.relays.every((r) => r.state === 'up'), { timeoutMs: 20_000, intervalMs: 250 });
+    await waitFor('relay-a up again', async () => (await s.ctl<{ relays: { state: string }[] }>('relay-a', ['relay', 'list'])).json.relays.every((r) => r.state === 'up'), { timeoutMs: 20_000, intervalMs: 250 });
   }, 90_000);
 
   it('PostgreSQL down for 30 s: every tunnel keeps serving throughout, no relay is called down when it returns, and a failover afterwards still works', async () => {
@@ -216,15 +256,16 @@ describe('two relays, one store', () => {
       await new Promise((res) => setTimeout(res, 500));
     }
     expect([...seen].sort()).toEqual(['relay-a=up', 'relay-b=up']);
-    // And the fleet still fails over: relay-a (which holds every pod now) killed.
+    // And the fleet still fails over: relay-b (which holds every pod now) killed.
+    expect(PODS.map((h) => relayOf(h))).toEqual(PODS.map(() => 'relay-b'));
     const t0 = Date.now();
-    s.killRelay('relay-a');
-    await waitFor('the pods on relay-b', async () => PODS.every((h) => relayOf(h) === 'relay-b'), { timeoutMs: 15_000, intervalMs: 100 });
-    await waitFor('every name answers relay-b', async () => {
-      for (const h of PODS) if ((await answers(ADDR.srv2, pods[h]!.fqdn)).join() !== ADDR.srv2) return false;
+    s.killRelay('relay-b');
+    await waitFor('the pods on relay-a', async () => PODS.every((h) => relayOf(h) === 'relay-a'), { timeoutMs: 15_000, intervalMs: 100 });
+    await waitFor('every name answers relay-a', async () => {
+      for (const h of PODS) if ((await answers(ADDR.server, pods[h]!.fqdn)).join() !== ADDR.server) return false;
       return true;
     }, { timeoutMs: 15_000, intervalMs: 100 });
-    console.log(`[relays] after the store's outage, relay-a killed: pods and names on relay-b after ${Date.now() - t0} ms`);
+    console.log(`[relays] after the store's outage, relay-b killed: pods and names on relay-a after ${Date.now() - t0} ms`);
     expect(Date.now() - t0).toBeLessThanOrEqual(10_000);
   }, 120_000);
 });

@@ -6,6 +6,9 @@
  * see the store again must not call the whole fleet dead.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { announceMove, cutSessions, readSessionsAsync } from '../../daemons/sessions.js';
+import { sessionDirs } from '../keys.js';
 import { dropExpiredSessions, heartbeat, markExpired } from '../../state/relays.js';
 import { now } from '../../state/types.js';
 import type { ServerContext } from '../context.js';
@@ -15,6 +18,19 @@ export interface BeatOutcome {
   state: string;
   markedDown: string[];
   moved: number;
+  /** While draining: the pods whose sessions this beat cut (they reconnect to another relay). */
+  drained: string[];
+}
+
+/**
+ * While draining, this many pods' sessions are cut per beat (a second): the other relays take the logins
+ * at the rate they serve them (~40 per second per relay measured; see docs/operations.md), not all at once.
+ */
+export const DRAIN_PER_BEAT = 20;
+
+/** The mark in the key index directory that makes the key lookup refuse every login (templates/sshd/pipe2me-keys.hbs). */
+export function drainMark(ctx: ServerContext): string {
+  return path.join(ctx.layout.sshd.keysDir, '.draining');
 }
 
 /** The relay's ssh host key as pods pin it ("ssh-ed25519 AAAA…"), or null while sshd has none. */
@@ -32,6 +48,24 @@ export class RelayHeartbeat {
 
   constructor(private readonly ctx: ServerContext) {}
 
+  /** Draining: no new logins here, and a slice of the sessions cut; back up: logins again. */
+  private async follow(state: string): Promise<string[]> {
+    const mark = drainMark(this.ctx);
+    if (state !== 'draining') {
+      if (fs.existsSync(mark)) fs.rmSync(mark, { force: true });
+      return [];
+    }
+    if (!fs.existsSync(mark)) fs.writeFileSync(mark, 'this relay is draining: the key lookup refuses every login\n', { mode: 0o644 });
+    const dirs = sessionDirs(this.ctx);
+    const live = [...(await readSessionsAsync(dirs.sessionsDir)).values()].filter((r) => r.alive).slice(0, DRAIN_PER_BEAT);
+    if (live.length === 0) return [];
+    // Told first, so that each pod reconnects (elsewhere: this relay refuses its key now) at once rather
+    // than after its backoff; the line needs a moment to leave before the connection goes.
+    if (announceMove(live, `relay ${this.ctx.config.relays.self} is draining`) > 0) await new Promise((r) => setTimeout(r, 300));
+    for (const r of live) await cutSessions({ ...dirs, tunnelUser: this.ctx.config.ssh.tunnelUser, name: r.name, ports: [] });
+    return live.map((r) => r.name);
+  }
+
   async beat(): Promise<BeatOutcome> {
     const ctx = this.ctx;
     const t = now();
@@ -44,7 +78,8 @@ export class RelayHeartbeat {
         markedDown = await markExpired(ctx.db, ctx.config.relays.self, t);
         await dropExpiredSessions(ctx.db, t);
       }
-      return { state, markedDown, moved };
+      const drained = await this.follow(state);
+      return { state, markedDown, moved, drained };
     } catch (e) {
       this.healthySince = null;
       throw e;
