@@ -419,6 +419,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
             failing = false;
             for (const name of r.markedDown) log(`relay ${name} stopped renewing its lease: marked down (its pods' names move to the relays that are up)`, { event: 'relay_down', relay: name, outcome: 'ok' });
             if (r.moved) log(`${r.moved} pod(s) now point at this relay (their newest session is here)`, { event: 'relay_sessions', outcome: 'ok' });
+            if (r.superseded.length) log(`cut the old session(s) of ${r.superseded.length} pod(s) now on another relay (newest wins): ${r.superseded.slice(0, 5).join(', ')}${r.superseded.length > 5 ? ', …' : ''}`, { event: 'relay_superseded', outcome: 'ok' });
             if (r.drained.length) log(`draining: cut the sessions of ${r.drained.length} pod(s) (${r.drained.slice(0, 5).join(', ')}${r.drained.length > 5 ? ', …' : ''}); they reconnect to another relay`, { event: 'relay_drain', outcome: 'ok' });
           } catch (e) {
             // Said once per outage: the tunnels and the daemons do not depend on the store.

@@ -123,6 +123,7 @@ tunnel set on the same pod, with a name of its choosing. The operator's \`pipe2m
     .option('--ipv6 <address>', 'the IPv6 direct route: "auto" (this machine\'s global address), an address of this machine, or "off"', 'auto')
     .option('--igd6 <url>', 'the router\'s UPnP description URL at its IPv6 address, for pinholes, e.g. http://[2001:db8:1::1]:5000/rootDesc.xml')
     .option('--status-interval <seconds>', 'how often to ask the server which route clients take', (v) => Number(v), 60)
+    .option('--relay <name>', 'with several relays: hold the tunnel to this one first (the others stay the fallback), e.g. relay-b')
     .option('--log-format <format>', 'one line per event on stderr: text, or json (for journald and Loki)', 'text')
     .option('--on-renew <command...>', 'after each new certificate, run COMMAND with its arguments (no shell), e.g. to reload a web server; everything after it is the command', (v: string) => {
       try {
@@ -141,6 +142,7 @@ Examples:
   pipe2me start --map-with natpmp --natpmp-gateway 192.168.1.1
   pipe2me start --ipv6 2001:db8:1::10 --igd6 'http://[2001:db8:1::1]:5000/rootDesc.xml'
   pipe2me start --on-renew systemctl reload nginx
+  pipe2me start --relay relay-b        # with several relays: this one first
   pipe2me start --on-renew caddy reload --config /etc/caddy/Caddyfile
 
 The IPv6 direct route translates public ports to local ones with nftables on this machine, which needs
@@ -167,7 +169,8 @@ root or CAP_NET_ADMIN; without it the IPv6 route stays on the server and the pod
       const ipv4 = o.upnp && usable.length ? { protocols: usable, leaseSeconds: o.upnpLease, ...(o.igd ? { igdUrl: o.igd } : {}), ...(o.natpmpGateway ? { natpmpGateway: o.natpmpGateway } : {}) } : null;
       const ipv6 = o.ipv6 === 'off' ? null : { address: o.ipv6 as string, leaseSeconds: o.upnpLease, ...(o.igd6 ? { igdUrl: o.igd6 } : {}) };
       const companions = ipv4 || ipv6 ? [directRouteCompanion({ ipv4, ipv6 })] : [];
-      const code = await start({ dir: gl.dir, log, companions, statusIntervalMs: o.statusInterval * 1000, ...(o.onRenew ? { onRenew: o.onRenew as string[] } : {}) });
+      if (o.relay !== undefined && !/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/.test(o.relay)) throw new InputError('bad_option', `--relay takes a relay's name, one DNS label (got ${JSON.stringify(String(o.relay).slice(0, 64))}).`);
+      const code = await start({ dir: gl.dir, log, companions, statusIntervalMs: o.statusInterval * 1000, ...(o.onRenew ? { onRenew: o.onRenew as string[] } : {}), ...(o.relay ? { relay: o.relay as string } : {}) });
       process.exitCode = code;
     });
 

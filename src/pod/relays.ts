@@ -42,28 +42,29 @@ export function knownHostsText(s: PodState, legacy: { alias: string; key: string
   return lines.join('');
 }
 
-/** The order this pod tries the relays in: its home relay first, then on round the list. */
-export function relayOrder(s: Pick<PodState, 'name' | 'relays'>): PodRelay[] {
+/** The order this pod tries the relays in: the pinned relay or its home relay first, then on round the list. */
+export function relayOrder(s: Pick<PodState, 'name' | 'relays'>, pinned?: string): PodRelay[] {
   const list = s.relays ?? [];
   if (list.length === 0) return [];
-  const home = stableHash(s.name) % list.length;
+  const at = pinned ? list.findIndex((r) => r.name === pinned) : -1;
+  const home = at >= 0 ? at : stableHash(s.name) % list.length;
   return [...list.slice(home), ...list.slice(0, home)];
 }
 
 /** The wrapper's list: one relay per line, "name alias address port user" (all checked above). */
-export function relaysFileText(s: Pick<PodState, 'name' | 'relays'>, routes = defaultRoutes()): string {
-  return relayOrder(s).map((r) => `${r.name} ${r.hostKeyAlias} ${r.host6 && !routes.v4 && routes.v6 ? r.host6 : r.host} ${r.port} ${r.user}\n`).join('');
+export function relaysFileText(s: Pick<PodState, 'name' | 'relays'>, routes = defaultRoutes(), pinned?: string): string {
+  return relayOrder(s, pinned).map((r) => `${r.name} ${r.hostKeyAlias} ${r.host6 && !routes.v4 && routes.v6 ? r.host6 : r.host} ${r.port} ${r.user}\n`).join('');
 }
 
 /** Writes the pinned keys and the wrapper's list for the relays in `s` (nothing when there are none). */
-export function writeRelayFiles(f: PodFiles, s: PodState): void {
+export function writeRelayFiles(f: PodFiles, s: PodState, pinned?: string): void {
   if (!s.relays?.length) return;
   const current = readIfExists(f.knownHosts) ?? '';
   // The setup's own line (the alias of the relay that answered setup) is kept first.
   const first = current.split('\n')[0]?.split(' ');
   const legacy = first && first.length >= 3 && first[0] === s.ssh.hostKeyAlias ? { alias: first[0]!, key: `${first[1]} ${first[2]}` } : null;
   atomicWrite(f.knownHosts, knownHostsText(s, legacy), { mode: 0o644 });
-  atomicWrite(f.relays, relaysFileText(s), { mode: 0o644 });
+  atomicWrite(f.relays, relaysFileText(s, defaultRoutes(), pinned), { mode: 0o644 });
 }
 
 /** Whether two relay lists differ in anything the pod pins or dials. */

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { X509Certificate } from 'node:crypto';
-import { ConflictError, DeniedError, isPipe2meError } from '../util/errors.js';
+import { ConfigError, ConflictError, DeniedError, isPipe2meError } from '../util/errors.js';
 import { atomicWrite, readIfExists } from '../util/fsx.js';
 import { requirePrograms } from '../util/which.js';
 import { pidAlive } from '../daemons/process.js';
@@ -110,6 +110,8 @@ export interface StartOptions {
   log: (m: string) => void;
   /** How often to ask the server for the route (ms). */
   statusIntervalMs?: number;
+  /** With several relays: the relay to try first (the operator's pin), else the pod's home relay. */
+  relay?: string;
   /** Extra work that runs with the tunnel (UPnP mappings): started after the tunnel, stopped before it. */
   companions?: ((ctx: StartContext) => Companion)[];
 }
@@ -184,7 +186,7 @@ export async function start(o: StartOptions): Promise<number> {
       if (relays && s.relays?.length && relaysChanged(s.relays, relays)) {
         s.relays = relays;
         f.write(s);
-        writeRelayFiles(f, s);
+        writeRelayFiles(f, s, o.relay);
         log(`relays: ${relays.map((r) => r.name).join(', ')} (as the server lists them now)`);
       }
       const prev = route;
@@ -244,8 +246,11 @@ export async function start(o: StartOptions): Promise<number> {
   const ssh = which('ssh') ?? 'ssh';
   const relayed = Boolean(s.relays?.length);
   let currentRelay: string | null = null;
+  if (o.relay && !s.relays?.some((r) => r.name === o.relay)) {
+    throw new ConfigError(`--relay ${o.relay}: the server names no such relay${s.relays?.length ? ` (its relays: ${s.relays.map((r) => r.name).join(', ')})` : ' (it has no relays)'}.`);
+  }
   if (relayed) {
-    writeRelayFiles(f, s);
+    writeRelayFiles(f, s, o.relay);
     // Every start begins at the pod's home relay.
     atomicWrite(f.relayNext, '0\n', { mode: 0o600 });
   }

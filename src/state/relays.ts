@@ -16,31 +16,32 @@ export interface RelayRow {
   changedAt: number;
 }
 
-/** This relay is alive until `leaseUntil`; a relay marked down comes back up (a draining one stays draining). */
+/**
+ * This relay is alive until `leaseUntil`; a relay marked down comes back up (a draining one stays draining).
+ * One statement on the relay's own row, outside the store's write lock: a heartbeat must never wait behind
+ * another relay's long write (an apply's bookkeeping, an expiry sweep), or a live relay would look dead.
+ */
 export async function heartbeat(store: Store, o: { name: string; hostKey: string | null; leaseUntil: number; now: number }): Promise<RelayState> {
-  return writeTx(store, async (s) => {
-    const row = await s.q.selectFrom('relays').select(['state', 'host_key']).where('name', '=', o.name).executeTakeFirst();
-    if (!row) {
-      await s.q.insertInto('relays').values({ name: o.name, host_key: o.hostKey, state: 'up', lease_until: o.leaseUntil, changed_at: o.now }).execute();
-      return 'up';
-    }
-    const state = row.state === 'down' ? 'up' : row.state;
-    const set: { lease_until: number; state?: RelayState; changed_at?: number; host_key?: string | null } = { lease_until: o.leaseUntil };
-    if (state !== row.state) Object.assign(set, { state, changed_at: o.now });
-    if (o.hostKey !== null && o.hostKey !== row.host_key) set.host_key = o.hostKey;
-    await s.q.updateTable('relays').set(set).where('name', '=', o.name).execute();
-    return state;
-  });
+  const row = await store.q.insertInto('relays').values({ name: o.name, host_key: o.hostKey, state: 'up', lease_until: o.leaseUntil, changed_at: o.now })
+    .onConflict((oc) => oc.column('name').doUpdateSet({
+      lease_until: o.leaseUntil,
+      state: sql<RelayState>`CASE WHEN relays.state = 'down' THEN 'up' ELSE relays.state END`,
+      changed_at: sql<number>`CASE WHEN relays.state = 'down' THEN ${o.now} ELSE relays.changed_at END`,
+      host_key: sql<string | null>`COALESCE(${o.hostKey}, relays.host_key)`,
+    }))
+    .returning('state').executeTakeFirstOrThrow();
+  return row.state;
 }
 
-/** Relays (other than `self`) whose lease ran out before `now` are marked down; returns their names. */
-export async function markExpired(store: Store, self: string, now: number): Promise<string[]> {
-  return writeTx(store, async (s) => {
-    const rows = await s.q.selectFrom('relays').select('name').where('state', '!=', 'down').where('lease_until', '<', now).where('name', '!=', self).execute();
-    const names = rows.map((r) => r.name);
-    if (names.length) await s.q.updateTable('relays').set({ state: 'down', changed_at: now }).where(inList(s, 'name', names)).execute();
-    return names;
-  });
+/**
+ * Relays (other than `self`) that have not renewed their lease for `graceSeconds` past its end are marked
+ * down; returns their names. One statement, outside the write lock (see heartbeat).
+ */
+export async function markExpired(store: Store, self: string, now: number, graceSeconds = 0): Promise<string[]> {
+  const rows = await store.q.updateTable('relays').set({ state: 'down', changed_at: now })
+    .where('state', '!=', 'down').where('lease_until', '<', now - graceSeconds).where('name', '!=', self)
+    .returning('name').execute();
+  return rows.map((r) => r.name).sort();
 }
 
 /** Marks a relay draining (its pods are moved off; new pods do not go there) or back up. */
@@ -94,4 +95,19 @@ export async function dropExpiredSessions(s: Store, now: number): Promise<number
 export async function sessionsPerRelay(s: Store, now: number): Promise<Map<string, number>> {
   const rows = await s.q.selectFrom('sessions').select(['relay', sql<number>`count(*)`.as('n')]).where('lease_until', '>', now).groupBy('relay').execute();
   return new Map(rows.map((r) => [r.relay, Number(r.n)]));
+}
+
+/**
+ * Pods with a session on `relay` that also have a newer session on another relay that is not down (a pod
+ * that reconnected elsewhere while this relay still held its old connection): the old session is this
+ * relay's to cut — newest wins.
+ */
+export async function supersededSessions(s: Store, relay: string, now: number): Promise<{ name: string; newerSince: number }[]> {
+  const rows = await s.q.selectFrom('sessions as mine').innerJoin('subdomains as d', 'd.id', 'mine.subdomain_id')
+    .select(['d.name', 'mine.started_at', sql<number>`(SELECT max(x.started_at) FROM sessions x JOIN relays r ON r.name = x.relay
+      WHERE x.subdomain_id = mine.subdomain_id AND x.relay <> mine.relay AND x.lease_until > ${now} AND r.state <> 'down')`.as('newer')])
+    .where('mine.relay', '=', relay)
+    .orderBy('d.name').execute();
+  // Compared here, not in SQL: the same on both engines whatever their NULL ordering.
+  return rows.flatMap((r) => (r.newer !== null && Number(r.newer) > r.started_at ? [{ name: r.name, newerSince: Number(r.newer) }] : []));
 }

@@ -94,18 +94,20 @@ describe('two relays, one store', () => {
     expect(list.json.relays.reduce((n, r) => n + r.sessions, 0)).toBe(PODS.length);
   });
 
-  it('the probe runs on one relay at a time: started on both at once, one probes the fleet and the other says which relay has it', async () => {
+  it('the probe runs on one relay at a time: runs started on both relays at once never overlap, and a run that finds the lease taken says which relay has it', async () => {
     const s = f();
-    const [a, b] = await Promise.all(['relay-a', 'relay-b'].map((r) => s.ctl<{ skipped?: boolean; relay?: string; probed?: number }>(r, ['probe', '--no-apply'], { timeout: 120_000 })));
-    const runs = [a!.json, b!.json];
-    const ran = runs.filter((r) => !r.skipped);
-    const skipped = runs.filter((r) => r.skipped);
-    expect(ran).toHaveLength(1);
-    expect(ran[0]!.probed).toBeGreaterThanOrEqual(PODS.length);
-    expect(skipped).toHaveLength(1);
-    expect(skipped[0]!.relay).toBe(a!.json.skipped ? 'relay-b' : 'relay-a');
-    // The lease is given back at the end: the next run may go anywhere at once.
-    expect((await s.ctl<{ skipped?: boolean }>('relay-b', ['probe', '--no-apply'], { timeout: 120_000 })).json.skipped).toBeUndefined();
+    const runs = await Promise.all(['relay-a', 'relay-b', 'relay-a', 'relay-b', 'relay-a', 'relay-b'].map(async (r) => {
+      const res = await s.ctl<{ skipped?: boolean; relay?: string; probed?: number; durationMs?: number }>(r, ['probe', '--no-apply'], { timeout: 120_000 });
+      return { relay: r, end: Date.now(), ...res.json };
+    }));
+    const ran = runs.filter((r) => !r.skipped).map((r) => ({ ...r, start: r.end - (r.durationMs ?? 0) })).sort((x, y) => x.start - y.start);
+    expect(ran.length).toBeGreaterThanOrEqual(1);
+    for (const r of ran) expect(r.probed).toBeGreaterThanOrEqual(PODS.length);
+    // Each probing stretch ended before the next began (the lease is held from before the first probe to after the last).
+    // (1 s of slack: a run's end is seen here when its process has exited, after it gave the lease back.)
+    for (let i = 1; i < ran.length; i++) expect(ran[i]!.start, JSON.stringify(ran)).toBeGreaterThanOrEqual(ran[i - 1]!.end - 1000);
+    for (const r of runs.filter((x) => x.skipped)) expect(['relay-a', 'relay-b']).toContain(r.relay);
+    console.log(`[relays] 6 probe runs started at once on two relays: ${ran.length} ran one after another, ${runs.length - ran.length} found the lease taken`);
   }, 180_000);
 
   it('relay-a killed: its pods are on relay-b within 10 s, their names answer relay-b within 10 s, the client reaches every pod again, and nothing points at relay-a', async () => {
@@ -129,8 +131,8 @@ describe('two relays, one store', () => {
       expect(r.status, `${h}: ${r.error}`).toBe(200);
     }
     // relay-a is marked down, and neither the server's name nor any pod's points at it.
-    await waitFor('relay-a marked down', async () => (await s.ctl<{ relays: { name: string; state: string }[] }>('relay-b', ['relay', 'list'])).json.relays.find((r) => r.name === 'relay-a')?.state === 'down', { timeoutMs: 10_000, intervalMs: 250 });
-    await waitFor('the server\'s name answers relay-b only', async () => (await answers(ADDR.srv2, `server.${DOMAIN}`)).join() === ADDR.srv2, { timeoutMs: 10_000, intervalMs: 200 });
+    await waitFor('relay-a marked down', async () => (await s.ctl<{ relays: { name: string; state: string }[] }>('relay-b', ['relay', 'list'])).json.relays.find((r) => r.name === 'relay-a')?.state === 'down', { timeoutMs: 20_000, intervalMs: 250 });
+    await waitFor('the server\'s name answers relay-b only', async () => (await answers(ADDR.srv2, `server.${DOMAIN}`)).join() === ADDR.srv2, { timeoutMs: 20_000, intervalMs: 200 });
   });
 
   it('relay-a returns: it is marked up, the pods stay where they are (nothing flaps), and its nameserver answers what relay-b\'s does', async () => {
@@ -226,6 +228,17 @@ describe('two relays, one store', () => {
       await s.restoreRelay('relay-a');
     }
     await waitFor('relay-a up again', async () => (await s.ctl<{ relays: { state: string }[] }>('relay-a', ['relay', 'list'])).json.relays.every((r) => r.state === 'up'), { timeoutMs: 20_000, intervalMs: 250 });
+    // Back, relay-a still held its pods' old connections (nothing told it they died): they are cut at once
+    // since each pod has a newer session on relay-b (newest wins), not after sshd's keepalives (~18 s).
+    const t1 = Date.now();
+    await waitFor('relay-a holds no old session', async () => (await s.ctl<{ relays: { name: string; sessions: number }[] }>('relay-b', ['relay', 'list'])).json.relays.find((r) => r.name === 'relay-a')?.sessions === 0, { timeoutMs: 10_000, intervalMs: 250 });
+    console.log(`[relays] relay-a back: its old sessions cut ${Date.now() - t1} ms after it was up again`);
+    // Its nameserver answered from its last zone while it was cut off; it follows the store within seconds.
+    await waitFor('relay-a\'s nameserver answers like relay-b\'s again', async () => {
+      for (const h of PODS) if ((await answers(ADDR.server, pods[h]!.fqdn)).join() !== ADDR.srv2) return false;
+      return true;
+    }, { timeoutMs: 15_000, intervalMs: 200 });
+    console.log(`[relays] relay-a back: its nameserver current again ${Date.now() - t1} ms after it was up again`);
   }, 90_000);
 
   it('PostgreSQL down for 30 s: every tunnel keeps serving throughout, no relay is called down when it returns, and a failover afterwards still works', async () => {

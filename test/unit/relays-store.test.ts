@@ -6,7 +6,7 @@
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ENGINES, closeTestStores, openTestStore, type TestStore } from '../helpers/stores.js';
 import { createSubdomain, getSubdomainById } from '../../src/state/subdomains.js';
-import { followSessions, heartbeat, listRelays, markExpired, relayStates, setRelayState } from '../../src/state/relays.js';
+import { followSessions, heartbeat, listRelays, markExpired, relayStates, setRelayState, supersededSessions } from '../../src/state/relays.js';
 import { mirrorSessions } from '../../src/state/sessions.js';
 import { releaseLease, takeLease } from '../../src/state/leases.js';
 import { journalPosition } from '../../src/state/render-journal.js';
@@ -59,6 +59,14 @@ describe.each(ENGINES)('relays in the %s store', (engine) => {
     expect(await followSessions(s, b.fresh, 1006)).toBe(1);
     expect((await getSubdomainById(s, pod.id))!.relay).toBe('b');
     expect((await journalPosition(s)).seq).toBeGreaterThan(before);
+    // a's older session is superseded by b's (b is up), b's is not by a's.
+    await heartbeat(s, { name: 'a', hostKey: null, leaseUntil: 1100, now: 1000 });
+    await heartbeat(s, { name: 'b', hostKey: null, leaseUntil: 1100, now: 1000 });
+    expect(await supersededSessions(s, 'a', 1006)).toEqual([{ name: pod.name, newerSince: 1005 }]);
+    expect(await supersededSessions(s, 'b', 1006)).toEqual([]);
+    // A newer session on a relay that is down supersedes nothing.
+    await markExpired(s, 'a', 1200);
+    expect(await supersededSessions(s, 'a', 1006)).toEqual([]);
     // a renewing its older row does not take the pod back.
     await mirrorSessions(s, 'a', session(1000), 1020);
     expect(await followSessions(s, [pod.name], 1007)).toBe(0);

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { announceMove, cutSessions, readSessionsAsync } from '../../daemons/sessions.js';
 import { sessionDirs } from '../keys.js';
-import { dropExpiredSessions, heartbeat, markExpired } from '../../state/relays.js';
+import { dropExpiredSessions, heartbeat, markExpired, supersededSessions } from '../../state/relays.js';
 import { now } from '../../state/types.js';
 import type { ServerContext } from '../context.js';
 import { RELAY_LEASE_SECONDS, shareSessions } from './sessions.js';
@@ -20,6 +20,8 @@ export interface BeatOutcome {
   moved: number;
   /** While draining: the pods whose sessions this beat cut (they reconnect to another relay). */
   drained: string[];
+  /** Old sessions of pods that hold a newer one on another relay, cut here (newest wins). */
+  superseded: string[];
 }
 
 /**
@@ -48,6 +50,24 @@ export class RelayHeartbeat {
 
   constructor(private readonly ctx: ServerContext) {}
 
+  /** A pod that holds a newer session on another relay keeps that one: its old one here is cut. */
+  private async cutSuperseded(): Promise<string[]> {
+    const candidates = await supersededSessions(this.ctx.db, this.ctx.config.relays.self, now());
+    if (candidates.length === 0) return [];
+    const dirs = sessionDirs(this.ctx);
+    const local = await readSessionsAsync(dirs.sessionsDir);
+    const cut: string[] = [];
+    for (const c of candidates) {
+      // Only if what this relay holds is older than the other session: a pod that has just come back here
+      // (not yet mirrored) keeps its new session.
+      const mine = local.get(c.name);
+      if (!mine?.alive || mine.since >= c.newerSince) continue;
+      await cutSessions({ ...dirs, tunnelUser: this.ctx.config.ssh.tunnelUser, name: c.name, ports: [] });
+      cut.push(c.name);
+    }
+    return cut;
+  }
+
   /** Draining: no new logins here, and a slice of the sessions cut; back up: logins again. */
   private async follow(state: string): Promise<string[]> {
     const mark = drainMark(this.ctx);
@@ -75,11 +95,14 @@ export class RelayHeartbeat {
       const { moved } = await shareSessions(ctx);
       let markedDown: string[] = [];
       if (t - this.healthySince >= RELAY_LEASE_SECONDS) {
-        markedDown = await markExpired(ctx.db, ctx.config.relays.self, t);
+        // A whole lease more of silence before a relay is called down: its pods' names follow their new
+        // sessions at once anyway; this mark only moves the names of pods without one, and the server's.
+        markedDown = await markExpired(ctx.db, ctx.config.relays.self, t, RELAY_LEASE_SECONDS);
         await dropExpiredSessions(ctx.db, t);
       }
       const drained = await this.follow(state);
-      return { state, markedDown, moved, drained };
+      const superseded = await this.cutSuperseded();
+      return { state, markedDown, moved, drained, superseded };
     } catch (e) {
       this.healthySince = null;
       throw e;

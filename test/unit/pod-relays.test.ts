@@ -1,0 +1,72 @@
+/**
+ * The pod's side of several relays: the server's list is taken only in the shape a pipe2me server sends
+ * (it reaches ssh's arguments), each relay's key is pinned under its own alias, the pod starts at its home
+ * relay (or the operator's pin), and the real ssh wrapper walks the list one relay per attempt.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { checkRelays, knownHostsText, relayOrder, relaysFileText } from '../../src/pod/relays.js';
+import { sshWrapperScript } from '../../src/pod/tunnel.js';
+import { stableHash } from '../../src/render/relays.js';
+import type { PodState } from '../../src/pod/files.js';
+
+const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJNkg2iZ4wV/GMl8F1UwmTiDVTF3DyTqDIpGX/AP8eUQ';
+const answer = (name: string, host: string) => ({ name, host, host6: null, port: 4444, user: 'pipe2me-tunnel', host_key: KEY, host_key_alias: `pipe2me-${name}.pipe.test` });
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'p2m-pod-relays-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+describe('the relays a pod is told about', () => {
+  it('takes a well-formed list and refuses anything that could reach ssh\'s arguments in another shape', () => {
+    expect(checkRelays([answer('relay-a', '198.51.100.10'), answer('relay-b', '198.51.100.20')])?.map((r) => r.name)).toEqual(['relay-a', 'relay-b']);
+    for (const bad of [
+      [{ ...answer('relay-a', '198.51.100.10'), name: 'a b' }],
+      [{ ...answer('relay-a', '198.51.100.10'), name: 'x\n-oProxyCommand=sh' }],
+      [answer('relay-a', 'relay.example.com')],
+      [{ ...answer('relay-a', '198.51.100.10'), host_key: `${KEY} extra` }],
+      [{ ...answer('relay-a', '198.51.100.10'), user: '-oX' }],
+      [{ ...answer('relay-a', '198.51.100.10'), port: 0 }],
+      [{ ...answer('relay-a', '198.51.100.10'), host6: 'not-an-address' }],
+      [], 'relay-a', null,
+    ]) expect(checkRelays(bad), JSON.stringify(bad)).toBeNull();
+  });
+
+  it('pins every relay\'s key under its own alias, the setup\'s own line first', () => {
+    const relays = checkRelays([answer('relay-a', '198.51.100.10'), answer('relay-b', '198.51.100.20')])!;
+    expect(knownHostsText({ relays } as PodState, { alias: 'pipe2me-pipe.test', key: KEY })).toBe(
+      `pipe2me-pipe.test ${KEY}\npipe2me-relay-a.pipe.test ${KEY}\npipe2me-relay-b.pipe.test ${KEY}\n`);
+  });
+
+  it('starts at the home relay (a stable hash of the pod\'s name) or the pinned one, then goes round', () => {
+    const relays = checkRelays(['relay-a', 'relay-b', 'relay-c'].map((n, i) => answer(n, `198.51.100.${10 + i}`)))!;
+    const name = 'calm-red-otter';
+    const home = stableHash(name) % 3;
+    expect(relayOrder({ name, relays }).map((r) => r.name)).toEqual([0, 1, 2].map((i) => relays[(home + i) % 3]!.name));
+    expect(relayOrder({ name, relays }, 'relay-c').map((r) => r.name)).toEqual(['relay-c', 'relay-a', 'relay-b']);
+    expect(relaysFileText({ name, relays }, { v4: true, v6: true }, 'relay-b')).toBe(
+      'relay-b pipe2me-relay-b.pipe.test 198.51.100.11 4444 pipe2me-tunnel\nrelay-c pipe2me-relay-c.pipe.test 198.51.100.12 4444 pipe2me-tunnel\nrelay-a pipe2me-relay-a.pipe.test 198.51.100.10 4444 pipe2me-tunnel\n');
+  });
+
+  it('the real wrapper sends each attempt to the next relay, naming it on stderr, with the relay\'s address, alias, port and user given first', () => {
+    const fake = path.join(tmp, 'fake-ssh');
+    fs.writeFileSync(fake, '#!/bin/sh\nprintf "%s\\n" "$*"\n', { mode: 0o755 });
+    const list = path.join(tmp, 'relays');
+    const next = path.join(tmp, 'relay-next');
+    const state = path.join(tmp, 'backoff');
+    fs.writeFileSync(list, 'relay-b pipe2me-relay-b.pipe.test 198.51.100.20 4444 tun\nrelay-a pipe2me-relay-a.pipe.test 198.51.100.10 4445 tun\n');
+    const wrapper = path.join(tmp, 'ssh-backoff');
+    fs.writeFileSync(wrapper, sshWrapperScript(state, fake, { list, next }), { mode: 0o700 });
+    const runOnce = () => {
+      fs.writeFileSync(state, 'now\n');
+      return execFileSync(wrapper, ['-T', '-R', '20000:localhost:8080', 'pipe2me-relay'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 }).trim();
+    };
+    expect(runOnce()).toBe('-o HostName=198.51.100.20 -o HostKeyAlias=pipe2me-relay-b.pipe.test -o Port=4444 -o User=tun -T -R 20000:localhost:8080 pipe2me-relay');
+    expect(runOnce()).toBe('-o HostName=198.51.100.10 -o HostKeyAlias=pipe2me-relay-a.pipe.test -o Port=4445 -o User=tun -T -R 20000:localhost:8080 pipe2me-relay');
+    expect(runOnce()).toContain('HostName=198.51.100.20');
+    // A damaged position file starts again at the first relay.
+    fs.writeFileSync(next, 'x; rm -rf /\n');
+    expect(runOnce()).toContain('HostName=198.51.100.20');
+  });
+});
