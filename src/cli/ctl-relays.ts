@@ -1,7 +1,7 @@
 /** pipe2me-ctl relay: the relays of the fleet as the shared store sees them. */
 import type { Command } from 'commander';
 import { listRelays, sessionsPerRelay, setRelayState } from '../state/relays.js';
-import { DaemonError, InputError, NotFoundError } from '../util/errors.js';
+import { ConflictError, DaemonError, InputError, NotFoundError } from '../util/errors.js';
 import { parseIntOption } from './ctl-common.js';
 import type { ServerContext } from '../server/context.js';
 import { now } from '../state/types.js';
@@ -55,6 +55,13 @@ Exit 0 once the relay holds no session; 8 if pods were still there when --wait r
     .action(async (name: string, o: { wait: number }, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         requireRelay(ctx, name);
+        // Its pods need somewhere to go: never the last relay that is up.
+        const others = (await listRelays(ctx.db)).filter((r) => r.name !== name && r.state === 'up');
+        if (others.length === 0) {
+          throw new ConflictError('last_relay', `${name} is the only relay that is up: draining it would leave its pods nowhere to go.`, {
+            hint: 'Start another relay first (pipe2me-ctl relay list shows which are up).',
+          });
+        }
         const changed = await setRelayState(ctx.db, name, 'draining', now());
         if (!changed && !(await listRelays(ctx.db)).some((r) => r.name === name)) {
           throw new NotFoundError('relay_not_started', `Relay ${name} has never started (it has no heartbeat in the store): there is nothing to drain.`);
