@@ -51,7 +51,7 @@ import { registerStatusRoutes } from '../status/routes.js';
 import { registerDirectRouteReports } from './direct-reports.js';
 import { setupInfo, statusView } from './views.js';
 import { shareSessions } from '../server/relays/sessions.js';
-import { RelayHeartbeat } from '../server/relays/heartbeat.js';
+import { startHeartbeat } from '../server/relays/heartbeat.js';
 import { storeUnavailable } from '../state/errors.js';
 import { writeTx } from '../state/store.js';
 
@@ -335,7 +335,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
 
   let expiryTimer: NodeJS.Timeout | undefined;
   let refreshTimer: NodeJS.Timeout | undefined;
-  let relayTimer: NodeJS.Timeout | undefined;
+  let stopHeartbeat: (() => void) | undefined;
   let bound: { host: string; port: number; asked: number; socket: string } | undefined;
   let binding = false;
 
@@ -406,36 +406,11 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
           }
         }, interval);
       }
-      if (ctx.config.relays.relayed && (opts.relayIntervalMs ?? 1000) > 0) {
-        const beat = new RelayHeartbeat(ctx);
-        let beating = false;
-        let failing = false;
-        const tick = async () => {
-          if (beating) return;
-          beating = true;
-          try {
-            const r = await beat.beat();
-            if (failing) log('the relay\'s heartbeat reaches the state store again', { event: 'relay_heartbeat', outcome: 'ok' });
-            failing = false;
-            for (const name of r.markedDown) log(`relay ${name} stopped renewing its lease: marked down (its pods' names move to the relays that are up)`, { event: 'relay_down', relay: name, outcome: 'ok' });
-            if (r.moved) log(`${r.moved} pod(s) now point at this relay (their newest session is here)`, { event: 'relay_sessions', outcome: 'ok' });
-            if (r.superseded.length) log(`cut the old session(s) of ${r.superseded.length} pod(s) now on another relay (newest wins): ${r.superseded.slice(0, 5).join(', ')}${r.superseded.length > 5 ? ', …' : ''}`, { event: 'relay_superseded', outcome: 'ok' });
-            if (r.drained.length) log(`draining: cut the sessions of ${r.drained.length} pod(s) (${r.drained.slice(0, 5).join(', ')}${r.drained.length > 5 ? ', …' : ''}); they reconnect to another relay`, { event: 'relay_drain', outcome: 'ok' });
-          } catch (e) {
-            // Said once per outage: the tunnels and the daemons do not depend on the store.
-            if (!failing) log(`the relay's heartbeat cannot reach the state store: ${(e as Error).message}`, { event: 'relay_heartbeat', outcome: 'failed' });
-            failing = true;
-          } finally {
-            beating = false;
-          }
-        };
-        void tick();
-        relayTimer = setInterval(() => void tick(), opts.relayIntervalMs ?? 1000);
-      }
+      if (ctx.config.relays.relayed && (opts.relayIntervalMs ?? 1000) > 0) stopHeartbeat = startHeartbeat(ctx, log, opts.relayIntervalMs ?? 1000);
       return { host: bound!.host, port: bound!.port };
     },
     async close(): Promise<void> {
-      clearInterval(relayTimer);
+      stopHeartbeat?.();
       clearInterval(expiryTimer);
       clearInterval(refreshTimer);
       await prober.close();

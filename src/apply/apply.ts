@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { LiveServer, snapshot, type ServerContext } from '../server/context.js';
 import { ALL_UNITS } from '../render/render.js';
 import { SERIAL_PLACEHOLDER, type DroppedEntry, type RenderedFile, type Unit } from '../render/types.js';
-import { getMeta, setMeta } from '../state/db.js';
+import { getMeta, recordZoneSerial, setMeta, sharedZoneSerial } from '../state/db.js';
 import { recordApplyMetrics } from './apply-metrics.js';
 import { now } from '../state/types.js';
 import { ensureDir, fsyncDir, readIfExists, writeFresh } from '../util/fsx.js';
@@ -59,8 +59,6 @@ export interface ApplyReport {
 }
 
 const SERIAL_KEY = 'zone_serial';
-/** With relays: the zone the recorded serial belongs to (see plan.ts, PlanContext.storedZoneDigest). */
-const ZONE_DIGEST_KEY = 'zone_serial_digest';
 const STAGE_PREFIX = '.p2m-stage-';
 
 function readLive(files: readonly RenderedFile[], read: ReadonlyMap<string, string | undefined> = new Map()): Map<string, LiveFile | undefined> {
@@ -175,9 +173,10 @@ export async function planOnly(live: ServerContext, units: readonly Unit[] = ALL
   const perPod = [L.sshd.keyList, L.nginx.httpEntryMap, L.nginx.httpsEntryMap, L.nginx.sniRouteMap, L.nginx.sniPortMap, L.bind.zone, L.nsd.zone];
   const contents = new Map(perPod.map((p) => [p, readIfExists(p)]));
   const render = await renderForApply(ctx.config, L, ctx.db, units, contents, opts);
-  const stored = await getMeta(ctx.db, SERIAL_KEY);
-  const storedZoneDigest = ctx.config.relays.relayed ? await getMeta(ctx.db, ZONE_DIGEST_KEY) : null;
-  return { ...plan(render.files, readLive(render.files, contents), { storedSerial: stored ? Number(stored) : null, storedZoneDigest, now: now() }), render };
+  // With relays the serial and the zone it was given for are one record, whichever relay wrote it.
+  const shared = ctx.config.relays.relayed ? await sharedZoneSerial(ctx.db) : null;
+  const stored = shared ? String(shared.serial) : await getMeta(ctx.db, SERIAL_KEY);
+  return { ...plan(render.files, readLive(render.files, contents), { storedSerial: stored ? Number(stored) : null, storedZoneDigest: shared?.digest ?? null, now: now() }), render };
 }
 
 export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promise<ApplyReport> {
@@ -298,8 +297,7 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     // relay whose zone did not change must not put its older serial back.
     const zone = p.changes.find((c) => c.file.unit === 'dns' && c.file.content.includes(SERIAL_PLACEHOLDER));
     if (p.serial !== null && ctx.config.relays.relayed && zone && zone.change !== 'unchanged') {
-      await setMeta(ctx.db, SERIAL_KEY, String(p.serial));
-      await setMeta(ctx.db, ZONE_DIGEST_KEY, zoneDigest(zone.file.content));
+      await recordZoneSerial(ctx.db, p.serial, zoneDigest(zone.file.content));
     }
     // The files are in place: the next apply may patch them.
     await record();

@@ -349,25 +349,36 @@ export async function sweepStaleRecords(d: SessionDirs): Promise<number> {
   return removed;
 }
 
-
 /**
  * Tells the pods of these sessions that they are about to be cut to move to another relay (a drain): one
  * line on each session's stderr, written to its session holder's stderr (the `cat` the session script
- * became). The pod then reconnects at once instead of after its backoff. Best effort: a session whose
- * holder cannot be found is cut all the same.
+ * became, running as the tunnel user, a child of the session's sshd). The pod then reconnects at once
+ * instead of after its backoff. Written only into a pipe or socket, appended, never blocking (a process
+ * that merely looks like a holder — a reused pid — is never given a file to truncate). Best effort: a
+ * session whose holder cannot be found is cut all the same.
  */
-export function announceMove(records: readonly Pick<SessionRecord, 'sessionPid'>[], why: string): number {
+export function announceMove(records: readonly Pick<SessionRecord, 'sessionPid'>[], tunnelUid: number | undefined, why: string): number {
+  if (tunnelUid === undefined) return 0;
   const parents = new Set(records.map((r) => r.sessionPid));
+  const procs = listProcesses();
+  const sshd = new Set(procs.filter((p) => p.comm === 'sshd' && parents.has(p.pid)).map((p) => p.pid));
+  const line = Buffer.from(`${MOVING_LINE}: ${why.replace(/[^\x20-\x7e]/g, '?')}\n`);
   let told = 0;
-  for (const p of listProcesses()) {
-    if (p.comm !== 'cat' || !parents.has(p.ppid)) continue;
+  for (const p of procs) {
+    if (p.comm !== 'cat' || p.uid !== tunnelUid || !sshd.has(p.ppid)) continue;
+    let fd: number | undefined;
     try {
-      fs.writeFileSync(`/proc/${p.pid}/fd/2`, `${MOVING_LINE}: ${why.replace(/[^\x20-\x7e]/g, '?')}\n`);
-      told++;
+      fd = fs.openSync(`/proc/${p.pid}/fd/2`, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
+      const st = fs.fstatSync(fd);
+      if (st.isFIFO() || st.isSocket()) {
+        fs.writeSync(fd, line);
+        told++;
+      }
     } catch {
-      /* gone meanwhile, or not a session holder any more */
+      /* gone meanwhile, or its pipe is full: it is cut all the same */
+    } finally {
+      if (fd !== undefined) fs.closeSync(fd);
     }
   }
   return told;
 }
-

@@ -264,13 +264,13 @@ export async function start(o: StartOptions): Promise<number> {
   };
   backoff('now');
   const sup = new TunnelSupervisor(tunnelArgv(s, f), onEvent, tunnelEnv(f.autosshLog, f.sshWrapper), 1000, (line) => {
-    // The wrapper says which relay each attempt goes to (see tunnel.ts).
     // A relay about to cut this session to move the pod elsewhere (a drain): the next attempt goes at once.
     if (line.startsWith(MOVING_LINE)) {
       backoff('now');
       log(`the relay moves this pod: ${line.slice(MOVING_LINE.length + 2)}; reconnecting to the next relay at once`);
       return;
     }
+    // The wrapper says which relay each attempt goes to (see tunnel.ts).
     const m = /^pipe2me-relay: connecting to relay (\S+)/.exec(line);
     if (m) {
       currentRelay = m[1]!;

@@ -18,13 +18,13 @@ export interface TunnelTiming {
 
 export const DEFAULT_TIMING: TunnelTiming = { serverAliveInterval: 5, serverAliveCountMax: 3, connectTimeout: 10 };
 
+/** The destination autossh is given with several relays (ssh connects where the wrapper's HostName says). */
+export const RELAY_PLACEHOLDER = 'pipe2me-relay';
+
 /**
  * With several relays a dead relay must be noticed quickly, since another one is there to go to: a silent
  * link is given up after 4–6 s (2 keepalives 2 s apart), a relay that does not answer a connect after 4 s.
  */
-/** The destination autossh is given with several relays (ssh connects where the wrapper's HostName says). */
-export const RELAY_PLACEHOLDER = 'pipe2me-relay';
-
 export const RELAYED_TIMING: TunnelTiming = { serverAliveInterval: 2, serverAliveCountMax: 2, connectTimeout: 4 };
 
 export function knownHostsLine(alias: string, hostKey: string): string {
@@ -142,13 +142,19 @@ if [ -s "$relays" ]; then
   # Given first, these win over anything later on the line (ssh keeps the first value of an option).
   exec ${q(sshPath)} -o "HostName=$address" -o "HostKeyAlias=$alias" -o "Port=$port" -o "User=$user" "$@"
 fi` : '';
+  // With several relays the first attempt after a session ended goes at once: it goes to another relay,
+  // not back to the one that just dropped it (the backoff protects a restarting relay from its own fleet).
+  // It counts as a failure all the same: if that relay does not answer either, the backoff starts.
+  const firstAtOnce = relays ? `\n[ "$n" = 0 ] && [ -s ${q(relays.list)} ] && n=first` : '';
   return `#!/bin/sh
 # pipe2me: the ssh that autossh runs for this tunnel set; see src/pod/tunnel.ts (sshWrapperScript).
 state=${q(stateFile)}
 n=0
-[ -r "$state" ] && IFS= read -r n < "$state"
+[ -r "$state" ] && IFS= read -r n < "$state"${firstAtOnce}
 if [ "$n" = now ]; then
   n=0
+elif [ "$n" = first ]; then
+  n=1
 else
   case $n in ''|*[!0-9]*) n=0 ;; esac
   window=${BACKOFF.baseSeconds}

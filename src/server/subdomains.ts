@@ -123,7 +123,8 @@ export function addSubdomainRecord(ctx: ServerContext, input: AddInput, maxPorts
     domain: c.domain,
     range: { first: c.ports.first, last: c.ports.last },
     maxPorts,
-    reserved: [...c.subdomains.reservedNames, c.server.name, ...nameserverLabels(ctx)],
+    // Every relay's label is its nameserver's name in the zone (with glue): never a pod's.
+    reserved: [...c.subdomains.reservedNames, c.server.name, ...nameserverLabels(ctx), ...c.relays.list.map((r) => r.name)],
   });
 }
 

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { sql } from 'kysely';
 import { ConfigError } from '../util/errors.js';
 import { openSqliteStore } from './engines/sqlite.js';
-import type { Store } from './store.js';
+import { writeTx, type Store } from './store.js';
 
 export { DowngradeError } from './errors.js';
 export { writeTx, readTx, type Store } from './store.js';
@@ -73,6 +73,24 @@ export async function getMeta(s: Store, key: string): Promise<string | undefined
 
 export async function setMeta(s: Store, key: string, value: string): Promise<void> {
   await s.q.insertInto('meta').values({ key, value }).onConflict((oc) => oc.column('key').doUpdateSet({ value })).execute();
+}
+
+const ZONE_SERIAL_KEY = 'zone_serial_shared';
+
+/** With relays: the last serial any relay gave the zone, and the digest of the zone it was given for. */
+export async function sharedZoneSerial(s: Store): Promise<{ serial: number; digest: string } | null> {
+  const v = await getMeta(s, ZONE_SERIAL_KEY);
+  const m = v ? /^(\d+) ([0-9a-f]{64})$/.exec(v) : null;
+  return m ? { serial: Number(m[1]), digest: m[2]! } : null;
+}
+
+/** Records a relay's new serial with its zone's digest, in one row and only when it is higher than the one recorded (never backwards). */
+export async function recordZoneSerial(store: Store, serial: number, digest: string): Promise<void> {
+  await writeTx(store, async (s) => {
+    const current = await sharedZoneSerial(s);
+    if (current && current.serial >= serial) return;
+    await setMeta(s, ZONE_SERIAL_KEY, `${serial} ${digest}`);
+  });
 }
 
 /** The schema version the store is at (PRAGMA user_version on SQLite, the schema_version row on PostgreSQL). */

@@ -22,10 +22,11 @@ export interface RelayRow {
  * another relay's long write (an apply's bookkeeping, an expiry sweep), or a live relay would look dead.
  */
 export async function heartbeat(store: Store, o: { name: string; hostKey: string | null; leaseUntil: number; now: number }): Promise<RelayState> {
-  const row = await store.q.insertInto('relays').values({ name: o.name, host_key: o.hostKey, state: 'up', lease_until: o.leaseUntil, changed_at: o.now })
+  const back: RelayState = (await drainRequested(store, o.name)) ? 'draining' : 'up';
+  const row = await store.q.insertInto('relays').values({ name: o.name, host_key: o.hostKey, state: back, lease_until: o.leaseUntil, changed_at: o.now })
     .onConflict((oc) => oc.column('name').doUpdateSet({
       lease_until: o.leaseUntil,
-      state: sql<RelayState>`CASE WHEN relays.state = 'down' THEN 'up' ELSE relays.state END`,
+      state: sql<RelayState>`CASE WHEN relays.state = 'down' THEN ${back} ELSE relays.state END`,
       changed_at: sql<number>`CASE WHEN relays.state = 'down' THEN ${o.now} ELSE relays.changed_at END`,
       host_key: sql<string | null>`COALESCE(${o.hostKey}, relays.host_key)`,
     }))
@@ -44,12 +45,29 @@ export async function markExpired(store: Store, self: string, now: number, grace
   return rows.map((r) => r.name).sort();
 }
 
-/** Marks a relay draining (its pods are moved off; new pods do not go there) or back up. */
+const drainKey = (name: string) => `relay draining ${name}`;
+
+/**
+ * Marks a relay draining (its pods are moved off; new pods do not go there) or back up. The operator's
+ * intent is kept apart from the state (a meta row): a draining relay that is marked down while stopped for
+ * maintenance comes back draining, not up. Undrain changes only a draining relay (a down one stays down).
+ */
 export async function setRelayState(store: Store, name: string, state: 'up' | 'draining', now: number): Promise<boolean> {
   return writeTx(store, async (s) => {
-    const r = await s.q.updateTable('relays').set({ state, changed_at: now }).where('name', '=', name).where('state', '!=', state).executeTakeFirst();
-    return Number(r.numUpdatedRows) > 0;
+    if (state === 'draining') {
+      await s.q.insertInto('meta').values({ key: drainKey(name), value: String(now) }).onConflict((oc) => oc.column('key').doUpdateSet({ value: String(now) })).execute();
+      const r = await s.q.updateTable('relays').set({ state, changed_at: now }).where('name', '=', name).where('state', '=', 'up').executeTakeFirst();
+      return Number(r.numUpdatedRows) > 0;
+    }
+    const had = await s.q.deleteFrom('meta').where('key', '=', drainKey(name)).executeTakeFirst();
+    const r = await s.q.updateTable('relays').set({ state, changed_at: now }).where('name', '=', name).where('state', '=', 'draining').executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0 || Number(had.numDeletedRows) > 0;
   });
+}
+
+/** Whether the operator asked for this relay to drain (see setRelayState). */
+export async function drainRequested(s: Store, name: string): Promise<boolean> {
+  return (await s.q.selectFrom('meta').select('key').where('key', '=', drainKey(name)).executeTakeFirst()) !== undefined;
 }
 
 export async function listRelays(s: Store): Promise<RelayRow[]> {
@@ -91,7 +109,7 @@ export async function dropExpiredSessions(s: Store, now: number): Promise<number
   return Number(r.numAffectedRows ?? 0);
 }
 
-/** How many live sessions each relay holds (for `relay list` and the spread of new pods). */
+/** How many live sessions each relay holds (`relay list`, `relay drain`). */
 export async function sessionsPerRelay(s: Store, now: number): Promise<Map<string, number>> {
   const rows = await s.q.selectFrom('sessions').select(['relay', sql<number>`count(*)`.as('n')]).where('lease_until', '>', now).groupBy('relay').execute();
   return new Map(rows.map((r) => [r.relay, Number(r.n)]));

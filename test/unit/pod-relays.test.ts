@@ -65,6 +65,16 @@ describe('the relays a pod is told about', () => {
     expect(runOnce()).toBe('-o HostName=198.51.100.20 -o HostKeyAlias=pipe2me-relay-b.pipe.test -o Port=4444 -o User=tun -T -R 20000:localhost:8080 pipe2me-relay');
     expect(runOnce()).toBe('-o HostName=198.51.100.10 -o HostKeyAlias=pipe2me-relay-a.pipe.test -o Port=4445 -o User=tun -T -R 20000:localhost:8080 pipe2me-relay');
     expect(runOnce()).toContain('HostName=198.51.100.20');
+    // After a session that was up (the pod writes 0), the first attempt goes at once, to the next relay,
+    // and counts as a failure: the one after it waits (the backoff), so a fleet without any relay is not hammered.
+    // (Three times: the backoff's random wait is under 300 ms one time in seven, never three times running.)
+    for (let i = 0; i < 3; i++) {
+      fs.writeFileSync(state, '0\n');
+      const t0 = Date.now();
+      execFileSync(wrapper, ['pipe2me-relay'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
+      expect(Date.now() - t0).toBeLessThan(300);
+      expect(fs.readFileSync(state, 'utf8').trim()).toBe('1');
+    }
     // A damaged position file starts again at the first relay.
     fs.writeFileSync(next, 'x; rm -rf /\n');
     expect(runOnce()).toContain('HostName=198.51.100.20');

@@ -38,6 +38,15 @@ describe.each(ENGINES)('relays in the %s store', (engine) => {
     // Draining stays draining through heartbeats, and is never "expired" back to up.
     expect(await setRelayState(s, 'a', 'draining', 116)).toBe(true);
     expect(await heartbeat(s, { name: 'a', hostKey: null, leaseUntil: 125, now: 120 })).toBe('draining');
+    // Stopped while draining (maintenance) and marked down: it comes back draining, not up.
+    expect(await markExpired(s, 'b', 140)).toEqual(['a']);
+    expect(await heartbeat(s, { name: 'a', hostKey: null, leaseUntil: 150, now: 145 })).toBe('draining');
+    // Undrain takes it back up; undrain of a relay that is down leaves it down.
+    expect(await setRelayState(s, 'a', 'up', 146)).toBe(true);
+    expect((await relayStates(s)).find((r) => r.name === 'a')!.state).toBe('up');
+    await markExpired(s, 'b', 170);
+    await setRelayState(s, 'a', 'up', 171);
+    expect((await relayStates(s)).find((r) => r.name === 'a')!.state).toBe('down');
   });
 
   it('a pod points at the relay of its newest session; renewals do not touch the journal, a move journals once', async () => {

@@ -137,6 +137,8 @@ export interface DigOptions {
   tcp?: boolean;
   /** Send RD=0 (what a resolver does when asking an authoritative server). */
   norecurse?: boolean;
+  /** Keep the UDP answer even when it is truncated (dig +ignore): what an amplifier would send back. */
+  udpOnly?: boolean;
   /** Per try; dig tries once. Default 1000 ms. */
   timeoutMs?: number;
 }
@@ -168,6 +170,7 @@ export async function dig(runner: NsRunner, opts: DigOptions): Promise<DigResult
   const args = ['dig', `+time=${Math.max(1, Math.ceil(timeoutMs / 1000))}`, '+tries=1', '+nocmd', '+nostats', '-p', String(opts.port ?? 53)];
   if (opts.tcp) args.push('+tcp');
   if (opts.norecurse) args.push('+norecurse');
+  if (opts.udpOnly) args.push('+ignore');
   args.push(`@${opts.server}`, opts.name, opts.type ?? 'A');
   const r = await runner.inNs(opts.from ?? 'cli', args, { timeout: timeoutMs + 3000, allowFailure: true });
   return parseDig(r.stdout);

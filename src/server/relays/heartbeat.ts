@@ -7,11 +7,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { announceMove, cutSessions, readSessionsAsync } from '../../daemons/sessions.js';
+import { announceMove, cutSessions, readSessionsAsync, userUid } from '../../daemons/sessions.js';
 import { sessionDirs } from '../keys.js';
 import { dropExpiredSessions, heartbeat, markExpired, supersededSessions } from '../../state/relays.js';
 import { now } from '../../state/types.js';
 import type { ServerContext } from '../context.js';
+import type { Log } from '../../util/log.js';
 import { RELAY_LEASE_SECONDS, shareSessions } from './sessions.js';
 
 export interface BeatOutcome {
@@ -81,7 +82,7 @@ export class RelayHeartbeat {
     if (live.length === 0) return [];
     // Told first, so that each pod reconnects (elsewhere: this relay refuses its key now) at once rather
     // than after its backoff; the line needs a moment to leave before the connection goes.
-    if (announceMove(live, `relay ${this.ctx.config.relays.self} is draining`) > 0) await new Promise((r) => setTimeout(r, 300));
+    if (announceMove(live, await userUid(this.ctx.config.ssh.tunnelUser), `relay ${this.ctx.config.relays.self} is draining`) > 0) await new Promise((r) => setTimeout(r, 300));
     for (const r of live) await cutSessions({ ...dirs, tunnelUser: this.ctx.config.ssh.tunnelUser, name: r.name, ports: [] });
     return live.map((r) => r.name);
   }
@@ -109,3 +110,37 @@ export class RelayHeartbeat {
     }
   }
 }
+
+/**
+ * Runs the heartbeat every `intervalMs` in this process (the API), one beat at a time, saying what it did
+ * and, once per outage, that it cannot reach the store. Returns the function that stops it.
+ */
+export function startHeartbeat(ctx: ServerContext, log: Log, intervalMs: number): () => void {
+  const beat = new RelayHeartbeat(ctx);
+  let beating = false;
+  let failing = false;
+  const some = (names: string[]) => `${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''}`;
+  const tick = async () => {
+    if (beating) return;
+    beating = true;
+    try {
+      const r = await beat.beat();
+      if (failing) log('the relay\'s heartbeat reaches the state store again', { event: 'relay_heartbeat', outcome: 'ok' });
+      failing = false;
+      for (const name of r.markedDown) log(`relay ${name} stopped renewing its lease: marked down (its pods' names move to the relays that are up)`, { event: 'relay_down', relay: name, outcome: 'ok' });
+      if (r.moved) log(`${r.moved} pod(s) now point at this relay (their newest session is here)`, { event: 'relay_sessions', outcome: 'ok' });
+      if (r.superseded.length) log(`cut the old session(s) of ${r.superseded.length} pod(s) now on another relay (newest wins): ${some(r.superseded)}`, { event: 'relay_superseded', outcome: 'ok' });
+      if (r.drained.length) log(`draining: cut the sessions of ${r.drained.length} pod(s) (${some(r.drained)}); they reconnect to another relay`, { event: 'relay_drain', outcome: 'ok' });
+    } catch (e) {
+      // Said once per outage: the tunnels and the daemons do not depend on the store.
+      if (!failing) log(`the relay's heartbeat cannot reach the state store: ${(e as Error).message}`, { event: 'relay_heartbeat', outcome: 'failed' });
+      failing = true;
+    } finally {
+      beating = false;
+    }
+  };
+  void tick();
+  const timer = setInterval(() => void tick(), intervalMs);
+  return () => clearInterval(timer);
+}
+
