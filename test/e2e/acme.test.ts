@@ -173,14 +173,15 @@ describe('never without a certificate', () => {
     // The CA comes back, but rate-limits the next new order for 3 s.
     pebble.fault({ mode: 'ratelimit', count: 1, retryAfter: 3 });
     // The time the CA named is read from the same answer that says it is rate-limiting: asked again, the
-    // order may already be done (under load the 3 s pass between two CLI runs).
+    // order may already be done (under load the 3 s pass between two CLI runs). The order's next attempt
+    // can be a while off: each attempt while the CA was unreachable doubled its backoff.
     let next = NaN;
     await waitFor('the rate limit to be met', async () => {
       const shown = await s.ctl<{ certificate: { order: { next_attempt: string | null } | null } }>(['show', set.name]);
       if (!/rate-limiting/.test(JSON.stringify(shown.json))) return false;
       next = Date.parse(shown.json.certificate.order!.next_attempt!);
       return true;
-    }, { timeoutMs: 30_000, intervalMs: 250 });
+    }, { timeoutMs: 90_000, intervalMs: 250 });
     expect(next).not.toBeNaN();
     await waitFor('the public certificate on the pod', async () => fs.readFileSync(path.join(dir, 'tls.issuer'), 'utf8').trim() === 'acme', { timeoutMs: 60_000, intervalMs: 250 });
     const issuedAt = Date.now();
