@@ -45,6 +45,12 @@ function relayOf(host: HostName): string | null {
   }
 }
 
+/** Whether every pod's name answers `address` on the nameserver at `ns`. */
+async function allAnswer(ns: string, address: string): Promise<boolean> {
+  for (const h of PODS) if ((await answers(ns, pods[h]!.fqdn)).join() !== address) return false;
+  return true;
+}
+
 async function answers(server: string, name: string): Promise<string[]> {
   // Over TCP: the nameservers' response-rate limiting drops a quick series of identical UDP queries.
   const r = await dig(f().world, { from: 'cli', server, name, timeoutMs: 1000, tcp: true });
@@ -118,10 +124,7 @@ describe('two relays, one store', () => {
     s.killRelay('relay-a');
     await waitFor('relay-a\'s pods on relay-b', async () => onA.every((h) => relayOf(h) === 'relay-b'), { timeoutMs: 15_000, intervalMs: 100 });
     const podsBack = Date.now() - t0;
-    await waitFor('every name answers relay-b on relay-b\'s nameserver', async () => {
-      for (const h of PODS) if ((await answers(ADDR.srv2, pods[h]!.fqdn)).join() !== ADDR.srv2) return false;
-      return true;
-    }, { timeoutMs: 20_000, intervalMs: 100 });
+    await waitFor('every name answers relay-b on relay-b\'s nameserver', async () => allAnswer(ADDR.srv2, ADDR.srv2), { timeoutMs: 20_000, intervalMs: 100 });
     const dnsMoved = Date.now() - t0;
     console.log(`[relays] relay-a killed: its ${onA.length} pod(s) on relay-b after ${podsBack} ms, every name on relay-b after ${dnsMoved} ms`);
     expect(podsBack).toBeLessThanOrEqual(10_000);
@@ -140,10 +143,7 @@ describe('two relays, one store', () => {
     for (const n of ['sshd', 'nginx', 'named', 'api', 'watch']) await s.world.stop(`relay-a-${n}`).catch(() => undefined);
     await s.startRelay('relay-a');
     await waitFor('relay-a up again', async () => (await s.ctl<{ relays: { name: string; state: string }[] }>('relay-b', ['relay', 'list'])).json.relays.every((r) => r.state === 'up'), { timeoutMs: 15_000, intervalMs: 250 });
-    await waitFor('relay-a\'s nameserver answers like relay-b\'s', async () => {
-      for (const h of PODS) if ((await answers(ADDR.server, pods[h]!.fqdn)).join() !== ADDR.srv2) return false;
-      return true;
-    }, { timeoutMs: 15_000, intervalMs: 200 });
+    await waitFor('relay-a\'s nameserver answers like relay-b\'s', async () => allAnswer(ADDR.server, ADDR.srv2), { timeoutMs: 15_000, intervalMs: 200 });
     // The same zone on both: one serial for one content.
     const soa = async (ns: string) => (await dig(s.world, { from: 'cli', server: ns, name: DOMAIN, type: 'SOA' })).answers[0]?.data.split(' ')[2];
     await waitFor('one serial on both nameservers', async () => (await soa(ADDR.server)) === (await soa(ADDR.srv2)), { timeoutMs: 10_000, intervalMs: 250 });
@@ -215,10 +215,7 @@ describe('two relays, one store', () => {
     try {
       await waitFor('relay-a\'s pods on relay-b', async () => onB.every((h) => relayOf(h) === 'relay-b'), { timeoutMs: 20_000, intervalMs: 100 });
       const podsBack = Date.now() - t0;
-      await waitFor('every name answers relay-b on relay-b\'s nameserver', async () => {
-        for (const h of PODS) if ((await answers(ADDR.srv2, pods[h]!.fqdn)).join() !== ADDR.srv2) return false;
-        return true;
-      }, { timeoutMs: 20_000, intervalMs: 100 });
+      await waitFor('every name answers relay-b on relay-b\'s nameserver', async () => allAnswer(ADDR.srv2, ADDR.srv2), { timeoutMs: 20_000, intervalMs: 100 });
       const dnsMoved = Date.now() - t0;
       console.log(`[relays] relay-a cut off: its ${onB.length} pod(s) on relay-b after ${podsBack} ms, every name on relay-b after ${dnsMoved} ms`);
       expect(podsBack).toBeLessThanOrEqual(10_000);
@@ -234,10 +231,7 @@ describe('two relays, one store', () => {
     await waitFor('relay-a holds no old session', async () => (await s.ctl<{ relays: { name: string; sessions: number }[] }>('relay-b', ['relay', 'list'])).json.relays.find((r) => r.name === 'relay-a')?.sessions === 0, { timeoutMs: 10_000, intervalMs: 250 });
     console.log(`[relays] relay-a back: its old sessions cut ${Date.now() - t1} ms after it was up again`);
     // Its nameserver answered from its last zone while it was cut off; it follows the store within seconds.
-    await waitFor('relay-a\'s nameserver answers like relay-b\'s again', async () => {
-      for (const h of PODS) if ((await answers(ADDR.server, pods[h]!.fqdn)).join() !== ADDR.srv2) return false;
-      return true;
-    }, { timeoutMs: 15_000, intervalMs: 200 });
+    await waitFor('relay-a\'s nameserver answers like relay-b\'s again', async () => allAnswer(ADDR.server, ADDR.srv2), { timeoutMs: 15_000, intervalMs: 200 });
     console.log(`[relays] relay-a back: its nameserver current again ${Date.now() - t1} ms after it was up again`);
   }, 90_000);
 
@@ -274,10 +268,7 @@ describe('two relays, one store', () => {
     const t0 = Date.now();
     s.killRelay('relay-b');
     await waitFor('the pods on relay-a', async () => PODS.every((h) => relayOf(h) === 'relay-a'), { timeoutMs: 15_000, intervalMs: 100 });
-    await waitFor('every name answers relay-a', async () => {
-      for (const h of PODS) if ((await answers(ADDR.server, pods[h]!.fqdn)).join() !== ADDR.server) return false;
-      return true;
-    }, { timeoutMs: 15_000, intervalMs: 100 });
+    await waitFor('every name answers relay-a', async () => allAnswer(ADDR.server, ADDR.server), { timeoutMs: 15_000, intervalMs: 100 });
     console.log(`[relays] after the store's outage, relay-b killed: pods and names on relay-a after ${Date.now() - t0} ms`);
     expect(Date.now() - t0).toBeLessThanOrEqual(10_000);
   }, 120_000);

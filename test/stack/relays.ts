@@ -18,7 +18,7 @@ import { sshdArgv } from '../../src/daemons/sshd.js';
 import { namedArgv } from '../../src/daemons/bind.js';
 import { trialUsers } from '../../src/server/init.js';
 import { startPostgresIn, type PgServer } from './postgres.js';
-import { CliError, CTL, DOMAIN, POD, POD_SERVICE, type CliResult } from './stack.js';
+import { CTL, DOMAIN, POD, POD_SERVICE, runCli, type CliResult } from './stack.js';
 
 export interface RelayHost {
   name: string;
@@ -92,17 +92,8 @@ export class RelayFleet {
     return this.world.path('pods', host);
   }
 
-  private async exec<T>(host: HostName, argv: string[], o: { allowFailure?: boolean; timeout?: number }): Promise<CliResult<T>> {
-    const r = await this.world.inNs(host, argv, { allowFailure: true, timeout: o.timeout ?? 60_000 });
-    let json: unknown;
-    try {
-      json = r.stdout.trim() ? JSON.parse(r.stdout) : undefined;
-    } catch {
-      json = undefined;
-    }
-    const res = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, json: json as T };
-    if (r.exitCode !== 0 && !o.allowFailure) throw new CliError(argv.slice(1), res);
-    return res;
+  private exec<T>(host: HostName, argv: string[], o: { allowFailure?: boolean; timeout?: number }): Promise<CliResult<T>> {
+    return runCli<T>(this.world, host, argv, o);
   }
 
   /** PostgreSQL, then every relay: init, configuration, apply, daemons. */

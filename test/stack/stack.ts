@@ -60,6 +60,20 @@ export class CliError extends Error {
   }
 }
 
+/** Runs one of the project's CLIs in a host's namespace; its --json output parsed. Throws CliError on a non-zero exit unless allowFailure. */
+export async function runCli<T>(world: World, host: HostName, argv: string[], o: { allowFailure?: boolean; timeout?: number }): Promise<CliResult<T>> {
+  const r = await world.inNs(host, argv, { allowFailure: true, timeout: o.timeout ?? 60_000 });
+  let json: unknown = undefined;
+  try {
+    json = r.stdout.trim() ? JSON.parse(r.stdout) : undefined;
+  } catch {
+    json = undefined;
+  }
+  const res = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, json: json as T };
+  if (r.exitCode !== 0 && !o.allowFailure) throw new CliError(argv.slice(1), res);
+  return res;
+}
+
 export class Stack {
   readonly configFile: string;
   readonly serverRoot: string;
@@ -118,17 +132,8 @@ export class Stack {
     return this.world.path('pods', host);
   }
 
-  private async exec<T>(host: HostName, argv: string[], o: { allowFailure?: boolean; timeout?: number }): Promise<CliResult<T>> {
-    const r = await this.world.inNs(host, argv, { allowFailure: true, timeout: o.timeout ?? 60_000 });
-    let json: unknown = undefined;
-    try {
-      json = r.stdout.trim() ? JSON.parse(r.stdout) : undefined;
-    } catch {
-      json = undefined;
-    }
-    const res = { exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr, json: json as T };
-    if (r.exitCode !== 0 && !o.allowFailure) throw new CliError(argv.slice(1), res);
-    return res;
+  private exec<T>(host: HostName, argv: string[], o: { allowFailure?: boolean; timeout?: number }): Promise<CliResult<T>> {
+    return runCli<T>(this.world, host, argv, o);
   }
 
   /** `pipe2me-ctl init` with a test configuration, then the daemons started from what apply rendered. */
