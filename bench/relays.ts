@@ -7,7 +7,6 @@
  *   npx vite-node bench/relays.ts          (BENCH_PODS=N for another fleet size, at most 40)
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { ADDR, curl, dig, waitFor, type HostName } from '../test/world/index.js';
 import { DOMAIN } from '../test/stack/stack.js';
 import { RelayFleet } from '../test/stack/relays.js';
@@ -37,14 +36,7 @@ export async function main(): Promise<BenchSection> {
       await fleet.startPodService(host);
       await fleet.startPod(host);
     }
-    const relayOf = (h: HostName): string | null => {
-      try {
-        const st = JSON.parse(fs.readFileSync(path.join(fleet.podDir(h), 'status.json'), 'utf8')) as { tunnel: { state: string; relay?: string } };
-        return st.tunnel.state === 'up' ? st.tunnel.relay ?? null : null;
-      } catch {
-        return null;
-      }
-    };
+    const relayOf = (h: HostName) => fleet.relayOf(h);
     const nameAt = async (ns: string, fqdn: string) => (await dig(fleet.world, { from: 'cli', server: ns, name: fqdn, tcp: true })).answers.find((a) => a.type === 'A')?.data;
     const load = { before: loadAverage(), after: '' };
     const rounds: Round[] = [];

@@ -6,8 +6,6 @@
 import { ADDR, curl, dig } from '../test/world/index.js';
 import { DOMAIN } from '../test/stack/stack.js';
 import { RelayFleet } from '../test/stack/relays.js';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 
 export interface Say {
   heading(text: string): void;
@@ -29,10 +27,7 @@ export async function relaysChapter(say: Say, onFleet: (f: RelayFleet | undefine
   const set = (await fleet.pod<{ fqdn: string; services: { port: number }[] }>('pod', ['setup', '--server', `https://server.${DOMAIN}`, '--token', t.token, '--ca-pin', t.ca_pin, '--protocols', 'http', '--ports', '8080'], { timeout: 120_000 })).json;
   await fleet.startPodService('pod');
   await fleet.startPod('pod');
-  const relayOf = () => {
-    const st = JSON.parse(fs.readFileSync(path.join(fleet.podDir('pod'), 'status.json'), 'utf8')) as { tunnel: { state: string; relay?: string } };
-    return st.tunnel.state === 'up' ? st.tunnel.relay ?? null : null;
-  };
+  const relayOf = () => fleet.relayOf('pod');
   const url = `http://${set.fqdn}:${set.services[0]!.port}/`;
   const name = async (server: string) => (await dig(fleet.world, { from: 'cli', server, name: set.fqdn, tcp: true })).answers.find((a) => a.type === 'A')?.data;
   const first = relayOf()!;

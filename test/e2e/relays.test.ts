@@ -5,7 +5,6 @@
  * seconds, with nothing left pointing at the dead relay.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ADDR, curl, dig, waitFor, type HostName } from '../world/index.js';
 import { DOMAIN } from '../stack/stack.js';
@@ -35,15 +34,7 @@ function f(): RelayFleet {
   return fleet;
 }
 
-/** The relay the pod's tunnel is up on, from its status file (null while it is not up). */
-function relayOf(host: HostName): string | null {
-  try {
-    const st = JSON.parse(fs.readFileSync(path.join(f().podDir(host), 'status.json'), 'utf8')) as { tunnel: { state: string; relay?: string | null } };
-    return st.tunnel.state === 'up' ? st.tunnel.relay ?? null : null;
-  } catch {
-    return null;
-  }
-}
+const relayOf = (host: HostName) => f().relayOf(host);
 
 /** Whether every pod's name answers `address` on the nameserver at `ns`. */
 async function allAnswer(ns: string, address: string): Promise<boolean> {

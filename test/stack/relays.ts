@@ -92,6 +92,16 @@ export class RelayFleet {
     return this.world.path('pods', host);
   }
 
+  /** The relay the pod's tunnel is up on, from its status file (null while it is not up). */
+  relayOf(host: HostName): string | null {
+    try {
+      const st = JSON.parse(fs.readFileSync(path.join(this.podDir(host), 'status.json'), 'utf8')) as { tunnel: { state: string; relay?: string | null } };
+      return st.tunnel.state === 'up' ? st.tunnel.relay ?? null : null;
+    } catch {
+      return null;
+    }
+  }
+
   private exec<T>(host: HostName, argv: string[], o: { allowFailure?: boolean; timeout?: number }): Promise<CliResult<T>> {
     return runCli<T>(this.world, host, argv, o);
   }
