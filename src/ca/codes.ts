@@ -41,4 +41,8 @@ export const CaErrorCode = {
   intermediateNotCa: 'ca_intermediate_not_ca',
   intermediateNotValidNow: 'ca_intermediate_not_valid_now',
   intermediateChainInvalid: 'ca_intermediate_chain_invalid',
+  /** A relay's request for its own intermediate, or its installation, refused. */
+  relayRequestInvalid: 'ca_relay_request_invalid',
+  /** `relay approve` on a relay whose CA is an intermediate: only the root signs relays. */
+  notRoot: 'ca_not_root',
 } as const;

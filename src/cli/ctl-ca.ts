@@ -90,7 +90,7 @@ Examples:
   pipe2me-ctl ca list --json`)
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        const list = authority(ctx).list();
+        const list = await authority(ctx).list();
         out.result(list.map((e) => ({ serial: e.serial, status: e.status, subject: e.subject, expires: e.expires.toISOString(), revoked: e.revokedAt?.toISOString() ?? null, reason: e.revocationReason ?? null })),
           () => list.length === 0 ? 'No certificates issued yet.' : table(list.map((e) => [e.serial, e.status, e.commonName ?? e.subject, e.expires.toISOString(), e.revokedAt ? `${e.revokedAt.toISOString()} ${e.revocationReason ?? ''}` : '']), ['SERIAL', 'S', 'NAME', 'EXPIRES', 'REVOKED']));
       }));
@@ -120,7 +120,7 @@ Example:
   pipe2me-ctl ca show 5C1F3A9B2E7D4086`)
     .action(async (serial: string, _o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
-        const c = authority(ctx).show(serial);
+        const c = await authority(ctx).show(serial);
         out.result({ serial: c.serial, status: c.status, subject: c.subject, issuer: c.issuer, names: c.dnsNames, not_before: c.notBefore.toISOString(), not_after: c.notAfter.toISOString(), sha256: hexFingerprint(c.sha256Fingerprint), key: c.key, revoked: c.revokedAt?.toISOString() ?? null, pem: c.certPem }, () =>
           [`serial ${c.serial} (${c.status})`, `  subject ${c.subject}`, `  issuer  ${c.issuer}`, `  names   ${c.dnsNames.join(', ')}`, `  valid   ${c.notBefore.toISOString()} .. ${c.notAfter.toISOString()}`,
             `  key     ${c.key}`, `  sha256  ${hexFingerprint(c.sha256Fingerprint)}`, c.revokedAt ? `  revoked ${c.revokedAt.toISOString()} ${c.revocationReason ?? ''}` : '', c.certPem].filter(Boolean).join('\n'));

@@ -6,6 +6,8 @@ import { parseIntOption } from './ctl-common.js';
 import type { ServerContext } from '../server/context.js';
 import { now } from '../state/types.js';
 import { table } from './output.js';
+import { approveRelayCa } from '../server/relays/ca.js';
+import { authority, hexFingerprint } from '../server/ca.js';
 import { withServer } from './ctl-common.js';
 
 export function registerRelayCommands(program: Command): void {
@@ -15,7 +17,8 @@ export function registerRelayCommands(program: Command): void {
 Examples:
   pipe2me-ctl relay list
   pipe2me-ctl relay drain relay-b      # its pods move to the other relays; then stop it
-  pipe2me-ctl relay undrain relay-b    # it takes pods again`);
+  pipe2me-ctl relay undrain relay-b    # it takes pods again
+  pipe2me-ctl relay approve relay-b    # on the relay that made the CA: relay-b signs with a key of its own`);
 
   relay.command('list')
     .description('Every configured relay: its addresses, its state in the store (up, down, draining, or never started), its lease and how many pods hold their session there.')
@@ -81,6 +84,22 @@ Exit 0 once the relay holds no session; 8 if pods were still there when --wait r
           });
         }
         out.result({ relay: name, state: 'draining', sessions_left: left }, () => left === 0 ? `relay ${name} is drained: no pod holds a session there; it may be stopped` : `relay ${name} is draining (${left} pod(s) still there)`);
+      }));
+
+  relay.command('approve <name>')
+    .description('On the relay that made the CA (it holds the root): sign the CA request relay NAME made at its init, so that it signs certificates with a key of its own. Check the key sha256 it printed first. Then run pipe2me-ctl init on NAME again.')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl relay approve relay-b          # prints the key's sha256: the one init printed on relay-b
+  pipe2me-ctl relay approve relay-b --json   # {"relay", "serial", "subject", "not_after", "sha256", "key_sha256"}
+Exit 4 if relay-b has made no request; 9 if this relay does not hold the root.`)
+    .action(async (name: string, _o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        requireRelay(ctx, name);
+        if (name === ctx.config.relays.self) throw new InputError('relay_is_self', `${name} is this relay: it signs with the root already.`);
+        const r = await approveRelayCa(ctx, authority(ctx), name);
+        out.result({ relay: name, serial: r.serial, subject: r.subject, not_after: r.notAfter.toISOString(), sha256: hexFingerprint(r.sha256Fingerprint), key_sha256: r.keySha256 }, () =>
+          [`signed ${r.subject} (serial ${r.serial}, valid until ${r.notAfter.toISOString()})`, `  key sha256 ${r.keySha256}`, `now run pipe2me-ctl init on ${name}`].join('\n'));
       }));
 
   relay.command('undrain <name>')

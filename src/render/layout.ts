@@ -10,6 +10,8 @@ export interface Layout {
   renderManifest: string;
   publicDir: string;
   crlFile: string;
+  /** Every relay's own CRL, <relay>.pem (with relays: each relay's intermediate names its own). */
+  crlDir: string;
   caCertFile: string;
   certsDir: string;
   wildcardCert: string;
@@ -59,6 +61,7 @@ export function layout(c: Config): Layout {
     renderManifest: path.join(p.state, 'rendered.json'),
     publicDir: path.join(p.state, 'public'),
     crlFile: path.join(p.state, 'public', 'crl.pem'),
+    crlDir: path.join(p.state, 'public', 'crl'),
     caCertFile: path.join(p.state, 'public', 'ca.pem'),
     certsDir: path.join(p.state, 'certs'),
     wildcardCert: path.join(p.state, 'certs', 'wildcard.fullchain.pem'),

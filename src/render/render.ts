@@ -79,6 +79,7 @@ export function renderNginx(c: Config, L: Layout, subdomains: readonly RenderSub
     tmpDir: N.tmpDir,
     redirectStatus: c.http.redirectStatus,
     crlFile: L.crlFile,
+    crlDir: L.crlDir,
     caCertFile: L.caCertFile,
     httpsSocket: N.httpsSocket,
     passthroughSocket: N.passthroughSocket,

@@ -13,6 +13,7 @@ import { LOCKS, withStoreLock } from '../state/store.js';
 import type { SubdomainRecord } from '../state/types.js';
 import { atomicWrite, ensureDir, readIfExists } from '../util/fsx.js';
 import { ConfigError } from '../util/errors.js';
+import { joinRelayCa, joinsSharedCa, publishCrls, ROOT_RECORD } from './relays/ca.js';
 
 export function crlUrl(ctx: ServerContext): string {
   return `http://${ctx.config.server.fqdn}/crl.pem`;
@@ -31,23 +32,45 @@ export function authority(ctx: ServerContext): CertificateAuthority {
   });
 }
 
-/** Writes the root clients trust and the current CRL where nginx serves them. */
+/**
+ * Writes the root clients trust and the CRLs where nginx serves them. With relays, the root's holder puts
+ * the root in the store (joining relays install it under their intermediate), and every relay publishes
+ * every signer's CRL from there.
+ */
 export async function publishTrust(ctx: ServerContext, ca = authority(ctx)): Promise<void> {
   ensureDir(ctx.layout.publicDir, 0o755);
   const root = ca.rootPem();
   if (readIfExists(ctx.layout.caCertFile) !== root) atomicWrite(ctx.layout.caCertFile, root, { mode: 0o644 });
-  await ca.generateCrl(ctx.layout.crlFile);
+  if (ctx.config.relays.relayed && ca.holdsRoot() && (await loadCaFiles(ctx.db, [ROOT_RECORD])).get(ROOT_RECORD) !== root) {
+    await saveCaFiles(ctx.db, new Map([[ROOT_RECORD, root]]));
+  }
+  await refreshCrl(ctx, ca);
+}
+
+/** A fresh CRL of this CA, published where nginx serves it (with relays: every signer's, from the store). */
+export async function refreshCrl(ctx: ServerContext, ca = authority(ctx)): Promise<void> {
+  if (!ctx.config.relays.relayed) {
+    await ca.generateCrl(ctx.layout.crlFile);
+    return;
+  }
+  await ca.generateCrl();
+  await publishCrls(ctx);
 }
 
 export async function initCa(ctx: ServerContext): Promise<{ created: boolean; sha256: string }> {
-  // A second relay of a store whose CA was made by the first: a new CA here would take over the shared
-  // index and serial and sign with a key no pod pinned. Refused until the CA directory is in place.
+  const ca = authority(ctx);
+  // A relay of a fleet whose CA another relay made signs with a key of its own (src/server/relays/ca.ts).
+  if (await joinsSharedCa(ctx, ca)) {
+    const joined = await joinRelayCa(ctx, ca);
+    await publishTrust(ctx, ca);
+    return { created: joined.created, sha256: joined.rootSha256Hex };
+  }
   if (!fs.existsSync(path.join(ctx.config.paths.ca, 'ca.json')) && (await loadCaFiles(ctx.db, ['serial'])).size > 0) {
-    throw new ConfigError(`The state store already has a certificate authority (made by another relay), and ${ctx.config.paths.ca} has none.`, {
-      hint: `Copy the CA directory (paths.ca, mode 0700) from the relay that made it to ${ctx.config.paths.ca}, then run init again (docs/operations.md, "Several relays").`,
+    // A new root here would take over the store's index and serial and sign with a key no pod pinned.
+    throw new ConfigError(`The state store already has a certificate authority, and ${ctx.config.paths.ca} has none.`, {
+      hint: `Restore the CA directory (paths.ca, mode 0700) from this server's backup to ${ctx.config.paths.ca}, then run init again.`,
     });
   }
-  const ca = authority(ctx);
   const r = await ca.init({
     commonName: `pipe2me CA for ${ctx.config.domain}`,
     crlUrl: crlUrl(ctx),
@@ -86,11 +109,11 @@ export async function issuePrivatePodCertificate(ctx: ServerContext, s: Subdomai
   return { serial: c.serial, issuer: 'private', certificate: c.certPem, chain: c.chainPem, fullchain: c.fullchainPem, notAfter: c.notAfter.toISOString(), sha256: hexFingerprint(c.sha256Fingerprint), keySha256 };
 }
 
-/** A private certificate this CA issued, as the API hands it out again. */
-export function privatePodCertificate(ctx: ServerContext, serial: string, keySha256: string | null): IssuedPodCertificate {
-  const shown = authority(ctx).show(serial);
-  // The intermediates between the leaf and the root (empty for the self-signed root), as signCsr returns them.
-  const chain = readIfExists(path.join(ctx.config.paths.ca, 'chain.pem')) ?? '';
+/** A private certificate this CA issued (on any relay), as the API hands it out again. */
+export async function privatePodCertificate(ctx: ServerContext, serial: string, keySha256: string | null): Promise<IssuedPodCertificate> {
+  const shown = await authority(ctx).show(serial);
+  // The intermediate of the relay that signed it (empty for the self-signed root), as signCsr returned it.
+  const chain = shown.chainPem;
   return {
     serial, issuer: 'private', certificate: shown.certPem, chain, fullchain: shown.certPem + chain, notAfter: shown.notAfter.toISOString(),
     sha256: hexFingerprint(shown.sha256Fingerprint), keySha256,
@@ -109,5 +132,5 @@ export async function revokePrivate(ctx: ServerContext, serials: string[], reaso
     }
     await markRevoked(ctx.db, serial, reason);
   }
-  await ca.generateCrl(ctx.layout.crlFile);
+  await refreshCrl(ctx, ca);
 }

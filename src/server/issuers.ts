@@ -35,7 +35,7 @@ export function orderView(o: AcmeOrder): OrderView {
   return { id: o.id, state: o.state, attempts: o.attempts, next_attempt: o.state === 'queued' ? iso(o.nextAttemptAt) : null, last_error: o.lastError };
 }
 
-function fromRecord(ctx: ServerContext, r: CertificateRecord): IssuedPodCertificate {
+async function fromRecord(ctx: ServerContext, r: CertificateRecord): Promise<IssuedPodCertificate> {
   if (r.issuer === 'acme' && r.chainPem) {
     const end = '-----END CERTIFICATE-----';
     const leaf = r.chainPem.slice(0, r.chainPem.indexOf(end) + end.length) + '\n';
@@ -69,7 +69,7 @@ export async function requestPodCertificate(ctx: ServerContext, s: SubdomainReco
   const done = await deps.acme.waitFor(order.id, c.ca.acme!.waitSeconds * 1000);
   if (done.state === 'valid') {
     const cert = await currentPodCertificate(ctx.db, s.id);
-    if (cert && cert.keySha256 === keySha256) return { status: 'issued', certificate: fromRecord(ctx, cert), order: orderView(done) };
+    if (cert && cert.keySha256 === keySha256) return { status: 'issued', certificate: await fromRecord(ctx, cert), order: orderView(done) };
   }
   const current = await currentPodCertificate(ctx.db, s.id);
   const retryAfterSeconds = Math.max(5, Math.min(300, done.nextAttemptAt - now() || 5));
@@ -85,7 +85,7 @@ export async function requestPodCertificate(ctx: ServerContext, s: SubdomainReco
 export async function podCertificate(ctx: ServerContext, s: SubdomainRecord): Promise<{ certificate: IssuedPodCertificate | null; order: OrderView | null }> {
   const current = await currentPodCertificate(ctx.db, s.id);
   const order = await latestOrderOf(ctx.db, s.id);
-  return { certificate: current ? fromRecord(ctx, current) : null, order: order ? orderView(order) : null };
+  return { certificate: current ? await fromRecord(ctx, current) : null, order: order ? orderView(order) : null };
 }
 
 /** What the status view says of a pod's certificate: enough for the pod to notice a new one. */

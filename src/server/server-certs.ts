@@ -69,7 +69,8 @@ export async function ensureServerCertificates(ctx: ServerContext, progress: (m:
     await recordCertificate(ctx.db, { serial: c.serial, subdomainId: null, fqdn: names[0]!, kind: 'server', notBefore: sec(c.notBefore), notAfter: sec(c.notAfter), sha256: hexFingerprint(c.sha256Fingerprint) });
   }
   if (ctx.config.ca.issuer === 'acme') await orderPublicWildcard(ctx, progress);
-  const crl = readIfExists(L.crlFile);
+  // This CA's own CRL (with relays, public/crl.pem is the root's, published from the store).
+  const crl = readIfExists(path.join(ca.dir, 'crl.pem'));
   const next = crl ? parseCrl(crl).nextUpdate : undefined;
   if (!crl || !next || next.getTime() - Date.now() < 7 * 86400_000 || readIfExists(L.caCertFile) !== ca.rootPem()) {
     progress('publishing the CA certificate and a fresh CRL');

@@ -19,3 +19,18 @@ export async function saveCaFiles(s: Store, files: ReadonlyMap<string, string>):
       .onConflict((oc) => oc.column('name').doUpdateSet({ content, updated_at: at })).execute();
   }
 }
+
+/** When each record whose name starts with `prefix` (and each of `names`) last changed, in seconds. */
+export async function caFileStamps(s: Store, opts: { prefix?: string; names?: readonly string[] }): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  if (opts.prefix !== undefined) {
+    // The prefixes are ours ("crl/"), never user text; LIKE's wildcards cannot occur in them.
+    const rows = await s.q.selectFrom('ca_files').select(['name', 'updated_at']).where('name', 'like', `${opts.prefix}%`).execute();
+    for (const r of rows) out.set(r.name, Number(r.updated_at));
+  }
+  if (opts.names?.length) {
+    const rows = await s.q.selectFrom('ca_files').select(['name', 'updated_at']).where(inList(s, 'name', opts.names)).execute();
+    for (const r of rows) out.set(r.name, Number(r.updated_at));
+  }
+  return out;
+}

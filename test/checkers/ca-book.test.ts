@@ -70,7 +70,7 @@ describe.each(['sqlite', 'postgres'] as const)('the CA database in the %s store'
     const asNumbers = serials.map((s) => BigInt(`0x${s}`));
     for (let i = 1; i < asNumbers.length; i++) expect(asNumbers[i]! > asNumbers[i - 1]!).toBe(true);
     // B's index (loaded from the store before its last signing) lists A's certificates too.
-    const listed = new Set(b.list().map((e) => e.serial));
+    const listed = new Set((await b.list()).map((e) => e.serial));
     for (const s of serials.slice(0, 5)) expect(listed.has(s), s).toBe(true);
     const stored = await loadCaFiles(stores[0]!, ['index.txt', 'serial']);
     expect(stored.get('index.txt')!.trim().split('\n')).toHaveLength(6);

@@ -180,7 +180,7 @@ describe('init', () => {
   it('refuses to work on a directory without a CA', async () => {
     const none = new CertificateAuthority(path.join(tmp.dir, 'nothing-here'));
     expect(await codeOf(none.signCsr('x', fqdn('a')))).toBe(CaErrorCode.notInitialized);
-    expect(() => none.list()).toThrow(/There is no CA/);
+    await expect(none.list()).rejects.toThrow(/There is no CA/);
     expect(fs.existsSync(path.join(tmp.dir, 'nothing-here'))).toBe(false);
   });
 
@@ -354,10 +354,10 @@ describe('revocation and the CRL', () => {
     const der = (await run('openssl', ['crl', '-inform', 'DER', '-in', path.join(caDir, 'crl.der'), '-noout', '-text'], T)).stdout;
     expect(der).toContain(`Serial Number: ${gone.serial}`);
 
-    const listed = ca.list().find((e) => e.serial === gone.serial);
+    const listed = (await ca.list()).find((e) => e.serial === gone.serial);
     expect(listed).toMatchObject({ status: 'R', revocationReason: 'keyCompromise', commonName: fqdn('leaver') });
-    expect(ca.show(gone.serial)).toMatchObject({ status: 'R', dnsNames: [fqdn('leaver')], certPem: gone.certPem });
-    expect(ca.show(keep.serial).status).toBe('V');
+    expect(await ca.show(gone.serial)).toMatchObject({ status: 'R', dnsNames: [fqdn('leaver')], certPem: gone.certPem });
+    expect((await ca.show(keep.serial)).status).toBe('V');
   });
 
   it('refuses a second revocation, an unknown serial, a bad serial and a bad reason, changing nothing', async () => {
@@ -369,7 +369,7 @@ describe('revocation and the CRL', () => {
     expect(await codeOf(ca.revoke('12; rm -rf /'))).toBe(CaErrorCode.serialInvalid);
     expect(await codeOf(ca.revoke(s.serial, 'becauseIsaidSo' as never))).toBe(CaErrorCode.revokeReasonInvalid);
     expect(snapshot(caDir)).toEqual(before);
-    expect(() => ca.show('DEADBEEF')).toThrow(/has not issued/);
+    await expect(ca.show('DEADBEEF')).rejects.toThrow(/has not issued/);
   });
 
   it('generateCrl writes the CRL atomically to a path the caller gives, valid for crlDays', async () => {
@@ -390,13 +390,13 @@ describe('parallel signing', () => {
   it('20 signings at once in one process: distinct serials, all in index.txt, all verify', async () => {
     const names = Array.from({ length: 20 }, (_, i) => fqdn(`par-${i}`));
     const csrs = await Promise.all(names.map((n) => podCsr(n)));
-    const countBefore = ca.list().length;
+    const countBefore = (await ca.list()).length;
     const t0 = performance.now();
     const results = await Promise.all(names.map((n, i) => ca.signCsr(csrs[i]!, n)));
     const ms = performance.now() - t0;
     const serials = results.map((r) => r.serial);
     expect(new Set(serials).size).toBe(20);
-    const index = ca.list();
+    const index = (await ca.list());
     expect(index.length).toBe(countBefore + 20);
     for (const s of serials) expect(index.filter((e) => e.serial === s)).toHaveLength(1);
     // openssl verify checks only the first certificate of a file; check each one.
@@ -421,7 +421,7 @@ describe('parallel signing', () => {
         return writeTmp(`job-${w}.json`, JSON.stringify({ dir: caDir, readyFile: readyFiles[w], goFile, requests }));
       }),
     );
-    const countBefore = ca.list().length;
+    const countBefore = (await ca.list()).length;
     const worker = fileURLToPath(new URL('./fixtures/ca-sign-worker.ts', import.meta.url));
     const viteNode = fileURLToPath(new URL('../../node_modules/.bin/vite-node', import.meta.url));
     const running = jobs.map((job) => run(viteNode, [worker, job], { timeout: 60_000 }));
@@ -439,7 +439,7 @@ describe('parallel signing', () => {
     const overlapping = all.some((a) => all.some((b) => a.pid !== b.pid && a.t0 < b.t1 && b.t0 < a.t1));
     expect(overlapping).toBe(true);
 
-    const index = ca.list();
+    const index = (await ca.list());
     expect(index.length).toBe(countBefore + workers * per);
     for (const x of all) expect(index.filter((e) => e.serial === x.serial)).toHaveLength(1);
     // The serial file points past the highest serial issued.

@@ -4,6 +4,7 @@
  * nameserver, and when a relay dies its pods are on the other relay and their names follow within
  * seconds, with nothing left pointing at the dead relay.
  */
+import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ADDR, curl, dig, waitFor, type HostName } from '../world/index.js';
@@ -55,6 +56,15 @@ beforeAll(async () => {
   for (const [i, host] of PODS.entries()) {
     const set = await fleet.pod<{ fqdn: string; services: { port: number; protocol: string }[] }>(host, ['setup', '--server', `https://server.${DOMAIN}`, '--token', t.json.token, '--ca-pin', t.json.ca_pin, '--name', NAMES[i]!, '--protocols', 'http', '--ports', '8080'], { timeout: 120_000 });
     pods[host] = { fqdn: set.json.fqdn, http: set.json.services[0]!.port };
+  }
+  // Every relay's key index holds every pod's key before the pods start: a pod whose key has not reached
+  // its home relay yet (that relay's watcher follows the store within ~2 s) is refused there and takes
+  // the next relay, which is right for the pod but not the spread this test is about.
+  for (const r of ['relay-a', 'relay-b']) {
+    const dir = layout(loadConfig(fleet.relay(r).configFile)).sshd.keysDir;
+    await waitFor(`${r}'s key index holds the ${PODS.length} pods' keys`, async () => fs.readdirSync(dir).filter((n) => !n.startsWith('.')).length >= PODS.length, { timeoutMs: 20_000, intervalMs: 100 });
+  }
+  for (const host of PODS) {
     await fleet.startPodService(host);
     await fleet.startPod(host);
   }
@@ -86,9 +96,61 @@ describe('two relays, one store', () => {
     for (const ns of [ADDR.server, ADDR.srv2]) {
       await waitFor(`server.${DOMAIN} on ${ns} answers both relays`, async () => (await answers(ns, `server.${DOMAIN}`)).join() === [ADDR.server, ADDR.srv2].sort().join(), { timeoutMs: 10_000, intervalMs: 200 });
     }
-    const list = await s.ctl<{ relays: { name: string; state: string; sessions: number }[] }>('relay-b', ['relay', 'list']);
+    // Each relay mirrors its sessions into the store every second: the list counts every pod within one.
+    type List = { relays: { name: string; state: string; sessions: number }[] };
+    let list = await s.ctl<List>('relay-b', ['relay', 'list']);
+    await waitFor('relay list counts every pod', async () => {
+      list = await s.ctl<List>('relay-b', ['relay', 'list']);
+      return list.json.relays.reduce((n, r) => n + r.sessions, 0) === PODS.length;
+    }, { timeoutMs: 5_000, intervalMs: 300 });
     expect(list.json.relays.map((r) => [r.name, r.state])).toEqual([['relay-a', 'up'], ['relay-b', 'up']]);
-    expect(list.json.relays.reduce((n, r) => n + r.sessions, 0)).toBe(PODS.length);
+  });
+
+  it('every relay signs with a CA key of its own (made there, 0600, never copied): its API\'s certificate and the pods\' verify to the pinned root through the signer\'s intermediate; a revocation on relay-a reaches relay-b\'s CRL, served by every relay', async () => {
+    const s = f();
+    const ca = (relay: string) => loadConfig(s.relay(relay).configFile).paths.ca;
+    const keyA = fs.readFileSync(`${ca('relay-a')}/private/ca.key`);
+    const keyB = fs.readFileSync(`${ca('relay-b')}/private/ca.key`);
+    expect(keyB.equals(keyA)).toBe(false);
+    expect(fs.statSync(`${ca('relay-b')}/private/ca.key`).mode & 0o777).toBe(0o600);
+    const root = fs.readFileSync(`${ca('relay-a')}/root.crt`, 'utf8');
+    expect(fs.readFileSync(`${ca('relay-b')}/root.crt`, 'utf8')).toBe(root);
+    const interB = fs.readFileSync(`${ca('relay-b')}/ca.crt`, 'utf8');
+    expect(new X509Certificate(interB).subject).toContain('pipe2me relay-b CA');
+    const scratch = (name: string, text: string) => {
+      const file = s.world.path('scratch', name);
+      fs.mkdirSync(s.world.path('scratch'), { recursive: true });
+      fs.writeFileSync(file, text);
+      return file;
+    };
+    const rootFile = scratch('root.pem', root);
+    // relay-b's API and https entry, as the client (and a pod refreshing through relay-b) sees them.
+    const shown = await s.world.inNs('cli', ['openssl', 's_client', '-connect', `${ADDR.srv2}:443`, '-servername', `server.${DOMAIN}`, '-showcerts', '-verify_return_error', '-CAfile', rootFile], { timeout: 10_000, allowFailure: true, input: '' });
+    expect(shown.output, shown.output.slice(0, 2000)).toMatch(/Verify return code: 0 \(ok\)/);
+    expect(shown.output).toMatch(/i:CN ?= ?pipe2me relay-b CA/);
+    // Every pod's certificate, whichever relay's API signed it, verifies to the root with the chain it was given.
+    for (const h of PODS) {
+      const full = fs.readFileSync(`${s.podDir(h)}/fullchain.pem`, 'utf8');
+      const [leaf, ...chain] = full.split(/(?<=-----END CERTIFICATE-----\n)/).filter((b) => b.includes('BEGIN'));
+      const v = await s.world.inNs('cli', ['openssl', 'verify', '-CAfile', rootFile, ...(chain.length ? ['-untrusted', scratch(`${h}-chain.pem`, chain.join(''))] : []), scratch(`${h}.pem`, leaf!)], { timeout: 10_000, allowFailure: true });
+      expect(v.exitCode, v.output).toBe(0);
+    }
+    // relay-b's own wildcard, revoked through relay-a (which never held relay-b's key): within a few
+    // heartbeats relay-b's CRL lists it, signed by relay-b's intermediate, as relay-a's nginx serves it.
+    const wildcard = new X509Certificate(fs.readFileSync(layout(loadConfig(s.relay('relay-b').configFile)).wildcardCert, 'utf8'));
+    const serial = wildcard.serialNumber.toUpperCase();
+    await s.ctl('relay-a', ['ca', 'revoke', serial, '--reason', 'superseded']);
+    const interFile = scratch('inter-b.pem', interB);
+    await waitFor('relay-b\'s CRL on relay-a lists the serial', async () => {
+      const got = await curl(s.world, `http://server.${DOMAIN}/crl/relay-b.pem`, { from: 'cli', resolve: [`server.${DOMAIN}:80:${ADDR.server}`] });
+      if (got.status !== 200) return false;
+      const v = await s.world.inNs('cli', ['openssl', 'crl', '-CAfile', interFile, '-noout', '-text', '-in', scratch('crl-b.pem', got.body)], { timeout: 10_000, allowFailure: true });
+      return v.exitCode === 0 && /verify OK/.test(v.output) && v.output.replace(/\s+/g, ' ').toUpperCase().includes(`SERIAL NUMBER: ${serial}`);
+    }, { timeoutMs: 15_000, intervalMs: 500 });
+    // The root's CRL is there too, on relay-b.
+    const rootCrl = await curl(s.world, `http://server.${DOMAIN}/crl.pem`, { from: 'cli', resolve: [`server.${DOMAIN}:80:${ADDR.srv2}`] });
+    expect(rootCrl.status).toBe(200);
+    expect(rootCrl.body).toMatch(/BEGIN X509 CRL/);
   });
 
   it('the probe runs on one relay at a time: runs started on both relays at once never overlap, and a run that finds the lease taken says which relay has it', async () => {

@@ -2,8 +2,8 @@
  * A fleet of relays on top of the test world: PostgreSQL on the db host, relay-a on srv and relay-b (and
  * relay-c) on srv2 (srv3), each with its own trial root, its own daemons (sshd, nginx, BIND, the API,
  * the watcher) rendered by its own `pipe2me-ctl`, all sharing the one store. The configuration files
- * differ only in `relay:` and the paths of each root; the CA directory is copied from the first relay
- * to the others, as an operator does (docs/operations.md "Several relays").
+ * differ only in `relay:` and the paths of each root. Every relay signs with a CA key of its own: the
+ * first holds the root, the others are approved there (docs/operations.md "Several relays").
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -132,16 +132,29 @@ export class RelayFleet {
       const text = yaml.dump({ ...doc, relay: r.name }).split(first.root).join(r.root);
       fs.writeFileSync(r.configFile, text);
     }
-    // The CA directory goes with the configuration (see the header).
-    const caDir = loadConfig(first.configFile).paths.ca;
-    for (const r of this.relays.slice(1)) {
-      const to = loadConfig(r.configFile).paths.ca;
-      fs.cpSync(caDir, to, { recursive: true, preserveTimestamps: true });
-      fs.chmodSync(to, 0o700);
-      await this.ctl(r.name, ['init', '--root', r.root], { timeout: 120_000 });
-    }
+    // init again on the first relay, now with relays: it puts the root in the store for the others.
+    await this.ctl(first.name, ['init', '--root', first.root], { timeout: 120_000 });
+    for (const r of this.relays.slice(1)) await this.joinCa(r.name);
     for (const r of this.relays) await this.startRelay(r.name);
   }
+
+  /**
+   * A relay's own CA key, as an operator makes it: init there (makes the key and a request, exits 9 until
+   * it is approved), approve on the relay that holds the root, init there again.
+   */
+  async joinCa(name: string): Promise<{ keySha256: string }> {
+    const r = this.relay(name);
+    const first = this.relays[0]!;
+    const asked = await this.ctl<{ error: { code: string; data?: { key_sha256?: string } } }>(name, ['init', '--root', r.root], { timeout: 120_000, allowFailure: true });
+    const text = asked.stdout + asked.stderr;
+    if (asked.exitCode !== 9 || !text.includes('relay_ca_not_approved')) throw new Error(`init on ${name} did not wait for approval (exit ${asked.exitCode}): ${text.slice(0, 600)}`);
+    const keySha256 = /key sha256 ([0-9a-f]{64})/.exec(text)?.[1] ?? '';
+    const approved = await this.ctl<{ key_sha256: string }>(first.name, ['relay', 'approve', name]);
+    if (approved.json.key_sha256 !== keySha256) throw new Error(`approve signed key ${approved.json.key_sha256}, init on ${name} made ${keySha256}`);
+    await this.ctl(name, ['init', '--root', r.root], { timeout: 120_000 });
+    return { keySha256 };
+  }
+
 
   /** A relay's apply and daemons; ready when its API answers and the store has its heartbeat. */
   async startRelay(name: string): Promise<void> {

@@ -13,6 +13,8 @@ import { CaDirectory, type CaBook } from './directory.js';
 import { init, type InitOptions, type InitResult } from './init.js';
 import { installIntermediate, type InstallIntermediateInput, type InstallIntermediateResult } from './intermediate.js';
 import { list, rootPem, show, type ShownCertificate } from './list.js';
+import { holdsRoot, installRelayIntermediate, requestRelayIntermediate, signRelayIntermediate, type RelayRequest, type RelayRequestInput, type SignedIntermediate } from './relay-ca.js';
+import type { CertInfo } from '../x509.js';
 import { generateCrl, revoke, type CrlResult } from './revoke.js';
 import { issueServerCertificate, needsRenewal, signCsr, type ServerCertificateInput, type SignedCertificate } from './sign.js';
 
@@ -20,6 +22,7 @@ export type { CaBook, CaKeyAlgorithm } from './directory.js';
 export type { InitOptions, InitResult } from './init.js';
 export type { InstallIntermediateInput, InstallIntermediateResult } from './intermediate.js';
 export type { ShownCertificate } from './list.js';
+export type { RelayRequest, RelayRequestInput, SignedIntermediate } from './relay-ca.js';
 export type { CrlResult } from './revoke.js';
 export type { ServerCertificateInput, SignedCertificate } from './sign.js';
 
@@ -74,17 +77,42 @@ export class CertificateAuthority {
     return generateCrl(this.directory, outFile);
   }
 
-  list(): IndexEntry[] {
+  list(): Promise<IndexEntry[]> {
     return list(this.directory);
   }
 
-  show(serial: string): ShownCertificate {
+  show(serial: string): Promise<ShownCertificate> {
     return show(this.directory, serial);
   }
 
   /** The certificate clients trust (root.crt). */
   rootPem(): string {
     return rootPem(this.directory);
+  }
+
+  /** A relay's own key (made here, once) and a request for its intermediate, which the root's holder signs. */
+  requestRelayIntermediate(input: RelayRequestInput): Promise<RelayRequest> {
+    return requestRelayIntermediate(this.directory, input);
+  }
+
+  /** On the root's holder: sign a relay's request as an intermediate that signs leaves only. */
+  signRelayIntermediate(csrPem: string, opts: { commonName: string; days?: number }): Promise<SignedIntermediate> {
+    return signRelayIntermediate(this.directory, csrPem, opts);
+  }
+
+  /** Sign with the intermediate the root's holder signed for this relay's key. */
+  installRelayIntermediate(input: { certPem: string; rootPem: string }): Promise<CertInfo> {
+    return installRelayIntermediate(this.directory, input);
+  }
+
+  /** Whether this directory signs with the self-signed root. */
+  holdsRoot(): boolean {
+    return holdsRoot(this.directory);
+  }
+
+  /** What the store and the heartbeat name this directory's signer: "root" or the relay's name. */
+  signer(): string {
+    return this.directory.signer();
   }
 
   /** Sign with an intermediate issued by a real CA instead of the self-signed root; a refusal changes nothing. */

@@ -48,6 +48,12 @@ export interface StoredSettings {
   crlDays: number;
   defaultDays: number;
   restrictToDomain: string | null;
+  /**
+   * Who signs with this directory's key, named in the store (its CRL is kept there under crl/<signer>):
+   * "root" for the self-signed root, a relay's name for that relay's own intermediate. Absent in
+   * directories made before relays had CAs of their own: the root.
+   */
+  signer?: string;
 }
 
 export interface CaDirectoryOptions {
@@ -67,6 +73,11 @@ export interface CaBook {
   lock<T>(fn: () => Promise<T>): Promise<T>;
 }
 
+/** The book's record of an issued certificate: its PEM followed by the chain its signer sends with it. */
+export const issuedRecord = (serial: string) => `issued/${serial}`;
+/** The book's copy of a signer's current CRL, which every relay publishes. */
+export const crlRecord = (signer: string) => `crl/${signer}`;
+
 /** openssl ca's database: what the book keeps. */
 export const BOOK_FILES = ['index.txt', 'index.txt.attr', 'serial', 'crlnumber'] as const;
 
@@ -75,6 +86,8 @@ export class CaDirectory {
   private readonly timeout: number;
   private readonly lockTimeoutMs: number;
   private readonly book: CaBook | undefined;
+  /** Records an operation adds to the book besides openssl's files (issued/<serial>, crl/<signer>), written with them. */
+  private deferred = new Map<string, string>();
 
   constructor(dir: string, opts: CaDirectoryOptions) {
     this.dir = path.resolve(dir);
@@ -122,18 +135,48 @@ export class CaDirectory {
         // before openssl reads it; what this operation wrote goes back only once it succeeded.
         const before = await book.load(BOOK_FILES);
         for (const [name, content] of before) writeIfChanged(this.p(name), content, 0o600);
+        this.deferred = new Map();
         const out = await fn();
         const after = new Map<string, string>();
         for (const name of BOOK_FILES) {
           const content = readIfExists(this.p(name));
           if (content !== undefined && content !== before.get(name)) after.set(name, content);
         }
+        for (const [name, content] of this.deferred) after.set(name, content);
+        this.deferred = new Map();
         if (after.size) await book.save(after);
         return out;
       },
       { timeoutMs: this.lockTimeoutMs },
     );
     return book ? book.lock(inside) : inside();
+  }
+
+  /** Whether this directory shares its database through a book (the store). */
+  get shared(): boolean {
+    return this.book !== undefined;
+  }
+
+  /** Records from the book (nothing without one). */
+  async bookLoad(names: readonly string[]): Promise<Map<string, string>> {
+    return this.book ? this.book.load(names) : new Map();
+  }
+
+  /** A record the book gets when the running operation succeeds (inside locked(); ignored without a book). */
+  bookRecord(name: string, content: string): void {
+    if (this.book) this.deferred.set(name, content);
+  }
+
+  /** The signer named in ca.json: "root" unless this directory signs with a relay's intermediate. */
+  signer(): string {
+    const json = readIfExists(this.p('ca.json'));
+    if (json === undefined) return 'root';
+    try {
+      const s = (JSON.parse(json) as Partial<StoredSettings>).signer;
+      return typeof s === 'string' && /^[a-z0-9-]{1,63}$/.test(s) ? s : 'root';
+    } catch {
+      return 'root';
+    }
   }
 
   /**
@@ -259,6 +302,38 @@ export class CaDirectory {
     const json = readIfExists(this.p('ca.json'));
     if (json === undefined || !fs.existsSync(this.p('ca.crt'))) throw this.notInitialized();
     return this.settingsFrom(json);
+  }
+
+  /**
+   * The certificate `serial` as issued, with the chain its signer sends: from newcerts/ when this machine
+   * signed it, else from the book (another relay did).
+   */
+  async issued(serial: string): Promise<{ certPem: string; chainPem: string } | undefined> {
+    const local = readIfExists(this.p('newcerts', `${serial}.pem`));
+    const stored = (await this.bookLoad([issuedRecord(serial)])).get(issuedRecord(serial));
+    if (stored !== undefined) {
+      const end = stored.indexOf('-----END CERTIFICATE-----');
+      if (end >= 0) {
+        const cut = end + '-----END CERTIFICATE-----'.length;
+        const certPem = stored.slice(0, cut).trim() + '\n';
+        return { certPem, chainPem: stored.slice(cut).replace(/^\s+/, '') };
+      }
+    }
+    if (local === undefined) return undefined;
+    // Signed here before the book kept certificates: the chain is this directory's.
+    return { certPem: local, chainPem: readIfExists(this.p('chain.pem')) ?? '' };
+  }
+
+  /** The index as the book holds it now (another relay may have signed since this directory's last operation). */
+  async currentIndex(): Promise<IndexEntry[]> {
+    const stored = (await this.bookLoad(['index.txt'])).get('index.txt');
+    if (stored === undefined) return this.readIndex();
+    try {
+      return parseIndex(stored);
+    } catch (e) {
+      if (e instanceof IndexFormatError) throw new DaemonError(CaErrorCode.stateCorrupt, `The store's CA index is damaged: ${e.message}.`);
+      throw e;
+    }
   }
 
   readIndex(): IndexEntry[] {

@@ -1,7 +1,6 @@
-/** Reading the private CA: what it issued (index.txt and newcerts/), and what clients trust. */
+/** Reading the private CA: what it issued (index.txt, and newcerts/ or the book), and what clients trust. */
 import * as fs from 'node:fs';
 import { NotFoundError } from '../../util/errors.js';
-import { readIfExists } from '../../util/fsx.js';
 import { CaErrorCode } from '../codes.js';
 import type { IndexEntry } from '../index-db.js';
 import { parseCertificate } from '../x509.js';
@@ -9,6 +8,8 @@ import { checkSerial, type CaDirectory } from './directory.js';
 
 export interface ShownCertificate extends IndexEntry {
   certPem: string;
+  /** What a server sends after it: the intermediate of the relay that signed it (empty for the root). */
+  chainPem: string;
   issuer: string;
   notBefore: Date;
   notAfter: Date;
@@ -17,21 +18,22 @@ export interface ShownCertificate extends IndexEntry {
   key: string;
 }
 
-export function list(caDir: CaDirectory): IndexEntry[] {
+export async function list(caDir: CaDirectory): Promise<IndexEntry[]> {
   caDir.loadSettings();
-  return caDir.readIndex();
+  return caDir.currentIndex();
 }
 
-export function show(caDir: CaDirectory, serial: string): ShownCertificate {
+export async function show(caDir: CaDirectory, serial: string): Promise<ShownCertificate> {
   caDir.loadSettings();
   const s = checkSerial(serial);
-  const entry = caDir.readIndex().find((e) => e.serial === s);
-  const pem = readIfExists(caDir.p('newcerts', `${s}.pem`));
-  if (!entry || pem === undefined) throw new NotFoundError(CaErrorCode.serialNotFound, `This CA has not issued a certificate with serial ${s}.`);
-  const info = parseCertificate(pem);
+  const entry = (await caDir.currentIndex()).find((e) => e.serial === s);
+  const issued = entry ? await caDir.issued(s) : undefined;
+  if (!entry || issued === undefined) throw new NotFoundError(CaErrorCode.serialNotFound, `This CA has not issued a certificate with serial ${s}.`);
+  const info = parseCertificate(issued.certPem);
   return {
     ...entry,
     certPem: info.pem,
+    chainPem: issued.chainPem,
     issuer: info.issuer,
     notBefore: info.notBefore,
     notAfter: info.notAfter,

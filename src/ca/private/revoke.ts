@@ -11,7 +11,7 @@ import { CaErrorCode } from '../codes.js';
 import { preview } from '../fqdn.js';
 import { REVOCATION_REASONS, type RevocationReason } from '../index-db.js';
 import { parseCrl } from '../x509.js';
-import { DB_FILES, checkSerial, type CaDirectory } from './directory.js';
+import { DB_FILES, checkSerial, crlRecord, type CaDirectory } from './directory.js';
 
 export interface CrlResult {
   pem: string;
@@ -41,6 +41,11 @@ export async function revoke(caDir: CaDirectory, serial: string, reason: Revocat
     }
     const certFile = caDir.p('newcerts', `${s}.pem`);
     if (!fs.existsSync(certFile)) {
+      // Signed by another relay's key: openssl needs only the certificate to mark its serial in the shared index.
+      const issued = await caDir.issued(s);
+      if (issued) atomicWrite(certFile, issued.certPem, { mode: 0o600 });
+    }
+    if (!fs.existsSync(certFile)) {
       throw new DaemonError(CaErrorCode.stateCorrupt, `The CA's copy of certificate ${s} (${certFile}) is missing, so openssl cannot revoke it.`);
     }
     await caDir.withRestore(DB_FILES, () =>
@@ -65,6 +70,8 @@ export async function generateCrlLocked(caDir: CaDirectory, outFile?: string): P
     const der = pemBlocks(pem).find((b) => b.label === 'X509 CRL')?.der;
     if (!der) throw new DaemonError(CaErrorCode.opensslFailed, 'openssl ca -gencrl wrote no CRL.');
     const info = parseCrl(der);
+    // Every relay publishes every signer's CRL (a certificate names its signer's); the book carries them.
+    caDir.bookRecord(crlRecord(caDir.signer()), pem);
     const files = [caDir.p('crl.pem'), caDir.p('crl.der')];
     atomicWrite(files[0]!, pem, { mode: 0o644 });
     atomicWrite(files[1]!, der, { mode: 0o644 });

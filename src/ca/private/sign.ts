@@ -14,7 +14,7 @@ import { normalizeFqdn } from '../fqdn.js';
 import { formatOpensslTime } from '../index-db.js';
 import { describePublicKey, keyPolicyProblem, DEFAULT_KEY_POLICY } from '../keys.js';
 import { normalizeSerial, parseCertificate, renewalDecision, splitCertificates, type RenewalDecision } from '../x509.js';
-import { DB_FILES, checkDomain, loadPrivateKeyFile, writeTemp, type CaDirectory } from './directory.js';
+import { DB_FILES, checkDomain, issuedRecord, loadPrivateKeyFile, writeTemp, type CaDirectory } from './directory.js';
 import { generateCrlLocked } from './revoke.js';
 
 export interface SignedCertificate {
@@ -167,6 +167,8 @@ async function signLocked(caDir: CaDirectory, settings: CaSettings, csrPem: stri
       throw new DaemonError(CaErrorCode.issuedCertUnexpected, `openssl issued a certificate that differs from the request (${problems.join('; ')}); it was revoked and not returned.`);
     }
     const chainPem = readIfExists(caDir.p('chain.pem')) ?? '';
+    // Every relay can show and revoke it, whichever relay's key signed it (newcerts/ is this machine's).
+    caDir.bookRecord(issuedRecord(leaf.serial), leaf.pem + chainPem);
     return {
       serial: leaf.serial,
       certPem: leaf.pem,

@@ -14,6 +14,8 @@ import { now } from '../../state/types.js';
 import type { ServerContext } from '../context.js';
 import type { Log } from '../../util/log.js';
 import { RELAY_LEASE_SECONDS, shareSessions } from './sessions.js';
+import { CrlFollower } from './ca.js';
+import { authority } from '../ca.js';
 
 export interface BeatOutcome {
   state: string;
@@ -30,6 +32,8 @@ export interface BeatOutcome {
  * at the rate they serve them (~40 per second per relay measured; see docs/operations.md), not all at once.
  */
 export const DRAIN_PER_BEAT = 20;
+/** This relay's CRL follows revocations made on other relays, and theirs are published here, every this many beat intervals. */
+export const CRL_EVERY_BEATS = 5;
 
 /** The mark in the key index directory that makes the key lookup refuse every login (templates/sshd/pipe2me-keys.hbs). */
 export function drainMark(ctx: ServerContext): string {
@@ -117,8 +121,10 @@ export class RelayHeartbeat {
  */
 export function startHeartbeat(ctx: ServerContext, log: Log, intervalMs: number): () => void {
   const beat = new RelayHeartbeat(ctx);
+  const crls = new CrlFollower(ctx, () => authority(ctx));
   let beating = false;
   let failing = false;
+  let crlFailing = false;
   const some = (names: string[]) => `${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''}`;
   const tick = async () => {
     if (beating) return;
@@ -139,8 +145,28 @@ export function startHeartbeat(ctx: ServerContext, log: Log, intervalMs: number)
       beating = false;
     }
   };
+  // On its own timer, so that an openssl run never delays a lease renewal. Revocations are rare and a
+  // CRL is good for weeks: every few seconds is prompt enough.
+  let following = false;
+  const followCrls = async () => {
+    if (following) return;
+    following = true;
+    try {
+      await crls.follow();
+      crlFailing = false;
+    } catch (e) {
+      if (!crlFailing) log(`cannot bring the CRLs up to date: ${(e as Error).message}`, { event: 'relay_crl', outcome: 'failed' });
+      crlFailing = true;
+    } finally {
+      following = false;
+    }
+  };
   void tick();
   const timer = setInterval(() => void tick(), intervalMs);
-  return () => clearInterval(timer);
+  const crlTimer = setInterval(() => void followCrls(), intervalMs * CRL_EVERY_BEATS);
+  return () => {
+    clearInterval(timer);
+    clearInterval(crlTimer);
+  };
 }
 

@@ -1,0 +1,153 @@
+/**
+ * Every relay signs with a key of its own. The relay that made the CA holds the root; each other relay
+ * makes its key at `init`, puts a request in the store, and signs once the root's holder approved it
+ * (`pipe2me-ctl relay approve NAME`), with the intermediate that came back. No private key ever leaves
+ * the machine that made it: the store carries requests, certificates and CRLs only.
+ *
+ * Certificates name their signer's CRL (http://<server>/crl/<relay>.pem; the root's stays /crl.pem);
+ * each signer rewrites its own when a revocation anywhere changed the shared index, and every relay
+ * publishes every signer's from the store, so that any relay answers for any certificate.
+ */
+import { X509Certificate } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseCrl } from '../../ca/x509.js';
+import { caFileStamps, loadCaFiles, saveCaFiles } from '../../state/ca-files.js';
+import { DeniedError, NotFoundError } from '../../util/errors.js';
+import { atomicWrite, ensureDir, readIfExists } from '../../util/fsx.js';
+import type { CertificateAuthority, SignedIntermediate } from '../../ca/index.js';
+import type { ServerContext } from '../context.js';
+import { hexFingerprint } from '../ca.js';
+
+/** The store's copy of the root certificate (public), which joining relays install under their intermediate. */
+export const ROOT_RECORD = 'root.crt';
+const requestRecord = (relay: string) => `relay-ca/${relay}.csr`;
+const approvedRecord = (relay: string) => `relay-ca/${relay}.crt`;
+
+export const relayCaName = (ctx: ServerContext, relay: string) => `pipe2me ${relay} CA for ${ctx.config.domain}`;
+export const relayCrlUrl = (ctx: ServerContext, relay: string) => `http://${ctx.config.server.fqdn}/crl/${relay}.pem`;
+/** Where nginx serves a signer's CRL from (public/crl/<relay>.pem; the root's is public/crl.pem). */
+export const publishedCrlFile = (ctx: ServerContext, signer: string) =>
+  signer === 'root' ? ctx.layout.crlFile : path.join(ctx.layout.crlDir, `${signer}.pem`);
+
+/** Whether this relay joins a CA another relay made (rather than making or keeping the root here). */
+export async function joinsSharedCa(ctx: ServerContext, ca: CertificateAuthority): Promise<boolean> {
+  if (!ctx.config.relays.relayed) return false;
+  if (fs.existsSync(path.join(ca.dir, 'ca.json'))) return ca.signer() !== 'root';
+  return (await loadCaFiles(ctx.db, ['serial'])).size > 0;
+}
+
+/**
+ * This relay's own CA: installed when the root's holder approved its request, else a request (with a
+ * key made here) waiting in the store — then a DeniedError says what to run where.
+ */
+export async function joinRelayCa(ctx: ServerContext, ca: CertificateAuthority): Promise<{ created: boolean; rootSha256Hex: string }> {
+  const self = ctx.config.relays.self!;
+  const rootPemOf = async () => {
+    const root = (await loadCaFiles(ctx.db, [ROOT_RECORD])).get(ROOT_RECORD);
+    if (!root) {
+      throw new NotFoundError('relay_ca_root_unknown', 'The state store has a CA but not its root certificate.', {
+        hint: 'Run pipe2me-ctl init (or pipe2me-ctl ca init) once on the relay that made the CA: it puts the root in the store. Then run init here again.',
+      });
+    }
+    return root;
+  };
+  if (fs.existsSync(path.join(ca.dir, 'ca.crt'))) return { created: false, rootSha256Hex: sha256Hex(ca.rootPem()) };
+  const stored = await loadCaFiles(ctx.db, [approvedRecord(self)]);
+  const approved = stored.get(approvedRecord(self));
+  if (approved && fs.existsSync(path.join(ca.dir, 'private', 'ca.key'))) {
+    try {
+      await ca.installRelayIntermediate({ certPem: approved, rootPem: await rootPemOf() });
+      return { created: true, rootSha256Hex: sha256Hex(ca.rootPem()) };
+    } catch (e) {
+      // Approved for an earlier key (the directory was lost and re-made): a new request follows.
+      if ((e as { code?: string }).code !== 'ca_relay_request_invalid') throw e;
+    }
+  }
+  await rootPemOf();
+  const req = await ca.requestRelayIntermediate({
+    relay: self, commonName: relayCaName(ctx, self), crlUrl: relayCrlUrl(ctx, self),
+    defaultDays: ctx.config.ca.validityDays, restrictToDomain: ctx.config.domain,
+  });
+  // An approval of an earlier request is void: it names another key.
+  await saveCaFiles(ctx.db, new Map([[requestRecord(self), req.csrPem], [approvedRecord(self), '']]));
+  throw new DeniedError('relay_ca_not_approved', `This relay's CA key is made here (EC P-256, key sha256 ${req.keySha256}); the relay that holds the root has not signed it yet.`, {
+    hint: `On the relay that made the CA, check that key and run: pipe2me-ctl relay approve ${self} — then run pipe2me-ctl init here again.`,
+    data: { relay: self, key_sha256: req.keySha256 },
+  });
+}
+
+/** On the root's holder: sign relay `name`'s waiting request. */
+export async function approveRelayCa(ctx: ServerContext, ca: CertificateAuthority, name: string): Promise<SignedIntermediate> {
+  const csr = (await loadCaFiles(ctx.db, [requestRecord(name)])).get(requestRecord(name));
+  if (!csr) {
+    throw new NotFoundError('relay_ca_no_request', `Relay ${name} has not asked for a CA certificate.`, {
+      hint: `Run pipe2me-ctl init on ${name} first (with relay: ${name} in its configuration).`,
+    });
+  }
+  const signed = await ca.signRelayIntermediate(csr, { commonName: relayCaName(ctx, name) });
+  await saveCaFiles(ctx.db, new Map([[approvedRecord(name), signed.certPem]]));
+  return signed;
+}
+
+/** Writes every signer's CRL the store holds where nginx serves it; returns the files it changed. */
+export async function publishCrls(ctx: ServerContext, only?: ReadonlySet<string>): Promise<string[]> {
+  const names = [...(await caFileStamps(ctx.db, { prefix: 'crl/' })).keys()].filter((n) => !only || only.has(n));
+  const changed: string[] = [];
+  for (const [name, pem] of await loadCaFiles(ctx.db, names)) {
+    const signer = name.slice('crl/'.length);
+    if (!/^[a-z0-9-]{1,63}$/.test(signer) || !pem.includes('-----BEGIN X509 CRL-----')) continue;
+    const file = publishedCrlFile(ctx, signer);
+    if (readIfExists(file) === pem) continue;
+    ensureDir(path.dirname(file), 0o755);
+    atomicWrite(file, pem, { mode: 0o644 });
+    changed.push(file);
+  }
+  return changed;
+}
+
+/**
+ * Run by the heartbeat: this relay's CRL rewritten when revocations made elsewhere changed the shared
+ * index, and the CRLs the other signers rewrote published here.
+ */
+export class CrlFollower {
+  private indexStamp = -1;
+  private crlStamps = new Map<string, number>();
+
+  constructor(private readonly ctx: ServerContext, private readonly ca: () => CertificateAuthority) {}
+
+  async follow(): Promise<void> {
+    const stamps = await caFileStamps(this.ctx.db, { prefix: 'crl/', names: ['index.txt'] });
+    const ca = this.ca();
+    const index = stamps.get('index.txt') ?? 0;
+    // Seconds: a change in the same second as the last look is looked at again next time.
+    if (index >= this.indexStamp && fs.existsSync(path.join(ca.dir, 'ca.crt'))) {
+      const text = (await loadCaFiles(this.ctx.db, ['index.txt'])).get('index.txt') ?? '';
+      const revoked = (text.match(/^R\t/gm) ?? []).length;
+      const own = readIfExists(path.join(ca.dir, 'crl.pem'));
+      if (own === undefined || revoked !== this.revokedIn(own)) await ca.generateCrl();
+      this.indexStamp = index;
+    }
+    const due = new Set([...stamps].filter(([n, t]) => n.startsWith('crl/') && t >= (this.crlStamps.get(n) ?? -1)).map(([n]) => n));
+    if (due.size) await publishCrls(this.ctx, due);
+    for (const n of due) this.crlStamps.set(n, stamps.get(n)!);
+  }
+
+  private lastCrl: { pem: string; count: number } | undefined;
+  private revokedIn(pem: string): number {
+    if (this.lastCrl?.pem === pem) return this.lastCrl.count;
+    const count = crlRevokedCount(pem);
+    this.lastCrl = { pem, count };
+    return count;
+  }
+}
+
+function crlRevokedCount(pem: string): number {
+  try {
+    return parseCrl(pem).revokedSerials.length;
+  } catch {
+    return -1; // unreadable: rewritten
+  }
+}
+
+const sha256Hex = (pem: string) => hexFingerprint(new X509Certificate(pem).fingerprint256);
