@@ -97,7 +97,7 @@ tunnel set on the same pod, with a name of its choosing. The operator's \`pipe2m
       });
       const f = new PodFiles(gl.dir);
       out.result({
-        dir: gl.dir, name: r.state.name, fqdn: r.state.fqdn, expires: r.state.expires,
+        dir: gl.dir, name: r.state.name, fqdn: r.state.fqdn, expires: r.state.expires, ...(r.state.relays ? { slot: r.state.slot ?? 0 } : {}),
         services: r.state.services.map((s) => ({ ...s, url: serviceUrl(r.state.fqdn, s.protocol, s.port) })),
         entry: r.answer.entry, certificate: { file: f.cert, key: f.tlsKey, fullchain: f.fullchain, not_after: certificateNotAfter(f)?.toISOString() ?? null },
       }, () => [

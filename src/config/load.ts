@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { CONFIG_ASSETS_DIR } from '../package-root.js';
 import { ConfigError } from '../util/errors.js';
 import { parseDuration } from './duration.js';
-import type { Config } from './types.js';
+import type { Config, RelayConfig } from './types.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/pipe2me/pipe2me.yml';
 
@@ -98,7 +98,7 @@ export function describeSchemaErrors(errors: ErrorObject[], doc: unknown): strin
 interface RawConfig {
   domain: string;
   server: { name: string; ipv4?: string; ipv6: string | null };
-  relays?: { name: string; ipv4: string; ipv6: string | null }[];
+  relays?: { name: string; ipv4: string | string[]; ipv6: string | string[] | null }[];
   relay?: string;
   ssh: { port: number; tunnel_user: string; keys_user: string; max_sessions_per_pod: number; per_source_max_startups: number; login_grace_seconds: number; client_alive_interval: number; client_alive_count_max: number; ciphers: string[] };
   ports: { first: number; last: number; max_per_subdomain: number };
@@ -172,7 +172,7 @@ export function configFromDocument(doc: unknown, file: string): Config {
     file,
     domain,
     server: { name: raw.server.name, fqdn: `${raw.server.name}.${domain}`, ipv4: relays.here.ipv4, ipv6: relays.here.ipv6 },
-    relays: { list: relays.list, self: relays.here.name, relayed: relays.relayed },
+    relays: { list: relays.list, self: relays.here.name, relayed: relays.relayed, slots: relays.list[0]!.slots.length },
     ssh: {
       port: raw.ssh.port,
       tunnelUser: raw.ssh.tunnel_user,
@@ -235,23 +235,39 @@ function relaysOf(raw: RawConfig, domain: string, fromEnv: string | undefined, p
   if (!raw.relays) {
     if (raw.relay !== undefined) problems.push(`"relay" names ${showValue(raw.relay)}, but there is no "relays" list. Add relays: (every relay's name and addresses), or leave relay: out.`);
     if (!raw.server.ipv4) problems.push('"server.ipv4" is missing. The server\'s public IPv4 address, e.g. 198.51.100.10.');
-    const one = { name: raw.server.name, fqdn: `${raw.server.name}.${domain}`, ipv4: raw.server.ipv4 ?? '0.0.0.0', ipv6: raw.server.ipv6 ?? null };
+    const ipv4 = raw.server.ipv4 ?? '0.0.0.0';
+    const ipv6 = raw.server.ipv6 ?? null;
+    const one: RelayConfig = { name: raw.server.name, fqdn: `${raw.server.name}.${domain}`, ipv4, ipv6, slots: [{ ipv4, ipv6 }] };
     return { list: [one], here: one, relayed: false };
   }
-  const list = raw.relays.map((r) => ({ name: r.name.toLowerCase(), fqdn: `${r.name.toLowerCase()}.${domain}`, ipv4: r.ipv4, ipv6: r.ipv6 ?? null }));
+  const list: RelayConfig[] = raw.relays.map((r) => {
+    const v4 = Array.isArray(r.ipv4) ? r.ipv4 : [r.ipv4];
+    const v6 = r.ipv6 === null || r.ipv6 === undefined ? [] : Array.isArray(r.ipv6) ? r.ipv6 : [r.ipv6];
+    const name = r.name.toLowerCase();
+    if (v6.length > 0 && v6.length !== v4.length) {
+      problems.push(`"relays" ${name}: ipv6 has ${v6.length} address(es) and ipv4 ${v4.length}. Give one IPv6 address per slot (per IPv4 address), or none.`);
+    }
+    const slots = v4.map((ipv4, i) => ({ ipv4, ipv6: v6[i] ?? null }));
+    return { name, fqdn: `${name}.${domain}`, ipv4: slots[0]!.ipv4, ipv6: slots[0]!.ipv6, slots };
+  });
   const seen = new Set<string>();
   for (const r of list) {
     if (seen.has(r.name)) problems.push(`"relays" lists ${r.name} twice. Give every relay its own name.`);
     seen.add(r.name);
-    if (r.ipv6 !== null && !isIPv6(r.ipv6)) problems.push(`"relays" ${r.name}: ipv6 is not valid (got ${showValue(r.ipv6)}).`);
+    for (const slot of r.slots) if (slot.ipv6 !== null && !isIPv6(slot.ipv6)) problems.push(`"relays" ${r.name}: ipv6 ${showValue(slot.ipv6)} is not a valid IPv6 address.`);
     if (r.name === raw.server.name) problems.push(`"relays" ${r.name}: a relay may not be named like the server's own name (server.name ${raw.server.name}), which answers on every relay.`);
+  }
+  // A pod keeps its slot on every relay: every relay needs an address for each slot.
+  const slotCounts = new Set(list.map((r) => r.slots.length));
+  if (slotCounts.size > 1) {
+    problems.push(`"relays" give different numbers of IPv4 addresses (${list.map((r) => `${r.name}: ${r.slots.length}`).join(', ')}). Every relay has one address per slot: give each the same number.`);
   }
   const addresses = new Map<string, string>();
   for (const r of list) {
-    for (const a of [r.ipv4, r.ipv6]) {
+    for (const a of r.slots.flatMap((x) => [x.ipv4, x.ipv6])) {
       if (a === null) continue;
       const other = addresses.get(a);
-      if (other) problems.push(`"relays" ${other} and ${r.name} both have the address ${a}. Every relay has its own.`);
+      if (other) problems.push(other === r.name ? `"relays" ${r.name} lists the address ${a} twice. Every slot has its own.` : `"relays" ${other} and ${r.name} both have the address ${a}. Every relay has its own.`);
       addresses.set(a, r.name);
     }
   }

@@ -12,8 +12,14 @@ export interface RelayConfig {
   name: string;
   /** Its nameserver's name in the zone: <name>.<domain>. */
   fqdn: string;
+  /** Its first slot's addresses: its own name's, its nameserver's, what pods connect to. */
   ipv4: string;
   ipv6: string | null;
+  /**
+   * Its public addresses, one per address slot (every relay has the same number): a pod in slot i is
+   * published at slots[i] of the relay that holds it, with ports unique within the slot.
+   */
+  slots: { ipv4: string; ipv6: string | null }[];
 }
 
 export interface AcmeConfig {
@@ -37,7 +43,8 @@ export interface Config {
    * Every relay of the fleet in configuration order, and which one this machine is. Without `relays:` in
    * the file, one relay named after the server with the server's addresses (relayed: false).
    */
-  relays: { list: RelayConfig[]; self: string; relayed: boolean };
+  /** slots: how many address slots every relay has (1 without slots: ports are unique fleet-wide and tunnels listen on every address). */
+  relays: { list: RelayConfig[]; self: string; relayed: boolean; slots: number };
   ssh: {
     port: number;
     tunnelUser: string;

@@ -26,6 +26,8 @@ export interface PodRelay {
   user: string;
   hostKeyAlias: string;
   hostKey: string;
+  /** With address slots: the addresses this pod's tunnel listens on at that relay (its slot's there). */
+  listen?: string[];
 }
 
 export interface PodState {
@@ -43,6 +45,8 @@ export interface PodState {
   /** With several relays: every relay the tunnel may go to (the ssh wrapper walks them; see relays.ts). */
   relays?: PodRelay[];
   createdAt: string;
+  /** With relays and address slots: the slot it is published at (absent: 0). */
+  slot?: number;
 }
 
 export class PodFiles {

@@ -19,6 +19,7 @@ export interface RelayAnswer {
   user: string;
   host_key: string;
   host_key_alias: string;
+  listen?: string[];
 }
 
 /** The server's list, if every entry has the shape a pipe2me server sends (it reaches ssh's arguments). */
@@ -29,8 +30,12 @@ export function checkRelays(list: unknown): PodRelay[] | null {
     const ok = r && typeof r === 'object' && /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/.test(r.name ?? '') && isIPv4(r.host ?? '') &&
       (r.host6 === undefined || r.host6 === null || isIPv6(r.host6)) && Number.isInteger(r.port) && r.port > 0 && r.port < 65536 &&
       /^[a-z_][a-z0-9_-]{0,30}$/.test(r.user ?? '') && /^ssh-ed25519 [A-Za-z0-9+/]+=*$/.test(r.host_key ?? '') && /^[a-z0-9.-]{1,253}$/.test(r.host_key_alias ?? '');
-    if (!ok) return null;
-    out.push({ name: r.name, host: r.host, host6: r.host6 ?? null, port: r.port, user: r.user, hostKeyAlias: r.host_key_alias, hostKey: r.host_key });
+    // The listen addresses reach ssh's -R arguments: addresses only, one per family at most.
+    const listen = r.listen;
+    const listenOk = listen === undefined || (Array.isArray(listen) && listen.length >= 1 && listen.length <= 2 &&
+      listen.filter((a) => isIPv4(a)).length === 1 && listen.every((a) => isIPv4(a) || (isIPv6(a) && !a.includes('%'))));
+    if (!ok || !listenOk) return null;
+    out.push({ name: r.name, host: r.host, host6: r.host6 ?? null, port: r.port, user: r.user, hostKeyAlias: r.host_key_alias, hostKey: r.host_key, ...(listen ? { listen: [...listen] } : {}) });
   }
   return out;
 }
@@ -51,9 +56,12 @@ export function relayOrder(s: Pick<PodState, 'name' | 'relays'>, pinned?: string
   return [...list.slice(home), ...list.slice(0, home)];
 }
 
-/** The wrapper's list: one relay per line, "name alias address port user" (all checked above). */
+/**
+ * The wrapper's list: one relay per line, "name alias address port user listen" (all checked above);
+ * listen is the slot's addresses there, comma-separated, or "-" without slots.
+ */
 export function relaysFileText(s: Pick<PodState, 'name' | 'relays'>, routes = defaultRoutes(), pinned?: string): string {
-  return relayOrder(s, pinned).map((r) => `${r.name} ${r.hostKeyAlias} ${r.host6 && !routes.v4 && routes.v6 ? r.host6 : r.host} ${r.port} ${r.user}\n`).join('');
+  return relayOrder(s, pinned).map((r) => `${r.name} ${r.hostKeyAlias} ${r.host6 && !routes.v4 && routes.v6 ? r.host6 : r.host} ${r.port} ${r.user} ${r.listen?.join(',') || '-'}\n`).join('');
 }
 
 /** Writes the pinned keys and the wrapper's list for the relays in `s` (nothing when there are none). */

@@ -43,6 +43,8 @@ export interface SetupAnswer {
   ssh: { host: string; host6?: string | null; port: number; user: string; host_key: string; host_key_alias: string };
   /** With several relays: every relay, each with its own host key (see relays.ts). */
   relays?: unknown;
+  /** With relays: the address slot the pod is published at (its listen addresses are in relays). */
+  slot?: number;
   ca: string | null;
   api: string;
 }
@@ -138,6 +140,7 @@ export async function setup(o: SetupOptions): Promise<{ state: PodState; answer:
     expires: answer.expires,
     ssh: { host: answer.ssh.host, host6: answer.ssh.host6 ?? null, port: answer.ssh.port, user: answer.ssh.user, hostKeyAlias: answer.ssh.host_key_alias },
     ...(answer.relays !== undefined ? { relays: checkRelays(answer.relays)! } : {}),
+    ...(Number.isInteger(answer.slot) && answer.slot! > 0 && answer.slot! < 16 ? { slot: answer.slot! } : {}),
     createdAt: new Date().toISOString(),
   };
   f.write(state);

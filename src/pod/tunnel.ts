@@ -133,11 +133,29 @@ if [ -s "$relays" ]; then
   echo "$(( (i + 1) % count ))" > "$next"
   line=$(sed -n "$((i + 1))p" "$relays")
   set -f
-  # name alias address port user: checked by pipe2me when it wrote the file.
+  # name alias address port user listen: checked by pipe2me when it wrote the file.
   set -- $line "$@"
   set +f
-  name=$1 alias=$2 address=$3 port=$4 user=$5
-  shift 5
+  name=$1 alias=$2 address=$3 port=$4 user=$5 listen=$6
+  shift 6
+  if [ "$listen" != - ]; then
+    # Address slots: every -R PORT:HOST:LPORT listens on this relay's addresses of the pod's slot,
+    # ADDRESS:PORT:HOST:LPORT (one per family), which is all its key may listen on there.
+    r=0
+    for a do
+      shift
+      if [ "$r" = 1 ]; then
+        for l in $(echo "$listen" | tr , ' '); do
+          case $l in *:*) set -- "$@" -R "[$l]:$a" ;; *) set -- "$@" -R "$l:$a" ;; esac
+        done
+        r=0
+      elif [ "$a" = -R ]; then
+        r=1
+      else
+        set -- "$@" "$a"
+      fi
+    done
+  fi
   echo "pipe2me-relay: connecting to relay $name ($address)" >&2
   # Given first, these win over anything later on the line (ssh keeps the first value of an option).
   exec ${q(sshPath)} -o "HostName=$address" -o "HostKeyAlias=$alias" -o "Port=$port" -o "User=$user" "$@"

@@ -1,7 +1,7 @@
 /** Pure rules: where the entry redirects go and which address a pod's name points at. */
 import type { Config } from '../config/types.js';
 import type { SubdomainRecord } from '../state/types.js';
-import { relayView, type RelayView } from './relays.js';
+import { relayView, slotAddresses, type RelayView } from './relays.js';
 
 /** How a client reaches one service: a URL for http(s), host:port for raw tcp. */
 export function serviceUrl(fqdn: string, protocol: string, port: number): string {
@@ -45,9 +45,10 @@ export interface AddressRecord {
  * verified address while the IPv6 route is direct, else the relay's IPv6 when it has one, else none. The
  * tunnel is always the fallback.
  */
-export function podRecords(s: Pick<SubdomainRecord, 'name' | 'fqdn' | 'route' | 'directIpv4' | 'route6' | 'directIpv6' | 'relay'>, c: Config, view: RelayView = relayView(c, undefined)): AddressRecord[] {
+export function podRecords(s: Pick<SubdomainRecord, 'name' | 'fqdn' | 'route' | 'directIpv4' | 'route6' | 'directIpv6' | 'relay'> & { slot?: number }, c: Config, view: RelayView = relayView(c, undefined)): AddressRecord[] {
   const out: AddressRecord[] = [];
-  const relay = view.forPod(s);
+  // The pod's slot at the relay holding it: its ports are there on every relay.
+  const relay = slotAddresses(view.forPod(s), s.slot);
   if (s.route === 'direct' && s.directIpv4) out.push({ owner: s.fqdn, type: 'A', value: s.directIpv4, source: 'pod' });
   else out.push({ owner: s.fqdn, type: 'A', value: relay.ipv4, source: 'config' });
   if (s.route6 === 'direct' && s.directIpv6) out.push({ owner: s.fqdn, type: 'AAAA', value: s.directIpv6, source: 'pod' });
@@ -56,8 +57,8 @@ export function podRecords(s: Pick<SubdomainRecord, 'name' | 'fqdn' | 'route' | 
 }
 
 /** The relay's records for a pod whose own address was refused (per family), as podRecords would give. */
-export function podRelayRecords(s: Pick<SubdomainRecord, 'name' | 'fqdn' | 'relay'>, c: Config, view: RelayView): AddressRecord[] {
-  const relay = view.forPod(s);
+export function podRelayRecords(s: Pick<SubdomainRecord, 'name' | 'fqdn' | 'relay'> & { slot?: number }, c: Config, view: RelayView): AddressRecord[] {
+  const relay = slotAddresses(view.forPod(s), s.slot);
   return [{ owner: s.fqdn, type: 'A', value: relay.ipv4, source: 'config' }, ...(relay.ipv6 ? [{ owner: s.fqdn, type: 'AAAA' as const, value: relay.ipv6, source: 'config' as const }] : [])];
 }
 

@@ -12,7 +12,7 @@ import type { Config } from '../config/types.js';
 import { publishRefusal } from '../net/address.js';
 import { keyIndexFile } from '../ssh/key-index.js';
 import { httpEntryTarget, httpsEntryTarget, isPublished, passthroughPort, podRecords, podRelayRecords, serverRecords, type AddressRecord } from './entries.js';
-import { relayView, type RelayView } from './relays.js';
+import { hostPort, relayView, type RelayView } from './relays.js';
 import type { Layout } from './layout.js';
 import { checked, renderTemplate } from './templates.js';
 import type { DroppedEntry, RenderSubdomain, Unit } from './types.js';
@@ -62,7 +62,10 @@ function firstLabel(line: string): string | null {
 
 const endOfFile = (rest: string) => rest.length;
 
-export function keyListSpec(L: Layout): FragmentSpec {
+/** With address slots, the addresses a pod of each slot listens on at this relay (see relays.slotBinds). */
+export type SlotBinds = ((slot: number | undefined) => string[]) | null;
+
+export function keyListSpec(L: Layout, binds: SlotBinds = null): FragmentSpec {
   const where = 'sshd/keys.list';
   return {
     unit: 'keys', path: L.sshd.keyList, mode: 0o644, order: 0,
@@ -76,11 +79,16 @@ export function keyListSpec(L: Layout): FragmentSpec {
       } catch {
         return { text: '', dropped: [{ where: 'key index', owner: s.fqdn, type: 'ssh key', value: forLog(s.key.fingerprint), why: 'its fingerprint is not a SHA256 fingerprint; the pod must register its key again' }] };
       }
-      const ports = s.ports.map((p) => p.port);
       const name = checked(where, 'label', s.name);
-      const listen = ports.map((p) => `permitlisten="${checked(where, 'port', p)}"`).join(',');
+      // Without slots a port alone (any address); with them, exactly the pod's slot's addresses here.
+      const hosts = binds ? binds(s.slot).map((a) => checked(where, a.includes(':') ? 'ipv6' : 'ipv4', a)) : [];
+      const permits = s.ports.flatMap((p) => {
+        const port = checked(where, 'port', p.port);
+        return hosts.length ? hosts.map((h) => hostPort(h, Number(port))) : [port];
+      });
+      const listen = permits.map((p) => `permitlisten="${p}"`).join(',');
       const line = `${checked(where, 'word', file)} restrict,port-forwarding,${listen},command="exec ${checked(where, 'path', L.sshd.sessionScript)} ${name}" ${checked(where, 'sshkey', s.key.publicKey)} pipe2me:${name}`;
-      assertKeyLineRestricted(line, { name: s.name, file, ports });
+      assertKeyLineRestricted(line, { name: s.name, file, ports: permits });
       return { text: line + '\n', dropped: [], keyFile: file };
     },
     nameOf(line) {
@@ -100,7 +108,7 @@ function refuseKeyIndex(why: string): never {
  * with tens of thousands): filed under its key's fingerprint, restrict and port-forwarding first, exactly
  * the pod's own ports, the forced session command with the pod's name, and the pod's name at the end.
  */
-export function assertKeyLineRestricted(entry: string, k: { name: string; file: string; ports: number[] }): void {
+export function assertKeyLineRestricted(entry: string, k: { name: string; file: string; ports: readonly (number | string)[] }): void {
   if (!entry.startsWith(`${k.file} `) || !/^[A-Za-z0-9_-]{43}$/.test(k.file)) refuseKeyIndex(`the line for ${k.name} is not filed under its key's fingerprint`);
   const line = entry.slice(k.file.length + 1);
   const options = `restrict,port-forwarding,${k.ports.map((p) => `permitlisten="${p}"`).join(',')},command="exec /`;
@@ -126,7 +134,7 @@ function mapSpec(unit: Unit, path: string, template: string, value: (s: RenderSu
   };
 }
 
-export function nginxMapSpecs(L: Layout): FragmentSpec[] {
+export function nginxMapSpecs(L: Layout, binds: SlotBinds = null): FragmentSpec[] {
   const N = L.nginx;
   const url = (t: string) => (s: RenderSubdomain) => {
     const target = t === 'http' ? httpEntryTarget(s) : httpsEntryTarget(s);
@@ -138,7 +146,10 @@ export function nginxMapSpecs(L: Layout): FragmentSpec[] {
     mapSpec('nginx', N.sniRouteMap, 'nginx/sni-route.map.hbs', (s) => (passthroughPort(s) === null ? null : `unix:${checked('nginx/sni-route.map.hbs', 'path', N.passthroughSocket)}`)),
     mapSpec('nginx', N.sniPortMap, 'nginx/sni-port.map.hbs', (s) => {
       const port = passthroughPort(s);
-      return port === null ? null : `127.0.0.1:${checked('nginx/sni-port.map.hbs', 'port', port)}`;
+      if (port === null) return null;
+      // With slots the tunnel listens on the pod's slot address only (sshd binds what the pod names).
+      const at = binds ? checked('nginx/sni-port.map.hbs', 'ipv4', binds(s.slot)[0]!) : '127.0.0.1';
+      return `${at}:${checked('nginx/sni-port.map.hbs', 'port', port)}`;
     }),
   ];
 }

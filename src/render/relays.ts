@@ -46,3 +46,29 @@ export function relayView(c: Config, states: RelayStates | undefined): RelayView
     serving,
   };
 }
+
+/** This machine's relay (the only one without relays:). */
+export function hereRelay(c: Config): RelayConfig {
+  return c.relays.list.find((r) => r.name === c.relays.self) ?? c.relays.list[0]!;
+}
+
+/** A relay's addresses for a pod in `slot` (slot 0 when the relay has no such slot). */
+export function slotAddresses(r: RelayConfig, slot: number | undefined): { ipv4: string; ipv6: string | null } {
+  return r.slots[slot ?? 0] ?? r.slots[0] ?? { ipv4: r.ipv4, ipv6: r.ipv6 };
+}
+
+/**
+ * With address slots, the addresses a pod in `slot` listens on at this relay (its -R bind addresses, its
+ * key's permitlisten hosts); null without slots: tunnels listen on every address, ports are fleet-wide.
+ */
+export function slotBinds(c: Config): ((slot: number | undefined) => string[]) | null {
+  if (c.relays.slots <= 1) return null;
+  const here = hereRelay(c);
+  return (slot) => {
+    const a = slotAddresses(here, slot);
+    return [a.ipv4, ...(a.ipv6 ? [a.ipv6] : [])];
+  };
+}
+
+/** An address and port as ssh writes a listen address: [v6]:port, v4:port. */
+export const hostPort = (address: string, port: number) => (address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`);

@@ -4,8 +4,8 @@
  */
 import type { Config } from '../config/types.js';
 import type { AddressRecord } from './entries.js';
-import { assemble, keyListSpec, nginxMapSpecs, zoneNameservers, zoneSpec, type FragmentSpec } from './fragments.js';
-import { relayView, type RelayStates } from './relays.js';
+import { assemble, keyListSpec, nginxMapSpecs, zoneNameservers, zoneSpec, type FragmentSpec, type SlotBinds } from './fragments.js';
+import { hereRelay, relayView, slotBinds, type RelayStates } from './relays.js';
 import { layout, type Layout } from './layout.js';
 import { renderTemplate } from './templates.js';
 import { SERIAL_PLACEHOLDER, type RenderedFile, type RenderSubdomain, type Unit } from './types.js';
@@ -17,8 +17,10 @@ export function aliveWindowSeconds(c: Config): number {
 
 export const ALL_UNITS: readonly Unit[] = ['sshd', 'keys', 'nginx', 'dns', 'firewall'];
 
-function listenAddresses(c: Config) {
-  return { listen: [c.server.ipv4], listen6: c.server.ipv6 ? [c.server.ipv6] : [] };
+/** nginx and sshd listen on this relay's first address; nginx on every slot's (a pod's name points at its slot's). */
+function listenAddresses(c: Config, allSlots = false) {
+  const slots = allSlots ? hereRelay(c).slots : [{ ipv4: c.server.ipv4, ipv6: c.server.ipv6 }];
+  return { listen: slots.map((a) => a.ipv4), listen6: slots.flatMap((a) => (a.ipv6 ? [a.ipv6] : [])) };
 }
 
 export function renderSshd(c: Config, L: Layout): RenderedFile[] {
@@ -36,6 +38,8 @@ export function renderSshd(c: Config, L: Layout): RenderedFile[] {
     clientAliveCountMax: c.ssh.clientAliveCountMax,
     aliveWindow: aliveWindowSeconds(c),
     ciphers: c.ssh.ciphers,
+    // With slots each pod names the address it listens on (its slot's; its key permits only that one).
+    slotted: slotBinds(c) !== null,
   };
   const keysCommand = renderTemplate('sshd/pipe2me-keys.hbs', {
     keysDir: L.sshd.keysDir, connsDir: L.connsDir, maxSessions: c.ssh.maxSessionsPerPod, keysUser: c.ssh.keysUser, tunnelUser: c.ssh.tunnelUser,
@@ -56,8 +60,8 @@ export function renderSshd(c: Config, L: Layout): RenderedFile[] {
  * cannot file (a fingerprint that is not one, a key some earlier pod already holds) is left out with its
  * reason — that pod cannot log in until it registers its key again — and every other pod's line is kept.
  */
-export function renderKeyList(subdomains: readonly RenderSubdomain[], L: Layout): RenderedFile {
-  return toFile(keyListSpec(L), subdomains);
+export function renderKeyList(subdomains: readonly RenderSubdomain[], L: Layout, binds: SlotBinds = null): RenderedFile {
+  return toFile(keyListSpec(L, binds), subdomains);
 }
 
 function toFile(spec: FragmentSpec, subdomains: readonly RenderSubdomain[]): RenderedFile {
@@ -68,7 +72,7 @@ function toFile(spec: FragmentSpec, subdomains: readonly RenderSubdomain[]): Ren
 export function renderNginx(c: Config, L: Layout, subdomains: readonly RenderSubdomain[]): RenderedFile[] {
   const N = L.nginx;
   const conf = renderTemplate('nginx/nginx.conf.hbs', {
-    ...listenAddresses(c),
+    ...listenAddresses(c, true),
     domain: c.domain,
     serverFqdn: c.server.fqdn,
     streamModule: c.http.streamModule,
@@ -92,7 +96,7 @@ export function renderNginx(c: Config, L: Layout, subdomains: readonly RenderSub
     maxBodyBytes: c.api.maxBodyBytes,
   });
   return [
-    ...nginxMapSpecs(L).map((spec) => toFile(spec, subdomains)),
+    ...nginxMapSpecs(L, slotBinds(c)).map((spec) => toFile(spec, subdomains)),
     { unit: 'nginx', path: N.config, content: conf, mode: 0o644, order: 1 },
   ];
 }
@@ -130,8 +134,8 @@ export function renderZone(c: Config, L: Layout, subdomains: readonly RenderSubd
 /** Every per-pod file of the given units, as head, pods' lines and tail (see fragments.ts). */
 export function fragmentSpecs(c: Config, L: Layout, units: readonly Unit[], extras: RenderExtras = {}): FragmentSpec[] {
   const out: FragmentSpec[] = [];
-  if (units.includes('keys')) out.push(keyListSpec(L));
-  if (units.includes('nginx')) out.push(...nginxMapSpecs(L));
+  if (units.includes('keys')) out.push(keyListSpec(L, slotBinds(c)));
+  if (units.includes('nginx')) out.push(...nginxMapSpecs(L, slotBinds(c)));
   if (units.includes('dns')) out.push(zoneFileSpec(c, L, extras));
   return out;
 }
@@ -169,7 +173,7 @@ export function renderAll(c: Config, subdomains: readonly RenderSubdomain[], uni
   const L = layout(c);
   const out: RenderedFile[] = [];
   if (units.includes('sshd')) out.push(...renderSshd(c, L));
-  if (units.includes('keys')) out.push(renderKeyList(subdomains, L));
+  if (units.includes('keys')) out.push(renderKeyList(subdomains, L, slotBinds(c)));
   if (units.includes('nginx')) out.push(...renderNginx(c, L, subdomains));
   if (units.includes('dns')) out.push(renderZone(c, L, subdomains, extras), renderDnsConfig(c, L));
   if (units.includes('firewall')) out.push(renderFirewall(c, L));

@@ -45,6 +45,8 @@ export interface RenderSubdomain {
   directIpv6: string | null;
   /** The relay holding the pod's newest session, if any (with relays; see entries.podRecords). */
   relay: string | null;
+  /** Its address slot (absent: 0): it is published at that address of the relay holding it. */
+  slot?: number;
   ports: { port: number; protocol: 'http' | 'https' | 'tcp'; position: number }[];
   /** The canonical key and its SHA256 fingerprint (what sshd hands the key lookup). */
   key: { publicKey: string; fingerprint: string } | null;

@@ -80,7 +80,7 @@ export interface Capacity {
   unit: HostFacts['unit'];
 }
 
-type RelayConfig = Pick<Config, 'ports' | 'ssh' | 'http'>;
+type RelayConfig = Pick<Config, 'ports' | 'ssh' | 'http'> & { relays?: Pick<Config['relays'], 'slots'> };
 
 const n = (x: number): string => x.toLocaleString('en-US');
 const roundUp = (x: number, step: number): number => Math.ceil(x / step) * step;
@@ -136,7 +136,10 @@ export function relayCapacity(c: RelayConfig, facts: HostFacts, opts: { services
     : `${s} services per pod (assumed: the configuration sets no typical number; ports.max_per_subdomain ${c.ports.maxPerSubdomain} is only a bound, at which the range holds ${n(Math.floor(rangePorts / c.ports.maxPerSubdomain))} pods)`;
 
   const limits: Limit[] = [];
-  limits.push({ name: 'ports', pods: Math.floor(rangePorts / s), basis: `ports ${range}: ${n(rangePorts)} ports, ${s} per pod` });
+  // With address slots the range is there once per slot (ports are unique per slot, not per relay).
+  const slots = c.relays?.slots ?? 1;
+  const slotText = slots > 1 ? ` in each of ${slots} address slots` : '';
+  limits.push({ name: 'ports', pods: Math.floor((rangePorts * slots) / s), basis: `ports ${range}: ${n(rangePorts)} ports${slotText}, ${s} per pod` });
 
   const tasks = tasksCount(facts.unit.limits.tasksMax, facts.pidMax);
   const tasksText = tasksMaxText(facts.unit.limits.tasksMax);

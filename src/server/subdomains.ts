@@ -125,6 +125,7 @@ export function addSubdomainRecord(ctx: ServerContext, input: AddInput, maxPorts
     maxPorts,
     // Every relay's label is its nameserver's name in the zone (with glue): never a pod's.
     reserved: [...c.subdomains.reservedNames, c.server.name, ...nameserverLabels(ctx), ...c.relays.list.map((r) => r.name)],
+    slots: c.relays.slots,
   });
 }
 

@@ -14,7 +14,7 @@ type Table = (typeof TABLES)[number];
 
 /** The columns each table is ordered by for its digest: its primary key (every column where it has none). */
 const ORDER: Record<Table, readonly string[]> = {
-  meta: ['key'], tokens: ['id'], subdomains: ['id'], ports: ['port'], ssh_keys: ['subdomain_id'], certificates: ['serial'],
+  meta: ['key'], tokens: ['id'], subdomains: ['id'], ports: ['slot', 'port'], ssh_keys: ['subdomain_id'], certificates: ['serial'],
   mappings: ['subdomain_id', 'family', 'external_port'], probe_results: ['id'], removed_subdomains: ['id'], acme_orders: ['id'],
   acme_challenges: ['order_id', 'owner', 'value'], acme_failures: ['name', 'at'], render_seq: ['id'], render_journal: ['name'],
   metric_counters: ['name', 'labels'], metric_marks: ['name'], operators: ['name'], sessions: ['subdomain_id', 'relay'], ca_files: ['name'], relays: ['name'],

@@ -365,6 +365,33 @@ CREATE TRIGGER render_journal_subdomains_update
   AFTER UPDATE OF name, fqdn, status, passthrough, route, direct_ipv4, route6, direct_ipv6, relay ON subdomains
   FOR EACH ROW EXECUTE FUNCTION render_journal_subdomains();`,
   },
+  {
+    version: 12,
+    description: 'address slots: a subdomain\'s slot (which of every relay\'s addresses it is published at), and ports unique per slot instead of fleet-wide',
+    // SQLite cannot change a primary key: ports is rebuilt (every row in slot 0, as before), with its index
+    // and the render journal's triggers, which go with the old table.
+    sql: `ALTER TABLE subdomains ADD COLUMN slot INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE ports_by_slot (
+  slot         INTEGER NOT NULL DEFAULT 0,
+  port         INTEGER NOT NULL,
+  subdomain_id TEXT NOT NULL REFERENCES subdomains(id) ON DELETE CASCADE,
+  protocol     TEXT NOT NULL CHECK (protocol IN ('http', 'https', 'tcp')),
+  position     INTEGER NOT NULL,
+  PRIMARY KEY (slot, port),
+  UNIQUE (subdomain_id, position)
+) STRICT;
+INSERT INTO ports_by_slot (slot, port, subdomain_id, protocol, position) SELECT 0, port, subdomain_id, protocol, position FROM ports;
+DROP TABLE ports;
+ALTER TABLE ports_by_slot RENAME TO ports;
+CREATE INDEX ports_by_subdomain ON ports(subdomain_id);
+${journalTrigger('ports_insert', 'INSERT ON ports', ['(SELECT name FROM subdomains WHERE id = NEW.subdomain_id)'])}
+${journalTrigger('ports_delete', 'DELETE ON ports', ['(SELECT name FROM subdomains WHERE id = OLD.subdomain_id)'])}
+${journalTrigger('ports_update', 'UPDATE ON ports', ['(SELECT name FROM subdomains WHERE id = OLD.subdomain_id)', '(SELECT name FROM subdomains WHERE id = NEW.subdomain_id)'])}`,
+    postgres: `ALTER TABLE subdomains ADD COLUMN slot bigint NOT NULL DEFAULT 0;
+ALTER TABLE ports ADD COLUMN slot bigint NOT NULL DEFAULT 0;
+ALTER TABLE ports DROP CONSTRAINT ports_pkey;
+ALTER TABLE ports ADD PRIMARY KEY (slot, port);`,
+  },
 ];
 
 /**

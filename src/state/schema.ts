@@ -56,9 +56,12 @@ export interface SubdomainsTable {
   ipv6_note: string | null;
   /** Migration 11: the relay holding the pod's newest session (its name points there unless direct). */
   relay: string | null;
+  /** Migration 12: the address slot it is published at (0 without slots), on whichever relay holds it. */
+  slot: Generated<number>;
 }
 
-export interface PortsTable { port: number; subdomain_id: string; protocol: 'http' | 'https' | 'tcp'; position: number }
+/** Migration 12: ports are unique per address slot. */
+export interface PortsTable { slot: Generated<number>; port: number; subdomain_id: string; protocol: 'http' | 'https' | 'tcp'; position: number }
 
 export interface SshKeysTable { subdomain_id: string; algorithm: string; public_key: string; fingerprint: string; bits: number | null; added_at: number }
 

@@ -36,12 +36,13 @@ interface SubdomainRow {
   observed6_at: number | null;
   reported_ipv6: string | null;
   relay: string | null;
+  slot: number;
 }
 
 /** The columns a record needs; secrets' hashes are never read back, only whether they are set. */
 const PLAIN_COLUMNS = ['id', 'name', 'fqdn', 'status', 'created_at', 'expires_at', 'passthrough', 'token_id', 'route', 'route_changed_at', 'route_reason',
   'direct_ipv4', 'probe_streak', 'last_fallback_at', 'observed_ipv4', 'observed_at',
-  'route6', 'route6_changed_at', 'route6_reason', 'direct_ipv6', 'probe6_streak', 'last_fallback6_at', 'observed_ipv6', 'observed6_at', 'reported_ipv6', 'relay'] as const;
+  'route6', 'route6_changed_at', 'route6_reason', 'direct_ipv6', 'probe6_streak', 'last_fallback6_at', 'observed_ipv6', 'observed6_at', 'reported_ipv6', 'relay', 'slot'] as const;
 
 /** Subdomain rows as records read them (a query to add WHERE/ORDER to). */
 function selectRows(s: Store) {
@@ -79,6 +80,7 @@ function toRecord(r: SubdomainRow, ports: PortRecord[], key: KeyRow | undefined)
     observed6At: r.observed6_at,
     reportedIpv6: r.reported_ipv6,
     relay: r.relay,
+    slot: Number(r.slot),
     claimPending: r.claim_pending === 1,
     claimed: r.claimed === 1,
     ports,
@@ -106,6 +108,8 @@ export interface CreateSubdomainContext {
   range: PortRange;
   maxPorts: number;
   reserved: readonly string[];
+  /** How many address slots every relay has (default 1: ports unique fleet-wide). */
+  slots?: number;
 }
 
 export interface CreatedSubdomain {
@@ -135,8 +139,21 @@ export function tooManyPorts(asked: number, maxPorts: number): QuotaError {
 }
 
 /** The lowest free ports of the range. O(ports in use), fine for tens of thousands. */
-async function allocatePorts(s: Store, range: PortRange, count: number): Promise<number[]> {
-  const used = (await s.q.selectFrom('ports').select('port').where('port', '>=', range.first).where('port', '<=', range.last).orderBy('port').execute()).map((r) => r.port);
+/**
+ * The address slot a new subdomain goes to: the one with the most free ports (the lowest on a tie), so
+ * that slots fill evenly. Counted over the (slot, port) key, one range per slot.
+ */
+async function pickSlot(s: Store, slots: number): Promise<number> {
+  if (slots <= 1) return 0;
+  const rows = await s.q.selectFrom('ports').select(['slot']).select((eb) => eb.fn.countAll().as('n')).groupBy('slot').execute();
+  const used = new Map(rows.map((r) => [Number(r.slot), Number(r.n)]));
+  let best = 0;
+  for (let i = 1; i < slots; i++) if ((used.get(i) ?? 0) < (used.get(best) ?? 0)) best = i;
+  return best;
+}
+
+async function allocatePorts(s: Store, range: PortRange, count: number, slot: number): Promise<number[]> {
+  const used = (await s.q.selectFrom('ports').select('port').where('slot', '=', slot).where('port', '>=', range.first).where('port', '<=', range.last).orderBy('port').execute()).map((r) => r.port);
   const out: number[] = [];
   let i = 0;
   for (let p = range.first; p <= range.last && out.length < count; p++) {
@@ -145,8 +162,8 @@ async function allocatePorts(s: Store, range: PortRange, count: number): Promise
     out.push(p);
   }
   if (out.length < count) {
-    throw new ConflictError('ports_exhausted', `The public port range ${range.first}-${range.last} has only ${out.length} free port(s); ${count} needed.`, {
-      hint: 'Widen ports.first/ports.last in pipe2me.yml, or remove unused subdomains.',
+    throw new ConflictError('ports_exhausted', `The public port range ${range.first}-${range.last} has only ${out.length} free port(s)${slot ? ` in address slot ${slot}` : ''}; ${count} needed.`, {
+      hint: 'Widen ports.first/ports.last in pipe2me.yml, give every relay another address (a slot), or remove unused subdomains.',
     });
   }
   return out;
@@ -170,14 +187,15 @@ export async function createSubdomain(store: Store, input: CreateSubdomainInput,
       } while (reserved.has(name) || (await taken(name)));
     }
     const id = newId();
+    const slot = await pickSlot(s, ctx.slots ?? 1);
     const claimToken = input.withClaim ? newSecret('p2mc') : undefined;
     const secret = input.withSecret ? newSecret('p2ms') : undefined;
     await s.q.insertInto('subdomains').values({
       id, name, fqdn: `${name}.${ctx.domain}`, status: 'active', created_at: now(), expires_at: input.expiresAt, passthrough: input.passthrough ? 1 : 0,
-      token_id: input.tokenId ?? null, secret_hash: secret ? hashSecret(secret) : null, claim_hash: claimToken ? hashSecret(claimToken) : null,
+      token_id: input.tokenId ?? null, secret_hash: secret ? hashSecret(secret) : null, claim_hash: claimToken ? hashSecret(claimToken) : null, slot,
     }).execute();
-    const ports = await allocatePorts(s, ctx.range, protocols.length);
-    await s.q.insertInto('ports').values(protocols.map((protocol, i) => ({ port: ports[i]!, subdomain_id: id, protocol, position: i }))).execute();
+    const ports = await allocatePorts(s, ctx.range, protocols.length, slot);
+    await s.q.insertInto('ports').values(protocols.map((protocol, i) => ({ slot, port: ports[i]!, subdomain_id: id, protocol, position: i }))).execute();
     const record = (await getSubdomainById(s, id))!;
     return { record, ...(claimToken ? { claimToken } : {}), ...(secret ? { secret } : {}) };
   });
@@ -223,12 +241,12 @@ async function renderRows(s: Store, names: readonly string[] | undefined): Promi
   if (names) portQuery = portQuery.where(inList(s, 's.name', names));
   const ports = portsBySubdomain(await portQuery.orderBy('p.subdomain_id').orderBy('p.position').execute());
   let rowQuery = s.q.selectFrom('subdomains as s').leftJoin('ssh_keys as k', 'k.subdomain_id', 's.id')
-    .select(['s.id', 's.name', 's.fqdn', 's.status', 's.passthrough', 's.route', 's.direct_ipv4', 's.route6', 's.direct_ipv6', 's.relay', 'k.public_key', 'k.fingerprint']);
+    .select(['s.id', 's.name', 's.fqdn', 's.status', 's.passthrough', 's.route', 's.direct_ipv4', 's.route6', 's.direct_ipv6', 's.relay', 's.slot', 'k.public_key', 'k.fingerprint']);
   if (names) rowQuery = rowQuery.where(inList(s, 's.name', names));
   const rows = await rowQuery.orderBy('s.name').execute();
   return rows.map((r) => ({
     name: r.name, fqdn: r.fqdn, status: r.status, passthrough: r.passthrough === 1, route: r.route, directIpv4: r.direct_ipv4, route6: r.route6,
-    directIpv6: r.direct_ipv6, relay: r.relay, ports: ports.get(r.id) ?? [],
+    directIpv6: r.direct_ipv6, relay: r.relay, ...(Number(r.slot) ? { slot: Number(r.slot) } : {}), ports: ports.get(r.id) ?? [],
     key: r.public_key === null || r.fingerprint === null ? null : { publicKey: r.public_key, fingerprint: r.fingerprint },
   }));
 }

@@ -49,6 +49,8 @@ export interface SubdomainRecord {
   reportedIpv6: string | null;
   /** With relays: the relay holding the pod's newest session (where its name points unless direct). */
   relay: string | null;
+  /** The address slot it is published at (0 without slots): its ports are unique within it. */
+  slot: number;
   claimPending: boolean;
   claimed: boolean;
   ports: PortRecord[];

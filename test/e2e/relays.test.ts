@@ -7,7 +7,7 @@
 import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ADDR, curl, dig, waitFor, type HostName } from '../world/index.js';
+import { ADDR, SLOT1, curl, dig, waitFor, type HostName } from '../world/index.js';
 import { DOMAIN } from '../stack/stack.js';
 import { RelayFleet } from '../stack/relays.js';
 import { stableHash } from '../../src/render/relays.js';
@@ -18,8 +18,11 @@ let fleet: RelayFleet | undefined;
 const PODS: HostName[] = ['pod', 'pod2', 'pod3'];
 /** Names that put two pods' home on relay-a and one on relay-b (the pod's list starts at its home: stableHash % 2). */
 const NAMES = pickNames();
-const pods: Record<string, { fqdn: string; http: number }> = {};
-const ADDRESS: Record<string, string> = { 'relay-a': ADDR.server, 'relay-b': ADDR.srv2 };
+const pods: Record<string, { fqdn: string; http: number; slot: number }> = {};
+/** Every relay's addresses, one per address slot (the fleet has two: ADDR's and SLOT1's). */
+const SLOTS: Record<string, string[]> = { 'relay-a': [ADDR.server, SLOT1.srv], 'relay-b': [ADDR.srv2, SLOT1.srv2] };
+/** Where a pod's name points while its tunnel is on `relay`: that relay's address of the pod's slot. */
+const at = (relay: string, host: HostName) => SLOTS[relay]![pods[host]!.slot]!;
 
 function pickNames(): string[] {
   const byHome: string[][] = [[], []];
@@ -37,9 +40,9 @@ function f(): RelayFleet {
 
 const relayOf = (host: HostName) => f().relayOf(host);
 
-/** Whether every pod's name answers `address` on the nameserver at `ns`. */
-async function allAnswer(ns: string, address: string): Promise<boolean> {
-  for (const h of PODS) if ((await answers(ns, pods[h]!.fqdn)).join() !== address) return false;
+/** Whether every pod's name answers `relay` (its address of the pod's slot) on the nameserver at `ns`. */
+async function allAnswer(ns: string, relay: string): Promise<boolean> {
+  for (const h of PODS) if ((await answers(ns, pods[h]!.fqdn)).join() !== at(relay, h)) return false;
   return true;
 }
 
@@ -50,12 +53,12 @@ async function answers(server: string, name: string): Promise<string[]> {
 }
 
 beforeAll(async () => {
-  fleet = await RelayFleet.create({ relays: 2, pods: 3 });
+  fleet = await RelayFleet.create({ relays: 2, pods: 3, slots: 2 });
   await fleet.start();
   const t = await fleet.ctl<{ token: string; ca_pin: string }>('relay-a', ['token', 'create', '--max-ports', '2']);
   for (const [i, host] of PODS.entries()) {
-    const set = await fleet.pod<{ fqdn: string; services: { port: number; protocol: string }[] }>(host, ['setup', '--server', `https://server.${DOMAIN}`, '--token', t.json.token, '--ca-pin', t.json.ca_pin, '--name', NAMES[i]!, '--protocols', 'http', '--ports', '8080'], { timeout: 120_000 });
-    pods[host] = { fqdn: set.json.fqdn, http: set.json.services[0]!.port };
+    const set = await fleet.pod<{ fqdn: string; slot: number; services: { port: number; protocol: string }[] }>(host, ['setup', '--server', `https://server.${DOMAIN}`, '--token', t.json.token, '--ca-pin', t.json.ca_pin, '--name', NAMES[i]!, '--protocols', 'http', '--ports', '8080'], { timeout: 120_000 });
+    pods[host] = { fqdn: set.json.fqdn, http: set.json.services[0]!.port, slot: set.json.slot };
   }
   // Every relay's key index holds every pod's key before the pods start: a pod whose key has not reached
   // its home relay yet (that relay's watcher follows the store within ~2 s) is refused there and takes
@@ -79,19 +82,23 @@ afterEach((ctx) => {
 });
 
 describe('two relays, one store', () => {
-  it('the pods spread over the relays; every relay\'s nameserver answers each pod\'s name with the relay its session is on; the client reaches each pod by name', async () => {
+  it('the pods spread over the relays; every relay\'s nameserver answers each pod\'s name with the address of its slot on the relay its session is on; the client reaches each pod by name, two of them on the same port in two slots', async () => {
     const s = f();
     await waitFor('every pod up', async () => PODS.every((h) => relayOf(h) !== null), { timeoutMs: 30_000, intervalMs: 200 });
     const on = PODS.map((h) => relayOf(h)!);
     expect(new Set(on), `pods on ${on.join(', ')}`).toEqual(new Set(['relay-a', 'relay-b']));
     for (const [i, h] of PODS.entries()) {
       for (const ns of [ADDR.server, ADDR.srv2]) {
-        await waitFor(`${pods[h]!.fqdn} on ${ns} answers ${on[i]}`, async () => (await answers(ns, pods[h]!.fqdn)).join() === ADDRESS[on[i]!], { timeoutMs: 15_000, intervalMs: 200 });
+        await waitFor(`${pods[h]!.fqdn} on ${ns} answers ${on[i]}`, async () => (await answers(ns, pods[h]!.fqdn)).join() === at(on[i]!, h), { timeoutMs: 15_000, intervalMs: 200 });
       }
       const r = await curl(s.world, `http://${pods[h]!.fqdn}:${pods[h]!.http}/`, { from: 'cli' });
       expect(r.status, r.error).toBe(200);
       expect(r.body).toContain(h);
     }
+    // Address slots: two pods share a port number, each in its own slot (ports are unique per slot), and
+    // the client reached both above by name.
+    const shared = PODS.filter((h) => PODS.some((o) => o !== h && pods[o]!.http === pods[h]!.http && pods[o]!.slot !== pods[h]!.slot));
+    expect(shared.length, JSON.stringify(pods)).toBeGreaterThanOrEqual(2);
     // The server's own name (API, https entry) answers every relay that is up, on every nameserver.
     for (const ns of [ADDR.server, ADDR.srv2]) {
       await waitFor(`server.${DOMAIN} on ${ns} answers both relays`, async () => (await answers(ns, `server.${DOMAIN}`)).join() === [ADDR.server, ADDR.srv2].sort().join(), { timeoutMs: 10_000, intervalMs: 200 });
@@ -177,7 +184,7 @@ describe('two relays, one store', () => {
     s.killRelay('relay-a');
     await waitFor('relay-a\'s pods on relay-b', async () => onA.every((h) => relayOf(h) === 'relay-b'), { timeoutMs: 15_000, intervalMs: 100 });
     const podsBack = Date.now() - t0;
-    await waitFor('every name answers relay-b on relay-b\'s nameserver', async () => allAnswer(ADDR.srv2, ADDR.srv2), { timeoutMs: 20_000, intervalMs: 100 });
+    await waitFor('every name answers relay-b on relay-b\'s nameserver', async () => allAnswer(ADDR.srv2, 'relay-b'), { timeoutMs: 20_000, intervalMs: 100 });
     const dnsMoved = Date.now() - t0;
     console.log(`[relays] relay-a killed: its ${onA.length} pod(s) on relay-b after ${podsBack} ms, every name on relay-b after ${dnsMoved} ms`);
     expect(podsBack).toBeLessThanOrEqual(10_000);
@@ -196,7 +203,7 @@ describe('two relays, one store', () => {
     for (const n of ['sshd', 'nginx', 'named', 'api', 'watch']) await s.world.stop(`relay-a-${n}`).catch(() => undefined);
     await s.startRelay('relay-a');
     await waitFor('relay-a up again', async () => (await s.ctl<{ relays: { name: string; state: string }[] }>('relay-b', ['relay', 'list'])).json.relays.every((r) => r.state === 'up'), { timeoutMs: 15_000, intervalMs: 250 });
-    await waitFor('relay-a\'s nameserver answers like relay-b\'s', async () => allAnswer(ADDR.server, ADDR.srv2), { timeoutMs: 15_000, intervalMs: 200 });
+    await waitFor('relay-a\'s nameserver answers like relay-b\'s', async () => allAnswer(ADDR.server, 'relay-b'), { timeoutMs: 15_000, intervalMs: 200 });
     // The same zone on both: one serial for one content.
     const soa = async (ns: string) => (await dig(s.world, { from: 'cli', server: ns, name: DOMAIN, type: 'SOA' })).answers[0]?.data.split(' ')[2];
     await waitFor('one serial on both nameservers', async () => (await soa(ADDR.server)) === (await soa(ADDR.srv2)), { timeoutMs: 10_000, intervalMs: 250 });
@@ -215,9 +222,11 @@ describe('two relays, one store', () => {
     });
     const answers = await Promise.all([ADDR.server, ADDR.srv2].flatMap((a) => Array.from({ length: 20 }, () => create(a))));
     for (const a of answers) expect(a.status, `${a.error ?? ''} ${a.body.slice(0, 300)}`).toBe(201);
-    const made = answers.map((a) => JSON.parse(a.body) as { name: string; ports: { port: number }[] });
+    const made = answers.map((a) => JSON.parse(a.body) as { name: string; slot: number; ports: { port: number }[] });
     expect(new Set(made.map((m) => m.name)).size).toBe(40);
-    expect(new Set(made.flatMap((m) => m.ports.map((p) => p.port))).size).toBe(80);
+    // Ports are unique per address slot: never the same slot and port twice; both slots in use.
+    expect(new Set(made.flatMap((m) => m.ports.map((p) => `${m.slot}:${p.port}`))).size).toBe(80);
+    expect(new Set(made.map((m) => m.slot))).toEqual(new Set([0, 1]));
   }, 180_000);
   it('draining relay-b moves its pods to relay-a with no client request failing twice (a retry after the TTL), and undrain takes no pod back', async () => {
     const s = f();
@@ -262,7 +271,8 @@ describe('two relays, one store', () => {
     expect(drain.json.sessions_left).toBe(0);
     await waitFor('every pod on relay-a', async () => PODS.every((h) => relayOf(h) === 'relay-a'), { timeoutMs: 15_000, intervalMs: 200 });
     await waitFor('every name and the server\'s on relay-a', async () => {
-      for (const n of [...PODS.map((h) => pods[h]!.fqdn), `server.${DOMAIN}`]) if ((await answers(ADDR.srv2, n)).join() !== ADDR.server) return false;
+      for (const h of PODS) if ((await answers(ADDR.srv2, pods[h]!.fqdn)).join() !== at('relay-a', h)) return false;
+      if ((await answers(ADDR.srv2, `server.${DOMAIN}`)).join() !== ADDR.server) return false;
       return true;
     }, { timeoutMs: 15_000, intervalMs: 200 });
     await new Promise((r) => setTimeout(r, 3000));
@@ -280,7 +290,7 @@ describe('two relays, one store', () => {
     try {
       await waitFor('relay-a\'s pods on relay-b', async () => onB.every((h) => relayOf(h) === 'relay-b'), { timeoutMs: 20_000, intervalMs: 100 });
       const podsBack = Date.now() - t0;
-      await waitFor('every name answers relay-b on relay-b\'s nameserver', async () => allAnswer(ADDR.srv2, ADDR.srv2), { timeoutMs: 20_000, intervalMs: 100 });
+      await waitFor('every name answers relay-b on relay-b\'s nameserver', async () => allAnswer(ADDR.srv2, 'relay-b'), { timeoutMs: 20_000, intervalMs: 100 });
       const dnsMoved = Date.now() - t0;
       console.log(`[relays] relay-a cut off: its ${onB.length} pod(s) on relay-b after ${podsBack} ms, every name on relay-b after ${dnsMoved} ms`);
       expect(podsBack).toBeLessThanOrEqual(10_000);
@@ -296,7 +306,7 @@ describe('two relays, one store', () => {
     await waitFor('relay-a holds no old session', async () => (await s.ctl<{ relays: { name: string; sessions: number }[] }>('relay-b', ['relay', 'list'])).json.relays.find((r) => r.name === 'relay-a')?.sessions === 0, { timeoutMs: 10_000, intervalMs: 250 });
     console.log(`[relays] relay-a back: its old sessions cut ${Date.now() - t1} ms after it was up again`);
     // Its nameserver answered from its last zone while it was cut off; it follows the store within seconds.
-    await waitFor('relay-a\'s nameserver answers like relay-b\'s again', async () => allAnswer(ADDR.server, ADDR.srv2), { timeoutMs: 15_000, intervalMs: 200 });
+    await waitFor('relay-a\'s nameserver answers like relay-b\'s again', async () => allAnswer(ADDR.server, 'relay-b'), { timeoutMs: 15_000, intervalMs: 200 });
     console.log(`[relays] relay-a back: its nameserver current again ${Date.now() - t1} ms after it was up again`);
   }, 90_000);
 
@@ -333,7 +343,7 @@ describe('two relays, one store', () => {
     const t0 = Date.now();
     s.killRelay('relay-b');
     await waitFor('the pods on relay-a', async () => PODS.every((h) => relayOf(h) === 'relay-a'), { timeoutMs: 15_000, intervalMs: 100 });
-    await waitFor('every name answers relay-a', async () => allAnswer(ADDR.server, ADDR.server), { timeoutMs: 15_000, intervalMs: 100 });
+    await waitFor('every name answers relay-a', async () => allAnswer(ADDR.server, 'relay-a'), { timeoutMs: 15_000, intervalMs: 100 });
     console.log(`[relays] after the store's outage, relay-b killed: pods and names on relay-a after ${Date.now() - t0} ms`);
     expect(Date.now() - t0).toBeLessThanOrEqual(10_000);
   }, 120_000);

@@ -53,6 +53,7 @@ export function sub(name: string, protocols: Protocol[], firstPort: number, extr
     observed6At: null,
     reportedIpv6: null,
     relay: null,
+    slot: 0,
     observedIpv4: null,
     observedAt: null,
     claimPending: false,

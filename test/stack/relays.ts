@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
-import { ADDR, World, type HostName, type WorldOptions } from '../world/index.js';
+import { ADDR, SLOT1, World, type HostName, type WorldOptions } from '../world/index.js';
 import { pidsInNetns, signalPid } from '../world/procfs.js';
 import { layout } from '../../src/render/layout.js';
 import { loadConfig } from '../../src/config/load.js';
@@ -24,6 +24,8 @@ export interface RelayHost {
   name: string;
   host: 'srv' | 'srv2' | 'srv3';
   address: string;
+  /** Its addresses, one per slot (the first is `address`). */
+  slotAddresses: string[];
   root: string;
   configFile: string;
 }
@@ -32,6 +34,8 @@ export interface FleetOptions extends WorldOptions {
   relays: 2 | 3;
   /** The zone's TTL (default 5 s: the failover tests wait for clients that honour it). */
   ttl?: number;
+  /** Address slots (default 1): with 2, every relay publishes on its two addresses (ADDR's and SLOT1's). */
+  slots?: 1 | 2;
 }
 
 /** A blackhole on the relay's own side: loopback still works (its daemons keep talking to each other). */
@@ -49,7 +53,7 @@ export class RelayFleet {
 
   private constructor(readonly world: World, readonly opts: FleetOptions) {
     this.relays = HOSTS.slice(0, opts.relays).map(([name, host]) => ({
-      name, host, address: world.address(host), root: world.path('relays', name), configFile: world.path('relays', name, 'pipe2me.yml'),
+      name, host, address: world.address(host), slotAddresses: [world.address(host), ...(opts.slots === 2 ? [SLOT1[host]] : [])], root: world.path('relays', name), configFile: world.path('relays', name, 'pipe2me.yml'),
     }));
   }
 
@@ -124,7 +128,7 @@ export class RelayFleet {
     // The shared configuration: relays and this relay's name; every other key as init wrote it.
     const doc = yaml.load(fs.readFileSync(first.configFile, 'utf8')) as Record<string, Record<string, unknown>>;
     delete doc['server']!['ipv4'];
-    doc['relays'] = this.relays.map((r) => ({ name: r.name, ipv4: r.address })) as never;
+    doc['relays'] = this.relays.map((r) => ({ name: r.name, ipv4: r.slotAddresses.length > 1 ? r.slotAddresses : r.address })) as never;
     doc['probe'] = { timeout_ms: 1500, flap_window: '2m', prompt: true };
     // The tests send bursts of requests from the one client address.
     doc['api'] = { ...(doc['api'] ?? {}), rate_per_minute: 600 };

@@ -104,3 +104,25 @@ describe('the public port range and the ephemeral range', () => {
     expect(ephemeralOverlap(1, 2, undefined)).toBeUndefined();
   });
 });
+
+describe('relays with address slots', () => {
+  const relays = (a: string, b: string) => `domain: pipe.example.com\nserver: {}\nrelay: relay-a\nrelays:\n  - {name: relay-a, ${a}}\n  - {name: relay-b, ${b}}\n`;
+
+  it('a list of IPv4 addresses per relay is its slots; the first is the relay\'s own address', () => {
+    const c = parseConfigText(relays('ipv4: [198.51.100.10, 198.51.100.11], ipv6: [2001:db8::10, 2001:db8::11]', 'ipv4: [198.51.100.20, 198.51.100.21]'), 'x.yml');
+    expect(c.relays.slots).toBe(2);
+    expect(c.relays.list[0]!.slots).toEqual([{ ipv4: '198.51.100.10', ipv6: '2001:db8::10' }, { ipv4: '198.51.100.11', ipv6: '2001:db8::11' }]);
+    expect(c.relays.list[1]!.slots).toEqual([{ ipv4: '198.51.100.20', ipv6: null }, { ipv4: '198.51.100.21', ipv6: null }]);
+    expect(c.server.ipv4).toBe('198.51.100.10');
+    // One address each: one slot, as before.
+    expect(parseConfigText(relays('ipv4: 198.51.100.10', 'ipv4: 198.51.100.20'), 'x.yml').relays.slots).toBe(1);
+    expect(parseConfigText(base, 'x.yml').relays.slots).toBe(1);
+  });
+
+  it('refuses different numbers of slots, an IPv6 list of another length, and an address given twice, naming each', () => {
+    expect(errorOf(relays('ipv4: [198.51.100.10, 198.51.100.11]', 'ipv4: 198.51.100.20')).message).toMatch(/different numbers of IPv4 addresses \(relay-a: 2, relay-b: 1\)/);
+    expect(errorOf(relays('ipv4: [198.51.100.10, 198.51.100.11], ipv6: 2001:db8::10', 'ipv4: [198.51.100.20, 198.51.100.21]')).message).toMatch(/relay-a: ipv6 has 1 address\(es\) and ipv4 2/);
+    expect(errorOf(relays('ipv4: [198.51.100.10, 198.51.100.10]', 'ipv4: [198.51.100.20, 198.51.100.21]')).message).toMatch(/relay-a lists the address 198\.51\.100\.10 twice/);
+    expect(errorOf(relays('ipv4: [198.51.100.10, 198.51.100.21]', 'ipv4: [198.51.100.20, 198.51.100.21]')).message).toMatch(/relay-a and relay-b both have the address 198\.51\.100\.21/);
+  });
+});

@@ -46,7 +46,7 @@ describe('the relays a pod is told about', () => {
     expect(relayOrder({ name, relays }).map((r) => r.name)).toEqual([0, 1, 2].map((i) => relays[(home + i) % 3]!.name));
     expect(relayOrder({ name, relays }, 'relay-c').map((r) => r.name)).toEqual(['relay-c', 'relay-a', 'relay-b']);
     expect(relaysFileText({ name, relays }, { v4: true, v6: true }, 'relay-b')).toBe(
-      'relay-b pipe2me-relay-b.pipe.test 198.51.100.11 4444 pipe2me-tunnel\nrelay-c pipe2me-relay-c.pipe.test 198.51.100.12 4444 pipe2me-tunnel\nrelay-a pipe2me-relay-a.pipe.test 198.51.100.10 4444 pipe2me-tunnel\n');
+      'relay-b pipe2me-relay-b.pipe.test 198.51.100.11 4444 pipe2me-tunnel -\nrelay-c pipe2me-relay-c.pipe.test 198.51.100.12 4444 pipe2me-tunnel -\nrelay-a pipe2me-relay-a.pipe.test 198.51.100.10 4444 pipe2me-tunnel -\n');
   });
 
   it('the real wrapper sends each attempt to the next relay, naming it on stderr, with the relay\'s address, alias, port and user given first', () => {
@@ -55,7 +55,7 @@ describe('the relays a pod is told about', () => {
     const list = path.join(tmp, 'relays');
     const next = path.join(tmp, 'relay-next');
     const state = path.join(tmp, 'backoff');
-    fs.writeFileSync(list, 'relay-b pipe2me-relay-b.pipe.test 198.51.100.20 4444 tun\nrelay-a pipe2me-relay-a.pipe.test 198.51.100.10 4445 tun\n');
+    fs.writeFileSync(list, 'relay-b pipe2me-relay-b.pipe.test 198.51.100.20 4444 tun -\nrelay-a pipe2me-relay-a.pipe.test 198.51.100.10 4445 tun -\n');
     const wrapper = path.join(tmp, 'ssh-backoff');
     fs.writeFileSync(wrapper, sshWrapperScript(state, fake, { list, next }), { mode: 0o700 });
     const runOnce = () => {
@@ -78,5 +78,17 @@ describe('the relays a pod is told about', () => {
     // A damaged position file starts again at the first relay.
     fs.writeFileSync(next, 'x; rm -rf /\n');
     expect(runOnce()).toContain('HostName=198.51.100.20');
+
+    // Address slots: every -R listens on that relay's addresses of the pod's slot, one per family; the
+    // other arguments stay as they were, in order.
+    fs.writeFileSync(list, 'relay-b pipe2me-relay-b.pipe.test 198.51.100.20 4444 tun 198.51.100.21,2001:db8::21\nrelay-a pipe2me-relay-a.pipe.test 198.51.100.10 4445 tun 198.51.100.11\n');
+    fs.writeFileSync(next, '0\n');
+    const slotted = () => {
+      fs.writeFileSync(state, 'now\n');
+      return execFileSync(wrapper, ['-T', '-R', '20000:localhost:8080', '-o', 'X=1', '-R', '20001:[::1]:9443', 'pipe2me-relay'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 }).trim();
+    };
+    expect(slotted()).toBe('-o HostName=198.51.100.20 -o HostKeyAlias=pipe2me-relay-b.pipe.test -o Port=4444 -o User=tun -T ' +
+      '-R 198.51.100.21:20000:localhost:8080 -R [2001:db8::21]:20000:localhost:8080 -o X=1 -R 198.51.100.21:20001:[::1]:9443 -R [2001:db8::21]:20001:[::1]:9443 pipe2me-relay');
+    expect(slotted()).toContain('-R 198.51.100.11:20000:localhost:8080 -o X=1 -R 198.51.100.11:20001:[::1]:9443 pipe2me-relay');
   });
 });

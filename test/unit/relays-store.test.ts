@@ -24,6 +24,24 @@ describe.each(ENGINES)('relays in the %s store', (engine) => {
     await t.cleanup();
   });
 
+  it('with address slots a new subdomain goes to the emptier slot, ports are unique per slot (the same port in two slots), and 20 at once never share a slot and port', async () => {
+    const s = t.store;
+    const slotted = { ...ctx, range: { first: 20000, last: 20039 }, slots: 2 };
+    const a = await createSubdomain(s, { protocols: ['http'], expiresAt: null }, slotted);
+    const b = await createSubdomain(s, { protocols: ['http'], expiresAt: null }, slotted);
+    expect([a.record.slot, b.record.slot]).toEqual([0, 1]);
+    expect(a.record.ports[0]!.port).toBe(20000);
+    expect(b.record.ports[0]!.port).toBe(20000);
+    expect((await getSubdomainById(s, b.record.id))!.slot).toBe(1);
+    const many = await Promise.all(Array.from({ length: 20 }, () => createSubdomain(s, { protocols: ['http', 'tcp'], expiresAt: null }, slotted)));
+    const keys = [a, b, ...many].flatMap((m) => m.record.ports.map((p) => `${m.record.slot}:${p.port}`));
+    expect(new Set(keys).size).toBe(keys.length);
+    const perSlot = [0, 1].map((i) => [a, b, ...many].filter((m) => m.record.slot === i).length);
+    expect(Math.abs(perSlot[0]! - perSlot[1]!)).toBeLessThanOrEqual(1);
+    // Full: both slots' ranges are used up, and the error says so.
+    await expect(createSubdomain(s, { protocols: ['http', 'tcp', 'tcp', 'tcp'], expiresAt: null }, { ...slotted, range: { first: 20000, last: 20021 } })).rejects.toThrow(/address slot|free port/);
+  });
+
   it('a heartbeat registers the relay with its host key; an expired one is marked down by another relay, never by itself, and comes back up with its next heartbeat', async () => {
     const s = t.store;
     expect(await heartbeat(s, { name: 'a', hostKey: 'ssh-ed25519 AAAA', leaseUntil: 105, now: 100 })).toBe('up');

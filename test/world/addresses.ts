@@ -35,6 +35,9 @@ export const ADDR = {
   db: '203.0.113.30',
 } as const;
 
+/** Each relay's second public address in a world with relays: its address slot 1 (slot 0 is ADDR's). */
+export const SLOT1 = { srv: '203.0.113.21', srv2: '203.0.113.22', srv3: '203.0.113.23' } as const;
+
 /**
  * The world's internet speaks IPv6 too: 2001:db8::/32 (RFC 3849, documentation) inside the namespaces
  * only. Every internet host has an address on one /64; the router's LAN stays IPv4-only unless the

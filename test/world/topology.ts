@@ -22,6 +22,7 @@ import { run, type RunResult } from '../../src/util/exec.js';
 import {
   ADDR,
   ADDR6,
+  SLOT1,
   INTERNET6_PREFIX_LEN,
   INTERNET_PREFIX_LEN,
   LAN6_CIDR,
@@ -237,11 +238,12 @@ export class Topology {
     const wanHost = (h: InternetHost, addrs: string[], addr6: string) =>
       ipBatch(ns(h), ['link set lo up', ...addrs.map((a) => `address add ${inet(a)} dev wan0`), `address add ${inet6(addr6)}`, 'link set wan0 up', ...lan6Route]);
     await Promise.all([
-      wanHost('srv', [ADDR.server, ADDR.serverAlt], ADDR6.server),
+      // With relays every relay has a second address (its slot 1: see SLOT1).
+      wanHost('srv', [ADDR.server, ADDR.serverAlt, ...(this.internetHosts.includes('db') ? [SLOT1.srv] : [])], ADDR6.server),
       wanHost('cli', [ADDR.client], ADDR6.client),
       wanHost('ns2', [ADDR.ns2], ADDR6.ns2),
       wanHost('ca', [ADDR.ca], ADDR6.ca),
-      ...this.internetHosts.filter((h): h is 'srv2' | 'srv3' | 'db' => h === 'srv2' || h === 'srv3' || h === 'db').map((h) => wanHost(h, [ADDR[h]], ADDR6[h])),
+      ...this.internetHosts.filter((h): h is 'srv2' | 'srv3' | 'db' => h === 'srv2' || h === 'srv3' || h === 'db').map((h) => wanHost(h, [ADDR[h], ...(h === 'db' ? [] : [SLOT1[h]])], ADDR6[h])),
       ...this.pods.map((p) =>
         ipBatch(ns(p), [
           'link set lo up',

@@ -112,6 +112,8 @@ export async function publishCrls(ctx: ServerContext, only?: ReadonlySet<string>
  */
 export class CrlFollower {
   private indexStamp = -1;
+  /** Whether the last look came after the index's stamp second ended (no later change can share that stamp). */
+  private indexSettled = false;
   private crlStamps = new Map<string, number>();
 
   constructor(private readonly ctx: ServerContext, private readonly ca: () => CertificateAuthority) {}
@@ -120,15 +122,20 @@ export class CrlFollower {
     const stamps = await caFileStamps(this.ctx.db, { prefix: 'crl/', names: ['index.txt'] });
     const ca = this.ca();
     const index = stamps.get('index.txt') ?? 0;
-    // Seconds: a change in the same second as the last look is looked at again next time.
-    if (index >= this.indexStamp && fs.existsSync(path.join(ca.dir, 'ca.crt'))) {
+    // Stamps are seconds: a look within the stamp's own second is repeated once the second is over, and
+    // the index (large in a big fleet) is read only then, not every time.
+    if ((index > this.indexStamp || !this.indexSettled) && fs.existsSync(path.join(ca.dir, 'ca.crt'))) {
+      const lookedAt = Math.floor(Date.now() / 1000);
       const text = (await loadCaFiles(this.ctx.db, ['index.txt'])).get('index.txt') ?? '';
       const revoked = (text.match(/^R\t/gm) ?? []).length;
       const own = readIfExists(path.join(ca.dir, 'crl.pem'));
       if (own === undefined || revoked !== this.revokedIn(own)) await ca.generateCrl();
       this.indexStamp = index;
+      this.indexSettled = lookedAt > index;
     }
-    const due = new Set([...stamps].filter(([n, t]) => n.startsWith('crl/') && t >= (this.crlStamps.get(n) ?? -1)).map(([n]) => n));
+    // The same for each signer's CRL: published when its stamp moved, or was still the current second.
+    const second = Math.floor(Date.now() / 1000);
+    const due = new Set([...stamps].filter(([n, t]) => n.startsWith('crl/') && (t > (this.crlStamps.get(n) ?? -1) || t >= second - 1)).map(([n]) => n));
     if (due.size) await publishCrls(this.ctx, due);
     for (const n of due) this.crlStamps.set(n, stamps.get(n)!);
   }
