@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { machine, progress, type BenchSection } from './lib/report.js';
 
-const SECTIONS = ['control-plane', 'probe', 'data-path', 'recovery', 'dns-follow', 'ttfb', 'acme', 'fleet', 'ipv6', 'observability', 'store', 'relays'] as const;
+const SECTIONS = ['control-plane', 'probe', 'data-path', 'recovery', 'dns-follow', 'ttfb', 'acme', 'fleet', 'ipv6', 'observability', 'store', 'relays', 'relays-scale'] as const;
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 // vite-node keeps only the arguments after the script; an empty list means every section.

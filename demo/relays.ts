@@ -24,7 +24,7 @@ export async function relaysChapter(say: Say, onFleet: (f: RelayFleet | undefine
   say.cmd('relay-a', 'pipe2me.yml: relays: [{name: relay-a, ipv4: 203.0.113.1}, {name: relay-b, ipv4: 203.0.113.11}], state: {url: postgres://…@203.0.113.30/…}');
   say.ok(`relay-a ${ADDR.server} and relay-b ${ADDR.srv2}, each with its sshd, nginx, BIND, API and watcher, sharing PostgreSQL on ${ADDR.db} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
   say.cmd('relay-b', 'pipe2me-ctl init   # exit 9: relay-b made its own CA key and asks the root to sign it');
-  say.cmd('relay-a', 'pipe2me-ctl relay approve relay-b && (on relay-b) pipe2me-ctl init');
+  say.cmd('relay-a', 'pipe2me-ctl relay approve relay-b --key-sha256 <what relay-b printed> && (on relay-b) pipe2me-ctl init');
   say.ok('relay-b signs with its own intermediate (its key never left it); pods trust the one root they pinned');
   const t = (await fleet.ctl<{ token: string; ca_pin: string }>('relay-a', ['token', 'create', '--max-ports', '1'])).json;
   const set = (await fleet.pod<{ fqdn: string; services: { port: number }[] }>('pod', ['setup', '--server', `https://server.${DOMAIN}`, '--token', t.token, '--ca-pin', t.ca_pin, '--protocols', 'http', '--ports', '8080'], { timeout: 120_000 })).json;

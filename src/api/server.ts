@@ -37,7 +37,7 @@ import { reloadNginx } from '../daemons/nginx.js';
 import { authenticateSubdomain, claimSubdomain, getSubdomainById, removedSubdomain, setExpiry } from '../state/subdomains.js';
 import { withToken, getToken } from '../state/tokens.js';
 import { now, type SubdomainRecord } from '../state/types.js';
-import { registerPodKey, sessionDirs } from '../server/keys.js';
+import { registerPodKey, sessionDirs, tunnelsOf } from '../server/keys.js';
 import { cutSessions, liveSession, sweepStaleRecords } from '../daemons/sessions.js';
 import { fallBackOnMove, PromptProber } from '../server/route.js';
 import { probeAll } from '../probe/run.js';
@@ -268,7 +268,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   router.add('POST', '/v1/subdomains/:id/sessions/reset', async (req, res, p) => {
     const s = await authenticate(req, p.id!);
     await body(req, S.extendBody);
-    const r = await cutSessions({ ...sessionDirs(ctx), tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((x) => x.port) });
+    const r = await cutSessions({ ...sessionDirs(ctx), ...tunnelsOf(ctx, s) });
     if (r.killed.length) log(`cut ${r.killed.length} stale session(s) of ${s.fqdn} at its request`, { event: 'sessions_reset', subdomain: s.name, outcome: 'ok', cut_sessions: r.killed.length });
     sendJson(res, 200, { cut_sessions: r.killed.length });
   });

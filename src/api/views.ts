@@ -26,7 +26,7 @@ export async function relaysView(ctx: ServerContext, slot?: number) {
     const row = keys.get(r.name);
     if (!row?.hostKey) return [];
     // With address slots: where this pod's tunnel listens on that relay (its slot's addresses there).
-    const at = slotted ? slotAddresses(r, slot) : undefined;
+    const at = slotted ? slotAddresses(r, slot) ?? undefined : undefined;
     return [{
       name: r.name, host: r.ipv4, host6: r.ipv6, port: ctx.config.ssh.port, user: ctx.config.ssh.tunnelUser, host_key: row.hostKey, host_key_alias: `pipe2me-${r.fqdn}`, state: row.state,
       ...(at ? { listen: [at.ipv4, ...(at.ipv6 ? [at.ipv6] : [])] } : {}),

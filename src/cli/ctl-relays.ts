@@ -18,7 +18,7 @@ Examples:
   pipe2me-ctl relay list
   pipe2me-ctl relay drain relay-b      # its pods move to the other relays; then stop it
   pipe2me-ctl relay undrain relay-b    # it takes pods again
-  pipe2me-ctl relay approve relay-b    # on the relay that made the CA: relay-b signs with a key of its own`);
+  pipe2me-ctl relay approve relay-b --key-sha256 3f9c…   # on the relay that made the CA: relay-b signs with a key of its own`);
 
   relay.command('list')
     .description('Every configured relay: its addresses, its state in the store (up, down, draining, or never started), its lease and how many pods hold their session there.')
@@ -87,19 +87,22 @@ Exit 0 once the relay holds no session; 8 if pods were still there when --wait r
       }));
 
   relay.command('approve <name>')
-    .description('On the relay that made the CA (it holds the root): sign the CA request relay NAME made at its init, so that it signs certificates with a key of its own. Check the key sha256 it printed first. Then run pipe2me-ctl init on NAME again.')
+    .description('On the relay that made the CA (it holds the root): sign the CA request relay NAME made at its init, so that it signs certificates with a key of its own — only if the request is for the key whose sha256 init printed there (--key-sha256). An intermediate approved earlier for NAME is revoked. Then run pipe2me-ctl init on NAME again.')
+    .requiredOption('--key-sha256 <hex>', 'the sha256 of the key, as pipe2me-ctl init printed it on that relay')
     .addHelpText('after', `
 Examples:
-  pipe2me-ctl relay approve relay-b          # prints the key's sha256: the one init printed on relay-b
-  pipe2me-ctl relay approve relay-b --json   # {"relay", "serial", "subject", "not_after", "sha256", "key_sha256"}
-Exit 4 if relay-b has made no request; 9 if this relay does not hold the root.`)
-    .action(async (name: string, _o, cmd: Command) =>
+  pipe2me-ctl relay approve relay-b --key-sha256 3f9c…            # the sha256 init printed on relay-b
+  pipe2me-ctl relay approve relay-b --key-sha256 3f9c… --json     # {"relay", "serial", "subject", "not_after", "sha256", "key_sha256", "revoked"}
+Exit 4 if relay-b has made no request; 9 if the request is for another key, or this relay does not hold the root.`)
+    .action(async (name: string, o: { keySha256: string }, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         requireRelay(ctx, name);
         if (name === ctx.config.relays.self) throw new InputError('relay_is_self', `${name} is this relay: it signs with the root already.`);
-        const r = await approveRelayCa(ctx, authority(ctx), name);
-        out.result({ relay: name, serial: r.serial, subject: r.subject, not_after: r.notAfter.toISOString(), sha256: hexFingerprint(r.sha256Fingerprint), key_sha256: r.keySha256 }, () =>
-          [`signed ${r.subject} (serial ${r.serial}, valid until ${r.notAfter.toISOString()})`, `  key sha256 ${r.keySha256}`, `now run pipe2me-ctl init on ${name}`].join('\n'));
+        if (!/^[0-9a-fA-F]{64}$/.test(o.keySha256)) throw new InputError('bad_option', '--key-sha256 must be the 64 hex digits init printed on that relay.');
+        const r = await approveRelayCa(ctx, authority(ctx), name, o.keySha256);
+        out.result({ relay: name, serial: r.serial, subject: r.subject, not_after: r.notAfter.toISOString(), sha256: hexFingerprint(r.sha256Fingerprint), key_sha256: r.keySha256, revoked: r.revoked }, () =>
+          [`signed ${r.subject} (serial ${r.serial}, valid until ${r.notAfter.toISOString()})`, `  key sha256 ${r.keySha256}`,
+            ...(r.revoked ? [`  revoked ${name}'s earlier intermediate ${r.revoked}`] : []), `now run pipe2me-ctl init on ${name}`].join('\n'));
       }));
 
   relay.command('undrain <name>')

@@ -10,6 +10,7 @@ import { isIPv6 } from 'node:net';
 import * as path from 'node:path';
 import { CONFIG_ASSETS_DIR } from '../package-root.js';
 import { ConfigError } from '../util/errors.js';
+import { canonicalIp } from '../net/address.js';
 import { parseDuration } from './duration.js';
 import type { Config, RelayConfig } from './types.js';
 
@@ -247,7 +248,11 @@ function relaysOf(raw: RawConfig, domain: string, fromEnv: string | undefined, p
     if (v6.length > 0 && v6.length !== v4.length) {
       problems.push(`"relays" ${name}: ipv6 has ${v6.length} address(es) and ipv4 ${v4.length}. Give one IPv6 address per slot (per IPv4 address), or none.`);
     }
-    const slots = v4.map((ipv4, i) => ({ ipv4, ipv6: v6[i] ?? null }));
+    // One spelling per address (sshd matches a key's permitlisten host against the pod's as text).
+    const slots = v4.map((ipv4, i) => ({ ipv4, ipv6: v6[i] === undefined ? null : isIPv6(v6[i]!) ? canonicalIp(v6[i]!) : v6[i]! }));
+    for (const a of slots.flatMap((x) => [x.ipv4, x.ipv6])) {
+      if (a !== null && /^(0\.0\.0\.0|127\.|::$|::1$)/.test(a)) problems.push(`"relays" ${name}: ${a} is not a public address (unspecified or loopback). Give the relay's own public addresses.`);
+    }
     return { name, fqdn: `${name}.${domain}`, ipv4: slots[0]!.ipv4, ipv6: slots[0]!.ipv6, slots };
   });
   const seen = new Set<string>();

@@ -18,6 +18,7 @@ import * as path from 'node:path';
 import { run } from '../util/exec.js';
 import { MOVING_LINE } from '../ssh/session-lines.js';
 import { listProcesses, processRunning, processStartTime, type ProcessInfo } from './process.js';
+import { canonicalIp, procNetAddress } from '../net/address.js';
 
 export interface SessionRecord {
   name: string;
@@ -182,8 +183,9 @@ export function readConnections(connsDir: string, name: string): ConnectionRecor
 }
 
 /** pid → the TCP ports it listens on, for the given processes (the tunnel user's sshd children). */
-function listeningPorts(procs: readonly ProcessInfo[]): Map<number, Set<number>> {
-  const out = new Map<number, Set<number>>();
+/** Each process's listening sockets as "address port" (the address in its canonical text). */
+function listeningPorts(procs: readonly ProcessInfo[]): Map<number, Set<string>> {
+  const out = new Map<number, Set<string>>();
   for (const p of procs) {
     const inodes = new Set<string>();
     try {
@@ -194,14 +196,15 @@ function listeningPorts(procs: readonly ProcessInfo[]): Map<number, Set<number>>
     } catch {
       continue;
     }
-    const ports = new Set<number>();
+    const ports = new Set<string>();
     for (const table of ['tcp', 'tcp6']) {
       const text = readText(`/proc/${p.pid}/net/${table}`) ?? '';
       for (const line of text.split('\n').slice(1)) {
         const f = line.trim().split(/\s+/);
         // local_address is f[1] (HEXIP:HEXPORT), st is f[3] (0A = LISTEN), inode is f[9]
         if (f.length < 10 || f[3] !== '0A' || !inodes.has(f[9]!)) continue;
-        ports.add(parseInt(f[1]!.split(':')[1]!, 16));
+        const [hexIp, hexPort] = f[1]!.split(':');
+        ports.add(`${procNetAddress(hexIp ?? '') ?? '?'} ${parseInt(hexPort ?? '', 16)}`);
       }
     }
     if (ports.size) out.set(p.pid, ports);
@@ -240,6 +243,12 @@ export interface CutOptions extends SessionDirs {
   name: string;
   ports: readonly number[];
   /**
+   * With address slots, the addresses the pod's ports are on (its slot's here): a tunnel process is cut
+   * for holding one of those ports only on one of these addresses — another slot's pod may hold the
+   * same port number on its own address. Without: a port on any address.
+   */
+  addresses?: readonly string[];
+  /**
    * Cut only the connections that logged in with this key (SHA256:…): a replaced key's sessions go,
    * a session of the new key stays. Without it, every connection of the pod goes, and every tunnel
    * process that holds one of its ports.
@@ -268,8 +277,13 @@ export async function cutSessions(o: CutOptions): Promise<CutResult> {
   if (o.onlyFingerprint === undefined && uid !== undefined) {
     // A session from before the records existed, or one whose record is gone: found by the ports it holds.
     const wanted = new Set(o.ports);
+    const at = o.addresses ? new Set(o.addresses.map(canonicalIp)) : null;
+    const holds = (socket: string) => {
+      const [address, port] = socket.split(' ');
+      return wanted.has(Number(port)) && (at === null || at.has(address!));
+    };
     const tunnel = procs.filter((p) => p.comm === 'sshd' && p.uid === uid);
-    for (const [pid, ports] of listeningPorts(tunnel)) if ([...ports].some((p) => wanted.has(p))) pids.add(pid);
+    for (const [pid, sockets] of listeningPorts(tunnel)) if ([...sockets].some(holds)) pids.add(pid);
   }
   await killAndWait([...pids]);
   return { killed: [...monitors].length ? [...monitors] : [...pids] };

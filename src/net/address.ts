@@ -5,7 +5,7 @@
  * link-local address, nor put an IPv6 address where an IPv4 one belongs. Labs and test worlds whose
  * "internet" uses private or documentation ranges turn on `dns.allow_non_global`.
  */
-import { BlockList, isIPv4, isIPv6 } from 'node:net';
+import { BlockList, isIP, isIPv4, isIPv6 } from 'node:net';
 
 export type AddressFamily = 4 | 6;
 
@@ -119,4 +119,23 @@ export function publishRefusal(ip: string, type: 'A' | 'AAAA', policy: PublishPo
 export function unmapIPv4(ip: string): string {
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
   return m ? m[1]! : ip;
+}
+
+/** An IP address in its one canonical spelling (IPv6 lower-case and compressed, as RFC 5952 writes it). */
+export function canonicalIp(ip: string): string {
+  if (!isIP(ip)) return ip;
+  return ip.includes(':') ? new URL(`http://[${ip}]/`).hostname.slice(1, -1) : ip;
+}
+
+/** A local address as /proc/net/tcp{,6} writes it (HEX, 32-bit words in host order, little-endian here) → its text. */
+export function procNetAddress(hex: string): string | null {
+  if (/^[0-9A-Fa-f]{8}$/.test(hex)) return [6, 4, 2, 0].map((i) => parseInt(hex.slice(i, i + 2), 16)).join('.');
+  if (!/^[0-9A-Fa-f]{32}$/.test(hex)) return null;
+  const groups: string[] = [];
+  for (let w = 0; w < 4; w++) {
+    const word = hex.slice(w * 8, w * 8 + 8);
+    const bytes = [6, 4, 2, 0].map((i) => word.slice(i, i + 2)).join('');
+    groups.push(bytes.slice(0, 4), bytes.slice(4, 8));
+  }
+  return canonicalIp(groups.join(':'));
 }

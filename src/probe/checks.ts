@@ -135,9 +135,9 @@ export async function checkEntryHttp(address: string, port: number, fqdn: string
 }
 
 /** An http service: the direct answer must look like the answer through the tunnel (status, Server, Content-Type). */
-export async function checkHttpLikeTunnel(address: string, port: number, fqdn: string, tunnelPort: number, timeoutMs: number): Promise<CheckResult> {
+export async function checkHttpLikeTunnel(address: string, port: number, fqdn: string, tunnelPort: number, timeoutMs: number, tunnelHost = '127.0.0.1'): Promise<CheckResult> {
   // Both at once: a probe over thousands of ports is bounded by round trips, not by work.
-  const [viaR, directR] = await Promise.allSettled([httpHead('127.0.0.1', tunnelPort, fqdn, timeoutMs), httpHead(address, port, fqdn, timeoutMs)]);
+  const [viaR, directR] = await Promise.allSettled([httpHead(tunnelHost, tunnelPort, fqdn, timeoutMs), httpHead(address, port, fqdn, timeoutMs)]);
   if (viaR.status === 'rejected') return { ok: false, detail: `cannot compare: the service does not answer through the tunnel (${short(viaR.reason)})` };
   const via = viaR.value;
   try {
@@ -151,8 +151,8 @@ export async function checkHttpLikeTunnel(address: string, port: number, fqdn: s
 }
 
 /** A raw tcp service: what it says first must equal what it says through the tunnel. */
-export async function checkTcpLikeTunnel(address: string, port: number, tunnelPort: number, timeoutMs: number): Promise<CheckResult> {
-  const [viaR, directR] = await Promise.allSettled([tcpBanner('127.0.0.1', tunnelPort, timeoutMs), tcpBanner(address, port, timeoutMs)]);
+export async function checkTcpLikeTunnel(address: string, port: number, tunnelPort: number, timeoutMs: number, tunnelHost = '127.0.0.1'): Promise<CheckResult> {
+  const [viaR, directR] = await Promise.allSettled([tcpBanner(tunnelHost, tunnelPort, timeoutMs), tcpBanner(address, port, timeoutMs)]);
   if (viaR.status === 'rejected') return { ok: false, detail: `cannot compare: the service does not answer through the tunnel (${short(viaR.reason)})` };
   const via = viaR.value;
   try {

@@ -7,6 +7,8 @@
 import type { ServerContext } from '../server/context.js';
 import { apply, type ApplyReport } from '../apply/apply.js';
 import { httpEntryTarget } from '../render/entries.js';
+import type { Config } from '../config/types.js';
+import { hereRelay, slotAddresses } from '../render/relays.js';
 import { liveSession, readSessions, type SessionRecord } from '../daemons/sessions.js';
 import { allMappings, getMappings } from '../state/mappings.js';
 import { findSubdomain, listSubdomains, setObserved } from '../state/subdomains.js';
@@ -111,6 +113,7 @@ function planFamily(ctx: ServerContext, s: SubdomainRecord, family: 4 | 6, opene
     const missing = need.filter((n) => !mapped.has(n.port)).map((n) => n.port);
     if (missing.length) pre = family === 4 ? `not every port is mapped on the router (missing ${missing.join(', ')})` : `not every port is open at the pod's IPv6 address (missing ${missing.join(', ')})`;
   }
+  const tunnel = tunnelHostOf(c, s);
   const checks: PortCheck[] = pre ? [] : need.map((n) => {
     const a = address!;
     if (n.role === 'entry-http') {
@@ -119,8 +122,8 @@ function planFamily(ctx: ServerContext, s: SubdomainRecord, family: 4 | 6, opene
     }
     if (n.role === 'entry-https') return { port: n.port, what: 'https entry', run: () => checkTls(a, n.port, s.fqdn, valid, timeout) };
     if (n.protocol === 'https') return { port: n.port, what: 'https', run: () => checkTls(a, n.port, s.fqdn, valid, timeout) };
-    if (n.protocol === 'http') return { port: n.port, what: 'http', run: () => checkHttpLikeTunnel(a, n.port, s.fqdn, n.port, timeout) };
-    return { port: n.port, what: 'tcp', run: () => checkTcpLikeTunnel(a, n.port, n.port, timeout) };
+    if (n.protocol === 'http') return { port: n.port, what: 'http', run: () => checkHttpLikeTunnel(a, n.port, s.fqdn, n.port, timeout, tunnel) };
+    return { port: n.port, what: 'tcp', run: () => checkTcpLikeTunnel(a, n.port, n.port, timeout, tunnel) };
   });
   return { s, family, address, pre, checks };
 }
@@ -261,4 +264,15 @@ export async function probeAll(ctx: ServerContext, opts: { names?: string[]; pro
     results,
     applied: applied ? { changed_units: applied.plan.changedUnits, zone_serial: applied.serial, reloads: applied.reloads.map((r) => ({ action: r.action, detail: r.detail })) } : null,
   };
+}
+
+/**
+ * Where the probe reaches the pod's service through its tunnel, to compare: this machine's loopback on
+ * one server; with relays, the pod's slot address on the relay holding its session (the probe runs on
+ * one relay for the whole fleet, and with slots a tunnel listens on its slot's address only).
+ */
+export function tunnelHostOf(c: Config, s: Pick<SubdomainRecord, 'relay' | 'slot'>): string {
+  if (!c.relays.relayed) return '127.0.0.1';
+  const holder = c.relays.list.find((r) => r.name === s.relay) ?? hereRelay(c);
+  return slotAddresses(holder, s.slot)?.ipv4 ?? '127.0.0.1';
 }

@@ -47,8 +47,10 @@ export interface AddressRecord {
  */
 export function podRecords(s: Pick<SubdomainRecord, 'name' | 'fqdn' | 'route' | 'directIpv4' | 'route6' | 'directIpv6' | 'relay'> & { slot?: number }, c: Config, view: RelayView = relayView(c, undefined)): AddressRecord[] {
   const out: AddressRecord[] = [];
-  // The pod's slot at the relay holding it: its ports are there on every relay.
+  // The pod's slot at the relay holding it: its ports are there on every relay. A slot the configuration
+  // no longer has gets no name at all (any other address would be another pod's port).
   const relay = slotAddresses(view.forPod(s), s.slot);
+  if (!relay) return out;
   if (s.route === 'direct' && s.directIpv4) out.push({ owner: s.fqdn, type: 'A', value: s.directIpv4, source: 'pod' });
   else out.push({ owner: s.fqdn, type: 'A', value: relay.ipv4, source: 'config' });
   if (s.route6 === 'direct' && s.directIpv6) out.push({ owner: s.fqdn, type: 'AAAA', value: s.directIpv6, source: 'pod' });
@@ -59,6 +61,7 @@ export function podRecords(s: Pick<SubdomainRecord, 'name' | 'fqdn' | 'route' | 
 /** The relay's records for a pod whose own address was refused (per family), as podRecords would give. */
 export function podRelayRecords(s: Pick<SubdomainRecord, 'name' | 'fqdn' | 'relay'> & { slot?: number }, c: Config, view: RelayView): AddressRecord[] {
   const relay = slotAddresses(view.forPod(s), s.slot);
+  if (!relay) return [];
   return [{ owner: s.fqdn, type: 'A', value: relay.ipv4, source: 'config' }, ...(relay.ipv6 ? [{ owner: s.fqdn, type: 'AAAA' as const, value: relay.ipv6, source: 'config' as const }] : [])];
 }
 

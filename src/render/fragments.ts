@@ -82,6 +82,9 @@ export function keyListSpec(L: Layout, binds: SlotBinds = null): FragmentSpec {
       const name = checked(where, 'label', s.name);
       // Without slots a port alone (any address); with them, exactly the pod's slot's addresses here.
       const hosts = binds ? binds(s.slot).map((a) => checked(where, a.includes(':') ? 'ipv6' : 'ipv4', a)) : [];
+      if ((binds === null && (s.slot ?? 0) > 0) || (binds !== null && hosts.length === 0)) {
+        return { text: '', dropped: [{ where: 'key index', owner: s.fqdn, type: 'ssh key', value: `slot ${s.slot}`, why: 'its address slot is not in the configuration (relays[].ipv4): give every relay that many addresses again, or remove the subdomain' }] };
+      }
       const permits = s.ports.flatMap((p) => {
         const port = checked(where, 'port', p.port);
         return hosts.length ? hosts.map((h) => hostPort(h, Number(port))) : [port];
@@ -148,7 +151,9 @@ export function nginxMapSpecs(L: Layout, binds: SlotBinds = null): FragmentSpec[
       const port = passthroughPort(s);
       if (port === null) return null;
       // With slots the tunnel listens on the pod's slot address only (sshd binds what the pod names).
-      const at = binds ? checked('nginx/sni-port.map.hbs', 'ipv4', binds(s.slot)[0]!) : '127.0.0.1';
+      const bound = binds ? binds(s.slot)[0] : (s.slot ?? 0) > 0 ? undefined : '127.0.0.1';
+      if (bound === undefined) return null;
+      const at = checked('nginx/sni-port.map.hbs', 'ipv4', bound);
       return `${at}:${checked('nginx/sni-port.map.hbs', 'port', port)}`;
     }),
   ];

@@ -52,9 +52,12 @@ export function hereRelay(c: Config): RelayConfig {
   return c.relays.list.find((r) => r.name === c.relays.self) ?? c.relays.list[0]!;
 }
 
-/** A relay's addresses for a pod in `slot` (slot 0 when the relay has no such slot). */
-export function slotAddresses(r: RelayConfig, slot: number | undefined): { ipv4: string; ipv6: string | null } {
-  return r.slots[slot ?? 0] ?? r.slots[0] ?? { ipv4: r.ipv4, ipv6: r.ipv6 };
+/**
+ * A relay's addresses for a pod in `slot`; null when the relay has no such slot (the configuration lost
+ * one the store still uses): never another slot's, where another pod holds the same port.
+ */
+export function slotAddresses(r: RelayConfig, slot: number | undefined): { ipv4: string; ipv6: string | null } | null {
+  return r.slots[slot ?? 0] ?? null;
 }
 
 /**
@@ -66,7 +69,7 @@ export function slotBinds(c: Config): ((slot: number | undefined) => string[]) |
   const here = hereRelay(c);
   return (slot) => {
     const a = slotAddresses(here, slot);
-    return [a.ipv4, ...(a.ipv6 ? [a.ipv6] : [])];
+    return a ? [a.ipv4, ...(a.ipv6 ? [a.ipv6] : [])] : [];
   };
 }
 

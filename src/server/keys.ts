@@ -11,11 +11,18 @@ import { cutSessions, type SessionDirs } from '../daemons/sessions.js';
 import { parsePublicKey, type ParsedPublicKey } from '../ssh/pubkey.js';
 import { setSshKey } from '../state/subdomains.js';
 import type { SubdomainRecord } from '../state/types.js';
+import { slotBinds } from '../render/relays.js';
 import { ConflictError } from '../util/errors.js';
 import type { ServerContext } from './context.js';
 
 export function sessionDirs(ctx: ServerContext): SessionDirs {
   return { sessionsDir: ctx.layout.sessionsDir, connsDir: ctx.layout.connsDir };
+}
+
+/** What cutSessions needs to find a pod's tunnels by what they hold: its ports, and with slots its slot's addresses here. */
+export function tunnelsOf(ctx: ServerContext, s: Pick<SubdomainRecord, 'name' | 'ports' | 'slot'>): { tunnelUser: string; name: string; ports: number[]; addresses?: string[] } {
+  const binds = slotBinds(ctx.config);
+  return { tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((p) => p.port), ...(binds ? { addresses: binds(s.slot) } : {}) };
 }
 
 /** The tunnel sshd's host key, canonical: a pod must never register it (it would then be "the server"). */
@@ -44,7 +51,7 @@ export async function registerPodKey(ctx: ServerContext, s: SubdomainRecord, tex
   const applied = await applyUnits(['keys']);
   let cut = 0;
   if (old) {
-    const r = await cutSessions({ ...sessionDirs(ctx), tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((p) => p.port), onlyFingerprint: old });
+    const r = await cutSessions({ ...sessionDirs(ctx), ...tunnelsOf(ctx, s), onlyFingerprint: old });
     cut = r.killed.length;
   }
   return { key, replaced: old, cutSessions: cut, applied };

@@ -14,7 +14,7 @@ import { isIPv4 } from 'node:net';
 import { unmapIPv4 } from '../net/address.js';
 import { podCertificateSummary, revokeSubdomainCertificates } from './issuers.js';
 import { recentProbes as probeHistory } from '../state/probes.js';
-import { sessionDirs } from './keys.js';
+import { sessionDirs, tunnelsOf } from './keys.js';
 import { isoSeconds } from '../util/time.js';
 
 /** What `list` shows per subdomain: no per-subdomain queries, so that listing 10,000 stays cheap. */
@@ -150,7 +150,7 @@ async function retire(ctx: ServerContext, subs: readonly SubdomainRecord[], reas
   const cut: number[] = [];
   const revoked: string[] = [];
   for (const s of subs) {
-    const r = await cutSessions({ ...sessionDirs(ctx), tunnelUser: ctx.config.ssh.tunnelUser, name: s.name, ports: s.ports.map((p) => p.port) });
+    const r = await cutSessions({ ...sessionDirs(ctx), ...tunnelsOf(ctx, s) });
     cut.push(...r.killed);
     forgetRecords(sessionDirs(ctx), s.name);
     revoked.push(...(await revokeSubdomainCertificates(ctx, s, reason, { log: progress })));

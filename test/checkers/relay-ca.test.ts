@@ -79,11 +79,13 @@ describe('a relay\'s own CA key, signed by the root as an intermediate', () => {
     const before = await loadCaFiles(store, ['index.txt', 'serial']);
     expect(await codeOf(a.signRelayIntermediate(request.csrPem, { commonName: `pipe2me relay-c CA for ${DOMAIN}` }))).toBe(CaErrorCode.relayRequestInvalid);
     expect(await codeOf(a.signRelayIntermediate('-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n', { commonName: CN_B }))).toBe(CaErrorCode.relayRequestInvalid);
+    // Not the key the operator read off the relay: refused before anything is signed.
+    expect(await codeOf(a.signRelayIntermediate(request.csrPem, { commonName: CN_B, keySha256: 'f'.repeat(64) }))).toBe(CaErrorCode.relayRequestInvalid);
     expect(await loadCaFiles(store, ['index.txt', 'serial'])).toEqual(before);
   }, 60_000);
 
   it('the root signs it as an intermediate that signs leaves only, under the domain; the relay installs it', async () => {
-    const signed = await a.signRelayIntermediate(request.csrPem, { commonName: CN_B });
+    const signed = await a.signRelayIntermediate(request.csrPem, { commonName: CN_B, keySha256: request.keySha256 });
     expect(signed.keySha256).toBe(request.keySha256);
     const cert = parseCertificate(signed.certPem);
     expect(cert).toMatchObject({ isCa: true, pathLen: 0, commonName: CN_B });

@@ -58,8 +58,9 @@ describe('pipe2me on PostgreSQL', () => {
     expect(info.location).toMatch(/^postgres:\/\/pipe2me@127\.0\.0\.1:5432,127\.0\.0\.1:5433\/pipe2me/);
     expect(info.location).not.toContain(stack().pg[0]!.password!);
     expect(rows(info, 'subdomains')).toBe(1);
-    // openssl's index, serial and CRL number: the pod's certificate was signed with them loaded from the store.
-    expect(rows(info, 'ca_files')).toBe(4);
+    // openssl's index, serial and CRL number (the pod's certificate was signed with them loaded from the
+    // store), every certificate the CA issued (the server's two and the pod's) and the CA's CRL.
+    expect(rows(info, 'ca_files')).toBe(4 + 3 + 1);
     expect(await tunnelServes()).toBe(true);
     // The API mirrors the session holder's records into the store (with a lease) every few seconds.
     await waitFor('the session in the store', async () => rows((await stack().ctl<StateInfo>(['state', 'info'])).json, 'sessions') === 1, { timeoutMs: 20_000, intervalMs: 500 });

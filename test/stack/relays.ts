@@ -36,6 +36,8 @@ export interface FleetOptions extends WorldOptions {
   ttl?: number;
   /** Address slots (default 1): with 2, every relay publishes on its two addresses (ADDR's and SLOT1's). */
   slots?: 1 | 2;
+  /** The public port range (default init's 20000-29999). */
+  ports?: { first: number; last: number };
 }
 
 /** A blackhole on the relay's own side: loopback still works (its daemons keep talking to each other). */
@@ -130,6 +132,7 @@ export class RelayFleet {
     delete doc['server']!['ipv4'];
     doc['relays'] = this.relays.map((r) => ({ name: r.name, ipv4: r.slotAddresses.length > 1 ? r.slotAddresses : r.address })) as never;
     doc['probe'] = { timeout_ms: 1500, flap_window: '2m', prompt: true };
+    if (this.opts.ports) doc['ports'] = { ...(doc['ports'] ?? {}), first: this.opts.ports.first, last: this.opts.ports.last };
     // The tests send bursts of requests from the one client address.
     doc['api'] = { ...(doc['api'] ?? {}), rate_per_minute: 600 };
     for (const r of this.relays) {
@@ -153,7 +156,10 @@ export class RelayFleet {
     const text = asked.stdout + asked.stderr;
     if (asked.exitCode !== 9 || !text.includes('relay_ca_not_approved')) throw new Error(`init on ${name} did not wait for approval (exit ${asked.exitCode}): ${text.slice(0, 600)}`);
     const keySha256 = /key sha256 ([0-9a-f]{64})/.exec(text)?.[1] ?? '';
-    const approved = await this.ctl<{ key_sha256: string }>(first.name, ['relay', 'approve', name]);
+    // A sha256 that is not the request's key signs nothing (the operator read another relay's, say).
+    const wrong = await this.ctl(first.name, ['relay', 'approve', name, '--key-sha256', '0'.repeat(64)], { allowFailure: true });
+    if (wrong.exitCode !== 9) throw new Error(`approve with a wrong key sha256 exited ${wrong.exitCode}, not 9`);
+    const approved = await this.ctl<{ key_sha256: string }>(first.name, ['relay', 'approve', name, '--key-sha256', keySha256]);
     if (approved.json.key_sha256 !== keySha256) throw new Error(`approve signed key ${approved.json.key_sha256}, init on ${name} made ${keySha256}`);
     await this.ctl(name, ['init', '--root', r.root], { timeout: 120_000 });
     return { keySha256 };

@@ -124,5 +124,10 @@ describe('relays with address slots', () => {
     expect(errorOf(relays('ipv4: [198.51.100.10, 198.51.100.11], ipv6: 2001:db8::10', 'ipv4: [198.51.100.20, 198.51.100.21]')).message).toMatch(/relay-a: ipv6 has 1 address\(es\) and ipv4 2/);
     expect(errorOf(relays('ipv4: [198.51.100.10, 198.51.100.10]', 'ipv4: [198.51.100.20, 198.51.100.21]')).message).toMatch(/relay-a lists the address 198\.51\.100\.10 twice/);
     expect(errorOf(relays('ipv4: [198.51.100.10, 198.51.100.21]', 'ipv4: [198.51.100.20, 198.51.100.21]')).message).toMatch(/relay-a and relay-b both have the address 198\.51\.100\.21/);
+    // IPv6 in one spelling: two spellings of one address are one address; loopback and 0.0.0.0 are no relay's.
+    const v6 = parseConfigText(relays('ipv4: [198.51.100.10, 198.51.100.11], ipv6: [2001:DB8:0::10, 2001:db8::11]', 'ipv4: [198.51.100.20, 198.51.100.21]'), 'x.yml');
+    expect(v6.relays.list[0]!.slots[0]!.ipv6).toBe('2001:db8::10');
+    expect(errorOf(relays('ipv4: [198.51.100.10, 198.51.100.11], ipv6: [2001:db8::10, 2001:DB8:0:0::10]', 'ipv4: [198.51.100.20, 198.51.100.21]')).message).toMatch(/lists the address 2001:db8::10 twice/);
+    expect(errorOf(relays('ipv4: [198.51.100.10, 0.0.0.0]', 'ipv4: [198.51.100.20, 127.0.0.2]')).message).toMatch(/0\.0\.0\.0 is not a public address[\s\S]*127\.0\.0\.2 is not a public address/);
   });
 });

@@ -96,7 +96,7 @@ export class CertificateAuthority {
   }
 
   /** On the root's holder: sign a relay's request as an intermediate that signs leaves only. */
-  signRelayIntermediate(csrPem: string, opts: { commonName: string; days?: number }): Promise<SignedIntermediate> {
+  signRelayIntermediate(csrPem: string, opts: { commonName: string; days?: number; keySha256?: string }): Promise<SignedIntermediate> {
     return signRelayIntermediate(this.directory, csrPem, opts);
   }
 

@@ -95,7 +95,7 @@ export function holdsRoot(caDir: CaDirectory): boolean {
  * Sign a relay's request with the root: checked first (a signed request for exactly `commonName`, a key
  * the policy allows); the intermediate may sign leaves only and never outlives the root.
  */
-export async function signRelayIntermediate(caDir: CaDirectory, csrPem: string, opts: { commonName: string; days?: number }): Promise<SignedIntermediate> {
+export async function signRelayIntermediate(caDir: CaDirectory, csrPem: string, opts: { commonName: string; days?: number; keySha256?: string }): Promise<SignedIntermediate> {
   caDir.loadSettings();
   if (!holdsRoot(caDir)) {
     throw new DeniedError(CaErrorCode.notRoot, `${caDir.p('ca.crt')} is an intermediate, not the root: only the relay that holds the root signs relays.`, {
@@ -112,6 +112,12 @@ export async function signRelayIntermediate(caDir: CaDirectory, csrPem: string, 
     return refuse((e as Error).message);
   }
   if (parsed.commonNames.length !== 1 || parsed.commonNames[0] !== opts.commonName) refuse(`its name is ${parsed.commonNames.join(', ') || 'missing'}, not ${opts.commonName}`);
+  // The operator's check: the key the relay printed at its init, not whatever key the store holds now.
+  if (opts.keySha256 !== undefined && spkiSha256(parsed.spkiDer) !== opts.keySha256.toLowerCase()) {
+    throw new DeniedError(CaErrorCode.relayRequestInvalid, `The request in the store is for the key sha256 ${spkiSha256(parsed.spkiDer)}, not ${opts.keySha256.toLowerCase()}: nothing was signed.`, {
+      hint: 'Compare with the sha256 that pipe2me-ctl init printed on that relay; if the relay made a new request since, use its new sha256.',
+    });
+  }
   const key = createPublicKey({ key: parsed.spkiDer, format: 'der', type: 'spki' });
   const problem = keyPolicyProblem(describePublicKey(key), DEFAULT_KEY_POLICY);
   if (problem) refuse(problem.message);

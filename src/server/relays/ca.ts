@@ -77,17 +77,35 @@ export async function joinRelayCa(ctx: ServerContext, ca: CertificateAuthority):
   });
 }
 
-/** On the root's holder: sign relay `name`'s waiting request. */
-export async function approveRelayCa(ctx: ServerContext, ca: CertificateAuthority, name: string): Promise<SignedIntermediate> {
-  const csr = (await loadCaFiles(ctx.db, [requestRecord(name)])).get(requestRecord(name));
+/**
+ * On the root's holder: sign relay `name`'s waiting request, if it is for the key the operator read off
+ * that relay (`keySha256`). An intermediate approved earlier for that relay (another key) is revoked.
+ */
+export async function approveRelayCa(ctx: ServerContext, ca: CertificateAuthority, name: string, keySha256: string): Promise<SignedIntermediate & { revoked: string | null }> {
+  const stored = await loadCaFiles(ctx.db, [requestRecord(name), approvedRecord(name)]);
+  const csr = stored.get(requestRecord(name));
   if (!csr) {
     throw new NotFoundError('relay_ca_no_request', `Relay ${name} has not asked for a CA certificate.`, {
       hint: `Run pipe2me-ctl init on ${name} first (with relay: ${name} in its configuration).`,
     });
   }
-  const signed = await ca.signRelayIntermediate(csr, { commonName: relayCaName(ctx, name) });
+  const signed = await ca.signRelayIntermediate(csr, { commonName: relayCaName(ctx, name), keySha256 });
   await saveCaFiles(ctx.db, new Map([[approvedRecord(name), signed.certPem]]));
-  return signed;
+  // The relay's earlier intermediate (a lost directory, a new key) must not sign any more.
+  let revoked: string | null = null;
+  const earlier = stored.get(approvedRecord(name));
+  if (earlier) {
+    const serial = new X509Certificate(earlier).serialNumber.toUpperCase();
+    if (serial !== signed.serial) {
+      try {
+        await ca.revoke(serial, 'superseded');
+        revoked = serial;
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'ca_already_revoked') throw e;
+      }
+    }
+  }
+  return { ...signed, revoked };
 }
 
 /** Writes every signer's CRL the store holds where nginx serves it; returns the files it changed. */
