@@ -110,7 +110,8 @@ export async function approveRelayCa(ctx: ServerContext, ca: CertificateAuthorit
 
 /** Writes every signer's CRL the store holds where nginx serves it; returns the files it changed. */
 export async function publishCrls(ctx: ServerContext, only?: ReadonlySet<string>): Promise<string[]> {
-  const names = [...(await caFileStamps(ctx.db, { prefix: 'crl/' })).keys()].filter((n) => !only || only.has(n));
+  // The follower already knows which records are due: the store is listed only when nobody said.
+  const names = only ? [...only] : [...(await caFileStamps(ctx.db, { prefix: 'crl/' })).keys()];
   const changed: string[] = [];
   for (const [name, pem] of await loadCaFiles(ctx.db, names)) {
     const signer = name.slice('crl/'.length);
