@@ -85,8 +85,11 @@ export function plan(rendered: readonly RenderedFile[], live: ReadonlyMap<string
     if (content.includes(SERIAL_PLACEHOLDER)) {
       const liveSerial = zoneSerial(before?.content);
       const same = before !== undefined && liveSerial !== null && withSerial(before.content, SERIAL_PLACEHOLDER) === content;
-      const shared = !same && ctx.storedZoneDigest && ctx.storedSerial !== null && ctx.storedSerial > (liveSerial ?? 0) && zoneDigest(content) === ctx.storedZoneDigest;
-      serial = same ? liveSerial : shared ? ctx.storedSerial : nextSerial(liveSerial, ctx.storedSerial, ctx.now);
+      // With relays, the recorded serial is taken whenever it is higher for this same content, also when
+      // this relay's live zone already has that content: two relays that rendered one change at the same
+      // moment each picked a serial, the store kept the higher, and the lower one follows it here.
+      const shared = ctx.storedZoneDigest && ctx.storedSerial !== null && ctx.storedSerial > (liveSerial ?? 0) && zoneDigest(content) === ctx.storedZoneDigest;
+      serial = shared ? ctx.storedSerial : same ? liveSerial : nextSerial(liveSerial, ctx.storedSerial, ctx.now);
       content = withSerial(content, serial!);
     }
     const change: ChangeKind = before === undefined ? 'create' : before.content === content ? 'unchanged' : 'update';

@@ -118,5 +118,8 @@ export async function changeStamp(s: Store): Promise<string> {
   const h = createHash('sha256');
   for (const c of challenges) h.update(`${c.owner} ${c.value}\n`);
   for (const r of relays) h.update(`relay ${r.name} ${r.state}\n`);
+  // Another relay recording a higher serial for the same zone moves this relay's serial to it (apply/plan.ts).
+  const zoneSerial = await getMeta(s, ZONE_SERIAL_KEY);
+  if (zoneSerial) h.update(`zone ${zoneSerial}\n`);
   return `${seq?.seq ?? 0}:${h.digest('hex').slice(0, 16)}`;
 }

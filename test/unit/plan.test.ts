@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { nextSerial, plan, planDiff, zoneSerial } from '../../src/apply/plan.js';
+import { nextSerial, plan, planDiff, zoneDigest, zoneSerial } from '../../src/apply/plan.js';
+import { SERIAL_PLACEHOLDER } from '../../src/render/types.js';
 import { renderAll } from '../../src/render/render.js';
 import { goldenSubdomains, sub, testConfig } from '../helpers/fixtures.js';
 
@@ -44,6 +45,26 @@ describe('plan', () => {
     const disk = live(first.changes.map((c) => ({ path: c.file.path, content: c.content, mode: 0o100600 })));
     const p = plan(renderAll(config, []), disk, { storedSerial: 1, now: 1 });
     expect(p.changes.filter((c) => c.modeChanged)).toHaveLength(first.changes.length);
+  });
+
+  it('with relays, one content has one serial: a relay whose live zone has the recorded content at a lower serial takes the recorded one, never a lower one', () => {
+    const files = renderAll(config, goldenSubdomains());
+    const zone = files.find((f) => f.content.includes(SERIAL_PLACEHOLDER))!;
+    const digest = zoneDigest(zone.content);
+    // Two relays rendered the same change at once: this one picked 1_800_000_005, the other 1_800_000_007, the store kept 7.
+    const mine = plan(files, new Map(), { storedSerial: null, now: 1_800_000_005 });
+    const disk = live(mine.changes.map((c) => ({ path: c.file.path, content: c.content, mode: 0o100000 | c.file.mode })));
+    const follow = plan(files, disk, { storedSerial: 1_800_000_007, storedZoneDigest: digest, now: 1_800_000_100 });
+    expect(follow.serial).toBe(1_800_000_007);
+    expect(follow.reloads.map((r) => r.action)).toEqual(['dns-reload-zone']);
+    expect(follow.changedUnits).toEqual(['dns']);
+    // The other relay (at 7) with the store at 7 changes nothing; a store lower than the live zone is never taken.
+    const at7 = live(follow.changes.map((c) => ({ path: c.file.path, content: c.content, mode: 0o100000 | c.file.mode })));
+    expect(plan(files, at7, { storedSerial: 1_800_000_007, storedZoneDigest: digest, now: 1_800_000_200 }).changedUnits).toEqual([]);
+    expect(plan(files, at7, { storedSerial: 1_800_000_006, storedZoneDigest: digest, now: 1_800_000_200 }).serial).toBe(1_800_000_007);
+    // Another content's record is not taken: a changed zone goes above both.
+    const other = plan(renderAll(config, [...goldenSubdomains(), sub('new-one', ['http'], 20010)]), at7, { storedSerial: 1_800_000_009, storedZoneDigest: digest, now: 1 });
+    expect(other.serial).toBe(1_800_000_010);
   });
 
   it('serials always increase', () => {
