@@ -50,6 +50,8 @@ export interface ApplyReport {
   reloads: ReloadReport[];
   serial: number | null;
   durationMs: number;
+  /** Seconds per step (plan, check, swap, reload), for the logs and the store's metrics. */
+  steps: Record<string, number>;
   /** Key files written and removed in the key index (only when keys changed). */
   keyIndex?: { written: number; removed: number };
   /** Records left out of the zone, with the reason (a pod's address that may not be published). */
@@ -210,7 +212,7 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     if (renewed && !p.reloads.some((r) => r.action === 'nginx-reload')) p.reloads.push({ unit: 'nginx', action: 'nginx-reload', why: 'the server\'s certificates were renewed' });
     const dropped = p.changes.flatMap((c) => c.file.dropped ?? []);
     for (const d of dropped) progress(`left out of the ${d.where}: ${d.owner} ${d.type} ${d.value} (${d.why})`);
-    const report: ApplyReport = { plan: p, rendered: p.render.how, dryRun: Boolean(opts.dryRun), reloads: [], serial: p.serial, durationMs: 0, dropped, staleConfig: stale };
+    const report: ApplyReport = { plan: p, rendered: p.render.how, dryRun: Boolean(opts.dryRun), reloads: [], serial: p.serial, durationMs: 0, steps, dropped, staleConfig: stale };
     const L = ctx.layout;
     // An apply killed after its renames but before it removed its staging directory leaves one behind
     // with nothing left to change: sweep before deciding there is nothing to do.

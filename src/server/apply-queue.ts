@@ -37,7 +37,10 @@ export class ApplyQueue {
       this.pendingUnits = new Set();
       try {
         const r = await apply(this.ctx, { units });
-        if (r.plan.changedUnits.length) this.log(`applied ${r.plan.changedUnits.join(', ')} in ${r.durationMs.toFixed(0)} ms`, { event: 'apply', outcome: 'ok', units: r.plan.changedUnits, duration_ms: Math.round(r.durationMs) });
+        if (r.plan.changedUnits.length) {
+          const steps = Object.entries(r.steps).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)}`).join(', ');
+          this.log(`applied ${r.plan.changedUnits.join(', ')} in ${r.durationMs.toFixed(0)} ms (${steps})`, { event: 'apply', outcome: 'ok', units: r.plan.changedUnits, duration_ms: Math.round(r.durationMs), steps_ms: Object.fromEntries(Object.entries(r.steps).map(([k, v]) => [k, Math.round(v * 1000)])) });
+        }
         for (const w of waiters) w.resolve(r);
       } catch (e) {
         this.log(`apply failed: ${(e as Error).message}`, { event: 'apply', outcome: 'failed', daemon: (isPipe2meError(e) ? (e.data?.['daemon'] as string | undefined) : undefined) ?? null });
