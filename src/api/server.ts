@@ -49,6 +49,7 @@ import { addressKey, HttpError, RateLimiter, readJson, Router, sendError, sendJs
 import * as S from './schemas.js';
 import { registerStatusRoutes } from '../status/routes.js';
 import { registerDirectRouteReports } from './direct-reports.js';
+import { registerEntryLookup } from './entry-lookup.js';
 import { setupInfo, statusView } from './views.js';
 import { shareSessions } from '../server/relays/sessions.js';
 import { startHeartbeat } from '../server/relays/heartbeat.js';
@@ -113,6 +114,13 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
       if (!storeUnavailable(e)) throw e;
       log(`applying ${name} waits for the state store: ${(e as Error).message}`, { event: 'apply', outcome: 'deferred', subdomain: name });
     }
+  };
+  /** An apply nobody waits for: its failure is logged (and the watcher or the next apply renders it). */
+  const applyLater = (units: Parameters<ApplyQueue['request']>[0], name: string) => {
+    queue.request(units).catch((e) => {
+      if (storeUnavailable(e)) log(`applying ${name} waits for the state store: ${(e as Error).message}`, { event: 'apply', outcome: 'deferred', subdomain: name });
+      // The queue logged the failure itself.
+    });
   };
   // The ACME worker, when the configuration (as it is now) says ca.issuer: acme.
   let acmeService: AcmeService | undefined;
@@ -197,7 +205,15 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
         Math.min(t.maxPorts, ctx.config.ports.maxPerSubdomain));
       return { created: made, info: await setupInfo(onStore(ctx, tx), made.record, made.secret!) };
     });
-    await applyAfterCommit(['keys', 'nginx', 'dns'], created.record.name);
+    // The answer waits for the name to resolve. nginx's entry maps follow in the next apply, after the
+    // answer: until then nginx asks the API for the redirect of a name its maps lack (entry-lookup.ts), so
+    // the name's http(s) entry works at once too. A passthrough name needs nginx's SNI route, so its
+    // answer waits for nginx as well.
+    if (created.record.passthrough) await applyAfterCommit(['keys', 'nginx', 'dns'], created.record.name);
+    else {
+      await applyAfterCommit(['dns'], created.record.name);
+      applyLater(['nginx'], created.record.name);
+    }
     log(`created ${created.record.fqdn} (${created.record.ports.map((p) => `${p.protocol}:${p.port}`).join(',')}) for ${clientAddress(req)}`, { event: 'subdomain_created', subdomain: created.record.name, outcome: 'ok', client: clientAddress(req) });
     sendJson(res, 201, info);
   });
@@ -238,7 +254,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     const s = await authenticate(req, p.id!);
     const b = await body<{ public_key: string }>(req, S.sshKeyBody);
     // The key index is written at once; sshd's key lookup reads it at the next login, no reload.
-    const r = await registerPodKey(ctx, s, b.public_key, (units) => queue.request(units));
+    const r = await registerPodKey(ctx, s, b.public_key, async (units) => (await queue.request(units))[0]!);
     if (r.replaced) log(`${s.fqdn}: key ${r.replaced} replaced by ${r.key.fingerprint}; ${r.cutSessions} of its connections cut`, { event: 'key_replaced', subdomain: s.name, outcome: 'ok', cut_sessions: r.cutSessions });
     sendJson(res, 200, { fingerprint: r.key.fingerprint, algorithm: r.key.algorithm, bits: r.key.bits, ports: s.ports.map((x) => x.port) });
   });
@@ -294,6 +310,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   });
 
   registerStatusRoutes(router, ctx, { clientAddress, log });
+  registerEntryLookup(router, ctx);
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const started = performance.now();

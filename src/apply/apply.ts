@@ -163,17 +163,29 @@ async function reload(ctx: ServerContext, r: Reload, serial: number | null): Pro
   }
 }
 
-export function lockFile(ctx: ServerContext): string {
-  return path.join(ctx.layout.lockDir, 'apply.lock');
+/**
+ * Each unit's files have a lock of their own: applies of different units run side by side (the API's
+ * zone apply for a new name does not wait for an nginx check of 100,000 names), two applies of one unit
+ * never do. An apply of several units takes their locks in one order (ALL_UNITS), so none waits in a cycle.
+ */
+export function lockFile(ctx: ServerContext, unit: Unit): string {
+  return path.join(ctx.layout.lockDir, `apply-${unit}.lock`);
+}
+
+async function withUnitLocks<T>(ctx: ServerContext, units: readonly Unit[], fn: () => Promise<T>): Promise<T> {
+  const ordered = ALL_UNITS.filter((u) => units.includes(u));
+  const take = (i: number): Promise<T> => (i === ordered.length ? fn() : withLock(lockFile(ctx, ordered[i]!), `apply (${ordered[i]})`, () => take(i + 1)));
+  return take(0);
 }
 
 /** Plans without touching anything (no lock, no certificates, no staging): `pipe2me-ctl plan`. */
 export async function planOnly(live: ServerContext, units: readonly Unit[] = ALL_UNITS, opts: { full?: boolean } = {}): Promise<Plan & { render: RenderOutcome }> {
   const ctx = snapshot(live);
   const L = ctx.layout;
-  // Every per-pod file is read once: the renderer patches it, the planner compares with it.
-  const perPod = [L.sshd.keyList, L.nginx.httpEntryMap, L.nginx.httpsEntryMap, L.nginx.sniRouteMap, L.nginx.sniPortMap, L.bind.zone, L.nsd.zone];
-  const contents = new Map(perPod.map((p) => [p, readIfExists(p)]));
+  // Every per-pod file of the units applied is read once: the renderer patches it, the planner compares
+  // with it. (The others are not read at all: an apply of the zone alone costs the zone only.)
+  const perPod: [string, Unit][] = [[L.sshd.keyList, 'keys'], [L.nginx.httpEntryMap, 'nginx'], [L.nginx.httpsEntryMap, 'nginx'], [L.nginx.sniRouteMap, 'nginx'], [L.nginx.sniPortMap, 'nginx'], [L.bind.zone, 'dns'], [L.nsd.zone, 'dns']];
+  const contents = new Map(perPod.filter(([, u]) => units.includes(u)).map(([p]) => [p, readIfExists(p)]));
   const render = await renderForApply(ctx.config, L, ctx.db, units, contents, opts);
   // With relays the serial and the zone it was given for are one record, whichever relay wrote it.
   const shared = ctx.config.relays.relayed ? await sharedZoneSerial(ctx.db) : null;
@@ -306,7 +318,7 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     report.durationMs = performance.now() - started;
     return report;
   };
-  return withLock(lockFile(ctx), 'apply', async () => {
+  return withUnitLocks(ctx, units, async () => {
     try {
       const report = await run();
       if (!opts.dryRun) await recordApplyMetrics(ctx.db, { ok: true, steps, reloads: report.reloads.map((r) => r.unit) });

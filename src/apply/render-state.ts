@@ -6,6 +6,8 @@
  * file that is missing, edited by hand, written by an older format or configuration, or older than the
  * journal's memory is rendered whole, and so is every file of `apply --full`.
  */
+import * as path from 'node:path';
+import { withLock } from '../util/lock.js';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import type { Config } from '../config/types.js';
@@ -174,6 +176,14 @@ function toRendered(spec: FragmentSpec, r: { content: string; dropped: DroppedEn
  * what every per-pod file has taken in.
  */
 export async function recordRendered(c: Config, L: Layout, db: Store, outcome: RenderOutcome): Promise<void> {
+  // Applies of other units (their own locks) record their files in the same manifest: read, merge and
+  // write it under a lock of its own, so that neither loses the other's entries.
+  const files = await withLock(path.join(L.lockDir, 'render-manifest.lock'), 'the render manifest', async () => writeManifest(L, outcome));
+  const all = fragmentSpecs(c, L, ['keys', 'nginx', 'dns']).map((s) => s.path);
+  if (all.every((p) => files[p] !== undefined)) await pruneJournal(db, Math.min(...all.map((p) => files[p]!.seq)));
+}
+
+function writeManifest(L: Layout, outcome: RenderOutcome): Record<string, ManifestEntry> {
   const before = readManifest(L);
   const digest = outcome.digest;
   const files: Record<string, ManifestEntry> = before && before.digest === digest ? { ...before.files } : {};
@@ -185,6 +195,5 @@ export async function recordRendered(c: Config, L: Layout, db: Store, outcome: R
   const next: RenderManifest = { format: 2, digest, files };
   const text = JSON.stringify(next, null, 1) + '\n';
   if (readIfExists(L.renderManifest) !== text) atomicWrite(L.renderManifest, text, { mode: 0o644 });
-  const all = fragmentSpecs(c, L, ['keys', 'nginx', 'dns']).map((s) => s.path);
-  if (all.every((p) => files[p] !== undefined)) await pruneJournal(db, Math.min(...all.map((p) => files[p]!.seq)));
+  return files;
 }

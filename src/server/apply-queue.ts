@@ -1,7 +1,7 @@
 /**
- * Coalesces applies inside one long-running process (the API, the watcher): a caller waits for the
- * first apply that starts after its change was committed. Twenty pods registering at once cause a
- * couple of applies, not twenty. Across processes, apply's own lock serializes.
+ * Coalesces applies inside one long-running process (the API): a caller waits for the first apply of
+ * each unit it asked for that starts after its change was committed. Twenty pods registering at once
+ * cause a couple of applies, not twenty. Across processes, apply's own locks serialize.
  */
 import { apply, type ApplyReport } from '../apply/apply.js';
 import type { Unit } from '../render/types.js';
@@ -14,15 +14,14 @@ interface Waiter {
   reject: (e: unknown) => void;
 }
 
-export class ApplyQueue {
+/** One unit's applies, one at a time, each taking every request made before it started. */
+class Lane {
   private running = false;
-  private pendingUnits = new Set<Unit>();
   private waiters: Waiter[] = [];
 
-  constructor(private readonly ctx: ServerContext, private readonly log: Log = () => {}) {}
+  constructor(private readonly ctx: ServerContext, private readonly unit: Unit, private readonly log: Log) {}
 
-  request(units: readonly Unit[]): Promise<ApplyReport> {
-    for (const u of units) this.pendingUnits.add(u);
+  request(): Promise<ApplyReport> {
     const p = new Promise<ApplyReport>((resolve, reject) => this.waiters.push({ resolve, reject }));
     if (!this.running) void this.drain();
     return p;
@@ -32,21 +31,38 @@ export class ApplyQueue {
     this.running = true;
     while (this.waiters.length) {
       const waiters = this.waiters;
-      const units = [...this.pendingUnits];
       this.waiters = [];
-      this.pendingUnits = new Set();
       try {
-        const r = await apply(this.ctx, { units });
+        const r = await apply(this.ctx, { units: [this.unit] });
         if (r.plan.changedUnits.length) {
           const steps = Object.entries(r.steps).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)}`).join(', ');
           this.log(`applied ${r.plan.changedUnits.join(', ')} in ${r.durationMs.toFixed(0)} ms (${steps})`, { event: 'apply', outcome: 'ok', units: r.plan.changedUnits, duration_ms: Math.round(r.durationMs), steps_ms: Object.fromEntries(Object.entries(r.steps).map(([k, v]) => [k, Math.round(v * 1000)])) });
         }
         for (const w of waiters) w.resolve(r);
       } catch (e) {
-        this.log(`apply failed: ${(e as Error).message}`, { event: 'apply', outcome: 'failed', daemon: (isPipe2meError(e) ? (e.data?.['daemon'] as string | undefined) : undefined) ?? null });
+        this.log(`apply of ${this.unit} failed: ${(e as Error).message}`, { event: 'apply', outcome: 'failed', daemon: (isPipe2meError(e) ? (e.data?.['daemon'] as string | undefined) : undefined) ?? null });
         for (const w of waiters) w.reject(e);
       }
     }
     this.running = false;
+  }
+}
+
+/**
+ * Every unit has a lane of its own (apply locks each unit on its own, see apply.ts): the zone's apply for
+ * a new name does not wait behind an nginx check and reload, which at 100,000 names take seconds.
+ */
+export class ApplyQueue {
+  private readonly lanes = new Map<Unit, Lane>();
+
+  constructor(private readonly ctx: ServerContext, private readonly log: Log = () => {}) {}
+
+  /** Resolves with one report per unit, in the order asked, once every one of them has applied. */
+  request(units: readonly Unit[]): Promise<ApplyReport[]> {
+    return Promise.all([...new Set(units)].map((u) => {
+      let lane = this.lanes.get(u);
+      if (!lane) this.lanes.set(u, (lane = new Lane(this.ctx, u, this.log)));
+      return lane.request();
+    }));
   }
 }

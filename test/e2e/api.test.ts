@@ -4,8 +4,9 @@
  * and a 4xx; nothing changes the state.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ADDR, curl, waitFor } from '../world/index.js';
-import { DOMAIN } from '../stack/stack.js';
+import * as fs from 'node:fs';
+import { ADDR, curl, dig, waitFor } from '../world/index.js';
+import { CTL, DOMAIN } from '../stack/stack.js';
 import { useStack } from '../stack/hooks.js';
 
 const API = `https://server.${DOMAIN}`;
@@ -149,6 +150,78 @@ describe('expiry', () => {
     // The pod's start learns it is refused for good and stops (exit 9), instead of retrying forever.
     await waitFor('pod start gives up', async () => s.world.procs.log('shortlived').includes('the server refuses this pod'), { timeoutMs: 30_000 });
   }, 120_000);
+});
+
+describe('the entry of a name that nginx\'s maps do not hold yet', () => {
+  const entry = (url: string, host: string, extra: { headers?: Record<string, string>; method?: string } = {}) => curl(stack().world, url, {
+    from: 'cli', resolve: [`${host}:80:${ADDR.server}`, `${host}:443:${ADDR.server}`], cacert: stack().caFile(), timeoutMs: 10_000, ...extra,
+  });
+  const inMap = (fqdn: string) => fs.readFileSync(stack().layout.nginx.httpEntryMap, 'utf8').includes(`${fqdn} `);
+
+  it('a subdomain made through the API is answered once its name resolves, and its http and https entries redirect at once', async () => {
+    const t = (await stack().ctl<{ token: string }>(['token', 'create', '--max-ports', '2'])).json;
+    const made = await api('POST', '/v1/subdomains', { token: t.token, protocols: ['http', 'https'] });
+    expect(made.status).toBe(201);
+    const fqdn = made.json.fqdn as string;
+    const [http, https] = made.json.ports as { port: number }[];
+    const a = await dig(stack().world, { from: 'cli', server: ADDR.server, name: fqdn, type: 'A' });
+    expect(a.answers.map((x) => x.data)).toEqual([ADDR.server]);
+    const r = await entry(`http://${fqdn}/p?q=1`, fqdn);
+    expect(r.status).toBe(302);
+    expect(r.location).toBe(`http://${fqdn}:${http!.port}/p?q=1`);
+    const s = await entry(`https://${fqdn}/x`, fqdn);
+    expect(s.status).toBe(302);
+    expect(s.location).toBe(`https://${fqdn}:${https!.port}/x`);
+    // nginx's maps take it in with the apply that follows the answer.
+    await waitFor('the name in nginx\'s entry map', async () => inMap(fqdn), { timeoutMs: 10_000, intervalMs: 100 });
+  });
+
+  it('a name only in the store (recorded, not applied) is redirected by the API as the map would; once removed, it gets nginx\'s 404 and text', async () => {
+    const made = (await stack().ctl<{ fqdn: string; ports: { port: number }[] }>(['add-subdomain', '--ports', 'https', '--no-apply'])).json;
+    expect(inMap(made.fqdn)).toBe(false);
+    // POST, a body and a client's own X-Pipe2me-Request-Uri change nothing: the redirect is the name's and the request's.
+    const r = await entry(`http://${made.fqdn}/a/b?c=d`, made.fqdn, { method: 'POST', headers: { 'x-pipe2me-request-uri': '/evil', cookie: 'a=b' } });
+    expect(r.status).toBe(302);
+    expect(r.location).toBe(`https://${made.fqdn}:${made.ports[0]!.port}/a/b?c=d`);
+    expect(inMap(made.fqdn)).toBe(false);
+    await stack().ctl(['remove', made.fqdn, '--no-apply']);
+    const gone = await entry(`http://${made.fqdn}/`, made.fqdn);
+    expect(gone.status).toBe(404);
+    expect(gone.body).toBe('pipe2me: no service is published under this name.\n');
+    const goneTls = await entry(`https://${made.fqdn}/`, made.fqdn);
+    expect(goneTls.status).toBe(404);
+    expect(goneTls.body).toBe('pipe2me: no https service is published under this name.\n');
+    // A name of another domain, or a label nothing may be named, is not published either.
+    for (const host of ['elsewhere.example.net', `no_such--name.${DOMAIN}`]) {
+      const x = await entry(`http://${host}/`, host);
+      expect(x.status, host).toBe(404);
+      expect(x.body, host).toBe('pipe2me: no service is published under this name.\n');
+    }
+    // The entry path itself is nginx's own: a client asking for it gets no lookup.
+    const direct = await entry(`http://${made.fqdn}/.pipe2me-entry`, made.fqdn);
+    expect(direct.status).toBe(404);
+  });
+
+  it('with the API down, a name not in the map gets nginx\'s 404 (never a 502), and names in the map redirect as before', async () => {
+    // (In this order: an apply takes in every name recorded before it.)
+    const applied = (await stack().ctl<{ fqdn: string; ports: { port: number }[] }>(['add-subdomain', '--ports', 'http'])).json;
+    const inStore = (await stack().ctl<{ fqdn: string }>(['add-subdomain', '--ports', 'http', '--no-apply'])).json;
+    expect(inMap(inStore.fqdn)).toBe(false);
+    await stack().world.stop('api');
+    try {
+      const x = await entry(`http://${inStore.fqdn}/`, inStore.fqdn);
+      expect(x.status).toBe(404);
+      expect(x.body).toBe('pipe2me: no service is published under this name.\n');
+      const y = await entry(`http://${applied.fqdn}/`, applied.fqdn);
+      expect(y.status).toBe(302);
+      expect(y.location).toBe(`http://${applied.fqdn}:${applied.ports[0]!.port}/`);
+    } finally {
+      await stack().world.start({
+        name: 'api', host: 'srv', argv: [process.execPath, CTL, '-c', stack().configFile, 'serve'],
+        ready: () => stack().world.waitTcp('srv', '127.0.0.1', stack().config.http.apiPort),
+      });
+    }
+  });
 });
 
 // Last in this file: it uses up the client's request budget for the current minute.

@@ -1,0 +1,50 @@
+/**
+ * The entry redirect of a name that nginx's maps do not hold yet. A subdomain made through the API is
+ * answered once its name resolves; nginx's entry maps take it in with the next apply, which runs after
+ * the answer (at 100,000 names an nginx check and reload take longer than the whole create should). Until
+ * then nginx asks here for a name its map lacks (see templates/nginx/nginx.conf.hbs), and the redirect is
+ * the one the map will hold: the same rules (render/entries.ts), read from the store by the name's fqdn.
+ * A name that is not published gets the same 404 nginx gives.
+ */
+import type http from 'node:http';
+import type { ServerContext } from '../server/context.js';
+import { findSubdomain } from '../state/subdomains.js';
+import { httpEntryTarget, httpsEntryTarget } from '../render/entries.js';
+import type { Router } from './http.js';
+import { isPipe2meError } from '../util/errors.js';
+
+/** What nginx answers for a name it has no entry for (the same text, from either place). */
+export const NO_ENTRY: Record<'http' | 'https', string> = {
+  http: 'pipe2me: no service is published under this name.\n',
+  https: 'pipe2me: no https service is published under this name.\n',
+};
+
+/** The request target nginx hands on ($request_uri): origin-form, printable, no spaces. */
+const REQUEST_URI = /^\/[\x21-\x7e]{0,8191}$/;
+
+function plain(res: http.ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
+  res.end(text);
+}
+
+export function registerEntryLookup(router: Router, ctx: ServerContext): void {
+  for (const scheme of ['http', 'https'] as const) {
+    router.add('GET', `/v1/entry/${scheme}`, async (req, res) => {
+      const host = (req.headers.host ?? '').toLowerCase().replace(/\.$/, '');
+      const uri = req.headers['x-pipe2me-request-uri'];
+      if (typeof uri !== 'string' || !REQUEST_URI.test(uri)) return plain(res, 400, 'pipe2me: the request target is not one this entry redirects.\n');
+      // Only names of this domain; anything else (an address, another domain, a malformed name) is not published here.
+      if (!host.endsWith(`.${ctx.config.domain}`)) return plain(res, 404, NO_ENTRY[scheme]);
+      let found;
+      try {
+        found = await findSubdomain(ctx.db, host);
+      } catch (e) {
+        if (isPipe2meError(e) && e.httpStatus < 500) return plain(res, 404, NO_ENTRY[scheme]);
+        throw e;
+      }
+      const target = found && found.status === 'active' && found.fqdn === host ? (scheme === 'http' ? httpEntryTarget(found) : httpsEntryTarget(found)) : null;
+      if (!target) return plain(res, 404, NO_ENTRY[scheme]);
+      plain(res, ctx.config.http.redirectStatus, '', { location: `${target}${uri}` });
+    });
+  }
+}
