@@ -31,6 +31,7 @@ export function applyJson(r: ApplyReport) {
     ...(r.keyIndex ? { key_index: r.keyIndex } : {}),
     rendered: r.rendered,
     duration_ms: Math.round(r.durationMs),
+    steps_ms: Object.fromEntries(Object.entries(r.steps).map(([k, v]) => [k, Math.round(v * 1000)])),
   };
 }
 
