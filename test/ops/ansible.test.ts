@@ -43,10 +43,12 @@ describe('Ansible playbook', () => {
     expect(r.output).toMatch(/risky-shell-pipe|no-changed-when|command-instead-of-shell/);
   });
 
-  it('passes ansible-playbook --syntax-check with the example inventory', async () => {
-    const r = await exec('ansible-playbook', ['--syntax-check', '-i', 'inventory.example.yml', 'site.yml'], 2 * 60_000, { env, cwd: ANSIBLE_DIR });
-    expect(r.exitCode, r.output).toBe(0);
-    expect(r.stdout).toMatch(/playbook: site\.yml/);
+  it('passes ansible-playbook --syntax-check with the example inventories (one server; two relays and PostgreSQL)', async () => {
+    for (const inventory of ['inventory.example.yml', 'inventory.relays.example.yml']) {
+      const r = await exec('ansible-playbook', ['--syntax-check', '-i', inventory, 'site.yml'], 2 * 60_000, { env, cwd: ANSIBLE_DIR });
+      expect(r.exitCode, r.output).toBe(0);
+      expect(r.stdout).toMatch(/playbook: site\.yml/);
+    }
   });
 
   it('--syntax-check refuses a broken playbook', async () => {

@@ -20,9 +20,10 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SCHEMA_VERSION } from '../../src/state/migrations.js';
 import {
-  ANSIBLE_DIR, Background, Cleanup, DebianRoot, Netns, SYSTEMD_DIR, exec, execArgv, execWords, mountsUnder, must, one, parseUnit,
-  leftBehind, readEnvironmentFile, setprivArgs, StepLog, uniqueTag, waitFor, type UnitFile,
+  Background, Cleanup, DebianRoot, Netns, SYSTEMD_DIR, exec, execWords, mountsUnder, must, one,
+  leftBehind, StepLog, uniqueTag, waitFor, type UnitFile,
 } from './helpers.js';
+import { InstalledRoot, changedTasks, playbook as runPlaybook, writeInventory as writeInv } from './installed.js';
 
 const MIN = 60_000;
 const tag = uniqueTag();
@@ -35,7 +36,7 @@ const cleanup = new Cleanup();
 let tmp: string;
 let root: DebianRoot;
 let ns: Netns;
-let env: Record<string, string>;
+let installed: InstalledRoot;
 const daemons: Background[] = [];
 let podProcess: Background | undefined;
 
@@ -56,49 +57,12 @@ function enabledIn(wants: string, unit: string): boolean {
   }
 }
 
-interface Recap {
-  ok: number;
-  changed: number;
-  unreachable: number;
-  failed: number;
-}
-
-function recap(output: string): Recap {
-  const m = /^\S+\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)/m.exec(output);
-  if (!m) throw new Error(`no PLAY RECAP in:\n${output.slice(-4000)}`);
-  return { ok: Number(m[1]), changed: Number(m[2]), unreachable: Number(m[3]), failed: Number(m[4]) };
-}
-
-/** Which tasks reported a change (for the message when a run that should change nothing did). */
-function changedTasks(output: string): string[] {
-  const out: string[] = [];
-  let task = '';
-  for (const line of output.split('\n')) {
-    const t = /^(?:TASK|RUNNING HANDLER) \[(.+?)\]/.exec(line);
-    if (t) task = t[1]!;
-    else if (/^changed:/.test(line)) out.push(`${task}: ${line}`);
-  }
-  return out;
-}
-
 function writeInventory(name: string, groups: string[], vars: Record<string, unknown>): string {
-  const host = { [root.dir]: {} };
-  const inv: Record<string, unknown> = { all: { vars: { ansible_connection: 'community.general.chroot', ...vars } } };
-  for (const g of groups) inv[g] = { hosts: host };
-  const file = path.join(tmp, name);
-  // JSON is YAML: the inventory's yaml plugin reads it.
-  fs.writeFileSync(file, JSON.stringify(inv, null, 2));
-  return file;
+  return writeInv(path.join(tmp, name), Object.fromEntries(groups.map((g) => [g, { [root.dir]: {} }])), vars);
 }
 
-async function playbook(what: string, inventory: string, opts: { inNamespace?: boolean } = {}): Promise<{ recap: Recap; output: string }> {
-  const argv = ['ansible-playbook', '-i', inventory, 'site.yml'];
-  const full = opts.inNamespace ? ns.argv(argv) : argv;
-  const r = await timed(what, () => exec(full[0]!, full.slice(1), 15 * MIN, { env, cwd: ANSIBLE_DIR }));
-  fs.writeFileSync(path.join(tmp, `${what.replace(/\W+/g, '-')}.log`), r.output);
-  if (r.exitCode !== 0) throw new Error(`${what} failed (exit ${r.exitCode}):\n${r.stdout.slice(-6000)}\n${r.stderr.slice(-2000)}`);
-  return { recap: recap(r.stdout), output: r.stdout };
-}
+const playbook = (what: string, inventory: string, opts: { inNamespace?: boolean } = {}) =>
+  runPlaybook({ what, inventory, tmp, steps, ...(opts.inNamespace ? { ns } : {}) });
 
 const serverVars = () => ({
   pipe2me_domain: DOMAIN,
@@ -110,47 +74,10 @@ const serverVars = () => ({
   pipe2me_config_extra: { probe: { timeout_ms: 1000 } },
 });
 
-// ---------------------------------------------------------------------------------------------------
-// Starting a unit's commands the way systemd would, as far as that is possible without systemd
-
-function installedUnit(name: string): UnitFile {
-  const base = name.replace(/@[^.]+\./, '@.');
-  return parseUnit(fs.readFileSync(inRoot(`etc/systemd/system/${base}`), 'utf8'));
-}
-
-function unitArgv(u: UnitFile, line: string, instance?: string): string[] {
-  const envFile = one(u, 'Service.EnvironmentFile')?.replace(/^-/, '').replace(/%i/g, instance ?? '');
-  const environment = envFile ? readEnvironmentFile(inRoot(envFile)) : {};
-  const argv = execArgv(line, { ...(instance !== undefined ? { instance } : {}), env: environment });
-  // systemd runs a "+" line with full privileges, outside the unit's restrictions.
-  if (/^[-@!:]*\+/.test(line)) return ns.argv(['chroot', root.dir, ...argv]);
-  return ns.argv(['chroot', root.dir, '/usr/bin/setpriv', ...setprivArgs(u), '--', ...argv]);
-}
-
-/** Runs a unit's ExecStartPre= lines, then its ExecStart= (to completion for Type=forking, else in the background). */
-async function startUnit(name: string, instance?: string): Promise<Background | undefined> {
-  const u = installedUnit(name);
-  const rt = one(u, 'Service.RuntimeDirectory');
-  if (rt) fs.mkdirSync(inRoot(`run/${rt}`), { recursive: true, mode: 0o755 });
-  for (const pre of u.get('Service.ExecStartPre') ?? []) {
-    const argv = unitArgv(u, pre, instance);
-    await must(argv[0]!, argv.slice(1), MIN);
-  }
-  const argv = unitArgv(u, one(u, 'Service.ExecStart')!, instance);
-  if (one(u, 'Service.Type') === 'forking') {
-    await must(argv[0]!, argv.slice(1), MIN);
-    return undefined;
-  }
-  const d = new Background(name, argv, path.join(tmp, `${name}.log`));
-  daemons.push(d);
-  return d;
-}
-
-/** A command in the installed root, in the namespace, as root (the operator at a shell). */
-function ctl(args: string[], timeoutMs = MIN) {
-  const argv = ns.argv(['chroot', root.dir, '/usr/local/bin/pipe2me-ctl', ...args]);
-  return exec(argv[0]!, argv.slice(1), timeoutMs);
-}
+const installedUnit = (name: string) => installed.unit(name);
+const unitArgv = (u: UnitFile, line: string, instance?: string) => installed.unitArgv(u, line, instance);
+const startUnit = (name: string, instance?: string) => installed.startUnit(name, instance);
+const ctl = (args: string[], timeoutMs = MIN) => installed.ctl(args, timeoutMs);
 
 async function curl(args: string[]) {
   const argv = ns.argv(['curl', '-sS', '--max-time', '5', ...args]);
@@ -177,14 +104,7 @@ beforeAll(async () => {
   cleanup.add('daemons', async () => {
     for (const d of daemons) await d.stop();
   });
-  env = {
-    ANSIBLE_HOME: path.join(tmp, 'ansible-home'),
-    ANSIBLE_LOCAL_TEMP: path.join(tmp, 'ansible-tmp'),
-    ANSIBLE_NOCOLOR: '1',
-    ANSIBLE_FORCE_COLOR: '0',
-    npm_config_cache: path.join(tmp, 'npm-cache'),
-    npm_config_update_notifier: 'false',
-  };
+  installed = new InstalledRoot(root, ns, tmp, daemons);
 
   // python3 (+ python3-apt): what Ansible needs on any target; Debian's cloud images have it.
   await timed('debootstrap', () => root.create(['python3', 'python3-apt'], path.join(tmp, 'debootstrap.log')));
