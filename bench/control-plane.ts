@@ -182,7 +182,8 @@ export async function main(): Promise<BenchSection> {
   const md = [
     '`add-subdomain` (a new subdomain with one https service) and `remove`, each with its apply, and `apply` as an operator runs them:',
     'wall time of the whole `pipe2me-ctl` process, in ms, median [min–max] of 5. "Create through the API" is what a pod\'s setup does: one',
-    'POST /v1/subdomains, answered once keys, nginx and DNS are applied (curl\'s total, TLS included). An apply patches the per-pod files',
+    'POST /v1/subdomains, answered once the name resolves (the zone\'s apply; nginx\'s entry maps follow after the answer, and until they',
+    'do nginx asks the API for the redirect; curl\'s total, TLS included). An apply patches the per-pod files',
     'with the subdomains that changed. "Full apply" is `apply --full` after every rendered file but the key index\'s manifest was removed:',
     'everything rendered whole, checked by every checker, renamed and every daemon reloaded; "…manifest lost too" (one run) also removes',
     'the manifest, so that apply reads every pod\'s file in the key index to compare it (it rewrites none);',

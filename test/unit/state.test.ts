@@ -49,6 +49,18 @@ describe.each(ENGINES)('state store (%s)', (engine) => {
     expect(c.ports.map((p) => p.port)).toEqual([20000, 20001, 20003]);
   });
 
+  it('finds the lowest gaps of a dense run of ports, and goes on above its end', async () => {
+    const made = [];
+    for (let i = 0; i < 6; i++) made.push((await createSubdomain(db, { protocols: ['tcp'], expiresAt: null }, ctx)).record);
+    expect(made.map((m) => m.ports[0]!.port)).toEqual([20000, 20001, 20002, 20003, 20004, 20005]);
+    await deleteSubdomain(db, made[3]!.id);
+    await deleteSubdomain(db, made[1]!.id);
+    const gaps = (await createSubdomain(db, { protocols: ['http', 'https', 'tcp'], expiresAt: null }, ctx)).record;
+    expect(gaps.ports.map((p) => p.port)).toEqual([20001, 20003, 20006]);
+    const after = (await createSubdomain(db, { protocols: ['tcp'], expiresAt: null }, ctx)).record;
+    expect(after.ports.map((p) => p.port)).toEqual([20007]);
+  });
+
   it('refuses a taken name, a bad name, too many ports, an unknown protocol, and an exhausted range — changing nothing', async () => {
     await createSubdomain(db, { name: 'home', protocols: ['http'], expiresAt: null }, ctx);
     const count = async () => (await listSubdomains(db)).length;
