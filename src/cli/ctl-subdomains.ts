@@ -32,12 +32,14 @@ export function registerSubdomainCommands(program: Command): void {
     .option('--root <dir>', 'put every file pipe2me writes under DIR (trials, tests)')
     .option('--state-url <url>', 'keep the state in PostgreSQL: postgres://USER@HOST:5432/DATABASE (for a new configuration; default: SQLite in paths.state)')
     .option('--state-password-file <file>', 'the 0600 file holding that database\'s password')
+    .option('--ca-pin <sha256:hex>', 'the CA root this machine must end with: on a relay joining a fleet\'s CA, the root in the store must be this one (the ca_pin the root\'s holder prints)')
     .addHelpText('after', `
 Examples:
   pipe2me-ctl init --domain pipe.example.com --ipv4 198.51.100.10 --secondary ns2.example.net=192.0.2.53
   pipe2me-ctl init --domain pipe.example.com --ipv4 198.51.100.10 --state-url postgres://pipe2me@db1.example.net:5432/pipe2me --state-password-file /etc/pipe2me/db.password
   pipe2me-ctl init --domain pipe.example.com --ipv4 198.51.100.10 --ipv6 2001:db8::10 --dns nsd --ports 30000-30999
   pipe2me-ctl init --config /tmp/p2m/pipe2me.yml --root /tmp/p2m --domain pipe.test --ipv4 192.0.2.10   # a trial under /tmp/p2m
+  pipe2me-ctl init --ca-pin sha256:3f9c…   # a relay joining a fleet's CA: the root's pin, from \`pipe2me-ctl ca init\` on its holder
   pipe2me-ctl init                  # again, later: creates only what is missing
 An existing configuration is never overwritten: the flags only fill a new one.`)
     .action(async (o, cmd: Command) => {
@@ -61,7 +63,7 @@ An existing configuration is never overwritten: the flags only fill a new one.`)
         configFile: o.root && !g.config && !process.env.PIPE2ME_CONFIG ? rootConfigFile(o.root) : configFileFrom(g.config),
         domain: o.domain, ipv4: o.ipv4, ipv6: o.ipv6, dnsDaemon: o.dns, sshPort: o.sshPort,
         portsFirst: first, portsLast: last, apiPort: o.apiPort, ttl: o.ttl, secondaries, root: o.root,
-        stateUrl: o.stateUrl, statePasswordFile: o.statePasswordFile,
+        stateUrl: o.stateUrl, statePasswordFile: o.statePasswordFile, caPin: o.caPin,
         progress: (m) => out.progress(m),
       });
       out.result(report, () => [

@@ -13,7 +13,7 @@ import { LOCKS, withStoreLock } from '../state/store.js';
 import type { SubdomainRecord } from '../state/types.js';
 import { atomicWrite, ensureDir, readIfExists } from '../util/fsx.js';
 import { ConfigError } from '../util/errors.js';
-import { joinRelayCa, joinsSharedCa, publishCrls, ROOT_RECORD } from './relays/ca.js';
+import { joinRelayCa, joinsSharedCa, publishCrls, rootPinMismatch, ROOT_RECORD } from './relays/ca.js';
 
 export function crlUrl(ctx: ServerContext): string {
   return `http://${ctx.config.server.fqdn}/crl.pem`;
@@ -57,11 +57,11 @@ export async function refreshCrl(ctx: ServerContext, ca = authority(ctx)): Promi
   await publishCrls(ctx);
 }
 
-export async function initCa(ctx: ServerContext): Promise<{ created: boolean; sha256: string }> {
+export async function initCa(ctx: ServerContext, opts: { rootPin?: string } = {}): Promise<{ created: boolean; sha256: string }> {
   const ca = authority(ctx);
   // A relay of a fleet whose CA another relay made signs with a key of its own (src/server/relays/ca.ts).
   if (await joinsSharedCa(ctx, ca)) {
-    const joined = await joinRelayCa(ctx, ca);
+    const joined = await joinRelayCa(ctx, ca, opts.rootPin);
     await publishTrust(ctx, ca);
     return { created: joined.created, sha256: joined.rootSha256Hex };
   }
@@ -78,6 +78,15 @@ export async function initCa(ctx: ServerContext): Promise<{ created: boolean; sh
     // A leaked or misused CA key can then vouch for names under our domain only.
     restrictToDomain: ctx.config.domain,
   });
+  if (opts.rootPin !== undefined && hexFingerprint(r.sha256Fingerprint) !== opts.rootPin) {
+    // A root made just now cannot be a pinned one: this machine was meant to join a CA it does not see.
+    if (r.created) {
+      throw new ConfigError(`init made a new CA root here (sha256:${hexFingerprint(r.sha256Fingerprint)}), so it cannot be the pinned sha256:${opts.rootPin}.`, {
+        hint: 'To join a fleet\'s CA, the configuration needs relays: and relay: and the fleet\'s state store (state.url); remove the new CA directory (paths.ca) and run init again.',
+      });
+    }
+    throw rootPinMismatch(hexFingerprint(r.sha256Fingerprint), opts.rootPin, 'this machine\'s CA');
+  }
   await publishTrust(ctx, ca);
   return { created: r.created, sha256: hexFingerprint(r.sha256Fingerprint) };
 }

@@ -40,6 +40,8 @@ export interface InitOptions {
   secondaries?: { name: string; ipv4: string }[];
   /** Put every path under this directory (tests, demos, unprivileged trials). */
   root?: string;
+  /** sha256:HEX of the CA root this machine must end with (a relay joining a fleet's CA pins the store's root). */
+  caPin?: string;
   /** A PostgreSQL store for a new configuration (state.url), and the file holding its password. */
   stateUrl?: string;
   statePasswordFile?: string;
@@ -165,7 +167,15 @@ async function ensureKeysUser(c: Config, steps: InitStep[]): Promise<{ uid: numb
   return { uid: u.uid, gid: u.gid };
 }
 
+/** "sha256:HEX" (64 hex digits, as `ca init` and `token create` print it) → the lower-case hex. */
+export function parseCaPin(pin: string): string {
+  const m = /^sha256:([0-9a-fA-F]{64})$/.exec(pin.trim());
+  if (!m) throw new InputError('bad_option', `--ca-pin must look like sha256: and 64 hex digits (got ${JSON.stringify(pin.slice(0, 80))}).`, { hint: 'Copy ca_pin from `pipe2me-ctl --json ca init` on the relay that holds the root.' });
+  return m[1]!.toLowerCase();
+}
+
 export async function initServer(o: InitOptions): Promise<InitReport> {
+  if (o.caPin !== undefined) parseCaPin(o.caPin);
   const steps: InitStep[] = [];
   const progress = o.progress ?? (() => {});
   // A trial root is checked before anything is written, inside it or out.
@@ -249,7 +259,7 @@ export async function initServer(o: InitOptions): Promise<InitReport> {
   steps.push({ what: 'state store', status: existed ? 'kept' : 'created', path: db.location });
   try {
     progress('certificate authority');
-    const ca = await initCa({ config: c, layout: L, db });
+    const ca = await initCa({ config: c, layout: L, db }, o.caPin === undefined ? {} : { rootPin: parseCaPin(o.caPin) });
     steps.push({ what: `certificate authority (root sha256:${ca.sha256.slice(0, 16)}…)`, status: ca.created ? 'created' : 'kept', path: c.paths.ca });
   } finally {
     await db.close();

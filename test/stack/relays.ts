@@ -5,7 +5,7 @@
  * differ only in `relay:` and the paths of each root. Every relay signs with a CA key of its own: the
  * first holds the root, the others are approved there (docs/operations.md "Several relays").
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import yaml from 'js-yaml';
@@ -152,16 +152,23 @@ export class RelayFleet {
   async joinCa(name: string): Promise<{ keySha256: string }> {
     const r = this.relay(name);
     const first = this.relays[0]!;
-    const asked = await this.ctl<{ error: { code: string; data?: { key_sha256?: string } } }>(name, ['init', '--root', r.root], { timeout: 120_000, allowFailure: true });
+    // The root's pin, as the operator reads it on the root's holder.
+    const pin = 'sha256:' + new X509Certificate(fs.readFileSync(layout(loadConfig(first.configFile)).caCertFile, 'utf8')).fingerprint256.replace(/:/g, '').toLowerCase();
+    // Another pin: the store's root is not the pinned one, and nothing is made (no key, no request).
+    const wrongPin = await this.ctl(name, ['init', '--root', r.root, '--ca-pin', `sha256:${'0'.repeat(64)}`], { timeout: 120_000, allowFailure: true });
+    if (wrongPin.exitCode !== 9 || !(wrongPin.stdout + wrongPin.stderr).includes('ca_root_mismatch')) throw new Error(`init on ${name} with a wrong --ca-pin exited ${wrongPin.exitCode}: ${(wrongPin.stdout + wrongPin.stderr).slice(0, 600)}`);
+    if (fs.existsSync(path.join(loadConfig(r.configFile).paths.ca, 'private', 'ca.key'))) throw new Error(`init on ${name} with a wrong --ca-pin made a CA key`);
+    const asked = await this.ctl<{ error: { code: string; data?: { key_sha256?: string } } }>(name, ['init', '--root', r.root, '--ca-pin', pin], { timeout: 120_000, allowFailure: true });
     const text = asked.stdout + asked.stderr;
     if (asked.exitCode !== 9 || !text.includes('relay_ca_not_approved')) throw new Error(`init on ${name} did not wait for approval (exit ${asked.exitCode}): ${text.slice(0, 600)}`);
+    if (!text.includes(`The root in the state store is ${pin}, as pinned`)) throw new Error(`init on ${name} did not say which root it found: ${text.slice(0, 600)}`);
     const keySha256 = /key sha256 ([0-9a-f]{64})/.exec(text)?.[1] ?? '';
     // A sha256 that is not the request's key signs nothing (the operator read another relay's, say).
     const wrong = await this.ctl(first.name, ['relay', 'approve', name, '--key-sha256', '0'.repeat(64)], { allowFailure: true });
     if (wrong.exitCode !== 9) throw new Error(`approve with a wrong key sha256 exited ${wrong.exitCode}, not 9`);
     const approved = await this.ctl<{ key_sha256: string }>(first.name, ['relay', 'approve', name, '--key-sha256', keySha256]);
     if (approved.json.key_sha256 !== keySha256) throw new Error(`approve signed key ${approved.json.key_sha256}, init on ${name} made ${keySha256}`);
-    await this.ctl(name, ['init', '--root', r.root], { timeout: 120_000 });
+    await this.ctl(name, ['init', '--root', r.root, '--ca-pin', pin], { timeout: 120_000 });
     return { keySha256 };
   }
 

@@ -41,7 +41,7 @@ export async function joinsSharedCa(ctx: ServerContext, ca: CertificateAuthority
  * This relay's own CA: installed when the root's holder approved its request, else a request (with a
  * key made here) waiting in the store — then a DeniedError says what to run where.
  */
-export async function joinRelayCa(ctx: ServerContext, ca: CertificateAuthority): Promise<{ created: boolean; rootSha256Hex: string }> {
+export async function joinRelayCa(ctx: ServerContext, ca: CertificateAuthority, rootPin?: string): Promise<{ created: boolean; rootSha256Hex: string }> {
   const self = ctx.config.relays.self!;
   const rootPemOf = async () => {
     const root = (await loadCaFiles(ctx.db, [ROOT_RECORD])).get(ROOT_RECORD);
@@ -50,9 +50,15 @@ export async function joinRelayCa(ctx: ServerContext, ca: CertificateAuthority):
         hint: 'Run pipe2me-ctl init (or pipe2me-ctl ca init) once on the relay that made the CA: it puts the root in the store. Then run init here again.',
       });
     }
+    // The store is where the root comes from, not what vouches for it: with a pin, it must be the pinned one.
+    if (rootPin !== undefined && sha256Hex(root) !== rootPin) throw rootPinMismatch(sha256Hex(root), rootPin, 'the state store\'s CA');
     return root;
   };
-  if (fs.existsSync(path.join(ca.dir, 'ca.crt'))) return { created: false, rootSha256Hex: sha256Hex(ca.rootPem()) };
+  if (fs.existsSync(path.join(ca.dir, 'ca.crt'))) {
+    const have = sha256Hex(ca.rootPem());
+    if (rootPin !== undefined && have !== rootPin) throw rootPinMismatch(have, rootPin, 'this relay\'s CA');
+    return { created: false, rootSha256Hex: have };
+  }
   const stored = await loadCaFiles(ctx.db, [approvedRecord(self)]);
   const approved = stored.get(approvedRecord(self));
   if (approved && fs.existsSync(path.join(ca.dir, 'private', 'ca.key'))) {
@@ -64,16 +70,24 @@ export async function joinRelayCa(ctx: ServerContext, ca: CertificateAuthority):
       if ((e as { code?: string }).code !== 'ca_relay_request_invalid') throw e;
     }
   }
-  await rootPemOf();
+  const rootSha = sha256Hex(await rootPemOf());
   const req = await ca.requestRelayIntermediate({
     relay: self, commonName: relayCaName(ctx, self), crlUrl: relayCrlUrl(ctx, self),
     defaultDays: ctx.config.ca.validityDays, restrictToDomain: ctx.config.domain,
   });
   // An approval of an earlier request is void: it names another key.
   await saveCaFiles(ctx.db, new Map([[requestRecord(self), req.csrPem], [approvedRecord(self), '']]));
-  throw new DeniedError('relay_ca_not_approved', `This relay's CA key is made here (EC P-256, key sha256 ${req.keySha256}); the relay that holds the root has not signed it yet.`, {
+  throw new DeniedError('relay_ca_not_approved', `This relay's CA key is made here (EC P-256, key sha256 ${req.keySha256}); the relay that holds the root has not signed it yet. The root in the state store is sha256:${rootSha}${rootPin === undefined ? ' (not pinned: compare it with the ca_pin the root\'s holder prints, or give --ca-pin)' : ', as pinned'}.`, {
     hint: `On the relay that made the CA, check that key and run: pipe2me-ctl relay approve ${self} — then run pipe2me-ctl init here again.`,
-    data: { relay: self, key_sha256: req.keySha256 },
+    data: { relay: self, key_sha256: req.keySha256, root_ca_pin: `sha256:${rootSha}` },
+  });
+}
+
+/** The CA found is not the one the operator pinned (init --ca-pin): nothing was made or installed. */
+export function rootPinMismatch(found: string, pinned: string, where: string): DeniedError {
+  return new DeniedError('ca_root_mismatch', `The root of ${where} is sha256:${found}, not the pinned sha256:${pinned}: nothing was made or installed.`, {
+    hint: 'Check the pin: it is ca_pin of `pipe2me-ctl --json ca init` on the relay that holds the root. A store whose root is another one is not the fleet you meant to join.',
+    data: { found: `sha256:${found}`, pinned: `sha256:${pinned}` },
   });
 }
 
