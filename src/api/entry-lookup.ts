@@ -10,7 +10,7 @@ import type http from 'node:http';
 import type { ServerContext } from '../server/context.js';
 import { findSubdomain } from '../state/subdomains.js';
 import { httpEntryTarget, httpsEntryTarget } from '../render/entries.js';
-import type { Router } from './http.js';
+import { addressKey, RateLimiter, type Router } from './http.js';
 import { isPipe2meError } from '../util/errors.js';
 
 /** What nginx answers for a name it has no entry for (the same text, from either place). */
@@ -19,17 +19,24 @@ export const NO_ENTRY: Record<'http' | 'https', string> = {
   https: 'pipe2me: no https service is published under this name.\n',
 };
 
-/** The request target nginx hands on ($request_uri): origin-form, printable, no spaces. */
-const REQUEST_URI = /^\/[\x21-\x7e]{0,8191}$/;
+/** The request target nginx hands on ($request_uri): origin-form, no spaces or controls (raw bytes above 0x7f pass, as in nginx's own redirect). */
+const REQUEST_URI = /^\/[\x21-\x7e\x80-\xff]{0,8191}$/;
 
 function plain(res: http.ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
   res.end(text);
 }
 
-export function registerEntryLookup(router: Router, ctx: ServerContext): void {
+/**
+ * Lookups have a limit of their own per visitor's address (10× the API's): a visitor is not counted
+ * against the budget of token and claim calls, and a scanner asking for names that do not exist gets
+ * nginx's 404 (nginx turns the 429 into it) without reaching the store more than that often.
+ */
+export function registerEntryLookup(router: Router, ctx: ServerContext, o: { clientAddress: (req: http.IncomingMessage) => string }): void {
+  const perVisitor = new RateLimiter(() => ctx.config.api.ratePerMinute * 10);
   for (const scheme of ['http', 'https'] as const) {
     router.add('GET', `/v1/entry/${scheme}`, async (req, res) => {
+      perVisitor.check('v:' + addressKey(o.clientAddress(req)));
       const host = (req.headers.host ?? '').toLowerCase().replace(/\.$/, '');
       const uri = req.headers['x-pipe2me-request-uri'];
       if (typeof uri !== 'string' || !REQUEST_URI.test(uri)) return plain(res, 400, 'pipe2me: the request target is not one this entry redirects.\n');

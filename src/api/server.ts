@@ -310,7 +310,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   });
 
   registerStatusRoutes(router, ctx, { clientAddress, log });
-  registerEntryLookup(router, ctx);
+  registerEntryLookup(router, ctx, { clientAddress });
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const started = performance.now();
@@ -324,7 +324,9 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
       // Pods with a secret are limited per secret, not per address: a fleet behind one NAT address or one
       // IPv6 /64 must not lock each other out (a wrong secret is counted against the address in authenticate).
       const podCall = /^Bearer p2ms_[A-Za-z0-9_-]{43}$/.test(req.headers.authorization ?? '');
-      if (!scrape && !podCall) perAddress.check('a:' + addressKey(clientAddress(req)));
+      // nginx's entry lookups (entry-lookup.ts) have a limit of their own.
+      const entryLookup = url.pathname.startsWith('/v1/entry/');
+      if (!scrape && !podCall && !entryLookup) perAddress.check('a:' + addressKey(clientAddress(req)));
       if (scrape) {
         route = '/metrics';
         const reg = client.Registry.merge([await scrapeFleet(ctx), metrics.registry]);

@@ -71,6 +71,12 @@ export async function initCa(ctx: ServerContext, opts: { rootPin?: string } = {}
       hint: `Restore the CA directory (paths.ca, mode 0700) from this server's backup to ${ctx.config.paths.ca}, then run init again.`,
     });
   }
+  // A pin with no CA here and none to join: a new root could never be the pinned one — refused before a key is made.
+  if (opts.rootPin !== undefined && !fs.existsSync(path.join(ctx.config.paths.ca, 'ca.json'))) {
+    throw new ConfigError(`--ca-pin names the root of a CA to join, and this machine has no CA and joins none (sha256:${opts.rootPin}).`, {
+      hint: 'To join a fleet\'s CA, the configuration needs relays: and relay: and the fleet\'s state store (state.url). To make a new CA here, leave --ca-pin out.',
+    });
+  }
   const r = await ca.init({
     commonName: `pipe2me CA for ${ctx.config.domain}`,
     crlUrl: crlUrl(ctx),
@@ -78,15 +84,7 @@ export async function initCa(ctx: ServerContext, opts: { rootPin?: string } = {}
     // A leaked or misused CA key can then vouch for names under our domain only.
     restrictToDomain: ctx.config.domain,
   });
-  if (opts.rootPin !== undefined && hexFingerprint(r.sha256Fingerprint) !== opts.rootPin) {
-    // A root made just now cannot be a pinned one: this machine was meant to join a CA it does not see.
-    if (r.created) {
-      throw new ConfigError(`init made a new CA root here (sha256:${hexFingerprint(r.sha256Fingerprint)}), so it cannot be the pinned sha256:${opts.rootPin}.`, {
-        hint: 'To join a fleet\'s CA, the configuration needs relays: and relay: and the fleet\'s state store (state.url); remove the new CA directory (paths.ca) and run init again.',
-      });
-    }
-    throw rootPinMismatch(hexFingerprint(r.sha256Fingerprint), opts.rootPin, 'this machine\'s CA');
-  }
+  if (opts.rootPin !== undefined && hexFingerprint(r.sha256Fingerprint) !== opts.rootPin) throw rootPinMismatch(hexFingerprint(r.sha256Fingerprint), opts.rootPin, 'this machine\'s CA');
   await publishTrust(ctx, ca);
   return { created: r.created, sha256: hexFingerprint(r.sha256Fingerprint) };
 }

@@ -197,9 +197,13 @@ describe('the entry of a name that nginx\'s maps do not hold yet', () => {
       expect(x.status, host).toBe(404);
       expect(x.body, host).toBe('pipe2me: no service is published under this name.\n');
     }
-    // The entry path itself is nginx's own: a client asking for it gets no lookup.
-    const direct = await entry(`http://${made.fqdn}/.pipe2me-entry`, made.fqdn);
-    expect(direct.status).toBe(404);
+    // No path of a name is taken for the lookup: the API's path asked for on an entry is just a path.
+    const paths = (await stack().ctl<{ fqdn: string; ports: { port: number }[] }>(['add-subdomain', '--ports', 'http', '--no-apply'])).json;
+    for (const p of ['/v1/entry/http', '/v1/entry/https?x=1', '/.pipe2me-entry']) {
+      const r = await entry(`http://${paths.fqdn}${p}`, paths.fqdn);
+      expect(r.status, p).toBe(302);
+      expect(r.location, p).toBe(`http://${paths.fqdn}:${paths.ports[0]!.port}${p}`);
+    }
   });
 
   it('with the API down, a name not in the map gets nginx\'s 404 (never a 502), and names in the map redirect as before', async () => {
