@@ -115,12 +115,9 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
       log(`applying ${name} waits for the state store: ${(e as Error).message}`, { event: 'apply', outcome: 'deferred', subdomain: name });
     }
   };
-  /** An apply nobody waits for: its failure is logged (and the watcher or the next apply renders it). */
+  /** An apply nobody waits for: the queue logs its failure (and the watcher or the next apply renders it). */
   const applyLater = (units: Parameters<ApplyQueue['request']>[0], name: string) => {
-    queue.request(units).catch((e) => {
-      if (storeUnavailable(e)) log(`applying ${name} waits for the state store: ${(e as Error).message}`, { event: 'apply', outcome: 'deferred', subdomain: name });
-      // The queue logged the failure itself.
-    });
+    applyAfterCommit(units, name).catch(() => {});
   };
   // The ACME worker, when the configuration (as it is now) says ca.issuer: acme.
   let acmeService: AcmeService | undefined;

@@ -42,6 +42,11 @@ export interface ReloadReport extends Reload {
   servedAfterMs?: number;
 }
 
+/** An apply's steps in whole milliseconds (for --json and the logs). */
+export function stepsMs(r: Pick<ApplyReport, 'steps'>): Record<string, number> {
+  return Object.fromEntries(Object.entries(r.steps).map(([k, v]) => [k, Math.round(v * 1000)]));
+}
+
 export interface ApplyReport {
   plan: Plan;
   /** How each per-pod file was rendered: patched with the pods that changed, or whole and why. */

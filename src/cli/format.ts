@@ -1,5 +1,5 @@
 /** Human-readable renderings of results, shared by the commands. */
-import type { ApplyReport } from '../apply/apply.js';
+import { stepsMs, type ApplyReport } from '../apply/apply.js';
 import type { SubdomainSummary, SubdomainView } from '../server/subdomains.js';
 import { table } from './output.js';
 
@@ -31,7 +31,7 @@ export function applyJson(r: ApplyReport) {
     ...(r.keyIndex ? { key_index: r.keyIndex } : {}),
     rendered: r.rendered,
     duration_ms: Math.round(r.durationMs),
-    steps_ms: Object.fromEntries(Object.entries(r.steps).map(([k, v]) => [k, Math.round(v * 1000)])),
+    steps_ms: stepsMs(r),
   };
 }
 

@@ -3,7 +3,7 @@
  * each unit it asked for that starts after its change was committed. Twenty pods registering at once
  * cause a couple of applies, not twenty. Across processes, apply's own locks serialize.
  */
-import { apply, type ApplyReport } from '../apply/apply.js';
+import { apply, stepsMs, type ApplyReport } from '../apply/apply.js';
 import type { Unit } from '../render/types.js';
 import type { ServerContext } from './context.js';
 import { isPipe2meError } from '../util/errors.js';
@@ -35,8 +35,8 @@ class Lane {
       try {
         const r = await apply(this.ctx, { units: [this.unit] });
         if (r.plan.changedUnits.length) {
-          const steps = Object.entries(r.steps).map(([k, v]) => `${k} ${(v * 1000).toFixed(0)}`).join(', ');
-          this.log(`applied ${r.plan.changedUnits.join(', ')} in ${r.durationMs.toFixed(0)} ms (${steps})`, { event: 'apply', outcome: 'ok', units: r.plan.changedUnits, duration_ms: Math.round(r.durationMs), steps_ms: Object.fromEntries(Object.entries(r.steps).map(([k, v]) => [k, Math.round(v * 1000)])) });
+          const steps = stepsMs(r);
+          this.log(`applied ${r.plan.changedUnits.join(', ')} in ${r.durationMs.toFixed(0)} ms (${Object.entries(steps).map(([k, v]) => `${k} ${v}`).join(', ')})`, { event: 'apply', outcome: 'ok', units: r.plan.changedUnits, duration_ms: Math.round(r.durationMs), steps_ms: steps });
         }
         for (const w of waiters) w.resolve(r);
       } catch (e) {
