@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import { InputError } from '../util/errors.js';
 import { authority, hexFingerprint, initCa, publishTrust } from '../server/ca.js';
 import { markRevoked } from '../state/certificates.js';
-import { listOrders } from '../state/acme.js';
+import { listAccounts, listOrders } from '../state/acme.js';
 import { renderTemplate } from '../render/templates.js';
 import { table } from './output.js';
 import { applyJson } from './format.js';
@@ -106,10 +106,24 @@ Examples:
       withServer(cmd, async (ctx, out) => {
         const list = await listOrders(ctx.db, o.limit);
         const iso = isoSeconds;
-        out.result(list.map((x) => ({ id: x.id, names: x.names, purpose: x.purpose, state: x.state, attempts: x.attempts, next_attempt: x.state === 'queued' ? iso(x.nextAttemptAt) : null, last_error: x.lastError, certificate: x.certSerial, created: iso(x.createdAt) })),
+        out.result(list.map((x) => ({ id: x.id, names: x.names, purpose: x.purpose, state: x.state, attempts: x.attempts, next_attempt: x.state === 'queued' ? iso(x.nextAttemptAt) : null, last_error: x.lastError, certificate: x.certSerial, created: iso(x.createdAt), relay: x.relay, worked_by: x.workedBy })),
           () => list.length === 0 ? (ctx.config.ca.issuer === 'acme' ? 'No ACME orders yet.' : 'No ACME orders: ca.issuer is private.') : table(
-            list.map((x) => [x.id, x.names.join(','), x.state, String(x.attempts), x.state === 'queued' ? iso(x.nextAttemptAt) : '-', (x.lastError ?? '').slice(0, 80)]),
-            ['ORDER', 'NAMES', 'STATE', 'TRIES', 'NEXT', 'LAST ERROR']));
+            list.map((x) => [x.id, x.names.join(','), x.state, String(x.attempts), x.state === 'queued' ? iso(x.nextAttemptAt) : '-', x.workedBy ?? x.relay ?? '-', (x.lastError ?? '').slice(0, 80)]),
+            ['ORDER', 'NAMES', 'STATE', 'TRIES', 'NEXT', 'RELAY', 'LAST ERROR']));
+      }));
+  caCmd
+    .command('accounts')
+    .description('The ACME accounts in the state store: one per relay key and CA (each key is a file on its relay, 0600, and never leaves it).')
+    .addHelpText('after', `
+Examples:
+  pipe2me-ctl ca accounts
+  pipe2me-ctl ca accounts --json`)
+    .action(async (_o, cmd: Command) =>
+      withServer(cmd, async (ctx, out) => {
+        const list = await listAccounts(ctx.db);
+        out.result(list.map((a) => ({ relay: a.relay, directory_url: a.directoryUrl, url: a.url, email: a.email, key_sha256: a.keySha256, created: isoSeconds(a.createdAt) })),
+          () => list.length === 0 ? 'No ACME account yet (one is registered at the first order).' : table(
+            list.map((a) => [a.relay, a.directoryUrl, a.url, a.keySha256.slice(0, 16)]), ['RELAY', 'DIRECTORY', 'ACCOUNT', 'KEY SHA256']));
       }));
   caCmd
     .command('show')

@@ -13,12 +13,12 @@ import type { ServerContext } from './context.js';
 import { AcmeFailure, openAccount, reachability, type AcmeSettings } from '../ca/acme/client.js';
 import { fulfil, revokeAcme, spkiSha256, type Issued, type OrderTiming } from '../ca/acme/order.js';
 import { parseCsr } from '../ca/csr.js';
-import { getMeta, setMeta } from '../state/db.js';
 import {
-  addChallenges, deferOrder, finishOrder, getOrder, nextDueAt, orderStillWanted, orphanChallenges, queueOrder, recentFailures,
-  recordFailure, removeChallenges, takeDueOrder, type AcmeOrder,
+  accountOf, addChallenges, deferOrder, finishOrder, getOrder, nextDueAt, orderStillWanted, orphanChallenges, queueOrder, recentFailures,
+  recordAccount, recordFailure, removeChallenges, takeDueOrder, type AcmeOrder,
 } from '../state/acme.js';
 import { recordCertificate } from '../state/certificates.js';
+import { relayStates } from '../state/relays.js';
 import { now } from '../state/types.js';
 import { ConfigError } from '../util/errors.js';
 import { withLock } from '../util/lock.js';
@@ -93,12 +93,13 @@ export class AcmeService {
     const s = acmeSettings(this.ctx);
     const key = `${s.directoryUrl} ${s.email} ${s.eab?.kid ?? ''}`;
     if (this.client && this.clientKey === key) return this.client;
-    const meta = `acme_account_url ${s.directoryUrl}`;
+    // One account per relay key: the key never leaves its relay, the store says which URL is whose.
+    const relay = this.ctx.config.relays.self;
     this.client = await openAccount(s, { keyFile: accountKeyFile(this.ctx) }, {
-      get: () => getMeta(this.ctx.db, meta),
-      set: async (u) => {
-        await setMeta(this.ctx.db, meta, u);
-        this.opts.log(`ACME account registered at ${s.directoryUrl} for ${s.email}`);
+      get: async (keySha256) => (await accountOf(this.ctx.db, s.directoryUrl, keySha256))?.url,
+      set: async (u, keySha256) => {
+        await recordAccount(this.ctx.db, { directoryUrl: s.directoryUrl, keySha256, url: u, relay, email: s.email });
+        this.opts.log(`ACME account ${u} at ${s.directoryUrl} for ${s.email} (relay ${relay}, key sha256 ${keySha256})`);
       },
     });
     this.clientKey = key;
@@ -146,7 +147,7 @@ export class AcmeService {
   private async scheduleNext(failed = false): Promise<void> {
     if (this.stopped) return;
     // The store unreachable: look again in 10 s (the orders wait in the store, nothing is lost).
-    const due = await nextDueAt(this.ctx.db).catch(() => undefined);
+    const due = await nextDueAt(this.ctx.db, this.ctx.config.relays.self).catch(() => undefined);
     if (this.stopped) return;
     // After a failed round (a store that reads but cannot write, after a failover to a standby) not at
     // once, however due an order looks: that would be a loop as fast as the store answers.
@@ -173,7 +174,8 @@ export class AcmeService {
     await this.opts.maintain?.().catch((e) => this.opts.log(`ACME: could not look at the server's certificates: ${(e as Error).message}`));
     await withLock(path.join(this.ctx.layout.lockDir, 'acme.lock'), 'ACME', async () => {
       await this.cleanOrphans();
-      for (let order = await takeDueOrder(this.ctx.db); order; order = await takeDueOrder(this.ctx.db)) {
+      const relay = this.ctx.config.relays.self;
+      for (let order = await takeDueOrder(this.ctx.db, relay); order; order = await takeDueOrder(this.ctx.db, relay)) {
         done.push(await this.work(order));
         if (this.stopped) break;
       }
@@ -207,7 +209,7 @@ export class AcmeService {
     }
     try {
       const client = await this.account();
-      const nameservers = [...new Set([c.dns.primary.ipv4, ...c.dns.secondaries.map((s) => s.ipv4)])];
+      const nameservers = await this.nameservers();
       const issued = await fulfil(client, order.names, order.csrPem, {
         nameservers,
         publish: async (records) => {
@@ -249,6 +251,20 @@ export class AcmeService {
       finish(o);
       return { order: o, failure: f, timing };
     }
+  }
+
+  /**
+   * Every nameserver the CA may ask, to wait for before it is asked to validate: the secondaries and, with
+   * relays, each relay's own that is not down (each renders the zone from the store at its watcher's pace;
+   * a down relay's nameserver does not answer, and a CA's resolver takes the next).
+   */
+  private async nameservers(): Promise<string[]> {
+    const c = this.ctx.config;
+    const secondaries = c.dns.secondaries.map((s) => s.ipv4);
+    if (!c.relays.relayed) return [...new Set([c.dns.primary.ipv4, ...secondaries])];
+    const live = new Set((await relayStates(this.ctx.db)).filter((r) => r.state !== 'down').map((r) => r.name));
+    const relayNs = c.relays.list.filter((r) => r.name === c.relays.self || live.has(r.name)).map((r) => r.ipv4);
+    return [...new Set([...relayNs, ...secondaries])];
   }
 
   /** When to try an order again after a failure, or null to give it up. */

@@ -113,7 +113,7 @@ export async function orderPublicWildcard(ctx: ServerContext, progress: (m: stri
 
 async function decideWildcardOrder(ctx: ServerContext, progress: (m: string) => void): Promise<void> {
   const names = wildcardNames(ctx);
-  const open = await latestServerOrder(ctx.db, names);
+  const open = await latestServerOrder(ctx.db, names, ctx.config.relays.self);
   if (open && (open.state === 'queued' || open.state === 'working')) return;
   // An order the CA refused for good is not placed again at once: the operator sees why (`ca orders`).
   if (open && open.state === 'failed' && Date.now() / 1000 - open.updatedAt < 3600) return;
@@ -130,7 +130,8 @@ async function decideWildcardOrder(ctx: ServerContext, progress: (m: string) => 
   const key = await lib.crypto.createPrivateEcdsaKey('P-256');
   const [, csr] = await lib.crypto.createCsr({ commonName: names[0]!, altNames: names }, key);
   atomicWrite(pendingWildcardKey(ctx), key, { mode: 0o600 });
-  await queueOrder(ctx.db, { subdomainId: null, purpose: 'server', names, csrPem: csr.toString(), keySha256: csrKeySha256(csr.toString()) });
+  // Bound to this relay: the key is here, and only here can the certificate be installed with it.
+  await queueOrder(ctx.db, { subdomainId: null, purpose: 'server', names, csrPem: csr.toString(), keySha256: csrKeySha256(csr.toString()), relay: ctx.config.relays.self });
 }
 
 /** Puts an issued public wildcard in place with its key; returns false if the key is not the order's. */

@@ -4,8 +4,8 @@
  * per name (the CA allows only a few per hour: they are counted so that none is spent blindly).
  */
 import { randomBytes } from 'node:crypto';
-import { sql, type Selectable } from 'kysely';
-import type { AcmeOrdersTable } from './schema.js';
+import { sql, type ExpressionBuilder, type Selectable } from 'kysely';
+import type { AcmeOrdersTable, Schema } from './schema.js';
 import { inList, writeTx, type Store } from './store.js';
 import { now } from './types.js';
 
@@ -25,6 +25,10 @@ export interface AcmeOrder {
   certSerial: string | null;
   createdAt: number;
   updatedAt: number;
+  /** The relay that must work it (it holds the order's key), or null: any relay. */
+  relay: string | null;
+  /** The relay that last took it. */
+  workedBy: string | null;
 }
 
 /** A row as Kysely returns it (the table as src/state/schema.ts describes it). */
@@ -33,7 +37,7 @@ type Row = Selectable<AcmeOrdersTable>;
 const toOrder = (r: Row): AcmeOrder => ({
   id: r.id, subdomainId: r.subdomain_id, purpose: r.purpose, names: JSON.parse(r.names) as string[], csrPem: r.csr_pem, keySha256: r.key_sha256,
   state: r.state, attempts: r.attempts, nextAttemptAt: r.next_attempt_at, lastError: r.last_error, certSerial: r.cert_serial,
-  createdAt: r.created_at, updatedAt: r.updated_at,
+  createdAt: r.created_at, updatedAt: r.updated_at, relay: r.relay, workedBy: r.worked_by,
 });
 
 /** Orders newest first: by creation time, then by the order they were queued in (seq) within one second. */
@@ -41,20 +45,22 @@ const NEWEST = [sql`created_at DESC`, sql`seq DESC`] as const;
 
 /**
  * Queues an order for these names and CSR. An open order for the same subdomain (or, for the server, the
- * same names) is replaced: only the newest CSR matters, and two orders would spend the CA's limits twice.
+ * same names on the same relay) is replaced: only the newest CSR matters, and two orders would spend the
+ * CA's limits twice. `relay` binds the order to the relay that holds its key (the server's own names: each
+ * relay's wildcard has a key of its own, which never leaves it); a pod's order is worked by any relay.
  */
-export async function queueOrder(store: Store, o: { subdomainId: string | null; purpose: 'pod' | 'server'; names: string[]; csrPem: string; keySha256: string }): Promise<AcmeOrder> {
+export async function queueOrder(store: Store, o: { subdomainId: string | null; purpose: 'pod' | 'server'; names: string[]; csrPem: string; keySha256: string; relay?: string | null }): Promise<AcmeOrder> {
   return writeTx(store, async (s) => {
     const t = now();
     const names = JSON.stringify([...o.names].sort());
     const open = s.q.updateTable('acme_orders').set({ state: 'cancelled', updated_at: t }).where('state', 'in', ['queued', 'working']);
     if (o.subdomainId) await open.where('subdomain_id', '=', o.subdomainId).execute();
-    else await open.where('subdomain_id', 'is', null).where('names', '=', names).execute();
+    else await open.where('subdomain_id', 'is', null).where('names', '=', names).where(boundTo(o.relay ?? null)).execute();
     const id = randomBytes(8).toString('hex');
     const seq = Number((await s.q.selectFrom('acme_orders').select(sql<number>`coalesce(max(seq), 0)`.as('n')).executeTakeFirstOrThrow()).n) + 1;
     await s.q.insertInto('acme_orders').values({
       id, subdomain_id: o.subdomainId, purpose: o.purpose, names, csr_pem: o.csrPem, key_sha256: o.keySha256, state: 'queued', next_attempt_at: t,
-      created_at: t, updated_at: t, seq,
+      created_at: t, updated_at: t, seq, relay: o.relay ?? null,
     }).execute();
     return (await getOrder(s, id))!;
   });
@@ -71,31 +77,37 @@ export async function latestOrderOf(s: Store, subdomainId: string): Promise<Acme
   return r ? toOrder(r) : undefined;
 }
 
-/** The newest order for the server's own names. */
-export async function latestServerOrder(s: Store, names: string[]): Promise<AcmeOrder | undefined> {
+/** Orders bound to exactly this relay (null: the orders of no relay in particular). */
+const boundTo = (relay: string | null) => (eb: ExpressionBuilder<Schema, 'acme_orders'>) => relay === null ? eb('relay', 'is', null) : eb('relay', '=', relay);
+/** Orders this relay may work: its own and those of no relay in particular. */
+const workableBy = (relay: string) => (eb: ExpressionBuilder<Schema, 'acme_orders'>) => eb.or([eb('relay', 'is', null), eb('relay', '=', relay)]);
+
+/** The newest order for the server's own names placed by this relay (or, from before relays, by none). */
+export async function latestServerOrder(s: Store, names: string[], relay: string): Promise<AcmeOrder | undefined> {
   const r = await s.q.selectFrom('acme_orders').selectAll().where('subdomain_id', 'is', null).where('names', '=', JSON.stringify([...names].sort()))
-    .orderBy(NEWEST[0]).orderBy(NEWEST[1]).limit(1).executeTakeFirst();
+    .where(workableBy(relay)).orderBy(NEWEST[0]).orderBy(NEWEST[1]).limit(1).executeTakeFirst();
   return r ? toOrder(r) : undefined;
 }
 
 /**
- * Takes the next due order for working on it (queued, its time has come), or one left 'working' by a
+ * Takes the next due order this relay may work (queued, its time has come), or one left 'working' by a
  * process that died (untouched for `staleSeconds`). Atomic: two workers never take the same order.
  */
-export async function takeDueOrder(store: Store, at = now(), staleSeconds = 600): Promise<AcmeOrder | undefined> {
+export async function takeDueOrder(store: Store, relay: string, at = now(), staleSeconds = 600): Promise<AcmeOrder | undefined> {
   return writeTx(store, async (s) => {
     const r = await s.q.selectFrom('acme_orders').select('id')
       .where((eb) => eb.or([eb.and([eb('state', '=', 'queued'), eb('next_attempt_at', '<=', at)]), eb.and([eb('state', '=', 'working'), eb('updated_at', '<', at - staleSeconds)])]))
+      .where(workableBy(relay))
       .orderBy('next_attempt_at').orderBy('created_at').orderBy('seq').limit(1).executeTakeFirst();
     if (!r) return undefined;
-    await s.q.updateTable('acme_orders').set((eb) => ({ state: 'working', attempts: eb('attempts', '+', 1), updated_at: at })).where('id', '=', r.id).execute();
+    await s.q.updateTable('acme_orders').set((eb) => ({ state: 'working', attempts: eb('attempts', '+', 1), updated_at: at, worked_by: relay })).where('id', '=', r.id).execute();
     return getOrder(s, r.id);
   });
 }
 
-/** The soonest time an order is due, if any is queued. */
-export async function nextDueAt(s: Store): Promise<number | undefined> {
-  const r = await s.q.selectFrom('acme_orders').select((eb) => eb.fn.min('next_attempt_at').as('t')).where('state', '=', 'queued').executeTakeFirst();
+/** The soonest time an order this relay may work is due, if any is queued. */
+export async function nextDueAt(s: Store, relay: string): Promise<number | undefined> {
+  const r = await s.q.selectFrom('acme_orders').select((eb) => eb.fn.min('next_attempt_at').as('t')).where('state', '=', 'queued').where(workableBy(relay)).executeTakeFirst();
   return r?.t === null || r?.t === undefined ? undefined : Number(r.t);
 }
 
@@ -118,6 +130,26 @@ export async function orderStillWanted(s: Store, id: string): Promise<boolean> {
 
 export async function listOrders(s: Store, limit = 200): Promise<AcmeOrder[]> {
   return (await s.q.selectFrom('acme_orders').selectAll().orderBy(NEWEST[0]).orderBy(NEWEST[1]).limit(limit).execute()).map(toOrder);
+}
+
+// --- accounts: one per relay key and CA ---------------------------------------------------------------
+
+export interface AcmeAccount { directoryUrl: string; keySha256: string; url: string; relay: string; email: string; createdAt: number }
+
+/** The account URL the CA gave this key (by the sha256 of its public key), if it was registered. */
+export async function accountOf(s: Store, directoryUrl: string, keySha256: string): Promise<AcmeAccount | undefined> {
+  const r = await s.q.selectFrom('acme_accounts').selectAll().where('directory_url', '=', directoryUrl).where('key_sha256', '=', keySha256).executeTakeFirst();
+  return r ? { directoryUrl: r.directory_url, keySha256: r.key_sha256, url: r.url, relay: r.relay, email: r.email, createdAt: r.created_at } : undefined;
+}
+
+export async function recordAccount(s: Store, a: Omit<AcmeAccount, 'createdAt'>): Promise<void> {
+  await s.q.insertInto('acme_accounts').values({ directory_url: a.directoryUrl, key_sha256: a.keySha256, url: a.url, relay: a.relay, email: a.email, created_at: now() })
+    .onConflict((oc) => oc.columns(['directory_url', 'key_sha256']).doUpdateSet({ url: a.url, relay: a.relay, email: a.email })).execute();
+}
+
+export async function listAccounts(s: Store): Promise<AcmeAccount[]> {
+  return (await s.q.selectFrom('acme_accounts').selectAll().orderBy('relay').orderBy('directory_url').execute())
+    .map((r) => ({ directoryUrl: r.directory_url, keySha256: r.key_sha256, url: r.url, relay: r.relay, email: r.email, createdAt: r.created_at }));
 }
 
 // --- dns-01 challenges: the TXT records the zone renders while an order needs them --------------------

@@ -18,6 +18,7 @@ const ORDER: Record<Table, readonly string[]> = {
   mappings: ['subdomain_id', 'family', 'external_port'], probe_results: ['id'], removed_subdomains: ['id'], acme_orders: ['id'],
   acme_challenges: ['order_id', 'owner', 'value'], acme_failures: ['name', 'at'], render_seq: ['id'], render_journal: ['name'],
   metric_counters: ['name', 'labels'], metric_marks: ['name'], operators: ['name'], sessions: ['subdomain_id', 'relay'], ca_files: ['name'], relays: ['name'],
+  acme_accounts: ['directory_url', 'key_sha256'],
 };
 
 /** Kept by triggers on the target while rows arrive: replaced by the source's own rows after everything else. */

@@ -392,6 +392,37 @@ ALTER TABLE ports ADD COLUMN slot bigint NOT NULL DEFAULT 0;
 ALTER TABLE ports DROP CONSTRAINT ports_pkey;
 ALTER TABLE ports ADD PRIMARY KEY (slot, port);`,
   },
+  {
+    version: 13,
+    description: 'ACME with relays: each relay\'s account (its key stays on the relay; the store says which account URL goes with which key at which CA), the relay an order is bound to (the server\'s own names: the relay holding the order\'s key) and the relay that last worked it',
+    // The account URL was one meta row per directory: with several relays it named one relay's account
+    // for every relay's key. It is dropped; each relay finds its own again by registering its key (a CA
+    // answers an existing key with its existing account, RFC 8555 7.3.1).
+    sql: `CREATE TABLE acme_accounts (
+  directory_url TEXT NOT NULL,
+  key_sha256    TEXT NOT NULL,
+  url           TEXT NOT NULL,
+  relay         TEXT NOT NULL,
+  email         TEXT NOT NULL,
+  created_at    INTEGER NOT NULL,
+  PRIMARY KEY (directory_url, key_sha256)
+) STRICT;
+ALTER TABLE acme_orders ADD COLUMN relay TEXT;
+ALTER TABLE acme_orders ADD COLUMN worked_by TEXT;
+DELETE FROM meta WHERE key LIKE 'acme_account_url %';`,
+    postgres: `CREATE TABLE acme_accounts (
+  directory_url text COLLATE "C" NOT NULL,
+  key_sha256    text COLLATE "C" NOT NULL,
+  url           text COLLATE "C" NOT NULL,
+  relay         text COLLATE "C" NOT NULL,
+  email         text COLLATE "C" NOT NULL,
+  created_at    bigint NOT NULL,
+  PRIMARY KEY (directory_url, key_sha256)
+);
+ALTER TABLE acme_orders ADD COLUMN relay text COLLATE "C";
+ALTER TABLE acme_orders ADD COLUMN worked_by text COLLATE "C";
+DELETE FROM meta WHERE key LIKE 'acme_account_url %';`,
+  },
 ];
 
 /**

@@ -121,7 +121,14 @@ export interface AcmeOrdersTable {
   updated_at: number;
   /** Migration 10: the order orders were queued in (times are seconds; two in one second stay ordered). */
   seq: number | null;
+  /** Migration 13: the relay that must work this order (the one holding its key: the server's own names), or null for any. */
+  relay: string | null;
+  /** Migration 13: the relay that last took it. */
+  worked_by: string | null;
 }
+
+/** Migration 13: an ACME account per relay key and CA (the key itself is a file on its relay). */
+export interface AcmeAccountsTable { directory_url: string; key_sha256: string; url: string; relay: string; email: string; created_at: number }
 
 export interface AcmeChallengesTable { order_id: string; owner: string; value: string }
 export interface AcmeFailuresTable { name: string; at: number }
@@ -169,6 +176,7 @@ export interface Schema {
   acme_orders: AcmeOrdersTable;
   acme_challenges: AcmeChallengesTable;
   acme_failures: AcmeFailuresTable;
+  acme_accounts: AcmeAccountsTable;
   render_seq: RenderSeqTable;
   render_journal: RenderJournalTable;
   metric_counters: MetricCountersTable;
@@ -183,5 +191,5 @@ export interface Schema {
 export const TABLES = [
   'meta', 'tokens', 'subdomains', 'ports', 'ssh_keys', 'certificates', 'mappings', 'probe_results', 'removed_subdomains',
   'acme_orders', 'acme_challenges', 'acme_failures', 'render_seq', 'render_journal', 'metric_counters', 'metric_marks',
-  'operators', 'sessions', 'ca_files', 'relays',
+  'operators', 'sessions', 'ca_files', 'relays', 'acme_accounts',
 ] as const satisfies readonly (keyof Schema)[];

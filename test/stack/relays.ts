@@ -18,6 +18,7 @@ import { sshdArgv } from '../../src/daemons/sshd.js';
 import { namedArgv } from '../../src/daemons/bind.js';
 import { trialUsers } from '../../src/server/init.js';
 import { startPostgresIn, type PgServer } from './postgres.js';
+import { acmeConfig, startPebble, type Pebble } from './pebble.js';
 import { CTL, DOMAIN, POD, POD_SERVICE, runCli, type CliResult } from './stack.js';
 
 export interface RelayHost {
@@ -38,6 +39,12 @@ export interface FleetOptions extends WorldOptions {
   slots?: 1 | 2;
   /** The public port range (default init's 20000-29999). */
   ports?: { first: number; last: number };
+  /**
+   * Certificates from a public ACME CA (Pebble in the world's `ca` namespace) instead of the private CA.
+   * Pebble asks the last relay's nameserver for dns-01 records: an order worked on another relay is asked
+   * to validate only once that nameserver serves its record.
+   */
+  acme?: boolean;
 }
 
 /** A blackhole on the relay's own side: loopback still works (its daemons keep talking to each other). */
@@ -52,6 +59,8 @@ const HOSTS = [['relay-a', 'srv'], ['relay-b', 'srv2'], ['relay-c', 'srv3']] as 
 export class RelayFleet {
   readonly relays: RelayHost[];
   pg!: PgServer;
+  /** With `acme`: the public CA. */
+  pebble?: Pebble;
 
   private constructor(readonly world: World, readonly opts: FleetOptions) {
     this.relays = HOSTS.slice(0, opts.relays).map(([name, host]) => ({
@@ -124,6 +133,7 @@ export class RelayFleet {
       fs.mkdirSync(path.join(r.root, 'etc', 'pipe2me'), { recursive: true });
       fs.writeFileSync(path.join(r.root, 'etc', 'pipe2me', 'db.password'), `${password}\n`, { mode: 0o600 });
     }
+    if (this.opts.acme) this.pebble = await startPebble(this.world, { dnsServer: this.relays[this.relays.length - 1]!.address });
     const url = `postgres://${this.pg.user}@${ADDR.db}:5432/${this.pg.database}?connect_timeout=2`;
     await this.ctl(first.name, ['init', '--domain', DOMAIN, '--ipv4', first.address, '--root', first.root, '--dns', 'bind', '--ttl', String(this.opts.ttl ?? 5),
       '--state-url', url, '--state-password-file', path.join(first.root, 'etc', 'pipe2me', 'db.password')], { timeout: 120_000 });
@@ -135,6 +145,7 @@ export class RelayFleet {
     if (this.opts.ports) doc['ports'] = { ...(doc['ports'] ?? {}), first: this.opts.ports.first, last: this.opts.ports.last };
     // The tests send bursts of requests from the one client address.
     doc['api'] = { ...(doc['api'] ?? {}), rate_per_minute: 600 };
+    if (this.pebble) doc['ca'] = { ...(doc['ca'] ?? {}), ...(yaml.load(acmeConfig(this.pebble)) as { ca: Record<string, unknown> }).ca };
     for (const r of this.relays) {
       const text = yaml.dump({ ...doc, relay: r.name }).split(first.root).join(r.root);
       fs.writeFileSync(r.configFile, text);

@@ -1,7 +1,8 @@
 /**
  * What the relays share through the store, on both engines: heartbeats and their leases, a relay marked
  * down only by another one and only once its lease ran out, a pod's name following its newest session
- * (journalled once per move, not per renewal), and job leases that exactly one of two relays gets.
+ * (journalled once per move, not per renewal), job leases that exactly one of two relays gets, and ACME's
+ * orders and accounts per relay.
  */
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ENGINES, closeTestStores, openTestStore, type TestStore } from '../helpers/stores.js';
@@ -10,6 +11,7 @@ import { followSessions, heartbeat, listRelays, markExpired, relayStates, setRel
 import { mirrorSessions } from '../../src/state/sessions.js';
 import { releaseLease, takeLease } from '../../src/state/leases.js';
 import { journalPosition } from '../../src/state/render-journal.js';
+import { accountOf, getOrder, latestServerOrder, listAccounts, nextDueAt, queueOrder, recordAccount, takeDueOrder } from '../../src/state/acme.js';
 
 const ctx = { domain: 'pipe.test', range: { first: 20000, last: 29999 }, maxPorts: 4, reserved: [] };
 
@@ -116,5 +118,38 @@ describe.each(ENGINES)('relays in the %s store', (engine) => {
     expect((await takeLease(s, 'probe', holder, 170, 142)).held).toBe(false);
     await releaseLease(s, 'probe', loser);
     expect((await takeLease(s, 'probe', holder, 170, 142)).held).toBe(true);
+  });
+
+  it('ACME: each relay\'s wildcard order is its own (only it works it, a newer one replaces only its own), a pod\'s order goes to any relay, and each relay key has its own account', async () => {
+    const s = t.store;
+    const names = ['*.pipe.test', 'pipe.test'];
+    const wa = await queueOrder(s, { subdomainId: null, purpose: 'server', names, csrPem: 'a', keySha256: 'ka', relay: 'a' });
+    const wb = await queueOrder(s, { subdomainId: null, purpose: 'server', names, csrPem: 'b', keySha256: 'kb', relay: 'b' });
+    // b's order did not cancel a's: the two relays' keys differ and both are wanted.
+    expect((await getOrder(s, wa.id))!.state).toBe('queued');
+    expect((await latestServerOrder(s, names, 'a'))!.id).toBe(wa.id);
+    expect((await latestServerOrder(s, names, 'b'))!.id).toBe(wb.id);
+    const wa2 = await queueOrder(s, { subdomainId: null, purpose: 'server', names, csrPem: 'a2', keySha256: 'ka2', relay: 'a' });
+    expect([(await getOrder(s, wa.id))!.state, (await getOrder(s, wb.id))!.state]).toEqual(['cancelled', 'queued']);
+    const sub = await createSubdomain(s, { protocols: ['https'], expiresAt: null }, ctx);
+    const pod = await queueOrder(s, { subdomainId: sub.record.id, purpose: 'pod', names: [sub.record.fqdn], csrPem: 'p', keySha256: 'kp' });
+    const due = Math.max(wa2.nextAttemptAt, wb.nextAttemptAt, pod.nextAttemptAt) + 1;
+    expect(await nextDueAt(s, 'c')).toBe(pod.nextAttemptAt);
+    // Relay a takes its own wildcard and the pod's, never b's.
+    const takenByA = [await takeDueOrder(s, 'a', due), await takeDueOrder(s, 'a', due), await takeDueOrder(s, 'a', due)];
+    expect(takenByA.map((o) => o?.id).sort()).toEqual([wa2.id, pod.id, undefined].sort());
+    expect(takenByA.filter(Boolean).every((o) => o!.workedBy === 'a')).toBe(true);
+    expect((await takeDueOrder(s, 'b', due))!.id).toBe(wb.id);
+    expect(await takeDueOrder(s, 'c', due)).toBeUndefined();
+    // An order from before relays (bound to none) is any relay's.
+    const old = await queueOrder(s, { subdomainId: null, purpose: 'server', names: ['other.test'], csrPem: 'o', keySha256: 'ko' });
+    expect((await takeDueOrder(s, 'c', due))!.id).toBe(old.id);
+
+    await recordAccount(s, { directoryUrl: 'https://ca/dir', keySha256: 'acct-a', url: 'https://ca/acct/1', relay: 'a', email: 'x@pipe.test' });
+    await recordAccount(s, { directoryUrl: 'https://ca/dir', keySha256: 'acct-b', url: 'https://ca/acct/2', relay: 'b', email: 'x@pipe.test' });
+    expect((await accountOf(s, 'https://ca/dir', 'acct-a'))!.url).toBe('https://ca/acct/1');
+    expect((await accountOf(s, 'https://ca/dir', 'acct-b'))!.relay).toBe('b');
+    expect(await accountOf(s, 'https://other/dir', 'acct-a')).toBeUndefined();
+    expect((await listAccounts(s)).map((x) => x.relay)).toEqual(['a', 'b']);
   });
 });

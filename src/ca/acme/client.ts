@@ -7,6 +7,7 @@
  * a TypeError. Its transport settings are process-wide; pipe2me talks to one ACME CA per process.
  */
 import * as fs from 'node:fs';
+import { createHash, createPublicKey } from 'node:crypto';
 import * as path from 'node:path';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
@@ -122,9 +123,10 @@ export interface AccountFiles {
 
 /**
  * A client for the configured CA with the account registered once and reused: the key is a file beside
- * the private CA's, the account URL is remembered (`rememberUrl`) so that later runs do not register again.
+ * the private CA's, the account URL is remembered (`url`, by the sha256 of the key's public half) so that
+ * later runs do not register again.
  */
-export async function openAccount(s: AcmeSettings, files: AccountFiles, url: { get(): Promise<string | undefined>; set(u: string): Promise<void> }): Promise<acme.Client> {
+export async function openAccount(s: AcmeSettings, files: AccountFiles, url: { get(keySha256: string): Promise<string | undefined>; set(u: string, keySha256: string): Promise<void> }): Promise<acme.Client> {
   const lib = await acmeLib();
   configure(lib, s);
   if (!fs.existsSync(files.keyFile)) {
@@ -133,7 +135,8 @@ export async function openAccount(s: AcmeSettings, files: AccountFiles, url: { g
     atomicWrite(files.keyFile, key, { mode: 0o600 });
   }
   const accountKey = fs.readFileSync(files.keyFile);
-  const known = await url.get();
+  const keySha256 = createHash('sha256').update(createPublicKey(accountKey).export({ type: 'spki', format: 'der' })).digest('hex');
+  const known = await url.get(keySha256);
   const client = new lib.Client({
     directoryUrl: s.directoryUrl, accountKey,
     ...(known ? { accountUrl: known } : {}),
@@ -147,7 +150,7 @@ export async function openAccount(s: AcmeSettings, files: AccountFiles, url: { g
     } catch (e) {
       throw classify(e);
     }
-    await url.set(client.getAccountUrl());
+    await url.set(client.getAccountUrl(), keySha256);
   }
   return client;
 }
