@@ -6,6 +6,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ADDR, SLOT1, curl, dig, waitFor, type HostName } from '../world/index.js';
 import { DOMAIN } from '../stack/stack.js';
@@ -13,6 +14,9 @@ import { RelayFleet } from '../stack/relays.js';
 import { stableHash } from '../../src/render/relays.js';
 import { layout } from '../../src/render/layout.js';
 import { loadConfig } from '../../src/config/load.js';
+import { parseCrl } from '../../src/ca/x509.js';
+
+const parseCrlSerials = (pem: string) => parseCrl(pem).revokedSerials;
 
 let fleet: RelayFleet | undefined;
 const PODS: HostName[] = ['pod', 'pod2', 'pod3'];
@@ -39,6 +43,18 @@ function f(): RelayFleet {
 }
 
 const relayOf = (host: HostName) => f().relayOf(host);
+/** relay-b's CRL as relay-a published it before the revocation test revoked anything. */
+let crlBefore: string | undefined;
+/** Where `relay`'s nginx serves the CRL of `signer`. */
+const servedCrl = (relay: string, signer: string) => path.join(layout(loadConfig(f().relay(relay).configFile)).crlDir, `${signer}.pem`);
+
+/** Writes a CRL into the shared store as signer's (what anyone with the store's password can do). */
+async function plantCrl(s: RelayFleet, signer: string, pem: string): Promise<void> {
+  expect(pem).not.toContain('$crl$');
+  const sql = `UPDATE ca_files SET content = $crl$${pem}$crl$, updated_at = extract(epoch from now())::bigint WHERE name = 'crl/${signer}';`;
+  const r = await s.world.inNs('db', ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', ADDR.db, '-U', s.pg.user, '-d', s.pg.database], { input: sql, env: { PGPASSWORD: s.pg.password }, timeout: 15_000 });
+  expect(r.exitCode, r.output).toBe(0);
+}
 
 /** Whether every pod's name answers `relay` (its address of the pod's slot) on the nameserver at `ns`. */
 async function allAnswer(ns: string, relay: string): Promise<boolean> {
@@ -146,6 +162,7 @@ describe('two relays, one store', () => {
     // heartbeats relay-b's CRL lists it, signed by relay-b's intermediate, as relay-a's nginx serves it.
     const wildcard = new X509Certificate(fs.readFileSync(layout(loadConfig(s.relay('relay-b').configFile)).wildcardCert, 'utf8'));
     const serial = wildcard.serialNumber.toUpperCase();
+    crlBefore = fs.readFileSync(servedCrl('relay-a', 'relay-b'), 'utf8');
     await s.ctl('relay-a', ['ca', 'revoke', serial, '--reason', 'superseded']);
     const interFile = scratch('inter-b.pem', interB);
     await waitFor('relay-b\'s CRL on relay-a lists the serial', async () => {
@@ -158,6 +175,39 @@ describe('two relays, one store', () => {
     const rootCrl = await curl(s.world, `http://server.${DOMAIN}/crl.pem`, { from: 'cli', resolve: [`server.${DOMAIN}:80:${ADDR.srv2}`] });
     expect(rootCrl.status).toBe(200);
     expect(rootCrl.body).toMatch(/BEGIN X509 CRL/);
+  });
+
+  it('a CRL in the store that its signer did not sign (same issuer name, another key), or an older one of its signer, is not published on any relay: the one served stays and the relay says why', async () => {
+    const s = f();
+    const served = () => ['relay-a', 'relay-b'].map((r) => fs.readFileSync(servedCrl(r, 'relay-b'), 'utf8'));
+    // Each relay publishes every signer's CRL from the store on its own timer: both serve the same one first.
+    await waitFor('both relays serve relay-b\'s newest CRL', async () => new Set(served()).size === 1, { timeoutMs: 15_000, intervalMs: 250 });
+    const before = served();
+    expect(crlBefore, 'the revocation test kept the CRL from before its revocation').toBeDefined();
+    // A CRL that lists nothing, signed by a key of the attacker's, under relay-b's intermediate's name.
+    const dir = s.world.path('scratch', 'forged');
+    fs.mkdirSync(dir, { recursive: true });
+    const subject = new X509Certificate(fs.readFileSync(`${loadConfig(s.relay('relay-b').configFile).paths.ca}/ca.crt`, 'utf8')).subject.split('\n').map((l) => `/${l}`).join('');
+    fs.writeFileSync(path.join(dir, 'index.txt'), '');
+    fs.writeFileSync(path.join(dir, 'crlnumber'), '1000\n');
+    fs.writeFileSync(path.join(dir, 'ca.cnf'), `[ca]\ndefault_ca = x\n[x]\ndatabase = ${dir}/index.txt\ncrlnumber = ${dir}/crlnumber\ndefault_md = sha256\ndefault_crl_days = 30\n`);
+    await s.world.inNs('cli', ['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${dir}/k.pem`, '-out', `${dir}/c.pem`, '-days', '2', '-subj', subject], { timeout: 15_000 });
+    await s.world.inNs('cli', ['openssl', 'ca', '-config', `${dir}/ca.cnf`, '-gencrl', '-keyfile', `${dir}/k.pem`, '-cert', `${dir}/c.pem`, '-out', `${dir}/crl.pem`], { timeout: 15_000 });
+    const forged = fs.readFileSync(`${dir}/crl.pem`, 'utf8');
+    for (const [what, pem] of [['not its signer\'s', forged], ['older', crlBefore!]] as const) {
+      await plantCrl(s, 'relay-b', pem);
+      for (const r of ['relay-a', 'relay-b']) {
+        await waitFor(`${r} refuses the ${what} CRL`, async () => s.world.procs.log(`${r}-api`).includes(`CRL of relay-b is not published here: ${what === 'older' ? 'it is older' : 'its signature is not its signer'}`), { timeoutMs: 10_000, intervalMs: 250 });
+      }
+      expect(served(), `after the ${what} CRL`).toEqual(before);
+      // relay-b puts its own CRL back into the store: a relay that starts later finds a good one there.
+      await waitFor(`relay-b's own CRL back in the store after the ${what} one`, async () => {
+        const r = await s.world.inNs('db', ['psql', '-X', '-qAt', '-h', ADDR.db, '-U', s.pg.user, '-d', s.pg.database, '-c', "SELECT content FROM ca_files WHERE name = 'crl/relay-b'"], { env: { PGPASSWORD: s.pg.password }, timeout: 15_000 });
+        return r.stdout.trim() !== pem.trim() && r.stdout.includes('BEGIN X509 CRL');
+      }, { timeoutMs: 10_000, intervalMs: 500 });
+    }
+    const after = served();
+    expect(after.map((p) => parseCrlSerials(p)), 'the revocation is still listed').toEqual(before.map((p) => parseCrlSerials(p)));
   });
 
   it('the probe runs on one relay at a time: runs started on both relays at once never overlap, and a run that finds the lease taken says which relay has it', async () => {

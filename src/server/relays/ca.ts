@@ -10,8 +10,11 @@
  */
 import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseCrl } from '../../ca/x509.js';
+import { run } from '../../util/exec.js';
+import { PROGRAMS } from '../../util/programs.js';
 import { caFileStamps, loadCaFiles, saveCaFiles } from '../../state/ca-files.js';
 import { DeniedError, NotFoundError } from '../../util/errors.js';
 import { atomicWrite, ensureDir, readIfExists } from '../../util/fsx.js';
@@ -122,21 +125,84 @@ export async function approveRelayCa(ctx: ServerContext, ca: CertificateAuthorit
   return { ...signed, revoked };
 }
 
-/** Writes every signer's CRL the store holds where nginx serves it; returns the files it changed. */
-export async function publishCrls(ctx: ServerContext, only?: ReadonlySet<string>): Promise<string[]> {
+export interface PublishedCrls {
+  /** The files written. */
+  changed: string[];
+  /** CRLs in the store that were not published, and why (the file served stays as it was). */
+  refused: { signer: string; why: string }[];
+}
+
+/**
+ * Writes every signer's CRL the store holds where nginx serves it. The store carries CRLs; it does not
+ * vouch for them: each is published only if its signer signed it — the root (this relay's own copy, the
+ * one pinned at join) or a relay's intermediate that the root issued — and only if it is not older than
+ * the one served (no revocation can be taken back by replaying an earlier CRL).
+ */
+export async function publishCrls(ctx: ServerContext, only?: ReadonlySet<string>): Promise<PublishedCrls> {
   // The follower already knows which records are due: the store is listed only when nobody said.
   const names = only ? [...only] : [...(await caFileStamps(ctx.db, { prefix: 'crl/' })).keys()];
-  const changed: string[] = [];
-  for (const [name, pem] of await loadCaFiles(ctx.db, names)) {
+  const out: PublishedCrls = { changed: [], refused: [] };
+  const root = readIfExists(path.join(ctx.config.paths.ca, 'root.crt'));
+  if (root === undefined) return out;
+  const crls = await loadCaFiles(ctx.db, names);
+  const signers = [...crls.keys()].map((n) => n.slice('crl/'.length)).filter((n) => n !== 'root' && SIGNER.test(n));
+  const intermediates = await loadCaFiles(ctx.db, signers.map(approvedRecord));
+  for (const [name, pem] of crls) {
     const signer = name.slice('crl/'.length);
-    if (!/^[a-z0-9-]{1,63}$/.test(signer) || !pem.includes('-----BEGIN X509 CRL-----')) continue;
+    if (!SIGNER.test(signer) || !pem.includes('-----BEGIN X509 CRL-----')) continue;
     const file = publishedCrlFile(ctx, signer);
-    if (readIfExists(file) === pem) continue;
+    const live = readIfExists(file);
+    if (live === pem) continue;
+    const why = await crlRefusal(pem, signer === 'root' ? root : intermediates.get(approvedRecord(signer)), root, live);
+    if (why) {
+      out.refused.push({ signer, why });
+      continue;
+    }
     ensureDir(path.dirname(file), 0o755);
     atomicWrite(file, pem, { mode: 0o644 });
-    changed.push(file);
+    out.changed.push(file);
   }
-  return changed;
+  return out;
+}
+
+const SIGNER = /^[a-z0-9-]{1,63}$/;
+
+/** Why a CRL from the store must not be served (undefined: it may). */
+async function crlRefusal(pem: string, issuerPem: string | undefined, rootPem: string, livePem: string | undefined): Promise<string | undefined> {
+  if (!issuerPem) return 'its signer has no intermediate from the root in the store';
+  let issuer: X509Certificate;
+  try {
+    issuer = new X509Certificate(issuerPem);
+    const root = new X509Certificate(rootPem);
+    if (issuerPem !== rootPem && !(issuer.checkIssued(root) && issuer.verify(root.publicKey) && issuer.ca)) return 'its signer\'s certificate is not a CA certificate issued by this fleet\'s root';
+  } catch (e) {
+    return `its signer's certificate cannot be read (${(e as Error).message})`;
+  }
+  let info;
+  try {
+    info = parseCrl(pem);
+  } catch (e) {
+    return `it cannot be read (${(e as Error).message})`;
+  }
+  // openssl checks the signature against exactly this one certificate (the CRL's issuer must be its subject).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2m-crl-'));
+  try {
+    const issuerFile = path.join(dir, 'issuer.pem');
+    fs.writeFileSync(issuerFile, issuer.toString());
+    const r = await run(PROGRAMS.openssl, ['crl', '-noout', '-CAfile', issuerFile], { input: pem, timeout: 10_000, allowFailure: true });
+    if (r.exitCode !== 0 || !/verify OK/.test(r.stderr + r.stdout)) return `its signature is not its signer's (openssl: ${(r.stderr || r.stdout).trim().split('\n')[0]?.slice(0, 200)})`;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  if (livePem !== undefined) {
+    try {
+      const served = parseCrl(livePem).thisUpdate;
+      if (info.thisUpdate.getTime() < served.getTime()) return `it is older (${info.thisUpdate.toISOString()}) than the one served (${served.toISOString()})`;
+    } catch {
+      // What is served cannot be read: the new one (verified) replaces it.
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -151,7 +217,8 @@ export class CrlFollower {
 
   constructor(private readonly ctx: ServerContext, private readonly ca: () => CertificateAuthority) {}
 
-  async follow(): Promise<void> {
+  /** Returns the CRLs of the store it refused to publish (each once, until the store's copy changes). */
+  async follow(): Promise<PublishedCrls['refused']> {
     const stamps = await caFileStamps(this.ctx.db, { prefix: 'crl/', names: ['index.txt'] });
     const ca = this.ca();
     const index = stamps.get('index.txt') ?? 0;
@@ -169,8 +236,11 @@ export class CrlFollower {
     // The same for each signer's CRL: published when its stamp moved, or was still the current second.
     const second = Math.floor(Date.now() / 1000);
     const due = new Set([...stamps].filter(([n, t]) => n.startsWith('crl/') && (t > (this.crlStamps.get(n) ?? -1) || t >= second - 1)).map(([n]) => n));
-    if (due.size) await publishCrls(this.ctx, due);
+    const refused = due.size ? (await publishCrls(this.ctx, due)).refused : [];
     for (const n of due) this.crlStamps.set(n, stamps.get(n)!);
+    // The store's copy of this relay's own CRL was replaced by one it refuses: its own goes back there.
+    if (refused.some((r) => r.signer === ca.signer()) && fs.existsSync(path.join(ca.dir, 'ca.crt'))) await ca.generateCrl();
+    return refused;
   }
 
   private lastCrl: { pem: string; count: number } | undefined;

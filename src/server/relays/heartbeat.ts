@@ -152,7 +152,7 @@ export function startHeartbeat(ctx: ServerContext, log: Log, intervalMs: number)
     if (following) return;
     following = true;
     try {
-      await crls.follow();
+      for (const r of await crls.follow()) log(`the state store's CRL of ${r.signer} is not published here: ${r.why}; the one served stays`, { event: 'relay_crl', outcome: 'refused' });
       crlFailing = false;
     } catch (e) {
       if (!crlFailing) log(`cannot bring the CRLs up to date: ${(e as Error).message}`, { event: 'relay_crl', outcome: 'failed' });
