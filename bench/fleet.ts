@@ -14,7 +14,6 @@
  *   BENCH_FLEET_PARTS=storm BENCH_FLEET_LOGS=/tmp/x npx vite-node bench/all.ts fleet   # one part, logs kept
  */
 import { spawn } from 'node:child_process';
-import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
@@ -31,6 +30,7 @@ import { run } from '../src/util/exec.js';
 import { statFields } from '../src/daemons/process.js';
 import { loadAverage, QUICK, mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
 import { benchHelperArgv, epochNow, sleep } from './lib/kit.js';
+import { newPodKey } from './lib/pod-key.js';
 
 // ------------------------------------------------------------------------------------------ sizes
 
@@ -75,42 +75,6 @@ const KEX_SNTRUP = 'sntrup761x25519-sha512@openssh.com';
 const KEX_CURVE = 'curve25519-sha256';
 
 // ------------------------------------------------------------------------------------------- keys
-
-interface PodKey {
-  /** OpenSSH's own private key format (openssh-key-v1, unencrypted). */
-  privateKey: string;
-  publicKey: string;
-  fingerprint: string;
-}
-
-function sshString(b: Buffer): Buffer {
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(b.length);
-  return Buffer.concat([len, b]);
-}
-
-/** A fresh ed25519 key pair, written as ssh-keygen writes one (thousands per second; ssh-keygen takes ms each). */
-function newPodKey(comment: string): PodKey {
-  const { privateKey } = generateKeyPairSync('ed25519');
-  const jwk = privateKey.export({ format: 'jwk' }) as { d: string; x: string };
-  const seed = Buffer.from(jwk.d, 'base64url');
-  const pub = Buffer.from(jwk.x, 'base64url');
-  const type = Buffer.from('ssh-ed25519');
-  const blob = Buffer.concat([sshString(type), sshString(pub)]);
-  const check = randomBytes(4);
-  let secret = Buffer.concat([check, check, sshString(type), sshString(pub), sshString(Buffer.concat([seed, pub])), sshString(Buffer.from(comment))]);
-  const pad = (8 - (secret.length % 8)) % 8;
-  secret = Buffer.concat([secret, Buffer.from(Array.from({ length: pad }, (_, i) => i + 1))]);
-  const one = Buffer.alloc(4);
-  one.writeUInt32BE(1);
-  const body = Buffer.concat([Buffer.from('openssh-key-v1\0', 'latin1'), sshString(Buffer.from('none')), sshString(Buffer.from('none')), sshString(Buffer.alloc(0)), one, sshString(blob), sshString(secret)]);
-  const b64 = body.toString('base64').replace(/(.{70})/g, '$1\n').trimEnd();
-  return {
-    privateKey: `-----BEGIN OPENSSH PRIVATE KEY-----\n${b64}\n-----END OPENSSH PRIVATE KEY-----\n`,
-    publicKey: `ssh-ed25519 ${blob.toString('base64')}`,
-    fingerprint: 'SHA256:' + createHash('sha256').update(blob).digest('base64').replace(/=+$/, ''),
-  };
-}
 
 // ----------------------------------------------------------------------------------------- /proc
 

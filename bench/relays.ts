@@ -4,6 +4,11 @@
  * killed (every process) in each round; and API create latency through each relay's API on the shared
  * PostgreSQL store, against the same through one relay alone in the same run.
  *
+ * Then the same fault with a fleet of simulated pods (500 by default: BENCH_RELAYS_SIM=N), each run as
+ * `pipe2me start` runs its tunnel (autossh with pipe2me's ssh wrapper walking the relays, from one pod
+ * directory each, seeded straight into the store by bench/bin/seed-relay-pods.ts), with what a live pod
+ * costs each relay in memory.
+ *
  *   npx vite-node bench/relays.ts          (BENCH_PODS=N for another fleet size, at most 40)
  */
 import * as fs from 'node:fs';
@@ -13,12 +18,31 @@ import { RelayFleet } from '../test/stack/relays.js';
 import { layout } from '../src/render/layout.js';
 import { loadConfig } from '../src/config/load.js';
 import { QUICK, loadAverage, machine, mr, progress, ratio, standalone, stats, table, type BenchSection } from './lib/report.js';
-import { sleep } from './lib/kit.js';
+import { benchHelperArgv, epochNow, sleep } from './lib/kit.js';
+import { readSessionsAsync } from '../src/daemons/sessions.js';
+import { pidsInNetns } from '../test/world/procfs.js';
+import { PACKAGE_ROOT } from '../src/package-root.js';
+import * as path from 'node:path';
 
 const PODS = Math.min(40, Number(process.env.BENCH_PODS ?? (QUICK ? 3 : 10)));
 const ROUNDS = QUICK ? 1 : 3;
 const CREATES = QUICK ? 5 : 20;
 const ADDRESS: Record<string, string> = { 'relay-a': ADDR.server, 'relay-b': ADDR.srv2 };
+const SIM = Number(process.env.BENCH_RELAYS_SIM ?? (QUICK ? 40 : 500));
+/** Simulated pods starting at once at bring-up (below sshd's PerSourceMaxStartups: they share one NAT address). */
+const SIM_BRINGUP = 32;
+
+interface SimResult {
+  pods: number;
+  perRelay: Record<string, { sessions: number; pssMiB: number; procs: number }>;
+  killed: string;
+  movedPods: number;
+  podsMs: number;
+  dns: { median: number; max: number; missing: number };
+  served: { median: number; max: number; missing: number };
+  attempts: { median: number; max: number };
+  upMs: number;
+}
 
 interface Round { killed: string; podsMs: number; dnsMs: number; servedMs: number }
 
@@ -89,6 +113,7 @@ export async function main(): Promise<BenchSection> {
       const [x, y] = await Promise.all([create(ADDR.server), create(ADDR.srv2)]);
       lat['both at once']!.push(x, y);
     }
+    const sim = SIM > 0 ? await simulatedFailover(fleet) : null;
     const s = (f: (r: Round) => number) => mr(stats(rounds.map(f).map((x) => x / 1000)), 1);
     const ms = (k: string) => stats(lat[k]!);
     const markdown = `${PODS} real pipe2me pods behind the NAT router, two relays (relay-a ${ADDR.server}, relay-b ${ADDR.srv2}) on one PostgreSQL on its own host,
@@ -109,8 +134,7 @@ ${table(['through', 'ms, median [min–max]', 'vs. relay-a alone'], [
   ['both at once', mr(ms('both at once'), 0), ratio(ms('both at once').median, ms('relay-a').median)],
 ])}
 
-Not measured here: 500 pods (the fleet of simulated pods in the fleet section is one relay's); pods per relay at a given memory
-(the fleet section's per-pod figures hold per relay: 1.9 MiB PSS and 3 processes per live pod).
+${sim ? simReport(sim) : ''}
 
 Machine of this run:
 
@@ -120,6 +144,110 @@ ${machine()}
   } finally {
     await fleet.destroy();
   }
+}
+
+/** Every process of a relay's sshd (listener, per-session monitor and child, session holder). */
+function relaySshdPids(fleet: RelayFleet, relay: string): number[] {
+  const inode = fleet.world.topology.inodes.get(fleet.world.ns(fleet.relay(relay).host));
+  if (inode === undefined) return [];
+  return pidsInNetns(new Set([inode])).filter((pid) => ['sshd', 'sh', 'cat'].includes(readProc(pid, 'comm')));
+}
+
+function readProc(pid: number, file: string): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/${file}`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+function pssKiB(pid: number): number {
+  return Number(/^Pss:\s+(\d+) kB/m.exec(readProc(pid, 'smaps_rollup'))?.[1] ?? 0);
+}
+
+async function liveSessions(fleet: RelayFleet, relay: string): Promise<number> {
+  const dir = layout(loadConfig(fleet.relay(relay).configFile)).sessionsDir;
+  return [...(await readSessionsAsync(dir)).values()].filter((r) => r.alive).length;
+}
+
+/**
+ * SIM simulated pods over both relays; the relay holding more of them killed: until every pod has a session
+ * on the other relay again, until each name answers that relay on its nameserver, until each is served by name.
+ */
+async function simulatedFailover(fleet: RelayFleet): Promise<SimResult> {
+  const real = fleet.world.pods.length;
+  await waitFor('both relays up', async () => (await fleet.ctl<{ relays: { state: string }[] }>('relay-a', ['relay', 'list'])).json.relays.every((r) => r.state === 'up'), { timeoutMs: 60_000, intervalMs: 500 });
+  progress(`relays: seeding ${SIM} simulated pods into the shared store`);
+  const out = fleet.world.mkdir('sim', 0o700);
+  const seeded = await fleet.world.inNs('srv', [process.execPath, path.join(PACKAGE_ROOT, 'node_modules', 'vite-node', 'vite-node.mjs'), path.join(PACKAGE_ROOT, 'bench', 'bin', 'seed-relay-pods.ts'),
+    fleet.relay('relay-a').configFile, String(SIM), fleet.podDir('pod'), out, '8080'], { timeout: 600_000 });
+  const { manifest, pods } = JSON.parse(seeded.stdout.trim().split('\n').pop()!) as { manifest: string; pods: { fqdn: string; port: number }[] };
+  for (const r of ['relay-a', 'relay-b']) {
+    const dir = layout(loadConfig(fleet.relay(r).configFile)).sshd.keysDir;
+    await waitFor(`${r}'s key index holds the simulated pods' keys`, async () => fs.readdirSync(dir).filter((n) => !n.startsWith('.')).length >= real + SIM, { timeoutMs: 300_000, intervalMs: 500 });
+  }
+  progress(`relays: starting ${SIM} simulated pods (autossh + pipe2me's ssh wrapper, each at its home relay)`);
+  const t0 = performance.now();
+  await fleet.world.start({ name: 'sim', host: 'pod', argv: benchHelperArgv('fleet-pods.mjs', [manifest, SIM_BRINGUP]), ready: (d, p) => p.waitLog(d.name, 'started') });
+  await fleet.world.procs.waitLog('sim', 'all-online', { timeoutMs: 600_000 });
+  const upMs = performance.now() - t0;
+  await sleep(5000);
+  const perRelay: SimResult['perRelay'] = {};
+  for (const r of ['relay-a', 'relay-b']) {
+    const pids = relaySshdPids(fleet, r);
+    perRelay[r] = { sessions: await liveSessions(fleet, r), pssMiB: pids.reduce((n, p) => n + pssKiB(p), 0) / 1024, procs: pids.length };
+  }
+  const killed = perRelay['relay-a']!.sessions >= perRelay['relay-b']!.sessions ? 'relay-a' : 'relay-b';
+  const other = killed === 'relay-a' ? 'relay-b' : 'relay-a';
+  const podsFile = path.join(out, 'follow.json');
+  fs.writeFileSync(podsFile, JSON.stringify(pods));
+  const total = real + SIM;
+  progress(`relays: ${perRelay[killed]!.sessions} of ${total} pods on ${killed}, killing it`);
+  const tk = epochNow();
+  fleet.killRelay(killed);
+  await fleet.world.start({ name: 'follow', host: 'cli', argv: benchHelperArgv('follow-names.mjs', [podsFile, ADDRESS[other]!, ADDRESS[other]!, 180_000]), ready: (d, p) => p.waitLog(d.name, 'following') });
+  let podsMs = 0;
+  await waitFor(`every pod on ${other}`, async () => (await liveSessions(fleet, other)) >= total && ((podsMs = epochNow() - tk), true), { timeoutMs: 300_000, intervalMs: 100 });
+  const line = await fleet.world.procs.waitLog('follow', /^result /m, { timeoutMs: 300_000 });
+  const res = JSON.parse(/^result (.*)$/m.exec(line)![1]!) as { dnsAt: (number | null)[]; servedAt: (number | null)[] };
+  const rel = (xs: (number | null)[]) => {
+    const got = xs.filter((x): x is number => x !== null).map((x) => (x - tk) / 1000);
+    const st = stats(got.length ? got : [NaN]);
+    return { median: st.median, max: st.max, missing: xs.length - got.length };
+  };
+  // Attempts: what each pod's wrapper state held when its session came back after the kill.
+  const attempts = fleet.world.procs.log('sim').split('\n').flatMap((l) => {
+    const m = /^online (\d+) (\d+) (\d+)$/.exec(l);
+    return m && Number(m[2]) > tk ? [Number(m[3])] : [];
+  });
+  const a = stats(attempts.length ? attempts : [NaN]);
+  await fleet.world.stop('sim').catch(() => undefined);
+  return { pods: SIM, perRelay, killed, movedPods: perRelay[killed]!.sessions, podsMs, dns: rel(res.dnsAt), served: rel(res.servedAt), attempts: { median: a.median, max: a.max }, upMs };
+}
+
+function simReport(r: SimResult): string {
+  const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '–');
+  const per = Object.entries(r.perRelay);
+  const perPod = per.map(([, v]) => v.pssMiB / Math.max(1, v.sessions));
+  const mibPerPod = perPod.reduce((n, x) => n + x, 0) / perPod.length;
+  return `**${r.pods} simulated pods** (seeded into the store, each run as \`pipe2me start\` runs its tunnel: autossh with pipe2me's ssh wrapper walking
+the relays from the pod's home relay, its own key and pinned host keys; all behind the one NAT address, at most ${SIM_BRINGUP} starting at once at
+bring-up; up in ${(r.upMs / 1000).toFixed(0)} s), plus the real pods above. Then ${r.killed}, holding ${r.movedPods} of them, killed:
+
+${table(['from the kill to …', 's', 'what decides it'], [
+  [`every pod's session on the other relay (its session records)`, f1(r.podsMs / 1000), `${r.movedPods} logins at once on one relay (sshd MaxStartups 100:30:200, PerSourceMaxStartups 64 for the one NAT address): refused logins retry with the wrapper's jitter`],
+  ['each name answering the other relay on its nameserver, median / last', `${f1(r.dns.median)} / **${f1(r.dns.max)}**${r.dns.missing ? ` (${r.dns.missing} never)` : ''}`, 'the session mirror (every second) and the watchers\' zone patches'],
+  ['each pod served by name (HTTP to the address its name answers), median / last', `${f1(r.served.median)} / ${f1(r.served.max)}${r.served.missing ? ` (${r.served.missing} never)` : ''}`, 'bench/bin/follow-names.mjs: 64 pods followed at once, each asked again 200 ms after its last answer'],
+  ['wrapper attempts per moved pod until its session was back, median / max', `${r.attempts.median} / ${r.attempts.max}`, ''],
+])}
+
+What a live pod costs a relay (PSS of the relay's sshd processes — listener, per-pod monitor and child, session holder — over its live sessions, before the kill):
+
+${table(['relay', 'live sessions', 'sshd processes', 'PSS MiB', 'MiB per pod'], per.map(([name, v]) => [name, String(v.sessions), String(v.procs), v.pssMiB.toFixed(0), (v.pssMiB / Math.max(1, v.sessions)).toFixed(2)]))}
+
+So a relay holds about **${Math.floor(1024 / mibPerPod).toLocaleString('en-US')} pods per GiB** of memory for sshd (${mibPerPod.toFixed(2)} MiB per pod); the API, nginx, the nameserver and the
+watcher are a fixed cost of the relay, not of its pods. The other limits per relay are those of the fleet section (processes, ports per address slot).
+`;
 }
 
 await standalone(import.meta, main);
