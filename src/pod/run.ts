@@ -15,9 +15,9 @@ import { PodFiles, type PodState } from './files.js';
 import { collectCertificate, installedIssuer, installedSha256, pendingKeyGivenUp, requestCertificate } from './certificate.js';
 import { run } from '../util/exec.js';
 import { trustAnchor } from './trust.js';
-import { sshWrapperScript, TunnelSupervisor, tunnelArgv, tunnelEnv, type TunnelEvent } from './tunnel.js';
+import { type TunnelEvent } from './tunnel.js';
+import { RelayMover, type TunnelSet } from './move.js';
 import { checkRelays, relaysChanged, writeRelayFiles } from './relays.js';
-import { MOVING_LINE } from '../ssh/session-lines.js';
 import { which } from '../util/which.js';
 
 export interface RouteInfo {
@@ -154,7 +154,7 @@ export async function start(o: StartOptions): Promise<number> {
       pid: process.pid,
       fqdn: s.fqdn,
       updated: new Date().toISOString(),
-      tunnel: { state: sup.state, since: new Date(sup.since).toISOString(), detail: lastDetail, last_error: sup.lastError, connects: sup.connects, ...(relayed ? { relay: currentRelay } : {}) },
+      tunnel: { state: tunnels.current.sup.state, since: new Date(tunnels.current.sup.since).toISOString(), detail: lastDetail, last_error: tunnels.current.sup.lastError, connects: tunnels.current.sup.connects, ...(relayed ? { relay: tunnels.current.relay } : {}) },
       route,
       certificate: { not_after: certificateNotAfter(f)?.toISOString() ?? null, issuer: installedIssuer(f) },
       mappings,
@@ -219,7 +219,7 @@ export async function start(o: StartOptions): Promise<number> {
       const r = await client.call<{ cut_sessions: number }>('POST', `/v1/subdomains/${s.id}/sessions/reset`, {});
       if (r.cut_sessions) {
         log(`the server cut ${r.cut_sessions} stale session(s) of this pod that still held its ports; reconnecting now`);
-        sup.kick();
+        tunnels.current.sup.kick();
       }
     } catch (e) {
       lastReset = 0; // a failed request may be retried at the next refusal
@@ -232,7 +232,7 @@ export async function start(o: StartOptions): Promise<number> {
     log(`tunnel ${e.state}: ${e.detail}`);
     writeStatus();
     if (e.state === 'up') {
-      backoff('0');
+      backoff(tunnels.current, '0');
       void refreshRoute();
     }
     // A refused key usually means the subdomain was removed or expired: ask, and stop if so.
@@ -240,46 +240,27 @@ export async function start(o: StartOptions): Promise<number> {
     // Our ports are still held: by our own old session that the server has not yet seen die.
     if (e.state === 'down' && /remote port forwarding failed/.test(e.detail)) void resetStale();
   };
-  // autossh's own log starts empty at every start and is kept small (it only says when ssh restarted).
-  fs.writeFileSync(f.autosshLog, '', { mode: 0o644 });
   // The reconnect backoff lives in the ssh that autossh runs; the first attempt goes at once.
   const ssh = which('ssh') ?? 'ssh';
   const relayed = Boolean(s.relays?.length);
-  let currentRelay: string | null = null;
   if (o.relay && !s.relays?.some((r) => r.name === o.relay)) {
     throw new ConfigError(`--relay ${o.relay}: the server names no such relay${s.relays?.length ? ` (its relays: ${s.relays.map((r) => r.name).join(', ')})` : ' (it has no relays)'}.`);
   }
-  if (relayed) {
-    writeRelayFiles(f, s, o.relay);
-    // Every start begins at the pod's home relay.
-    atomicWrite(f.relayNext, '0\n', { mode: 0o600 });
-  }
-  atomicWrite(f.sshWrapper, sshWrapperScript(f.backoffState, ssh, relayed ? { list: f.relays, next: f.relayNext } : undefined), { mode: 0o700 });
-  const backoff = (v: string) => {
+  // Every start begins at the pod's home relay (the list's first line).
+  if (relayed) writeRelayFiles(f, s, o.relay);
+  const backoff = (set: TunnelSet, v: string) => {
     try {
-      atomicWrite(f.backoffState, `${v}\n`, { mode: 0o600 });
+      atomicWrite(set.files.backoff, `${v}\n`, { mode: 0o600 });
     } catch (e) {
-      log(`could not write ${f.backoffState}: ${(e as Error).message}`);
+      log(`could not write ${set.files.backoff}: ${(e as Error).message}`);
     }
   };
-  backoff('now');
-  const sup = new TunnelSupervisor(tunnelArgv(s, f), onEvent, tunnelEnv(f.autosshLog, f.sshWrapper), 1000, (line) => {
-    // A relay about to cut this session to move the pod elsewhere (a drain): the next attempt goes at once.
-    if (line.startsWith(MOVING_LINE)) {
-      backoff('now');
-      log(`the relay moves this pod: ${line.slice(MOVING_LINE.length + 2)}; reconnecting to the next relay at once`);
-      return;
-    }
-    // The wrapper says which relay each attempt goes to (see tunnel.ts).
-    const m = /^pipe2me-relay: connecting to relay (\S+)/.exec(line);
-    if (m) {
-      currentRelay = m[1]!;
-      log(`connecting to relay ${currentRelay}`);
-      return;
-    }
-    log(`ssh: ${line}`);
+  // The tunnel set in use, and while a relay moves the pod the one that takes over (move.ts).
+  const tunnels: RelayMover = new RelayMover({
+    state: s, files: f, ssh, relayed, log,
+    onEvent: (e) => onEvent(e),
+    onKick: (set) => backoff(set, 'now'),
   });
-  sup.onKick = () => backoff('now');
 
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
   const onSignal = (sig: NodeJS.Signals) => {
@@ -289,14 +270,14 @@ export async function start(o: StartOptions): Promise<number> {
   for (const sig of signals) process.on(sig, onSignal);
 
   log(`starting ${s.fqdn}: ${s.services.map((x) => `${x.protocol} ${x.port} -> ${x.localHost}:${x.localPort}`).join(', ')}`);
-  sup.start();
+  tunnels.current.sup.start();
   const ctx: StartContext = { state: s, files: f, client, log, refreshStatus: () => void refreshRoute() };
   for (const make of o.companions ?? []) companions.push(make(ctx));
 
   const statusTimer = setInterval(() => void refreshRoute(), o.statusIntervalMs ?? 60_000);
   const trimTimer = setInterval(() => {
     try {
-      if (fs.statSync(f.autosshLog).size > 1024 * 1024) fs.truncateSync(f.autosshLog, 0);
+      if (fs.statSync(tunnels.current.files.log).size > 1024 * 1024) fs.truncateSync(tunnels.current.files.log, 0);
     } catch {
       /* gone: autossh recreates it */
     }
@@ -352,7 +333,7 @@ export async function start(o: StartOptions): Promise<number> {
   clearInterval(renewTimer);
   clearInterval(trimTimer);
   for (const c of companions) await c.stop().catch((e) => log(`stopping: ${(e as Error).message}`));
-  await sup.stop();
+  await tunnels.stop();
   for (const sig of signals) process.off(sig, onSignal);
   writeStatus();
   fs.rmSync(f.pidFile, { force: true });

@@ -278,7 +278,7 @@ describe('two relays, one store', () => {
     expect(new Set(made.flatMap((m) => m.ports.map((p) => `${m.slot}:${p.port}`))).size).toBe(80);
     expect(new Set(made.map((m) => m.slot))).toEqual(new Set([0, 1]));
   }, 180_000);
-  it('draining relay-b moves its pods to relay-a with no client request failing twice (a retry after the TTL), and undrain takes no pod back', async () => {
+  it('draining relay-b moves its pods to relay-a make-before-break: no client request fails that is retried once a second later, each pod\'s old session serves until its name has moved, and undrain takes no pod back', async () => {
     const s = f();
     expect(PODS.map((h) => relayOf(h))).toEqual(PODS.map(() => 'relay-b'));
     let stop = false;
@@ -292,10 +292,10 @@ describe('two relays, one store', () => {
           requests++;
           if ((await curl(s.world, url, { from: 'cli', timeoutMs: 2000 })).status === 200) continue;
           single++;
-          // A client that honours the TTL asks the name again after it: the zone's TTL is 5 s here. (Not
-          // make-before-break: a request in the second or two of a pod's move can fail once; with a 2 s
-          // retry, one request failed twice in one of seven runs, under the whole suite's load.)
-          await new Promise((r) => setTimeout(r, 5000));
+          // Make before break: each pod's new session is up before its old one ends, and the old one
+          // serves until the name has pointed at the new relay for longer than the TTL; a request that
+          // fails all the same is retried once, a second later.
+          await new Promise((r) => setTimeout(r, 1000));
           if ((await curl(s.world, url, { from: 'cli', timeoutMs: 2000 })).status !== 200) twice++;
         }
       }
@@ -310,6 +310,12 @@ describe('two relays, one store', () => {
     }
     console.log(`[relays] drain of relay-b: ${requests} client requests, ${single} failed once and succeeded on the retry, ${twice} failed twice`);
     expect(twice).toBe(0);
+    // Each pod opened its new tunnel while the old one served, and took it over once it was up.
+    for (const h of PODS) {
+      const podLog = s.world.procs.log(`${h}-pipe2me`);
+      expect(podLog, h).toContain('opening a tunnel to the next relay before this one ends');
+      expect(podLog, h).toContain('moved to relay relay-a; the old session on relay relay-b serves until that relay ends it');
+    }
     await waitFor('relay-b up', async () => (await s.ctl<{ relays: { name: string; state: string }[] }>('relay-a', ['relay', 'list'])).json.relays.every((r) => r.state === 'up'), { timeoutMs: 10_000, intervalMs: 250 });
     await new Promise((r) => setTimeout(r, 3000));
     expect(PODS.map((h) => relayOf(h))).toEqual(PODS.map(() => 'relay-a'));

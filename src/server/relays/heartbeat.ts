@@ -28,10 +28,19 @@ export interface BeatOutcome {
 }
 
 /**
- * While draining, this many pods' sessions are cut per beat (a second): the other relays take the logins
+ * While draining, this many pods are told to move per beat (a second): the other relays take the logins
  * at the rate they serve them (~40 per second per relay measured; see docs/operations.md), not all at once.
  */
 export const DRAIN_PER_BEAT = 20;
+/**
+ * A pod told to move opens its new session on another relay before its old one ends (make before break);
+ * its old session here keeps serving until the name has pointed at the new relay for longer than the
+ * zone's TTL (plus this, for every relay's watcher to patch its zone), so that a client's cached answer
+ * still reaches the pod. A pod that has not moved this long after it was told (a pod of an older release,
+ * no other relay taking it) is cut, and reconnects elsewhere as before.
+ */
+export const DRAIN_HOLD_EXTRA_SECONDS = 3;
+export const DRAIN_UNMOVED_SECONDS = 15;
 /** This relay's CRL follows revocations made on other relays, and theirs are published here, every this many beat intervals. */
 export const CRL_EVERY_BEATS = 5;
 
@@ -73,22 +82,41 @@ export class RelayHeartbeat {
     return cut;
   }
 
-  /** Draining: no new logins here, and a slice of the sessions cut; back up: logins again. */
+  /** When each pod of this relay was told to move (while draining). */
+  private told = new Map<string, number>();
+
+  /**
+   * Draining: no new logins here; each pod told to move (a slice per beat), and its session here cut once
+   * its new one elsewhere has held its name past the TTL, or once it has not moved for too long. Back up:
+   * logins again.
+   */
   private async follow(state: string): Promise<string[]> {
     const mark = drainMark(this.ctx);
     if (state !== 'draining') {
       if (fs.existsSync(mark)) fs.rmSync(mark, { force: true });
+      this.told.clear();
       return [];
     }
     if (!fs.existsSync(mark)) fs.writeFileSync(mark, 'this relay is draining: the key lookup refuses every login\n', { mode: 0o644 });
     const dirs = sessionDirs(this.ctx);
-    const live = [...(await readSessionsAsync(dirs.sessionsDir)).values()].filter((r) => r.alive).slice(0, DRAIN_PER_BEAT);
-    if (live.length === 0) return [];
-    // Told first, so that each pod reconnects (elsewhere: this relay refuses its key now) at once rather
-    // than after its backoff; the line needs a moment to leave before the connection goes.
-    if (announceMove(live, await userUid(this.ctx.config.ssh.tunnelUser), `relay ${this.ctx.config.relays.self} is draining`) > 0) await new Promise((r) => setTimeout(r, 300));
-    for (const r of live) await cutSessions({ ...dirs, tunnelUser: this.ctx.config.ssh.tunnelUser, name: r.name, ports: [] });
-    return live.map((r) => r.name);
+    const t = now();
+    const live = [...(await readSessionsAsync(dirs.sessionsDir)).values()].filter((r) => r.alive);
+    const names = new Set(live.map((r) => r.name));
+    for (const n of this.told.keys()) if (!names.has(n)) this.told.delete(n);
+    const tell = live.filter((r) => !this.told.has(r.name)).slice(0, DRAIN_PER_BEAT);
+    // Told, so that each pod opens a session on another relay at once (this relay refuses its key now).
+    if (tell.length) announceMove(tell, await userUid(this.ctx.config.ssh.tunnelUser), `relay ${this.ctx.config.relays.self} is draining`);
+    for (const r of tell) this.told.set(r.name, t);
+    const hold = this.ctx.config.dns.ttl + DRAIN_HOLD_EXTRA_SECONDS;
+    const movedSince = new Map((await supersededSessions(this.ctx.db, this.ctx.config.relays.self, t)).map((x) => [x.name, x.newerSince]));
+    const cut = live.filter((r) => {
+      const since = movedSince.get(r.name);
+      if (since !== undefined && since > r.since) return t - since >= hold;
+      const toldAt = this.told.get(r.name);
+      return toldAt !== undefined && t - toldAt >= DRAIN_UNMOVED_SECONDS && !tell.includes(r);
+    });
+    for (const r of cut) await cutSessions({ ...dirs, tunnelUser: this.ctx.config.ssh.tunnelUser, name: r.name, ports: [] });
+    return cut.map((r) => r.name);
   }
 
   async beat(): Promise<BeatOutcome> {
@@ -106,7 +134,8 @@ export class RelayHeartbeat {
         await dropExpiredSessions(ctx.db, t);
       }
       const drained = await this.follow(state);
-      const superseded = await this.cutSuperseded();
+      // While draining, the drain decides when an old session goes (after the hold): not at once.
+      const superseded = state === 'draining' ? [] : await this.cutSuperseded();
       return { state, markedDown, moved, drained, superseded };
     } catch (e) {
       this.healthySince = null;
