@@ -112,7 +112,8 @@ export const BACKOFF = { baseSeconds: 2, capSeconds: 30 } as const;
 
 /**
  * The ssh that autossh runs (AUTOSSH_PATH): it sleeps a random time in [0, min(cap, base × 2^failures)]
- * before each connection attempt and then execs ssh. autossh stays the supervisor but no longer retries
+ * (with several relays 2^(failures / relays): the window grows per round of the list) before each
+ * connection attempt and then execs ssh. autossh stays the supervisor but no longer retries
  * in a tight loop (it retried a refused key 13 times in 1.6 s), and a fleet reconnecting after a server
  * restart arrives spread out instead of all at once: the first attempt after a session ends waits up to
  * `base` s, later ones longer, never more than `cap` s. `pipe2me start` writes "now" (no wait) before the
@@ -164,6 +165,11 @@ fi` : '';
   // not back to the one that just dropped it (the backoff protects a restarting relay from its own fleet).
   // It counts as a failure all the same: if that relay does not answer either, the backoff starts.
   const firstAtOnce = relays ? `\n[ "$n" = 0 ] && [ -s ${q(relays.list)} ] && n=first` : '';
+  // With several relays the wait grows per round of the list, not per attempt: a dead relay in the list
+  // (every other attempt, with two) does not double the wait before the next try at a live one.
+  const perRound = relays ? `\n  count=$(grep -c . ${q(relays.list)} 2>/dev/null)
+  case $count in ''|*[!0-9]*|0) count=1 ;; esac
+  level=$((n / count))` : '';
   return `#!/bin/sh
 # pipe2me: the ssh that autossh runs for this tunnel set; see src/pod/tunnel.ts (sshWrapperScript).
 state=${q(stateFile)}
@@ -175,9 +181,10 @@ elif [ "$n" = first ]; then
   n=1
 else
   case $n in ''|*[!0-9]*) n=0 ;; esac
+  level=$n${perRound}
   window=${BACKOFF.baseSeconds}
   i=0
-  while [ "$i" -lt "$n" ] && [ "$window" -lt ${BACKOFF.capSeconds} ]; do window=$((window * 2)); i=$((i + 1)); done
+  while [ "$i" -lt "$level" ] && [ "$window" -lt ${BACKOFF.capSeconds} ]; do window=$((window * 2)); i=$((i + 1)); done
   [ "$window" -gt ${BACKOFF.capSeconds} ] && window=${BACKOFF.capSeconds}
   # A random point in [0, window) with millisecond steps (od reads two bytes of /dev/urandom).
   r=$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')

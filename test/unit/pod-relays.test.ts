@@ -3,7 +3,7 @@
  * (it reaches ssh's arguments), each relay's key is pinned under its own alias, the pod starts at its home
  * relay (or the operator's pin), and the real ssh wrapper walks the list one relay per attempt.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -75,6 +75,25 @@ describe('the relays a pod is told about', () => {
       expect(Date.now() - t0).toBeLessThan(300);
       expect(fs.readFileSync(state, 'utf8').trim()).toBe('1');
     }
+    // The wait grows per round of the relay list, not per attempt (a fake sleep on PATH says each wait):
+    // after 3 failures with 2 relays the window is base × 2^1 = 4 s; with 1 relay base × 2^3 = 16 s.
+    const bin = path.join(tmp, 'bin');
+    fs.mkdirSync(bin, { recursive: true });
+    fs.writeFileSync(path.join(bin, 'sleep'), '#!/bin/sh\necho "slept $1" >&2\n', { mode: 0o755 });
+    const waits = (failures: number, runs = 20) => Array.from({ length: runs }, () => {
+      fs.writeFileSync(state, `${failures}\n`);
+      const r = spawnSync(wrapper, ['pipe2me-relay'], { encoding: 'utf8', env: { ...process.env, PATH: `${bin}:${process.env.PATH}` }, timeout: 10_000 });
+      return Number(/slept ([0-9.]+)/.exec(r.stderr)?.[1]);
+    });
+    const two = waits(3);
+    expect(Math.max(...two), two.join(' ')).toBeLessThan(4);
+    expect(Math.max(...two), two.join(' ')).toBeGreaterThanOrEqual(2);
+    const saved = fs.readFileSync(list, 'utf8');
+    fs.writeFileSync(list, saved.split('\n')[0] + '\n');
+    const one = waits(3);
+    expect(Math.max(...one), one.join(' ')).toBeGreaterThanOrEqual(4);
+    expect(Math.max(...one), one.join(' ')).toBeLessThan(16);
+    fs.writeFileSync(list, saved);
     // A damaged position file starts again at the first relay.
     fs.writeFileSync(next, 'x; rm -rf /\n');
     expect(runOnce()).toContain('HostName=198.51.100.20');
