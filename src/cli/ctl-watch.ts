@@ -20,12 +20,14 @@ import { globals, parseIntOption, parseLogFormatOption } from './ctl-common.js';
 import { applySummary } from './format.js';
 import { Output } from './output.js';
 import { createLog, type LogFormat } from '../util/log.js';
+import { Debouncer } from '../util/debounce.js';
 
 export function registerWatchCommand(program: Command): void {
   program
     .command('watch')
     .description('Keep running: re-apply when the configuration or the state changes (debounced), and expire subdomains on time.')
     .option('--debounce <ms>', 'wait this long after the last change', parseIntOption('--debounce'), 300)
+    .option('--max-wait <ms>', 'but apply at the latest this long after the first change not yet applied, however often the state changes', parseIntOption('--max-wait'), 1000)
     .option('--poll <ms>', 'how often to look at what the rendered files depend on in the state store (its render journal, ACME\'s dns-01 records)', parseIntOption('--poll'), 250)
     .option('--expiry-interval <seconds>', 'how often to look for expired subdomains', parseIntOption('--expiry-interval'), 5)
     .option('--verbose', 'log every change it notices')
@@ -43,7 +45,6 @@ Examples:
       // once and the last good configuration kept).
       const ctx = await openServer(file, log);
       const dataVersion = () => changeStamp(ctx.db);
-      let timer: NodeJS.Timeout | undefined;
       let running: Promise<void> = Promise.resolve();
 
       // A cycle that failed (the store away, a daemon refusing) is owed: the next time the store answers,
@@ -65,12 +66,14 @@ Examples:
           log(`apply failed: ${(e as Error).message}${isPipe2meError(e) && e.hint ? ` (hint: ${e.hint})` : ''}`, { event: 'apply', outcome: 'failed', daemon: (isPipe2meError(e) ? (e.data?.['daemon'] as string | undefined) : undefined) ?? null });
         }
       };
+      // Debounced, with a ceiling: under changes that never pause (a relay taking over hundreds of pods, one
+      // session mirrored after another) a plain debounce would put the apply off until they stop.
+      const debounced = new Debouncer(o.debounce as number, o.maxWait as number, () => {
+        running = running.then(cycle);
+      });
       const schedule = (why: string) => {
         if (o.verbose) log(why, { event: 'change_seen' });
-        clearTimeout(timer);
-        timer = setTimeout(() => {
-          running = running.then(cycle);
-        }, o.debounce);
+        debounced.touch();
       };
 
       const watcher = chokidar.watch(file, { ignoreInitial: true });
@@ -134,7 +137,7 @@ Examples:
       });
       clearInterval(poll);
       clearInterval(expiry);
-      clearTimeout(timer);
+      debounced.cancel();
       await watcher.close();
       await running;
       await closeServer(ctx);
