@@ -237,7 +237,7 @@ bring-up; up in ${(r.upMs / 1000).toFixed(0)} s), plus the real pods above. Then
 ${table(['from the kill to …', 's', 'what decides it'], [
   [`every pod's session on the other relay (its session records)`, f1(r.podsMs / 1000), `${r.movedPods} logins at once on one relay (sshd MaxStartups 100:30:200, PerSourceMaxStartups 64 for the one NAT address): refused logins retry with the wrapper's jitter`],
   ['each name answering the other relay on its nameserver, median / last', `${f1(r.dns.median)} / **${f1(r.dns.max)}**${r.dns.missing ? ` (${r.dns.missing} never)` : ''}`, 'the session mirror (every second) and the watchers\' zone patches'],
-  ['each pod served by name (HTTP to the address its name answers), median / last', `${f1(r.served.median)} / ${f1(r.served.max)}${r.served.missing ? ` (${r.served.missing} never)` : ''}`, 'bench/bin/follow-names.mjs: 64 pods followed at once, each asked again 200 ms after its last answer'],
+  ['each pod served by name (HTTP to the address its name answers), median / last', `${f1(r.served.median)} / ${f1(r.served.max)}${r.served.missing ? ` (${r.served.missing} never)` : ''}`, 'bench/bin/follow-names.mjs: 64 checks in flight, the pods taking turns, each asked again ≥ 200 ms after its last answer'],
   ['wrapper attempts per moved pod until its session was back, median / max', `${r.attempts.median} / ${r.attempts.max}`, ''],
 ])}
 

@@ -3,10 +3,10 @@
 //
 //   follow-names.mjs PODS.json NAMESERVER EXPECTED_ADDRESS MAX_MS
 //
-// PODS.json: [{"fqdn", "port"}…]. For every pod, over and over (at most 64 pods in flight, each asked again
-// 200 ms after its last answer): the A record of its name at NAMESERVER, until it is EXPECTED_ADDRESS (the
-// moment is the pod's "dns" time), then an HTTP GET to that address with the name as Host, until one answers
-// 200 (its "served" time). Prints "following" once running, then "result {json}" (epoch ms per pod; null where
+// PODS.json: [{"fqdn", "port"}…]. For every pod, over and over (64 checks in flight, the pods taking turns,
+// each asked again at least 200 ms after its last answer): the A record of its name at NAMESERVER, until it
+// is EXPECTED_ADDRESS (the moment is the pod's "dns" time), then an HTTP GET to that address with the name
+// as Host, until one answers 200 (its "served" time). Prints "following" once running, then "result {json}" (epoch ms per pod; null where
 // MAX_MS passed first) and exits.
 import { Resolver } from 'node:dns/promises';
 import * as fs from 'node:fs';
@@ -38,28 +38,34 @@ function get(fqdn, port) {
   });
 }
 
-async function follow(i) {
+/**
+ * One step for pod i: its DNS answer until it is the expected address, then one HTTP request. Steps of all
+ * pods take turns (a queue), so that a pod whose tunnel is not back yet never holds up the others' checks.
+ */
+async function step(i) {
   const { fqdn, port } = pods[i];
-  while (now() - startedAt < maxMs) {
-    if (dnsAt[i] === null) {
-      queries++;
-      const a = await resolver.resolve4(fqdn).catch(() => []);
-      if (a.length === 1 && a[0] === expected) dnsAt[i] = now();
-    }
-    if (dnsAt[i] !== null) {
-      requests++;
-      if (await get(fqdn, port)) {
-        servedAt[i] = now();
-        return;
-      }
-    }
-    await sleep(200);
+  if (dnsAt[i] === null) {
+    queries++;
+    const a = await resolver.resolve4(fqdn).catch(() => []);
+    if (a.length === 1 && a[0] === expected) dnsAt[i] = now();
+    else return false;
   }
+  requests++;
+  if (await get(fqdn, port)) {
+    servedAt[i] = now();
+    return true;
+  }
+  return false;
 }
 
-let next = 0;
+const queue = pods.map((_, i) => ({ i, notBefore: 0 }));
 async function worker() {
-  while (next < pods.length) await follow(next++);
+  while (queue.length && now() - startedAt < maxMs) {
+    const item = queue.shift();
+    const wait = item.notBefore - now();
+    if (wait > 0) await sleep(wait);
+    if (!(await step(item.i))) queue.push({ i: item.i, notBefore: now() + 200 });
+  }
 }
 
 process.stdout.write('following\n');

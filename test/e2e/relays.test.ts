@@ -368,6 +368,18 @@ describe('two relays, one store', () => {
 
   it('PostgreSQL down for 30 s: every tunnel keeps serving throughout, no relay is called down when it returns, and a failover afterwards still works', async () => {
     const s = f();
+    // From a fleet that is settled: both relays up, and staying up for a whole lease and more. (Right after
+    // the blackhole of the test before, relay-a's store connections can still be in TCP's retransmission
+    // backoff for seconds; a heartbeat stuck behind one of them lets its lease run out once more.)
+    const states = async () => (await s.ctl<{ relays: { name: string; state: string }[] }>('relay-b', ['relay', 'list'])).json.relays.map((x) => `${x.name}=${x.state}`).join(',');
+    let upSince = 0;
+    const firstSeen = await states();
+    await waitFor('both relays up for 6 s', async () => {
+      if ((await states()) !== 'relay-a=up,relay-b=up') upSince = 0;
+      else upSince ||= Date.now();
+      return upSince > 0 && Date.now() - upSince >= 6000;
+    }, { timeoutMs: 60_000, intervalMs: 500 });
+    if (firstSeen !== 'relay-a=up,relay-b=up') console.log(`[relays] before the store's outage the relays were ${firstSeen}; waited until both were up`);
     await s.pg.stop('fast');
     const until = Date.now() + 30_000;
     let served = 0;
