@@ -34,6 +34,7 @@ function get(fqdn, port) {
     });
     req.on('timeout', () => req.destroy());
     req.on('error', () => resolve(false));
+    req.on('close', () => resolve(false));
     req.end();
   });
 }
@@ -59,12 +60,19 @@ async function step(i) {
 }
 
 const queue = pods.map((_, i) => ({ i, notBefore: 0 }));
+let unfinished = pods.length;
 async function worker() {
-  while (queue.length && now() - startedAt < maxMs) {
+  // Until every pod is served: a queue that is empty for a moment (its pods in flight) is waited for.
+  while (unfinished > 0 && now() - startedAt < maxMs) {
     const item = queue.shift();
+    if (!item) {
+      await sleep(20);
+      continue;
+    }
     const wait = item.notBefore - now();
     if (wait > 0) await sleep(wait);
-    if (!(await step(item.i))) queue.push({ i: item.i, notBefore: now() + 200 });
+    if (await step(item.i)) unfinished--;
+    else queue.push({ i: item.i, notBefore: now() + 200 });
   }
 }
 

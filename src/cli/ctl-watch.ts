@@ -68,8 +68,15 @@ Examples:
       };
       // Debounced, with a ceiling: under changes that never pause (a relay taking over hundreds of pods, one
       // session mirrored after another) a plain debounce would put the apply off until they stop.
+      // At most one cycle waits behind the running one: it reads the state as it is when it starts.
+      let queued = false;
       const debounced = new Debouncer(o.debounce as number, o.maxWait as number, () => {
-        running = running.then(cycle);
+        if (queued) return;
+        queued = true;
+        running = running.then(() => {
+          queued = false;
+          return cycle();
+        });
       });
       const schedule = (why: string) => {
         if (o.verbose) log(why, { event: 'change_seen' });

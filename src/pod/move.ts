@@ -36,6 +36,9 @@ export function tunnelSetFiles(f: PodFiles, gen: number): TunnelSetFiles {
   return { wrapper: `${base.wrapper}.${gen}`, backoff: `${base.backoff}.${gen}`, next: `${base.next}.${gen}`, log: `${base.log}.${gen}` };
 }
 
+/** The longest a retired set waits for its relay to end its session (the TTL's maximum, 300 s, + the relay's 3 s, with room). */
+const RETIRE_AFTER_MS = 330_000;
+
 /** A wrapper that connects nowhere: what a retired set's autossh runs until it is stopped. */
 export const RETIRED_WRAPPER = '#!/bin/sh\n# pipe2me: this tunnel set handed its session over to another relay (src/pod/move.ts); it is being stopped.\nexec sleep 120\n';
 
@@ -70,7 +73,7 @@ export function nextIndex(set: TunnelSet): number {
   return Number.isInteger(n) && n >= 0 ? n : 0;
 }
 
-/** Retires a set that handed over: it connects nowhere from now on, then stops; its files go (not the pod's own). */
+/** Retires a set that handed over (its wrapper connects nowhere already): it stops; its files go (not the pod's own). */
 export async function retire(set: TunnelSet): Promise<void> {
   atomicWrite(set.files.wrapper, RETIRED_WRAPPER, { mode: 0o700 });
   await set.sup.stop();
@@ -86,6 +89,7 @@ export class RelayMover {
   private successor: TunnelSet | null = null;
   private readonly retiring = new Set<TunnelSet>();
   private generation = 0;
+  private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(private readonly o: {
     state: PodState;
@@ -119,9 +123,15 @@ export class RelayMover {
       this.current = set;
       this.successor = null;
       this.retiring.add(old);
+      // At once: when its session ends, its autossh runs the wrapper again, and that must connect nowhere
+      // (autossh reads the file only then; the live session is not touched).
+      atomicWrite(old.files.wrapper, RETIRED_WRAPPER, { mode: 0o700 });
       log(`moved to relay ${set.relay ?? '?'}; the old session on relay ${old.relay ?? '?'} serves until that relay ends it`);
-      // However that relay behaves, the old set goes within a minute.
-      setTimeout(() => void this.retireSet(old), 60_000).unref();
+      // The relay ends it once the name has pointed here for the TTL (at most 300 s) + 3 s; however that
+      // relay behaves, the old set goes after that.
+      const timer = setTimeout(() => void this.retireSet(old), RETIRE_AFTER_MS);
+      timer.unref();
+      this.timers.add(timer);
       this.o.onEvent(e);
       return;
     }
@@ -167,6 +177,7 @@ export class RelayMover {
   }
 
   async stop(): Promise<void> {
+    for (const t of this.timers) clearTimeout(t);
     for (const set of [this.current, ...(this.successor ? [this.successor] : []), ...this.retiring]) await set.sup.stop();
   }
 }

@@ -398,6 +398,8 @@ ALTER TABLE ports ADD PRIMARY KEY (slot, port);`,
     // The account URL was one meta row per directory: with several relays it named one relay's account
     // for every relay's key. It is dropped; each relay finds its own again by registering its key (a CA
     // answers an existing key with its existing account, RFC 8555 7.3.1).
+    // An open order for the server's own names from before is bound to no relay, and only the relay that
+    // holds its key could install it: cancelled, each relay orders its own at its next apply.
     sql: `CREATE TABLE acme_accounts (
   directory_url TEXT NOT NULL,
   key_sha256    TEXT NOT NULL,
@@ -409,7 +411,8 @@ ALTER TABLE ports ADD PRIMARY KEY (slot, port);`,
 ) STRICT;
 ALTER TABLE acme_orders ADD COLUMN relay TEXT;
 ALTER TABLE acme_orders ADD COLUMN worked_by TEXT;
-DELETE FROM meta WHERE key LIKE 'acme_account_url %';`,
+DELETE FROM meta WHERE key LIKE 'acme_account_url %';
+UPDATE acme_orders SET state = 'cancelled' WHERE subdomain_id IS NULL AND state IN ('queued', 'working');`,
     postgres: `CREATE TABLE acme_accounts (
   directory_url text COLLATE "C" NOT NULL,
   key_sha256    text COLLATE "C" NOT NULL,
@@ -421,7 +424,8 @@ DELETE FROM meta WHERE key LIKE 'acme_account_url %';`,
 );
 ALTER TABLE acme_orders ADD COLUMN relay text COLLATE "C";
 ALTER TABLE acme_orders ADD COLUMN worked_by text COLLATE "C";
-DELETE FROM meta WHERE key LIKE 'acme_account_url %';`,
+DELETE FROM meta WHERE key LIKE 'acme_account_url %';
+UPDATE acme_orders SET state = 'cancelled' WHERE subdomain_id IS NULL AND state IN ('queued', 'working');`,
   },
 ];
 

@@ -48,12 +48,17 @@ let crlBefore: string | undefined;
 /** Where `relay`'s nginx serves the CRL of `signer`. */
 const servedCrl = (relay: string, signer: string) => path.join(layout(loadConfig(f().relay(relay).configFile)).crlDir, `${signer}.pem`);
 
-/** Writes a CRL into the shared store as signer's (what anyone with the store's password can do). */
-async function plantCrl(s: RelayFleet, signer: string, pem: string): Promise<void> {
+/** Writes a record of the CA's into the shared store (what anyone with the store's password can do). */
+async function plantRecord(s: RelayFleet, name: string, pem: string): Promise<void> {
   expect(pem).not.toContain('$crl$');
-  const sql = `UPDATE ca_files SET content = $crl$${pem}$crl$, updated_at = extract(epoch from now())::bigint WHERE name = 'crl/${signer}';`;
+  const sql = `UPDATE ca_files SET content = $crl$${pem}$crl$, updated_at = extract(epoch from now())::bigint WHERE name = '${name}';`;
   const r = await s.world.inNs('db', ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', ADDR.db, '-U', s.pg.user, '-d', s.pg.database], { input: sql, env: { PGPASSWORD: s.pg.password }, timeout: 15_000 });
   expect(r.exitCode, r.output).toBe(0);
+}
+
+async function readRecord(s: RelayFleet, name: string): Promise<string> {
+  const r = await s.world.inNs('db', ['psql', '-X', '-qAt', '-h', ADDR.db, '-U', s.pg.user, '-d', s.pg.database, '-c', `SELECT content FROM ca_files WHERE name = '${name}'`], { env: { PGPASSWORD: s.pg.password }, timeout: 15_000 });
+  return r.stdout.trim();
 }
 
 /** Whether every pod's name answers `relay` (its address of the pod's slot) on the nameserver at `ns`. */
@@ -195,16 +200,27 @@ describe('two relays, one store', () => {
     await s.world.inNs('cli', ['openssl', 'ca', '-config', `${dir}/ca.cnf`, '-gencrl', '-keyfile', `${dir}/k.pem`, '-cert', `${dir}/c.pem`, '-out', `${dir}/crl.pem`], { timeout: 15_000 });
     const forged = fs.readFileSync(`${dir}/crl.pem`, 'utf8');
     for (const [what, pem] of [['not its signer\'s', forged], ['older', crlBefore!]] as const) {
-      await plantCrl(s, 'relay-b', pem);
+      await plantRecord(s, 'crl/relay-b', pem);
       for (const r of ['relay-a', 'relay-b']) {
         await waitFor(`${r} refuses the ${what} CRL`, async () => s.world.procs.log(`${r}-api`).includes(`CRL of relay-b is not published here: ${what === 'older' ? 'it is older' : 'its signature is not its signer'}`), { timeoutMs: 10_000, intervalMs: 250 });
       }
       expect(served(), `after the ${what} CRL`).toEqual(before);
       // relay-b puts its own CRL back into the store: a relay that starts later finds a good one there.
       await waitFor(`relay-b's own CRL back in the store after the ${what} one`, async () => {
-        const r = await s.world.inNs('db', ['psql', '-X', '-qAt', '-h', ADDR.db, '-U', s.pg.user, '-d', s.pg.database, '-c', "SELECT content FROM ca_files WHERE name = 'crl/relay-b'"], { env: { PGPASSWORD: s.pg.password }, timeout: 15_000 });
-        return r.stdout.trim() !== pem.trim() && r.stdout.includes('BEGIN X509 CRL');
+        const now = await readRecord(s, 'crl/relay-b');
+        return now !== pem.trim() && now.includes('BEGIN X509 CRL');
       }, { timeoutMs: 10_000, intervalMs: 500 });
+    }
+    // relay-b's intermediate swapped in the store for another CA certificate the root vouches for (the root
+    // itself), with a CRL that one signed: not relay-b's, whatever signed it.
+    const approved = await readRecord(s, 'relay-ca/relay-b.crt');
+    try {
+      await plantRecord(s, 'relay-ca/relay-b.crt', fs.readFileSync(`${loadConfig(s.relay('relay-a').configFile).paths.ca}/root.crt`, 'utf8'));
+      await plantRecord(s, 'crl/relay-b', await readRecord(s, 'crl/root'));
+      await waitFor('relay-a refuses a CRL whose signer is not relay-b\'s intermediate', async () => s.world.procs.log('relay-a-api').includes('CRL of relay-b is not published here: its signer\'s certificate is not the one the root issued to that relay'), { timeoutMs: 10_000, intervalMs: 250 });
+      expect(served()[0], 'relay-a still serves relay-b\'s own CRL').toBe(before[0]);
+    } finally {
+      await plantRecord(s, 'relay-ca/relay-b.crt', approved + '\n');
     }
     const after = served();
     expect(after.map((p) => parseCrlSerials(p)), 'the revocation is still listed').toEqual(before.map((p) => parseCrlSerials(p)));
@@ -310,11 +326,17 @@ describe('two relays, one store', () => {
     }
     console.log(`[relays] drain of relay-b: ${requests} client requests, ${single} failed once and succeeded on the retry, ${twice} failed twice`);
     expect(twice).toBe(0);
-    // Each pod opened its new tunnel while the old one served, and took it over once it was up.
-    for (const h of PODS) {
+    // Each pod opened its new tunnel while the old one served and took it over once it was up; relay-b cut
+    // the old session only after the pod's name had pointed at relay-a for the TTL (5 s here).
+    const at = (line: string | undefined) => Date.parse(/^(\S+Z) /.exec(line ?? '')?.[1] ?? '');
+    const relayLog = s.world.procs.log('relay-b-api').split('\n');
+    for (const [i, h] of PODS.entries()) {
       const podLog = s.world.procs.log(`${h}-pipe2me`);
       expect(podLog, h).toContain('opening a tunnel to the next relay before this one ends');
-      expect(podLog, h).toContain('moved to relay relay-a; the old session on relay relay-b serves until that relay ends it');
+      const moved = at(podLog.split('\n').find((l) => l.includes('moved to relay relay-a; the old session on relay relay-b serves until that relay ends it')));
+      const cut = at(relayLog.find((l) => l.includes('draining: cut the old sessions of') && new RegExp(`[(, ]${NAMES[i]!}[,)]`).test(l)));
+      expect(Number.isFinite(moved) && Number.isFinite(cut), `${h}: moved ${moved}, cut ${cut}`).toBe(true);
+      expect(cut - moved, `${h}: relay-b cut its old session ${cut - moved} ms after it moved`).toBeGreaterThanOrEqual(5000);
     }
     await waitFor('relay-b up', async () => (await s.ctl<{ relays: { name: string; state: string }[] }>('relay-a', ['relay', 'list'])).json.relays.every((r) => r.state === 'up'), { timeoutMs: 10_000, intervalMs: 250 });
     await new Promise((r) => setTimeout(r, 3000));

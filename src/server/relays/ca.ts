@@ -130,6 +130,8 @@ export interface PublishedCrls {
   changed: string[];
   /** CRLs in the store that were not published, and why (the file served stays as it was). */
   refused: { signer: string; why: string }[];
+  /** Records not judged for good (this relay's CA not installed yet, a signer not approved yet, openssl not run): to be looked at again. */
+  retry: string[];
 }
 
 /**
@@ -141,9 +143,9 @@ export interface PublishedCrls {
 export async function publishCrls(ctx: ServerContext, only?: ReadonlySet<string>): Promise<PublishedCrls> {
   // The follower already knows which records are due: the store is listed only when nobody said.
   const names = only ? [...only] : [...(await caFileStamps(ctx.db, { prefix: 'crl/' })).keys()];
-  const out: PublishedCrls = { changed: [], refused: [] };
+  const out: PublishedCrls = { changed: [], refused: [], retry: [] };
   const root = readIfExists(path.join(ctx.config.paths.ca, 'root.crt'));
-  if (root === undefined) return out;
+  if (root === undefined) return { ...out, retry: names };
   const crls = await loadCaFiles(ctx.db, names);
   const signers = [...crls.keys()].map((n) => n.slice('crl/'.length)).filter((n) => n !== 'root' && SIGNER.test(n));
   const intermediates = await loadCaFiles(ctx.db, signers.map(approvedRecord));
@@ -153,9 +155,10 @@ export async function publishCrls(ctx: ServerContext, only?: ReadonlySet<string>
     const file = publishedCrlFile(ctx, signer);
     const live = readIfExists(file);
     if (live === pem) continue;
-    const why = await crlRefusal(pem, signer === 'root' ? root : intermediates.get(approvedRecord(signer)), root, live);
-    if (why) {
-      out.refused.push({ signer, why });
+    const refusal = await crlRefusal(pem, signer === 'root' ? root : intermediates.get(approvedRecord(signer)), root, live, signer === 'root' ? null : relayCaName(ctx, signer));
+    if (refusal) {
+      out.refused.push({ signer, why: refusal.why });
+      if (refusal.transient) out.retry.push(name);
       continue;
     }
     ensureDir(path.dirname(file), 0o755);
@@ -167,37 +170,43 @@ export async function publishCrls(ctx: ServerContext, only?: ReadonlySet<string>
 
 const SIGNER = /^[a-z0-9-]{1,63}$/;
 
-/** Why a CRL from the store must not be served (undefined: it may). */
-async function crlRefusal(pem: string, issuerPem: string | undefined, rootPem: string, livePem: string | undefined): Promise<string | undefined> {
-  if (!issuerPem) return 'its signer has no intermediate from the root in the store';
+/** Why a CRL from the store must not be served (undefined: it may); transient: the answer may change without the CRL changing. */
+async function crlRefusal(pem: string, issuerPem: string | undefined, rootPem: string, livePem: string | undefined, relayCa: string | null): Promise<{ why: string; transient?: boolean } | undefined> {
+  const no = (why: string, transient = false) => ({ why, transient });
+  if (!issuerPem) return no('its signer has no intermediate from the root in the store (not approved yet?)', true);
   let issuer: X509Certificate;
   try {
     issuer = new X509Certificate(issuerPem);
     const root = new X509Certificate(rootPem);
-    if (issuerPem !== rootPem && !(issuer.checkIssued(root) && issuer.verify(root.publicKey) && issuer.ca)) return 'its signer\'s certificate is not a CA certificate issued by this fleet\'s root';
+    if (issuerPem !== rootPem && !(issuer.checkIssued(root) && issuer.verify(root.publicKey) && issuer.ca)) return no('its signer\'s certificate is not a CA certificate issued by this fleet\'s root');
+    // The root names each relay's intermediate after that relay (approveRelayCa): another relay's, put in
+    // this relay's record, does not pass for it.
+    if (relayCa !== null && !issuer.subject.split('\n').includes(`CN=${relayCa}`)) return no(`its signer's certificate is not the one the root issued to that relay (${issuer.subject.replace(/\n/g, ', ')})`);
   } catch (e) {
-    return `its signer's certificate cannot be read (${(e as Error).message})`;
+    return no(`its signer's certificate cannot be read (${(e as Error).message})`);
   }
   let info;
   try {
     info = parseCrl(pem);
   } catch (e) {
-    return `it cannot be read (${(e as Error).message})`;
+    return no(`it cannot be read (${(e as Error).message})`);
   }
   // openssl checks the signature against exactly this one certificate (the CRL's issuer must be its subject).
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2m-crl-'));
   try {
     const issuerFile = path.join(dir, 'issuer.pem');
     fs.writeFileSync(issuerFile, issuer.toString());
-    const r = await run(PROGRAMS.openssl, ['crl', '-noout', '-CAfile', issuerFile], { input: pem, timeout: 10_000, allowFailure: true });
-    if (r.exitCode !== 0 || !/verify OK/.test(r.stderr + r.stdout)) return `its signature is not its signer's (openssl: ${(r.stderr || r.stdout).trim().split('\n')[0]?.slice(0, 200)})`;
+    // Exactly this certificate: none of the system's trust store (a public CA's own CRL must not pass).
+    const r = await run(PROGRAMS.openssl, ['crl', '-noout', '-no-CApath', '-no-CAstore', '-CAfile', issuerFile], { input: pem, timeout: 10_000, allowFailure: true });
+    if (r.exitCode < 0 || r.timedOut) return no(`openssl could not check it (${(r.stderr || r.stdout).trim().split('\n')[0]?.slice(0, 200)})`, true);
+    if (r.exitCode !== 0 || !/verify OK/.test(r.stderr + r.stdout)) return no(`its signature is not its signer's (openssl: ${(r.stderr || r.stdout).trim().split('\n')[0]?.slice(0, 200)})`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
   if (livePem !== undefined) {
     try {
       const served = parseCrl(livePem).thisUpdate;
-      if (info.thisUpdate.getTime() < served.getTime()) return `it is older (${info.thisUpdate.toISOString()}) than the one served (${served.toISOString()})`;
+      if (info.thisUpdate.getTime() < served.getTime()) return no(`it is older (${info.thisUpdate.toISOString()}) than the one served (${served.toISOString()})`);
     } catch {
       // What is served cannot be read: the new one (verified) replaces it.
     }
@@ -236,8 +245,10 @@ export class CrlFollower {
     // The same for each signer's CRL: published when its stamp moved, or was still the current second.
     const second = Math.floor(Date.now() / 1000);
     const due = new Set([...stamps].filter(([n, t]) => n.startsWith('crl/') && (t > (this.crlStamps.get(n) ?? -1) || t >= second - 1)).map(([n]) => n));
-    const refused = due.size ? (await publishCrls(this.ctx, due)).refused : [];
-    for (const n of due) this.crlStamps.set(n, stamps.get(n)!);
+    const published: Pick<PublishedCrls, 'refused' | 'retry'> = due.size ? await publishCrls(this.ctx, due) : { refused: [], retry: [] };
+    const refused = published.refused;
+    // A record refused for a reason that may pass (no approval yet, openssl not run) is looked at again.
+    for (const n of due) if (!published.retry.includes(n)) this.crlStamps.set(n, stamps.get(n)!);
     // The store's copy of this relay's own CRL was replaced by one it refuses: its own goes back there.
     if (refused.some((r) => r.signer === ca.signer()) && fs.existsSync(path.join(ca.dir, 'ca.crt'))) await ca.generateCrl();
     return refused;

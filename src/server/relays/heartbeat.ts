@@ -154,6 +154,7 @@ export function startHeartbeat(ctx: ServerContext, log: Log, intervalMs: number)
   let beating = false;
   let failing = false;
   let crlFailing = false;
+  const crlRefusals = new Map<string, string>();
   const some = (names: string[]) => `${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''}`;
   const tick = async () => {
     if (beating) return;
@@ -165,7 +166,7 @@ export function startHeartbeat(ctx: ServerContext, log: Log, intervalMs: number)
       for (const name of r.markedDown) log(`relay ${name} stopped renewing its lease: marked down (its pods' names move to the relays that are up)`, { event: 'relay_down', relay: name, outcome: 'ok' });
       if (r.moved) log(`${r.moved} pod(s) now point at this relay (their newest session is here)`, { event: 'relay_sessions', outcome: 'ok' });
       if (r.superseded.length) log(`cut the old session(s) of ${r.superseded.length} pod(s) now on another relay (newest wins): ${some(r.superseded)}`, { event: 'relay_superseded', outcome: 'ok' });
-      if (r.drained.length) log(`draining: cut the sessions of ${r.drained.length} pod(s) (${some(r.drained)}); they reconnect to another relay`, { event: 'relay_drain', outcome: 'ok' });
+      if (r.drained.length) log(`draining: cut the old sessions of ${r.drained.length} pod(s) (${some(r.drained)}): their names have pointed at another relay for the TTL, or they did not move`, { event: 'relay_drain', outcome: 'ok' });
     } catch (e) {
       // Said once per outage: the tunnels and the daemons do not depend on the store.
       if (!failing) log(`the relay's heartbeat cannot reach the state store: ${(e as Error).message}`, { event: 'relay_heartbeat', outcome: 'failed' });
@@ -181,7 +182,12 @@ export function startHeartbeat(ctx: ServerContext, log: Log, intervalMs: number)
     if (following) return;
     following = true;
     try {
-      for (const r of await crls.follow()) log(`the state store's CRL of ${r.signer} is not published here: ${r.why}; the one served stays`, { event: 'relay_crl', outcome: 'refused' });
+      for (const r of await crls.follow()) {
+        // Said once per signer and reason (one looked at again every few seconds says the same).
+        if (crlRefusals.get(r.signer) === r.why) continue;
+        crlRefusals.set(r.signer, r.why);
+        log(`the state store's CRL of ${r.signer} is not published here: ${r.why}; the one served stays`, { event: 'relay_crl', outcome: 'refused' });
+      }
       crlFailing = false;
     } catch (e) {
       if (!crlFailing) log(`cannot bring the CRLs up to date: ${(e as Error).message}`, { event: 'relay_crl', outcome: 'failed' });
