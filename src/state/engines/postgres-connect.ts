@@ -59,6 +59,9 @@ export interface PostgresOptions {
 
 export { StoreUnavailableError };
 
+/** How long PostgreSQL lets a session of ours sit idle inside a transaction before it ends it (see the pool). */
+export const IDLE_IN_TRANSACTION_MS = 5_000;
+
 export interface FailoverPoolClient extends PostgresPoolClient {
   /** The host this connection goes to (as currentHost() names it). */
   readonly host: string;
@@ -198,6 +201,11 @@ class Failover implements FailoverPool {
       // the pool would never look for the promoted standby. A query gets the statement timeout plus a
       // margin, then fails as a lost connection (and the host is forgotten); idle sockets are probed after 10 s.
       query_timeout: (opts.statementTimeoutMs ?? 30_000) + 5_000,
+      // A relay cut off in the middle of a write transaction leaves its session idle in that transaction,
+      // holding the writers' advisory lock: every other relay's writes (heartbeats, session mirrors) would
+      // wait behind it until TCP gives up. PostgreSQL ends such a session after this (our transactions
+      // never wait on anything but their own statements and a signing's openssl, milliseconds).
+      idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_MS,
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
       types: TYPES,
