@@ -3,7 +3,7 @@
  * the pod by its name. The relay holding the pod's tunnel dies (every process of it killed); the pod moves
  * to the other relay, the name follows, and the client keeps reaching the pod by its name.
  */
-import { ADDR, curl, dig } from '../test/world/index.js';
+import { ADDR, curl, dig, waitFor } from '../test/world/index.js';
 import { DOMAIN } from '../test/stack/stack.js';
 import { RelayFleet } from '../test/stack/relays.js';
 
@@ -33,6 +33,7 @@ export async function relaysChapter(say: Say, onFleet: (f: RelayFleet | undefine
   const relayOf = () => fleet.relayOf('pod');
   const url = `http://${set.fqdn}:${set.services[0]!.port}/`;
   const name = async (server: string) => (await dig(fleet.world, { from: 'cli', server, name: set.fqdn, tcp: true })).answers.find((a) => a.type === 'A')?.data;
+  await waitFor('the pod\'s tunnel up on a relay', async () => relayOf() !== null, { timeoutMs: 15_000, intervalMs: 100 });
   const first = relayOf()!;
   const other = first === 'relay-a' ? 'relay-b' : 'relay-a';
   for (let i = 0; i < 50 && (await name(ADDRESS[other]!)) !== ADDRESS[first]; i++) await new Promise((r) => setTimeout(r, 200));

@@ -229,8 +229,9 @@ export async function start(o: StartOptions): Promise<number> {
 
   const onEvent = (e: TunnelEvent) => {
     lastDetail = e.detail;
-    log(`tunnel ${e.state}: ${e.detail}`);
+    // The status first: whoever reads the log's "tunnel up" finds it in status.json too.
     writeStatus();
+    log(`tunnel ${e.state}: ${e.detail}`);
     if (e.state === 'up') {
       backoff(tunnels.current, '0');
       void refreshRoute();
