@@ -222,9 +222,18 @@ describe('renewal and removal', () => {
     try {
       const deadline = Date.now() + VALIDITY_S * 1000 * 1.5;
       let fellBack = false;
+      let failedInARow = 0;
       while (Date.now() < deadline) {
         const t = await sClient(s.world, { address: ADDR.server, port: web.services[1]!.port, servername: web.fqdn });
-        const served = new X509Certificate(t.chain[0]!.pem);
+        // A handshake in the instant the service reloads its certificate (--on-renew) can fail: asked again a
+        // second later; what this test is about is which certificate is served, and that it has not run out.
+        if (!t.chain[0]) {
+          expect(++failedInARow, `no handshake with the pod's https service 5 times running: ${t.raw.slice(0, 300)}`).toBeLessThan(5);
+          await new Promise((r) => setTimeout(r, 1000));
+          continue;
+        }
+        failedInARow = 0;
+        const served = new X509Certificate(t.chain[0].pem);
         expect(Date.parse(served.validTo), 'the certificate the pod serves has not run out').toBeGreaterThan(Date.now());
         if (issuer() === 'private' && !/Pebble/.test(served.issuer)) {
           fellBack = true;
