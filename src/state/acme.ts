@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { sql, type ExpressionBuilder, type Selectable } from 'kysely';
-import type { AcmeOrdersTable, Schema } from './schema.js';
+import type { AcmeAccountsTable, AcmeOrdersTable, Schema } from './schema.js';
 import { inList, writeTx, type Store } from './store.js';
 import { now } from './types.js';
 
@@ -136,10 +136,14 @@ export async function listOrders(s: Store, limit = 200): Promise<AcmeOrder[]> {
 
 export interface AcmeAccount { directoryUrl: string; keySha256: string; url: string; relay: string; email: string; createdAt: number }
 
+const toAccount = (r: Selectable<AcmeAccountsTable>): AcmeAccount => ({
+  directoryUrl: r.directory_url, keySha256: r.key_sha256, url: r.url, relay: r.relay, email: r.email, createdAt: r.created_at,
+});
+
 /** The account URL the CA gave this key (by the sha256 of its public key), if it was registered. */
 export async function accountOf(s: Store, directoryUrl: string, keySha256: string): Promise<AcmeAccount | undefined> {
   const r = await s.q.selectFrom('acme_accounts').selectAll().where('directory_url', '=', directoryUrl).where('key_sha256', '=', keySha256).executeTakeFirst();
-  return r ? { directoryUrl: r.directory_url, keySha256: r.key_sha256, url: r.url, relay: r.relay, email: r.email, createdAt: r.created_at } : undefined;
+  return r ? toAccount(r) : undefined;
 }
 
 export async function recordAccount(s: Store, a: Omit<AcmeAccount, 'createdAt'>): Promise<void> {
@@ -148,8 +152,7 @@ export async function recordAccount(s: Store, a: Omit<AcmeAccount, 'createdAt'>)
 }
 
 export async function listAccounts(s: Store): Promise<AcmeAccount[]> {
-  return (await s.q.selectFrom('acme_accounts').selectAll().orderBy('relay').orderBy('directory_url').execute())
-    .map((r) => ({ directoryUrl: r.directory_url, keySha256: r.key_sha256, url: r.url, relay: r.relay, email: r.email, createdAt: r.created_at }));
+  return (await s.q.selectFrom('acme_accounts').selectAll().orderBy('relay').orderBy('directory_url').execute()).map(toAccount);
 }
 
 // --- dns-01 challenges: the TXT records the zone renders while an order needs them --------------------
