@@ -568,7 +568,10 @@ async function basebackup(s: Server, primary: Server): Promise<void> {
 
 /** The standby streams from the primary and has replayed everything the primary had written when it started. */
 async function waitStandbyCaughtUp(s: Server, primary: Server): Promise<void> {
-  const lsn = (await primary.admin<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn'))[0]!.lsn;
+  // The insert position, not pg_current_wal_lsn (the write position): with synchronous_commit off a commit
+  // can be inserted but not yet written out, and a standby equal to the write position lacks it (seen: the
+  // promoted standby had no table the primary had created).
+  const lsn = (await primary.admin<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn'))[0]!.lsn;
   const deadline = performance.now() + READY_TIMEOUT_MS;
   let last = '';
   for (;;) {
