@@ -68,13 +68,38 @@ export interface ApplyReport {
 const SERIAL_KEY = 'zone_serial';
 const STAGE_PREFIX = '.p2m-stage-';
 
-function readLive(files: readonly RenderedFile[], read: ReadonlyMap<string, string | undefined> = new Map()): Map<string, LiveFile | undefined> {
+function readLive(files: readonly RenderedFile[], read: LiveReader): Map<string, LiveFile | undefined> {
   const live = new Map<string, LiveFile | undefined>();
   for (const f of files) {
-    const content = read.has(f.path) ? read.get(f.path) : readIfExists(f.path);
+    if (f.sameAsLive) {
+      // Its content is read only if asked for (see RenderedFile.sameAsLive).
+      const mode = modeOf(f.path);
+      if (mode !== undefined) {
+        live.set(f.path, { mode, get content() { return read.get(f.path) ?? ''; } });
+        continue;
+      }
+    }
+    const content = read.get(f.path);
     live.set(f.path, content === undefined ? undefined : { content, mode: fs.statSync(f.path).mode });
   }
   return live;
+}
+
+function modeOf(file: string): number | undefined {
+  try {
+    return fs.statSync(file).mode;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Files read once and kept: the renderer patches one, the planner compares with it. */
+class LiveReader {
+  private readonly read = new Map<string, string | undefined>();
+  get(file: string): string | undefined {
+    if (!this.read.has(file)) this.read.set(file, readIfExists(file));
+    return this.read.get(file);
+  }
 }
 
 /** Staging directories of applies that were killed (their pid is gone) are removed. */
@@ -109,10 +134,24 @@ function stageUnit(unit: Unit, changes: readonly FileChange[]): Staged {
   const paths = new Map<string, string>();
   for (const c of changes) {
     const staged = path.join(dir, path.basename(c.file.path));
+    if (c.file.sameAsLive && !c.modeChanged && linked(c.file.path, staged)) {
+      // The live file itself (a second name for it): checked with the rest, never renamed (unchanged).
+      paths.set(c.file.path, staged);
+      continue;
+    }
     writeFresh(staged, c.content, { mode: c.file.mode });
     paths.set(c.file.path, staged);
   }
   return { unit, dir, paths };
+}
+
+function linked(file: string, to: string): boolean {
+  try {
+    fs.linkSync(file, to);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function checkUnit(ctx: ServerContext, s: Staged, keyDelta: RenderOutcome['keyDelta'], dynamicUpdate: boolean): Promise<void> {
@@ -187,10 +226,9 @@ async function withUnitLocks<T>(ctx: ServerContext, units: readonly Unit[], fn: 
 export async function planOnly(live: ServerContext, units: readonly Unit[] = ALL_UNITS, opts: { full?: boolean } = {}): Promise<Plan & { render: RenderOutcome }> {
   const ctx = snapshot(live);
   const L = ctx.layout;
-  // Every per-pod file of the units applied is read once: the renderer patches it, the planner compares
-  // with it. (The others are not read at all: an apply of the zone alone costs the zone only.)
-  const perPod: [string, Unit][] = [[L.sshd.keyList, 'keys'], [L.nginx.httpEntryMap, 'nginx'], [L.nginx.httpsEntryMap, 'nginx'], [L.nginx.sniRouteMap, 'nginx'], [L.nginx.sniPortMap, 'nginx'], [L.bind.zone, 'dns'], [L.nsd.zone, 'dns']];
-  const contents = new Map(perPod.filter(([, u]) => units.includes(u)).map(([p]) => [p, readIfExists(p)]));
+  // Every per-pod file is read at most once, and only when needed: the renderer patches it, the planner
+  // compares with it; one proven unchanged is not read at all (a no-op apply reads none of them).
+  const contents = new LiveReader();
   const render = await renderForApply(ctx.config, L, ctx.db, units, contents, opts);
   // With relays the serial and the zone it was given for are one record, whichever relay wrote it.
   const shared = ctx.config.relays.relayed ? await sharedZoneSerial(ctx.db) : null;

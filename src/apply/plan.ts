@@ -81,6 +81,18 @@ export function plan(rendered: readonly RenderedFile[], live: ReadonlyMap<string
   let serial: number | null = null;
   const changes: FileChange[] = rendered.map((file) => {
     const before = live.get(file.path);
+    // Proven equal to the live file by the renderer: unchanged, and neither side is read for it.
+    if (file.sameAsLive && before !== undefined) {
+      return {
+        file, change: 'unchanged', modeChanged: (before.mode & 0o7777) !== file.mode,
+        get content() {
+          return file.content;
+        },
+        get before() {
+          return before.content;
+        },
+      };
+    }
     let content = file.content;
     if (content.includes(SERIAL_PLACEHOLDER)) {
       const liveSerial = zoneSerial(before?.content);

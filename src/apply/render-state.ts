@@ -100,7 +100,10 @@ export function readManifest(L: Layout): RenderManifest | null {
  * Renders the given units. `live` holds the per-pod files as they are on disk (read once by the caller,
  * which compares them with the result too).
  */
-export async function renderForApply(c: Config, L: Layout, store: Store, units: readonly Unit[], live: ReadonlyMap<string, string | undefined>, opts: { full?: boolean } = {}): Promise<RenderOutcome> {
+/** The per-pod files as they are on disk, read when asked (a Map of them does as well). */
+export type LiveFiles = Pick<ReadonlyMap<string, string | undefined>, 'get'>;
+
+export async function renderForApply(c: Config, L: Layout, store: Store, units: readonly Unit[], live: LiveFiles, opts: { full?: boolean } = {}): Promise<RenderOutcome> {
   const manifest = opts.full ? null : readManifest(L);
   return await readConsistently(store, async (db) => {
     const position = await journalPosition(db);
@@ -116,7 +119,7 @@ export async function renderForApply(c: Config, L: Layout, store: Store, units: 
     // Which files can be brought forward, and from which journal position.
     const plans: { spec: FragmentSpec; why: string | null; names: string[] }[] = [];
     for (const spec of specs) {
-      const why = wholeBecause(spec, manifest, digest, live.get(spec.path), identities.get(spec.path), position.prunedThrough, opts.full);
+      const why = wholeBecause(spec, manifest, digest, identities.get(spec.path), position.prunedThrough, opts.full);
       if (why) {
         plans.push({ spec, why, names: [] });
         continue;
@@ -133,9 +136,17 @@ export async function renderForApply(c: Config, L: Layout, store: Store, units: 
     for (const p of plans) {
       let result: { content: string; dropped: DroppedEntry[] } | null = null;
       let why = p.why;
+      if (why === null && p.names.length === 0 && p.spec.unit !== 'dns') {
+        // What the last apply wrote, and no pod changed since: the live file is the render (the zone is
+        // read all the same: its serial and, with relays, its digest are decided from its content).
+        files.push(sameAsLive(p.spec));
+        how.push({ path: p.spec.path, mode: 'patched', pods: 0 });
+        continue;
+      }
+      const current = why === null ? live.get(p.spec.path) : undefined;
+      if (why === null && current === undefined) why = 'the file is missing';
       if (why === null) {
-        const current = live.get(p.spec.path)!;
-        const patched = patchFile(p.spec, p.spec.unit === 'dns' ? withSerialPlaceholder(current) : current, p.names, rows);
+        const patched = patchFile(p.spec, p.spec.unit === 'dns' ? withSerialPlaceholder(current!) : current!, p.names, rows);
         if ('refused' in patched) why = patched.refused;
         else {
           result = patched;
@@ -155,16 +166,27 @@ export async function renderForApply(c: Config, L: Layout, store: Store, units: 
   });
 }
 
-function wholeBecause(spec: FragmentSpec, m: RenderManifest | null, digest: string, live: string | undefined, identity: string | undefined, prunedThrough: number, full?: boolean): string | null {
+function wholeBecause(spec: FragmentSpec, m: RenderManifest | null, digest: string, identity: string | undefined, prunedThrough: number, full?: boolean): string | null {
   if (full) return 'a full apply';
   if (!m) return 'no render manifest';
   if (m.digest !== digest) return 'the configuration or the templates changed';
   const entry = m.files[spec.path];
   if (!entry) return 'not in the render manifest';
-  if (live === undefined || identity === undefined) return 'the file is missing';
+  if (identity === undefined) return 'the file is missing';
   if (identity !== entry.identity) return 'the file is not what the last apply wrote';
   if (entry.seq < prunedThrough) return 'older than the render journal';
   return null;
+}
+
+/** The live file as the render, read only if someone asks for its content (see RenderedFile.sameAsLive). */
+function sameAsLive(spec: FragmentSpec): RenderedFile {
+  let content: string | undefined;
+  return {
+    unit: spec.unit, path: spec.path, mode: spec.mode, order: spec.order, sameAsLive: true,
+    get content() {
+      return (content ??= readIfExists(spec.path) ?? '');
+    },
+  };
 }
 
 function toRendered(spec: FragmentSpec, r: { content: string; dropped: DroppedEntry[] }): RenderedFile {

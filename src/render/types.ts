@@ -17,6 +17,12 @@ export interface RenderedFile {
    * cannot file (render.renderKeyList).
    */
   dropped?: DroppedEntry[];
+  /**
+   * Set when the renderer proved the file is exactly the live one (it was what the last apply wrote and no
+   * pod changed since) without reading it: `content` then reads the live file only when asked, and the
+   * planner calls it unchanged unread. A no-op apply at 50,000 pods need not read tens of MiB.
+   */
+  sameAsLive?: true;
 }
 
 export interface DroppedEntry {

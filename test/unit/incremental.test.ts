@@ -229,6 +229,32 @@ describe.each(ENGINES)('incremental rendering (%s)', (engine) => {
     await expectEqualToFull(f);
   });
 
+  it('proves a file no pod changed since the last apply unchanged without reading it (the zone is read); after a change each file is read once', async () => {
+    const { c, L } = f;
+    const ctx = { domain: c.domain, range: { first: 20000, last: 29999 }, maxPorts: 3, reserved: [] };
+    for (let i = 0; i < 5; i++) await createSubdomain(f.db, { protocols: ['http', 'https'], passthrough: false, expiresAt: null }, ctx);
+    await applyFiles(f);
+    const reads: string[] = [];
+    const counting = { get: (p: string) => (reads.push(p), read(p)) };
+    const idle = await renderForApply(c, L, f.db, UNITS, counting);
+    expect(reads).toEqual([L.bind.zone]);
+    for (const p of perPodPaths(L).filter((x) => x !== L.bind.zone)) {
+      const file = idle.files.find((x) => x.path === p)!;
+      expect(file.sameAsLive, p).toBe(true);
+      // Asked for, its content is the live file's.
+      expect(file.content).toBe(read(p));
+    }
+    const live = new Map(perPodPaths(L).map((p) => [p, { content: read(p)!, mode: fs.statSync(p).mode }]));
+    expect(plan(idle.files, live, { storedSerial: null, now: 1_800_000_000 }).changes.filter((ch) => live.has(ch.file.path) && ch.change !== "unchanged").map((ch) => ch.file.path)).toEqual([]);
+
+    // The journal names the pod, not the files its lines are in: each file is read (once) to be patched.
+    reads.length = 0;
+    await createSubdomain(f.db, { protocols: ['tcp'], passthrough: false, expiresAt: null }, ctx);
+    const one = await renderForApply(c, L, f.db, UNITS, counting);
+    expect(reads.sort()).toEqual(perPodPaths(L).sort());
+    expect(one.files.filter((x) => x.sameAsLive)).toEqual([]);
+  });
+
   it('renders whole when more pods changed than a patch is worth, and the journal forgets what every file took in', async () => {
     const ctx = { domain: f.c.domain, range: { first: 20000, last: 29999 }, maxPorts: 1, reserved: [] };
     await applyFiles(f);
