@@ -91,6 +91,24 @@ describe.each(['sqlite', 'postgres'] as const)('the CA database in the %s store'
     expect(text.replace(/\s+/g, ' ').toUpperCase()).toContain(`SERIAL NUMBER: ${cert.serial.toUpperCase()}`);
   }, 60_000);
 
+  it('a signer puts back into the store the very CRL it last wrote (no new CRL number), and a fresh one when its own is unreadable', async () => {
+    const written = await b.generateCrl();
+    const record = async () => (await loadCaFiles(stores[0]!, ['crl/root', 'crlnumber']));
+    expect((await record()).get('crl/root')).toBe(written.pem);
+    const number = (await record()).get('crlnumber');
+    await saveCaFiles(stores[0]!, new Map([['crl/root', 'not a CRL\n']]));
+    const restored = await b.restoreCrl();
+    expect(restored.pem).toBe(written.pem);
+    expect((await record()).get('crl/root')).toBe(written.pem);
+    expect((await record()).get('crlnumber'), 'no CRL number spent').toBe(number);
+    fs.writeFileSync(path.join(b.dir, 'crl.pem'), 'unreadable\n');
+    const fresh = await b.restoreCrl();
+    expect(fresh.pem).toContain('BEGIN X509 CRL');
+    expect(fresh.pem).not.toBe(written.pem);
+    expect((await record()).get('crl/root')).toBe(fresh.pem);
+    expect(fs.readFileSync(path.join(b.dir, 'crl.pem'), 'utf8')).toBe(fresh.pem);
+  }, 60_000);
+
   // SQLite only: PostgreSQL's lock is an advisory lock and touches no directory.
   it.skipIf(engine !== 'sqlite')('the store\'s lock leaves the state directory\'s mode as it was (nginx passes through it to public/)', async () => {
     const stateDir = path.join(tmp.dir, 'state');

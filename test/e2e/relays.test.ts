@@ -200,16 +200,20 @@ describe('two relays, one store', () => {
     await s.world.inNs('cli', ['openssl', 'ca', '-config', `${dir}/ca.cnf`, '-gencrl', '-keyfile', `${dir}/k.pem`, '-cert', `${dir}/c.pem`, '-out', `${dir}/crl.pem`], { timeout: 15_000 });
     const forged = fs.readFileSync(`${dir}/crl.pem`, 'utf8');
     for (const [what, pem] of [['not its signer\'s', forged], ['older', crlBefore!]] as const) {
-      await plantRecord(s, 'crl/relay-b', pem);
-      for (const r of ['relay-a', 'relay-b']) {
-        await waitFor(`${r} refuses the ${what} CRL`, async () => s.world.procs.log(`${r}-api`).includes(`CRL of relay-b is not published here: ${what === 'older' ? 'it is older' : 'its signature is not its signer'}`), { timeoutMs: 10_000, intervalMs: 250 });
-      }
+      const refusal = `CRL of relay-b is not published here: ${what === 'older' ? 'it is older' : 'its signature is not its signer'}`;
+      const refusedBy = (r: string) => s.world.procs.log(`${r}-api`).includes(refusal);
+      // relay-b puts its own CRL back at its next look, which may come before relay-a's: planted again
+      // (each second, as an attacker with the store's password would) until each relay has seen it.
+      await waitFor(`both relays refuse the ${what} CRL`, async () => {
+        if (refusedBy('relay-a') && refusedBy('relay-b')) return true;
+        await plantRecord(s, 'crl/relay-b', pem);
+        return false;
+      }, { timeoutMs: 20_000, intervalMs: 1000 });
       expect(served(), `after the ${what} CRL`).toEqual(before);
-      // relay-b puts its own CRL back into the store: a relay that starts later finds a good one there.
-      await waitFor(`relay-b's own CRL back in the store after the ${what} one`, async () => {
-        const now = await readRecord(s, 'crl/relay-b');
-        return now !== pem.trim() && now.includes('BEGIN X509 CRL');
-      }, { timeoutMs: 10_000, intervalMs: 500 });
+      // relay-b puts its own CRL back into the store, the very one every relay serves (no new CRL for
+      // nothing): a relay that starts later finds a good one there.
+      await waitFor(`relay-b's own CRL back in the store after the ${what} one`, async () => (await readRecord(s, 'crl/relay-b')) === before[1]!.trim(), { timeoutMs: 10_000, intervalMs: 500 });
+      expect(served(), `after relay-b put its own CRL back (${what})`).toEqual(before);
     }
     // relay-b's intermediate swapped in the store for another CA certificate the root vouches for (the root
     // itself), with a CRL that one signed: not relay-b's, whatever signed it.

@@ -15,7 +15,7 @@ import { installIntermediate, type InstallIntermediateInput, type InstallInterme
 import { list, rootPem, show, type ShownCertificate } from './list.js';
 import { holdsRoot, installRelayIntermediate, requestRelayIntermediate, signRelayIntermediate, type RelayRequest, type RelayRequestInput, type SignedIntermediate } from './relay-ca.js';
 import type { CertInfo } from '../x509.js';
-import { generateCrl, revoke, type CrlResult } from './revoke.js';
+import { generateCrl, restoreCrl, revoke, type CrlResult } from './revoke.js';
 import { issueServerCertificate, needsRenewal, signCsr, type ServerCertificateInput, type SignedCertificate } from './sign.js';
 
 export type { CaBook, CaKeyAlgorithm } from './directory.js';
@@ -75,6 +75,11 @@ export class CertificateAuthority {
   /** Write a fresh CRL to crl.pem and crl.der in the CA directory, and to `outFile` (PEM) if given. */
   generateCrl(outFile?: string): Promise<CrlResult> {
     return generateCrl(this.directory, outFile);
+  }
+
+  /** This signer's CRL back into the shared store (as it was while it is good for another day), after the store's copy was replaced. */
+  restoreCrl(): Promise<CrlResult> {
+    return restoreCrl(this.directory);
   }
 
   list(): Promise<IndexEntry[]> {

@@ -61,6 +61,34 @@ export async function generateCrl(caDir: CaDirectory, outFile?: string): Promise
   return caDir.locked(() => generateCrlLocked(caDir, outFile));
 }
 
+/**
+ * Put this signer's CRL back into the store after something else replaced the store's copy: the very
+ * CRL it last wrote while that one is good for another day (every relay then keeps serving what it
+ * serves, and no CRL number is spent), a fresh one otherwise.
+ */
+export async function restoreCrl(caDir: CaDirectory, now = new Date()): Promise<CrlResult> {
+  caDir.loadSettings();
+  return caDir.locked(async () => {
+    const file = caDir.p('crl.pem');
+    const pem = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : undefined;
+    if (pem !== undefined) {
+      try {
+        const info = parseCrl(pem);
+        if (info.nextUpdate && info.nextUpdate.getTime() - now.getTime() > RESTORE_MIN_LIFE_MS) {
+          caDir.bookRecord(crlRecord(caDir.signer()), pem);
+          return { pem, files: [], ...info };
+        }
+      } catch {
+        // Unreadable: a fresh one replaces it.
+      }
+    }
+    return generateCrlLocked(caDir);
+  });
+}
+
+/** How long a CRL put back as it is must still be good for. */
+const RESTORE_MIN_LIFE_MS = 24 * 3600_000;
+
 /** The CRL as the database says now; the caller holds the lock. */
 export async function generateCrlLocked(caDir: CaDirectory, outFile?: string): Promise<CrlResult> {
   return caDir.inTmp(async (tmp) => {

@@ -249,8 +249,9 @@ export class CrlFollower {
     const refused = published.refused;
     // A record refused for a reason that may pass (no approval yet, openssl not run) is looked at again.
     for (const n of due) if (!published.retry.includes(n)) this.crlStamps.set(n, stamps.get(n)!);
-    // The store's copy of this relay's own CRL was replaced by one it refuses: its own goes back there.
-    if (refused.some((r) => r.signer === ca.signer()) && fs.existsSync(path.join(ca.dir, 'ca.crt'))) await ca.generateCrl();
+    // The store's copy of this relay's own CRL was replaced by one it refuses: its own goes back there,
+    // the same one it serves (a fresh one would make every relay publish a new CRL for nothing).
+    if (refused.some((r) => r.signer === ca.signer()) && fs.existsSync(path.join(ca.dir, 'ca.crt'))) await ca.restoreCrl();
     return refused;
   }
 
