@@ -56,9 +56,29 @@ async function plantRecord(s: RelayFleet, name: string, pem: string): Promise<vo
   expect(r.exitCode, r.output).toBe(0);
 }
 
+/**
+ * Plants `pem` as relay-b's CRL in the store until each of `relays` has logged `refusal`. relay-b puts its
+ * own CRL back at its next look, which may come before another relay's: so it is planted again each
+ * second, as an attacker with the store's password would.
+ */
+async function plantUntilRefused(s: RelayFleet, pem: string, relays: string[], refusal: string): Promise<void> {
+  await waitFor(`${relays.join(' and ')} refuse${relays.length > 1 ? '' : 's'}: ${refusal}`, async () => {
+    if (relays.every((r) => s.world.procs.log(`${r}-api`).includes(refusal))) return true;
+    await plantRecord(s, 'crl/relay-b', pem);
+    return false;
+  }, { timeoutMs: 25_000, intervalMs: 1000 });
+}
+
 async function readRecord(s: RelayFleet, name: string): Promise<string> {
   const r = await s.world.inNs('db', ['psql', '-X', '-qAt', '-h', ADDR.db, '-U', s.pg.user, '-d', s.pg.database, '-c', `SELECT content FROM ca_files WHERE name = '${name}'`], { env: { PGPASSWORD: s.pg.password }, timeout: 15_000 });
   return r.stdout.trim();
+}
+
+/** A pod's tunnel bytes in the per-pod series of `relay`'s /metrics (0 where there is none). */
+async function podTunnelBytes(s: RelayFleet, relay: string, name: string): Promise<{ in: number; out: number }> {
+  const r = await s.world.inNs(s.relay(relay).host, ['curl', '-sS', '--fail', '--max-time', '5', `http://127.0.0.1:${loadConfig(s.relay(relay).configFile).http.apiPort}/metrics`], { timeout: 10_000 });
+  const value = (dir: string) => Number(new RegExp(`^pipe2me_pod_tunnel_bytes_total\\{subdomain="${name}",direction="${dir}"\\} (\\d+)$`, 'm').exec(r.stdout)?.[1] ?? 0);
+  return { in: value('in'), out: value('out') };
 }
 
 /** Whether every pod's name answers `relay` (its address of the pod's slot) on the nameserver at `ns`. */
@@ -120,6 +140,14 @@ describe('two relays, one store', () => {
     // the client reached both above by name.
     const shared = PODS.filter((h) => PODS.some((o) => o !== h && pods[o]!.http === pods[h]!.http && pods[o]!.slot !== pods[h]!.slot));
     expect(shared.length, JSON.stringify(pods)).toBeGreaterThanOrEqual(2);
+    // Each pod's tunnel bytes are its own at the relay its session is on, those sharing a port too (the
+    // firewall counts by address and port; an address is a slot).
+    for (const [i, h] of PODS.entries()) {
+      await waitFor(`${on[i]}'s /metrics counts ${h}'s tunnel bytes`, async () => {
+        const bytes = await podTunnelBytes(s, on[i]!, pods[h]!.fqdn.split('.')[0]!);
+        return bytes.in > 0 && bytes.out > h.length;
+      }, { timeoutMs: 10_000, intervalMs: 500 });
+    }
     // The server's own name (API, https entry) answers every relay that is up, on every nameserver.
     for (const ns of [ADDR.server, ADDR.srv2]) {
       await waitFor(`server.${DOMAIN} on ${ns} answers both relays`, async () => (await answers(ns, `server.${DOMAIN}`)).join() === [ADDR.server, ADDR.srv2].sort().join(), { timeoutMs: 10_000, intervalMs: 200 });
@@ -200,15 +228,7 @@ describe('two relays, one store', () => {
     await s.world.inNs('cli', ['openssl', 'ca', '-config', `${dir}/ca.cnf`, '-gencrl', '-keyfile', `${dir}/k.pem`, '-cert', `${dir}/c.pem`, '-out', `${dir}/crl.pem`], { timeout: 15_000 });
     const forged = fs.readFileSync(`${dir}/crl.pem`, 'utf8');
     for (const [what, pem] of [['not its signer\'s', forged], ['older', crlBefore!]] as const) {
-      const refusal = `CRL of relay-b is not published here: ${what === 'older' ? 'it is older' : 'its signature is not its signer'}`;
-      const refusedBy = (r: string) => s.world.procs.log(`${r}-api`).includes(refusal);
-      // relay-b puts its own CRL back at its next look, which may come before relay-a's: planted again
-      // (each second, as an attacker with the store's password would) until each relay has seen it.
-      await waitFor(`both relays refuse the ${what} CRL`, async () => {
-        if (refusedBy('relay-a') && refusedBy('relay-b')) return true;
-        await plantRecord(s, 'crl/relay-b', pem);
-        return false;
-      }, { timeoutMs: 20_000, intervalMs: 1000 });
+      await plantUntilRefused(s, pem, ['relay-a', 'relay-b'], `CRL of relay-b is not published here: ${what === 'older' ? 'it is older' : 'its signature is not its signer'}`);
       expect(served(), `after the ${what} CRL`).toEqual(before);
       // relay-b puts its own CRL back into the store, the very one every relay serves (no new CRL for
       // nothing): a relay that starts later finds a good one there.
@@ -220,8 +240,7 @@ describe('two relays, one store', () => {
     const approved = await readRecord(s, 'relay-ca/relay-b.crt');
     try {
       await plantRecord(s, 'relay-ca/relay-b.crt', fs.readFileSync(`${loadConfig(s.relay('relay-a').configFile).paths.ca}/root.crt`, 'utf8'));
-      await plantRecord(s, 'crl/relay-b', await readRecord(s, 'crl/root'));
-      await waitFor('relay-a refuses a CRL whose signer is not relay-b\'s intermediate', async () => s.world.procs.log('relay-a-api').includes('CRL of relay-b is not published here: its signer\'s certificate is not the one the root issued to that relay'), { timeoutMs: 10_000, intervalMs: 250 });
+      await plantUntilRefused(s, await readRecord(s, 'crl/root'), ['relay-a'], 'CRL of relay-b is not published here: its signer\'s certificate is not the one the root issued to that relay');
       expect(served()[0], 'relay-a still serves relay-b\'s own CRL').toBe(before[0]);
     } finally {
       await plantRecord(s, 'relay-ca/relay-b.crt', approved + '\n');
