@@ -8,9 +8,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import client from 'prom-client';
 import type { ServerContext } from '../server/context.js';
+import type { Config } from '../config/types.js';
+import { canonicalIp } from '../net/address.js';
 import { readSessionsAsync } from '../daemons/sessions.js';
 import { readCounters, readMarks } from '../state/metrics.js';
-import { acmeOrderCounts, activeRoutes, allocatedPorts, podCertificateExpiry, portOwners, soonestExpiry, subdomainCounts, tokenUse } from '../state/fleet-stats.js';
+import { acmeOrderCounts, activeRoutes, allocatedPorts, podCertificateExpiry, portOwnerKey, portOwners, soonestExpiry, subdomainCounts, tokenUse } from '../state/fleet-stats.js';
 import { reasonClass } from '../probe/reasons.js';
 import { PACKAGE_ROOT } from '../package-root.js';
 import { SCRAPE_METRICS, STORE_METRICS, type MetricSpec } from './catalogue.js';
@@ -153,17 +155,34 @@ export async function scrapeFleet(ctx: ServerContext, o: ScrapeOptions = {}): Pr
     add(reg, 'pipe2me_pod_certificate_expiry_timestamp_seconds', [...(await podCertificateExpiry(ctx.db))].map(([n, v]) => ({ labels: { subdomain: n }, value: v })));
     if (bytes) {
       const owners = await portOwners(ctx.db);
+      const slotOf = endpointSlot(ctx.config);
       const per = new Map<string, { in: number; out: number }>();
-      for (const [port, b] of bytes.perPort) {
-        const name = owners.get(port);
+      for (const e of bytes.endpoints) {
+        const slot = slotOf(e.address);
+        const name = slot === null ? undefined : owners.get(portOwnerKey(slot, e.port));
         if (!name) continue;
         const x = per.get(name) ?? { in: 0, out: 0 };
-        x.in += b.in;
-        x.out += b.out;
+        x.in += e.in;
+        x.out += e.out;
         per.set(name, x);
       }
       add(reg, 'pipe2me_pod_tunnel_bytes_total', [...per].flatMap(([n, b]) => [{ labels: { subdomain: n, direction: 'in' }, value: b.in }, { labels: { subdomain: n, direction: 'out' }, value: b.out }]));
     }
   }
   return reg;
+}
+
+/**
+ * Which address slot a tunnel's public address is, on this relay: always 0 without slots (ports are
+ * fleet-wide, tunnels listen on every address); null for an address that is none of this relay's slots.
+ */
+export function endpointSlot(c: Config): (address: string) => number | null {
+  if (c.relays.slots <= 1) return () => 0;
+  const here = c.relays.list.find((r) => r.name === c.relays.self);
+  const slots = new Map<string, number>();
+  for (const [i, a] of (here?.slots ?? []).entries()) {
+    slots.set(canonicalIp(a.ipv4), i);
+    if (a.ipv6) slots.set(canonicalIp(a.ipv6), i);
+  }
+  return (address) => slots.get(canonicalIp(address)) ?? null;
 }

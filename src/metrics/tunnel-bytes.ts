@@ -1,29 +1,54 @@
 /**
  * The bytes through the tunnel ports, read from the firewall's counters when Prometheus scrapes: the
- * dynamic sets tunnel_in / tunnel_out in pipe2me's own nftables table hold one counter per public port
- * that has seen traffic (see templates/nftables/pipe2me.nft.hbs). Reading needs CAP_NET_ADMIN. A table
- * loaded again starts from zero, which Prometheus's rate() takes as a counter reset.
+ * dynamic sets tunnel_{in,out}{4,6} in pipe2me's own nftables table hold one counter per public address
+ * and port that has seen traffic (see templates/nftables/pipe2me.nft.hbs). Reading needs CAP_NET_ADMIN.
+ * A table loaded again starts from zero, which Prometheus's rate() takes as a counter reset.
  */
+import { canonicalIp } from '../net/address.js';
 import { run } from '../util/exec.js';
 import type { ServerContext } from '../server/context.js';
 
+/** The bytes of one public address and port, in (from clients) and out (back to them). */
+export interface EndpointBytes { address: string; port: number; in: number; out: number }
+
 export interface TunnelBytes {
   total: { in: number; out: number };
-  perPort: Map<number, { in: number; out: number }>;
+  /** One per address and port that has seen traffic. */
+  endpoints: EndpointBytes[];
 }
 
-interface NftSet { nftables: ({ set?: { elem?: { elem?: { val: number; counter?: { bytes: number } } }[] } })[] }
+interface NftSet { nftables: ({ set?: { elem?: { elem?: { val: unknown; counter?: { bytes: number } } }[] } })[] }
 
-/** The per-port byte counts in `nft -j list set` output, pure. */
-export function parseSetCounters(json: string): Map<number, number> {
-  const out = new Map<number, number>();
+/** The byte count of each address and port in `nft -j list set` output of an `addr . inet_service` set, pure. */
+export function parseSetCounters(json: string): Map<string, { address: string; port: number; bytes: number }> {
+  const out = new Map<string, { address: string; port: number; bytes: number }>();
   const doc = JSON.parse(json) as NftSet;
   for (const item of doc.nftables ?? []) {
     for (const e of item.set?.elem ?? []) {
-      if (e.elem && typeof e.elem.val === 'number') out.set(e.elem.val, e.elem.counter?.bytes ?? 0);
+      const parts = (e.elem?.val as { concat?: unknown[] } | undefined)?.concat;
+      if (!Array.isArray(parts) || typeof parts[0] !== 'string' || typeof parts[1] !== 'number') continue;
+      const address = canonicalIp(parts[0]);
+      out.set(endpointKey(address, parts[1]), { address, port: parts[1], bytes: e.elem!.counter?.bytes ?? 0 });
     }
   }
   return out;
+}
+
+export const endpointKey = (address: string, port: number) => `${address} ${port}`;
+
+/** The in and out counters of the same endpoints side by side, and their totals, pure. */
+export function joinCounters(inb: ReturnType<typeof parseSetCounters>, outb: ReturnType<typeof parseSetCounters>): TunnelBytes {
+  const by = new Map<string, EndpointBytes>();
+  const total = { in: 0, out: 0 };
+  for (const [dir, set] of [['in', inb], ['out', outb]] as const) {
+    for (const [k, e] of set) {
+      const x = by.get(k) ?? { address: e.address, port: e.port, in: 0, out: 0 };
+      x[dir] += e.bytes;
+      total[dir] += e.bytes;
+      by.set(k, x);
+    }
+  }
+  return { total, endpoints: [...by.values()] };
 }
 
 export async function readTunnelBytes(ctx: ServerContext): Promise<TunnelBytes | null> {
@@ -33,18 +58,8 @@ export async function readTunnelBytes(ctx: ServerContext): Promise<TunnelBytes |
     const r = await run('nft', ['-j', 'list', 'set', 'inet', c.firewall.table, set], { allowFailure: true, timeout: 5000 });
     return r.exitCode === 0 ? parseSetCounters(r.stdout) : null;
   };
-  const [inb, outb] = await Promise.all([read('tunnel_in'), read('tunnel_out')]);
-  if (!inb || !outb) return null;
-  const perPort = new Map<number, { in: number; out: number }>();
-  let tin = 0;
-  let tout = 0;
-  for (const [port, b] of inb) {
-    perPort.set(port, { in: b, out: 0 });
-    tin += b;
-  }
-  for (const [port, b] of outb) {
-    perPort.set(port, { in: perPort.get(port)?.in ?? 0, out: b });
-    tout += b;
-  }
-  return { total: { in: tin, out: tout }, perPort };
+  const sets = await Promise.all(['tunnel_in4', 'tunnel_in6', 'tunnel_out4', 'tunnel_out6'].map(read));
+  if (sets.some((s) => s === null)) return null;
+  const [in4, in6, out4, out6] = sets as NonNullable<(typeof sets)[number]>[];
+  return joinCounters(new Map([...in4!, ...in6!]), new Map([...out4!, ...out6!]));
 }

@@ -160,10 +160,19 @@ export function renderDnsConfig(c: Config, L: Layout): RenderedFile {
   };
 }
 
+/**
+ * Room in each byte-counter set for every tunnel port at each of this relay's addresses (a full set
+ * counts nothing new, it does not fail a packet), at least nftables' usual 65535.
+ */
+export function tunnelCounterSetSize(c: Config): number {
+  return Math.max(65_535, (c.ports.last - c.ports.first + 1) * Math.max(1, c.relays.slots));
+}
+
 export function renderFirewall(c: Config, L: Layout): RenderedFile {
   const content = renderTemplate('nftables/pipe2me.nft.hbs', {
     any: c.firewall.enabled || c.metrics.tunnelBytes, enabled: c.firewall.enabled, countBytes: c.metrics.tunnelBytes,
     table: c.firewall.table, sshPort: c.ssh.port, rate: c.firewall.sshNewPerSecond, burst: c.firewall.sshBurst, firstPort: c.ports.first, lastPort: c.ports.last,
+    setSize: tunnelCounterSetSize(c),
   });
   return { unit: 'firewall', path: L.sshd.firewall, content, mode: 0o644, order: 0 };
 }

@@ -68,10 +68,12 @@ export async function tokenUse(s: Store): Promise<{ label: string; subdomains: n
   return r.rows.map((x) => ({ label: x.label, subdomains: Number(x.subs), maxSubdomains: x.max_subdomains, ports: Number(x.ports), maxTotalPorts: x.max_total_ports, revoked: x.revoked_at !== null }));
 }
 
-/** Public port → subdomain name, for the per-pod byte counters. */
-export async function portOwners(s: Store): Promise<Map<number, string>> {
-  const out = new Map<number, string>();
-  const rows = await s.q.selectFrom('ports as p').innerJoin('subdomains as s', 's.id', 'p.subdomain_id').select(['p.port', 's.name']).where('s.status', '=', 'active').execute();
-  for (const r of rows) out.set(r.port, r.name);
+/** Address slot and public port → subdomain name, for the per-pod byte counters (key: portOwnerKey). */
+export async function portOwners(s: Store): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const rows = await s.q.selectFrom('ports as p').innerJoin('subdomains as s', 's.id', 'p.subdomain_id').select(['p.slot', 'p.port', 's.name']).where('s.status', '=', 'active').execute();
+  for (const r of rows) out.set(portOwnerKey(Number(r.slot), r.port), r.name);
   return out;
 }
+
+export const portOwnerKey = (slot: number, port: number) => `${slot}:${port}`;

@@ -184,7 +184,7 @@ describe('metrics: a web pod through its life', () => {
     const s = stack();
     const table = s.config.firewall.table;
     const nft = await s.world.inNs('srv', ['nft', 'list', 'table', 'inet', table]);
-    expect(nft.stdout).toContain('set tunnel_in');
+    expect(nft.stdout).toContain('set tunnel_in4');
     expect(nft.stdout).toContain('chain count_in');
     const before = (await prom.value('pipe2me_tunnel_bytes_total{direction="in"}')) ?? 0;
     const beforeOut = (await prom.value('pipe2me_tunnel_bytes_total{direction="out"}')) ?? 0;

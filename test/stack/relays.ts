@@ -143,6 +143,8 @@ export class RelayFleet {
     doc['relays'] = this.relays.map((r) => ({ name: r.name, ipv4: r.slotAddresses.length > 1 ? r.slotAddresses : r.address })) as never;
     doc['probe'] = { timeout_ms: 1500, flap_window: '2m', prompt: true };
     if (this.opts.ports) doc['ports'] = { ...(doc['ports'] ?? {}), first: this.opts.ports.first, last: this.opts.ports.last };
+    // Per-pod series: the tests read each pod's tunnel bytes at the relay its session is on.
+    doc['metrics'] = { ...(doc['metrics'] ?? {}), per_pod: true };
     // The tests send bursts of requests from the one client address.
     doc['api'] = { ...(doc['api'] ?? {}), rate_per_minute: 600 };
     if (this.pebble) doc['ca'] = { ...(doc['ca'] ?? {}), ...(yaml.load(acmeConfig(this.pebble)) as { ca: Record<string, unknown> }).ca };
