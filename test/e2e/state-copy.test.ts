@@ -83,6 +83,9 @@ describe('moving the state store from SQLite to PostgreSQL', () => {
 
   it('state copy moves every row and checks every table on both sides', async () => {
     const s = stack();
+    // The operator stops what writes (the API here: it renews its sessions' lease every second), then
+    // looks and copies: what state info sums up is what the copy must find.
+    await s.world.stop('api');
     before = (await s.ctl<StateInfo>(['state', 'info'])).json;
     expect(before.engine).toBe('sqlite');
     const count = (t: string) => before.tables.find((x) => x.table === t)!.rows;
@@ -97,8 +100,6 @@ describe('moving the state store from SQLite to PostgreSQL', () => {
     // The key index (a file per pod), nginx's maps and the zone: every pod's lines are in what is compared.
     expect(filesBefore.size).toBeGreaterThan(1001);
     expect(filesBefore.get(stack().layout.nginx.httpsEntryMap)).toContain(`seed-999.${DOMAIN}`);
-    // The operator stops what writes (the API here), then copies.
-    await s.world.stop('api');
     const passwordFile = s.world.path('server', 'db.password');
     fs.writeFileSync(passwordFile, 'copy-test-secret\n', { mode: 0o600 });
     const url = `postgres://${pg.user}@127.0.0.1:5432/${pg.database}`;
