@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import LongestFirst from './test/world/sequencer.js';
 
 export default defineConfig({
   test: {
@@ -11,6 +12,8 @@ export default defineConfig({
     poolOptions: { forks: { minForks: 1, maxForks: 3 } },
     testTimeout: 60_000,
     hookTimeout: 120_000,
+    // The files that take minutes start first (see the sequencer: CI's clean clone has no timings).
+    sequence: { sequencer: LongestFirst },
     reporters: ['default'],
     // Leak check around the whole run: fails the run if a test world left anything behind.
     globalSetup: ['test/world/global-setup.ts'],
