@@ -61,9 +61,14 @@ interface Extension {
 }
 
 function extensionsOf(der: Buffer): Map<string, Extension> {
-  const out = new Map<string, Extension>();
   const tbs = childrenOf(parseDer(rawChild(der, 0)), 'tbsCertificate');
-  const wrapper = tbs.find((n) => n.tagClass === forge.asn1.Class.CONTEXT_SPECIFIC && n.type === 3);
+  return extensionsIn(tbs, 3);
+}
+
+/** The extensions in a tbs structure's explicitly tagged [tag] field (certificates: [3]; CRLs: [0]). */
+function extensionsIn(tbs: forge.asn1.Asn1[], tag: number): Map<string, Extension> {
+  const out = new Map<string, Extension>();
+  const wrapper = tbs.find((n) => n.tagClass === forge.asn1.Class.CONTEXT_SPECIFIC && n.type === tag);
   if (!wrapper) return out;
   for (const ext of childrenOf(childrenOf(wrapper, 'extensions')[0], 'extensions')) {
     const parts = childrenOf(ext, 'an extension');
@@ -191,6 +196,12 @@ export interface CrlInfo {
   nextUpdate: Date | undefined;
   /** Serials listed as revoked, normalised like index.txt. */
   revokedSerials: string[];
+  /**
+   * The cRLNumber extension (RFC 5280 5.2.3): increases with every CRL its signer issues. pipe2me's relays
+   * draw it from the one counter in the shared book, so it orders a signer's CRLs exactly, whatever the
+   * clocks say. Undefined when the CRL has none.
+   */
+  crlNumber: bigint | undefined;
 }
 
 /** Read the dates and revoked serials of a CRL (PEM or DER). Throws Asn1Error on anything unreadable. */
@@ -219,5 +230,13 @@ export function parseCrl(input: string | Buffer): CrlInfo {
       revokedSerials.push(normalizeSerial(bytesOf(childrenOf(entry, 'a revoked entry')[0]!).toString('hex')));
     }
   }
-  return { thisUpdate: toDate(tbs[timeIdx]!), nextUpdate: hasNext ? toDate(next) : undefined, revokedSerials };
+  const numberExt = extensionsIn(tbs, 0).get(OID.crlNumber);
+  let crlNumber: bigint | undefined;
+  if (numberExt) {
+    const hex = bytesOf(expectUniversal(parseDer(numberExt.value), forge.asn1.Type.INTEGER, 'cRLNumber')).toString('hex');
+    // A negative number (high bit set) is not a CRL number: refused rather than read as a huge one.
+    if (hex === '' || parseInt(hex.slice(0, 2), 16) >= 0x80) throw new Asn1Error('the CRL number is not a non-negative integer');
+    crlNumber = BigInt(`0x${hex}`);
+  }
+  return { thisUpdate: toDate(tbs[timeIdx]!), nextUpdate: hasNext ? toDate(next) : undefined, revokedSerials, crlNumber };
 }

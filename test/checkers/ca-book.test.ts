@@ -12,6 +12,8 @@ import { openStore } from '../../src/state/db.js';
 import { loadCaFiles, saveCaFiles } from '../../src/state/ca-files.js';
 import { LOCKS, withStoreLock, type Store } from '../../src/state/store.js';
 import { run } from '../../src/util/exec.js';
+import { parseCrl } from '../../src/ca/x509.js';
+import { crlReplayRefusal } from '../../src/server/relays/ca.js';
 import { makeCsr, makeKey, tempDir } from '../helpers/pki.js';
 import { closeAllPostgres, startPostgres } from '../stack/postgres.js';
 
@@ -89,6 +91,19 @@ describe.each(['sqlite', 'postgres'] as const)('the CA database in the %s store'
     await b.generateCrl(crlFile);
     const text = (await run('openssl', ['crl', '-in', crlFile, '-noout', '-text'], T)).stdout;
     expect(text.replace(/\s+/g, ' ').toUpperCase()).toContain(`SERIAL NUMBER: ${cert.serial.toUpperCase()}`);
+  }, 60_000);
+
+  it('every CRL carries the next number of the book\'s one counter, whichever directory wrote it, and an earlier one never passes for newer', async () => {
+    const crls = [await a.generateCrl(), await b.generateCrl(), await a.generateCrl()];
+    const infos = crls.map((c) => parseCrl(c.pem));
+    for (let i = 1; i < infos.length; i++) expect(infos[i]!.crlNumber).toBe(infos[i - 1]!.crlNumber! + 1n);
+    // What openssl reads as the number is what pipe2me reads.
+    const printed = (await run('openssl', ['crl', '-noout', '-crlnumber'], { ...T, input: crls[2]!.pem })).stdout.trim();
+    expect(printed).toBe(`crlNumber=0x${infos[2]!.crlNumber!.toString(16).toUpperCase()}`);
+    // Written within a second or two, thisUpdate cannot order them; the number does.
+    expect(crlReplayRefusal(infos[0]!, infos[2]!)).toMatch(/lower/);
+    expect(crlReplayRefusal(infos[1]!, infos[2]!)).toMatch(/lower/);
+    expect(crlReplayRefusal(infos[2]!, infos[1]!)).toBeUndefined();
   }, 60_000);
 
   it('a signer puts back into the store the very CRL it last wrote (no new CRL number), and a fresh one when its own is unreadable', async () => {

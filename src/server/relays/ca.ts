@@ -12,7 +12,7 @@ import { X509Certificate } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseCrl } from '../../ca/x509.js';
+import { parseCrl, type CrlInfo } from '../../ca/x509.js';
 import { run } from '../../util/exec.js';
 import { PROGRAMS } from '../../util/programs.js';
 import { caFileStamps, loadCaFiles, saveCaFiles } from '../../state/ca-files.js';
@@ -138,7 +138,7 @@ export interface PublishedCrls {
  * Writes every signer's CRL the store holds where nginx serves it. The store carries CRLs; it does not
  * vouch for them: each is published only if its signer signed it — the root (this relay's own copy, the
  * one pinned at join) or a relay's intermediate that the root issued — and only if it is not older than
- * the one served (no revocation can be taken back by replaying an earlier CRL).
+ * the one served by CRL number (no revocation can be taken back by replaying an earlier CRL).
  */
 export async function publishCrls(ctx: ServerContext, only?: ReadonlySet<string>): Promise<PublishedCrls> {
   // The follower already knows which records are due: the store is listed only when nobody said.
@@ -204,13 +204,32 @@ async function crlRefusal(pem: string, issuerPem: string | undefined, rootPem: s
     fs.rmSync(dir, { recursive: true, force: true });
   }
   if (livePem !== undefined) {
+    let served: CrlInfo | undefined;
     try {
-      const served = parseCrl(livePem).thisUpdate;
-      if (info.thisUpdate.getTime() < served.getTime()) return no(`it is older (${info.thisUpdate.toISOString()}) than the one served (${served.toISOString()})`);
+      served = parseCrl(livePem);
     } catch {
       // What is served cannot be read: the new one (verified) replaces it.
     }
+    const older = served && crlReplayRefusal(info, served);
+    if (older) return no(older);
   }
+  return undefined;
+}
+
+/**
+ * Why a CRL verified as its signer's must still not replace the one served (undefined: it may): it is
+ * not newer. Newer is by CRL number, which the relays draw from the book's one counter, so that an
+ * earlier CRL replayed within the same second (thisUpdate has seconds only), or a signer whose clock is
+ * behind another's, is judged right. thisUpdate decides only where the one served has no number.
+ */
+export function crlReplayRefusal(candidate: CrlInfo, served: CrlInfo): string | undefined {
+  if (served.crlNumber !== undefined) {
+    if (candidate.crlNumber === undefined) return `it has no CRL number, and the one served has ${served.crlNumber}`;
+    if (candidate.crlNumber < served.crlNumber) return `its CRL number ${candidate.crlNumber} is lower than the served one's (${served.crlNumber}): an earlier CRL`;
+    if (candidate.crlNumber === served.crlNumber) return `it has the CRL number of the one served (${served.crlNumber}) with other contents: a signer issues one CRL per number`;
+    return undefined;
+  }
+  if (candidate.thisUpdate.getTime() < served.thisUpdate.getTime()) return `it is older (${candidate.thisUpdate.toISOString()}) than the one served (${served.thisUpdate.toISOString()})`;
   return undefined;
 }
 
