@@ -15,7 +15,7 @@ import { fulfil, revokeAcme, spkiSha256, type Issued, type OrderTiming } from '.
 import { parseCsr } from '../ca/csr.js';
 import {
   accountOf, addChallenges, deferOrder, finishOrder, getOrder, nextDueAt, orderStillWanted, orphanChallenges, queueOrder, recentFailures,
-  recordAccount, recordFailure, removeChallenges, takeDueOrder, type AcmeOrder,
+  recordAccount, recordFailure, removeChallenges, takeDueOrder, keepWorking, ORDER_STALE_SECONDS, type AcmeOrder,
 } from '../state/acme.js';
 import { recordCertificate } from '../state/certificates.js';
 import { relayStates } from '../state/relays.js';
@@ -27,6 +27,8 @@ import * as path from 'node:path';
 
 /** How the CA's failed validations are budgeted: Let's Encrypt allows 5 per name per hour; pipe2me spends at most 3. */
 export const FAILED_VALIDATIONS_PER_HOUR = 3;
+/** How often a worker touches the order it works: ten times within the window after which it would look dead. */
+const KEEPALIVE_MS = (ORDER_STALE_SECONDS * 1000) / 10;
 
 export function acmeSettings(ctx: ServerContext): AcmeSettings {
   const a = ctx.config.ca.acme;
@@ -207,6 +209,13 @@ export class AcmeService {
       finish(o);
       return { order: o, timing };
     }
+    // Validation and the wait for every nameserver may take up to an hour: the order is touched meanwhile,
+    // so that no other worker takes it for a dead one's (ORDER_STALE_SECONDS) and orders it a second time.
+    const relay = this.ctx.config.relays.self;
+    const alive = setInterval(() => {
+      keepWorking(this.ctx.db, order.id, relay, order.attempts).catch((e) => this.opts.log(`ACME: ${order.names.join(', ')}: could not mark the order as still worked on: ${(e as Error).message}`));
+    }, KEEPALIVE_MS);
+    alive.unref();
     try {
       const client = await this.account();
       const nameservers = await this.nameservers();
@@ -250,6 +259,8 @@ export class AcmeService {
       const o = (await getOrder(this.ctx.db, order.id))!;
       finish(o);
       return { order: o, failure: f, timing };
+    } finally {
+      clearInterval(alive);
     }
   }
 

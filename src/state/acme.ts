@@ -90,10 +90,17 @@ export async function latestServerOrder(s: Store, names: string[], relay: string
 }
 
 /**
+ * How long an order may stay 'working' untouched before it counts as its worker's death and another
+ * worker takes it. A live worker touches it well within that (keepWorking), however long the CA's
+ * validation and the wait for the nameservers take (up to an hour): it is not the order's duration.
+ */
+export const ORDER_STALE_SECONDS = 600;
+
+/**
  * Takes the next due order this relay may work (queued, its time has come), or one left 'working' by a
  * process that died (untouched for `staleSeconds`). Atomic: two workers never take the same order.
  */
-export async function takeDueOrder(store: Store, relay: string, at = now(), staleSeconds = 600): Promise<AcmeOrder | undefined> {
+export async function takeDueOrder(store: Store, relay: string, at = now(), staleSeconds = ORDER_STALE_SECONDS): Promise<AcmeOrder | undefined> {
   return writeTx(store, async (s) => {
     const r = await s.q.selectFrom('acme_orders').select('id')
       .where((eb) => eb.or([eb.and([eb('state', '=', 'queued'), eb('next_attempt_at', '<=', at)]), eb.and([eb('state', '=', 'working'), eb('updated_at', '<', at - staleSeconds)])]))
@@ -109,6 +116,16 @@ export async function takeDueOrder(store: Store, relay: string, at = now(), stal
 export async function nextDueAt(s: Store, relay: string): Promise<number | undefined> {
   const r = await s.q.selectFrom('acme_orders').select((eb) => eb.fn.min('next_attempt_at').as('t')).where('state', '=', 'queued').where(workableBy(relay)).executeTakeFirst();
   return r?.t === null || r?.t === undefined ? undefined : Number(r.t);
+}
+
+/**
+ * The worker's sign of life on an order it works: returns false when the order is no longer this
+ * worker's (finished, cancelled, removed, or taken over by `relay`'s successor after it looked dead).
+ */
+export async function keepWorking(s: Store, id: string, relay: string, attempts: number, at = now()): Promise<boolean> {
+  const r = await s.q.updateTable('acme_orders').set({ updated_at: at })
+    .where('id', '=', id).where('state', '=', 'working').where('worked_by', '=', relay).where('attempts', '=', attempts).executeTakeFirst();
+  return Number(r.numUpdatedRows) > 0;
 }
 
 export async function finishOrder(s: Store, id: string, certSerial: string): Promise<void> {
