@@ -106,6 +106,35 @@ describe.each(['sqlite', 'postgres'] as const)('the CA database in the %s store'
     expect(crlReplayRefusal(infos[2]!, infos[1]!)).toBeUndefined();
   }, 60_000);
 
+  it('a CRL counter set back in the store (an older backup restored): the next CRL is still numbered above every earlier one, and lists the revocation', async () => {
+    const before = parseCrl((await b.generateCrl()).pem);
+    await saveCaFiles(stores[0]!, new Map([['crlnumber', '1000\n']]));
+    const cert = await b.signCsr(await csr('after-restore'), `after-restore.${DOMAIN}`);
+    const { crl } = await b.revoke(cert.serial, 'keyCompromise');
+    const after = parseCrl(crl.pem);
+    expect(after.crlNumber! > before.crlNumber!, `${after.crlNumber} after ${before.crlNumber}`).toBe(true);
+    expect(after.revokedSerials).toContain(cert.serial);
+    expect(crlReplayRefusal(after, before)).toBeUndefined();
+    // The counter moved on from there, in the store too.
+    expect(BigInt(`0x${(await loadCaFiles(stores[0]!, ['crlnumber'])).get('crlnumber')!.trim()}`)).toBe(after.crlNumber! + 1n);
+  }, 60_000);
+
+  it('a signer puts back the CRL it last wrote only if the relays would take it: one older than the one served is replaced by a fresh one above it', async () => {
+    const older = await b.generateCrl();
+    const served = await b.generateCrl();
+    // b's own file is the older one (as after a counter set back), while the newer one is served.
+    fs.writeFileSync(path.join(b.dir, 'crl.pem'), older.pem);
+    const put = await b.restoreCrl({ servedPem: served.pem });
+    expect(put.pem).not.toBe(older.pem);
+    expect(put.crlNumber! > served.crlNumber!).toBe(true);
+    expect(crlReplayRefusal(parseCrl(put.pem), parseCrl(served.pem))).toBeUndefined();
+    expect((await loadCaFiles(stores[0]!, ['crl/root'])).get('crl/root')).toBe(put.pem);
+    // Its own file is the one served: that goes back as it is, no number spent.
+    const number = (await loadCaFiles(stores[0]!, ['crlnumber'])).get('crlnumber');
+    expect((await b.restoreCrl({ servedPem: put.pem })).pem).toBe(put.pem);
+    expect((await loadCaFiles(stores[0]!, ['crlnumber'])).get('crlnumber')).toBe(number);
+  }, 60_000);
+
   it('a signer puts back into the store the very CRL it last wrote (no new CRL number), and a fresh one when its own is unreadable', async () => {
     const written = await b.generateCrl();
     const record = async () => (await loadCaFiles(stores[0]!, ['crl/root', 'crlnumber']));

@@ -72,14 +72,17 @@ export class CertificateAuthority {
     return revoke(this.directory, serial, reason);
   }
 
-  /** Write a fresh CRL to crl.pem and crl.der in the CA directory, and to `outFile` (PEM) if given. */
-  generateCrl(outFile?: string): Promise<CrlResult> {
-    return generateCrl(this.directory, outFile);
+  /** Write a fresh CRL to crl.pem and crl.der in the CA directory, and to `outFile` (PEM) if given; numbered above `above` (the one served). */
+  generateCrl(outFile?: string, above?: bigint): Promise<CrlResult> {
+    return generateCrl(this.directory, outFile, above);
   }
 
-  /** This signer's CRL back into the shared store (as it was while it is good for another day), after the store's copy was replaced. */
-  restoreCrl(): Promise<CrlResult> {
-    return restoreCrl(this.directory);
+  /**
+   * This signer's CRL back into the shared store after the store's copy was replaced: as it was, if it is
+   * the one served (or newer) and good for another day, else a fresh one numbered above the one served.
+   */
+  restoreCrl(opts: { servedPem?: string } = {}): Promise<CrlResult> {
+    return restoreCrl(this.directory, opts);
   }
 
   list(): Promise<IndexEntry[]> {

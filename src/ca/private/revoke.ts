@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ConflictError, DaemonError, InputError, NotFoundError } from '../../util/errors.js';
-import { atomicWrite } from '../../util/fsx.js';
+import { atomicWrite, readIfExists } from '../../util/fsx.js';
 import { pemBlocks } from '../asn1.js';
 import { CaErrorCode } from '../codes.js';
 import { preview } from '../fqdn.js';
@@ -20,6 +20,7 @@ export interface CrlResult {
   thisUpdate: Date;
   nextUpdate: Date | undefined;
   revokedSerials: string[];
+  crlNumber: bigint | undefined;
 }
 
 /** What openssl ca -gencrl rewrites, snapshotted like DB_FILES so a failure can put it back. */
@@ -56,25 +57,30 @@ export async function revoke(caDir: CaDirectory, serial: string, reason: Revocat
 }
 
 /** Write a fresh CRL to crl.pem and crl.der in the CA directory, and to `outFile` (PEM) if given. */
-export async function generateCrl(caDir: CaDirectory, outFile?: string): Promise<CrlResult> {
+export async function generateCrl(caDir: CaDirectory, outFile?: string, above?: bigint): Promise<CrlResult> {
   caDir.loadSettings();
-  return caDir.locked(() => generateCrlLocked(caDir, outFile));
+  return caDir.locked(() => generateCrlLocked(caDir, outFile, above));
 }
 
 /**
  * Put this signer's CRL back into the store after something else replaced the store's copy: the very
- * CRL it last wrote while that one is good for another day (every relay then keeps serving what it
- * serves, and no CRL number is spent), a fresh one otherwise.
+ * CRL it last wrote, if that is the one served (`servedPem`) or newer by number, and good for another
+ * day (every relay then keeps serving what it serves, and no CRL number is spent); a fresh one, numbered
+ * above the served one, otherwise — never one that the relays would refuse again, which would have the
+ * follower put it back on every look.
  */
-export async function restoreCrl(caDir: CaDirectory, now = new Date()): Promise<CrlResult> {
+export async function restoreCrl(caDir: CaDirectory, opts: { servedPem?: string; now?: Date } = {}): Promise<CrlResult> {
   caDir.loadSettings();
+  const now = opts.now ?? new Date();
+  const served = numberOf(opts.servedPem);
   return caDir.locked(async () => {
     const file = caDir.p('crl.pem');
     const pem = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : undefined;
     if (pem !== undefined) {
       try {
         const info = parseCrl(pem);
-        if (info.nextUpdate && info.nextUpdate.getTime() - now.getTime() > RESTORE_MIN_LIFE_MS) {
+        const acceptable = served === undefined || pem === opts.servedPem || (info.crlNumber !== undefined && info.crlNumber > served);
+        if (acceptable && info.nextUpdate && info.nextUpdate.getTime() - now.getTime() > RESTORE_MIN_LIFE_MS) {
           caDir.bookRecord(crlRecord(caDir.signer()), pem);
           return { pem, files: [], ...info };
         }
@@ -82,15 +88,36 @@ export async function restoreCrl(caDir: CaDirectory, now = new Date()): Promise<
         // Unreadable: a fresh one replaces it.
       }
     }
-    return generateCrlLocked(caDir);
+    return generateCrlLocked(caDir, undefined, served);
   });
+}
+
+function numberOf(pem: string | undefined): bigint | undefined {
+  if (pem === undefined) return undefined;
+  try {
+    return parseCrl(pem).crlNumber;
+  } catch {
+    return undefined;
+  }
 }
 
 /** How long a CRL put back as it is must still be good for. */
 const RESTORE_MIN_LIFE_MS = 24 * 3600_000;
 
-/** The CRL as the database says now; the caller holds the lock. */
-export async function generateCrlLocked(caDir: CaDirectory, outFile?: string): Promise<CrlResult> {
+/**
+ * The CRL as the database says now; the caller holds the lock. Its number is above every CRL this
+ * signer wrote before (its crl.pem here) and above `above` (the one served): the shared counter is
+ * raised first where it is not, as after a store restored from an older backup, or lowered by someone
+ * with the store's password. A CRL numbered below the one served would be refused by every relay, and
+ * the revocations it lists would never be published.
+ */
+export async function generateCrlLocked(caDir: CaDirectory, outFile?: string, above?: bigint): Promise<CrlResult> {
+  const floor = [numberOf(readIfExists(caDir.p('crl.pem'))), above].reduce<bigint | undefined>((m, n) => (n !== undefined && (m === undefined || n > m) ? n : m), undefined);
+  if (floor !== undefined) {
+    const text = readIfExists(caDir.p('crlnumber'))?.trim() ?? '';
+    const next = /^[0-9A-Fa-f]+$/.test(text) ? BigInt(`0x${text}`) : -1n;
+    if (next <= floor) atomicWrite(caDir.p('crlnumber'), `${openSslHex(floor + 1n)}\n`, { mode: 0o600 });
+  }
   return caDir.inTmp(async (tmp) => {
     const out = path.join(tmp, 'crl.pem');
     await caDir.withRestore(CRL_FILES, () => caDir.openssl(['ca', '-gencrl', '-config', caDir.p('openssl.cnf'), '-out', out], 'generating the CRL'));
@@ -110,3 +137,9 @@ export async function generateCrlLocked(caDir: CaDirectory, outFile?: string): P
     return { pem, files, ...info };
   });
 }
+
+/** How openssl writes its counters: upper-case hex with an even number of digits. */
+const openSslHex = (n: bigint): string => {
+  const h = n.toString(16).toUpperCase();
+  return h.length % 2 ? `0${h}` : h;
+};

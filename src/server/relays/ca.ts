@@ -128,8 +128,8 @@ export async function approveRelayCa(ctx: ServerContext, ca: CertificateAuthorit
 export interface PublishedCrls {
   /** The files written. */
   changed: string[];
-  /** CRLs in the store that were not published, and why (the file served stays as it was). */
-  refused: { signer: string; why: string }[];
+  /** CRLs in the store that were not published, and why (the file served stays as it was); transient: the answer may change without the CRL changing. */
+  refused: { signer: string; why: string; transient?: boolean }[];
   /** Records not judged for good (this relay's CA not installed yet, a signer not approved yet, openssl not run): to be looked at again. */
   retry: string[];
 }
@@ -157,7 +157,7 @@ export async function publishCrls(ctx: ServerContext, only?: ReadonlySet<string>
     if (live === pem) continue;
     const refusal = await crlRefusal(pem, signer === 'root' ? root : intermediates.get(approvedRecord(signer)), root, live, signer === 'root' ? null : relayCaName(ctx, signer));
     if (refusal) {
-      out.refused.push({ signer, why: refusal.why });
+      out.refused.push({ signer, why: refusal.why, ...(refusal.transient ? { transient: true } : {}) });
       if (refusal.transient) out.retry.push(name);
       continue;
     }
@@ -191,6 +191,8 @@ async function crlRefusal(pem: string, issuerPem: string | undefined, rootPem: s
   } catch (e) {
     return no(`it cannot be read (${(e as Error).message})`);
   }
+  // An expired CRL tells a client nothing it may rely on, and would pass for current where none is served yet.
+  if (info.nextUpdate && info.nextUpdate.getTime() <= Date.now()) return no(`it expired on ${info.nextUpdate.toISOString()}`);
   // openssl checks the signature against exactly this one certificate (the CRL's issuer must be its subject).
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2m-crl-'));
   try {
@@ -257,7 +259,7 @@ export class CrlFollower {
       const text = (await loadCaFiles(this.ctx.db, ['index.txt'])).get('index.txt') ?? '';
       const revoked = (text.match(/^R\t/gm) ?? []).length;
       const own = readIfExists(path.join(ca.dir, 'crl.pem'));
-      if (own === undefined || revoked !== this.revokedIn(own)) await ca.generateCrl();
+      if (own === undefined || revoked !== this.revokedIn(own)) await ca.generateCrl(undefined, servedNumber(this.ctx, ca.signer()));
       this.indexStamp = index;
       this.indexSettled = lookedAt > index;
     }
@@ -270,8 +272,11 @@ export class CrlFollower {
     for (const n of due) if (!published.retry.includes(n)) this.crlStamps.set(n, stamps.get(n)!);
     // The store's copy of this relay's own CRL was replaced by one it refuses: its own goes back there,
     // the same one it serves (a fresh one would make every relay publish a new CRL for nothing).
-    if (refused.some((r) => r.signer === ca.signer()) && fs.existsSync(path.join(ca.dir, 'ca.crt'))) await ca.restoreCrl();
-    return refused;
+    // Not for a refusal that may pass by itself (openssl not run): the record may well be its own.
+    if (published.refused.some((r) => r.signer === ca.signer() && !r.transient) && fs.existsSync(path.join(ca.dir, 'ca.crt'))) {
+      await ca.restoreCrl({ servedPem: readIfExists(publishedCrlFile(this.ctx, ca.signer())) });
+    }
+    return refused.map(({ signer, why }) => ({ signer, why }));
   }
 
   private lastCrl: { pem: string; count: number } | undefined;
@@ -280,6 +285,17 @@ export class CrlFollower {
     const count = crlRevokedCount(pem);
     this.lastCrl = { pem, count };
     return count;
+  }
+}
+
+/** The CRL number of what this relay serves for `signer`, if it serves a readable one. */
+function servedNumber(ctx: ServerContext, signer: string): bigint | undefined {
+  const pem = readIfExists(publishedCrlFile(ctx, signer));
+  if (pem === undefined) return undefined;
+  try {
+    return parseCrl(pem).crlNumber;
+  } catch {
+    return undefined;
   }
 }
 
