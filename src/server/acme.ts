@@ -15,7 +15,7 @@ import { fulfil, revokeAcme, spkiSha256, type Issued, type OrderTiming } from '.
 import { parseCsr } from '../ca/csr.js';
 import {
   accountOf, addChallenges, deferOrder, finishOrder, getOrder, nextDueAt, orderStillWanted, orphanChallenges, queueOrder, recentFailures,
-  recordAccount, recordFailure, removeChallenges, takeDueOrder, keepWorking, ORDER_STALE_SECONDS, type AcmeOrder,
+  recordAccount, recordFailure, removeChallenges, takeDueOrder, keepWorking, ORDER_STALE_SECONDS, type AcmeOrder, type OrderAttempt,
 } from '../state/acme.js';
 import { recordCertificate } from '../state/certificates.js';
 import { relayStates } from '../state/relays.js';
@@ -204,33 +204,42 @@ export class AcmeService {
     // Failed validations are not retried blindly: past the budget, the name waits out the CA's hour.
     if (await recentFailures(this.ctx.db, order.names) >= FAILED_VALIDATIONS_PER_HOUR) {
       const why = `${FAILED_VALIDATIONS_PER_HOUR} validations of ${order.names.join(', ')} failed within the hour; waiting before the next attempt`;
-      await deferOrder(this.ctx.db, order.id, why, now() + 3600);
+      await deferOrder(this.ctx.db, order.id, why, now() + 3600, { relay: this.ctx.config.relays.self, attempts: order.attempts });
       const o = (await getOrder(this.ctx.db, order.id))!;
       finish(o);
       return { order: o, timing };
     }
     // Validation and the wait for every nameserver may take up to an hour: the order is touched meanwhile,
     // so that no other worker takes it for a dead one's (ORDER_STALE_SECONDS) and orders it a second time.
-    const relay = this.ctx.config.relays.self;
+    // Had this worker stalled that long anyway (the store away, a paused machine), the order is its
+    // successor's: every write below is fenced on this attempt and changes nothing of the successor's.
+    const attempt: OrderAttempt = { relay: this.ctx.config.relays.self, attempts: order.attempts };
+    let lost = false;
     const alive = setInterval(() => {
-      keepWorking(this.ctx.db, order.id, relay, order.attempts).catch((e) => this.opts.log(`ACME: ${order.names.join(', ')}: could not mark the order as still worked on: ${(e as Error).message}`));
+      keepWorking(this.ctx.db, order.id, attempt).then((held) => {
+        if (!held && !lost) this.opts.log(`ACME: ${order.names.join(', ')}: the order is no longer this attempt's (taken over, cancelled or removed); whatever it gets is not recorded`);
+        lost ||= !held;
+      }, (e) => this.opts.log(`ACME: ${order.names.join(', ')}: could not mark the order as still worked on: ${(e as Error).message}`));
     }, KEEPALIVE_MS);
     alive.unref();
+    let published: { owner: string; value: string }[] = [];
     try {
       const client = await this.account();
       const nameservers = await this.nameservers();
       const issued = await fulfil(client, order.names, order.csrPem, {
         nameservers,
         publish: async (records) => {
+          published = [...published, ...records];
           await addChallenges(this.ctx.db, order.id, records);
           await this.opts.applyDns();
         },
         withdraw: async () => {
-          if (await removeChallenges(this.ctx.db, order.id)) await this.opts.applyDns();
+          // Only this attempt's records: a successor's (the same order, other tokens) stay.
+          if (await removeChallenges(this.ctx.db, order.id, published)) await this.opts.applyDns();
         },
       }, { propagationTimeoutMs: a.propagationTimeoutSeconds * 1000, timing });
-      if (!await orderStillWanted(this.ctx.db, order.id)) {
-        // Replaced by a newer CSR, or its subdomain is gone: the certificate is of no use to anyone.
+      if (!await orderStillWanted(this.ctx.db, order.id, attempt)) {
+        // Replaced by a newer CSR, its subdomain gone, or the order taken over: the certificate is of no use.
         await revokeAcme(client, issued.chainPem, 4).catch(() => undefined);
         const o = (await getOrder(this.ctx.db, order.id))!;
         finish(o);
@@ -243,7 +252,7 @@ export class AcmeService {
         sha256: issued.sha256, issuer: 'acme', chainPem: issued.chainPem, keySha256: issued.keySha256,
       });
       if (order.purpose === 'server') await this.opts.onServerIssued?.(order, issued);
-      await finishOrder(this.ctx.db, order.id, serial);
+      if (!await finishOrder(this.ctx.db, order.id, serial, attempt)) this.opts.log(`ACME: ${order.names.join(', ')}: issued, but the order was taken over meanwhile; its state is the successor's`);
       this.opts.log(`ACME: issued ${order.names.join(', ')} (serial ${issued.serial}, until ${issued.notAfter.toISOString()}) in ${Math.round(timing.issuedMs ?? 0)} ms (record published ${Math.round(timing.publishedMs ?? 0)}, served by every nameserver ${Math.round(timing.servedEverywhereMs ?? 0)}, validated ${Math.round(timing.validatedMs ?? 0)})`);
       const o = (await getOrder(this.ctx.db, order.id))!;
       finish(o);
@@ -254,7 +263,7 @@ export class AcmeService {
       if (f.kind === 'unreachable') why = `${why} (${await reachability(a.directoryUrl)})`;
       const next = this.nextAttempt(order, f);
       if (f.kind === 'validation') await recordFailure(this.ctx.db, order.names);
-      await deferOrder(this.ctx.db, order.id, why, next);
+      await deferOrder(this.ctx.db, order.id, why, next, attempt);
       this.opts.log(`ACME: ${order.names.join(', ')}: ${why}; ${next === null ? 'given up' : `next attempt at ${new Date(next * 1000).toISOString()}`}`);
       const o = (await getOrder(this.ctx.db, order.id))!;
       finish(o);

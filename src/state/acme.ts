@@ -119,30 +119,41 @@ export async function nextDueAt(s: Store, relay: string): Promise<number | undef
 }
 
 /**
- * The worker's sign of life on an order it works: returns false when the order is no longer this
- * worker's (finished, cancelled, removed, or taken over by `relay`'s successor after it looked dead).
+ * Which attempt at an order a worker holds: the relay that took it and its attempt number. Every write a
+ * worker makes to its order is fenced on it, so that a worker taken for dead (its order taken over after
+ * ORDER_STALE_SECONDS untouched) that comes back changes nothing of its successor's.
  */
-export async function keepWorking(s: Store, id: string, relay: string, attempts: number, at = now()): Promise<boolean> {
-  const r = await s.q.updateTable('acme_orders').set({ updated_at: at })
-    .where('id', '=', id).where('state', '=', 'working').where('worked_by', '=', relay).where('attempts', '=', attempts).executeTakeFirst();
+export interface OrderAttempt { relay: string; attempts: number }
+
+const heldBy = (id: string, a: OrderAttempt) => (eb: ExpressionBuilder<Schema, 'acme_orders'>) =>
+  eb.and([eb('id', '=', id), eb('state', '=', 'working'), eb('worked_by', '=', a.relay), eb('attempts', '=', a.attempts)]);
+
+/**
+ * The worker's sign of life on an order it works: returns false when the order is no longer this
+ * attempt's (finished, cancelled, removed, or taken over after it looked dead).
+ */
+export async function keepWorking(s: Store, id: string, a: OrderAttempt, at = now()): Promise<boolean> {
+  const r = await s.q.updateTable('acme_orders').set({ updated_at: at }).where(heldBy(id, a)).executeTakeFirst();
   return Number(r.numUpdatedRows) > 0;
 }
 
-export async function finishOrder(s: Store, id: string, certSerial: string): Promise<void> {
-  await s.q.updateTable('acme_orders').set({ state: 'valid', cert_serial: certSerial, last_error: null, updated_at: now() }).where('id', '=', id).where('state', '=', 'working').execute();
+/** Returns false when the order was not this attempt's any more (nothing changed). */
+export async function finishOrder(s: Store, id: string, certSerial: string, a: OrderAttempt): Promise<boolean> {
+  const r = await s.q.updateTable('acme_orders').set({ state: 'valid', cert_serial: certSerial, last_error: null, updated_at: now() }).where(heldBy(id, a)).executeTakeFirst();
+  return Number(r.numUpdatedRows) > 0;
 }
 
-/** Back to the queue with the reason and when to try again, or given up for good. */
-export async function deferOrder(s: Store, id: string, error: string, nextAttemptAt: number | null): Promise<void> {
+/** Back to the queue with the reason and when to try again, or given up for good (only while this attempt holds it). */
+export async function deferOrder(s: Store, id: string, error: string, nextAttemptAt: number | null, a: OrderAttempt): Promise<void> {
   const set = nextAttemptAt === null
     ? { state: 'failed' as const, last_error: error, updated_at: now() }
     : { state: 'queued' as const, last_error: error, next_attempt_at: nextAttemptAt, updated_at: now() };
-  await s.q.updateTable('acme_orders').set(set).where('id', '=', id).where('state', '=', 'working').execute();
+  await s.q.updateTable('acme_orders').set(set).where(heldBy(id, a)).execute();
 }
 
-/** Still ours to work on (not cancelled by a newer CSR, not removed with its subdomain)? */
-export async function orderStillWanted(s: Store, id: string): Promise<boolean> {
-  return (await s.q.selectFrom('acme_orders').select('id').where('id', '=', id).where('state', '=', 'working').executeTakeFirst()) !== undefined;
+/** Still this attempt's to work on (not cancelled by a newer CSR, not removed with its subdomain, not taken over)? */
+export async function orderStillWanted(s: Store, id: string, a: OrderAttempt): Promise<boolean> {
+  return (await s.q.selectFrom('acme_orders').select('id').where(heldBy(id, a)).executeTakeFirst()) !== undefined;
 }
 
 export async function listOrders(s: Store, limit = 200): Promise<AcmeOrder[]> {
@@ -180,8 +191,15 @@ export async function addChallenges(s: Store, orderId: string, records: { owner:
     .onConflict((oc) => oc.doNothing()).execute();
 }
 
-export async function removeChallenges(s: Store, orderId: string): Promise<number> {
-  return Number((await s.q.deleteFrom('acme_challenges').where('order_id', '=', orderId).executeTakeFirst()).numDeletedRows);
+/**
+ * Takes an order's TXT records out: all of them, or only `only` — the records one attempt published, so
+ * that an attempt taken over withdraws its own and never its successor's.
+ */
+export async function removeChallenges(s: Store, orderId: string, only?: readonly { owner: string; value: string }[]): Promise<number> {
+  if (only !== undefined && only.length === 0) return 0;
+  let q = s.q.deleteFrom('acme_challenges').where('order_id', '=', orderId);
+  if (only !== undefined) q = q.where((eb) => eb.or(only.map((r) => eb.and([eb('owner', '=', r.owner), eb('value', '=', r.value)]))));
+  return Number((await q.executeTakeFirst()).numDeletedRows);
 }
 
 /** Every TXT record the zone must hold now. */

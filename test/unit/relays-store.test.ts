@@ -11,7 +11,7 @@ import { followSessions, heartbeat, listRelays, markExpired, relayStates, setRel
 import { mirrorSessions } from '../../src/state/sessions.js';
 import { releaseLease, takeLease } from '../../src/state/leases.js';
 import { journalPosition } from '../../src/state/render-journal.js';
-import { accountOf, getOrder, latestServerOrder, listAccounts, nextDueAt, queueOrder, recordAccount, takeDueOrder, keepWorking, ORDER_STALE_SECONDS } from '../../src/state/acme.js';
+import { accountOf, getOrder, latestServerOrder, listAccounts, nextDueAt, queueOrder, recordAccount, takeDueOrder, keepWorking, ORDER_STALE_SECONDS, addChallenges, allChallenges, deferOrder, finishOrder, orderStillWanted, removeChallenges } from '../../src/state/acme.js';
 
 const ctx = { domain: 'pipe.test', range: { first: 20000, last: 29999 }, maxPorts: 4, reserved: [] };
 
@@ -153,26 +153,40 @@ describe.each(ENGINES)('relays in the %s store', (engine) => {
     expect((await listAccounts(s)).map((x) => x.relay)).toEqual(['a', 'b']);
   });
 
-  it('ACME: an order its worker keeps touching is never taken over, however long it is worked; one left untouched is, and its old worker is told', async () => {
+  it('ACME: an order its worker keeps touching is never taken over, however long it is worked; one left untouched is, and the old attempt then changes nothing of its successor\'s', async () => {
     const s = t.store;
     const sub = await createSubdomain(s, { protocols: ['https'], expiresAt: null }, ctx);
     const queued = await queueOrder(s, { subdomainId: sub.record.id, purpose: 'pod', names: [sub.record.fqdn], csrPem: 'p', keySha256: 'kp' });
     const t0 = queued.nextAttemptAt + 1;
     const taken = (await takeDueOrder(s, 'a', t0))!;
     expect([taken.id, taken.workedBy, taken.attempts]).toEqual([queued.id, 'a', 1]);
+    const first = { relay: 'a', attempts: taken.attempts };
     // An hour of validation and nameserver waits, touched every minute: no other worker takes it.
-    for (let t = t0 + 60; t <= t0 + 3600; t += 60) {
-      expect(await keepWorking(s, taken.id, 'a', taken.attempts, t)).toBe(true);
-      expect(await takeDueOrder(s, 'b', t + 59)).toBeUndefined();
+    for (let at = t0 + 60; at <= t0 + 3600; at += 60) {
+      expect(await keepWorking(s, taken.id, first, at)).toBe(true);
+      expect(await takeDueOrder(s, 'b', at + 59)).toBeUndefined();
     }
     expect(await takeDueOrder(s, 'b', t0 + 3600 + ORDER_STALE_SECONDS - 1)).toBeUndefined();
     // Untouched past the window (its worker died): the next worker takes it, even a's own successor.
     const later = t0 + 3600 + ORDER_STALE_SECONDS + 1;
     const over = (await takeDueOrder(s, 'a', later))!;
     expect([over.id, over.attempts]).toEqual([taken.id, 2]);
-    // The first worker, had it only stalled, learns the order is no longer its: another attempt works it.
-    expect(await keepWorking(s, taken.id, 'a', taken.attempts, later + 1)).toBe(false);
-    expect(await keepWorking(s, taken.id, 'b', over.attempts, later + 1)).toBe(false);
-    expect(await keepWorking(s, taken.id, 'a', over.attempts, later + 1)).toBe(true);
+    const second = { relay: 'a', attempts: over.attempts };
+    await addChallenges(s, taken.id, [{ owner: `_acme-challenge.${sub.record.fqdn}`, value: 'first-token' }]);
+    await addChallenges(s, taken.id, [{ owner: `_acme-challenge.${sub.record.fqdn}`, value: 'second-token' }]);
+    // The first attempt, had it only stalled, comes back: it is told, and nothing it writes lands.
+    expect(await keepWorking(s, taken.id, first, later + 1)).toBe(false);
+    expect(await orderStillWanted(s, taken.id, first)).toBe(false);
+    expect(await finishOrder(s, taken.id, 'acme:01', first)).toBe(false);
+    await deferOrder(s, taken.id, 'the first attempt failed', later + 100, first);
+    expect(await removeChallenges(s, taken.id, [{ owner: `_acme-challenge.${sub.record.fqdn}`, value: 'first-token' }])).toBe(1);
+    expect((await allChallenges(s)).map((c) => c.value)).toEqual(['second-token']);
+    expect(await keepWorking(s, taken.id, { relay: 'b', attempts: over.attempts }, later + 1)).toBe(false);
+    const now = (await getOrder(s, taken.id))!;
+    expect([now.state, now.attempts, now.lastError, now.certSerial]).toEqual(['working', 2, null, null]);
+    // The successor's own writes do land.
+    expect(await orderStillWanted(s, taken.id, second)).toBe(true);
+    expect(await finishOrder(s, taken.id, 'acme:02', second)).toBe(true);
+    expect((await getOrder(s, taken.id))!.certSerial).toBe('acme:02');
   });
 });
