@@ -1,7 +1,7 @@
 /**
  * The bytes through the tunnel ports, read from the firewall's counters when Prometheus scrapes: the
- * dynamic sets tunnel_{in,out}{4,6} in pipe2me's own nftables table hold one counter per public address
- * and port that has seen traffic (see templates/nftables/pipe2me.nft.hbs). Reading needs CAP_NET_ADMIN.
+ * dynamic sets tunnel_{in,out}{4,6} in pipe2me's own nftables table hold one counter per port that has
+ * seen traffic — with address slots, per slot address and port (see templates/nftables/pipe2me.nft.hbs). Reading needs CAP_NET_ADMIN.
  * A table loaded again starts from zero, which Prometheus's rate() takes as a counter reset.
  */
 import { canonicalIp } from '../net/address.js';
@@ -17,18 +17,30 @@ export interface TunnelBytes {
   endpoints: EndpointBytes[];
 }
 
-interface NftSet { nftables: ({ set?: { elem?: { elem?: { val: unknown; counter?: { bytes: number } } }[] } })[] }
+interface NftSet { nftables: ({ set?: { elem?: ({ elem?: { val: unknown; counter?: { bytes: number } } } | null)[] } })[] }
 
-/** The byte count of each address and port in `nft -j list set` output of an `addr . inet_service` set, pure. */
+/**
+ * The byte count of each address and port in `nft -j list set` output, pure: of an `addr . inet_service`
+ * set (with address slots), or of an `inet_service` set (without: the address is '', any of this relay's).
+ */
 export function parseSetCounters(json: string): Map<string, { address: string; port: number; bytes: number }> {
   const out = new Map<string, { address: string; port: number; bytes: number }>();
   const doc = JSON.parse(json) as NftSet;
   for (const item of doc.nftables ?? []) {
     for (const e of item.set?.elem ?? []) {
-      const parts = (e.elem?.val as { concat?: unknown[] } | undefined)?.concat;
+      const el = e?.elem;
+      if (!el) continue;
+      const val = el.val;
+      const bytes = Number(el.counter?.bytes ?? 0);
+      if (!Number.isFinite(bytes)) continue;
+      if (typeof val === 'number') {
+        out.set(endpointKey('', val), { address: '', port: val, bytes });
+        continue;
+      }
+      const parts = (val as { concat?: unknown[] } | undefined)?.concat;
       if (!Array.isArray(parts) || typeof parts[0] !== 'string' || typeof parts[1] !== 'number') continue;
       const address = canonicalIp(parts[0]);
-      out.set(endpointKey(address, parts[1]), { address, port: parts[1], bytes: e.elem!.counter?.bytes ?? 0 });
+      out.set(endpointKey(address, parts[1]), { address, port: parts[1], bytes });
     }
   }
   return out;

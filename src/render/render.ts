@@ -161,18 +161,29 @@ export function renderDnsConfig(c: Config, L: Layout): RenderedFile {
 }
 
 /**
- * Room in each byte-counter set for every tunnel port at each of this relay's addresses (a full set
- * counts nothing new, it does not fail a packet), at least nftables' usual 65535.
+ * The firewall's byte counters by slot: with address slots, this relay's slot addresses (each family;
+ * only they are counted) and room for every tunnel port at each; null without slots (counted by port).
  */
-export function tunnelCounterSetSize(c: Config): number {
-  return Math.max(65_535, (c.ports.last - c.ports.first + 1) * Math.max(1, c.relays.slots));
+export function tunnelCounterSlots(c: Config): { slot4: string[]; slot6: string[]; setSize: number } | null {
+  if (c.relays.slots <= 1) return null;
+  const here = c.relays.list.find((r) => r.name === c.relays.self);
+  const slots = here?.slots ?? [];
+  if (slots.length === 0) return null;
+  return {
+    slot4: slots.map((a) => a.ipv4),
+    slot6: slots.flatMap((a) => (a.ipv6 ? [a.ipv6] : [])),
+    setSize: (c.ports.last - c.ports.first + 1) * slots.length,
+  };
 }
 
 export function renderFirewall(c: Config, L: Layout): RenderedFile {
   const content = renderTemplate('nftables/pipe2me.nft.hbs', {
     any: c.firewall.enabled || c.metrics.tunnelBytes, enabled: c.firewall.enabled, countBytes: c.metrics.tunnelBytes,
     table: c.firewall.table, sshPort: c.ssh.port, rate: c.firewall.sshNewPerSecond, burst: c.firewall.sshBurst, firstPort: c.ports.first, lastPort: c.ports.last,
-    setSize: tunnelCounterSetSize(c),
+    ...(() => {
+      const bySlot = tunnelCounterSlots(c);
+      return bySlot ? { bySlot: true, ...bySlot } : { bySlot: false };
+    })(),
   });
   return { unit: 'firewall', path: L.sshd.firewall, content, mode: 0o644, order: 0 };
 }

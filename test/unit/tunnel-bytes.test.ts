@@ -18,9 +18,15 @@ const setJson = (elems: [string, number, number][]) => JSON.stringify({
 describe('tunnel byte counters', () => {
   it('reads each address and port with its bytes; IPv6 in its canonical spelling; an element of another shape is skipped', () => {
     const json = JSON.parse(setJson([['203.0.113.10', 20001, 325], ['2001:DB8:0:0::1', 20001, 7]])) as { nftables: { set?: { elem: unknown[] } }[] };
-    json.nftables[1]!.set!.elem.push({ elem: { val: 20002, counter: { bytes: 9 } } });
+    json.nftables[1]!.set!.elem.push({ elem: { val: { concat: [20002, '203.0.113.10'] }, counter: { bytes: 9 } } }, { elem: { val: 'x', counter: { bytes: 9 } } }, null);
     const m = parseSetCounters(JSON.stringify(json));
     expect([...m.values()]).toEqual([{ address: '203.0.113.10', port: 20001, bytes: 325 }, { address: '2001:db8::1', port: 20001, bytes: 7 }]);
+  });
+
+  it('without address slots the sets are by port alone (as nftables 1.0.6 prints an inet_service set): the address is any', () => {
+    const json = '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "tunnel_in4", "table": "pipe2me", "type": "inet_service", "handle": 6, "size": 65535, "elem": [{"elem": {"val": 20001, "counter": {"packets": 9, "bytes": 492}}}, {"elem": {"val": 20002, "counter": {"packets": 1, "bytes": 60}}}]}}]}';
+    expect([...parseSetCounters(json).values()]).toEqual([{ address: '', port: 20001, bytes: 492 }, { address: '', port: 20002, bytes: 60 }]);
+    expect(endpointSlot(testConfig())('')).toBe(0);
   });
 
   it('an empty set (no traffic yet) reads as nothing', () => {
