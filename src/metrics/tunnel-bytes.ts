@@ -48,6 +48,21 @@ export function parseSetCounters(json: string): Map<string, { address: string; p
 
 export const endpointKey = (address: string, port: number) => `${address} ${port}`;
 
+/**
+ * The IPv4 and IPv6 sets of one direction as one, pure: without address slots both are keyed on the port
+ * alone, and a port that carried both families has its bytes in each.
+ */
+export function mergeCounters(...sets: ReturnType<typeof parseSetCounters>[]): ReturnType<typeof parseSetCounters> {
+  const out: ReturnType<typeof parseSetCounters> = new Map();
+  for (const set of sets) {
+    for (const [k, e] of set) {
+      const have = out.get(k);
+      out.set(k, have ? { ...have, bytes: have.bytes + e.bytes } : { ...e });
+    }
+  }
+  return out;
+}
+
 /** The in and out counters of the same endpoints side by side, and their totals, pure. */
 export function joinCounters(inb: ReturnType<typeof parseSetCounters>, outb: ReturnType<typeof parseSetCounters>): TunnelBytes {
   const by = new Map<string, EndpointBytes>();
@@ -73,5 +88,5 @@ export async function readTunnelBytes(ctx: ServerContext): Promise<TunnelBytes |
   const sets = await Promise.all(['tunnel_in4', 'tunnel_in6', 'tunnel_out4', 'tunnel_out6'].map(read));
   if (sets.some((s) => s === null)) return null;
   const [in4, in6, out4, out6] = sets as NonNullable<(typeof sets)[number]>[];
-  return joinCounters(new Map([...in4!, ...in6!]), new Map([...out4!, ...out6!]));
+  return joinCounters(mergeCounters(in4!, in6!), mergeCounters(out4!, out6!));
 }

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { endpointSlot } from '../../src/metrics/collect.js';
-import { joinCounters, parseSetCounters } from '../../src/metrics/tunnel-bytes.js';
+import { joinCounters, mergeCounters, parseSetCounters } from '../../src/metrics/tunnel-bytes.js';
 import { testConfig } from '../helpers/fixtures.js';
 
 /** `nft -j list set` output as nftables 1.0.6 prints it for an `addr . inet_service` set. */
@@ -27,6 +27,13 @@ describe('tunnel byte counters', () => {
     const json = '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "tunnel_in4", "table": "pipe2me", "type": "inet_service", "handle": 6, "size": 65535, "elem": [{"elem": {"val": 20001, "counter": {"packets": 9, "bytes": 492}}}, {"elem": {"val": 20002, "counter": {"packets": 1, "bytes": 60}}}]}}]}';
     expect([...parseSetCounters(json).values()]).toEqual([{ address: '', port: 20001, bytes: 492 }, { address: '', port: 20002, bytes: 60 }]);
     expect(endpointSlot(testConfig())('')).toBe(0);
+  });
+
+  it('without slots a port that carried IPv4 and IPv6 has both families\' bytes (the two sets share the key)', () => {
+    const portSet = (name: string, bytes: number) => JSON.stringify({ nftables: [{ set: { name, type: 'inet_service', elem: [{ elem: { val: 20001, counter: { packets: 1, bytes } } }] } }] });
+    const merged = mergeCounters(parseSetCounters(portSet('tunnel_in4', 1000)), parseSetCounters(portSet('tunnel_in6', 7)));
+    expect([...merged.values()]).toEqual([{ address: '', port: 20001, bytes: 1007 }]);
+    expect(joinCounters(merged, new Map()).total.in).toBe(1007);
   });
 
   it('an empty set (no traffic yet) reads as nothing', () => {
