@@ -14,10 +14,11 @@ import { AcmeFailure, openAccount, reachability, type AcmeSettings } from '../ca
 import { fulfil, revokeAcme, spkiSha256, type Issued, type OrderTiming } from '../ca/acme/order.js';
 import { parseCsr } from '../ca/csr.js';
 import {
-  accountOf, addChallenges, deferOrder, finishOrder, getOrder, nextDueAt, orderStillWanted, orphanChallenges, queueOrder, recentFailures,
+  accountOf, addChallenges, deferOrder, finishOrder, getOrder, nextDueAt, orderStillWanted, removeOrphanChallenges, queueOrder, recentFailures,
   recordAccount, recordFailure, removeChallenges, takeDueOrder, keepWorking, ORDER_STALE_SECONDS, type AcmeOrder, type OrderAttempt,
 } from '../state/acme.js';
 import { recordCertificate } from '../state/certificates.js';
+import { writeTx } from '../state/store.js';
 import { relayStates } from '../state/relays.js';
 import { now } from '../state/types.js';
 import { ConfigError } from '../util/errors.js';
@@ -187,9 +188,7 @@ export class AcmeService {
 
   /** Records of orders whose worker died are taken out of the zone. */
   private async cleanOrphans(): Promise<void> {
-    const orphans = await orphanChallenges(this.ctx.db);
-    if (orphans.length === 0) return;
-    for (const id of orphans) await removeChallenges(this.ctx.db, id);
+    if (await removeOrphanChallenges(this.ctx.db) === 0) return;
     await this.opts.applyDns();
   }
 
@@ -229,6 +228,8 @@ export class AcmeService {
       const issued = await fulfil(client, order.names, order.csrPem, {
         nameservers,
         publish: async (records) => {
+          // An attempt that lost its order publishes nothing more into its successor's.
+          if (lost || !await keepWorking(this.ctx.db, order.id, attempt)) throw new AcmeFailure('other', 'the order is no longer this attempt\'s (taken over, cancelled or removed)');
           published = [...published, ...records];
           await addChallenges(this.ctx.db, order.id, records);
           await this.opts.applyDns();
@@ -247,12 +248,24 @@ export class AcmeService {
       }
       const serial = acmeSerial(issued.serial);
       const fqdn = order.purpose === 'pod' ? order.names[0]! : order.names.find((n) => n.startsWith('*.')) ?? order.names[0]!;
-      await recordCertificate(this.ctx.db, {
-        serial, subdomainId: order.subdomainId, fqdn, kind: order.purpose, notBefore: sec(issued.notBefore), notAfter: sec(issued.notAfter),
-        sha256: issued.sha256, issuer: 'acme', chainPem: issued.chainPem, keySha256: issued.keySha256,
+      // The order marked done and its certificate recorded at once, and only while this attempt holds it:
+      // an order cancelled or taken over between the look above and here gets no certificate of this one.
+      const recorded = await writeTx(this.ctx.db, async (t) => {
+        if (!await finishOrder(t, order.id, serial, attempt)) return false;
+        await recordCertificate(t, {
+          serial, subdomainId: order.subdomainId, fqdn, kind: order.purpose, notBefore: sec(issued.notBefore), notAfter: sec(issued.notAfter),
+          sha256: issued.sha256, issuer: 'acme', chainPem: issued.chainPem, keySha256: issued.keySha256,
+        });
+        return true;
       });
+      if (!recorded) {
+        this.opts.log(`ACME: ${order.names.join(', ')}: issued, but the order is no longer this attempt's; the certificate is revoked, not recorded`);
+        await revokeAcme(client, issued.chainPem, 4).catch(() => undefined);
+        const o = (await getOrder(this.ctx.db, order.id))!;
+        finish(o);
+        return { order: o, issued, timing };
+      }
       if (order.purpose === 'server') await this.opts.onServerIssued?.(order, issued);
-      if (!await finishOrder(this.ctx.db, order.id, serial, attempt)) this.opts.log(`ACME: ${order.names.join(', ')}: issued, but the order was taken over meanwhile; its state is the successor's`);
       this.opts.log(`ACME: issued ${order.names.join(', ')} (serial ${issued.serial}, until ${issued.notAfter.toISOString()}) in ${Math.round(timing.issuedMs ?? 0)} ms (record published ${Math.round(timing.publishedMs ?? 0)}, served by every nameserver ${Math.round(timing.servedEverywhereMs ?? 0)}, validated ${Math.round(timing.validatedMs ?? 0)})`);
       const o = (await getOrder(this.ctx.db, order.id))!;
       finish(o);
@@ -262,7 +275,8 @@ export class AcmeService {
       let why = f.message;
       if (f.kind === 'unreachable') why = `${why} (${await reachability(a.directoryUrl)})`;
       const next = this.nextAttempt(order, f);
-      if (f.kind === 'validation') await recordFailure(this.ctx.db, order.names);
+      // A failure of an attempt that lost its order spends nothing of the names' hourly budget.
+      if (f.kind === 'validation' && await orderStillWanted(this.ctx.db, order.id, attempt)) await recordFailure(this.ctx.db, order.names);
       await deferOrder(this.ctx.db, order.id, why, next, attempt);
       this.opts.log(`ACME: ${order.names.join(', ')}: ${why}; ${next === null ? 'given up' : `next attempt at ${new Date(next * 1000).toISOString()}`}`);
       const o = (await getOrder(this.ctx.db, order.id))!;

@@ -208,9 +208,14 @@ export async function allChallenges(s: Store): Promise<{ owner: string; value: s
 }
 
 /** Challenges of orders that are no longer being worked on (their process died): to be cleaned up. */
-export async function orphanChallenges(s: Store): Promise<string[]> {
-  return (await s.q.selectFrom('acme_challenges as c').innerJoin('acme_orders as o', 'o.id', 'c.order_id').select('c.order_id').distinct()
-    .where('o.state', '<>', 'working').execute()).map((r) => r.order_id);
+/**
+ * Takes out the TXT records of orders nobody works any more (their worker died, or they ended), in one
+ * statement: an order another relay takes and publishes for meanwhile is 'working' again and keeps its.
+ */
+export async function removeOrphanChallenges(s: Store): Promise<number> {
+  const r = await s.q.deleteFrom('acme_challenges')
+    .where('order_id', 'in', (eb) => eb.selectFrom('acme_orders').select('id').where('state', '<>', 'working')).executeTakeFirst();
+  return Number(r.numDeletedRows);
 }
 
 // --- failed validations per name ----------------------------------------------------------------------

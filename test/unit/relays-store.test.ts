@@ -11,7 +11,7 @@ import { followSessions, heartbeat, listRelays, markExpired, relayStates, setRel
 import { mirrorSessions } from '../../src/state/sessions.js';
 import { releaseLease, takeLease } from '../../src/state/leases.js';
 import { journalPosition } from '../../src/state/render-journal.js';
-import { accountOf, getOrder, latestServerOrder, listAccounts, nextDueAt, queueOrder, recordAccount, takeDueOrder, keepWorking, ORDER_STALE_SECONDS, addChallenges, allChallenges, deferOrder, finishOrder, orderStillWanted, removeChallenges } from '../../src/state/acme.js';
+import { accountOf, getOrder, latestServerOrder, listAccounts, nextDueAt, queueOrder, recordAccount, takeDueOrder, keepWorking, ORDER_STALE_SECONDS, addChallenges, allChallenges, deferOrder, finishOrder, orderStillWanted, removeChallenges, removeOrphanChallenges } from '../../src/state/acme.js';
 
 const ctx = { domain: 'pipe.test', range: { first: 20000, last: 29999 }, maxPorts: 4, reserved: [] };
 
@@ -188,5 +188,11 @@ describe.each(ENGINES)('relays in the %s store', (engine) => {
     expect(await orderStillWanted(s, taken.id, second)).toBe(true);
     expect(await finishOrder(s, taken.id, 'acme:02', second)).toBe(true);
     expect((await getOrder(s, taken.id))!.certSerial).toBe('acme:02');
+    // Its records are orphans now (the order ended), and go; a worked order's stay.
+    const other = await queueOrder(s, { subdomainId: sub.record.id, purpose: 'pod', names: [sub.record.fqdn], csrPem: 'p2', keySha256: 'kp2' });
+    const working = (await takeDueOrder(s, 'b', other.nextAttemptAt + 1))!;
+    await addChallenges(s, working.id, [{ owner: `_acme-challenge.${sub.record.fqdn}`, value: 'worked-token' }]);
+    expect(await removeOrphanChallenges(s)).toBe(1);
+    expect((await allChallenges(s)).map((c) => c.value)).toEqual(['worked-token']);
   });
 });
