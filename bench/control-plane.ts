@@ -40,7 +40,7 @@ async function peakRss(stack: Stack, args: string[]): Promise<number> {
 function removeLiveFiles(stack: Stack, manifestToo = false): void {
   const L = stack.layout;
   if (manifestToo) fs.rmSync(L.sshd.keyList, { force: true });
-  for (const f of [L.sshd.config, L.nginx.config, L.nginx.httpEntryMap, L.nginx.httpsEntryMap, L.nginx.sniRouteMap, L.nginx.sniPortMap, L.bind.config, L.bind.zone]) fs.rmSync(f, { force: true });
+  for (const f of [L.sshd.config, L.nginx.config, L.nginx.entryMap, L.nginx.sniRouteMap, L.nginx.sniPortMap, L.bind.config, L.bind.zone]) fs.rmSync(f, { force: true });
 }
 
 export async function main(): Promise<BenchSection> {
@@ -98,7 +98,7 @@ export async function main(): Promise<BenchSection> {
       if (n === TOP) fullTop = f;
       const L = stack.layout;
       const kib = (p: string) => (fs.statSync(p).size / 1024).toFixed(0);
-      sizes.push([String(n), kib(L.sshd.keyList), kib(L.nginx.httpEntryMap), kib(L.nginx.httpsEntryMap), kib(L.bind.zone)]);
+      sizes.push([String(n), kib(L.sshd.keyList), kib(L.nginx.entryMap), kib(L.bind.zone)]);
       progress(`${n}: add ${a.median.toFixed(0)} ms, full apply ${f.median.toFixed(0)} ms`);
     }
     progress('peak memory');
@@ -195,7 +195,7 @@ export async function main(): Promise<BenchSection> {
     '',
     'Rendered file sizes (KiB):',
     '',
-    table(['subdomains', 'key index manifest (keys.list)', 'http-entry.map', 'https-entry.map', 'zone'], sizes),
+    table(['subdomains', 'key index manifest (keys.list)', 'entry.map (both entries)', 'zone'], sizes),
     '',
     `The daemons' own floor at ${TOP} subdomains, same run, same files (ms, median [min–max] of 5):`,
     '',

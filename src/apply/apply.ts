@@ -346,6 +346,9 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
     }));
     step('reload');
     p.reloads.forEach((r, i) => report.reloads.push({ ...r, ...outcomes[i]! }));
+    // Files an earlier release rendered and this one does not: gone once nginx serves without them (a
+    // rollback before this point would have needed them).
+    if (p.reloads.some((r) => r.unit === 'nginx')) for (const f of L.nginx.obsolete) fs.rmSync(f, { force: true });
     // Recorded only once the daemons serve the files: a store that fails here (a failover) leaves an apply
     // that the next one repeats in full (nothing recorded: every file rendered whole, found equal, nothing
     // reloaded twice), never files in place that no daemon was told about.

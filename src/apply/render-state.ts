@@ -29,7 +29,7 @@ import { withSerialPlaceholder } from './plan.js';
 /** Past this many changed pods a whole render is as cheap as patching (and simpler to reason about). */
 export const PATCH_LIMIT = 2000;
 
-const PER_POD_TEMPLATES = ['sshd/keys.list.hbs', 'nginx/http-entry.map.hbs', 'nginx/https-entry.map.hbs', 'nginx/sni-route.map.hbs', 'nginx/sni-port.map.hbs', 'zone/zone.hbs'];
+const PER_POD_TEMPLATES = ['sshd/keys.list.hbs', 'nginx/entry.map.hbs', 'nginx/sni-route.map.hbs', 'nginx/sni-port.map.hbs', 'zone/zone.hbs'];
 
 /**
  * Which file the last apply wrote: its inode, size and modification time in nanoseconds (what make and git

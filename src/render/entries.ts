@@ -8,18 +8,29 @@ export function serviceUrl(fqdn: string, protocol: string, port: number): string
   return protocol === 'tcp' ? `${fqdn}:${port}` : `${protocol}://${fqdn}:${port}/`;
 }
 
+export interface EntryService { protocol: 'http' | 'https'; port: number }
+
 /** http://NAME/ goes to the first http service, else the first https service. */
-export function httpEntryTarget(s: Pick<SubdomainRecord, 'fqdn' | 'ports'>): string | null {
+export function httpEntryService(s: Pick<SubdomainRecord, 'ports'>): EntryService | null {
   const http = s.ports.find((p) => p.protocol === 'http');
-  if (http) return `http://${s.fqdn}:${http.port}`;
-  const https = s.ports.find((p) => p.protocol === 'https');
-  return https ? `https://${s.fqdn}:${https.port}` : null;
+  if (http) return { protocol: 'http', port: http.port };
+  return httpsEntryService(s);
 }
 
 /** https://NAME/ goes to the first https service only: never from https down to http. */
-export function httpsEntryTarget(s: Pick<SubdomainRecord, 'fqdn' | 'ports'>): string | null {
+export function httpsEntryService(s: Pick<SubdomainRecord, 'ports'>): EntryService | null {
   const https = s.ports.find((p) => p.protocol === 'https');
-  return https ? `https://${s.fqdn}:${https.port}` : null;
+  return https ? { protocol: 'https', port: https.port } : null;
+}
+
+const target = (fqdn: string, e: EntryService | null) => (e ? `${e.protocol}://${fqdn}:${e.port}` : null);
+
+export function httpEntryTarget(s: Pick<SubdomainRecord, 'fqdn' | 'ports'>): string | null {
+  return target(s.fqdn, httpEntryService(s));
+}
+
+export function httpsEntryTarget(s: Pick<SubdomainRecord, 'fqdn' | 'ports'>): string | null {
+  return target(s.fqdn, httpsEntryService(s));
 }
 
 /** The pod's https tunnel port that SNI passthrough on :443 leads to, if the pod asked for passthrough. */

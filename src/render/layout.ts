@@ -34,7 +34,7 @@ export interface Layout {
   /** Connection records (the key lookup's, owned by the keys user). */
   connsDir: string;
   nginx: {
-    dir: string; config: string; httpEntryMap: string; httpsEntryMap: string; sniRouteMap: string; sniPortMap: string;
+    dir: string; config: string; entryMap: string; obsolete: string[]; sniRouteMap: string; sniPortMap: string;
     prefix: string; pidFile: string; errorLog: string; accessLog: string; tmpDir: string;
     /**
      * Sockets behind which a client's address is trusted (PROXY protocol, X-Real-IP): in a directory only
@@ -84,8 +84,9 @@ export function layout(c: Config): Layout {
     nginx: {
       dir: p.nginx,
       config: path.join(p.nginx, 'nginx.conf'),
-      httpEntryMap: path.join(p.nginx, 'http-entry.map'),
-      httpsEntryMap: path.join(p.nginx, 'https-entry.map'),
+      entryMap: path.join(p.nginx, 'entry.map'),
+      // Rendered by earlier releases (one map per entry), taken out once nginx serves without them.
+      obsolete: [path.join(p.nginx, 'http-entry.map'), path.join(p.nginx, 'https-entry.map')],
       sniRouteMap: path.join(p.nginx, 'sni-route.map'),
       sniPortMap: path.join(p.nginx, 'sni-port.map'),
       prefix: path.join(run, 'nginx'),

@@ -74,6 +74,8 @@ export function renderNginx(c: Config, L: Layout, subdomains: readonly RenderSub
   const conf = renderTemplate('nginx/nginx.conf.hbs', {
     ...listenAddresses(c, true),
     domain: c.domain,
+    // The entry map is keyed on the pod's label: nginx matches $host against the domain, label by label.
+    domainLabels: c.domain.split('.'),
     serverFqdn: c.server.fqdn,
     streamModule: c.http.streamModule,
     workerProcesses: String(c.http.workerProcesses),

@@ -48,7 +48,8 @@ describe.each(['bind', 'nsd'] as const)('checkers accept what pipe2me renders (%
       expect(keys).toHaveLength(total);
       // The index sshd's key lookup reads: one file per key, each holding exactly its line.
       expect(fs.readdirSync(stack!.layout.sshd.keysDir).filter((f) => !f.startsWith('.')).sort()).toEqual(keys.map((l) => l.split(' ')[0]!).sort());
-      const map = fs.readFileSync(stack!.layout.nginx.httpsEntryMap, 'utf8').split('\n').filter((l) => !l.startsWith('#') && l.includes(' https://'));
+      // One line per pod with an https entry: its label, then "SCHEME:PORT https:PORT".
+      const map = fs.readFileSync(stack!.layout.nginx.entryMap, 'utf8').split('\n').filter((l) => !l.startsWith('#') && / https:[0-9]+";$/.test(l));
       expect(map).toHaveLength(total);
       const zone = fs.readFileSync(dns === 'bind' ? stack!.layout.bind.zone : stack!.layout.nsd.zone, 'utf8');
       expect(zone.split('\n').filter((l) => / IN A 203\.0\.113\.1$/.test(l))).toHaveLength(total + 3); // + ns1's glue, the apex and the server's own name

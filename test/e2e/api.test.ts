@@ -156,7 +156,7 @@ describe('the entry of a name that nginx\'s maps do not hold yet', () => {
   const entry = (url: string, host: string, extra: { headers?: Record<string, string>; method?: string } = {}) => curl(stack().world, url, {
     from: 'cli', resolve: [`${host}:80:${ADDR.server}`, `${host}:443:${ADDR.server}`], cacert: stack().caFile(), timeoutMs: 10_000, ...extra,
   });
-  const inMap = (fqdn: string) => fs.readFileSync(stack().layout.nginx.httpEntryMap, 'utf8').includes(`${fqdn} `);
+  const inMap = (fqdn: string) => fs.readFileSync(stack().layout.nginx.entryMap, 'utf8').includes(`\n${fqdn.split('.')[0]} "`);
 
   it('a subdomain made through the API is answered once its name resolves, and its http and https entries redirect at once', async () => {
     const t = (await stack().ctl<{ token: string }>(['token', 'create', '--max-ports', '2'])).json;

@@ -32,11 +32,11 @@ describe('apply', () => {
     const added = (await s.ctl<{ fqdn: string; ports: { port: number }[] }>(['add-subdomain', '--ports', 'http', '--name', 'pending', '--no-apply'])).json;
     const p = await s.ctl<{ changed_units: string[]; diff: string }>(['plan']);
     expect(p.json.changed_units.sort()).toEqual(['dns', 'nginx']);
-    expect(p.json.diff).toContain(`+${added.fqdn} http://${added.fqdn}:${added.ports[0]!.port};`);
+    expect(p.json.diff).toContain(`+pending "http:${added.ports[0]!.port}";`);
     expect(p.json.diff).toContain(`+${added.fqdn}. 30 IN A ${ADDR.server}`);
     expect(snapshot(dirs)).toEqual(before);
     const human = await s.ctl(['plan'], { json: false });
-    expect(human.stdout).toMatch(/^--- .*http-entry\.map/m);
+    expect(human.stdout).toMatch(/^--- .*\/entry\.map/m);
     expect(human.stdout).toContain('would reload: nginx-reload');
     await s.ctl(['apply']);
   });

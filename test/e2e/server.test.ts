@@ -34,7 +34,7 @@ async function newKey(stack: Stack, name: string): Promise<string> {
 function liveFiles(stack: Stack): Record<string, string> {
   const L = stack.layout;
   const out: Record<string, string> = {};
-  for (const f of [L.sshd.config, L.sshd.keyList, L.nginx.config, L.nginx.httpEntryMap, L.bind.config, L.bind.zone, L.nsd.config]) {
+  for (const f of [L.sshd.config, L.sshd.keyList, L.nginx.config, L.nginx.entryMap, L.bind.config, L.bind.zone, L.nsd.config]) {
     if (fs.existsSync(f)) out[f] = fs.readFileSync(f, 'utf8');
   }
   return out;
@@ -282,7 +282,8 @@ describe.each(DAEMONS)('server with %s', (dns) => {
     const soa = async () => (await dig(s.world, { server: ADDR.server, name: DOMAIN, type: 'SOA' })).answers[0]!.data.split(/\s+/)[2];
     const c = (await s.ctl<SubdomainJson>(['add-subdomain', '--ports', 'http', '--no-apply'])).json;
     const applied = await s.ctl<{ rendered: { path: string; mode: string; pods?: number }[]; reloads: { action: string; detail: string }[]; zone_serial: number }>(['apply']);
-    expect(applied.json.rendered.length).toBe(6);
+    // The per-pod files: the key index's manifest, nginx's entry map and its two SNI maps, the zone.
+    expect(applied.json.rendered.length).toBe(5);
     // Patched, each with the pods it had not taken in yet (the key's registration applied the key index only).
     expect(applied.json.rendered.filter((h) => h.mode !== 'patched' || !h.pods || h.pods > 2)).toEqual([]);
     if (dns === 'bind') {
@@ -355,8 +356,8 @@ describe('many at once', () => {
     expect(new Set(ports).size).toBe(40);
     const applied = await s.ctl<{ changed_units: string[] }>(['apply']);
     expect(applied.json.changed_units).toEqual(expect.arrayContaining(['nginx', 'dns']));
-    const map = fs.readFileSync(s.layout.nginx.httpEntryMap, 'utf8');
-    for (const r of results) expect(map).toContain(`${r.json.fqdn} http://${r.json.fqdn}:${r.json.ports[0]!.port};`);
+    const map = fs.readFileSync(s.layout.nginx.entryMap, 'utf8');
+    for (const r of results) expect(map).toContain(`\n${r.json.name} "http:${r.json.ports[0]!.port} https:${r.json.ports[1]!.port}";\n`);
     for (const n of names.slice(0, 3)) {
       const d = await dig(s.world, { server: ADDR.server, name: `${n}.${DOMAIN}` });
       expect(d.answers[0]?.data).toBe(ADDR.server);

@@ -70,7 +70,7 @@ async function closeFleet(f: Fleet | undefined): Promise<void> {
 
 afterAll(closeTestStores);
 
-const perPodPaths = (L: Layout) => [L.sshd.keyList, L.nginx.httpEntryMap, L.nginx.httpsEntryMap, L.nginx.sniRouteMap, L.nginx.sniPortMap, L.bind.zone];
+const perPodPaths = (L: Layout) => [L.sshd.keyList, L.nginx.entryMap, L.nginx.sniRouteMap, L.nginx.sniPortMap, L.bind.zone];
 const read = (p: string) => (fs.existsSync(p) ? fs.readFileSync(p, 'utf8') : undefined);
 
 /** What apply does with the files, without the daemons: render, plan (the serial), write, record. */
@@ -209,16 +209,16 @@ describe.each(ENGINES)('incremental rendering (%s)', (engine) => {
     const ctx = { domain: f.c.domain, range: { first: 20000, last: 29999 }, maxPorts: 3, reserved: [] };
     for (let i = 0; i < 5; i++) await createSubdomain(f.db, { protocols: ['http', 'https'], passthrough: false, expiresAt: null }, ctx);
     await applyFiles(f);
-    fs.appendFileSync(L.nginx.httpEntryMap, 'evil.pipe.test http://evil.example:1;\n');
+    fs.appendFileSync(L.nginx.entryMap, 'evil "http:1";\n');
     fs.rmSync(L.nginx.sniPortMap);
     await createSubdomain(f.db, { protocols: ['http'], passthrough: false, expiresAt: null }, ctx);
     const out = await applyFiles(f);
     const how = new Map(out.how.map((h) => [h.path, h]));
-    expect(how.get(L.nginx.httpEntryMap)).toMatchObject({ mode: 'whole', why: 'the file is not what the last apply wrote' });
+    expect(how.get(L.nginx.entryMap)).toMatchObject({ mode: 'whole', why: 'the file is not what the last apply wrote' });
     expect(how.get(L.nginx.sniPortMap)).toMatchObject({ mode: 'whole', why: 'the file is missing' });
-    expect(how.get(L.nginx.httpsEntryMap)).toMatchObject({ mode: 'patched', pods: 1 });
+    expect(how.get(L.sshd.keyList)).toMatchObject({ mode: 'patched', pods: 1 });
     await expectEqualToFull(f);
-    expect(read(L.nginx.httpEntryMap)).not.toContain('evil');
+    expect(read(L.nginx.entryMap)).not.toContain('evil');
 
     f.c = configIn(f.dir, { dns: { daemon: 'bind', ttl: 45, secondaries: [{ name: 'ns2.pipe.test', ipv4: '203.0.113.5' }] } });
     const changed = await applyFiles(f);

@@ -25,7 +25,7 @@ describe('rendered files match their golden copies', () => {
   it('BIND: sshd_config, session holder, key lookup, key index, nginx.conf and maps, zone, named.conf', () => {
     const files = renderAll(testConfig(), goldenSubdomains());
     expect(files.map((f) => path.basename(f.path)).sort()).toEqual(
-      ['keys.list', 'http-entry.map', 'https-entry.map', 'named.conf', 'nginx.conf', 'pipe.test.zone', 'pipe2me-keys', 'pipe2me-session', 'pipe2me.nft', 'sni-port.map', 'sni-route.map', 'sshd_config'].sort());
+      ['entry.map', 'keys.list', 'named.conf', 'nginx.conf', 'pipe.test.zone', 'pipe2me-keys', 'pipe2me-session', 'pipe2me.nft', 'sni-port.map', 'sni-route.map', 'sshd_config'].sort());
     check('bind', files);
   });
 
