@@ -236,6 +236,8 @@ export function parseCrl(input: string | Buffer): CrlInfo {
     const hex = bytesOf(expectUniversal(parseDer(numberExt.value), forge.asn1.Type.INTEGER, 'cRLNumber')).toString('hex');
     // A negative number (high bit set) is not a CRL number: refused rather than read as a huge one.
     if (hex === '' || parseInt(hex.slice(0, 2), 16) >= 0x80) throw new Asn1Error('the CRL number is not a non-negative integer');
+    // RFC 5280 5.2.3: at most 20 octets (a leading zero octet keeps a high bit positive).
+    if (hex.replace(/^(00)+/, '').length > 40) throw new Asn1Error('the CRL number is longer than 20 octets');
     crlNumber = BigInt(`0x${hex}`);
   }
   return { thisUpdate: toDate(tbs[timeIdx]!), nextUpdate: hasNext ? toDate(next) : undefined, revokedSerials, crlNumber };

@@ -92,6 +92,15 @@ export async function restoreCrl(caDir: CaDirectory, opts: { servedPem?: string;
   });
 }
 
+/** A file's text, or undefined when it is missing or cannot be read (a floor is only a floor). */
+function readable(file: string): string | undefined {
+  try {
+    return readIfExists(file);
+  } catch {
+    return undefined;
+  }
+}
+
 function numberOf(pem: string | undefined): bigint | undefined {
   if (pem === undefined) return undefined;
   try {
@@ -112,7 +121,7 @@ const RESTORE_MIN_LIFE_MS = 24 * 3600_000;
  * the revocations it lists would never be published.
  */
 export async function generateCrlLocked(caDir: CaDirectory, outFile?: string, above?: bigint): Promise<CrlResult> {
-  const floor = [numberOf(readIfExists(caDir.p('crl.pem'))), above].reduce<bigint | undefined>((m, n) => (n !== undefined && (m === undefined || n > m) ? n : m), undefined);
+  const floor = [numberOf(readable(caDir.p('crl.pem'))), above].reduce<bigint | undefined>((m, n) => (n !== undefined && (m === undefined || n > m) ? n : m), undefined);
   if (floor !== undefined) {
     const text = readIfExists(caDir.p('crlnumber'))?.trim() ?? '';
     const next = /^[0-9A-Fa-f]+$/.test(text) ? BigInt(`0x${text}`) : -1n;

@@ -129,7 +129,7 @@ export interface PublishedCrls {
   /** The files written. */
   changed: string[];
   /** CRLs in the store that were not published, and why (the file served stays as it was); transient: the answer may change without the CRL changing. */
-  refused: { signer: string; why: string; transient?: boolean }[];
+  refused: { signer: string; why: string; transient?: boolean; ofCrl?: boolean }[];
   /** Records not judged for good (this relay's CA not installed yet, a signer not approved yet, openssl not run): to be looked at again. */
   retry: string[];
 }
@@ -157,7 +157,7 @@ export async function publishCrls(ctx: ServerContext, only?: ReadonlySet<string>
     if (live === pem) continue;
     const refusal = await crlRefusal(pem, signer === 'root' ? root : intermediates.get(approvedRecord(signer)), root, live, signer === 'root' ? null : relayCaName(ctx, signer));
     if (refusal) {
-      out.refused.push({ signer, why: refusal.why, ...(refusal.transient ? { transient: true } : {}) });
+      out.refused.push({ signer, why: refusal.why, ...(refusal.transient ? { transient: true } : {}), ...(refusal.ofCrl ? { ofCrl: true } : {}) });
       if (refusal.transient) out.retry.push(name);
       continue;
     }
@@ -170,9 +170,14 @@ export async function publishCrls(ctx: ServerContext, only?: ReadonlySet<string>
 
 const SIGNER = /^[a-z0-9-]{1,63}$/;
 
-/** Why a CRL from the store must not be served (undefined: it may); transient: the answer may change without the CRL changing. */
-async function crlRefusal(pem: string, issuerPem: string | undefined, rootPem: string, livePem: string | undefined, relayCa: string | null): Promise<{ why: string; transient?: boolean } | undefined> {
+/**
+ * Why a CRL from the store must not be served (undefined: it may); transient: the answer may change
+ * without the CRL changing; ofCrl: the CRL itself is at fault (not its signer's certificate in the store),
+ * which a signer answers by putting its own CRL back.
+ */
+async function crlRefusal(pem: string, issuerPem: string | undefined, rootPem: string, livePem: string | undefined, relayCa: string | null): Promise<{ why: string; transient?: boolean; ofCrl?: boolean } | undefined> {
   const no = (why: string, transient = false) => ({ why, transient });
+  const bad = (why: string) => ({ why, ofCrl: true });
   if (!issuerPem) return no('its signer has no intermediate from the root in the store (not approved yet?)', true);
   let issuer: X509Certificate;
   try {
@@ -189,10 +194,10 @@ async function crlRefusal(pem: string, issuerPem: string | undefined, rootPem: s
   try {
     info = parseCrl(pem);
   } catch (e) {
-    return no(`it cannot be read (${(e as Error).message})`);
+    return bad(`it cannot be read (${(e as Error).message})`);
   }
   // An expired CRL tells a client nothing it may rely on, and would pass for current where none is served yet.
-  if (info.nextUpdate && info.nextUpdate.getTime() <= Date.now()) return no(`it expired on ${info.nextUpdate.toISOString()}`);
+  if (info.nextUpdate && info.nextUpdate.getTime() <= Date.now()) return bad(`it expired on ${info.nextUpdate.toISOString()}`);
   // openssl checks the signature against exactly this one certificate (the CRL's issuer must be its subject).
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p2m-crl-'));
   try {
@@ -201,7 +206,7 @@ async function crlRefusal(pem: string, issuerPem: string | undefined, rootPem: s
     // Exactly this certificate: none of the system's trust store (a public CA's own CRL must not pass).
     const r = await run(PROGRAMS.openssl, ['crl', '-noout', '-no-CApath', '-no-CAstore', '-CAfile', issuerFile], { input: pem, timeout: 10_000, allowFailure: true });
     if (r.exitCode < 0 || r.timedOut) return no(`openssl could not check it (${(r.stderr || r.stdout).trim().split('\n')[0]?.slice(0, 200)})`, true);
-    if (r.exitCode !== 0 || !/verify OK/.test(r.stderr + r.stdout)) return no(`its signature is not its signer's (openssl: ${(r.stderr || r.stdout).trim().split('\n')[0]?.slice(0, 200)})`);
+    if (r.exitCode !== 0 || !/verify OK/.test(r.stderr + r.stdout)) return bad(`its signature is not its signer's (openssl: ${(r.stderr || r.stdout).trim().split('\n')[0]?.slice(0, 200)})`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -213,7 +218,7 @@ async function crlRefusal(pem: string, issuerPem: string | undefined, rootPem: s
       // What is served cannot be read: the new one (verified) replaces it.
     }
     const older = served && crlReplayRefusal(info, served);
-    if (older) return no(older);
+    if (older) return bad(older);
   }
   return undefined;
 }
@@ -272,8 +277,9 @@ export class CrlFollower {
     for (const n of due) if (!published.retry.includes(n)) this.crlStamps.set(n, stamps.get(n)!);
     // The store's copy of this relay's own CRL was replaced by one it refuses: its own goes back there,
     // the same one it serves (a fresh one would make every relay publish a new CRL for nothing).
-    // Not for a refusal that may pass by itself (openssl not run): the record may well be its own.
-    if (published.refused.some((r) => r.signer === ca.signer() && !r.transient) && fs.existsSync(path.join(ca.dir, 'ca.crt'))) {
+    // Only when the CRL itself was refused: not for a refusal that may pass by itself (openssl not run),
+    // nor for its signer's certificate in the store (its own CRL would be refused the same way).
+    if (published.refused.some((r) => r.signer === ca.signer() && r.ofCrl) && fs.existsSync(path.join(ca.dir, 'ca.crt'))) {
       await ca.restoreCrl({ servedPem: readIfExists(publishedCrlFile(this.ctx, ca.signer())) });
     }
     return refused.map(({ signer, why }) => ({ signer, why }));
