@@ -4,7 +4,8 @@
  * the answer (at 100,000 names an nginx check and reload take longer than the whole create should). Until
  * then nginx asks here for a name its map lacks (see templates/nginx/nginx.conf.hbs), and the redirect is
  * the one the map will hold: the same rules (render/entries.ts), read from the store by the name's fqdn.
- * A name that is not published gets the same 404 nginx gives.
+ * A name that is not published gets the same 404 nginx gives. A name answered here is one nginx's maps
+ * lack: the maps are brought up to date (mapsBehind), at most one apply at a time.
  */
 import type http from 'node:http';
 import type { ServerContext } from '../server/context.js';
@@ -32,7 +33,7 @@ function plain(res: http.ServerResponse, status: number, text: string, headers: 
  * against the budget of token and claim calls, and a scanner asking for names that do not exist gets
  * nginx's 404 (nginx turns the 429 into it) without reaching the store more than that often.
  */
-export function registerEntryLookup(router: Router, ctx: ServerContext, o: { clientAddress: (req: http.IncomingMessage) => string }): void {
+export function registerEntryLookup(router: Router, ctx: ServerContext, o: { clientAddress: (req: http.IncomingMessage) => string; mapsBehind?: () => void }): void {
   const perVisitor = new RateLimiter(() => ctx.config.api.ratePerMinute * 10);
   for (const scheme of ['http', 'https'] as const) {
     router.add('GET', `/v1/entry/${scheme}`, async (req, res) => {
@@ -52,6 +53,9 @@ export function registerEntryLookup(router: Router, ctx: ServerContext, o: { cli
       const target = found && found.status === 'active' && found.fqdn === host ? (scheme === 'http' ? httpEntryTarget(found) : httpsEntryTarget(found)) : null;
       if (!target) return plain(res, 404, NO_ENTRY[scheme]);
       plain(res, ctx.config.http.redirectStatus, '', { location: `${target}${uri}` });
+      // A published name nginx's maps lack: they are behind the store (a CLI's add left them to the next
+      // apply); the API has them take it in, whether or not a watcher runs.
+      o.mapsBehind?.();
     });
   }
 }

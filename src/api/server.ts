@@ -307,7 +307,17 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   });
 
   registerStatusRoutes(router, ctx, { clientAddress, log });
-  registerEntryLookup(router, ctx, { clientAddress });
+  // At most one nginx apply asked for at a time by lookups: a name asked for often until the maps hold it
+  // costs one apply, not one per request.
+  let mapsCatchingUp = false;
+  registerEntryLookup(router, ctx, {
+    clientAddress,
+    mapsBehind: () => {
+      if (mapsCatchingUp) return;
+      mapsCatchingUp = true;
+      applyAfterCommit(['nginx'], 'the entry maps').catch(() => {}).finally(() => (mapsCatchingUp = false));
+    },
+  });
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const started = performance.now();

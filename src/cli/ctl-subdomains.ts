@@ -1,6 +1,7 @@
 /** pipe2me-ctl: setting up, subdomains, planning and applying. */
 import { Command, Option } from 'commander';
 import { apply, planOnly } from '../apply/apply.js';
+import { applyAdded } from '../server/entry-handoff.js';
 import { planDiff } from '../apply/plan.js';
 import { configFileFrom, DEFAULT_CONFIG_FILE } from '../config/load.js';
 import { parseDuration } from '../config/duration.js';
@@ -100,15 +101,20 @@ The claim token printed works once: the pod uses it with \`pipe2me setup --claim
           passthrough: Boolean(o.passthrough),
           withClaim: true,
         });
-        const applied = o.apply ? await apply(ctx, { progress: (m) => out.progress(m) }) : null;
+        const added = o.apply ? await applyAdded(ctx, created.record, (m) => out.progress(m)) : null;
+        const applied = added?.report ?? null;
         const view = await viewSubdomain(ctx, created.record);
-        out.result({ ...view, claim_token: created.claimToken, api: `https://${ctx.config.server.fqdn}/`, ca_pin: caPin(ctx), applied: applied ? applyJson(applied) : null }, () =>
+        out.result({
+          ...view, claim_token: created.claimToken, api: `https://${ctx.config.server.fqdn}/`, ca_pin: caPin(ctx), applied: applied ? applyJson(applied) : null,
+          entry_served_by: added?.entryServedBy ?? null,
+        }, () =>
           [
             subdomainDetails(view),
             `  claim token (works once; give it to the pod): ${created.claimToken}`,
             `  on the pod: pipe2me setup --server https://${ctx.config.server.fqdn} --claim ${created.claimToken}${caPin(ctx) ? ` --ca-pin ${caPin(ctx)}` : ''}`,
             applied ? '' : '\nNot applied yet: run `pipe2me-ctl apply` (or keep `pipe2me-ctl watch` running).',
             applied ? applySummary(applied) : '',
+            added?.entryServedBy === 'api' ? 'Its http(s) entry is answered by the API until nginx\'s maps take it in with the next apply (the watcher\'s, or the API\'s own).' : '',
           ].filter(Boolean).join('\n'));
       }));
 

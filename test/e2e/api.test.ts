@@ -176,15 +176,31 @@ describe('the entry of a name that nginx\'s maps do not hold yet', () => {
     await waitFor('the name in nginx\'s entry map', async () => inMap(fqdn), { timeoutMs: 10_000, intervalMs: 100 });
   });
 
-  it('a name only in the store (recorded, not applied) is redirected by the API as the map would; once removed, it gets nginx\'s 404 and text', async () => {
+  it('add-subdomain through the CLI while the API runs: it returns once the key index and the name are applied, its entries redirect at once (the API answers), and nginx\'s maps take it in right after', async () => {
+    const added = await stack().ctl<{ fqdn: string; ports: { port: number }[]; entry_served_by: string; applied: { changed_units: string[] } }>(['add-subdomain', '--ports', 'http,https']);
+    expect(added.json.entry_served_by).toBe('api');
+    expect(added.json.applied.changed_units).not.toContain('nginx');
+    const { fqdn, ports } = added.json;
+    expect((await dig(stack().world, { from: 'cli', server: ADDR.server, name: fqdn, type: 'A' })).answers.map((x) => x.data)).toEqual([ADDR.server]);
+    const r = await entry(`http://${fqdn}/p?q=1`, fqdn);
+    expect([r.status, r.location]).toEqual([302, `http://${fqdn}:${ports[0]!.port}/p?q=1`]);
+    const s = await entry(`https://${fqdn}/x`, fqdn);
+    expect([s.status, s.location]).toEqual([302, `https://${fqdn}:${ports[1]!.port}/x`]);
+    await waitFor('the name in nginx\'s entry map', async () => inMap(fqdn), { timeoutMs: 10_000, intervalMs: 100 });
+    const human = await stack().ctl(['add-subdomain', '--ports', 'https'], { json: false });
+    expect(human.stdout).toContain('answered by the API until nginx\'s maps take it in');
+  });
+
+  it('a name only in the store (recorded, not applied) is redirected by the API as the map would, which then has nginx\'s maps take it in; once removed, it gets nginx\'s 404 and text', async () => {
     const made = (await stack().ctl<{ fqdn: string; ports: { port: number }[] }>(['add-subdomain', '--ports', 'https', '--no-apply'])).json;
     expect(inMap(made.fqdn)).toBe(false);
     // POST, a body and a client's own X-Pipe2me-Request-Uri change nothing: the redirect is the name's and the request's.
     const r = await entry(`http://${made.fqdn}/a/b?c=d`, made.fqdn, { method: 'POST', headers: { 'x-pipe2me-request-uri': '/evil', cookie: 'a=b' } });
     expect(r.status).toBe(302);
     expect(r.location).toBe(`https://${made.fqdn}:${made.ports[0]!.port}/a/b?c=d`);
-    expect(inMap(made.fqdn)).toBe(false);
-    await stack().ctl(['remove', made.fqdn, '--no-apply']);
+    // The maps were behind the store: the API had them take the name in (no watcher runs here).
+    await waitFor('the name in nginx\'s entry map after the API answered for it', async () => inMap(made.fqdn), { timeoutMs: 10_000, intervalMs: 100 });
+    await stack().ctl(['remove', made.fqdn]);
     const gone = await entry(`http://${made.fqdn}/`, made.fqdn);
     expect(gone.status).toBe(404);
     expect(gone.body).toBe('pipe2me: no service is published under this name.\n');
@@ -209,6 +225,7 @@ describe('the entry of a name that nginx\'s maps do not hold yet', () => {
   it('with the API down, a name not in the map gets nginx\'s 404 (never a 502), and names in the map redirect as before', async () => {
     // (In this order: an apply takes in every name recorded before it.)
     const applied = (await stack().ctl<{ fqdn: string; ports: { port: number }[] }>(['add-subdomain', '--ports', 'http'])).json;
+    await waitFor('the name in nginx\'s entry map', async () => inMap(applied.fqdn), { timeoutMs: 10_000, intervalMs: 100 });
     const inStore = (await stack().ctl<{ fqdn: string }>(['add-subdomain', '--ports', 'http', '--no-apply'])).json;
     expect(inMap(inStore.fqdn)).toBe(false);
     await stack().world.stop('api');
@@ -219,6 +236,13 @@ describe('the entry of a name that nginx\'s maps do not hold yet', () => {
       const y = await entry(`http://${applied.fqdn}/`, applied.fqdn);
       expect(y.status).toBe(302);
       expect(y.location).toBe(`http://${applied.fqdn}:${applied.ports[0]!.port}/`);
+      // With no API to answer for it, the CLI's add applies nginx itself before it returns.
+      const alone = await stack().ctl<{ fqdn: string; ports: { port: number }[]; entry_served_by: string; applied: { changed_units: string[] } }>(['add-subdomain', '--ports', 'http']);
+      expect(alone.json.entry_served_by).toBe('nginx');
+      expect(alone.json.applied.changed_units).toContain('nginx');
+      expect(inMap(alone.json.fqdn)).toBe(true);
+      const z = await entry(`http://${alone.json.fqdn}/`, alone.json.fqdn);
+      expect([z.status, z.location]).toEqual([302, `http://${alone.json.fqdn}:${alone.json.ports[0]!.port}/`]);
     } finally {
       await stack().world.start({
         name: 'api', host: 'srv', argv: [process.execPath, CTL, '-c', stack().configFile, 'serve'],
