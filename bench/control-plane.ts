@@ -197,6 +197,8 @@ export async function main(): Promise<BenchSection> {
     '',
     table(['existing subdomains', 'add-subdomain + apply (CLI)', 'remove + apply (CLI)', 'create through the API', 'full apply', 'full apply, key index manifest lost too', 'no-op apply'], rows),
     '',
+    growth(rows),
+    '',
     `Peak RSS of pipe2me-ctl (add-subdomain, list, apply and a full apply at ${TOP}): **${rss.toFixed(0)} MB**.`,
     '',
     'Rendered file sizes (KiB):',
@@ -216,6 +218,20 @@ export async function main(): Promise<BenchSection> {
     targets(rows, rss, parts, floor),
   ].join('\n');
   return { title: 'Control plane', markdown: md };
+}
+
+/**
+ * How each operation grows from an empty server to the most subdomains, in this run: a ratio the machine's
+ * speed of the moment (this machine is shared) does not change, unlike the milliseconds.
+ */
+function growth(rows: string[][]): string {
+  const first = rows[0];
+  const last = rows[rows.length - 1];
+  if (!first || !last || first === last) return '';
+  const med = (cell: string) => Number(cell.split(' ')[0]);
+  const names = ['add-subdomain', 'remove', 'create through the API', 'full apply', 'no-op apply'];
+  const cols = [1, 2, 3, 4, 6];
+  return `From ${first[0]} to ${last[0]} subdomains, same run: ${cols.map((c, i) => `${names[i]} ×${(med(last[c]!) / med(first[c]!)).toFixed(2)}`).join(', ')}.`;
 }
 
 /** The targets at 50,000, and what the figures of this run say about a miss. */
