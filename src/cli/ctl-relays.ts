@@ -1,6 +1,7 @@
 /** pipe2me-ctl relay: the relays of the fleet as the shared store sees them. */
 import type { Command } from 'commander';
-import { listRelays, sessionsPerRelay, setRelayState } from '../state/relays.js';
+import { listRelays, relaySchemas, sessionsPerRelay, setRelayState } from '../state/relays.js';
+import { schemaVersion } from '../state/db.js';
 import { ConflictError, DaemonError, InputError, NotFoundError } from '../util/errors.js';
 import { parseIntOption } from './ctl-common.js';
 import type { ServerContext } from '../server/context.js';
@@ -25,26 +26,37 @@ Examples:
     .addHelpText('after', `
 Examples:
   pipe2me-ctl relay list
-  pipe2me-ctl relay list --json   # {"self", "relays": [{"name", "ipv4", "ipv6", "state", "lease_left_s", "sessions", "host_key"}]}`)
+  pipe2me-ctl relay list --json   # {"self", "store_schema", "relays": [{"name", "ipv4", "ipv6", "state", "lease_left_s", "sessions", "host_key", "schema", "behind"}]}`)
     .action(async (_o, cmd: Command) =>
       withServer(cmd, async (ctx, out) => {
         const t = now();
         const rows = new Map((await listRelays(ctx.db)).map((r) => [r.name, r]));
         const sessions = await sessionsPerRelay(ctx.db, t);
+        // Which pipe2me each relay runs (the schema version its code knows): during a rolling upgrade the
+        // store is at the newest one's, and the relays still on an older release are behind.
+        const schemas = await relaySchemas(ctx.db);
+        const storeSchema = await schemaVersion(ctx.db);
         const relays = ctx.config.relays.list.map((r) => {
           const row = rows.get(r.name);
+          const schema = schemas.get(r.name) ?? null;
           return {
             name: r.name, ipv4: r.ipv4, ipv6: r.ipv6,
             state: row?.state ?? 'never started',
             lease_left_s: row ? Math.max(0, row.leaseUntil - t) : null,
             sessions: sessions.get(r.name) ?? 0,
             host_key: row?.hostKey ?? null,
+            schema,
+            behind: schema !== null && schema < storeSchema,
           };
         });
-        out.result({ self: ctx.config.relays.self, relayed: ctx.config.relays.relayed, relays }, () => table(
-          relays.map((r) => [r.name + (r.name === ctx.config.relays.self ? ' (this one)' : ''), r.ipv4, r.state, r.lease_left_s === null ? '-' : `${r.lease_left_s} s`, String(r.sessions)]),
-          ['RELAY', 'IPV4', 'STATE', 'LEASE', 'PODS'],
-        ));
+        const behind = relays.filter((r) => r.behind && r.state !== 'down');
+        out.result({ self: ctx.config.relays.self, relayed: ctx.config.relays.relayed, store_schema: storeSchema, relays }, () => [
+          table(
+            relays.map((r) => [r.name + (r.name === ctx.config.relays.self ? ' (this one)' : ''), r.ipv4, r.state, r.lease_left_s === null ? '-' : `${r.lease_left_s} s`, String(r.sessions), r.schema === null ? '-' : `${r.schema}${r.behind ? ' (behind)' : ''}`]),
+            ['RELAY', 'IPV4', 'STATE', 'LEASE', 'PODS', 'SCHEMA'],
+          ),
+          behind.length ? `\nThe store is at schema version ${storeSchema}; ${behind.map((r) => r.name).join(', ')} still run${behind.length === 1 ? 's' : ''} an older pipe2me: upgrade ${behind.length === 1 ? 'it' : 'them'} (they keep serving meanwhile).` : '',
+        ].filter(Boolean).join('\n'));
       }));
 
   relay.command('drain <name>')

@@ -129,3 +129,23 @@ export async function supersededSessions(s: Store, relay: string, now: number): 
   // Compared here, not in SQL: the same on both engines whatever their NULL ordering.
   return rows.flatMap((r) => (r.newer !== null && Number(r.newer) > r.started_at ? [{ name: r.name, newerSince: Number(r.newer) }] : []));
 }
+
+// --- which pipe2me each relay runs: the schema version its code knows ------------------------------------
+
+const SCHEMA_KEY = 'relay_schema ';
+
+/**
+ * Records the schema version `relay`'s code knows (its heartbeat does, when it starts beating). During a
+ * rolling upgrade the store is at the newest relay's version while older relays still run: this is how
+ * the fleet sees which ones are behind.
+ */
+export async function recordRelaySchema(s: Store, relay: string, version: number): Promise<void> {
+  await s.q.insertInto('meta').values({ key: SCHEMA_KEY + relay, value: String(version) })
+    .onConflict((oc) => oc.column('key').doUpdateSet({ value: String(version) })).execute();
+}
+
+/** The schema version each relay's code knows, as each last recorded it. */
+export async function relaySchemas(s: Store): Promise<Map<string, number>> {
+  const rows = await s.q.selectFrom('meta').select(['key', 'value']).where('key', 'like', `${SCHEMA_KEY}%`).execute();
+  return new Map(rows.map((r) => [r.key.slice(SCHEMA_KEY.length), Number(r.value)]).filter(([, v]) => Number.isInteger(v)) as [string, number][]);
+}

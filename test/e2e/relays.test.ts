@@ -9,12 +9,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ADDR, SLOT1, curl, dig, waitFor, type HostName } from '../world/index.js';
-import { DOMAIN } from '../stack/stack.js';
+import { CTL, DOMAIN } from '../stack/stack.js';
 import { RelayFleet } from '../stack/relays.js';
 import { stableHash } from '../../src/render/relays.js';
 import { layout } from '../../src/render/layout.js';
 import { loadConfig } from '../../src/config/load.js';
 import { parseCrl } from '../../src/ca/x509.js';
+import { SCHEMA_VERSION } from '../../src/state/migrations.js';
 
 const parseCrlSerials = (pem: string) => parseCrl(pem).revokedSerials;
 
@@ -68,6 +69,12 @@ async function plantUntilRefused(s: RelayFleet, pem: string, relays: string[], r
     await plantRecord(s, 'crl/relay-b', pem);
     return false;
   }, { timeoutMs: 25_000, intervalMs: 1000 });
+}
+
+/** Runs SQL in the fleet's PostgreSQL as pipe2me's user (what anyone with the store's password could). */
+async function runSql(s: RelayFleet, sql: string): Promise<void> {
+  const r = await s.world.inNs('db', ['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', ADDR.db, '-U', s.pg.user, '-d', s.pg.database], { input: sql, env: { PGPASSWORD: s.pg.password }, timeout: 15_000 });
+  expect(r.exitCode, r.output).toBe(0);
 }
 
 async function readRecord(s: RelayFleet, name: string): Promise<string> {
@@ -248,6 +255,32 @@ describe('two relays, one store', () => {
     }
     const after = served();
     expect(after.map((p) => parseCrlSerials(p)), 'the revocation is still listed').toEqual(before.map((p) => parseCrlSerials(p)));
+  });
+
+  it('which pipe2me each relay runs: relay list shows the schema each relay\'s code knows and names one behind the store; a store migrated past the relays\' code is noticed by each (they keep serving)', async () => {
+    const s = f();
+    type Listed = { store_schema: number; relays: { name: string; schema: number | null; behind: boolean }[] };
+    const list = (await s.ctl<Listed>('relay-a', ['relay', 'list'])).json;
+    expect(list.store_schema).toBe(SCHEMA_VERSION);
+    expect(list.relays.map((r) => [r.name, r.schema, r.behind])).toEqual([['relay-a', SCHEMA_VERSION, false], ['relay-b', SCHEMA_VERSION, false]]);
+    // relay-b as if it ran the release before (its heartbeat records its code's version once, at start).
+    await runSql(s, `UPDATE meta SET value = '${SCHEMA_VERSION - 1}' WHERE key = 'relay_schema relay-b';`);
+    try {
+      const behind = await s.ctl<Listed>('relay-a', ['relay', 'list']);
+      expect(behind.json.relays.find((r) => r.name === 'relay-b')).toMatchObject({ schema: SCHEMA_VERSION - 1, behind: true });
+      const human = await s.world.inNs(s.relay('relay-a').host, [process.execPath, CTL, '-c', s.relay('relay-a').configFile, 'relay', 'list'], { timeout: 30_000 });
+      expect(human.stdout).toContain(`The store is at schema version ${SCHEMA_VERSION}; relay-b still runs an older pipe2me`);
+    } finally {
+      await runSql(s, `UPDATE meta SET value = '${SCHEMA_VERSION}' WHERE key = 'relay_schema relay-b';`);
+    }
+    // Another relay's upgrade migrated the store: every running relay says so, and keeps serving.
+    await runSql(s, `UPDATE schema_version SET version = ${SCHEMA_VERSION + 1} WHERE id = 1;`);
+    try {
+      await waitFor('both relays notice the store is newer than their code', async () => ['relay-a', 'relay-b'].every((r) => s.world.procs.log(`${r}-api`).includes(`the state store is at schema version ${SCHEMA_VERSION + 1}, newer than this pipe2me knows (${SCHEMA_VERSION})`)), { timeoutMs: 15_000, intervalMs: 500 });
+      for (const h of PODS) expect((await curl(s.world, `http://${pods[h]!.fqdn}:${pods[h]!.http}/`, { from: 'cli' })).status, h).toBe(200);
+    } finally {
+      await runSql(s, `UPDATE schema_version SET version = ${SCHEMA_VERSION} WHERE id = 1;`);
+    }
   });
 
   it('the probe runs on one relay at a time: runs started on both relays at once never overlap, and a run that finds the lease taken says which relay has it', async () => {

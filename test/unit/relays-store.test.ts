@@ -7,7 +7,7 @@
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ENGINES, closeTestStores, openTestStore, type TestStore } from '../helpers/stores.js';
 import { createSubdomain, getSubdomainById } from '../../src/state/subdomains.js';
-import { followSessions, heartbeat, listRelays, markExpired, relayStates, setRelayState, supersededSessions } from '../../src/state/relays.js';
+import { followSessions, heartbeat, listRelays, markExpired, recordRelaySchema, relaySchemas, relayStates, setRelayState, supersededSessions } from '../../src/state/relays.js';
 import { mirrorSessions } from '../../src/state/sessions.js';
 import { releaseLease, takeLease } from '../../src/state/leases.js';
 import { journalPosition } from '../../src/state/render-journal.js';
@@ -151,6 +151,15 @@ describe.each(ENGINES)('relays in the %s store', (engine) => {
     expect((await accountOf(s, 'https://ca/dir', 'acct-b'))!.relay).toBe('b');
     expect(await accountOf(s, 'https://other/dir', 'acct-a')).toBeUndefined();
     expect((await listAccounts(s)).map((x) => x.relay)).toEqual(['a', 'b']);
+  });
+
+  it('each relay records the schema version its code knows, once, and the fleet reads them all', async () => {
+    const s = t.store;
+    expect((await relaySchemas(s)).size).toBe(0);
+    await recordRelaySchema(s, 'a', 14);
+    await recordRelaySchema(s, 'b', 13);
+    await recordRelaySchema(s, 'b', 14);
+    expect([...(await relaySchemas(s))].sort()).toEqual([['a', 14], ['b', 14]]);
   });
 
   it('ACME: an order its worker keeps touching is never taken over, however long it is worked; one left untouched is, and the old attempt then changes nothing of its successor\'s', async () => {

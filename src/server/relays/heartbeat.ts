@@ -9,7 +9,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { announceMove, cutSessions, readSessionsAsync, userUid } from '../../daemons/sessions.js';
 import { sessionDirs } from '../keys.js';
-import { dropExpiredSessions, heartbeat, markExpired, supersededSessions } from '../../state/relays.js';
+import { dropExpiredSessions, heartbeat, markExpired, recordRelaySchema, supersededSessions } from '../../state/relays.js';
+import { schemaVersion } from '../../state/db.js';
+import { SCHEMA_VERSION } from '../../state/migrations.js';
 import { now } from '../../state/types.js';
 import type { ServerContext } from '../context.js';
 import type { Log } from '../../util/log.js';
@@ -25,6 +27,8 @@ export interface BeatOutcome {
   drained: string[];
   /** Old sessions of pods that hold a newer one on another relay, cut here (newest wins). */
   superseded: string[];
+  /** The store's schema version when a newer pipe2me (another relay's upgrade) migrated it past this code's. */
+  storeNewer: number | null;
 }
 
 /**
@@ -59,8 +63,13 @@ export function hostKeyOf(ctx: ServerContext): string | null {
   }
 }
 
+/** How often (in beats) a relay looks whether the store was migrated past what its code knows. */
+export const SCHEMA_LOOK_EVERY_BEATS = 5;
+
 export class RelayHeartbeat {
   private healthySince: number | null = null;
+  private beats = 0;
+  private schemaRecorded = false;
 
   constructor(private readonly ctx: ServerContext) {}
 
@@ -136,7 +145,18 @@ export class RelayHeartbeat {
       const drained = await this.follow(state);
       // While draining, the drain decides when an old session goes (after the hold): not at once.
       const superseded = state === 'draining' ? [] : await this.cutSuperseded();
-      return { state, markedDown, moved, drained, superseded };
+      // Which pipe2me this relay runs, for the fleet to see during an upgrade; and whether another relay's
+      // upgrade migrated the store past it (its queries still work: migrations only add).
+      if (!this.schemaRecorded) {
+        await recordRelaySchema(ctx.db, ctx.config.relays.self, SCHEMA_VERSION);
+        this.schemaRecorded = true;
+      }
+      let storeNewer: number | null = null;
+      if (this.beats++ % SCHEMA_LOOK_EVERY_BEATS === 0) {
+        const v = await schemaVersion(ctx.db);
+        if (v > SCHEMA_VERSION) storeNewer = v;
+      }
+      return { state, markedDown, moved, drained, superseded, storeNewer };
     } catch (e) {
       this.healthySince = null;
       throw e;
@@ -154,6 +174,7 @@ export function startHeartbeat(ctx: ServerContext, log: Log, intervalMs: number)
   let beating = false;
   let failing = false;
   let crlFailing = false;
+  let storeNewerSaid = false;
   const crlRefusals = new Map<string, string>();
   const some = (names: string[]) => `${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''}`;
   const tick = async () => {
@@ -166,6 +187,10 @@ export function startHeartbeat(ctx: ServerContext, log: Log, intervalMs: number)
       for (const name of r.markedDown) log(`relay ${name} stopped renewing its lease: marked down (its pods' names move to the relays that are up)`, { event: 'relay_down', relay: name, outcome: 'ok' });
       if (r.moved) log(`${r.moved} pod(s) now point at this relay (their newest session is here)`, { event: 'relay_sessions', outcome: 'ok' });
       if (r.superseded.length) log(`cut the old session(s) of ${r.superseded.length} pod(s) now on another relay (newest wins): ${some(r.superseded)}`, { event: 'relay_superseded', outcome: 'ok' });
+      if (r.storeNewer !== null && !storeNewerSaid) {
+        storeNewerSaid = true;
+        log(`the state store is at schema version ${r.storeNewer}, newer than this pipe2me knows (${SCHEMA_VERSION}): another relay runs a newer release; upgrade this one (it keeps serving meanwhile)`, { event: 'relay_upgrade', outcome: 'behind' });
+      }
       if (r.drained.length) log(`draining: cut the old sessions of ${r.drained.length} pod(s) (${some(r.drained)}): their names have pointed at another relay for the TTL, or they did not move`, { event: 'relay_drain', outcome: 'ok' });
     } catch (e) {
       // Said once per outage: the tunnels and the daemons do not depend on the store.
