@@ -19,7 +19,7 @@ import type { DroppedEntry, RenderSubdomain, Unit } from './types.js';
 import { Pipe2meError, ExitCode } from '../util/errors.js';
 
 /** Bump when a per-pod line's format changes: live files written in the old format are then rendered whole. */
-export const FRAGMENT_FORMAT = 1;
+export const FRAGMENT_FORMAT = 2;
 
 export interface PodLines {
   text: string;
@@ -140,8 +140,18 @@ function mapSpec(unit: Unit, path: string, template: string, value: (s: RenderSu
 /** The line's key up to the first space: the pod's name, in the entry map (keyed on the label alone). */
 function leadingLabel(line: string): string | null {
   const sp = line.indexOf(' ');
-  return sp > 0 ? line.slice(0, sp) : null;
+  if (sp <= 0) return null;
+  return line.startsWith('\\') ? line.slice(1, sp) : line.slice(0, sp);
 }
+
+/**
+ * A label as a key of an nginx map: the words nginx reads as the map's own parameters there (a pod may be
+ * named default or include) are escaped with a backslash, as nginx documents; any other label as it is.
+ */
+export function mapKey(label: string): string {
+  return MAP_PARAMETERS.has(label) ? `\\${label}` : label;
+}
+const MAP_PARAMETERS = new Set(['default', 'hostnames', 'include', 'volatile']);
 
 /**
  * The entry map: one line per pod with an http(s) service, keyed on its label, valued
@@ -164,7 +174,7 @@ export function nginxMapSpecs(L: Layout, binds: SlotBinds = null): FragmentSpec[
     lines(s) {
       if (!isPublished(s)) return none;
       const v = entryValue(s);
-      return v === null ? none : { text: `${checked('nginx/entry.map.hbs', 'label', s.name)} ${v};\n`, dropped: [] };
+      return v === null ? none : { text: `${mapKey(checked('nginx/entry.map.hbs', 'label', s.name))} ${v};\n`, dropped: [] };
     },
     nameOf: leadingLabel,
   };

@@ -363,4 +363,25 @@ describe('many at once', () => {
       expect(d.answers[0]?.data).toBe(ADDR.server);
     }
   });
+
+  it('pods named like the parameters of an nginx map (default, include, hostnames, volatile) are keys of the entry map like any other: nginx takes the map and redirects each', async () => {
+    const s = stack!;
+    const words = ['default', 'include', 'hostnames', 'volatile'];
+    const made = [];
+    for (const w of words) made.push((await s.ctl<SubdomainJson>(['add-subdomain', '--ports', 'http,https', '--name', w, '--no-apply'])).json);
+    const applied = await s.ctl<{ changed_units: string[] }>(['apply']);
+    expect(applied.exitCode).toBe(0);
+    expect(applied.json.changed_units).toContain('nginx');
+    const map = fs.readFileSync(s.layout.nginx.entryMap, 'utf8');
+    for (const m of made) {
+      expect(map).toContain(`\n\\${m.name} "http:${m.ports[0]!.port} https:${m.ports[1]!.port}";\n`);
+      const r = await curl(s.world, `http://${m.fqdn}/a`, { resolve: [`${m.fqdn}:80:${ADDR.server}`] });
+      expect([r.status, r.location], m.name).toEqual([302, `http://${m.fqdn}:${m.ports[0]!.port}/a`]);
+    }
+    // And a patch of the map (one of them removed) is taken as well.
+    expect((await s.ctl(['remove', 'default'])).exitCode).toBe(0);
+    const gone = await curl(s.world, `http://default.${DOMAIN}/`, { resolve: [`default.${DOMAIN}:80:${ADDR.server}`] });
+    expect(gone.status).toBe(404);
+    expect((await curl(s.world, `http://include.${DOMAIN}/`, { resolve: [`include.${DOMAIN}:80:${ADDR.server}`] })).status).toBe(302);
+  });
 });
