@@ -199,8 +199,17 @@ describe('renewal and removal', () => {
     const first = new X509Certificate(fs.readFileSync(path.join(s.podDir('pod'), 'tls.crt'), 'utf8'));
     const deadline = Date.now() + VALIDITY_S * 1000 * 1.2;
     let renewed = false;
+    let failedInARow = 0;
     while (Date.now() < deadline) {
       const t = await sClient(s.world, { address: ADDR.server, port: web.services[1]!.port, servername: web.fqdn, cafile: pebble.rootFile, verifyHostname: web.fqdn });
+      // A handshake in the instant the service reloads its certificate (--on-renew) can fail (the suite saw
+      // it once): asked again a second later. Every handshake that happens must verify.
+      if (!t.chain[0]) {
+        expect(++failedInARow, `no handshake with the pod's https service 5 times running: ${t.raw.slice(0, 300)}`).toBeLessThan(5);
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      failedInARow = 0;
       expect(t.verifyCode, 'the certificate the pod serves verifies (not expired)').toBe(0);
       // The service serves the renewed certificate only if --on-renew told it to reload.
       const served = new X509Certificate(t.chain[0]!.pem);
