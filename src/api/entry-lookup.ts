@@ -5,7 +5,7 @@
  * then nginx asks here for a name its map lacks (see templates/nginx/nginx.conf.hbs), and the redirect is
  * the one the map will hold: the same rules (render/entries.ts), read from the store by the name's fqdn.
  * A name that is not published gets the same 404 nginx gives. A name answered here is one nginx's maps
- * lack: the maps are brought up to date (mapsBehind), at most one apply at a time.
+ * lack: the maps are brought up to date through the API's apply queue.
  */
 import type http from 'node:http';
 import type { ServerContext } from '../server/context.js';
@@ -13,6 +13,11 @@ import { findSubdomain } from '../state/subdomains.js';
 import { httpEntryTarget, httpsEntryTarget } from '../render/entries.js';
 import { addressKey, RateLimiter, type Router } from './http.js';
 import { isPipe2meError } from '../util/errors.js';
+import { storeUnavailable } from '../state/errors.js';
+import type { Log } from '../util/log.js';
+
+/** After a failed apply of the entry maps that a lookup asked for, the next lookup asks again only this much later. */
+const MAPS_RETRY_MS = 30_000;
 
 /** What nginx answers for a name it has no entry for (the same text, from either place). */
 export const NO_ENTRY: Record<'http' | 'https', string> = {
@@ -33,8 +38,20 @@ function plain(res: http.ServerResponse, status: number, text: string, headers: 
  * against the budget of token and claim calls, and a scanner asking for names that do not exist gets
  * nginx's 404 (nginx turns the 429 into it) without reaching the store more than that often.
  */
-export function registerEntryLookup(router: Router, ctx: ServerContext, o: { clientAddress: (req: http.IncomingMessage) => string; mapsBehind?: () => void }): void {
+export function registerEntryLookup(router: Router, ctx: ServerContext, o: { clientAddress: (req: http.IncomingMessage) => string; applyNginx: () => Promise<unknown>; log: Log }): void {
   const perVisitor = new RateLimiter(() => ctx.config.api.ratePerMinute * 10);
+  // The API's apply queue merges the requests that come while an apply runs into one apply after it (which
+  // takes in every name committed before): a name asked for often until the maps hold it costs one or two
+  // applies. After a failed one (logged; `status` shows it) lookups ask again only a while later: every
+  // visitor of a name the maps lack must not start another check of nginx's whole maps.
+  let failedAt = 0;
+  const mapsBehind = () => {
+    if (Date.now() - failedAt < MAPS_RETRY_MS) return;
+    o.applyNginx().catch((e) => {
+      failedAt = Date.now();
+      if (!storeUnavailable(e)) o.log(`nginx's entry maps could not take in the names the API answers for: ${(e as Error).message}`, { event: 'apply', outcome: 'failed' });
+    });
+  };
   for (const scheme of ['http', 'https'] as const) {
     router.add('GET', `/v1/entry/${scheme}`, async (req, res) => {
       perVisitor.check('v:' + addressKey(o.clientAddress(req)));
@@ -55,7 +72,7 @@ export function registerEntryLookup(router: Router, ctx: ServerContext, o: { cli
       plain(res, ctx.config.http.redirectStatus, '', { location: `${target}${uri}` });
       // A published name nginx's maps lack: they are behind the store (a CLI's add left them to the next
       // apply); the API has them take it in, whether or not a watcher runs.
-      o.mapsBehind?.();
+      mapsBehind();
     });
   }
 }

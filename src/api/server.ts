@@ -69,8 +69,6 @@ export interface ApiOptions {
 }
 
 const VERSION = '1';
-/** After a failed apply of the entry maps that a lookup asked for, the next lookup asks again only this much later. */
-const MAPS_RETRY_MS = 30_000;
 
 /**
  * Connections that came through nginx: accepted on the API's unix socket, in a directory only nginx's
@@ -309,21 +307,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
   });
 
   registerStatusRoutes(router, ctx, { clientAddress, log });
-  // The queue merges the requests that come while an apply runs into one apply after it (which takes in
-  // every name committed before): a name asked for often until the maps hold it costs one or two applies.
-  // After a failed one (the failure is logged, `status` shows it), lookups ask again only a while later:
-  // every visitor of a name the maps lack must not start another check of nginx's whole maps.
-  let mapsFailedAt = 0;
-  registerEntryLookup(router, ctx, {
-    clientAddress,
-    mapsBehind: () => {
-      if (Date.now() - mapsFailedAt < MAPS_RETRY_MS) return;
-      queue.request(['nginx']).catch((e) => {
-        mapsFailedAt = Date.now();
-        if (!storeUnavailable(e)) log(`nginx's entry maps could not take in the names the API answers for: ${(e as Error).message}`, { event: 'apply', outcome: 'failed' });
-      });
-    },
-  });
+  registerEntryLookup(router, ctx, { clientAddress, applyNginx: () => queue.request(['nginx']), log });
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const started = performance.now();
