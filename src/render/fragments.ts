@@ -122,7 +122,11 @@ export function assertKeyLineRestricted(entry: string, k: { name: string; file: 
   if (!line.endsWith(` pipe2me:${k.name}`)) refuseKeyIndex(`the line for ${k.name} does not end with its name`);
 }
 
-function mapSpec(unit: Unit, path: string, template: string, value: (s: RenderSubdomain) => string | null): FragmentSpec {
+/** How a map's lines are keyed: on the pod's fqdn (the SNI maps, with `hostnames`), or on its label (the entry map). */
+const BY_FQDN = { key: (template: string, s: RenderSubdomain) => checked(template, 'hostname', s.fqdn), nameOf: firstLabel };
+const BY_LABEL = { key: (template: string, s: RenderSubdomain) => mapKey(checked(template, 'label', s.name)), nameOf: leadingLabel };
+
+function mapSpec(unit: Unit, path: string, template: string, value: (s: RenderSubdomain) => string | null, keyed = BY_FQDN): FragmentSpec {
   return {
     unit, path, mode: 0o644, order: 0,
     head: renderTemplate(template, {}),
@@ -130,9 +134,9 @@ function mapSpec(unit: Unit, path: string, template: string, value: (s: RenderSu
     lines(s) {
       if (!isPublished(s)) return none;
       const v = value(s);
-      return v === null ? none : { text: `${checked(template, 'hostname', s.fqdn)} ${v};\n`, dropped: [] };
+      return v === null ? none : { text: `${keyed.key(template, s)} ${v};\n`, dropped: [] };
     },
-    nameOf: firstLabel,
+    nameOf: keyed.nameOf,
     tailAt: endOfFile,
   };
 }
@@ -169,17 +173,8 @@ export function entryValue(s: RenderSubdomain): string | null {
 
 export function nginxMapSpecs(L: Layout, binds: SlotBinds = null): FragmentSpec[] {
   const N = L.nginx;
-  const entries: FragmentSpec = {
-    ...mapSpec('nginx', N.entryMap, 'nginx/entry.map.hbs', entryValue),
-    lines(s) {
-      if (!isPublished(s)) return none;
-      const v = entryValue(s);
-      return v === null ? none : { text: `${mapKey(checked('nginx/entry.map.hbs', 'label', s.name))} ${v};\n`, dropped: [] };
-    },
-    nameOf: leadingLabel,
-  };
   return [
-    entries,
+    mapSpec('nginx', N.entryMap, 'nginx/entry.map.hbs', entryValue, BY_LABEL),
     mapSpec('nginx', N.sniRouteMap, 'nginx/sni-route.map.hbs', (s) => (passthroughPort(s) === null ? null : `unix:${checked('nginx/sni-route.map.hbs', 'path', N.passthroughSocket)}`)),
     mapSpec('nginx', N.sniPortMap, 'nginx/sni-port.map.hbs', (s) => {
       const port = passthroughPort(s);
