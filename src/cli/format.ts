@@ -1,7 +1,6 @@
 /** Human-readable renderings of results, shared by the commands. */
 import { stepsMs, type ApplyReport } from '../apply/apply.js';
 import type { SubdomainSummary, SubdomainView } from '../server/subdomains.js';
-import { table } from './output.js';
 
 export function applySummary(r: ApplyReport): string {
   const changed = r.plan.changes.filter((c) => c.change !== 'unchanged' || c.modeChanged);
@@ -61,10 +60,11 @@ export function subdomainDetails(v: SubdomainView): string {
   return lines.join('\n');
 }
 
-export function subdomainTable(views: SubdomainSummary[]): string {
-  if (views.length === 0) return 'No subdomains yet. Add one: pipe2me-ctl add-subdomain --ports http,https';
-  return table(
-    views.map((v) => [v.name, v.ports.map((p) => `${p.protocol}:${p.port}`).join(','), v.status, v.route, v.route6, v.online ? 'yes' : 'no', v.expires ?? 'never']),
-    ['NAME', 'PORTS', 'STATUS', 'ROUTE4', 'ROUTE6', 'ONLINE', 'EXPIRES'],
-  );
+export const SUBDOMAIN_COLUMNS = ['NAME', 'PORTS', 'STATUS', 'ROUTE4', 'ROUTE6', 'ONLINE', 'EXPIRES'];
+export const NO_SUBDOMAINS = 'No subdomains yet. Add one: pipe2me-ctl add-subdomain --ports http,https';
+
+/** One row of `pipe2me-ctl list`. */
+export function subdomainRow(v: SubdomainSummary): string[] {
+  return [v.name, v.ports.map((p) => `${p.protocol}:${p.port}`).join(','), v.status, v.route, v.route6, v.online ? 'yes' : 'no', v.expires ?? 'never'];
 }
+

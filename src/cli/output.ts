@@ -37,6 +37,34 @@ export class Output {
     }
   }
 
+  /**
+   * A list too long to hold whole (50,000 subdomains), printed a page at a time as `pages` hands them
+   * over. With --json: one JSON array, the same text result() prints for the whole list, each page
+   * written as it comes (and the next only once stdout has taken it: a slow reader does not make the
+   * pages pile up in memory). For people: one table, laid out at the end (its columns' widths need every
+   * row; rows of short strings are small beside the records they came from).
+   */
+  async resultPages<T>(pages: (emit: (items: T[]) => Promise<void>) => Promise<void>, view: { json: (item: T) => unknown; row: (item: T) => string[]; header: string[]; empty: string }): Promise<void> {
+    if (!this.json) {
+      const rows: string[][] = [];
+      await pages(async (items) => {
+        for (const item of items) rows.push(view.row(item));
+      });
+      this.result(null, () => (rows.length ? table(rows, view.header) : view.empty));
+      return;
+    }
+    let first = true;
+    await pages(async (items) => {
+      if (items.length === 0) return;
+      // Each item as JSON.stringify(list, null, 2) lays it out inside the array: its own layout, indented
+      // one level (a JSON text has no raw newline inside a string, so every newline is layout).
+      const text = items.map((item) => '  ' + JSON.stringify(view.json(item), null, 2).replace(/\n/g, '\n  ')).join(',\n');
+      await writeOut((first ? '[\n' : ',\n') + text);
+      first = false;
+    });
+    await writeOut(first ? '[]\n' : '\n]\n');
+  }
+
   /** A progress line on stderr, for anything that takes more than a moment. */
   progress(message: string): void {
     if (this.opts.quiet) return;
@@ -47,6 +75,17 @@ export class Output {
     if (this.opts.quiet || this.json) return;
     process.stderr.write(`${forTerminal(message)}\n`);
   }
+}
+
+/** Writes to stdout, resolving once it has taken the text (at once, or when a full pipe has drained). */
+function writeOut(text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (process.stdout.write(text)) resolve();
+    else {
+      process.stdout.once('drain', resolve);
+      process.stdout.once('error', reject);
+    }
+  });
 }
 
 export function table(rows: string[][], header?: string[]): string {

@@ -1,92 +1,14 @@
-/** Subdomains and their ports: allocation of names and ports, lookups, removal, expiry. */
+/** Subdomains and their ports: allocation of names and ports, removal, expiry, keys and routes (the reads are in subdomain-reads.ts). */
 import { ConflictError, InputError, NotFoundError, QuotaError } from '../util/errors.js';
-import { generateName, validateLookupName, validateName } from '../names/names.js';
+import { generateName, validateName } from '../names/names.js';
 import { hashSecret, newId, newSecret } from '../util/secrets.js';
 import { sql } from 'kysely';
-import { containsText, countAll, flag, inList, writeTx, type Store } from './store.js';
-import { now, PROTOCOLS, type PortRecord, type Protocol, type SshKeyRecord, type SubdomainRecord } from './types.js';
-import type { RenderSubdomain } from '../render/types.js';
+import { writeTx, type Store } from './store.js';
+import { now, PROTOCOLS, type Protocol, type SshKeyRecord, type SubdomainRecord } from './types.js';
+import { getSubdomainById, load, selectRows } from './subdomain-reads.js';
 
-interface SubdomainRow {
-  id: string;
-  name: string;
-  fqdn: string;
-  status: 'active' | 'expired';
-  created_at: number;
-  expires_at: number | null;
-  passthrough: number;
-  token_id: string | null;
-  claimed: number;
-  claim_pending: number;
-  route: 'server' | 'direct';
-  route_changed_at: number | null;
-  route_reason: string | null;
-  direct_ipv4: string | null;
-  probe_streak: number;
-  last_fallback_at: number | null;
-  observed_ipv4: string | null;
-  observed_at: number | null;
-  route6: 'server' | 'direct';
-  route6_changed_at: number | null;
-  route6_reason: string | null;
-  direct_ipv6: string | null;
-  probe6_streak: number;
-  last_fallback6_at: number | null;
-  observed_ipv6: string | null;
-  observed6_at: number | null;
-  reported_ipv6: string | null;
-  relay: string | null;
-  slot: number;
-}
+export { eachRenderPage, eachSubdomainPage, findSubdomain, getSubdomainById, LIST_PAGE, listSubdomains, renderSnapshot, renderSnapshotOf, requireSubdomain, subdomainPage } from './subdomain-reads.js';
 
-/** The columns a record needs; secrets' hashes are never read back, only whether they are set. */
-const PLAIN_COLUMNS = ['id', 'name', 'fqdn', 'status', 'created_at', 'expires_at', 'passthrough', 'token_id', 'route', 'route_changed_at', 'route_reason',
-  'direct_ipv4', 'probe_streak', 'last_fallback_at', 'observed_ipv4', 'observed_at',
-  'route6', 'route6_changed_at', 'route6_reason', 'direct_ipv6', 'probe6_streak', 'last_fallback6_at', 'observed_ipv6', 'observed6_at', 'reported_ipv6', 'relay', 'slot'] as const;
-
-/** Subdomain rows as records read them (a query to add WHERE/ORDER to). */
-function selectRows(s: Store) {
-  return s.q.selectFrom('subdomains').select(PLAIN_COLUMNS)
-    .select([flag(sql`secret_hash IS NOT NULL`).as('claimed'), flag(sql`claim_hash IS NOT NULL`).as('claim_pending')]);
-}
-
-interface KeyRow { subdomain_id: string; algorithm: string; public_key: string; fingerprint: string; bits: number | null; added_at: number }
-
-function toRecord(r: SubdomainRow, ports: PortRecord[], key: KeyRow | undefined): SubdomainRecord {
-  return {
-    id: r.id,
-    name: r.name,
-    fqdn: r.fqdn,
-    status: r.status,
-    createdAt: r.created_at,
-    expiresAt: r.expires_at,
-    passthrough: r.passthrough === 1,
-    tokenId: r.token_id,
-    route: r.route,
-    routeChangedAt: r.route_changed_at,
-    routeReason: r.route_reason,
-    directIpv4: r.direct_ipv4,
-    probeStreak: r.probe_streak,
-    lastFallbackAt: r.last_fallback_at,
-    observedIpv4: r.observed_ipv4,
-    observedAt: r.observed_at,
-    route6: r.route6,
-    route6ChangedAt: r.route6_changed_at,
-    route6Reason: r.route6_reason,
-    directIpv6: r.direct_ipv6,
-    probe6Streak: r.probe6_streak,
-    lastFallback6At: r.last_fallback6_at,
-    observedIpv6: r.observed_ipv6,
-    observed6At: r.observed6_at,
-    reportedIpv6: r.reported_ipv6,
-    relay: r.relay,
-    slot: Number(r.slot),
-    claimPending: r.claim_pending === 1,
-    claimed: r.claimed === 1,
-    ports,
-    key: key ? { algorithm: key.algorithm, publicKey: key.public_key, fingerprint: key.fingerprint, bits: key.bits, addedAt: key.added_at } : null,
-  };
-}
 
 export interface PortRange { first: number; last: number }
 
@@ -216,110 +138,6 @@ export async function createSubdomain(store: Store, input: CreateSubdomainInput,
     const record = (await getSubdomainById(s, id))!;
     return { record, ...(claimToken ? { claimToken } : {}), ...(secret ? { secret } : {}) };
   });
-}
-
-type PortRow = { subdomain_id: string; port: number; protocol: Protocol; position: number };
-
-/** Port rows sorted by subdomain and position → ports per subdomain. */
-function portsBySubdomain(rows: readonly PortRow[]): Map<string, PortRecord[]> {
-  const byId = new Map<string, PortRecord[]>();
-  let currentId = '';
-  let current: PortRecord[] = [];
-  for (const r of rows) {
-    if (r.subdomain_id !== currentId) {
-      currentId = r.subdomain_id;
-      current = [];
-      byId.set(currentId, current);
-    }
-    current.push({ port: r.port, protocol: r.protocol, position: r.position });
-  }
-  return byId;
-}
-
-const PORT_COLUMNS = ['subdomain_id', 'port', 'protocol', 'position'] as const;
-
-/** Records with their ports and keys: for one or a few rows by id, for many the whole tables in one read each. */
-async function load(s: Store, rows: SubdomainRow[]): Promise<SubdomainRecord[]> {
-  if (rows.length === 0) return [];
-  const ids = rows.map((r) => r.id);
-  const few = rows.length <= 500;
-  const portQuery = s.q.selectFrom('ports').select(PORT_COLUMNS);
-  const portRows = await (few ? portQuery.where(inList(s, 'subdomain_id', ids)) : portQuery).orderBy('subdomain_id').orderBy('position').execute();
-  const keyQuery = s.q.selectFrom('ssh_keys').selectAll();
-  const keyRows = await (few ? keyQuery.where(inList(s, 'subdomain_id', ids)) : keyQuery).execute();
-  const byId = portsBySubdomain(portRows);
-  const keys = new Map<string, KeyRow>();
-  for (const k of keyRows) keys.set(k.subdomain_id, k);
-  return rows.map((r) => toRecord(r, byId.get(r.id) ?? [], keys.get(r.id)));
-}
-
-async function renderRows(s: Store, names: readonly string[] | undefined): Promise<RenderSubdomain[]> {
-  let portQuery = s.q.selectFrom('ports as p').innerJoin('subdomains as s', 's.id', 'p.subdomain_id').select(['p.subdomain_id', 'p.port', 'p.protocol', 'p.position']);
-  if (names) portQuery = portQuery.where(inList(s, 's.name', names));
-  const ports = portsBySubdomain(await portQuery.orderBy('p.subdomain_id').orderBy('p.position').execute());
-  let rowQuery = s.q.selectFrom('subdomains as s').leftJoin('ssh_keys as k', 'k.subdomain_id', 's.id')
-    .select(['s.id', 's.name', 's.fqdn', 's.status', 's.passthrough', 's.route', 's.direct_ipv4', 's.route6', 's.direct_ipv6', 's.relay', 's.slot', 'k.public_key', 'k.fingerprint']);
-  if (names) rowQuery = rowQuery.where(inList(s, 's.name', names));
-  const rows = await rowQuery.orderBy('s.name').execute();
-  return rows.map((r) => ({
-    name: r.name, fqdn: r.fqdn, status: r.status, passthrough: r.passthrough === 1, route: r.route, directIpv4: r.direct_ipv4, route6: r.route6,
-    directIpv6: r.direct_ipv6, relay: r.relay, ...(Number(r.slot) ? { slot: Number(r.slot) } : {}), ports: ports.get(r.id) ?? [],
-    key: r.public_key === null || r.fingerprint === null ? null : { publicKey: r.public_key, fingerprint: r.fingerprint },
-  }));
-}
-
-/** Every subdomain as rendering needs it, in name order, few columns. */
-export function renderSnapshot(s: Store): Promise<RenderSubdomain[]> {
-  return renderRows(s, undefined);
-}
-
-/** The named subdomains as rendering needs them (those that exist), in name order: what an incremental apply re-renders. */
-export async function renderSnapshotOf(s: Store, names: readonly string[]): Promise<RenderSubdomain[]> {
-  if (names.length === 0) return [];
-  return renderRows(s, names);
-}
-
-export async function listSubdomains(s: Store): Promise<SubdomainRecord[]> {
-  return load(s, await selectRows(s).orderBy('name').execute());
-}
-
-/**
- * One page of subdomains in name order — those whose name contains `contains` (lower case; all when
- * empty) — and how many match: the status page's list. Ports and keys are read for that page only, so
- * a page costs about the same at 50,000 subdomains as at 50.
- */
-export async function subdomainPage(s: Store, o: { contains?: string; limit: number; offset: number }): Promise<{ total: number; records: SubdomainRecord[] }> {
-  const needle = o.contains ?? '';
-  let count = s.q.selectFrom('subdomains').select(countAll().as('n'));
-  let page = selectRows(s);
-  if (needle) {
-    count = count.where(containsText(s, 'name', needle));
-    page = page.where(containsText(s, 'name', needle));
-  }
-  const total = Number((await count.executeTakeFirstOrThrow()).n);
-  const rows = await page.orderBy('name').limit(o.limit).offset(o.offset).execute();
-  return { total, records: await load(s, rows) };
-}
-
-export async function getSubdomainById(s: Store, id: string): Promise<SubdomainRecord | undefined> {
-  const row = await selectRows(s).where('id', '=', id).executeTakeFirst();
-  return row ? (await load(s, [row]))[0] : undefined;
-}
-
-/**
- * Looks a subdomain up by its name or fqdn, as a person typed it. A malformed name throws InputError
- * (it cannot name any subdomain, and saying so beats "not found"); a well-formed unknown one is undefined.
- */
-export async function findSubdomain(s: Store, nameOrFqdn: string): Promise<SubdomainRecord | undefined> {
-  const key = validateLookupName(nameOrFqdn);
-  const row = await selectRows(s).where((eb) => eb.or([eb('name', '=', key), eb('fqdn', '=', key)])).executeTakeFirst();
-  return row ? (await load(s, [row]))[0] : undefined;
-}
-
-export async function requireSubdomain(s: Store, nameOrFqdn: string): Promise<SubdomainRecord> {
-  const found = await findSubdomain(s, nameOrFqdn);
-  if (!found) throw new NotFoundError('no_such_subdomain', `No subdomain named ${JSON.stringify(nameOrFqdn.slice(0, 80))}.`, { hint: 'See the names with `pipe2me-ctl list`.' });
-  return found;
 }
 
 /**

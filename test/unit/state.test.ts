@@ -13,7 +13,7 @@ import { openStore, DowngradeError, schemaVersion, type Store } from '../../src/
 import { MIGRATIONS, POSTGRES_BASELINE_VERSION, SCHEMA_VERSION } from '../../src/state/migrations.js';
 import { POSTGRES_SCHEMA_V9, POSTGRES_VERSION_TABLE } from '../../src/state/engines/postgres-schema.js';
 import { TABLES } from '../../src/state/schema.js';
-import { createSubdomain, deleteSubdomain, expireDue, findSubdomain, listSubdomains, requireSubdomain, claimSubdomain, authenticateSubdomain, setSshKey } from '../../src/state/subdomains.js';
+import { createSubdomain, deleteSubdomain, eachRenderPage, eachSubdomainPage, renderSnapshot, expireDue, findSubdomain, listSubdomains, requireSubdomain, claimSubdomain, authenticateSubdomain, setSshKey } from '../../src/state/subdomains.js';
 import { createToken, getToken, revokeToken, withToken } from '../../src/state/tokens.js';
 import { ConflictError, DeniedError, ExitCode, InputError, NotFoundError, QuotaError } from '../../src/util/errors.js';
 import { ENGINES, closeTestStores, openTestStore, ownerClient, resetPostgres, type TestStore } from '../helpers/stores.js';
@@ -59,6 +59,35 @@ describe.each(ENGINES)('state store (%s)', (engine) => {
     expect(gaps.ports.map((p) => p.port)).toEqual([20001, 20003, 20006]);
     const after = (await createSubdomain(db, { protocols: ['tcp'], expiresAt: null }, ctx)).record;
     expect(after.ports.map((p) => p.port)).toEqual([20007]);
+  });
+
+  it('hands every subdomain over a page at a time, in name order, as the whole list has them (pipe2me-ctl list)', async () => {
+    for (const name of ['e-five', 'a-one', 'c-three', 'b-two', 'd-four']) await createSubdomain(db, { name, protocols: ['http', 'tcp'], expiresAt: null }, ctx);
+    const whole = await listSubdomains(db);
+    for (const size of [1, 2, 5, 7]) {
+      const pages: string[][] = [];
+      const records: unknown[] = [];
+      await eachSubdomainPage(db, (page) => {
+        pages.push(page.map((r) => r.name));
+        records.push(...page);
+      }, size);
+      expect(records, `pages of ${size}`).toEqual(whole);
+      expect(pages.every((p) => p.length > 0 && p.length <= size)).toBe(true);
+      expect(pages.length).toBe(Math.ceil(5 / size));
+    }
+    // What a whole render reads: the same pods, ports and keys in the same order as the snapshot whole.
+    await setSshKey(db, whole[2]!.id, { algorithm: 'ssh-ed25519', publicKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl', fingerprint: 'SHA256:' + 'A'.repeat(43), bits: null });
+    const snapshot = await renderSnapshot(db);
+    for (const size of [1, 2, 5, 6]) {
+      const got: unknown[] = [];
+      await eachRenderPage(db, (page) => void got.push(...page), size);
+      expect(got, `render pages of ${size}`).toEqual(snapshot);
+    }
+    expect(snapshot.find((r) => r.name === 'c-three')!.key).not.toBeNull();
+    const none: unknown[] = [];
+    await deleteSubdomain(db, whole[0]!.id);
+    await eachSubdomainPage(db, (page) => void none.push(...page.map((r) => r.name)), 2);
+    expect(none).toEqual(['b-two', 'c-three', 'd-four', 'e-five']);
   });
 
   it('refuses a taken name, a bad name, too many ports, an unknown protocol, and an exhausted range — changing nothing', async () => {
