@@ -12,15 +12,15 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import type { Config } from '../config/types.js';
 import { fragmentSpecs, renderAll } from '../render/render.js';
-import { FRAGMENT_FORMAT, assemble, type FragmentSpec } from '../render/fragments.js';
+import { FRAGMENT_FORMAT, assembler, type FragmentSpec } from '../render/fragments.js';
 import { patchFile } from '../render/incremental.js';
 import { templatesDigestSource } from '../render/templates.js';
 import type { Layout } from '../render/layout.js';
-import type { DroppedEntry, RenderedFile, RenderSubdomain, Unit } from '../render/types.js';
+import type { DroppedEntry, RenderedFile, Unit } from '../render/types.js';
 import { allChallenges } from '../state/acme.js';
 import type { Store } from '../state/db.js';
 import { changedSince, journalPosition, pruneJournal, readConsistently } from '../state/render-journal.js';
-import { renderSnapshot, renderSnapshotOf } from '../state/subdomains.js';
+import { eachRenderPage, renderSnapshotOf } from '../state/subdomains.js';
 import { relayStates } from '../state/relays.js';
 import type { RelayStates } from '../render/relays.js';
 import { atomicWrite, readIfExists } from '../util/fsx.js';
@@ -127,20 +127,25 @@ export async function renderForApply(c: Config, L: Layout, store: Store, units: 
       const names = await changedSince(db, manifest!.files[spec.path]!.seq, PATCH_LIMIT);
       plans.push(names.length > PATCH_LIMIT ? { spec, why: `more than ${PATCH_LIMIT} pods changed`, names } : { spec, why: null, names });
     }
-    let all: RenderSubdomain[] | undefined;
     let keyDelta: RenderOutcome['keyDelta'];
     let zoneDelta: RenderOutcome['zoneDelta'];
     const changed = [...new Set(plans.filter((p) => p.why === null).flatMap((p) => p.names))].sort();
     const rows = new Map((await renderSnapshotOf(db, changed)).map((s) => [s.name, s]));
 
+    // Per plan, in order: its file, patched or the live one; the ones to render whole are left for one
+    // pass over the fleet below, which builds all of them side by side a page of pods at a time.
+    const out: (RenderedFile | null)[] = [];
+    const hows: RenderOutcome['how'][number][] = [];
+    const whole: { at: number; spec: FragmentSpec; why: string }[] = [];
     for (const p of plans) {
-      let result: { content: string; dropped: DroppedEntry[] } | null = null;
+      const at = out.length;
+      out.push(null);
       let why = p.why;
       if (why === null && p.names.length === 0 && p.spec.unit !== 'dns') {
         // What the last apply wrote, and no pod changed since: the live file is the render (the zone is
         // read all the same: its serial and, with relays, its digest are decided from its content).
-        files.push(sameAsLive(p.spec));
-        how.push({ path: p.spec.path, mode: 'patched', pods: 0 });
+        out[at] = sameAsLive(p.spec);
+        hows[at] = { path: p.spec.path, mode: 'patched', pods: 0 };
         continue;
       }
       const current = why === null ? live.get(p.spec.path) : undefined;
@@ -149,19 +154,27 @@ export async function renderForApply(c: Config, L: Layout, store: Store, units: 
         const patched = patchFile(p.spec, p.spec.unit === 'dns' ? withSerialPlaceholder(current!) : current!, p.names, rows);
         if ('refused' in patched) why = patched.refused;
         else {
-          result = patched;
           if (p.spec.unit === 'keys') keyDelta = { removed: patched.removed, added: patched.added };
           if (p.spec.unit === 'dns') zoneDelta = { removed: patched.removed, added: patched.added };
-          how.push({ path: p.spec.path, mode: 'patched', pods: p.names.length });
+          out[at] = toRendered(p.spec, patched);
+          hows[at] = { path: p.spec.path, mode: 'patched', pods: p.names.length };
+          continue;
         }
       }
-      if (result === null) {
-        all ??= await renderSnapshot(db);
-        result = assemble(p.spec, all);
-        how.push({ path: p.spec.path, mode: 'whole', why: why! });
-      }
-      files.push(toRendered(p.spec, result));
+      whole.push({ at, spec: p.spec, why: why! });
     }
+    if (whole.length) {
+      const builders = whole.map((w) => assembler(w.spec));
+      await eachRenderPage(db, (page) => {
+        for (const b of builders) b.add(page);
+      });
+      whole.forEach((w, i) => {
+        out[w.at] = toRendered(w.spec, builders[i]!.finish());
+        hows[w.at] = { path: w.spec.path, mode: 'whole', why: w.why };
+      });
+    }
+    files.push(...(out as RenderedFile[]));
+    how.push(...hows);
     return { files, how, seq: position.seq, digest, ...(keyDelta ? { keyDelta } : {}), ...(zoneDelta ? { zoneDelta } : {}) };
   });
 }

@@ -276,22 +276,46 @@ export function zoneSpec(c: Config, L: Layout, headTemplate: (records: AddressRe
  * second line of defence), the first keeps its line and the second is left out with the reason.
  */
 export function assemble(spec: FragmentSpec, subdomains: readonly RenderSubdomain[]): { content: string; dropped: DroppedEntry[] } {
+  const a = assembler(spec);
+  a.add(subdomains);
+  return a.finish();
+}
+
+export interface Assembler {
+  /** The next pods in name order. */
+  add(subdomains: readonly RenderSubdomain[]): void;
+  /** The whole file, once every pod was added. */
+  finish(): { content: string; dropped: DroppedEntry[] };
+}
+
+/** assemble, fed a page of pods at a time (a whole render that never holds every pod's record at once). */
+export function assembler(spec: FragmentSpec): Assembler {
   const parts: string[] = [spec.head];
   const dropped: DroppedEntry[] = [];
   const owners = new Map<string, string>();
-  for (const s of subdomains) {
-    const l = spec.lines(s);
-    dropped.push(...l.dropped);
-    if (l.keyFile !== undefined) {
-      const first = owners.get(l.keyFile);
-      if (first !== undefined) {
-        dropped.push({ where: 'key index', owner: s.fqdn, type: 'ssh key', value: forLog(s.key!.fingerprint), why: `the same key is ${first}'s; one key opens one pod's ports only` });
-        continue;
+  return {
+    add(subdomains) {
+      // This batch's lines joined into one flat string at once: a line built from a template is a tree of
+      // the pieces it was made of, and 50,000 of them kept until the end cost several times the text.
+      const batch: string[] = [];
+      for (const s of subdomains) {
+        const l = spec.lines(s);
+        dropped.push(...l.dropped);
+        if (l.keyFile !== undefined) {
+          const first = owners.get(l.keyFile);
+          if (first !== undefined) {
+            dropped.push({ where: 'key index', owner: s.fqdn, type: 'ssh key', value: forLog(s.key!.fingerprint), why: `the same key is ${first}'s; one key opens one pod's ports only` });
+            continue;
+          }
+          owners.set(l.keyFile, s.name);
+        }
+        if (l.text) batch.push(l.text);
       }
-      owners.set(l.keyFile, s.name);
-    }
-    if (l.text) parts.push(l.text);
-  }
-  parts.push(spec.tail);
-  return { content: parts.join(''), dropped };
+      if (batch.length) parts.push(batch.join(''));
+    },
+    finish() {
+      parts.push(spec.tail);
+      return { content: parts.join(''), dropped };
+    },
+  };
 }
