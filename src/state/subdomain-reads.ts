@@ -55,7 +55,7 @@ export function selectRows(s: Store) {
 
 interface KeyRow { subdomain_id: string; algorithm: string; public_key: string; fingerprint: string; bits: number | null; added_at: number }
 
-export function toRecord(r: SubdomainRow, ports: PortRecord[], key: KeyRow | undefined): SubdomainRecord {
+function toRecord(r: SubdomainRow, ports: PortRecord[], key: KeyRow | undefined): SubdomainRecord {
   return {
     id: r.id,
     name: r.name,
@@ -110,11 +110,14 @@ function portsBySubdomain(rows: readonly PortRow[]): Map<string, PortRecord[]> {
 
 const PORT_COLUMNS = ['subdomain_id', 'port', 'protocol', 'position'] as const;
 
+/** Up to this many rows, load reads their ports and keys by id; past it, the whole tables in one read each. */
+const FEW = 500;
+
 /** Records with their ports and keys: for one or a few rows by id, for many the whole tables in one read each. */
 export async function load(s: Store, rows: SubdomainRow[]): Promise<SubdomainRecord[]> {
   if (rows.length === 0) return [];
   const ids = rows.map((r) => r.id);
-  const few = rows.length <= 500;
+  const few = rows.length <= FEW;
   const portQuery = s.q.selectFrom('ports').select(PORT_COLUMNS);
   const portRows = await (few ? portQuery.where(inList(s, 'subdomain_id', ids)) : portQuery).orderBy('subdomain_id').orderBy('position').execute();
   const keyQuery = s.q.selectFrom('ssh_keys').selectAll();
@@ -156,11 +159,20 @@ export const RENDER_PAGE = 1000;
  * the files it is building (the snapshot whole was ~40 MB of live objects at 50,000, and most of a full
  * apply's peak memory).
  */
-export async function eachRenderPage(s: Store, fn: (page: RenderSubdomain[]) => void | Promise<void>, size = RENDER_PAGE): Promise<void> {
+export function eachRenderPage(s: Store, fn: (page: RenderSubdomain[]) => void | Promise<void>, size = RENDER_PAGE): Promise<void> {
+  return eachByName(s, size, (t, after) => renderRows(t, { page: { after, size } }), fn);
+}
+
+/**
+ * The pages of a read in name order, from one consistent snapshot: `read` gives the first `size` after
+ * a name (null: from the start); pages follow each other by name (keyset), so each costs the same
+ * wherever it is in the list.
+ */
+async function eachByName<T extends { name: string }>(s: Store, size: number, read: (t: Store, after: string | null) => Promise<T[]>, fn: (page: T[]) => void | Promise<void>): Promise<void> {
   await readTx(s, async (t) => {
     let after: string | null = null;
     for (;;) {
-      const page = await renderRows(t, { page: { after, size } });
+      const page = await read(t, after);
       if (page.length) await fn(page);
       if (page.length < size) return;
       after = page[page.length - 1]!.name;
@@ -184,26 +196,18 @@ export async function listSubdomains(s: Store): Promise<SubdomainRecord[]> {
 }
 
 /** Subdomains per page of `eachSubdomainPage`: few enough that ports and keys are read for the page alone (see load). */
-export const LIST_PAGE = 500;
+export const LIST_PAGE = FEW;
 
 /**
  * Every subdomain in name order, handed to `fn` a page at a time, all pages read from one consistent
  * snapshot: a list of 50,000 holds one page of records in memory, not the fleet (`pipe2me-ctl list`).
- * Pages follow each other by name (keyset), so each costs the same wherever it is in the list.
  */
-export async function eachSubdomainPage(s: Store, fn: (page: SubdomainRecord[]) => Promise<void> | void, size = LIST_PAGE): Promise<void> {
-  await readTx(s, async (t) => {
-    let after: string | null = null;
-    for (;;) {
-      let q = selectRows(t);
-      if (after !== null) q = q.where('name', '>', after);
-      const rows = await q.orderBy('name').limit(size).execute();
-      if (rows.length === 0) return;
-      await fn(await load(t, rows));
-      if (rows.length < size) return;
-      after = rows[rows.length - 1]!.name;
-    }
-  });
+export function eachSubdomainPage(s: Store, fn: (page: SubdomainRecord[]) => Promise<void> | void, size = LIST_PAGE): Promise<void> {
+  return eachByName(s, size, async (t, after) => {
+    let q = selectRows(t);
+    if (after !== null) q = q.where('name', '>', after);
+    return load(t, await q.orderBy('name').limit(size).execute());
+  }, fn);
 }
 
 /**
