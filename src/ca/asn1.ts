@@ -3,7 +3,8 @@
  * higher-level pki functions cannot read EC keys, which is what pods use); Node's crypto does the
  * key and signature work. Nothing here logs or echoes its input: callers turn failures into messages.
  */
-import forge from 'node-forge';
+import type forge from 'node-forge';
+import { forgeAsn1, forgeUtil } from './forge-asn1.js';
 
 export interface PemBlock {
   label: string;
@@ -41,8 +42,8 @@ export function toPem(label: string, der: Buffer): string {
 /** Parse DER strictly: definite lengths that fit, no trailing bytes, BIT STRING contents left as bytes. */
 export function parseDer(der: Buffer): forge.asn1.Asn1 {
   try {
-    const fromDer = forge.asn1.fromDer as unknown as (b: forge.util.ByteStringBuffer, o: object) => forge.asn1.Asn1;
-    return fromDer(forge.util.createBuffer(der.toString('binary')), { strict: true, parseAllBytes: true, decodeBitStrings: false });
+    const fromDer = forgeAsn1.fromDer as unknown as (b: forge.util.ByteStringBuffer, o: object) => forge.asn1.Asn1;
+    return fromDer(forgeUtil.createBuffer(der.toString('binary')), { strict: true, parseAllBytes: true, decodeBitStrings: false });
   } catch (e) {
     throw new Asn1Error(`not valid DER (${String((e as Error).message ?? e).slice(0, 120)})`);
   }
@@ -92,22 +93,22 @@ export function childrenOf(node: forge.asn1.Asn1 | undefined, what: string): for
 }
 
 export function expectUniversal(node: forge.asn1.Asn1 | undefined, type: number, what: string): forge.asn1.Asn1 {
-  if (!node || node.tagClass !== forge.asn1.Class.UNIVERSAL || node.type !== type) throw new Asn1Error(`${what} has the wrong type`);
+  if (!node || node.tagClass !== forgeAsn1.Class.UNIVERSAL || node.type !== type) throw new Asn1Error(`${what} has the wrong type`);
   return node;
 }
 
 export function oidOf(node: forge.asn1.Asn1 | undefined, what: string): string {
-  const n = expectUniversal(node, forge.asn1.Type.OID, what);
-  return forge.asn1.derToOid(n.value as string);
+  const n = expectUniversal(node, forgeAsn1.Type.OID, what);
+  return forgeAsn1.derToOid(n.value as string);
 }
 
 /** Decode the string types X.500 names use. Unknown types come back as Latin-1 so they can still be shown. */
 export function decodeString(node: forge.asn1.Asn1): string {
   const raw = bytesOf(node);
   switch (node.type as number) {
-    case forge.asn1.Type.UTF8:
+    case forgeAsn1.Type.UTF8:
       return raw.toString('utf8');
-    case forge.asn1.Type.BMPSTRING: {
+    case forgeAsn1.Type.BMPSTRING: {
       // UTF-16BE; Node only decodes little-endian, so swap the bytes first.
       const swapped = Buffer.from(raw);
       swapped.swap16();

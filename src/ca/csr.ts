@@ -10,7 +10,8 @@
  * reads the key and verifies the signature.
  */
 import { createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import forge from 'node-forge';
+import type forge from 'node-forge';
+import { forgeAsn1 } from './forge-asn1.js';
 import { InputError } from '../util/errors.js';
 import { Asn1Error, OID, bytesOf, childrenOf, decodeString, expectUniversal, oidOf, parseDer, pemBlocks, rawChild, toPem } from './asn1.js';
 import { CsrErrorCode } from './codes.js';
@@ -115,9 +116,9 @@ function formatIp(b: Buffer): string {
 }
 
 function parseSan(extnValue: Buffer): SanEntry[] {
-  const seq = expectUniversal(parseDer(extnValue), forge.asn1.Type.SEQUENCE, 'subjectAltName');
+  const seq = expectUniversal(parseDer(extnValue), forgeAsn1.Type.SEQUENCE, 'subjectAltName');
   return childrenOf(seq, 'subjectAltName').map((gn) => {
-    if (gn.tagClass !== forge.asn1.Class.CONTEXT_SPECIFIC) throw new Asn1Error('a subjectAltName entry has the wrong type');
+    if (gn.tagClass !== forgeAsn1.Class.CONTEXT_SPECIFIC) throw new Asn1Error('a subjectAltName entry has the wrong type');
     const type = SAN_TAGS[gn.type];
     if (!type) throw new Asn1Error('a subjectAltName entry has an unknown tag');
     if (type === 'dns' || type === 'email' || type === 'uri') return { type, value: bytesOf(gn).toString('latin1') };
@@ -131,15 +132,15 @@ function readExtensions(attributes: forge.asn1.Asn1 | undefined): { oids: string
   const oids: string[] = [];
   let san: SanEntry[] | undefined;
   if (!attributes) return { oids, san };
-  if (attributes.tagClass !== forge.asn1.Class.CONTEXT_SPECIFIC || attributes.type !== 0) throw new Asn1Error('the attributes have the wrong tag');
+  if (attributes.tagClass !== forgeAsn1.Class.CONTEXT_SPECIFIC || attributes.type !== 0) throw new Asn1Error('the attributes have the wrong tag');
   for (const attr of childrenOf(attributes, 'attributes')) {
     const [typeNode, valuesNode] = childrenOf(attr, 'an attribute');
     if (oidOf(typeNode, 'an attribute type') !== OID.extensionRequest) continue;
-    for (const exts of childrenOf(expectUniversal(valuesNode, forge.asn1.Type.SET, 'extensionRequest values'), 'extensionRequest')) {
-      for (const ext of childrenOf(expectUniversal(exts, forge.asn1.Type.SEQUENCE, 'extensions'), 'extensions')) {
+    for (const exts of childrenOf(expectUniversal(valuesNode, forgeAsn1.Type.SET, 'extensionRequest values'), 'extensionRequest')) {
+      for (const ext of childrenOf(expectUniversal(exts, forgeAsn1.Type.SEQUENCE, 'extensions'), 'extensions')) {
         const parts = childrenOf(ext, 'an extension');
         const oid = oidOf(parts[0], 'an extension id');
-        const valueNode = expectUniversal(parts[parts.length - 1], forge.asn1.Type.OCTETSTRING, 'an extension value');
+        const valueNode = expectUniversal(parts[parts.length - 1], forgeAsn1.Type.OCTETSTRING, 'an extension value');
         oids.push(oid);
         if (oid === OID.subjectAltName) san = [...(san ?? []), ...parseSan(bytesOf(valueNode))];
       }
@@ -193,17 +194,17 @@ export function parseCsr(input: string | Buffer, maxBytes: number = MAX_CSR_BYTE
     der = csrs[0]!.der;
   }
   try {
-    const root = expectUniversal(parseDer(der), forge.asn1.Type.SEQUENCE, 'the request');
+    const root = expectUniversal(parseDer(der), forgeAsn1.Type.SEQUENCE, 'the request');
     const [cri, sigAlg, sigValue] = childrenOf(root, 'the request');
     if (childrenOf(root, 'the request').length !== 3) throw new Asn1Error('the request does not have three parts');
-    const criParts = childrenOf(expectUniversal(cri, forge.asn1.Type.SEQUENCE, 'certificationRequestInfo'), 'certificationRequestInfo');
+    const criParts = childrenOf(expectUniversal(cri, forgeAsn1.Type.SEQUENCE, 'certificationRequestInfo'), 'certificationRequestInfo');
     const [version, subject, spki, attributes] = criParts;
     if (criParts.length > 4) throw new Asn1Error('certificationRequestInfo has extra parts');
-    if (bytesOf(expectUniversal(version, forge.asn1.Type.INTEGER, 'the version')).toString('hex') !== '00') throw new Asn1Error('the version is not 1');
+    if (bytesOf(expectUniversal(version, forgeAsn1.Type.INTEGER, 'the version')).toString('hex') !== '00') throw new Asn1Error('the version is not 1');
 
     const commonNames: string[] = [];
-    for (const rdn of childrenOf(expectUniversal(subject, forge.asn1.Type.SEQUENCE, 'the subject'), 'the subject')) {
-      for (const atv of childrenOf(expectUniversal(rdn, forge.asn1.Type.SET, 'a subject RDN'), 'a subject RDN')) {
+    for (const rdn of childrenOf(expectUniversal(subject, forgeAsn1.Type.SEQUENCE, 'the subject'), 'the subject')) {
+      for (const atv of childrenOf(expectUniversal(rdn, forgeAsn1.Type.SET, 'a subject RDN'), 'a subject RDN')) {
         const [t, v] = childrenOf(atv, 'a subject attribute');
         if (oidOf(t, 'a subject attribute type') === OID.commonName) {
           if (!v) throw new Asn1Error('a commonName has no value');
@@ -211,12 +212,12 @@ export function parseCsr(input: string | Buffer, maxBytes: number = MAX_CSR_BYTE
         }
       }
     }
-    expectUniversal(spki, forge.asn1.Type.SEQUENCE, 'the public key');
+    expectUniversal(spki, forgeAsn1.Type.SEQUENCE, 'the public key');
     const { oids, san } = readExtensions(attributes);
 
-    const sigAlgParts = childrenOf(expectUniversal(sigAlg, forge.asn1.Type.SEQUENCE, 'the signature algorithm'), 'the signature algorithm');
+    const sigAlgParts = childrenOf(expectUniversal(sigAlg, forgeAsn1.Type.SEQUENCE, 'the signature algorithm'), 'the signature algorithm');
     const signatureAlgorithmOid = oidOf(sigAlgParts[0], 'the signature algorithm');
-    const sigBits = bytesOf(expectUniversal(sigValue, forge.asn1.Type.BITSTRING, 'the signature'));
+    const sigBits = bytesOf(expectUniversal(sigValue, forgeAsn1.Type.BITSTRING, 'the signature'));
     if (sigBits.length < 2 || sigBits[0] !== 0) throw new Asn1Error('the signature is empty or not whole bytes');
 
     return {

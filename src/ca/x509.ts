@@ -3,7 +3,8 @@
  * extensions Node does not expose (keyUsage bits, basicConstraints pathLen).
  */
 import { X509Certificate } from 'node:crypto';
-import forge from 'node-forge';
+import type forge from 'node-forge';
+import { forgeAsn1 } from './forge-asn1.js';
 import { Asn1Error, OID, bytesOf, childrenOf, expectUniversal, oidOf, parseDer, pemBlocks, rawChild, toPem } from './asn1.js';
 import { describePublicKey, type KeyDescription } from './keys.js';
 
@@ -68,20 +69,20 @@ function extensionsOf(der: Buffer): Map<string, Extension> {
 /** The extensions in a tbs structure's explicitly tagged [tag] field (certificates: [3]; CRLs: [0]). */
 function extensionsIn(tbs: forge.asn1.Asn1[], tag: number): Map<string, Extension> {
   const out = new Map<string, Extension>();
-  const wrapper = tbs.find((n) => n.tagClass === forge.asn1.Class.CONTEXT_SPECIFIC && n.type === tag);
+  const wrapper = tbs.find((n) => n.tagClass === forgeAsn1.Class.CONTEXT_SPECIFIC && n.type === tag);
   if (!wrapper) return out;
   for (const ext of childrenOf(childrenOf(wrapper, 'extensions')[0], 'extensions')) {
     const parts = childrenOf(ext, 'an extension');
     const oid = oidOf(parts[0], 'an extension id');
     const critical = parts.length === 3 && bytesOf(parts[1]!).toString('hex') !== '00';
-    out.set(oid, { critical, value: bytesOf(expectUniversal(parts[parts.length - 1], forge.asn1.Type.OCTETSTRING, 'an extension value')) });
+    out.set(oid, { critical, value: bytesOf(expectUniversal(parts[parts.length - 1], forgeAsn1.Type.OCTETSTRING, 'an extension value')) });
   }
   return out;
 }
 
 function keyUsageOf(ext: Extension | undefined): string[] {
   if (!ext) return [];
-  const bits = bytesOf(expectUniversal(parseDer(ext.value), forge.asn1.Type.BITSTRING, 'keyUsage'));
+  const bits = bytesOf(expectUniversal(parseDer(ext.value), forgeAsn1.Type.BITSTRING, 'keyUsage'));
   const out: string[] = [];
   for (let i = 0; i < KEY_USAGE_BITS.length; i++) {
     const byte = bits[1 + (i >> 3)];
@@ -96,10 +97,10 @@ function keyUsageOf(ext: Extension | undefined): string[] {
  */
 function basicConstraintsOf(ext: Extension | undefined): { ca: boolean; pathLen: number | undefined } {
   if (!ext) return { ca: false, pathLen: undefined };
-  const parts = childrenOf(expectUniversal(parseDer(ext.value), forge.asn1.Type.SEQUENCE, 'basicConstraints'), 'basicConstraints');
-  const universal = (type: number) => parts.find((p) => p.type === type && p.tagClass === forge.asn1.Class.UNIVERSAL);
-  const bool = universal(forge.asn1.Type.BOOLEAN);
-  const int = universal(forge.asn1.Type.INTEGER);
+  const parts = childrenOf(expectUniversal(parseDer(ext.value), forgeAsn1.Type.SEQUENCE, 'basicConstraints'), 'basicConstraints');
+  const universal = (type: number) => parts.find((p) => p.type === type && p.tagClass === forgeAsn1.Class.UNIVERSAL);
+  const bool = universal(forgeAsn1.Type.BOOLEAN);
+  const int = universal(forgeAsn1.Type.INTEGER);
   return {
     ca: bool !== undefined && bytesOf(bool).toString('hex') !== '00',
     pathLen: int ? parseInt(bytesOf(int).toString('hex') || '0', 16) : undefined,
@@ -109,7 +110,7 @@ function basicConstraintsOf(ext: Extension | undefined): { ca: boolean; pathLen:
 function authorityKeyIdOf(ext: Extension | undefined): Buffer | undefined {
   if (!ext) return undefined;
   const parts = childrenOf(parseDer(ext.value), 'authorityKeyIdentifier');
-  const id = parts.find((p) => p.tagClass === forge.asn1.Class.CONTEXT_SPECIFIC && p.type === 0);
+  const id = parts.find((p) => p.tagClass === forgeAsn1.Class.CONTEXT_SPECIFIC && p.type === 0);
   return id ? bytesOf(id) : undefined;
 }
 
@@ -216,16 +217,16 @@ export function parseCrl(input: string | Buffer): CrlInfo {
   }
   const tbs = childrenOf(childrenOf(parseDer(der), 'the CRL')[0], 'tbsCertList');
   const isTime = (n: forge.asn1.Asn1) =>
-    n.tagClass === forge.asn1.Class.UNIVERSAL && (n.type === forge.asn1.Type.UTCTIME || n.type === forge.asn1.Type.GENERALIZEDTIME);
+    n.tagClass === forgeAsn1.Class.UNIVERSAL && (n.type === forgeAsn1.Type.UTCTIME || n.type === forgeAsn1.Type.GENERALIZEDTIME);
   const toDate = (n: forge.asn1.Asn1) =>
-    n.type === forge.asn1.Type.UTCTIME ? forge.asn1.utcTimeToDate(n.value as string) : forge.asn1.generalizedTimeToDate(n.value as string);
+    n.type === forgeAsn1.Type.UTCTIME ? forgeAsn1.utcTimeToDate(n.value as string) : forgeAsn1.generalizedTimeToDate(n.value as string);
   const timeIdx = tbs.findIndex(isTime);
   if (timeIdx < 0) throw new Asn1Error('the CRL has no thisUpdate');
   const next = tbs[timeIdx + 1];
   const hasNext = next !== undefined && isTime(next);
   const list = tbs[timeIdx + (hasNext ? 2 : 1)];
   const revokedSerials: string[] = [];
-  if (list && list.tagClass === forge.asn1.Class.UNIVERSAL && list.type === forge.asn1.Type.SEQUENCE) {
+  if (list && list.tagClass === forgeAsn1.Class.UNIVERSAL && list.type === forgeAsn1.Type.SEQUENCE) {
     for (const entry of childrenOf(list, 'revokedCertificates')) {
       revokedSerials.push(normalizeSerial(bytesOf(childrenOf(entry, 'a revoked entry')[0]!).toString('hex')));
     }
@@ -233,7 +234,7 @@ export function parseCrl(input: string | Buffer): CrlInfo {
   const numberExt = extensionsIn(tbs, 0).get(OID.crlNumber);
   let crlNumber: bigint | undefined;
   if (numberExt) {
-    const hex = bytesOf(expectUniversal(parseDer(numberExt.value), forge.asn1.Type.INTEGER, 'cRLNumber')).toString('hex');
+    const hex = bytesOf(expectUniversal(parseDer(numberExt.value), forgeAsn1.Type.INTEGER, 'cRLNumber')).toString('hex');
     // A negative number (high bit set) is not a CRL number: refused rather than read as a huge one.
     if (hex === '' || parseInt(hex.slice(0, 2), 16) >= 0x80) throw new Asn1Error('the CRL number is not a non-negative integer');
     // RFC 5280 5.2.3: at most 20 octets (a leading zero octet keeps a high bit positive).
