@@ -4,7 +4,6 @@ import { parseDuration } from '../config/duration.js';
 import { ConflictError, InputError } from '../util/errors.js';
 import { createToken, listTokens, revokeToken } from '../state/tokens.js';
 import { requireSubdomain } from '../state/subdomains.js';
-import { createApi } from '../api/server.js';
 import { probeAll } from '../probe/run.js';
 import { asSingleton } from '../server/relays/singletons.js';
 import { formatDuration } from '../config/duration.js';
@@ -158,6 +157,9 @@ It also serves GET /metrics (Prometheus) on the loopback listener, never through
           host = m[1];
           port = Number(m[2]);
         }
+        // Loaded here, not at the top: the API (its schemas, prom-client) is a quarter of the CLI's code,
+        // which every other command would parse at start-up for nothing.
+        const { createApi } = await import('../api/server.js');
         const api = createApi(ctx, { host, port, log: createLog('api', o.logFormat as LogFormat) });
         let addr;
         try {
