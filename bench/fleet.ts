@@ -7,8 +7,10 @@
  *
  * Simulated pods are real ssh clients with the pod's own options (tunnelArgv of src/pod/tunnel.ts; plus a
  * cheaper key exchange, see POD_KEX, and at nice 10, because they share the server's cores here), each with
- * its own registered key and its own ports, all in the pod's namespace behind the NAT router: to sshd they
- * are one source address, as many pods behind one carrier-grade NAT would be.
+ * its own registered key and its own ports, all in the pod's namespace. The pods that run the real reconnect
+ * policy come each from an address of its own (SPREAD_CIDR, routed by the router without NAT, as a fleet spread
+ * over the internet is); the restart is then run again with the same pods behind the NAT router, one source
+ * address to sshd, as many pods behind one carrier-grade NAT address would be. The others are behind the NAT.
  *
  *   npx vite-node bench/all.ts fleet               # about 13 minutes; BENCH_QUICK=1: small sizes, about 1 minute
  *   BENCH_FLEET_PARTS=storm BENCH_FLEET_LOGS=/tmp/x npx vite-node bench/all.ts fleet   # one part, logs kept
@@ -17,7 +19,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { WORLD_ENV, listPids, netnsInodeOfName, pidsInNetns, waitFor, type World } from '../test/world/index.js';
+import { ADDR, WORLD_ENV, listPids, netnsInodeOfName, pidsInNetns, waitFor, type World } from '../test/world/index.js';
 import { DOMAIN, Stack } from '../test/stack/stack.js';
 import { randomEd25519Key } from '../test/stack/seed.js';
 import { storeTargetOf } from '../src/server/context.js';
@@ -42,7 +44,7 @@ const LOOKUPS = QUICK ? 10 : 100;
 /** Pods connected before the restart: they run the pods' real reconnect policy, and are the first fleet steps. */
 const STORM = QUICK ? 50 : 1000;
 const HOLD = QUICK ? 100 : 5000;
-/** Pods starting at once during a bring-up: below PerSourceMaxStartups (64), since they are one source. */
+/** Pods starting at once during a bring-up: below PerSourceMaxStartups (64), since most of them are one source. */
 const BRINGUP_CONCURRENCY = 32;
 const IDLE_WINDOW_MS = QUICK ? 3000 : 10_000;
 const STORM_LIMIT_MS = QUICK ? 60_000 : 150_000;
@@ -71,6 +73,20 @@ const SERVICES = [
 ];
 /** BENCH_FLEET_PARTS=logins,memory,storm (the default: all) runs only some parts, to look into one. */
 const PARTS = new Set((process.env['BENCH_FLEET_PARTS'] ?? 'logins,memory,storm').split(','));
+/**
+ * Where the restarting pods come from: `own` (each pod its own address), `one` (all behind the NAT router's one
+ * address); BENCH_FLEET_SOURCES=own or =one runs only one of the two restarts.
+ */
+const SOURCES = (process.env['BENCH_FLEET_SOURCES'] ?? 'own,one').split(',').filter((x): x is Sources => x === 'own' || x === 'one');
+type Sources = 'own' | 'one';
+/** RFC 2544's benchmarking range: the addresses of pods spread over the internet (one each, on the pod namespace's eth0). */
+const SPREAD_CIDR = '198.18.0.0/15';
+/** The address of simulated pod I when pods have addresses of their own (198.18.0.1 onwards, never .0 or .255). */
+function spreadAddress(i: number): string {
+  const n = i + 1;
+  const third = Math.floor(n / 254);
+  return `198.${18 + Math.floor(third / 256)}.${third % 256}.${(n % 254) + 1}`;
+}
 const KEX_SNTRUP = 'sntrup761x25519-sha512@openssh.com';
 const KEX_CURVE = 'curve25519-sha256';
 
@@ -422,9 +438,11 @@ class Fleet {
   }
 
   /** Starts bench/bin/fleet-pods.mjs in the pod's namespace with these pods. */
-  async startFleet(name: string, pods: readonly SimPod[], mode: 'ssh' | 'autossh', extra: readonly string[] = []): Promise<void> {
+  async startFleet(name: string, pods: readonly SimPod[], mode: 'ssh' | 'autossh', extra0: readonly string[] = [], sources: Sources = 'one'): Promise<void> {
     const manifest = this.world.path(`${name}.json`);
+    if (sources === 'own') await this.spreadSources(pods.map((p) => p.index));
     const entries = pods.map((p) => {
+      const extra = sources === 'own' ? [...extra0, '-o', `BindAddress=${spreadAddress(p.index)}`] : extra0;
       // The pods run niced (nice execs them: same pid); the helper itself does not, so that its timestamps stay close to the events.
       const nice = ['nice', '-n', String(POD_NICE)];
       if (mode === 'ssh') return { index: p.index, argv: [...nice, ...this.sshArgv(p, extra)], state: null };
@@ -436,7 +454,41 @@ class Fleet {
     });
     fs.writeFileSync(manifest, JSON.stringify({ pods: entries }));
     this.fleetNames.push(name);
+    this.startedAt.set(name, epochNow());
     await this.world.start({ name, host: 'pod', argv: benchHelperArgv('fleet-pods.mjs', [manifest, BRINGUP_CONCURRENCY]), ready: (d, p) => p.waitLog(d.name, 'started') });
+  }
+
+  private spread = new Set<number>();
+  /** When each fleet was started (epoch ms). */
+  readonly startedAt = new Map<string, number>();
+
+  /**
+   * Gives these pods addresses of their own: /32s on the pod namespace's eth0, SPREAD_CIDR routed to the pod by
+   * the router (its masquerade takes only the LAN's addresses, its forward chain lets the LAN out whatever the
+   * source) and to the router by the server. The addresses go with the namespaces.
+   */
+  async spreadSources(indices: readonly number[]): Promise<void> {
+    const add = indices.filter((i) => !this.spread.has(i));
+    if (!add.length) return;
+    const batch = async (host: 'pod' | 'rtr' | 'srv', commands: string[]) => {
+      if (commands.length) await run('ip', ['-n', this.world.ns(host), '-batch', '-'], { input: commands.join('\n') + '\n', timeout: 60_000 });
+    };
+    if (this.spread.size === 0) {
+      await batch('rtr', [`route add ${SPREAD_CIDR} via ${this.world.address('pod')}`]);
+      await batch('srv', [`route add ${SPREAD_CIDR} via ${ADDR.routerWan}`]);
+    }
+    await batch('pod', add.map((i) => `address add ${spreadAddress(i)}/32 dev eth0`));
+    for (const i of add) this.spread.add(i);
+  }
+
+  /** Starts the restart's pods again (every other fleet stopped first), from these sources: the fleet's name. */
+  async restartStormPods(sources: Sources): Promise<string> {
+    await this.stopFleets([], 0);
+    const name = `storm-${sources}`;
+    const pods = this.pods.slice(0, STORM);
+    say(`fleet: starting the ${STORM} autossh pods again, ${sourcesText(sources)}`);
+    await this.startFleet(name, pods, 'autossh', POD_KEX_ARGS, sources);
+    return name;
   }
 
   events(names: string | readonly string[]): FleetEvent[] {
@@ -682,7 +734,7 @@ async function measureMemory(b: Fleet): Promise<MemoryResult> {
     const added = `${step.real ? 'autossh + wrapper' : 'ssh'}${POD_KEX === 'default' ? '' : ` + ${POD_KEX}`}`;
     say(`fleet: ${hold ? 'hold: ' : ''}connecting pods ${have + 1}–${step.to} (${added}; ${BRINGUP_CONCURRENCY} starting at once)`);
     const since = epochNow();
-    await b.startFleet(name, pods, step.real ? 'autossh' : 'ssh', POD_KEX_ARGS);
+    await b.startFleet(name, pods, step.real ? 'autossh' : 'ssh', POD_KEX_ARGS, step.real ? SOURCES[0] : 'one');
     if (step.real) stormFleets.push(name);
     const r = await b.waitOnline(name, pods.map((p) => p.index), { since, limitMs: 900_000, label: `${step.to} pods`, guard: true });
     const bringUpS = (Math.max(...[...r.online.values()].map((e) => e.at), since) - since) / 1000;
@@ -704,6 +756,7 @@ async function measureMemory(b: Fleet): Promise<MemoryResult> {
 // ---------------------------------------------------------------------------------------- part 4
 
 interface StormResult {
+  sources: Sources;
   pods: number;
   killedProcs: number;
   nftMs: number;
@@ -762,13 +815,17 @@ function machineBusyTicks(): number {
   return f.slice(0, 7).reduce((a, b) => a + b, 0) - f[3]! - f[4]!;
 }
 
-async function measureStorm(b: Fleet, fleets: readonly string[]): Promise<StormResult> {
+function sourcesText(s: Sources): string {
+  return s === 'own' ? 'each pod from an address of its own' : "all pods behind the NAT router's one address";
+}
+
+async function measureStorm(b: Fleet, fleets: readonly string[], sources: Sources): Promise<StormResult> {
   const { world, L } = b;
   const pods = b.pods.slice(0, STORM);
   const indices = pods.map((p) => p.index);
-  say(`fleet: restart with ${STORM} connected pods (autossh + pipe2me's ssh wrapper); ending the other pods' sessions first`);
+  say(`fleet: restart with ${STORM} connected pods (autossh + pipe2me's ssh wrapper; ${sourcesText(sources)}); ending the other pods' sessions first`);
   await b.stopFleets(fleets, STORM);
-  const up = await b.waitOnline(fleets, indices, { since: 0, limitMs: 60_000, label: `${STORM} autossh pods` });
+  const up = await b.waitOnline(fleets, indices, { since: Math.min(...fleets.map((f) => b.startedAt.get(f) ?? 0)), limitMs: 120_000, label: `${STORM} autossh pods` });
   if (up.online.size < STORM) throw new Error(`only ${up.online.size} of ${STORM} autossh pods are online (${up.stopped ?? `${up.exited} exited`})`);
   // autossh counts an ssh that dies within 10 s of its start as a quick death: start from settled pods.
   const lastUp = Math.max(...b.events(fleets).filter((e) => e.kind === 'online').map((e) => e.at));
@@ -914,7 +971,7 @@ async function measureStorm(b: Fleet, fleets: readonly string[]): Promise<StormR
   // The 1-minute load average lags: read it again a while after the storm.
   await sleep(QUICK ? 1000 : 10_000);
   return {
-    pods: pods.length, killedProcs: victims.length + 1, nftMs, checkMs, startMs, listeningMs, back, serverBack: serverBack.size, helperLastMs, lastBackMs, backAt, attempts, autosshStarts,
+    sources, pods: pods.length, killedProcs: victims.length + 1, nftMs, checkMs, startMs, listeningMs, back, serverBack: serverBack.size, helperLastMs, lastBackMs, backAt, attempts, autosshStarts,
     sshdAccepted: (sshdLog.match(/^Connection from /gm) ?? []).length, sshdAuthenticated: (sshdLog.match(/^Accepted publickey/gm) ?? []).length,
     sshdDrops: drops.length, sshdDropsBelowBegin: drops.filter((n) => n < 200).length, throttling: (sshdLog.match(/beginning MaxStartups throttling/g) ?? []).length,
     closedBeforeAuth, nftDropped, client, loadBefore, runnableBefore, runnable: stats(runnable), loadAfter, loadLater: loadAverage(), limitMs: STORM_LIMIT_MS, wallS, cpu,
@@ -1019,8 +1076,8 @@ function reportMemory(m: MemoryResult): string {
     '',
     'Every simulated pod has its own key registered in the state (a subdomain with http, https and tcp ports, seeded as bench/control-plane.ts seeds, then',
     'one `apply`), its own directory (key, known_hosts, ssh wrapper and backoff state), its stdin an open pipe and its session holder running. They log in',
-    `from the pod's namespace behind the NAT router (one source address to sshd), at most ${BRINGUP_CONCURRENCY} starting at once (bench/bin/fleet-pods.mjs). The first`,
-    `${STORM.toLocaleString('en-US')} run as pods run (autossh, tunnelArgv, tunnelEnv, pipe2me's ssh wrapper) and stay for part 4; the rest are plain \`ssh\` with tunnelArgv's options.`,
+    `from the pod's namespace, at most ${BRINGUP_CONCURRENCY} starting at once (bench/bin/fleet-pods.mjs). The first`,
+    `${STORM.toLocaleString('en-US')} run as pods run (autossh, tunnelArgv, tunnelEnv, pipe2me's ssh wrapper)${SOURCES[0] === 'own' ? ', each from an address of its own (part 4),' : ''} and stay for part 4; the rest are plain \`ssh\` with tunnelArgv's options, behind the NAT router (one source address to sshd).`,
     `All of them add ${POD_KEX_TEXT}${POD_KEX === 'default' ? '' : ' to the pod\'s options: their ssh runs on the same 2 cores as the server, and with OpenSSH\'s default (sntrup761) each client login costs about 6× the CPU (part 2)'},`,
     `and run at nice ${POD_NICE}, so that the server's sshd, which has its cores to itself in a real deployment, gets the CPU first.`,
     'The server side is the sshd listener and every process below it (/proc): per pod = (total − the listener alone: '
@@ -1038,48 +1095,63 @@ function reportMemory(m: MemoryResult): string {
   ].join('\n');
 }
 
-function reportStorm(s: StormResult, loginMs: number | null): string {
-  const att = stats(s.attempts);
-  const starts = stats(s.autosshStarts.filter((n) => Number.isFinite(n)));
-  const hist = new Map<number, number>();
-  for (const a of s.attempts) hist.set(a, (hist.get(a) ?? 0) + 1);
-  const histText = [...hist.entries()].sort((a, b) => a[0] - b[0]).map(([a, n]) => `${a}: ${n}`).join(', ');
-  const allBack = s.lastBackMs !== null;
-  const clientRows = Object.entries(s.client).sort((a, b) => b[1] - a[1]).map(([k, n]) => [k, String(n)]);
-  const others = Math.max(0, s.cpu.machine - s.cpu.sshd - s.cpu.pods - s.cpu.daemons - s.cpu.bench);
+function reportStorm(runs: readonly StormResult[], loginMs: number | null): string {
+  const s0 = runs[0]!;
+  /** One row: a measure, its value in each run, and the target with each run's verdict. */
+  type Row = [string, (s: StormResult) => string, ((s: StormResult) => boolean)?, string?];
+  const att = (s: StormResult) => stats(s.attempts);
+  const allBack = (s: StormResult) => s.lastBackMs !== null;
+  const others = (s: StormResult) => Math.max(0, s.cpu.machine - s.cpu.sshd - s.cpu.pods - s.cpu.daemons - s.cpu.bench);
+  const rows: Row[] = [
+    ['sshd listening again after the kill', (s) => `**${f2(s.listeningMs / 1000)} s**`, (s) => s.listeningMs <= 2000, '≤ 2 s'],
+    ['all pods back (from the kill; the session holder\'s record of each pod\'s new session)', (s) => (allBack(s) ? `**${f1(s.lastBackMs! / 1000)} s**` : `**not within ${s.limitMs / 1000} s**: ${s.serverBack} of ${s.pods}`), (s) => allBack(s) && s.lastBackMs! <= 30_000, '≤ 30 s'],
+    ['… as the pods saw it (the helper read the last "online" line)', (s) => (s.helperLastMs === null ? `${s.back.size} of ${s.pods} within the limit` : `${f1(s.helperLastMs / 1000)} s`)],
+    [`pods back within ${s0.backAt.map((x) => x.s).join(' / ')} s`, (s) => s.backAt.map((x) => x.n).join(' / ')],
+    ['ssh attempts per pod that came back (wrapper state), median / max', (s) => (s.attempts.length ? `${att(s).median} / ${att(s).max}` : '–'), (s) => s.attempts.length === s.pods && att(s).max <= 2, '≤ 2'],
+    ['pods by attempts', (s) => histogram(s.attempts) || '–'],
+    ['autossh "starting ssh" per pod since the kill, median / max', (s) => { const x = stats(s.autosshStarts.filter((n) => Number.isFinite(n))); return `${x.median} / ${x.max}`; }],
+    ['connections sshd accepted / authenticated (its log)', (s) => `${s.sshdAccepted} / ${s.sshdAuthenticated}`],
+    ['connections sshd dropped ("drop connection … past MaxStartups"); of them with fewer than 200 unauthenticated in all (so by PerSourceMaxStartups); throttling episodes', (s) => `${s.sshdDrops}; ${s.sshdDropsBelowBegin}; ${s.throttling}`],
+    ['connections sshd closed before authentication without a word (the pods\' ssh: "Connection closed by …")', (s) => String(s.closedBeforeAuth)],
+    ['SYNs dropped by pipe2me\'s nftables per-source limit (counter since the reload)', (s) => (s.nftDropped === null ? '–' : String(s.nftDropped))],
+    ['CPU from the kill until the wait ended, core-seconds: sshd / simulated pods (ssh, autossh, the wrapper) / API + nginx + BIND / the benchmark\'s own processes / the rest (kernel work not charged to a process — the namespaces\' network, process exits — and other users of this shared machine); the window; the machine busy, % of its 2 cores (sshd\'s figure also holds the sessions\' close)',
+      (s) => `${f1(s.cpu.sshd)} / ${f1(s.cpu.pods)} / ${f1(s.cpu.daemons)} / ${f1(s.cpu.bench)} / ${f1(others(s))}; ${f1(s.wallS)} s; ${f1((s.cpu.machine / s.wallS / 2) * 100)}%`],
+    [`sshd CPU per pod back: all its attempts (dropped and timed-out ones included) and, at the end, its session's close${loginMs ? ` (one login and its close alone, part 2: ${f1(loginMs)} ms)` : ''}`, (s) => (s.back.size ? `${f1((s.cpu.sshd * 1000) / s.back.size)} ms` : '–')],
+    ['the same reconnection with sshd alone on these 2 cores would need at least (its CPU / 2 cores)', (s) => `${f1(s.cpu.sshd / 2)} s`],
+    ['runnable tasks on the machine (/proc/loadavg "running", every 250 ms): before the kill / during the wait', (s) => `${s.runnableBefore} / ${mr(s.runnable, 0)}`],
+    ['load average (1 min) before / when the wait ended / 10 s later', (s) => `${s.loadBefore} / ${s.loadAfter} / ${s.loadLater}`],
+  ];
+  const header = ['measure', ...runs.map((s) => sourcesText(s.sources)), 'target'];
+  const body = rows.map(([label, value, ok, target]) => [
+    label,
+    ...runs.map(value),
+    ok && target ? `${target} — ${runs.map((s) => `${verdict(ok(s))}${runs.length > 1 ? ` (${s.sources === 'own' ? 'own addresses' : 'one address'})` : ''}`).join(', ')}` : '',
+  ]);
+  const kinds = [...new Set(runs.flatMap((s) => Object.keys(s.client)))].sort((x, y) => Math.max(...runs.map((s) => s.client[y] ?? 0)) - Math.max(...runs.map((s) => s.client[x] ?? 0)));
   return [
     '### 4. Restart of the server\'s sshd with connected pods',
     '',
-    `${s.pods.toLocaleString('en-US')} simulated pods connected, each running the real reconnect policy: \`autossh\` with tunnelArgv and tunnelEnv (AUTOSSH_PATH = pipe2me's ssh wrapper`,
+    `${s0.pods.toLocaleString('en-US')} simulated pods connected, each running the real reconnect policy: \`autossh\` with tunnelArgv and tunnelEnv (AUTOSSH_PATH = pipe2me's ssh wrapper`,
     'from sshWrapperScript, with the pod\'s own backoff state file; bench/bin/fleet-pods.mjs writes "now" before the first attempt and 0 when a session comes up, as',
-    `\`pipe2me start\` does), the pod's ssh options with ${POD_KEX_TEXT}, at nice ${POD_NICE} (see part 3). The sshd listener and all ${s.killedProcs - 1} processes below it got SIGKILL at once;`,
-    `then sshd was started as pipe2me-sshd.service starts it: \`nft -f\` pipe2me's table (${s.nftMs.toFixed(0)} ms), \`sshd -t\` (${s.checkMs.toFixed(0)} ms), \`sshd -D\` until "Server listening" (${s.startMs.toFixed(0)} ms).`,
+    `\`pipe2me start\` does), the pod's ssh options with ${POD_KEX_TEXT}, at nice ${POD_NICE} (see part 3). The sshd listener and all ${s0.killedProcs - 1} processes below it got SIGKILL at once;`,
+    `then sshd was started as pipe2me-sshd.service starts it: \`nft -f\` pipe2me's table (${s0.nftMs.toFixed(0)} ms), \`sshd -t\` (${s0.checkMs.toFixed(0)} ms), \`sshd -D\` until "Server listening" (${s0.startMs.toFixed(0)} ms).`,
     'Attempts per pod is what the wrapper\'s state file held when the pod\'s session came back (the wrapper\'s runs since the kill); autossh\'s log counts "starting ssh".',
+    `Where the pods come from: *each from an address of its own* is a fleet spread over the internet (every pod's ssh binds an address of ${SPREAD_CIDR} on the pod namespace's eth0 with`,
+    '`BindAddress`; the router routes them without NAT); *behind one address* is the same pods behind the NAT router, as behind one carrier-grade NAT address:',
+    'to sshd\'s PerSourceMaxStartups and to pipe2me\'s per-source SYN limit they are then one source. The same pods, restarted in between.',
     '',
-    table(['measure', 'value', 'target'], [
-      ['sshd listening again after the kill', `**${f2(s.listeningMs / 1000)} s**`, `≤ 2 s — ${verdict(s.listeningMs <= 2000)}`],
-      ['all pods back (from the kill; the session holder\'s record of each pod\'s new session)', allBack ? `**${f1(s.lastBackMs! / 1000)} s**` : `**not within ${s.limitMs / 1000} s**: ${s.serverBack} of ${s.pods}`, `≤ 30 s — ${verdict(allBack && s.lastBackMs! <= 30_000)}`],
-      ['… as the pods saw it (the helper read the last "online" line)', s.helperLastMs === null ? `${s.back.size} of ${s.pods} within the limit` : `${f1(s.helperLastMs / 1000)} s`, ''],
-      [`pods back within ${s.backAt.map((x) => x.s).join(' / ')} s`, s.backAt.map((x) => x.n).join(' / '), ''],
-      ['ssh attempts per pod that came back (wrapper state), median / max', s.attempts.length ? `${att.median} / ${att.max}` : '–', `≤ 2 — ${verdict(s.attempts.length === s.pods && att.max <= 2)}`],
-      ['pods by attempts', histText || '–', ''],
-      ['autossh "starting ssh" per pod since the kill, median / max', `${starts.median} / ${starts.max}`, ''],
-      ['connections sshd accepted / authenticated (its log)', `${s.sshdAccepted} / ${s.sshdAuthenticated}`, ''],
-      ['connections sshd dropped ("drop connection … past MaxStartups")', `${s.sshdDrops}, ${s.sshdDropsBelowBegin} of them with fewer than 200 unauthenticated in all (so by PerSourceMaxStartups); ${s.throttling} throttling episodes`, ''],
-      ['connections sshd closed before authentication without a word (the pods\' ssh: "Connection closed by …")', String(s.closedBeforeAuth), ''],
-      ['SYNs dropped by pipe2me\'s nftables per-source limit (counter since the reload)', s.nftDropped === null ? '–' : String(s.nftDropped), ''],
-      [`CPU from the kill until the wait ended (${f1(s.wallS)} s), core-seconds: sshd / simulated pods (ssh, autossh, the wrapper) / API + nginx + BIND / the benchmark's own processes / the rest (kernel work not charged to a process — the namespaces' network, process exits — and other users of this shared machine)`,
-        `${f1(s.cpu.sshd)} / ${f1(s.cpu.pods)} / ${f1(s.cpu.daemons)} / ${f1(s.cpu.bench)} / ${f1(others)} (machine busy ${f1((s.cpu.machine / s.wallS / 2) * 100)}% of its 2 cores; sshd's figure also holds the sessions' close)`, ''],
-      ['sshd CPU per pod back: all its attempts (dropped and timed-out ones included) and, at the end, its session\'s close', s.back.size ? `${f1((s.cpu.sshd * 1000) / s.back.size)} ms${loginMs ? ` (one login and its close alone, part 2: ${f1(loginMs)} ms)` : ''}` : '–', ''],
-      ['the same reconnection with sshd alone on these 2 cores would need at least', `${f1(s.cpu.sshd / 2)} s (its CPU / 2 cores)`, ''],
-      ['runnable tasks on the machine (/proc/loadavg "running", every 250 ms): before the kill / during the wait', `${s.runnableBefore} / ${mr(s.runnable, 0)}`, ''],
-      ['load average (1 min) before / when the wait ended / 10 s later', `${s.loadBefore} / ${s.loadAfter} / ${s.loadLater}`, ''],
-    ]),
+    table(header, body),
     '',
     'What the pods\' ssh printed after the kill (one line per failed attempt):',
     '',
-    clientRows.length ? table(['ssh said', 'lines'], clientRows) : '(nothing)',
+    kinds.length ? table(['ssh said', ...runs.map((s) => sourcesText(s.sources))], kinds.map((k) => [k, ...runs.map((s) => String(s.client[k] ?? 0))])) : '(nothing)',
   ].join('\n');
+}
+
+function histogram(xs: readonly number[]): string {
+  const hist = new Map<number, number>();
+  for (const a of xs) hist.set(a, (hist.get(a) ?? 0) + 1);
+  return [...hist.entries()].sort((a, b) => a[0] - b[0]).map(([a, n]) => `${a}: ${n}`).join(', ');
 }
 
 // ------------------------------------------------------------------------------------------- main
@@ -1117,11 +1189,20 @@ export async function main(): Promise<BenchSection> {
       failures.push(`memory: ${(e as Error).message}`);
       say(`fleet: the memory part failed: ${(e as Error).message}`);
     }
-    if (PARTS.has('storm') && stormFleets.length) try {
-      parts.push(reportStorm(await measureStorm(b, stormFleets), loginCpu));
-    } catch (e) {
-      failures.push(`restart: ${(e as Error).message}`);
-      say(`fleet: the restart part failed: ${(e as Error).message}`);
+    if (PARTS.has('storm') && stormFleets.length) {
+      const runs: StormResult[] = [];
+      for (const [i, sources] of SOURCES.entries()) {
+        try {
+          // The first restart takes the pods the memory part left connected; each later one the same pods started again.
+          if (i > 0) stormFleets = [await b.restartStormPods(sources)];
+          runs.push(await measureStorm(b, stormFleets, sources));
+        } catch (e) {
+          failures.push(`restart (${sourcesText(sources)}): ${(e as Error).message}`);
+          say(`fleet: the restart part failed: ${(e as Error).message}`);
+          break;
+        }
+      }
+      if (runs.length) parts.push(reportStorm(runs, loginCpu));
     }
     await b.stopFleets().catch(() => {});
   } finally {
