@@ -774,7 +774,10 @@ interface StormResult {
   sshdAccepted: number;
   sshdAuthenticated: number;
   sshdDrops: number;
-  sshdDropsBelowBegin: number;
+  /** sshd's MaxStartups (begin:rate:full) as rendered, and the drops by cause: below begin only PerSourceMaxStartups drops; from begin on, MaxStartups' random early drop. */
+  maxStartups: { begin: number; rate: number; full: number };
+  sshdDropsPerSource: number;
+  sshdDropsEarly: number;
   throttling: number;
   closedBeforeAuth: number;
   nftDropped: number | null;
@@ -937,6 +940,10 @@ async function measureStorm(b: Fleet, fleets: readonly string[], sources: Source
   });
   const sshdLog = world.procs.log('sshd');
   const drops = [...sshdLog.matchAll(/drop connection #(\d+) from/g)].map((m) => Number(m[1]));
+  // "drop connection #N": N is the unauthenticated connections at that moment (sshd.c, drop_connection).
+  const ms = /^MaxStartups (\d+):(\d+):(\d+)$/m.exec(fs.readFileSync(L.sshd.config, 'utf8'));
+  if (!ms) throw new Error(`no MaxStartups begin:rate:full line in ${L.sshd.config}`);
+  const maxStartups = { begin: Number(ms[1]), rate: Number(ms[2]), full: Number(ms[3]) };
   let nftDropped: number | null = null;
   const nft = await world.inNs('srv', ['/usr/sbin/nft', 'list', 'table', 'inet', b.stack.config.firewall.table], { timeout: 10_000, allowFailure: true });
   if (nft.exitCode === 0) nftDropped = [...nft.stdout.matchAll(/counter packets (\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
@@ -973,7 +980,7 @@ async function measureStorm(b: Fleet, fleets: readonly string[], sources: Source
   return {
     sources, pods: pods.length, killedProcs: victims.length + 1, nftMs, checkMs, startMs, listeningMs, back, serverBack: serverBack.size, helperLastMs, lastBackMs, backAt, attempts, autosshStarts,
     sshdAccepted: (sshdLog.match(/^Connection from /gm) ?? []).length, sshdAuthenticated: (sshdLog.match(/^Accepted publickey/gm) ?? []).length,
-    sshdDrops: drops.length, sshdDropsBelowBegin: drops.filter((n) => n < 200).length, throttling: (sshdLog.match(/beginning MaxStartups throttling/g) ?? []).length,
+    sshdDrops: drops.length, maxStartups, sshdDropsPerSource: drops.filter((n) => n < maxStartups.begin).length, sshdDropsEarly: drops.filter((n) => n >= maxStartups.begin).length, throttling: (sshdLog.match(/beginning MaxStartups throttling/g) ?? []).length,
     closedBeforeAuth, nftDropped, client, loadBefore, runnableBefore, runnable: stats(runnable), loadAfter, loadLater: loadAverage(), limitMs: STORM_LIMIT_MS, wallS, cpu,
   };
 }
@@ -1111,7 +1118,7 @@ function reportStorm(runs: readonly StormResult[], loginMs: number | null): stri
     ['pods by attempts', (s) => histogram(s.attempts) || '–'],
     ['autossh "starting ssh" per pod since the kill, median / max', (s) => { const x = stats(s.autosshStarts.filter((n) => Number.isFinite(n))); return `${x.median} / ${x.max}`; }],
     ['connections sshd accepted / authenticated (its log)', (s) => `${s.sshdAccepted} / ${s.sshdAuthenticated}`],
-    ['connections sshd dropped ("drop connection … past MaxStartups"); of them with fewer than 200 unauthenticated in all (so by PerSourceMaxStartups); throttling episodes', (s) => `${s.sshdDrops}; ${s.sshdDropsBelowBegin}; ${s.throttling}`],
+    [`connections sshd dropped ("drop connection #N … past MaxStartups"): all; by PerSourceMaxStartups (N below MaxStartups' begin, ${s0.maxStartups.begin}); by MaxStartups' random early drop (N ≥ ${s0.maxStartups.begin}: ${s0.maxStartups.rate}% rising to 100% at ${s0.maxStartups.full}); throttling episodes`, (s) => `${s.sshdDrops}; ${s.sshdDropsPerSource}; ${s.sshdDropsEarly}; ${s.throttling}`],
     ['connections sshd closed before authentication without a word (the pods\' ssh: "Connection closed by …")', (s) => String(s.closedBeforeAuth)],
     ['SYNs dropped by pipe2me\'s nftables per-source limit (counter since the reload)', (s) => (s.nftDropped === null ? '–' : String(s.nftDropped))],
     ['CPU from the kill until the wait ended, core-seconds: sshd / simulated pods (ssh, autossh, the wrapper) / API + nginx + BIND / the benchmark\'s own processes / the rest (kernel work not charged to a process — the namespaces\' network, process exits — and other users of this shared machine); the window; the machine busy, % of its 2 cores (sshd\'s figure also holds the sessions\' close)',
