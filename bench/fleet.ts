@@ -19,7 +19,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { ADDR, WORLD_ENV, listPids, netnsInodeOfName, pidsInNetns, waitFor, type World } from '../test/world/index.js';
+import { WORLD_ENV, listPids, netnsInodeOfName, pidsInNetns, waitFor, type World } from '../test/world/index.js';
 import { DOMAIN, Stack } from '../test/stack/stack.js';
 import { randomEd25519Key } from '../test/stack/seed.js';
 import { storeTargetOf } from '../src/server/context.js';
@@ -33,6 +33,7 @@ import { statFields } from '../src/daemons/process.js';
 import { loadAverage, QUICK, mr, progress, ratio, standalone, stats, table, type BenchSection, type Stats } from './lib/report.js';
 import { benchHelperArgv, epochNow, sleep } from './lib/kit.js';
 import { newPodKey } from './lib/pod-key.js';
+import { bindArgs, sourcesFromEnv, sourcesText, SpreadSources, SPREAD_CIDR, type Sources } from './lib/spread.js';
 
 // ------------------------------------------------------------------------------------------ sizes
 
@@ -73,20 +74,8 @@ const SERVICES = [
 ];
 /** BENCH_FLEET_PARTS=logins,memory,storm (the default: all) runs only some parts, to look into one. */
 const PARTS = new Set((process.env['BENCH_FLEET_PARTS'] ?? 'logins,memory,storm').split(','));
-/**
- * Where the restarting pods come from: `own` (each pod its own address), `one` (all behind the NAT router's one
- * address); BENCH_FLEET_SOURCES=own or =one runs only one of the two restarts.
- */
-const SOURCES = (process.env['BENCH_FLEET_SOURCES'] ?? 'own,one').split(',').filter((x): x is Sources => x === 'own' || x === 'one');
-type Sources = 'own' | 'one';
-/** RFC 2544's benchmarking range: the addresses of pods spread over the internet (one each, on the pod namespace's eth0). */
-const SPREAD_CIDR = '198.18.0.0/15';
-/** The address of simulated pod I when pods have addresses of their own (198.18.0.1 onwards, never .0 or .255). */
-function spreadAddress(i: number): string {
-  const n = i + 1;
-  const third = Math.floor(n / 254);
-  return `198.${18 + Math.floor(third / 256)}.${third % 256}.${(n % 254) + 1}`;
-}
+/** Where the restarting pods come from (bench/lib/spread.ts); BENCH_FLEET_SOURCES=own or =one runs only one of the two restarts. */
+const SOURCES = sourcesFromEnv('BENCH_FLEET_SOURCES');
 const KEX_SNTRUP = 'sntrup761x25519-sha512@openssh.com';
 const KEX_CURVE = 'curve25519-sha256';
 
@@ -440,9 +429,9 @@ class Fleet {
   /** Starts bench/bin/fleet-pods.mjs in the pod's namespace with these pods. */
   async startFleet(name: string, pods: readonly SimPod[], mode: 'ssh' | 'autossh', extra0: readonly string[] = [], sources: Sources = 'one'): Promise<void> {
     const manifest = this.world.path(`${name}.json`);
-    if (sources === 'own') await this.spreadSources(pods.map((p) => p.index));
+    if (sources === 'own') await (this.spread ??= new SpreadSources(this.world, ['srv'])).add(pods.map((p) => p.index));
     const entries = pods.map((p) => {
-      const extra = sources === 'own' ? [...extra0, '-o', `BindAddress=${spreadAddress(p.index)}`] : extra0;
+      const extra = sources === 'own' ? [...extra0, ...bindArgs(p.index)] : extra0;
       // The pods run niced (nice execs them: same pid); the helper itself does not, so that its timestamps stay close to the events.
       const nice = ['nice', '-n', String(POD_NICE)];
       if (mode === 'ssh') return { index: p.index, argv: [...nice, ...this.sshArgv(p, extra)], state: null };
@@ -458,28 +447,9 @@ class Fleet {
     await this.world.start({ name, host: 'pod', argv: benchHelperArgv('fleet-pods.mjs', [manifest, BRINGUP_CONCURRENCY]), ready: (d, p) => p.waitLog(d.name, 'started') });
   }
 
-  private spread = new Set<number>();
+  private spread: SpreadSources | undefined;
   /** When each fleet was started (epoch ms). */
   readonly startedAt = new Map<string, number>();
-
-  /**
-   * Gives these pods addresses of their own: /32s on the pod namespace's eth0, SPREAD_CIDR routed to the pod by
-   * the router (its masquerade takes only the LAN's addresses, its forward chain lets the LAN out whatever the
-   * source) and to the router by the server. The addresses go with the namespaces.
-   */
-  async spreadSources(indices: readonly number[]): Promise<void> {
-    const add = indices.filter((i) => !this.spread.has(i));
-    if (!add.length) return;
-    const batch = async (host: 'pod' | 'rtr' | 'srv', commands: string[]) => {
-      if (commands.length) await run('ip', ['-n', this.world.ns(host), '-batch', '-'], { input: commands.join('\n') + '\n', timeout: 60_000 });
-    };
-    if (this.spread.size === 0) {
-      await batch('rtr', [`route add ${SPREAD_CIDR} via ${this.world.address('pod')}`]);
-      await batch('srv', [`route add ${SPREAD_CIDR} via ${ADDR.routerWan}`]);
-    }
-    await batch('pod', add.map((i) => `address add ${spreadAddress(i)}/32 dev eth0`));
-    for (const i of add) this.spread.add(i);
-  }
 
   /** Starts the restart's pods again (every other fleet stopped first), from these sources: the fleet's name. */
   async restartStormPods(sources: Sources): Promise<string> {
@@ -818,9 +788,6 @@ function machineBusyTicks(): number {
   return f.slice(0, 7).reduce((a, b) => a + b, 0) - f[3]! - f[4]!;
 }
 
-function sourcesText(s: Sources): string {
-  return s === 'own' ? 'each pod from an address of its own' : "all pods behind the NAT router's one address";
-}
 
 async function measureStorm(b: Fleet, fleets: readonly string[], sources: Sources): Promise<StormResult> {
   const { world, L } = b;

@@ -22,6 +22,7 @@ import { benchHelperArgv, epochNow, sleep } from './lib/kit.js';
 import { readSessionsAsync } from '../src/daemons/sessions.js';
 import { pidsInNetns } from '../test/world/procfs.js';
 import { PACKAGE_ROOT } from '../src/package-root.js';
+import { bindArgs, sourcesFromEnv, sourcesText, SpreadSources, SPREAD_CIDR, type Sources } from './lib/spread.js';
 import * as path from 'node:path';
 
 const PODS = Math.min(40, Number(process.env.BENCH_PODS ?? (QUICK ? 3 : 10)));
@@ -29,10 +30,13 @@ const ROUNDS = QUICK ? 1 : 3;
 const CREATES = QUICK ? 5 : 20;
 const ADDRESS: Record<string, string> = { 'relay-a': ADDR.server, 'relay-b': ADDR.srv2 };
 const SIM = Number(process.env.BENCH_RELAYS_SIM ?? (QUICK ? 40 : 500));
-/** Simulated pods starting at once at bring-up (below sshd's PerSourceMaxStartups: they share one NAT address). */
+/** Simulated pods starting at once at bring-up (below sshd's PerSourceMaxStartups, for the runs that share one NAT address). */
 const SIM_BRINGUP = 32;
+/** Where the simulated pods come from (bench/lib/spread.ts): BENCH_RELAYS_SOURCES=own or =one for only one of the two runs. */
+const SOURCES = sourcesFromEnv('BENCH_RELAYS_SOURCES');
 
 interface SimResult {
+  sources: Sources;
   pods: number;
   perRelay: Record<string, { sessions: number; pssMiB: number; procs: number }>;
   killed: string;
@@ -113,7 +117,7 @@ export async function main(): Promise<BenchSection> {
       const [x, y] = await Promise.all([create(ADDR.server), create(ADDR.srv2)]);
       lat['both at once']!.push(x, y);
     }
-    const sim = SIM > 0 ? await simulatedFailover(fleet) : null;
+    const sims = SIM > 0 ? await simulatedFailovers(fleet) : [];
     const s = (f: (r: Round) => number) => mr(stats(rounds.map(f).map((x) => x / 1000)), 1);
     const ms = (k: string) => stats(lat[k]!);
     const markdown = `${PODS} real pipe2me pods behind the NAT router, two relays (relay-a ${ADDR.server}, relay-b ${ADDR.srv2}) on one PostgreSQL on its own host,
@@ -134,7 +138,7 @@ ${table(['through', 'ms, median [min–max]', 'vs. relay-a alone'], [
   ['both at once', mr(ms('both at once'), 0), ratio(ms('both at once').median, ms('relay-a').median)],
 ])}
 
-${sim ? simReport(sim) : ''}
+${sims.map(simReport).join('\n')}
 
 Machine of this run:
 
@@ -173,10 +177,12 @@ async function liveSessions(fleet: RelayFleet, relay: string): Promise<number> {
 /**
  * SIM simulated pods over both relays; the relay holding more of them killed: until every pod has a session
  * on the other relay again, until each name answers that relay on its nameserver, until each is served by name.
+ * Once for each of SOURCES (the same pods, started again at their home relays, the killed relay back up in between).
  */
-async function simulatedFailover(fleet: RelayFleet): Promise<SimResult> {
+async function simulatedFailovers(fleet: RelayFleet): Promise<SimResult[]> {
   const real = fleet.world.pods.length;
-  await waitFor('both relays up', async () => (await fleet.ctl<{ relays: { state: string }[] }>('relay-a', ['relay', 'list'])).json.relays.every((r) => r.state === 'up'), { timeoutMs: 60_000, intervalMs: 500 });
+  const bothUp = () => waitFor('both relays up', async () => (await fleet.ctl<{ relays: { state: string }[] }>('relay-a', ['relay', 'list'])).json.relays.every((r) => r.state === 'up'), { timeoutMs: 60_000, intervalMs: 500 });
+  await bothUp();
   progress(`relays: seeding ${SIM} simulated pods into the shared store`);
   const out = fleet.world.mkdir('sim', 0o700);
   const seeded = await fleet.world.inNs('srv', [process.execPath, path.join(PACKAGE_ROOT, 'node_modules', 'vite-node', 'vite-node.mjs'), path.join(PACKAGE_ROOT, 'bench', 'bin', 'seed-relay-pods.ts'),
@@ -186,10 +192,31 @@ async function simulatedFailover(fleet: RelayFleet): Promise<SimResult> {
     const dir = layout(loadConfig(fleet.relay(r).configFile)).sshd.keysDir;
     await waitFor(`${r}'s key index holds the simulated pods' keys`, async () => fs.readdirSync(dir).filter((n) => !n.startsWith('.')).length >= real + SIM, { timeoutMs: 300_000, intervalMs: 500 });
   }
-  progress(`relays: starting ${SIM} simulated pods (autossh + pipe2me's ssh wrapper, each at its home relay)`);
+  const podsFile = path.join(out, 'follow.json');
+  fs.writeFileSync(podsFile, JSON.stringify(pods));
+  const spread = new SpreadSources(fleet.world, ['relay-a', 'relay-b'].map((r) => fleet.relay(r).host));
+  const base = JSON.parse(fs.readFileSync(manifest, 'utf8')) as { pods: { index: number; argv: string[] }[] };
+  const results: SimResult[] = [];
+  for (const [run, sources] of SOURCES.entries()) {
+    if (run > 0) {
+      await fleet.startRelay(results[run - 1]!.killed);
+      await bothUp();
+    }
+    // The pods' argv with their own source address before the destination (autossh hands it to ssh).
+    if (sources === 'own') await spread.add(base.pods.map((p) => p.index));
+    const variant = path.join(out, `manifest-${sources}.json`);
+    fs.writeFileSync(variant, JSON.stringify({ pods: base.pods.map((p) => (sources === 'own' ? { ...p, argv: [...p.argv.slice(0, -1), ...bindArgs(p.index), p.argv[p.argv.length - 1]!] } : p)) }));
+    results.push(await simulatedFailover(fleet, variant, podsFile, sources, `sim-${sources}`, `follow-${sources}`));
+  }
+  return results;
+}
+
+async function simulatedFailover(fleet: RelayFleet, manifest: string, podsFile: string, sources: Sources, name: string, follower: string): Promise<SimResult> {
+  const real = fleet.world.pods.length;
+  progress(`relays: starting ${SIM} simulated pods (autossh + pipe2me's ssh wrapper, each at its home relay; ${sourcesText(sources)})`);
   const t0 = performance.now();
-  await fleet.world.start({ name: 'sim', host: 'pod', argv: benchHelperArgv('fleet-pods.mjs', [manifest, SIM_BRINGUP]), ready: (d, p) => p.waitLog(d.name, 'started') });
-  await fleet.world.procs.waitLog('sim', 'all-online', { timeoutMs: 600_000 });
+  await fleet.world.start({ name, host: 'pod', argv: benchHelperArgv('fleet-pods.mjs', [manifest, SIM_BRINGUP]), ready: (d, p) => p.waitLog(d.name, 'started') });
+  await fleet.world.procs.waitLog(name, 'all-online', { timeoutMs: 600_000 });
   const upMs = performance.now() - t0;
   await sleep(5000);
   const perRelay: SimResult['perRelay'] = {};
@@ -199,16 +226,14 @@ async function simulatedFailover(fleet: RelayFleet): Promise<SimResult> {
   }
   const killed = perRelay['relay-a']!.sessions >= perRelay['relay-b']!.sessions ? 'relay-a' : 'relay-b';
   const other = killed === 'relay-a' ? 'relay-b' : 'relay-a';
-  const podsFile = path.join(out, 'follow.json');
-  fs.writeFileSync(podsFile, JSON.stringify(pods));
   const total = real + SIM;
   progress(`relays: ${perRelay[killed]!.sessions} of ${total} pods on ${killed}, killing it`);
   const tk = epochNow();
   fleet.killRelay(killed);
-  await fleet.world.start({ name: 'follow', host: 'cli', argv: benchHelperArgv('follow-names.mjs', [podsFile, ADDRESS[other]!, ADDRESS[other]!, 180_000]), ready: (d, p) => p.waitLog(d.name, 'following') });
+  await fleet.world.start({ name: follower, host: 'cli', argv: benchHelperArgv('follow-names.mjs', [podsFile, ADDRESS[other]!, ADDRESS[other]!, 180_000]), ready: (d, p) => p.waitLog(d.name, 'following') });
   let podsMs = 0;
   await waitFor(`every pod on ${other}`, async () => (await liveSessions(fleet, other)) >= total && ((podsMs = epochNow() - tk), true), { timeoutMs: 300_000, intervalMs: 100 });
-  const line = await fleet.world.procs.waitLog('follow', /^result /m, { timeoutMs: 300_000 });
+  const line = await fleet.world.procs.waitLog(follower, /^result /m, { timeoutMs: 300_000 });
   const res = JSON.parse(/^result (.*)$/m.exec(line)![1]!) as { dnsAt: (number | null)[]; servedAt: (number | null)[] };
   const rel = (xs: (number | null)[]) => {
     const got = xs.filter((x): x is number => x !== null).map((x) => (x - tk) / 1000);
@@ -216,13 +241,14 @@ async function simulatedFailover(fleet: RelayFleet): Promise<SimResult> {
     return { median: st.median, max: st.max, missing: xs.length - got.length };
   };
   // Attempts: what each pod's wrapper state held when its session came back after the kill.
-  const attempts = fleet.world.procs.log('sim').split('\n').flatMap((l) => {
+  const attempts = fleet.world.procs.log(name).split('\n').flatMap((l) => {
     const m = /^online (\d+) (\d+) (\d+)$/.exec(l);
     return m && Number(m[2]) > tk ? [Number(m[3])] : [];
   });
   const a = stats(attempts.length ? attempts : [NaN]);
-  await fleet.world.stop('sim').catch(() => undefined);
-  return { pods: SIM, perRelay, killed, movedPods: perRelay[killed]!.sessions, podsMs, dns: rel(res.dnsAt), served: rel(res.servedAt), attempts: { median: a.median, max: a.max }, upMs };
+  await fleet.world.stop(name).catch(() => undefined);
+  await fleet.world.stop(follower).catch(() => undefined);
+  return { sources, pods: SIM, perRelay, killed, movedPods: perRelay[killed]!.sessions, podsMs, dns: rel(res.dnsAt), served: rel(res.servedAt), attempts: { median: a.median, max: a.max }, upMs };
 }
 
 function simReport(r: SimResult): string {
@@ -230,12 +256,15 @@ function simReport(r: SimResult): string {
   const per = Object.entries(r.perRelay);
   const perPod = per.map(([, v]) => v.pssMiB / Math.max(1, v.sessions));
   const mibPerPod = perPod.reduce((n, x) => n + x, 0) / perPod.length;
-  return `**${r.pods} simulated pods** (seeded into the store, each run as \`pipe2me start\` runs its tunnel: autossh with pipe2me's ssh wrapper walking
-the relays from the pod's home relay, its own key and pinned host keys; all behind the one NAT address, at most ${SIM_BRINGUP} starting at once at
+  const from = r.sources === 'own'
+    ? `each from an address of its own, as a fleet spread over the internet (its ssh binds an address of ${SPREAD_CIDR} on the pod namespace's eth0, routed without NAT: bench/lib/spread.ts)`
+    : 'all behind the NAT router\'s one address, as behind one carrier-grade NAT address (one source to sshd\'s PerSourceMaxStartups, 64, and to pipe2me\'s per-source SYN limit)';
+  return `**${r.pods} simulated pods, ${sourcesText(r.sources)}** (seeded into the store, each run as \`pipe2me start\` runs its tunnel: autossh with pipe2me's ssh wrapper walking
+the relays from the pod's home relay, its own key and pinned host keys; ${from}; at most ${SIM_BRINGUP} starting at once at
 bring-up; up in ${(r.upMs / 1000).toFixed(0)} s), plus the real pods above. Then ${r.killed}, holding ${r.movedPods} of them, killed:
 
 ${table(['from the kill to …', 's', 'what decides it'], [
-  [`every pod's session on the other relay (its session records)`, f1(r.podsMs / 1000), `${r.movedPods} logins at once on one relay (sshd MaxStartups 100:30:200, PerSourceMaxStartups 64 for the one NAT address): refused logins retry with the wrapper's jitter`],
+  [`every pod's session on the other relay (its session records)`, f1(r.podsMs / 1000), `${r.movedPods} logins at once on one relay (sshd MaxStartups 100:30:200${r.sources === 'one' ? ', PerSourceMaxStartups 64 for the one NAT address' : ''}): refused logins retry with the wrapper's jitter`],
   ['each name answering the other relay on its nameserver, median / last', `${f1(r.dns.median)} / **${f1(r.dns.max)}**${r.dns.missing ? ` (${r.dns.missing} never)` : ''}`, 'the session mirror (every second) and the watchers\' zone patches'],
   ['each pod served by name (HTTP to the address its name answers), median / last', `${f1(r.served.median)} / ${f1(r.served.max)}${r.served.missing ? ` (${r.served.missing} never)` : ''}`, 'bench/bin/follow-names.mjs: 64 checks in flight, the pods taking turns, each asked again ≥ 200 ms after its last answer'],
   ['wrapper attempts per moved pod until its session was back, median / max', `${r.attempts.median} / ${r.attempts.max}`, ''],
