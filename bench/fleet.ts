@@ -1116,13 +1116,13 @@ function reportStorm(runs: readonly StormResult[], loginMs: number | null): stri
     '',
     table(header, body),
     '',
-    ...runs.map((s) => {
+    runs.map((s) => {
       const busy = s.cpu.machine / s.wallS / 2;
       const pods = s.cpu.pods + others(s);
       return `${sourcesText(s.sources)[0]!.toUpperCase()}${sourcesText(s.sources).slice(1)}: the machine's 2 cores were ${f1(busy * 100)}% busy over the wait, ${f1(s.cpu.machine)} core-seconds in all, of them ${f1(pods)} on the pods' side `
         + `(their ssh and wrapper, and the kernel work not charged to a process) that a real relay does not carry; sshd's ${f1(s.cpu.sshd)} core-seconds alone need ${f1(s.cpu.sshd / 2)} s of these 2 cores. `
         + (busy >= 0.85 ? 'The reconnection was bound by this machine\'s CPU, not by the admission or the backoff.' : 'The machine had CPU to spare: the admission or the backoff held the pods back.');
-    }).join('\n'),
+    }).join('\n\n'),
     '',
     'What the pods\' ssh printed after the kill (one line per failed attempt):',
     '',
