@@ -117,6 +117,11 @@ async function decideWildcardOrder(ctx: ServerContext, progress: (m: string) => 
   if (open && (open.state === 'queued' || open.state === 'working')) return;
   // An order the CA refused for good is not placed again at once: the operator sees why (`ca orders`).
   if (open && open.state === 'failed' && Date.now() / 1000 - open.updatedAt < 3600) return;
+  // Issued a moment ago and not yet in place: the worker marks the order valid first and installs its
+  // certificate right after (installServerCertificate), and an apply or the watcher looking in between saw
+  // the private wildcard still served and placed a second public order for nothing. The pending key is still
+  // that order's until it is installed; past the grace (a worker that died in between) it is ordered again.
+  if (open && open.state === 'valid' && Date.now() / 1000 - open.updatedAt < INSTALL_GRACE_SECONDS && pendingKeyIs(ctx, open.keySha256)) return;
   const pem = readIfExists(ctx.layout.wildcardCert);
   if (pem && await currentIsPublic(ctx, ctx.layout.wildcardCert)) {
     const x = new X509Certificate(pem);
@@ -134,13 +139,27 @@ async function decideWildcardOrder(ctx: ServerContext, progress: (m: string) => 
   await queueOrder(ctx.db, { subdomainId: null, purpose: 'server', names, csrPem: csr.toString(), keySha256: csrKeySha256(csr.toString()), relay: ctx.config.relays.self });
 }
 
+/** How long an issued wildcard order may take to be installed before the wildcard is ordered again. */
+export const INSTALL_GRACE_SECONDS = 120;
+
+/** Whether the pending wildcard key (not yet installed) is the one with this public key hash. */
+function pendingKeyIs(ctx: ServerContext, keySha256: string): boolean {
+  const key = readIfExists(pendingWildcardKey(ctx));
+  if (!key) return false;
+  try {
+    return spkiSha256(createPublicKey(key).export({ type: 'spki', format: 'der' })) === keySha256;
+  } catch {
+    return false;
+  }
+}
+
 /** Puts an issued public wildcard in place with its key; returns false if the key is not the order's. */
 export function installServerCertificate(ctx: ServerContext, order: AcmeOrder, issued: Issued): boolean {
   const L = ctx.layout;
   const pending = pendingWildcardKey(ctx);
   const key = readIfExists(pending);
   if (!key || issued.keySha256 !== order.keySha256) return false;
-  // The pending key may already be a newer order's.
+  // The pending key may already be a newer order's (checked on the text read above, which is what gets installed).
   if (spkiSha256(createPublicKey(key).export({ type: 'spki', format: 'der' })) !== order.keySha256) return false;
   // The key first, then the certificate: nginx loads both only at the reload that follows.
   atomicWrite(L.wildcardKey, key, { mode: 0o600 });
