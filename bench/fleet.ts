@@ -1120,7 +1120,7 @@ function reportStorm(runs: readonly StormResult[], loginMs: number | null): stri
       const busy = s.cpu.machine / s.wallS / 2;
       const pods = s.cpu.pods + others(s);
       return `${sourcesText(s.sources)[0]!.toUpperCase()}${sourcesText(s.sources).slice(1)}: the machine's 2 cores were ${f1(busy * 100)}% busy over the wait, ${f1(s.cpu.machine)} core-seconds in all, of them ${f1(pods)} on the pods' side `
-        + `(their ssh and wrapper, and the kernel work not charged to a process) that a real relay does not carry; sshd's ${f1(s.cpu.sshd)} core-seconds alone need ${f1(s.cpu.sshd / 2)} s of these 2 cores. `
+        + `(their ssh and wrapper, and what no process was charged with: the kernel's work for them, and any other user of this shared machine) that a real relay does not carry; sshd's ${f1(s.cpu.sshd)} core-seconds alone need ${f1(s.cpu.sshd / 2)} s of these 2 cores. `
         + (busy >= 0.85 ? 'The reconnection was bound by this machine\'s CPU, not by the admission or the backoff.' : 'The machine had CPU to spare: the admission or the backoff held the pods back.');
     }).join('\n\n'),
     '',

@@ -142,15 +142,19 @@ async function decideWildcardOrder(ctx: ServerContext, progress: (m: string) => 
 /** How long an issued wildcard order may take to be installed before the wildcard is ordered again. */
 export const INSTALL_GRACE_SECONDS = 120;
 
-/** Whether the pending wildcard key (not yet installed) is the one with this public key hash. */
-function pendingKeyIs(ctx: ServerContext, keySha256: string): boolean {
-  const key = readIfExists(pendingWildcardKey(ctx));
-  if (!key) return false;
+/** Whether a private key (PEM) is the one with this public key hash (what an order records). */
+function keyIs(keyPem: string, keySha256: string): boolean {
   try {
-    return spkiSha256(createPublicKey(key).export({ type: 'spki', format: 'der' })) === keySha256;
+    return spkiSha256(createPublicKey(keyPem).export({ type: 'spki', format: 'der' })) === keySha256;
   } catch {
     return false;
   }
+}
+
+/** Whether the pending wildcard key (not yet installed) is the one with this public key hash. */
+function pendingKeyIs(ctx: ServerContext, keySha256: string): boolean {
+  const key = readIfExists(pendingWildcardKey(ctx));
+  return key !== undefined && keyIs(key, keySha256);
 }
 
 /** Puts an issued public wildcard in place with its key; returns false if the key is not the order's. */
@@ -160,7 +164,7 @@ export function installServerCertificate(ctx: ServerContext, order: AcmeOrder, i
   const key = readIfExists(pending);
   if (!key || issued.keySha256 !== order.keySha256) return false;
   // The pending key may already be a newer order's (checked on the text read above, which is what gets installed).
-  if (spkiSha256(createPublicKey(key).export({ type: 'spki', format: 'der' })) !== order.keySha256) return false;
+  if (!keyIs(key, order.keySha256)) return false;
   // The key first, then the certificate: nginx loads both only at the reload that follows.
   atomicWrite(L.wildcardKey, key, { mode: 0o600 });
   atomicWrite(L.wildcardCert, issued.chainPem, { mode: 0o644 });

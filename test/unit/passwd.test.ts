@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { uidInPasswd, userUid } from '../../src/daemons/sessions.js';
+import { run } from '../../src/util/exec.js';
 
 const PASSWD = [
   'root:x:0:0:root:/root:/bin/bash',
@@ -26,9 +27,14 @@ describe('the uid of a local user', () => {
     expect(uidInPasswd('', 'root')).toBeUndefined();
   });
 
-  it('agrees with getent for the users of this machine', async () => {
-    const users = fs.readFileSync('/etc/passwd', 'utf8').split('\n').filter(Boolean).slice(0, 5).map((l) => l.split(':'));
-    for (const [name, , uid] of users) expect(await userUid(name!)).toBe(Number(uid));
+  it('agrees with getent for the users of this machine, and a user nobody has is not found', async () => {
+    const passwd = fs.readFileSync('/etc/passwd', 'utf8');
+    const names = passwd.split('\n').filter(Boolean).slice(0, 5).map((l) => l.split(':')[0]!);
+    for (const name of names) {
+      const viaNss = (await run('getent', ['passwd', name], { timeout: 10_000 })).stdout.split(':')[2];
+      expect(uidInPasswd(passwd, name)).toBe(Number(viaNss));
+      expect(await userUid(name)).toBe(Number(viaNss));
+    }
     expect(await userUid('no-such-user-p2m')).toBeUndefined();
   });
 });
