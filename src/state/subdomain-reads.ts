@@ -128,26 +128,64 @@ export async function load(s: Store, rows: SubdomainRow[]): Promise<SubdomainRec
   return rows.map((r) => toRecord(r, byId.get(r.id) ?? [], keys.get(r.id)));
 }
 
-/** Which subdomains renderRows reads: all, the named ones, or one page in name order after a name. */
-type RenderFilter = { names?: readonly string[]; page?: { after: string | null; size: number } };
+/** Which subdomains renderRows reads: all, or the named ones. */
+type RenderFilter = { names?: readonly string[] };
+
+const RENDER_COLUMNS = ['s.id', 's.name', 's.fqdn', 's.status', 's.passthrough', 's.route', 's.direct_ipv4', 's.route6', 's.direct_ipv6', 's.relay', 's.slot', 'k.public_key', 'k.fingerprint'] as const;
+
+type RenderRow = {
+  id: string; name: string; fqdn: string; status: 'active' | 'expired'; passthrough: number; route: 'server' | 'direct'; direct_ipv4: string | null;
+  route6: 'server' | 'direct'; direct_ipv6: string | null; relay: string | null; slot: number; public_key: string | null; fingerprint: string | null;
+};
+
+function toRender(r: RenderRow, ports: PortRecord[]): RenderSubdomain {
+  return {
+    name: r.name, fqdn: r.fqdn, status: r.status, passthrough: r.passthrough === 1, route: r.route, directIpv4: r.direct_ipv4, route6: r.route6,
+    directIpv6: r.direct_ipv6, relay: r.relay, ...(Number(r.slot) ? { slot: Number(r.slot) } : {}), ports,
+    key: r.public_key === null || r.fingerprint === null ? null : { publicKey: r.public_key, fingerprint: r.fingerprint },
+  };
+}
 
 async function renderRows(s: Store, f: RenderFilter): Promise<RenderSubdomain[]> {
-  let rowQuery = s.q.selectFrom('subdomains as s').leftJoin('ssh_keys as k', 'k.subdomain_id', 's.id')
-    .select(['s.id', 's.name', 's.fqdn', 's.status', 's.passthrough', 's.route', 's.direct_ipv4', 's.route6', 's.direct_ipv6', 's.relay', 's.slot', 'k.public_key', 'k.fingerprint']);
+  let rowQuery = s.q.selectFrom('subdomains as s').leftJoin('ssh_keys as k', 'k.subdomain_id', 's.id').select(RENDER_COLUMNS);
   if (f.names) rowQuery = rowQuery.where(inList(s, 's.name', f.names));
-  if (f.page?.after != null) rowQuery = rowQuery.where('s.name', '>', f.page.after);
-  if (f.page) rowQuery = rowQuery.limit(f.page.size);
   const rows = await rowQuery.orderBy('s.name').execute();
-  // A page's ports by its subdomains' ids (a page is small); otherwise by the same filter as the rows.
   let portQuery = s.q.selectFrom('ports as p').innerJoin('subdomains as s', 's.id', 'p.subdomain_id').select(['p.subdomain_id', 'p.port', 'p.protocol', 'p.position']);
   if (f.names) portQuery = portQuery.where(inList(s, 's.name', f.names));
-  if (f.page) portQuery = portQuery.where(inList(s, 'p.subdomain_id', rows.map((r) => r.id)));
-  const ports = portsBySubdomain(f.page && rows.length === 0 ? [] : await portQuery.orderBy('p.subdomain_id').orderBy('p.position').execute());
-  return rows.map((r) => ({
-    name: r.name, fqdn: r.fqdn, status: r.status, passthrough: r.passthrough === 1, route: r.route, directIpv4: r.direct_ipv4, route6: r.route6,
-    directIpv6: r.direct_ipv6, relay: r.relay, ...(Number(r.slot) ? { slot: Number(r.slot) } : {}), ports: ports.get(r.id) ?? [],
-    key: r.public_key === null || r.fingerprint === null ? null : { publicKey: r.public_key, fingerprint: r.fingerprint },
-  }));
+  const ports = portsBySubdomain(await portQuery.orderBy('p.subdomain_id').orderBy('p.position').execute());
+  return rows.map((r) => toRender(r, ports.get(r.id) ?? []));
+}
+
+/**
+ * One page of `size` subdomains in name order after a name, with their keys and ports, in one query: a
+ * page is one round trip to the store (against PostgreSQL on another host, a whole render of 100,000 is
+ * 100 of them, not 200), and its ports come by the page's own rows, not by a list of a thousand ids.
+ */
+async function renderPage(s: Store, after: string | null, size: number): Promise<RenderSubdomain[]> {
+  const rows = await s.q
+    .selectFrom((eb) => {
+      let page = eb.selectFrom('subdomains').select(['id', 'name', 'fqdn', 'status', 'passthrough', 'route', 'direct_ipv4', 'route6', 'direct_ipv6', 'relay', 'slot']);
+      if (after !== null) page = page.where('name', '>', after);
+      return page.orderBy('name').limit(size).as('s');
+    })
+    .leftJoin('ssh_keys as k', 'k.subdomain_id', 's.id')
+    .leftJoin('ports as p', 'p.subdomain_id', 's.id')
+    .select([...RENDER_COLUMNS, 'p.port', 'p.protocol', 'p.position'])
+    .orderBy('s.name').orderBy('p.position')
+    .execute();
+  // One row per port (one with null ports for a subdomain that has none), the rows of a subdomain together.
+  const out: RenderSubdomain[] = [];
+  let last: RenderSubdomain | undefined;
+  let lastId = '';
+  for (const r of rows) {
+    if (r.id !== lastId) {
+      lastId = r.id;
+      last = toRender(r, []);
+      out.push(last);
+    }
+    if (r.port !== null && r.protocol !== null && r.position !== null) last!.ports.push({ port: r.port, protocol: r.protocol, position: r.position });
+  }
+  return out;
 }
 
 /** Subdomains per page of `eachRenderPage`. */
@@ -160,7 +198,7 @@ export const RENDER_PAGE = 1000;
  * apply's peak memory).
  */
 export function eachRenderPage(s: Store, fn: (page: RenderSubdomain[]) => void | Promise<void>, size = RENDER_PAGE): Promise<void> {
-  return eachByName(s, size, (t, after) => renderRows(t, { page: { after, size } }), fn);
+  return eachByName(s, size, (t, after) => renderPage(t, after, size), fn);
 }
 
 /**
@@ -170,12 +208,18 @@ export function eachRenderPage(s: Store, fn: (page: RenderSubdomain[]) => void |
  */
 async function eachByName<T extends { name: string }>(s: Store, size: number, read: (t: Store, after: string | null) => Promise<T[]>, fn: (page: T[]) => void | Promise<void>): Promise<void> {
   await readTx(s, async (t) => {
-    let after: string | null = null;
+    let next = read(t, null);
     for (;;) {
-      const page = await read(t, after);
+      const page = await next;
+      const more = page.length >= size;
+      // The next page is asked for before this one is handed on: the store works on it (PostgreSQL on
+      // its own host or core) while this process renders this one.
+      if (more) {
+        next = read(t, page[page.length - 1]!.name);
+        next.catch(() => {}); // awaited on the next turn; a failure of fn below must not leave it unhandled
+      }
       if (page.length) await fn(page);
-      if (page.length < size) return;
-      after = page[page.length - 1]!.name;
+      if (!more) return;
     }
   });
 }

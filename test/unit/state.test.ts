@@ -12,6 +12,7 @@ import { sql } from 'kysely';
 import { openStore, DowngradeError, schemaVersion, type Store } from '../../src/state/db.js';
 import { MIGRATIONS, POSTGRES_BASELINE_VERSION, SCHEMA_VERSION } from '../../src/state/migrations.js';
 import { POSTGRES_SCHEMA_V9, POSTGRES_VERSION_TABLE } from '../../src/state/engines/postgres-schema.js';
+import { RANDOM_PAGE_COST } from '../../src/state/engines/postgres-connect.js';
 import { TABLES } from '../../src/state/schema.js';
 import { createSubdomain, deleteSubdomain, eachRenderPage, eachSubdomainPage, renderSnapshot, expireDue, findSubdomain, listSubdomains, requireSubdomain, claimSubdomain, authenticateSubdomain, setSshKey } from '../../src/state/subdomains.js';
 import { createToken, getToken, revokeToken, withToken } from '../../src/state/tokens.js';
@@ -88,6 +89,12 @@ describe.each(ENGINES)('state store (%s)', (engine) => {
     await deleteSubdomain(db, whole[0]!.id);
     await eachSubdomainPage(db, (page) => void none.push(...page.map((r) => r.name)), 2);
     expect(none).toEqual(['b-two', 'c-three', 'd-four', 'e-five']);
+  });
+
+  it.runIf(engine === 'postgres')('plans its sessions\' reads with the page cost of tables in memory (a render\'s page through the indexes, not a scan of every port)', async () => {
+    const r = await sql<{ random_page_cost: string }>`SHOW random_page_cost`.execute(db.q);
+    expect(Number(r.rows[0]!.random_page_cost)).toBe(RANDOM_PAGE_COST);
+    expect(RANDOM_PAGE_COST).toBeLessThan(4);
   });
 
   it('refuses a taken name, a bad name, too many ports, an unknown protocol, and an exhausted range — changing nothing', async () => {
