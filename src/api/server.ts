@@ -115,9 +115,14 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
       log(`applying ${name} waits for the state store: ${(e as Error).message}`, { event: 'apply', outcome: 'deferred', subdomain: name });
     }
   };
-  /** An apply nobody waits for: the queue logs its failure (and the watcher or the next apply renders it). */
+  /**
+   * An apply nobody waits for, once a burst of such requests has settled (ApplyQueue.settled): the queue
+   * logs its failure (and the watcher or the next apply renders it).
+   */
   const applyLater = (units: Parameters<ApplyQueue['request']>[0], name: string) => {
-    applyAfterCommit(units, name).catch(() => {});
+    queue.settled(units).catch((e: unknown) => {
+      if (storeUnavailable(e)) log(`applying ${name} waits for the state store: ${(e as Error).message}`, { event: 'apply', outcome: 'deferred', subdomain: name });
+    });
   };
   // The ACME worker, when the configuration (as it is now) says ca.issuer: acme.
   let acmeService: AcmeService | undefined;
@@ -202,9 +207,9 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
         Math.min(t.maxPorts, ctx.config.ports.maxPerSubdomain));
       return { created: made, info: await setupInfo(onStore(ctx, tx), made.record, made.secret!) };
     });
-    // The answer waits for the name to resolve. nginx's entry maps follow in the next apply, after the
-    // answer: until then nginx asks the API for the redirect of a name its maps lack (entry-lookup.ts), so
-    // the name's http(s) entry works at once too. A passthrough name needs nginx's SNI route, so its
+    // The answer waits for the name to resolve. nginx's entry maps follow in an apply after the answer,
+    // one for a burst of creates: until then nginx asks the API for the redirect of a name its maps lack
+    // (entry-lookup.ts, which also asks for that apply at once), so the name's http(s) entry works at once too. A passthrough name needs nginx's SNI route, so its
     // answer waits for nginx as well.
     if (created.record.passthrough) await applyAfterCommit(['keys', 'nginx', 'dns'], created.record.name);
     else {
