@@ -93,11 +93,13 @@ its own host, ports 10000–65000 in each slot. The fleet is seeded straight int
 each slot: at ${LARGE.toLocaleString('en-US')}, ${(LARGE / 2).toLocaleString('en-US')} ports per slot — more than one address holds); the watchers are
 stopped, so the applies measured are the only ones. ${REPS} full and ${REPS} no-op applies of relay-a through \`pipe2me-ctl\`. Creates go through
 a relay's API (POST /v1/subdomains through nginx, TLS), answered once the name resolves on that relay's nameserver (the zone's apply; nginx's
-entry maps follow in an apply after the answer, see the README's "The control plane at fleet size"): ${CREATES} back to back, alternating
-between the relays, then ${CREATES} through relay-a 3 s apart ("at rest": the nginx apply that follows each answer is done — both relays and
-PostgreSQL share this machine's two cores, and at 100,000 names that apply's check and reload take over a second of CPU, which a create
-made back to back competes with). Before that change (the answer after nginx's check and reload as well, one apply lock for every unit) a
-create took 450–580 ms at 30,000 subdomains (profiled, the same world). Run time ${((performance.now() - t0) / 1000).toFixed(0)} s;
+entry maps follow in one apply once a burst of creates has settled — 1 s after the last, 5 s after the first at the latest —, see the README's
+"The control plane at fleet size"): ${CREATES} back to back, alternating between the relays, then ${CREATES} through relay-a 3 s apart ("at rest": the
+nginx apply that follows is done between two of them — both relays and PostgreSQL share this machine's two cores, and at 100,000 names that
+apply's check and reload take over a second of CPU). Before the answer came ahead of nginx's apply, a create took 450–580 ms at 30,000
+subdomains (profiled, the same world); before the nginx apply waited for a burst to settle, 427–474 ms back to back at 100,000 (2026-12-02).
+A full apply at 100,000 took 4.2 s before a render read a page of subdomains in one query with PostgreSQL planning through the indexes
+(random_page_cost 1.1 in pipe2me's sessions; see the README's "The state store"). Run time ${((performance.now() - t0) / 1000).toFixed(0)} s;
 1-minute load average ${load.before} → ${load.after}.
 
 ${table(['ms, median [min–max]', `${SMALL.toLocaleString('en-US')} subdomains`, `${LARGE.toLocaleString('en-US')} subdomains`, 'ratio', 'target at 100,000'], [
