@@ -57,11 +57,6 @@ export interface ApplyReport {
   durationMs: number;
   /** Seconds per step (plan, check, swap, reload), for the logs and the store's metrics. */
   steps: Record<string, number>;
-  /**
-   * The units whose changed files were checked by their daemon's checker before anything was renamed
-   * (nginx is left out when all it lost was lines of its maps: see apply); absent when nothing changed.
-   */
-  checked?: Unit[];
   /** Key files written and removed in the key index (only when keys changed). */
   keyIndex?: { written: number; removed: number };
   /** Records left out of the zone, with the reason (a pod's address that may not be published). */
@@ -159,7 +154,7 @@ function linked(file: string, to: string): boolean {
   }
 }
 
-async function checkUnit(ctx: ServerContext, s: Staged, keyDelta: RenderOutcome['keyDelta'], dynamicUpdate: boolean, nginxCheck: boolean): Promise<void> {
+async function checkUnit(ctx: ServerContext, s: Staged, keyDelta: RenderOutcome['keyDelta'], dynamicUpdate: boolean): Promise<void> {
   const L = ctx.layout;
   const staged = (p: string) => s.paths.get(p);
   switch (s.unit) {
@@ -168,7 +163,7 @@ async function checkUnit(ctx: ServerContext, s: Staged, keyDelta: RenderOutcome[
     case 'keys':
       return checkKeyList(staged(L.sshd.keyList)!, keyDelta ? { added: keyDelta.added } : { live: readIfExists(L.sshd.keyList) });
     case 'nginx':
-      return nginxCheck ? checkNginx(L, staged(L.nginx.config)!) : undefined;
+      return checkNginx(L, staged(L.nginx.config)!);
     case 'dns':
       // A dynamic update is checked by named itself, which takes all of it or none; a whole zone is
       // checked here before named ever sees it.
@@ -293,14 +288,7 @@ export async function apply(live: ServerContext, opts: ApplyOptions = {}): Promi
       for (const unit of p.changedUnits) stagedUnits.push(stageUnit(unit, p.changes.filter((c) => c.file.unit === unit)));
       progress(`checking ${p.changedUnits.join(', ')}`);
       // Checkers run side by side; the first refusal is reported, and then nothing is renamed.
-      // nginx's configuration as it checked it last, less some lines of its maps (a removal): nothing to
-      // check (at 50,000 names nginx -t is 70 ms of a removal's 500). Its reload still parses all of it, and
-      // a master that refused it would keep serving the old files and fail the reload's wait.
-      const perPod = new Set(p.render.how.map((h) => h.path));
-      const nginxCheck = !p.render.nginxMapsOnlyLostLines
-        || p.changes.some((c) => c.file.unit === 'nginx' && (c.change !== 'unchanged' || c.modeChanged) && !perPod.has(c.file.path));
-      report.checked = stagedUnits.map((s) => s.unit).filter((u) => u !== 'nginx' || nginxCheck);
-      const results = await Promise.allSettled(stagedUnits.map((s) => checkUnit(ctx, s, p.render.keyDelta, dynamicUpdate, nginxCheck)));
+      const results = await Promise.allSettled(stagedUnits.map((s) => checkUnit(ctx, s, p.render.keyDelta, dynamicUpdate)));
       const refusedAt = results.findIndex((r) => r.status === 'rejected');
       if (refusedAt >= 0) {
         failedUnit = stagedUnits[refusedAt]!.unit;

@@ -54,11 +54,6 @@ export interface RenderOutcome {
   keyDelta?: { removed: string[]; added: string[] };
   /** When the zone was patched: the record lines it lost and gained (a dynamic update carries exactly these). */
   zoneDelta?: { removed: string[]; added: string[] };
-  /**
-   * Every one of nginx's maps was brought forward from what the last apply wrote (and nginx checked) by
-   * taking whole lines out and adding none: a removal, which cannot make nginx's configuration invalid.
-   */
-  nginxMapsOnlyLostLines?: boolean;
   /** Per per-pod file: patched (with how many pods) or rendered whole (and why). */
   how: { path: string; mode: 'patched' | 'whole'; pods?: number; why?: string }[];
   /** The journal position the rendered content takes in, and the digest it was rendered with (for the manifest). */
@@ -134,8 +129,6 @@ export async function renderForApply(c: Config, L: Layout, store: Store, units: 
     }
     let keyDelta: RenderOutcome['keyDelta'];
     let zoneDelta: RenderOutcome['zoneDelta'];
-    const nginxMaps = plans.filter((p) => p.spec.unit === 'nginx').length;
-    let nginxMapsLosingOnly = 0;
     const changed = [...new Set(plans.filter((p) => p.why === null).flatMap((p) => p.names))].sort();
     const rows = new Map((await renderSnapshotOf(db, changed)).map((s) => [s.name, s]));
 
@@ -153,7 +146,6 @@ export async function renderForApply(c: Config, L: Layout, store: Store, units: 
         // read all the same: its serial and, with relays, its digest are decided from its content).
         out[at] = sameAsLive(p.spec);
         hows[at] = { path: p.spec.path, mode: 'patched', pods: 0 };
-        if (p.spec.unit === 'nginx') nginxMapsLosingOnly++;
         continue;
       }
       const current = why === null ? live.get(p.spec.path) : undefined;
@@ -164,7 +156,6 @@ export async function renderForApply(c: Config, L: Layout, store: Store, units: 
         else {
           if (p.spec.unit === 'keys') keyDelta = { removed: patched.removed, added: patched.added };
           if (p.spec.unit === 'dns') zoneDelta = { removed: patched.removed, added: patched.added };
-          if (p.spec.unit === 'nginx' && patched.added.length === 0) nginxMapsLosingOnly++;
           out[at] = toRendered(p.spec, patched);
           hows[at] = { path: p.spec.path, mode: 'patched', pods: p.names.length };
           continue;
@@ -184,8 +175,7 @@ export async function renderForApply(c: Config, L: Layout, store: Store, units: 
     }
     files.push(...(out as RenderedFile[]));
     how.push(...hows);
-    const nginxMapsOnlyLostLines = nginxMaps > 0 && nginxMapsLosingOnly === nginxMaps;
-    return { files, how, seq: position.seq, digest, ...(keyDelta ? { keyDelta } : {}), ...(zoneDelta ? { zoneDelta } : {}), ...(nginxMapsOnlyLostLines ? { nginxMapsOnlyLostLines } : {}) };
+    return { files, how, seq: position.seq, digest, ...(keyDelta ? { keyDelta } : {}), ...(zoneDelta ? { zoneDelta } : {}) };
   });
 }
 

@@ -27,7 +27,6 @@ export function applyJson(r: ApplyReport) {
     zone_serial: r.serial,
     dropped: r.dropped,
     stale_config: r.staleConfig,
-    ...(r.checked ? { checked: r.checked } : {}),
     ...(r.keyIndex ? { key_index: r.keyIndex } : {}),
     rendered: r.rendered,
     duration_ms: Math.round(r.durationMs),
