@@ -6,7 +6,7 @@
 //
 //   node fleet-pods.mjs MANIFEST.json CONCURRENCY
 //
-// MANIFEST: { "pods": [{ "index": 0, "argv": [...], "env": {...}, "state": "/path/backoff" | null }] }.
+// MANIFEST: { "pods": [{ "index": 0, "argv": [...], "env": {...}, "state": "/path/backoff" | null, "next": "/path/relay-next" (relays only) }] }.
 // At most CONCURRENCY pods are starting (spawned, never online yet) at once, so that the bring-up stays below
 // sshd's MaxStartups; the pods behind one NAT address are also one source to PerSourceMaxStartups. With a
 // state file (the ssh wrapper's backoff state), the pod behaves like `pipe2me start`: "now" before its first
@@ -49,6 +49,9 @@ function readState(file) {
 
 function launch(pod) {
   if (pod.state) writeState(pod.state, 'now');
+  // With relays, as `pipe2me start` does: the first attempt goes to the pod's home relay (the first of its
+  // list), whichever relay a run before this one left it on.
+  if (pod.next) writeState(pod.next, '0');
   const child = spawn(pod.argv[0], pod.argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...(pod.env ?? {}) } });
   children.set(pod.index, child);
   starting++;

@@ -32,7 +32,7 @@ if (!base.relays?.length) throw new Error(`the template pod ${templateDir} knows
 const knownHosts = fs.readFileSync(template.knownHosts, 'utf8');
 fs.mkdirSync(outDir!, { recursive: true, mode: 0o700 });
 const pods: { name: string; fqdn: string; port: number }[] = [];
-const entries: { index: number; argv: string[]; env: Record<string, string>; state: string }[] = [];
+const entries: { index: number; argv: string[]; env: Record<string, string>; state: string; next: string }[] = [];
 await seedRows(storeTargetOf(c), (maxPort) => {
   let port = (maxPort ?? c.ports.first - 1) + 1;
   if (port + count - 1 > c.ports.last) throw new Error(`${count} more subdomains do not fit ports ${port}-${c.ports.last}`);
@@ -57,7 +57,7 @@ await seedRows(storeTargetOf(c), (maxPort) => {
     fs.writeFileSync(files.relays, relaysFileText(state), { mode: 0o644 });
     fs.writeFileSync(files.sshWrapper, sshWrapperScript(files.backoffState, '/usr/bin/ssh', { list: files.relays, next: files.relayNext }), { mode: 0o700 });
     fs.writeFileSync(files.autosshLog, '', { mode: 0o644 });
-    entries.push({ index: i, argv: tunnelArgv(state, files), env: tunnelEnv(files.autosshLog, files.sshWrapper), state: files.backoffState });
+    entries.push({ index: i, argv: tunnelArgv(state, files), env: tunnelEnv(files.autosshLog, files.sshWrapper), state: files.backoffState, next: files.relayNext });
     pods.push({ name, fqdn, port: p });
   }
   return rows;
