@@ -14,6 +14,17 @@ export interface CheckResult {
   detail: string;
 }
 
+/**
+ * Ends a check's connection once its answer is in: with a reset, as HAProxy's health checks do, not a
+ * close that leaves this side in TIME_WAIT for a minute. A probe run over 50,000 ports makes 100,000
+ * connections, and a minute of them in TIME_WAIT is what the next run's connects must search past.
+ */
+function finish(sock: net.Socket): void {
+  if (sock.destroyed) return;
+  if (sock.readyState === 'open' || sock.readyState === 'writeOnly') sock.resetAndDestroy();
+  else sock.destroy();
+}
+
 export async function tlsLeafSha256(host: string, port: number, servername: string, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const sock = tls.connect({ host, port, servername, rejectUnauthorized: false, timeout: timeoutMs, ALPNProtocols: ['http/1.1'] });
@@ -21,6 +32,7 @@ export async function tlsLeafSha256(host: string, port: number, servername: stri
     sock.once('secureConnect', () => {
       const cert = sock.getPeerCertificate();
       clearTimeout(timer);
+      // A TLS socket cannot be reset (its handle is TLS's, not TCP's): closed.
       sock.destroy();
       if (!cert?.raw) return reject(new Error('no certificate presented'));
       resolve(createHash('sha256').update(cert.raw).digest('hex'));
@@ -61,6 +73,7 @@ export async function httpHead(host: string, port: number, hostHeader: string, t
         server: podText(res.headers.server as string | undefined),
         contentType: podText((res.headers['content-type'] as string | undefined)?.split(';')[0]),
       });
+      if (req.socket) finish(req.socket);
       req.destroy();
     });
     // `timeout` is for a silent socket only: an endpoint that keeps talking (100 Continue every half
@@ -88,13 +101,13 @@ export async function tcpBanner(host: string, port: number, timeoutMs: number, w
     sock.once('connect', () => {
       clearTimeout(timer);
       timer = setTimeout(() => {
-        sock.destroy();
+        finish(sock);
         resolve(Buffer.concat(chunks));
       }, waitMs);
     });
     const done = () => {
       clearTimeout(timer);
-      sock.destroy();
+      finish(sock);
       resolve(Buffer.concat(chunks).subarray(0, 256));
     };
     sock.on('data', (d: Buffer) => {
