@@ -46,6 +46,22 @@ interface SimResult {
   served: { median: number; max: number; missing: number };
   attempts: { median: number; max: number };
   upMs: number;
+  /** What the moved pods' wrappers and ssh printed after the kill, by kind. */
+  said: Record<string, number>;
+}
+
+/** One stderr line of a simulated pod after the kill, by kind (the wrapper names the relay of each attempt). */
+function sayKind(x: string): string {
+  const relay = /^pipe2me-relay: connecting to relay (\S+)/.exec(x);
+  if (relay) return `an attempt at ${relay[1]} (the wrapper)`;
+  return /Connection refused/.test(x) ? 'connection refused (no sshd listening: the killed relay)'
+    : /kex_exchange_identification/.test(x) ? 'closed at the banner: sshd dropped it (MaxStartups / PerSourceMaxStartups)'
+    : /^Connection closed by [\d.]+ port \d+$/.test(x) ? 'closed by sshd during key exchange or authentication'
+    : /timed out|Timeout/.test(x) ? 'timed out (connect or keepalive)'
+    : /closed by remote host|Broken pipe|Connection reset/.test(x) ? 'the session was cut (the kill), or the connection broke'
+    : /Permission denied/.test(x) ? 'permission denied'
+    : /forwarding failed/.test(x) ? 'forward refused'
+    : `other: ${x.slice(0, 60)}`;
 }
 
 interface Round { killed: string; podsMs: number; dnsMs: number; servedMs: number }
@@ -246,9 +262,22 @@ async function simulatedFailover(fleet: RelayFleet, manifest: string, podsFile: 
     return m && Number(m[2]) > tk ? [Number(m[3])] : [];
   });
   const a = stats(attempts.length ? attempts : [NaN]);
+  const said: Record<string, number> = {};
+  const previous = new Map<number, string>();
+  for (const l of fleet.world.procs.log(name).split('\n')) {
+    const m = /^stderr (\d+) (\d+) (.*)$/.exec(l);
+    if (!m || Number(m[2]) <= tk) continue;
+    const [idx, text] = [Number(m[1]), m[3]!];
+    // "kex_exchange_identification: …" is followed by a line about the same connection: counted once.
+    const before = previous.get(idx) ?? '';
+    previous.set(idx, text);
+    if (/^kex_exchange_identification/.test(before) && /^Connection (closed|reset) by [\d.]+ port \d+$/.test(text)) continue;
+    const k = sayKind(text);
+    said[k] = (said[k] ?? 0) + 1;
+  }
   await fleet.world.stop(name).catch(() => undefined);
   await fleet.world.stop(follower).catch(() => undefined);
-  return { sources, pods: SIM, perRelay, killed, movedPods: perRelay[killed]!.sessions, podsMs, dns: rel(res.dnsAt), served: rel(res.servedAt), attempts: { median: a.median, max: a.max }, upMs };
+  return { sources, pods: SIM, perRelay, killed, movedPods: perRelay[killed]!.sessions, podsMs, dns: rel(res.dnsAt), served: rel(res.servedAt), attempts: { median: a.median, max: a.max }, upMs, said };
 }
 
 function simReport(r: SimResult): string {
@@ -269,6 +298,10 @@ ${table(['from the kill to …', 's', 'what decides it'], [
   ['each pod served by name (HTTP to the address its name answers), median / last', `${f1(r.served.median)} / ${f1(r.served.max)}${r.served.missing ? ` (${r.served.missing} never)` : ''}`, 'bench/bin/follow-names.mjs: 64 checks in flight, the pods taking turns, each asked again ≥ 200 ms after its last answer'],
   ['wrapper attempts per moved pod until its session was back, median / max', `${r.attempts.median} / ${r.attempts.max}`, ''],
 ])}
+
+What the pods' wrappers and ssh printed after the kill (every pod, the real ones' aside; one line per attempt or failure):
+
+${table(['said', 'lines'], Object.entries(r.said).sort((x, y) => y[1] - x[1]).map(([k, v]) => [k, String(v)]))}
 
 What a live pod costs a relay (PSS of the relay's sshd processes — listener, per-pod monitor and child, session holder — over its live sessions, before the kill):
 
