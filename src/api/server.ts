@@ -431,6 +431,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
       return { host: bound!.host, port: bound!.port };
     },
     async close(): Promise<void> {
+      queue.close();
       stopHeartbeat?.();
       clearInterval(expiryTimer);
       clearInterval(refreshTimer);

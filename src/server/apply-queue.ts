@@ -61,6 +61,15 @@ class Lane {
     return p;
   }
 
+  /** Drops the settling requests (the API is closing; the watcher or the next apply renders their changes). */
+  forget(): void {
+    if (this.settleTimer !== undefined) clearTimeout(this.settleTimer);
+    this.settleTimer = undefined;
+    const dropped = this.settling;
+    this.settling = [];
+    for (const w of dropped) w.reject(new Error(`the ${this.unit} apply was dropped: the API is closing`));
+  }
+
   private release(): void {
     if (this.settleTimer !== undefined) clearTimeout(this.settleTimer);
     this.settleTimer = undefined;
@@ -113,6 +122,11 @@ export class ApplyQueue {
   /** As request, for an apply nobody waits for: it starts once such requests have settled (see Lane.settled). */
   settled(units: readonly Unit[], s: Settle = SETTLE): Promise<ApplyReport[]> {
     return Promise.all([...new Set(units)].map((u) => this.lane(u).settled(s)));
+  }
+
+  /** No apply is started after this for a settling request (one running goes on to its end). */
+  close(): void {
+    for (const lane of this.lanes.values()) lane.forget();
   }
 
   private lane(u: Unit): Lane {

@@ -85,6 +85,16 @@ describe('the API\'s apply queue', () => {
     expect(r.calls).toHaveLength(1);
   });
 
+  it('closed, it starts no apply for the settling requests: they are dropped, and say so', async () => {
+    const r = recorder();
+    const q = new ApplyQueue(ctx, () => {}, r.run);
+    const s = q.settled(['nginx'], { quietMs: 50, maxMs: 100 });
+    q.close();
+    await expect(s).rejects.toThrow(/dropped: the API is closing/);
+    await sleep(150);
+    expect(r.calls).toHaveLength(0);
+  });
+
   it('a failed apply rejects every request it answered, settled ones included, and the next request applies again', async () => {
     let fail = true;
     const calls: Unit[][] = [];
