@@ -34,6 +34,7 @@ import { loadAverage, QUICK, mr, progress, ratio, standalone, stats, table, type
 import { benchHelperArgv, epochNow, sleep } from './lib/kit.js';
 import { newPodKey } from './lib/pod-key.js';
 import { bindArgs, sourcesFromEnv, sourcesText, SpreadSources, SPREAD_CIDR, type Sources } from './lib/spread.js';
+import { CLOSED_BEFORE_AUTH, sshSaid } from './lib/ssh-said.js';
 
 // ------------------------------------------------------------------------------------------ sizes
 
@@ -914,27 +915,10 @@ async function measureStorm(b: Fleet, fleets: readonly string[], sources: Source
   let nftDropped: number | null = null;
   const nft = await world.inNs('srv', ['/usr/sbin/nft', 'list', 'table', 'inet', b.stack.config.firewall.table], { timeout: 10_000, allowFailure: true });
   if (nft.exitCode === 0) nftDropped = [...nft.stdout.matchAll(/counter packets (\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
-  const client: Record<string, number> = {};
-  let closedBeforeAuth = 0;
-  const lastLine = new Map<number, string>();
-  for (const e of b.events(fleets)) {
-    if (e.kind !== 'stderr' || e.at < kill) continue;
-    const x = e.rest;
-    const previous = lastLine.get(e.index) ?? '';
-    lastLine.set(e.index, x);
-    // "kex_exchange_identification: …" is followed by a second line about the same connection: count it once.
-    if (/^kex_exchange_identification/.test(previous) && /^Connection (closed|reset) by [\d.]+ port \d+$/.test(x)) continue;
-    const k = /Connection refused/.test(x) ? 'connection refused (sshd not listening yet)'
-      : /kex_exchange_identification/.test(x) ? 'closed at the banner: sshd dropped it (MaxStartups / PerSourceMaxStartups)'
-      : /^Connection closed by [\d.]+ port \d+$/.test(x) ? 'closed by sshd during key exchange or authentication (LoginGraceTime: this sshd exits without a log line)'
-      : /timed out|Timeout/.test(x) ? 'timed out'
-      : /closed by remote host|Broken pipe/.test(x) ? 'the session was cut (the kill), or the connection broke'
-      : /Permission denied/.test(x) ? 'permission denied'
-      : /forwarding failed/.test(x) ? 'forward refused'
-      : `other: ${x.slice(0, 60)}`;
-    if (k.startsWith('closed by sshd during')) closedBeforeAuth++;
-    client[k] = (client[k] ?? 0) + 1;
-  }
+  const client = sshSaid((function* () {
+    for (const e of b.events(fleets)) if (e.kind === 'stderr' && e.at >= kill) yield { index: e.index, text: e.rest };
+  })(), 'connection refused (sshd not listening yet)');
+  const closedBeforeAuth = client[CLOSED_BEFORE_AUTH] ?? 0;
   // sshd's CPU: the 10 ms ticks of a live process are truncated one by one (by up to a tick each), but what a parent
   // reaps is summed exactly: so the pods' sessions are ended and every process of the new sshd reaped into its listener
   // first. The figure then also holds each session's end and its keepalives until then (a few ms each).

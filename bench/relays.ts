@@ -23,6 +23,7 @@ import { readSessionsAsync } from '../src/daemons/sessions.js';
 import { pidsInNetns } from '../test/world/procfs.js';
 import { PACKAGE_ROOT } from '../src/package-root.js';
 import { bindArgs, sourcesFromEnv, sourcesText, SpreadSources, SPREAD_CIDR, type Sources } from './lib/spread.js';
+import { sshSaid } from './lib/ssh-said.js';
 import * as path from 'node:path';
 
 const PODS = Math.min(40, Number(process.env.BENCH_PODS ?? (QUICK ? 3 : 10)));
@@ -50,19 +51,6 @@ interface SimResult {
   said: Record<string, number>;
 }
 
-/** One stderr line of a simulated pod after the kill, by kind (the wrapper names the relay of each attempt). */
-function sayKind(x: string): string {
-  const relay = /^pipe2me-relay: connecting to relay (\S+)/.exec(x);
-  if (relay) return `an attempt at ${relay[1]} (the wrapper)`;
-  return /Connection refused/.test(x) ? 'connection refused (no sshd listening: the killed relay)'
-    : /kex_exchange_identification/.test(x) ? 'closed at the banner: sshd dropped it (MaxStartups / PerSourceMaxStartups)'
-    : /^Connection closed by [\d.]+ port \d+$/.test(x) ? 'closed by sshd during key exchange or authentication'
-    : /timed out|Timeout/.test(x) ? 'timed out (connect or keepalive)'
-    : /closed by remote host|Broken pipe|Connection reset/.test(x) ? 'the session was cut (the kill), or the connection broke'
-    : /Permission denied/.test(x) ? 'permission denied'
-    : /forwarding failed/.test(x) ? 'forward refused'
-    : `other: ${x.slice(0, 60)}`;
-}
 
 interface Round { killed: string; podsMs: number; dnsMs: number; servedMs: number }
 
@@ -262,19 +250,10 @@ async function simulatedFailover(fleet: RelayFleet, manifest: string, podsFile: 
     return m && Number(m[2]) > tk ? [Number(m[3])] : [];
   });
   const a = stats(attempts.length ? attempts : [NaN]);
-  const said: Record<string, number> = {};
-  const previous = new Map<number, string>();
-  for (const l of fleet.world.procs.log(name).split('\n')) {
+  const said = sshSaid(fleet.world.procs.log(name).split('\n').flatMap((l) => {
     const m = /^stderr (\d+) (\d+) (.*)$/.exec(l);
-    if (!m || Number(m[2]) <= tk) continue;
-    const [idx, text] = [Number(m[1]), m[3]!];
-    // "kex_exchange_identification: …" is followed by a line about the same connection: counted once.
-    const before = previous.get(idx) ?? '';
-    previous.set(idx, text);
-    if (/^kex_exchange_identification/.test(before) && /^Connection (closed|reset) by [\d.]+ port \d+$/.test(text)) continue;
-    const k = sayKind(text);
-    said[k] = (said[k] ?? 0) + 1;
-  }
+    return m && Number(m[2]) > tk ? [{ index: Number(m[1]), text: m[3]! }] : [];
+  }), 'connection refused (no sshd listening: the killed relay)');
   await fleet.world.stop(name).catch(() => undefined);
   await fleet.world.stop(follower).catch(() => undefined);
   return { sources, pods: SIM, perRelay, killed, movedPods: perRelay[killed]!.sessions, podsMs, dns: rel(res.dnsAt), served: rel(res.servedAt), attempts: { median: a.median, max: a.max }, upMs, said };

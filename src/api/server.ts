@@ -107,12 +107,13 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
    * goes away meanwhile, the pod still gets its answer — the change is in the store, and the next apply
    * (the watcher's, or the next request's) renders it.
    */
+  const deferred = (name: string, e: unknown) => log(`applying ${name} waits for the state store: ${(e as Error).message}`, { event: 'apply', outcome: 'deferred', subdomain: name });
   const applyAfterCommit = async (units: Parameters<ApplyQueue['request']>[0], name: string) => {
     try {
       await queue.request(units);
     } catch (e) {
       if (!storeUnavailable(e)) throw e;
-      log(`applying ${name} waits for the state store: ${(e as Error).message}`, { event: 'apply', outcome: 'deferred', subdomain: name });
+      deferred(name, e);
     }
   };
   /**
@@ -121,7 +122,7 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
    */
   const applyLater = (units: Parameters<ApplyQueue['request']>[0], name: string) => {
     queue.settled(units).catch((e: unknown) => {
-      if (storeUnavailable(e)) log(`applying ${name} waits for the state store: ${(e as Error).message}`, { event: 'apply', outcome: 'deferred', subdomain: name });
+      if (storeUnavailable(e)) deferred(name, e);
     });
   };
   // The ACME worker, when the configuration (as it is now) says ca.issuer: acme.
@@ -209,8 +210,8 @@ export function createApi(ctx: ServerContext, opts: ApiOptions = {}) {
     });
     // The answer waits for the name to resolve. nginx's entry maps follow in an apply after the answer,
     // one for a burst of creates: until then nginx asks the API for the redirect of a name its maps lack
-    // (entry-lookup.ts, which also asks for that apply at once), so the name's http(s) entry works at once too. A passthrough name needs nginx's SNI route, so its
-    // answer waits for nginx as well.
+    // (entry-lookup.ts, which also asks for that apply at once), so the name's http(s) entry works at once
+    // too. A passthrough name needs nginx's SNI route, so its answer waits for nginx as well.
     if (created.record.passthrough) await applyAfterCommit(['keys', 'nginx', 'dns'], created.record.name);
     else {
       await applyAfterCommit(['dns'], created.record.name);

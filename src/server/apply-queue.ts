@@ -63,16 +63,19 @@ class Lane {
 
   /** Drops the settling requests (the API is closing; the watcher or the next apply renders their changes). */
   forget(): void {
-    if (this.settleTimer !== undefined) clearTimeout(this.settleTimer);
-    this.settleTimer = undefined;
+    this.stopSettling();
     const dropped = this.settling;
     this.settling = [];
     for (const w of dropped) w.reject(new Error(`the ${this.unit} apply was dropped: the API is closing`));
   }
 
-  private release(): void {
+  private stopSettling(): void {
     if (this.settleTimer !== undefined) clearTimeout(this.settleTimer);
     this.settleTimer = undefined;
+  }
+
+  private release(): void {
+    this.stopSettling();
     this.waiters.push(...this.settling);
     this.settling = [];
   }
